@@ -1,0 +1,299 @@
+//! Node configuration: built-in defaults, overlaid by an optional TOML file, overlaid by
+//! environment variables and command-line flags (clap merges those two). Validated once and then
+//! passed down as `Arc<NodeConfig>`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use serde::Deserialize;
+
+/// Command-line flags. Every flag also reads a `DOCFED_*` environment variable.
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(
+    name = "docfed-node",
+    version,
+    about = "The docfed node daemon (every tier of the federation runs this program)",
+    after_help = "Examples:\n  \
+        docfed-node --data-dir /var/lib/docfed --http 127.0.0.1:7100 --token s3cret\n  \
+        docfed-node --config /etc/docfed/node.toml\n\n\
+        Precedence: flags > environment > config file > defaults."
+)]
+pub struct Args {
+    /// TOML configuration file (see node/node.example.toml).
+    #[arg(long, env = "DOCFED_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the database, the content store and temporary files.
+    #[arg(long, env = "DOCFED_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to serve HTTP on; port 0 picks a free port (written to DATA_DIR/ready.json).
+    #[arg(long, env = "DOCFED_HTTP")]
+    pub http: Option<SocketAddr>,
+    /// Bearer token required by write endpoints. Without one (here, in the file or in
+    /// --token-file) the node generates one and keeps it in DATA_DIR/token.
+    #[arg(long, env = "DOCFED_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token (first line).
+    #[arg(long, env = "DOCFED_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Id of this node, as it appears in health, change feeds and version origins.
+    #[arg(long, env = "DOCFED_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Largest accepted upload, e.g. `64GiB`.
+    #[arg(long, env = "DOCFED_MAX_UPLOAD_SIZE")]
+    pub max_upload_size: Option<ByteSize>,
+}
+
+/// The optional configuration file. Every field may be left out.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Directory for the database, the content store and temporary files.
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    pub http: Option<SocketAddr>,
+    /// Bearer token for write endpoints (prefer `token_file` for secrets).
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    pub token_file: Option<PathBuf>,
+    /// Id of this node.
+    pub node_id: Option<String>,
+    /// Largest accepted upload, e.g. "64GiB".
+    pub max_upload_size: Option<ByteSize>,
+    /// Free space kept in reserve on the data volume: uploads that would eat into it are
+    /// refused with 507 before a byte is written.
+    pub reserved_space: Option<ByteSize>,
+    /// An upload that sends nothing for this long is abandoned, e.g. "60s".
+    #[serde(default, with = "humantime_serde_opt")]
+    pub upload_idle_timeout: Option<Duration>,
+    /// How long shutdown waits for in-flight requests before cutting them off, e.g. "10s".
+    #[serde(default, with = "humantime_serde_opt")]
+    pub shutdown_timeout: Option<Duration>,
+}
+
+/// Validated configuration of a running node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: String,
+    pub tier: String,
+    pub region: Option<String>,
+    pub data_dir: PathBuf,
+    pub http: SocketAddr,
+    pub token: String,
+    pub max_upload_size: u64,
+    pub reserved_space: u64,
+    pub upload_idle_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    ParseFile {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("--data-dir is required (flag, DOCFED_DATA_DIR or `data_dir` in the config file)")]
+    MissingDataDir,
+    #[error("cannot read token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the token must be 16 to 256 printable ASCII characters without spaces")]
+    BadToken,
+    #[error("node id must be 1-64 characters of a-z, 0-9, `-`, `_`; got {0:?}")]
+    BadNodeId(String),
+    #[error("cannot prepare data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7100";
+pub const DEFAULT_MAX_UPLOAD: u64 = 64 * 1024 * 1024 * 1024;
+pub const DEFAULT_RESERVED_SPACE: u64 = 64 * 1024 * 1024;
+
+impl NodeConfig {
+    /// Merges flags/env over the file over defaults. Generates and persists a token when none
+    /// was given, so a node is never writable without one.
+    pub fn load(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+                        path: path.clone(),
+                        source,
+                    })?;
+                toml::from_str::<FileConfig>(&text).map_err(|source| ConfigError::ParseFile {
+                    path: path.clone(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .ok_or(ConfigError::MissingDataDir)?;
+        std::fs::create_dir_all(&data_dir).map_err(|source| ConfigError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let node_id = args
+            .node_id
+            .or(file.node_id)
+            .unwrap_or_else(|| "standalone".to_owned());
+        if !docfed_shared::scope::is_valid_region(&node_id) {
+            return Err(ConfigError::BadNodeId(node_id));
+        }
+        let token = match (
+            args.token.or(file.token),
+            args.token_file.or(file.token_file),
+        ) {
+            (Some(t), _) => t,
+            (None, Some(path)) => read_token_file(&path)?,
+            (None, None) => load_or_generate_token(&data_dir)?,
+        };
+        if !(16..=256).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(ConfigError::BadToken);
+        }
+        Ok(NodeConfig {
+            node_id,
+            tier: "standalone".to_owned(),
+            region: None,
+            data_dir,
+            http: args
+                .http
+                .or(file.http)
+                .unwrap_or_else(|| DEFAULT_HTTP.parse().expect("valid default")),
+            token,
+            max_upload_size: args
+                .max_upload_size
+                .or(file.max_upload_size)
+                .map_or(DEFAULT_MAX_UPLOAD, |b| b.as_u64()),
+            reserved_space: file
+                .reserved_space
+                .map_or(DEFAULT_RESERVED_SPACE, |b| b.as_u64()),
+            upload_idle_timeout: file.upload_idle_timeout.unwrap_or(Duration::from_secs(60)),
+            shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
+        })
+    }
+
+    /// A configuration for tests and embedding: everything default but the data dir and token.
+    pub fn for_dir(data_dir: impl Into<PathBuf>, token: impl Into<String>) -> Self {
+        NodeConfig {
+            node_id: "standalone".to_owned(),
+            tier: "standalone".to_owned(),
+            region: None,
+            data_dir: data_dir.into(),
+            http: "127.0.0.1:0".parse().expect("valid"),
+            token: token.into(),
+            max_upload_size: DEFAULT_MAX_UPLOAD,
+            reserved_space: 0,
+            upload_idle_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+fn read_token_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::TokenFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text.lines().next().unwrap_or("").trim().to_owned())
+}
+
+fn load_or_generate_token(data_dir: &Path) -> Result<String, ConfigError> {
+    let path = data_dir.join("token");
+    if path.exists() {
+        return read_token_file(&path);
+    }
+    use rand::distr::{Alphanumeric, SampleString};
+    let token = Alphanumeric.sample_string(&mut rand::rng(), 40);
+    write_private(&path, &token).map_err(|source| ConfigError::TokenFile {
+        path: path.clone(),
+        source,
+    })?;
+    tracing::warn!(path = %path.display(), "no token configured; generated one");
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{text}")?;
+    f.sync_all()
+}
+
+/// `humantime_serde` for `Option<Duration>` without another dependency.
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| humantime::parse_duration(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../node.example.toml");
+        let file: FileConfig = toml::from_str(text).unwrap();
+        assert_eq!(
+            file.max_upload_size.unwrap().as_u64(),
+            64 * 1024 * 1024 * 1024
+        );
+        assert_eq!(file.upload_idle_timeout, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn unknown_config_keys_are_refused() {
+        let err = toml::from_str::<FileConfig>("data_dri = \"/x\"").unwrap_err();
+        assert!(err.to_string().contains("data_dri"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file_and_token_is_generated_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg_path = dir.path().join("node.toml");
+        std::fs::write(
+            &cfg_path,
+            format!(
+                "data_dir = {:?}\nhttp = \"127.0.0.1:9999\"\nmax_upload_size = \"1MiB\"\n",
+                dir.path().join("data")
+            ),
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(cfg_path),
+            http: Some("127.0.0.1:1234".parse().unwrap()),
+            ..Args::default()
+        };
+        let a = NodeConfig::load(args.clone()).unwrap();
+        assert_eq!(a.http.port(), 1234);
+        assert_eq!(a.max_upload_size, 1024 * 1024);
+        let b = NodeConfig::load(args).unwrap();
+        assert_eq!(a.token, b.token, "generated token must persist");
+    }
+}

@@ -1,0 +1,441 @@
+//! Documents, versions and the change feed.
+
+use docfed_shared::wire::{
+    Change, ChangeFeed, ChangeKind, DocumentList, DocumentMeta, DocumentVersion, Timestamp,
+    VersionEntry, VersionList,
+};
+use docfed_shared::{DocId, Md5Hex, Scope};
+use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+
+use super::Db;
+
+const VERSION_COLUMNS: &str = "doc_id, version, origin, title, description, tags, filename, \
+     source, scope, content_type, md5, size, deleted, created_at";
+
+#[derive(sqlx::FromRow)]
+struct VersionRow {
+    doc_id: String,
+    version: i64,
+    origin: String,
+    title: String,
+    description: String,
+    tags: String,
+    filename: String,
+    source: String,
+    scope: String,
+    content_type: String,
+    md5: String,
+    size: i64,
+    deleted: bool,
+    created_at: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct DocumentRow {
+    #[sqlx(flatten)]
+    v: VersionRow,
+    published_at: i64,
+    available_here: bool,
+}
+
+fn decode_err(what: &str, e: impl std::fmt::Display) -> sqlx::Error {
+    sqlx::Error::Decode(format!("corrupt {what} in database: {e}").into())
+}
+
+impl TryFrom<VersionRow> for DocumentVersion {
+    type Error = sqlx::Error;
+    fn try_from(r: VersionRow) -> Result<Self, sqlx::Error> {
+        Ok(DocumentVersion {
+            id: r.doc_id.parse().map_err(|e| decode_err("doc_id", e))?,
+            version: r.version,
+            origin: r.origin,
+            title: r.title,
+            description: r.description,
+            tags: serde_json::from_str(&r.tags).map_err(|e| decode_err("tags", e))?,
+            filename: r.filename,
+            source: r.source,
+            scope: r.scope.parse().map_err(|e| decode_err("scope", e))?,
+            content_type: r.content_type,
+            md5: r.md5.parse().map_err(|e| decode_err("md5", e))?,
+            size: r.size as u64,
+            deleted: r.deleted,
+            created_at: Timestamp(r.created_at),
+        })
+    }
+}
+
+impl TryFrom<DocumentRow> for DocumentMeta {
+    type Error = sqlx::Error;
+    fn try_from(r: DocumentRow) -> Result<Self, sqlx::Error> {
+        Ok(DocumentMeta {
+            current: r.v.try_into()?,
+            published_at: Timestamp(r.published_at),
+            available_here: r.available_here,
+        })
+    }
+}
+
+/// Which documents a listing includes with respect to tombstones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeletedFilter {
+    #[default]
+    Exclude,
+    Only,
+    Include,
+}
+
+/// Where the next page of a listing starts. Relevance-ranked searches page by offset; plain
+/// listings page by key (newest first), which stays cheap however deep the page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    Offset(u64),
+    BeforeRid(i64),
+}
+
+impl Cursor {
+    pub fn encode(self) -> String {
+        match self {
+            Cursor::Offset(n) => format!("o{n}"),
+            Cursor::BeforeRid(r) => format!("k{r}"),
+        }
+    }
+
+    pub fn decode(s: &str) -> Option<Self> {
+        let (kind, n) = s.split_at_checked(1)?;
+        match kind {
+            "o" => n.parse().ok().map(Cursor::Offset),
+            "k" => n.parse().ok().map(Cursor::BeforeRid),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Already converted to a safe FTS5 expression (see `api::search`).
+    pub fts: Option<String>,
+    pub scope: Option<Scope>,
+    pub tag: Option<String>,
+    pub deleted: DeletedFilter,
+    pub limit: u32,
+    pub cursor: Option<Cursor>,
+}
+
+impl Db {
+    pub async fn document(&self, id: &DocId) -> Result<Option<DocumentMeta>, sqlx::Error> {
+        let row: Option<DocumentRow> = sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS}, published_at, \
+             EXISTS (SELECT 1 FROM objects o WHERE o.md5 = d.md5) AS available_here \
+             FROM documents d WHERE doc_id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    pub async fn versions(&self, id: &DocId) -> Result<Option<VersionList>, sqlx::Error> {
+        let current: Option<(i64, String)> =
+            sqlx::query_as("SELECT version, origin FROM documents WHERE doc_id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&self.read)
+                .await?;
+        let Some(current) = current else {
+            return Ok(None);
+        };
+        let rows: Vec<DocumentRow> = sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS}, created_at AS published_at, \
+             EXISTS (SELECT 1 FROM objects o WHERE o.md5 = v.md5) AS available_here \
+             FROM versions v WHERE doc_id = ? ORDER BY version, origin"
+        ))
+        .bind(id.to_string())
+        .fetch_all(&self.read)
+        .await?;
+        let versions = rows
+            .into_iter()
+            .map(|r| {
+                let available_here = r.available_here;
+                let version: DocumentVersion = r.v.try_into()?;
+                Ok(VersionEntry {
+                    current: (version.version, version.origin.as_str())
+                        == (current.0, current.1.as_str()),
+                    version,
+                    available_here,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(Some(VersionList { id: *id, versions }))
+    }
+
+    /// A specific version's metadata, for content requests of older versions.
+    pub async fn version(
+        &self,
+        id: &DocId,
+        version: i64,
+    ) -> Result<Option<DocumentVersion>, sqlx::Error> {
+        // When concurrent versions share a number, the winner (highest origin) is the one meant.
+        let row: Option<VersionRow> = sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS} FROM versions WHERE doc_id = ? AND version = ? \
+             ORDER BY origin DESC LIMIT 1"
+        ))
+        .bind(id.to_string())
+        .bind(version)
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(TryInto::try_into).transpose()
+    }
+
+    pub async fn list(&self, f: &ListFilter) -> Result<DocumentList, sqlx::Error> {
+        let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT d.rid, {}, d.published_at, \
+             EXISTS (SELECT 1 FROM objects o WHERE o.md5 = d.md5) AS available_here ",
+            VERSION_COLUMNS
+                .split(", ")
+                .map(|c| format!("d.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        if let Some(fts) = &f.fts {
+            qb.push("FROM documents_fts JOIN documents d ON d.rid = documents_fts.rowid WHERE documents_fts MATCH ");
+            qb.push_bind(fts.clone());
+        } else {
+            qb.push("FROM documents d WHERE 1 = 1");
+        }
+        match f.deleted {
+            DeletedFilter::Exclude => {
+                qb.push(" AND d.deleted = 0");
+            }
+            DeletedFilter::Only => {
+                qb.push(" AND d.deleted = 1");
+            }
+            DeletedFilter::Include => {}
+        }
+        if let Some(scope) = &f.scope {
+            qb.push(" AND d.scope = ").push_bind(scope.to_string());
+        }
+        if let Some(tag) = &f.tag {
+            qb.push(" AND d.rid IN (SELECT rid FROM document_tags WHERE tag = ")
+                .push_bind(tag.clone())
+                .push(")");
+        }
+        let limit = f.limit.max(1);
+        let offset = match (f.fts.is_some(), f.cursor) {
+            (true, Some(Cursor::Offset(n))) => n,
+            (false, Some(Cursor::BeforeRid(rid))) => {
+                qb.push(" AND d.rid < ").push_bind(rid);
+                0
+            }
+            _ => 0,
+        };
+        if f.fts.is_some() {
+            qb.push(" ORDER BY documents_fts.rank, d.rid DESC");
+        } else {
+            qb.push(" ORDER BY d.rid DESC");
+        }
+        // One row more than asked tells whether there is a next page.
+        qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
+        qb.push(" OFFSET ").push_bind(offset as i64);
+
+        #[derive(sqlx::FromRow)]
+        struct Hit {
+            rid: i64,
+            #[sqlx(flatten)]
+            doc: DocumentRow,
+        }
+        let mut hits: Vec<Hit> = qb.build_query_as().fetch_all(&self.read).await?;
+        let more = hits.len() > limit as usize;
+        hits.truncate(limit as usize);
+        let next_cursor = match (more, hits.last()) {
+            (true, Some(last)) => Some(if f.fts.is_some() {
+                Cursor::Offset(offset + u64::from(limit)).encode()
+            } else {
+                Cursor::BeforeRid(last.rid).encode()
+            }),
+            _ => None,
+        };
+        let documents = hits
+            .into_iter()
+            .map(|h| h.doc.try_into())
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(DocumentList {
+            documents,
+            next_cursor,
+        })
+    }
+
+    pub async fn changes(&self, since: i64, limit: u32) -> Result<ChangeFeed, sqlx::Error> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            seq: i64,
+            kind: String,
+            at: i64,
+            #[sqlx(flatten)]
+            v: VersionRow,
+        }
+        let cols = VERSION_COLUMNS
+            .split(", ")
+            .map(|c| format!("v.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows: Vec<Row> = sqlx::query_as(&format!(
+            "SELECT c.seq, c.kind, c.at, {cols} FROM changes c \
+             JOIN versions v ON v.doc_id = c.doc_id AND v.version = c.version AND v.origin = c.origin \
+             WHERE c.seq > ? ORDER BY c.seq LIMIT ?"
+        ))
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.read)
+        .await?;
+        let last_seq = rows.last().map_or(since, |r| r.seq);
+        let changes = rows
+            .into_iter()
+            .map(|r| {
+                Ok(Change {
+                    seq: r.seq,
+                    kind: ChangeKind::parse(&r.kind)
+                        .ok_or_else(|| decode_err("change kind", &r.kind))?,
+                    at: Timestamp(r.at),
+                    document: r.v.try_into()?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()?;
+        Ok(ChangeFeed { changes, last_seq })
+    }
+}
+
+/// The current version of a document as seen inside a write transaction.
+pub async fn current_version(
+    conn: &mut SqliteConnection,
+    id: &DocId,
+) -> Result<Option<DocumentVersion>, sqlx::Error> {
+    let row: Option<VersionRow> = sqlx::query_as(&format!(
+        "SELECT {VERSION_COLUMNS} FROM documents WHERE doc_id = ?"
+    ))
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+pub async fn object_known(conn: &mut SqliteConnection, md5: &Md5Hex) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM objects WHERE md5 = ?")
+        .bind(md5.as_str())
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(n > 0)
+}
+
+pub async fn record_object(
+    conn: &mut SqliteConnection,
+    md5: &Md5Hex,
+    size: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT OR IGNORE INTO objects (md5, size, stored_at) VALUES (?, ?, ?)")
+        .bind(md5.as_str())
+        .bind(size as i64)
+        .bind(Timestamp::now().millis())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Whether version `a` supersedes version `b`: higher number wins, then the higher origin id, so
+/// every node resolves concurrent edits the same way.
+pub fn supersedes(a: &DocumentVersion, b: &DocumentVersion) -> bool {
+    (a.version, a.origin.as_str()) > (b.version, b.origin.as_str())
+}
+
+/// Records a version: keeps it in the history, makes it current if it supersedes the current one,
+/// and appends it to the change feed. Returns false (and changes nothing) if this exact version
+/// was already known, which makes redelivered messages harmless.
+pub async fn record_version(
+    conn: &mut SqliteConnection,
+    v: &DocumentVersion,
+    kind: ChangeKind,
+) -> Result<bool, sqlx::Error> {
+    let tags = serde_json::to_string(&v.tags).expect("strings serialise");
+    let inserted = sqlx::query(&format!(
+        "INSERT OR IGNORE INTO versions ({VERSION_COLUMNS}) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(v.id.to_string())
+    .bind(v.version)
+    .bind(&v.origin)
+    .bind(&v.title)
+    .bind(&v.description)
+    .bind(&tags)
+    .bind(&v.filename)
+    .bind(&v.source)
+    .bind(v.scope.to_string())
+    .bind(&v.content_type)
+    .bind(v.md5.as_str())
+    .bind(v.size as i64)
+    .bind(v.deleted)
+    .bind(v.created_at.millis())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO changes (doc_id, version, origin, kind, at) VALUES (?, ?, ?, ?, ?) RETURNING seq",
+    )
+    .bind(v.id.to_string())
+    .bind(v.version)
+    .bind(&v.origin)
+    .bind(kind.as_str())
+    .bind(Timestamp::now().millis())
+    .fetch_one(&mut *conn)
+    .await?;
+
+    let current = current_version(conn, &v.id).await?;
+    if current.as_ref().is_some_and(|c| !supersedes(v, c)) {
+        // A concurrent version that lost: kept in history and in the feed, not current.
+        return Ok(true);
+    }
+    let tags_text = v.tags.join(" ");
+    let rid: i64 = sqlx::query_scalar(&format!(
+        "INSERT INTO documents ({VERSION_COLUMNS}, tags_text, published_at, last_seq) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, origin = excluded.origin, \
+           title = excluded.title, description = excluded.description, tags = excluded.tags, \
+           tags_text = excluded.tags_text, filename = excluded.filename, source = excluded.source, \
+           scope = excluded.scope, content_type = excluded.content_type, md5 = excluded.md5, \
+           size = excluded.size, deleted = excluded.deleted, created_at = excluded.created_at, \
+           published_at = MIN(documents.published_at, excluded.published_at), \
+           last_seq = excluded.last_seq \
+         RETURNING rid"
+    ))
+    .bind(v.id.to_string())
+    .bind(v.version)
+    .bind(&v.origin)
+    .bind(&v.title)
+    .bind(&v.description)
+    .bind(&tags)
+    .bind(&v.filename)
+    .bind(&v.source)
+    .bind(v.scope.to_string())
+    .bind(&v.content_type)
+    .bind(v.md5.as_str())
+    .bind(v.size as i64)
+    .bind(v.deleted)
+    .bind(v.created_at.millis())
+    .bind(&tags_text)
+    .bind(v.created_at.millis())
+    .bind(seq)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM document_tags WHERE rid = ?")
+        .bind(rid)
+        .execute(&mut *conn)
+        .await?;
+    for tag in &v.tags {
+        sqlx::query("INSERT OR IGNORE INTO document_tags (tag, rid) VALUES (?, ?)")
+            .bind(tag)
+            .bind(rid)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(true)
+}

@@ -1,0 +1,86 @@
+//! SQLite through sqlx: one read pool and one single-connection write pool.
+//!
+//! All writes go through the one writer connection, so write transactions never race each other
+//! for SQLite's lock (no `SQLITE_BUSY` surprises under load), and code that must make a file
+//! rename and a row insert atomic (the content store) can do both while holding it. WAL mode lets
+//! readers proceed while the writer works; `synchronous = FULL` makes a commit durable before it
+//! is acknowledged, because the federation acks messages on the strength of a commit.
+
+pub mod documents;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::SqlitePool;
+
+pub use documents::{Cursor, DeletedFilter, ListFilter};
+
+#[derive(Debug, Clone)]
+pub struct Db {
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+pub type WriteTx = sqlx::Transaction<'static, sqlx::Sqlite>;
+
+impl Db {
+    pub async fn open(path: &Path) -> Result<Self, sqlx::Error> {
+        let opts = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory")
+            .optimize_on_close(true, None);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(60))
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(Self { read, write })
+    }
+
+    /// Starts a transaction on the writer connection.
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        self.write.begin().await
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+/// Whether a database error means the disk (or the database file's volume) is full.
+pub fn is_disk_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            // SQLITE_FULL = 13; extended codes keep it in the low byte.
+            db.code()
+                .and_then(|c| c.parse::<i32>().ok())
+                .is_some_and(|c| c & 0xff == 13)
+        }
+        sqlx::Error::Io(io) => io.raw_os_error() == Some(nix::libc::ENOSPC),
+        _ => false,
+    }
+}
+
+impl Db {
+    /// A cheap round trip, for health checks.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.read)
+            .await
+            .map(|_| ())
+    }
+}

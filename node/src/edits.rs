@@ -1,0 +1,184 @@
+//! Local edits: publish, new version, tombstone, reactivate.
+//!
+//! Each edit reads the current version, builds the next one and records it in one writer
+//! transaction. New content is moved into the store inside that same transaction and removed
+//! again if the commit fails, so a document, its version and its object appear together or not
+//! at all.
+
+use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
+use docfed_shared::{DocId, Md5Hex, Scope};
+
+use crate::db::documents::{current_version, object_known, record_object, record_version};
+use crate::error::ApiError;
+use crate::store::Ingested;
+use crate::Node;
+
+/// Metadata supplied with a publication or a new version; `None` keeps the previous value (or
+/// the default, for a first publication).
+#[derive(Debug, Clone, Default)]
+pub struct MetaInput {
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub filename: Option<String>,
+    pub source: Option<String>,
+    pub scope: Option<Scope>,
+    pub content_type: Option<String>,
+}
+
+impl Node {
+    pub async fn publish(
+        &self,
+        meta: MetaInput,
+        content: Ingested,
+    ) -> Result<DocumentVersion, ApiError> {
+        let id = DocId::new();
+        let origin = self.config.node_id.clone();
+        self.apply(id, Some(content), move |current, (md5, size)| {
+            debug_assert!(current.is_none(), "fresh ids are unknown");
+            let v = DocumentVersion {
+                id,
+                version: 1,
+                origin,
+                title: meta
+                    .title
+                    .ok_or_else(|| ApiError::invalid("title", "is required"))?,
+                description: meta.description.unwrap_or_default(),
+                tags: meta.tags.unwrap_or_default(),
+                filename: meta.filename.unwrap_or_default(),
+                source: meta.source.unwrap_or_default(),
+                scope: meta.scope.unwrap_or(Scope::Global),
+                content_type: meta
+                    .content_type
+                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                md5,
+                size,
+                deleted: false,
+                created_at: Timestamp::now(),
+            };
+            Ok((v, ChangeKind::Published))
+        })
+        .await
+    }
+
+    pub async fn new_version(
+        &self,
+        id: DocId,
+        meta: MetaInput,
+        content: Ingested,
+    ) -> Result<DocumentVersion, ApiError> {
+        let origin = self.config.node_id.clone();
+        self.apply(id, Some(content), move |current, (md5, size)| {
+            let prev = live(id, current)?;
+            let v = DocumentVersion {
+                id,
+                version: prev.version + 1,
+                origin,
+                title: meta.title.unwrap_or(prev.title),
+                description: meta.description.unwrap_or(prev.description),
+                tags: meta.tags.unwrap_or(prev.tags),
+                filename: meta.filename.unwrap_or(prev.filename),
+                source: meta.source.unwrap_or(prev.source),
+                scope: meta.scope.unwrap_or(prev.scope),
+                content_type: meta.content_type.unwrap_or(prev.content_type),
+                md5,
+                size,
+                deleted: false,
+                created_at: Timestamp::now(),
+            };
+            Ok((v, ChangeKind::Updated))
+        })
+        .await
+    }
+
+    pub async fn tombstone(&self, id: DocId) -> Result<DocumentVersion, ApiError> {
+        let origin = self.config.node_id.clone();
+        self.apply(id, None, move |current, _| {
+            let prev = live(id, current)?;
+            Ok((successor(prev, origin, true), ChangeKind::Deleted))
+        })
+        .await
+    }
+
+    pub async fn reactivate(&self, id: DocId) -> Result<DocumentVersion, ApiError> {
+        let origin = self.config.node_id.clone();
+        self.apply(id, None, move |current, _| {
+            let prev = current.ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
+            if !prev.deleted {
+                return Err(ApiError::Conflict(format!("document {id} is not deleted")));
+            }
+            Ok((successor(prev, origin, false), ChangeKind::Reactivated))
+        })
+        .await
+    }
+
+    /// Runs one edit in one writer transaction. `make` sees the current version and the new
+    /// content's address (or the current one's, for edits without content).
+    async fn apply<F>(
+        &self,
+        id: DocId,
+        content: Option<Ingested>,
+        make: F,
+    ) -> Result<DocumentVersion, ApiError>
+    where
+        F: FnOnce(
+            Option<DocumentVersion>,
+            (Md5Hex, u64),
+        ) -> Result<(DocumentVersion, ChangeKind), ApiError>,
+    {
+        let mut tx = self.db.begin_write().await?;
+        let current = current_version(&mut tx, &id).await?;
+        let address = match (&content, &current) {
+            (Some(c), _) => (c.md5.clone(), c.size),
+            (None, Some(cur)) => (cur.md5.clone(), cur.size),
+            (None, None) => return Err(ApiError::not_found(format!("document {id}"))),
+        };
+        let (version, kind) = make(current, address)?;
+
+        let mut placed: Option<Md5Hex> = None;
+        let result: Result<(), ApiError> = async {
+            if let Some(content) = content {
+                let held = object_known(&mut tx, &content.md5).await?;
+                let (md5, size) = (content.md5.clone(), content.size);
+                if self.store.commit(content, held).await? {
+                    placed = Some(md5.clone());
+                }
+                record_object(&mut tx, &md5, size).await?;
+            }
+            record_version(&mut tx, &version, kind).await?;
+            tx.commit().await?;
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            if let Some(md5) = placed {
+                self.store.discard(&md5).await;
+            }
+            return Err(e);
+        }
+        tracing::info!(doc_id = %version.id, version = version.version, kind = kind.as_str(),
+            md5 = %version.md5, size = version.size, "recorded local edit");
+        Ok(version)
+    }
+}
+
+/// The current version, which must exist and not be a tombstone.
+fn live(id: DocId, current: Option<DocumentVersion>) -> Result<DocumentVersion, ApiError> {
+    let prev = current.ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
+    if prev.deleted {
+        return Err(ApiError::Conflict(format!(
+            "document {id} is deleted; reactivate it first"
+        )));
+    }
+    Ok(prev)
+}
+
+fn successor(prev: DocumentVersion, origin: String, deleted: bool) -> DocumentVersion {
+    DocumentVersion {
+        version: prev.version + 1,
+        origin,
+        deleted,
+        created_at: Timestamp::now(),
+        ..prev
+    }
+}

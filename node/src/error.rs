@@ -1,0 +1,145 @@
+//! `ApiError`: every failure a request can meet, with its HTTP status and JSON body, so handlers
+//! just use `?`.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use docfed_shared::wire::ErrorBody;
+
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid `{field}`: {message}")]
+    InvalidField {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("document {id} is deleted; its content is available by version (?version=N)")]
+    Gone { id: String },
+    #[error("upload larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("range not satisfiable for a {size}-byte document")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("not enough storage on this node")]
+    InsufficientStorage,
+    #[error("upload abandoned: {0}")]
+    UploadAborted(String),
+    #[error("database unavailable")]
+    DbUnavailable(#[source] sqlx::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        ApiError::InvalidField {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError::NotFound { what: what.into() }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidField { .. }
+            | ApiError::BadRequest(_)
+            | ApiError::UploadAborted(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Gone { .. } => StatusCode::GONE,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ApiError::DbUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidField { .. } => "invalid_field",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Gone { .. } => "deleted",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
+            ApiError::InsufficientStorage => "insufficient_storage",
+            ApiError::UploadAborted(_) => "upload_aborted",
+            ApiError::DbUnavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        if crate::db::is_disk_full(&e) {
+            return ApiError::InsufficientStorage;
+        }
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                ApiError::DbUnavailable(e)
+            }
+            e => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::TooLarge { limit } => ApiError::TooLarge { limit },
+            StoreError::DiskFull { .. } => ApiError::InsufficientStorage,
+            StoreError::BodyAborted(_) | StoreError::IdleTimeout(_) => {
+                ApiError::UploadAborted(e.to_string())
+            }
+            StoreError::Io(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        } else {
+            tracing::debug!(error = %self, "request refused");
+        }
+        let body = ErrorBody {
+            error: self.to_string(),
+            code: self.code().to_owned(),
+        };
+        let mut resp = (status, Json(body)).into_response();
+        match self {
+            ApiError::Unauthorized => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"docfed\""),
+                );
+            }
+            ApiError::RangeNotSatisfiable { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}

@@ -1,0 +1,319 @@
+//! The content-addressed store: `objects/<ab>/<md5>` under the data dir.
+//!
+//! Bytes arrive as a stream and are written to a temporary file in `tmp/` by a blocking worker
+//! thread that hashes as it writes, so receiving from the socket, hashing and writing to disk
+//! overlap and only a bounded number of chunks is ever in memory. A finished file is fsynced,
+//! then renamed into place and its directory fsynced; the caller records it in SQLite in the
+//! same writer transaction (see `db`), so an object row never exists without its file. A
+//! temporary file is deleted when its guard is dropped, whatever the reason (error, client gone,
+//! task cancelled), and `tmp/` is emptied at start-up for the crash case.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use docfed_shared::{Md5Hex, Md5Stream};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+/// Chunks queued between the socket and the writer thread.
+const WRITE_QUEUE: usize = 16;
+const WRITE_BUFFER: usize = 256 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("upload exceeds the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error(
+        "not enough disk space (need {needed} bytes, {available} available after the reserve)"
+    )]
+    DiskFull { needed: u64, available: u64 },
+    #[error("the client stopped sending: {0}")]
+    BodyAborted(String),
+    #[error("the client sent nothing for {0:?}")]
+    IdleTimeout(Duration),
+    #[error("storage I/O error: {0}")]
+    Io(#[from] io::Error),
+}
+
+impl StoreError {
+    /// ENOSPC anywhere in a write means a full disk, which the API reports as 507.
+    fn from_io(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(nix::libc::ENOSPC) {
+            StoreError::DiskFull {
+                needed: 0,
+                available: 0,
+            }
+        } else {
+            StoreError::Io(e)
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    objects: PathBuf,
+    tmp: PathBuf,
+    reserved_space: u64,
+}
+
+/// A temporary file that is removed on drop unless it was moved into the store.
+#[derive(Debug)]
+pub struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A complete, fsynced upload waiting to be committed into the store.
+#[derive(Debug)]
+pub struct Ingested {
+    pub temp: TempFile,
+    pub md5: Md5Hex,
+    pub size: u64,
+}
+
+impl Store {
+    /// Opens the store under `data_dir`, removing temporary files left by a crash.
+    pub fn open(data_dir: &Path, reserved_space: u64) -> io::Result<Self> {
+        let objects = data_dir.join("objects");
+        let tmp = data_dir.join("tmp");
+        std::fs::create_dir_all(&objects)?;
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        std::fs::create_dir_all(&tmp)?;
+        Ok(Self {
+            objects,
+            tmp,
+            reserved_space,
+        })
+    }
+
+    pub fn object_path(&self, md5: &Md5Hex) -> PathBuf {
+        let s = md5.as_str();
+        self.objects.join(&s[..2]).join(s)
+    }
+
+    /// Bytes that may still be written before the reserve is reached.
+    pub fn available_space(&self) -> io::Result<u64> {
+        let st = nix::sys::statvfs::statvfs(&self.objects).map_err(io::Error::from)?;
+        let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
+        Ok(free.saturating_sub(self.reserved_space))
+    }
+
+    /// Refuses up front an upload whose announced size cannot fit.
+    pub fn check_space(&self, needed: u64) -> Result<(), StoreError> {
+        let available = self.available_space()?;
+        if needed > available {
+            return Err(StoreError::DiskFull { needed, available });
+        }
+        Ok(())
+    }
+
+    /// Streams `body` into a temporary file, hashing as it goes, and fsyncs it. At most `limit`
+    /// bytes are accepted; a pause longer than `idle` abandons the upload.
+    pub async fn ingest<S, E>(
+        &self,
+        body: S,
+        limit: u64,
+        idle: Duration,
+    ) -> Result<Ingested, StoreError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let path = self.tmp.join(format!("upload-{}", uuid_like()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(StoreError::from_io)?;
+        let temp = TempFile { path, armed: true };
+        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || write_chunks(file, rx));
+
+        let outcome = pump(body, &tx, limit, idle).await;
+        drop(tx);
+        let written = writer
+            .await
+            .map_err(|e| StoreError::Io(io::Error::other(e)))?;
+        // The writer's error (e.g. ENOSPC) explains a failed send better than the send does.
+        let hash = written.map_err(StoreError::from_io)?;
+        outcome?;
+        let (md5, size) = hash.finish();
+        Ok(Ingested { temp, md5, size })
+    }
+
+    /// Moves an ingested file to its content address and makes the rename durable. Returns
+    /// whether a new file was placed (false when the content was already held).
+    pub async fn commit(&self, ingested: Ingested, already_held: bool) -> Result<bool, StoreError> {
+        let Ingested { mut temp, md5, .. } = ingested;
+        if already_held {
+            return Ok(false);
+        }
+        let dest = self.object_path(&md5);
+        let src = temp.path.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let dir = dest.parent().expect("object paths have a parent");
+            if !dir.exists() {
+                std::fs::create_dir_all(dir)?;
+                sync_dir(dir.parent().expect("objects dir"))?;
+            }
+            std::fs::rename(&src, &dest)?;
+            sync_dir(dir)
+        })
+        .await
+        .map_err(|e| StoreError::Io(io::Error::other(e)))?
+        .map_err(StoreError::from_io)?;
+        temp.armed = false;
+        Ok(true)
+    }
+
+    /// Removes an object placed by `commit` whose database record could not be written.
+    pub async fn discard(&self, md5: &Md5Hex) {
+        let path = self.object_path(md5);
+        if let Err(e) = tokio::fs::remove_file(&path).await {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove unrecorded object");
+        }
+    }
+
+    pub async fn open_object(&self, md5: &Md5Hex) -> io::Result<tokio::fs::File> {
+        tokio::fs::File::open(self.object_path(md5)).await
+    }
+}
+
+async fn pump<S, E>(
+    mut body: S,
+    tx: &mpsc::Sender<Bytes>,
+    limit: u64,
+    idle: Duration,
+) -> Result<(), StoreError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let mut total: u64 = 0;
+    loop {
+        let chunk = match tokio::time::timeout(idle, body.next()).await {
+            Err(_) => return Err(StoreError::IdleTimeout(idle)),
+            Ok(None) => return Ok(()),
+            Ok(Some(Err(e))) => return Err(StoreError::BodyAborted(e.to_string())),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        total += chunk.len() as u64;
+        if total > limit {
+            return Err(StoreError::TooLarge { limit });
+        }
+        if tx.send(chunk).await.is_err() {
+            // The writer stopped: its own error is reported by the caller.
+            return Ok(());
+        }
+    }
+}
+
+fn write_chunks(file: std::fs::File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<Md5Stream> {
+    let mut hash = Md5Stream::new();
+    let mut out = io::BufWriter::with_capacity(WRITE_BUFFER, file);
+    while let Some(chunk) = rx.blocking_recv() {
+        hash.update(&chunk);
+        out.write_all(&chunk)?;
+    }
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(hash)
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+fn uuid_like() -> String {
+    use rand::Rng;
+    format!("{:032x}", rand::rng().random::<u128>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(data: &[u8], size: usize) -> impl Stream<Item = Result<Bytes, io::Error>> + Unpin {
+        let v: Vec<_> = data
+            .chunks(size.max(1))
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures::stream::iter(v)
+    }
+
+    #[tokio::test]
+    async fn ingest_then_commit_places_file_at_its_md5() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        let data = vec![7u8; 300_000];
+        let ing = store
+            .ingest(chunks(&data, 65_536), u64::MAX, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(ing.size, 300_000);
+        let md5 = ing.md5.clone();
+        assert!(store.commit(ing, false).await.unwrap());
+        assert_eq!(std::fs::read(store.object_path(&md5)).unwrap(), data);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn oversized_or_aborted_upload_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        let err = store
+            .ingest(chunks(&[1u8; 1000], 100), 999, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge { limit: 999 }), "{err}");
+        let aborted = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(io::Error::other("connection reset")),
+        ]);
+        let err = store
+            .ingest(aborted, u64::MAX, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::BodyAborted(_)), "{err}");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("objects"))
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn already_held_content_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), 0).unwrap();
+        let ing = store
+            .ingest(chunks(b"same", 2), u64::MAX, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert!(!store.commit(ing, true).await.unwrap());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+}

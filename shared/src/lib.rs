@@ -1,0 +1,15 @@
+//! Types every docfed program shares: identifiers, document scopes, the JSON bodies of the node
+//! HTTP API, and a streaming MD5 helper.
+//!
+//! This crate has no I/O framework dependencies (no axum, sqlx or lapin) so that the portal, the
+//! command-line client and the test harnesses can speak the node's wire format without pulling
+//! in the node itself.
+
+pub mod ids;
+pub mod md5stream;
+pub mod scope;
+pub mod wire;
+
+pub use ids::{DocId, Md5Hex, ParseIdError};
+pub use md5stream::Md5Stream;
+pub use scope::{ParseScopeError, Scope};

@@ -1,0 +1,204 @@
+//! JSON bodies of the node HTTP API (DESIGN section 8). Field names here are the contract with
+//! the portal, the command-line client and the harnesses.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::{DocId, Md5Hex, Scope};
+
+/// A point in time, kept as Unix milliseconds (how the node stores it) and written as RFC 3339
+/// (how people and other programs read it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        Self(ms)
+    }
+
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+
+    fn system_time(self) -> SystemTime {
+        if self.0 >= 0 {
+            UNIX_EPOCH + Duration::from_millis(self.0 as u64)
+        } else {
+            UNIX_EPOCH - Duration::from_millis(self.0.unsigned_abs())
+        }
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        humantime::format_rfc3339_millis(self.system_time()).fmt(f)
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom)?;
+        let ms = match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_millis() as i64,
+            Err(e) => -(e.duration().as_millis() as i64),
+        };
+        Ok(Self(ms))
+    }
+}
+
+/// One version of a document: its metadata and the content it points to. Every change,
+/// tombstones included, is a version; all of them are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentVersion {
+    pub id: DocId,
+    pub version: i64,
+    /// The node that accepted this version (a primary), the tie-breaker between concurrent
+    /// versions with the same number.
+    pub origin: String,
+    pub title: String,
+    pub description: String,
+    pub tags: Vec<String>,
+    /// The author's file name: metadata only, never used to build a path.
+    pub filename: String,
+    pub source: String,
+    pub scope: Scope,
+    pub content_type: String,
+    pub md5: Md5Hex,
+    pub size: u64,
+    pub deleted: bool,
+    pub created_at: Timestamp,
+}
+
+/// The current state of a document as one node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentMeta {
+    #[serde(flatten)]
+    pub current: DocumentVersion,
+    /// When the first version was published.
+    pub published_at: Timestamp,
+    /// Whether this node holds the bytes of the current version.
+    pub available_here: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionEntry {
+    #[serde(flatten)]
+    pub version: DocumentVersion,
+    /// This version is the document's current one.
+    pub current: bool,
+    /// The bytes of this version are held by this node.
+    pub available_here: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionList {
+    pub id: DocId,
+    /// Oldest first.
+    pub versions: Vec<VersionEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocumentList {
+    pub documents: Vec<DocumentMeta>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Published,
+    Updated,
+    Deleted,
+    Reactivated,
+}
+
+impl ChangeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeKind::Published => "published",
+            ChangeKind::Updated => "updated",
+            ChangeKind::Deleted => "deleted",
+            ChangeKind::Reactivated => "reactivated",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "published" => ChangeKind::Published,
+            "updated" => ChangeKind::Updated,
+            "deleted" => ChangeKind::Deleted,
+            "reactivated" => ChangeKind::Reactivated,
+            _ => return None,
+        })
+    }
+}
+
+/// One entry of the change feed: a version became known to this node. The entry carries the
+/// version's metadata so a client can rebuild the directory from the feed alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub seq: i64,
+    pub kind: ChangeKind,
+    pub at: Timestamp,
+    pub document: DocumentVersion,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeFeed {
+    pub changes: Vec<Change>,
+    /// The highest sequence number returned, or `since` when there was nothing newer: pass it as
+    /// the next `since`.
+    pub last_seq: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishResponse {
+    pub id: DocId,
+    pub version: i64,
+    pub md5: Md5Hex,
+    pub size: u64,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub node: String,
+    pub tier: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_round_trips_through_json() {
+        let t = Timestamp(1_763_768_000_123);
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, "\"2025-11-21T23:33:20.123Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+    }
+}
