@@ -43,6 +43,15 @@ pub struct Args {
     /// Largest accepted upload, e.g. `64GiB`.
     #[arg(long, env = "DOCFED_MAX_UPLOAD_SIZE")]
     pub max_upload_size: Option<ByteSize>,
+    /// Free space kept in reserve on the data volume, e.g. `64MiB`.
+    #[arg(long, env = "DOCFED_RESERVED_SPACE")]
+    pub reserved_space: Option<ByteSize>,
+    /// Abandon an upload that sends nothing for this long, e.g. `60s`.
+    #[arg(long, env = "DOCFED_UPLOAD_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub upload_idle_timeout: Option<Duration>,
+    /// How long shutdown waits for in-flight requests, e.g. `10s`.
+    #[arg(long, env = "DOCFED_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// The optional configuration file. Every field may be left out.
@@ -179,11 +188,18 @@ impl NodeConfig {
                 .max_upload_size
                 .or(file.max_upload_size)
                 .map_or(DEFAULT_MAX_UPLOAD, |b| b.as_u64()),
-            reserved_space: file
+            reserved_space: args
                 .reserved_space
+                .or(file.reserved_space)
                 .map_or(DEFAULT_RESERVED_SPACE, |b| b.as_u64()),
-            upload_idle_timeout: file.upload_idle_timeout.unwrap_or(Duration::from_secs(60)),
-            shutdown_timeout: file.shutdown_timeout.unwrap_or(Duration::from_secs(10)),
+            upload_idle_timeout: args
+                .upload_idle_timeout
+                .or(file.upload_idle_timeout)
+                .unwrap_or(Duration::from_secs(60)),
+            shutdown_timeout: args
+                .shutdown_timeout
+                .or(file.shutdown_timeout)
+                .unwrap_or(Duration::from_secs(10)),
         })
     }
 

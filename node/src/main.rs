@@ -12,6 +12,7 @@ fn main() -> ExitCode {
         .with_env_filter(
             EnvFilter::try_from_env("DOCFED_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let config = match NodeConfig::load(args) {
         Ok(c) => Arc::new(c),

@@ -82,6 +82,10 @@ pub async fn content(
             Err(_) => None,
             Ok(parsed) => match parsed.validate(v.size) {
                 Err(_) => return Err(ApiError::RangeNotSatisfiable { size: v.size }),
+                // Nothing of an empty document can be satisfied (the parser lets 0-0 through).
+                Ok(ranges) if ranges.iter().any(|r| *r.end() >= v.size) => {
+                    return Err(ApiError::RangeNotSatisfiable { size: v.size })
+                }
                 Ok(ranges) if ranges.len() == 1 => Some(ranges[0].clone()),
                 Ok(_) => None,
             },

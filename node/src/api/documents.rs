@@ -71,14 +71,15 @@ impl MetaParams {
             .transpose()?;
         let content_type = match self.content_type {
             Some(ct) => Some(content_type("content_type", &ct)?),
-            None => match headers.get(header::CONTENT_TYPE) {
-                Some(v) => {
-                    let v = v
-                        .to_str()
-                        .map_err(|_| ApiError::invalid("content_type", "is not ASCII"))?;
-                    Some(content_type("content_type", v)?)
-                }
-                None => None,
+            None => match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
+                Some(Err(_)) => return Err(ApiError::invalid("content_type", "is not ASCII")),
+                // curl and browsers label a raw body as a form by default: that says nothing
+                // about the document, so the file name is a better guess.
+                Some(Ok(v)) if !is_form_type(v) => Some(content_type("content_type", v)?),
+                _ => filename
+                    .as_deref()
+                    .and_then(|f| mime_guess::from_path(f).first_raw())
+                    .map(str::to_owned),
             },
         };
         Ok(MetaInput {
@@ -158,6 +159,16 @@ fn parse_tags(raw: &str) -> Result<Vec<String>, ApiError> {
         ));
     }
     Ok(tags)
+}
+
+fn is_form_type(v: &str) -> bool {
+    let essence = v
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/x-www-form-urlencoded" || essence == "multipart/form-data"
 }
 
 fn content_type(field: &'static str, v: &str) -> Result<String, ApiError> {

@@ -1,0 +1,250 @@
+//! Every bad input gets a clear error and changes nothing.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::*;
+
+async fn expect_error(
+    resp: reqwest::Response,
+    status: StatusCode,
+    code: &str,
+    mentions: &str,
+) -> TestResult {
+    assert_eq!(resp.status(), status);
+    let body: Value = resp.json().await?;
+    assert_eq!(body["code"], code, "{body}");
+    let msg = body["error"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(mentions),
+        "error {msg:?} should mention {mentions:?}"
+    );
+    Ok(())
+}
+
+async fn assert_unchanged(
+    c: &reqwest::Client,
+    node: &TestNode,
+    expected_changes: usize,
+) -> TestResult {
+    let feed: Value = c.get(node.url("/v1/changes")).send().await?.json().await?;
+    assert_eq!(
+        feed["changes"].as_array().unwrap().len(),
+        expected_changes,
+        "{feed}"
+    );
+    let objects = files_under(&node.dir.join("objects")).len();
+    assert!(objects <= expected_changes, "stray objects: {objects}");
+    assert!(
+        files_under(&node.dir.join("tmp")).is_empty(),
+        "temporary files left behind"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn writes_need_the_token() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    let resp = c
+        .post(node.url("/v1/documents?title=t"))
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(
+        resp.headers()["www-authenticate"],
+        "Bearer realm=\"docfed\""
+    );
+    expect_error(resp, StatusCode::UNAUTHORIZED, "unauthorized", "token").await?;
+    let resp = c
+        .post(node.url("/v1/documents?title=t"))
+        .bearer_auth("wrong-token-wrong-token")
+        .body("x")
+        .send()
+        .await?;
+    expect_error(resp, StatusCode::UNAUTHORIZED, "unauthorized", "token").await?;
+    let resp = c
+        .post(node.url("/v1/documents?title=t"))
+        .header("Authorization", format!("Basic {TOKEN}"))
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_unchanged(&c, &node, 0).await?;
+
+    let resp = auth(c.post(node.url("/v1/documents?title=t")))
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let id = resp.json::<Value>().await?["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for req in [
+        c.put(node.url(&format!("/v1/documents/{id}"))).body("y"),
+        c.delete(node.url(&format!("/v1/documents/{id}"))),
+        c.post(node.url(&format!("/v1/documents/{id}/reactivate"))),
+    ] {
+        assert_eq!(req.send().await?.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_unchanged(&c, &node, 1).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_metadata_names_the_field() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    let long = "x".repeat(501);
+    let cases: Vec<(String, &str)> = vec![
+        ("filename=a.txt".into(), "`title`"),
+        ("title=%20%20".into(), "`title`"),
+        (format!("title={long}"), "`title`"),
+        ("title=t&scope=mars".into(), "`scope`"),
+        ("title=t&scope=region:EU".into(), "`scope`"),
+        ("title=t&tags=".to_owned() + &"y".repeat(65), "`tags`"),
+        ("title=t&filename=a%0Ab".into(), "`filename`"),
+        ("title=t&content_type=not-a-type".into(), "`content_type`"),
+    ];
+    for (query, field) in cases {
+        let resp = auth(c.post(node.url(&format!("/v1/documents?{query}"))))
+            .body("data")
+            .send()
+            .await?;
+        expect_error(resp, StatusCode::BAD_REQUEST, "invalid_field", field).await?;
+    }
+    let resp = auth(c.post(node.url("/v1/documents?titel=t")))
+        .body("data")
+        .send()
+        .await?;
+    expect_error(resp, StatusCode::BAD_REQUEST, "bad_request", "titel").await?;
+
+    for (query, field) in [
+        ("deleted=maybe", "`deleted`"),
+        ("limit=0", "`limit`"),
+        ("scope=x", "`scope`"),
+        ("cursor=zzz", "`cursor`"),
+    ] {
+        let resp = c
+            .get(node.url(&format!("/v1/documents?{query}")))
+            .send()
+            .await?;
+        expect_error(resp, StatusCode::BAD_REQUEST, "invalid_field", field).await?;
+    }
+    let resp = c.get(node.url("/v1/changes?since=-1")).send().await?;
+    expect_error(resp, StatusCode::BAD_REQUEST, "invalid_field", "`since`").await?;
+    assert_unchanged(&c, &node, 0).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn unknown_and_malformed_ids() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    let unknown = "01890a5d-ac96-774b-bcce-b302099a8057";
+    for path in ["", "/versions", "/content"] {
+        let resp = c
+            .get(node.url(&format!("/v1/documents/{unknown}{path}")))
+            .send()
+            .await?;
+        expect_error(resp, StatusCode::NOT_FOUND, "not_found", unknown).await?;
+        let resp = c
+            .get(node.url(&format!("/v1/documents/..%2F..%2Fetc{path}")))
+            .send()
+            .await?;
+        expect_error(resp, StatusCode::BAD_REQUEST, "invalid_field", "`id`").await?;
+    }
+    let resp = auth(c.put(node.url(&format!("/v1/documents/{unknown}"))))
+        .body("x")
+        .send()
+        .await?;
+    expect_error(resp, StatusCode::NOT_FOUND, "not_found", unknown).await?;
+    let resp = auth(c.delete(node.url(&format!("/v1/documents/{unknown}"))))
+        .send()
+        .await?;
+    expect_error(resp, StatusCode::NOT_FOUND, "not_found", unknown).await?;
+    let resp = auth(c.post(node.url(&format!("/v1/documents/{unknown}/reactivate"))))
+        .send()
+        .await?;
+    expect_error(resp, StatusCode::NOT_FOUND, "not_found", unknown).await?;
+    let resp = c.get(node.url("/v1/nothing-here")).send().await?;
+    expect_error(resp, StatusCode::NOT_FOUND, "not_found", "route").await?;
+    assert_unchanged(&c, &node, 0).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_uploads_are_refused_whether_announced_or_not() -> TestResult {
+    let node = TestNode::start_with(&["--max-upload-size", "1MiB"]).await?;
+    let c = client();
+    // Announced by Content-Length: refused before the body is read.
+    let resp = auth(c.post(node.url("/v1/documents?title=big")))
+        .body(vec![0u8; 1024 * 1024 + 1])
+        .send()
+        .await;
+    match resp {
+        Ok(resp) => {
+            expect_error(resp, StatusCode::PAYLOAD_TOO_LARGE, "too_large", "1048576").await?
+        }
+        // The node may close the connection while the client is still sending: also a refusal.
+        Err(e) => assert!(e.is_request() || e.is_body(), "{e}"),
+    }
+    // Chunked, no length: refused as soon as the limit is crossed.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![1u8; 100_000])).collect();
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    let resp = auth(c.post(node.url("/v1/documents?title=big")))
+        .body(body)
+        .send()
+        .await;
+    if let Ok(resp) = resp {
+        expect_error(resp, StatusCode::PAYLOAD_TOO_LARGE, "too_large", "1048576").await?;
+    }
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "temporary files to go",
+        || files_under(&node.dir.join("tmp")).is_empty(),
+    )
+    .await?;
+    assert_unchanged(&c, &node, 0).await?;
+    // Exactly at the limit is fine.
+    let resp = auth(c.post(node.url("/v1/documents?title=fits")))
+        .body(vec![0u8; 1024 * 1024])
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    Ok(())
+}
+
+#[tokio::test]
+async fn tombstoned_documents_take_no_new_version() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    let resp = auth(c.post(node.url("/v1/documents?title=t")))
+        .body("one")
+        .send()
+        .await?;
+    let id = resp.json::<Value>().await?["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    auth(c.delete(node.url(&format!("/v1/documents/{id}"))))
+        .send()
+        .await?;
+    let resp = auth(c.put(node.url(&format!("/v1/documents/{id}"))))
+        .body("two")
+        .send()
+        .await?;
+    expect_error(resp, StatusCode::CONFLICT, "conflict", "reactivate").await?;
+    let resp = auth(c.post(node.url(&format!("/v1/documents/{id}/reactivate"))))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = auth(c.post(node.url(&format!("/v1/documents/{id}/reactivate"))))
+        .send()
+        .await?;
+    expect_error(resp, StatusCode::CONFLICT, "conflict", "not deleted").await?;
+    assert_unchanged(&c, &node, 3).await?;
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! A real `docfed-node` process on an ephemeral port with its own temporary data dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+pub struct TestNode {
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    child: Option<Child>,
+    pub url: String,
+    pub extra_args: Vec<String>,
+}
+
+impl TestNode {
+    pub async fn start() -> TestResult<Self> {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra_args: &[&str]) -> TestResult<Self> {
+        let tmp = tempfile::tempdir()?;
+        let dir = tmp.path().join("data");
+        let mut node = TestNode {
+            dir,
+            _tmp: Some(tmp),
+            child: None,
+            url: String::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn().await?;
+        Ok(node)
+    }
+
+    /// A node on a data dir the caller owns (e.g. a size-limited mount).
+    pub async fn start_in(dir: &Path, extra_args: &[&str]) -> TestResult<Self> {
+        let mut node = TestNode {
+            dir: dir.to_owned(),
+            _tmp: None,
+            child: None,
+            url: String::new(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn().await?;
+        Ok(node)
+    }
+
+    async fn spawn(&mut self) -> TestResult {
+        std::fs::create_dir_all(&self.dir)?;
+        let ready = self.dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))?;
+        let child = Command::new(env!("CARGO_BIN_EXE_docfed-node"))
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--token",
+                TOKEN,
+                "--reserved-space",
+                "0",
+            ])
+            .args(&self.extra_args)
+            .env("DOCFED_LOG", "info,tower_http=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let v: serde_json::Value = serde_json::from_str(&text)?;
+                if v["pid"].as_u64() == Some(u64::from(pid)) {
+                    self.url = v["http"]
+                        .as_str()
+                        .ok_or("ready.json without http")?
+                        .to_owned();
+                    return Ok(());
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
+                return Err(format!(
+                    "node exited with {status} before ready; log:\n{}",
+                    self.log()
+                )
+                .into());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("node not ready after 30 s; log:\n{}", self.log()).into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub async fn stop(&mut self) -> TestResult {
+        let mut child = self.child.take().ok_or("not running")?;
+        nix_kill(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                if !status.success() {
+                    return Err(format!("node exited with {status}; log:\n{}", self.log()).into());
+                }
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Err("node did not stop within 30 s of SIGTERM".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn restart(&mut self) -> TestResult {
+        self.stop().await?;
+        self.spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.url, path)
+    }
+
+    /// Peak resident memory of the node process so far, in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn nix_kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .expect("client")
+}
+
+pub fn auth(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    rb.bearer_auth(TOKEN)
+}
+
+/// Deterministic bytes that do not compress or repeat in short cycles.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    format!("{:x}", md5::compute(data))
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub async fn wait_until<F: FnMut() -> bool>(
+    timeout: Duration,
+    what: &str,
+    mut cond: F,
+) -> TestResult {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,8 @@
+//! Integration tests: a real `docfed-node` process, real sockets, real SQLite files.
+
+mod bad_input;
+mod common;
+mod lifecycle;
+mod memory;
+mod search;
+mod storage;
