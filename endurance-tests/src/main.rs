@@ -1,1 +1,20 @@
-fn main() {}
+//! `docfed-endurance`: fault-injection endurance runs and benchmarks of a whole federation.
+//!
+//! Not built yet: this binary exists so the workspace has its final shape. It says so and exits
+//! with status 2 instead of pretending to work.
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "docfed-endurance", version, about = "docfed: fault-injection endurance runs and benchmarks of a whole federation (not implemented yet)")]
+struct Args {
+    /// Arguments of the future command line.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    rest: Vec<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    let _ = Args::parse();
+    eprintln!("docfed-endurance: not implemented yet (tracked in issue 6); see README.md");
+    std::process::ExitCode::from(2)
+}
