@@ -6,7 +6,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "docfed-endurance", version, about = "docfed: fault-injection endurance runs and benchmarks of a whole federation (not implemented yet)")]
+#[command(
+    name = "docfed-endurance",
+    version,
+    about = "docfed: fault-injection endurance runs and benchmarks of a whole federation (not implemented yet)"
+)]
 struct Args {
     /// Arguments of the future command line.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

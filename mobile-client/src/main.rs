@@ -6,7 +6,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "docfed", version, about = "docfed: the mobile client and command line (search, fetch, flag, annotate, sync, daemon) (not implemented yet)")]
+#[command(
+    name = "docfed",
+    version,
+    about = "docfed: the mobile client and command line (search, fetch, flag, annotate, sync, daemon) (not implemented yet)"
+)]
 struct Args {
     /// Arguments of the future command line.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

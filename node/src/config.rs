@@ -21,6 +21,19 @@ use serde::Deserialize;
         Precedence: flags > environment > config file > defaults."
 )]
 pub struct Args {
+    /// Topology file of the federation this node belongs to (with --id).
+    #[arg(long, env = "DOCFED_TOPOLOGY", requires = "id")]
+    pub topology: Option<PathBuf>,
+    /// This node's id in the topology file.
+    #[arg(long, env = "DOCFED_ID", requires = "topology")]
+    pub id: Option<String>,
+    /// One broker for every node, overriding the topology's AMQP URLs.
+    #[arg(long, env = "DOCFED_AMQP_URL", hide_env_values = true)]
+    pub amqp_url: Option<String>,
+    /// Pull only after the upstream node holds the whole document (disables stream-through;
+    /// for measurements).
+    #[arg(long, env = "DOCFED_NO_STREAM_THROUGH")]
+    pub no_stream_through: bool,
     /// TOML configuration file (see node/node.example.toml).
     #[arg(long, env = "DOCFED_CONFIG")]
     pub config: Option<PathBuf>,
@@ -94,6 +107,8 @@ pub struct NodeConfig {
     pub reserved_space: u64,
     pub upload_idle_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Present when the node is a member of a federation.
+    pub federation: Option<crate::federation::Federation>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +123,10 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
+    #[error("{0}")]
+    Topology(String),
+    #[error("node {id:?} is not in topology {path}")]
+    UnknownNode { id: String, path: PathBuf },
     #[error("--data-dir is required (flag, DOCFED_DATA_DIR or `data_dir` in the config file)")]
     MissingDataDir,
     #[error("cannot read token file {path}: {source}")]
@@ -148,18 +167,42 @@ impl NodeConfig {
             }
             None => FileConfig::default(),
         };
-        let data_dir = args
-            .data_dir
-            .or(file.data_dir)
-            .ok_or(ConfigError::MissingDataDir)?;
+        let federation = match (&args.topology, &args.id) {
+            (Some(path), Some(id)) => {
+                let topo = docfed_shared::Topology::load_validated(path)
+                    .map_err(|e| ConfigError::Topology(e.to_string()))?;
+                let me = topo
+                    .node(id)
+                    .cloned()
+                    .ok_or_else(|| ConfigError::UnknownNode {
+                        id: id.clone(),
+                        path: path.clone(),
+                    })?;
+                Some(crate::federation::Federation {
+                    topology: std::sync::Arc::new(topo),
+                    me,
+                    amqp_override: args.amqp_url.clone(),
+                    stream_through: !args.no_stream_through,
+                })
+            }
+            _ => None,
+        };
+        let data_dir = match (args.data_dir.or(file.data_dir), &federation) {
+            (Some(d), _) => d,
+            (None, Some(f)) => PathBuf::from("docfed-data").join(f.id()),
+            (None, None) => return Err(ConfigError::MissingDataDir),
+        };
         std::fs::create_dir_all(&data_dir).map_err(|source| ConfigError::DataDir {
             path: data_dir.clone(),
             source,
         })?;
-        let node_id = args
-            .node_id
-            .or(file.node_id)
-            .unwrap_or_else(|| "standalone".to_owned());
+        let node_id = match &federation {
+            Some(f) => f.id().to_owned(),
+            None => args
+                .node_id
+                .or(file.node_id)
+                .unwrap_or_else(|| "standalone".to_owned()),
+        };
         if !docfed_shared::scope::is_valid_region(&node_id) {
             return Err(ConfigError::BadNodeId(node_id));
         }
@@ -176,11 +219,15 @@ impl NodeConfig {
         }
         Ok(NodeConfig {
             node_id,
-            tier: "standalone".to_owned(),
-            region: None,
+            tier: federation
+                .as_ref()
+                .map_or("standalone", |f| f.me.tier.as_str())
+                .to_owned(),
+            region: federation.as_ref().and_then(|f| f.me.region.clone()),
             data_dir,
             http: args
                 .http
+                .or(federation.as_ref().map(|f| f.me.http))
                 .or(file.http)
                 .unwrap_or_else(|| DEFAULT_HTTP.parse().expect("valid default")),
             token,
@@ -200,6 +247,7 @@ impl NodeConfig {
                 .shutdown_timeout
                 .or(file.shutdown_timeout)
                 .unwrap_or(Duration::from_secs(10)),
+            federation,
         })
     }
 
@@ -216,6 +264,7 @@ impl NodeConfig {
             reserved_space: 0,
             upload_idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
+            federation: None,
         }
     }
 }

@@ -126,6 +126,15 @@ impl Node {
             (Md5Hex, u64),
         ) -> Result<(DocumentVersion, ChangeKind), ApiError>,
     {
+        if let Some(fed) = self.federation() {
+            if !fed.is_primary() {
+                return Err(ApiError::WrongTier(format!(
+                    "{} is a {} node; publish, edit and delete on a primary",
+                    fed.id(),
+                    fed.me.tier
+                )));
+            }
+        }
         let mut tx = self.db.begin_write().await?;
         let current = current_version(&mut tx, &id).await?;
         let address = match (&content, &current) {
@@ -146,6 +155,9 @@ impl Node {
                 record_object(&mut tx, &md5, size).await?;
             }
             record_version(&mut tx, &version, kind).await?;
+            if let Some(fed) = self.federation() {
+                crate::federation::inbox::announce_local_edit(fed, &mut tx, &version, kind).await?;
+            }
             tx.commit().await?;
             Ok(())
         }
@@ -156,6 +168,7 @@ impl Node {
             }
             return Err(e);
         }
+        self.wake_outbox();
         tracing::info!(doc_id = %version.id, version = version.version, kind = kind.as_str(),
             md5 = %version.md5, size = version.size, "recorded local edit");
         Ok(version)

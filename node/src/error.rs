@@ -23,6 +23,10 @@ pub enum ApiError {
     NotFound { what: String },
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    WrongTier(String),
+    #[error("content not here yet; retry shortly")]
+    NotYet,
     #[error("document {id} is deleted; its content is available by version (?version=N)")]
     Gone { id: String },
     #[error("upload larger than the limit of {limit} bytes")]
@@ -59,6 +63,8 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::WrongTier(_) => StatusCode::FORBIDDEN,
+            ApiError::NotYet => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Gone { .. } => StatusCode::GONE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -75,6 +81,8 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound { .. } => "not_found",
             ApiError::Conflict(_) => "conflict",
+            ApiError::WrongTier(_) => "wrong_tier",
+            ApiError::NotYet => "not_yet",
             ApiError::Gone { .. } => "deleted",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
@@ -132,6 +140,10 @@ impl IntoResponse for ApiError {
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"docfed\""),
                 );
+            }
+            ApiError::NotYet => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::RangeNotSatisfiable { size } => {
                 if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {

@@ -17,6 +17,8 @@ pub mod config;
 pub mod db;
 pub mod edits;
 pub mod error;
+pub mod federation;
+pub mod metrics;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -31,11 +33,36 @@ pub use config::NodeConfig;
 use db::Db;
 use store::Store;
 
-/// Everything a request handler needs.
+/// Everything a request handler and a background task needs.
 pub struct Node {
     pub config: Arc<NodeConfig>,
     pub db: Db,
     pub store: Store,
+    pub metrics: metrics::Metrics,
+    /// Pulls in progress, readable while they arrive (stream-through).
+    pub transfers: federation::transfers::Transfers,
+    /// HTTP client for pulls from other nodes.
+    pub http: reqwest::Client,
+    /// Wakes the fetch scheduler when a pull was queued.
+    pub fetch_wake: tokio::sync::Notify,
+    /// Bumped when outbox rows were committed; each relay watches it.
+    pub outbox_wake: tokio::sync::watch::Sender<u64>,
+    pub inbox_connected: std::sync::atomic::AtomicBool,
+}
+
+impl Node {
+    pub fn federation(&self) -> Option<&federation::Federation> {
+        self.config.federation.as_ref()
+    }
+
+    pub fn wake_outbox(&self) {
+        self.outbox_wake.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Whether presence knows the node at `url` to be unreachable right now.
+    pub fn presence_says_down(&self, _url: &str) -> bool {
+        false
+    }
 }
 
 /// Where a node that was asked for port 0 says which address it got, for launchers and tests.
@@ -53,11 +80,35 @@ pub async fn run(
         .with_context(|| format!("cannot open database {}", db_path.display()))?;
     let store = Store::open(&config.data_dir, config.reserved_space)
         .with_context(|| format!("cannot open content store in {}", config.data_dir.display()))?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .read_timeout(std::time::Duration::from_secs(60))
+        .build()
+        .context("HTTP client")?;
     let node = Arc::new(Node {
         config: config.clone(),
         db: db.clone(),
         store,
+        metrics: metrics::Metrics::default(),
+        transfers: Default::default(),
+        http,
+        fetch_wake: tokio::sync::Notify::new(),
+        outbox_wake: tokio::sync::watch::Sender::new(0),
+        inbox_connected: std::sync::atomic::AtomicBool::new(false),
     });
+    let tasks = tokio_util::task::TaskTracker::new();
+    if let Some(fed) = node.federation() {
+        tasks.spawn(federation::inbox::run(node.clone(), cancel.clone()));
+        tasks.spawn(federation::fetch::run(node.clone(), cancel.clone()));
+        for peer in fed.topology.nodes.iter().filter(|n| n.id != fed.id()) {
+            tasks.spawn(federation::outbox::run_relay(
+                node.clone(),
+                peer.id.clone(),
+                cancel.clone(),
+            ));
+        }
+    }
+    tasks.close();
 
     let addr = listener.local_addr()?;
     write_ready_file(&config.data_dir, &config.node_id, addr)?;
@@ -72,6 +123,13 @@ pub async fn run(
     tokio::select! {
         r = server => r.context("HTTP server failed")?,
         () = deadline => tracing::warn!(timeout = ?config.shutdown_timeout, "in-flight requests cut off at shutdown deadline"),
+    }
+    cancel.cancel();
+    if tokio::time::timeout(config.shutdown_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks did not stop in time");
     }
     db.close().await;
     let _ = std::fs::remove_file(config.data_dir.join(READY_FILE));

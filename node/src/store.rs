@@ -157,11 +157,28 @@ impl Store {
     /// whether a new file was placed (false when the content was already held).
     pub async fn commit(&self, ingested: Ingested, already_held: bool) -> Result<bool, StoreError> {
         let Ingested { mut temp, md5, .. } = ingested;
+        let placed = self.place(&temp.path, &md5, already_held).await?;
+        temp.armed = !placed;
+        Ok(placed)
+    }
+
+    /// Renames a complete, fsynced file (an upload or a verified pull) to its content address
+    /// and fsyncs the directory. When the content is already held the file is left where it is
+    /// for the caller to drop.
+    pub async fn place(
+        &self,
+        src: &Path,
+        md5: &Md5Hex,
+        already_held: bool,
+    ) -> Result<bool, StoreError> {
         if already_held {
+            if !src.starts_with(&self.tmp) {
+                let _ = std::fs::remove_file(src);
+            }
             return Ok(false);
         }
-        let dest = self.object_path(&md5);
-        let src = temp.path.clone();
+        let dest = self.object_path(md5);
+        let src = src.to_owned();
         tokio::task::spawn_blocking(move || -> io::Result<()> {
             let dir = dest.parent().expect("object paths have a parent");
             if !dir.exists() {
@@ -174,7 +191,6 @@ impl Store {
         .await
         .map_err(|e| StoreError::Io(io::Error::other(e)))?
         .map_err(StoreError::from_io)?;
-        temp.armed = false;
         Ok(true)
     }
 

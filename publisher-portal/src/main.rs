@@ -6,7 +6,11 @@
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "docfed-portal", version, about = "docfed: the authors' web portal (publish, versions, delete/reactivate, annotations, propagation status) (not implemented yet)")]
+#[command(
+    name = "docfed-portal",
+    version,
+    about = "docfed: the authors' web portal (publish, versions, delete/reactivate, annotations, propagation status) (not implemented yet)"
+)]
 struct Args {
     /// Arguments of the future command line.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -7,9 +7,12 @@
 
 pub mod ids;
 pub mod md5stream;
+pub mod messages;
 pub mod scope;
+pub mod topology;
 pub mod wire;
 
 pub use ids::{DocId, Md5Hex, ParseIdError};
 pub use md5stream::Md5Stream;
 pub use scope::{ParseScopeError, Scope};
+pub use topology::{NodeSpec, Tier, Topology, TopologyError};

@@ -1,20 +1,145 @@
-//! `docfed-topology`: reads topology files; `up` starts a whole federation locally.
-//!
-//! Not built yet: this binary exists so the workspace has its final shape. It says so and exits
-//! with status 2 instead of pretending to work.
+//! `docfed-topology`: checks topology files (`check FILE`) and starts a whole federation on this
+//! machine (`up [FILE] [--run-dir DIR]`). The work is in the library (`topology::launch`).
 
-use clap::Parser;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use docfed_shared::topology::{Topology, AMQP_URL_ENV, DEFAULT_AMQP_URL};
+use topology::launch::{self, BrokerChoice, UpOptions};
 
 #[derive(Parser)]
-#[command(name = "docfed-topology", version, about = "docfed: reads topology files; `up` starts a whole federation locally (not implemented yet)")]
-struct Args {
-    /// Arguments of the future command line.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+#[command(
+    name = "docfed-topology",
+    version,
+    about = "docfed: checks topology files; `up` starts a whole federation locally",
+    after_help = "Examples:\n  \
+        docfed-topology check topology/demo.toml\n  \
+        docfed-topology up\n  \
+        docfed-topology up topology/demo.toml --run-dir run/federation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
 }
 
-fn main() -> std::process::ExitCode {
-    let _ = Args::parse();
-    eprintln!("docfed-topology: not implemented yet (tracked in issue 3); see README.md");
-    std::process::ExitCode::from(2)
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a topology file and print every problem found.
+    Check {
+        /// The topology file (TOML).
+        file: PathBuf,
+    },
+    /// Start every node of FILE (and the portal when available), print their URLs, write
+    /// RUN_DIR/federation.json, and stop them all on Ctrl-C or SIGTERM.
+    Up {
+        /// The topology file (TOML).
+        #[arg(default_value = launch::DEFAULT_TOPOLOGY)]
+        file: PathBuf,
+        /// Directory for each node's data and log, the private broker and federation.json.
+        #[arg(long, default_value = launch::DEFAULT_RUN_DIR)]
+        run_dir: PathBuf,
+        /// Broker to use for every node if one answers there; otherwise a private
+        /// rabbitmq-server is started in the run directory.
+        #[arg(long, env = AMQP_URL_ENV, default_value = DEFAULT_AMQP_URL, hide_env_values = true)]
+        amqp_url: String,
+        /// Always start a private rabbitmq-server, even if a broker answers at --amqp-url.
+        #[arg(long)]
+        private_broker: bool,
+        /// Address for the portal.
+        #[arg(long, default_value = launch::DEFAULT_PORTAL_HTTP)]
+        portal_http: SocketAddr,
+        /// Do not try to start the portal.
+        #[arg(long)]
+        no_portal: bool,
+        /// Seconds every node has to become healthy.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        health_timeout: u64,
+        /// Seconds a node has to exit after SIGTERM before it is killed.
+        #[arg(long, default_value_t = 15, value_name = "SECS")]
+        stop_timeout: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Cmd::Check { file } => check(&file),
+        Cmd::Up {
+            file,
+            run_dir,
+            amqp_url,
+            private_broker,
+            portal_http,
+            no_portal,
+            health_timeout,
+            stop_timeout,
+        } => {
+            let mut opts = UpOptions::new(file, run_dir);
+            opts.broker = if private_broker {
+                BrokerChoice::Private
+            } else {
+                BrokerChoice::Auto(amqp_url)
+            };
+            opts.portal_http = portal_http;
+            opts.start_portal = !no_portal;
+            opts.health_timeout = Duration::from_secs(health_timeout);
+            opts.stop_timeout = Duration::from_secs(stop_timeout);
+            up(opts)
+        }
+    }
+}
+
+fn check(file: &Path) -> ExitCode {
+    let topology = match Topology::load(file) {
+        Ok(t) => t,
+        Err(e) => {
+            // Read and parse errors already name the file.
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match topology.validate() {
+        Ok(()) => {
+            println!(
+                "{}: ok — {} nodes ({} primaries, {} intermediates, {} regional; k = {})",
+                file.display(),
+                topology.nodes.len(),
+                topology.primaries().count(),
+                topology.intermediates().count(),
+                topology.regionals().count(),
+                topology.redundancy
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in errors {
+                eprintln!("{}: {e}", file.display());
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn up(opts: UpOptions) -> ExitCode {
+    // One thread: children get PR_SET_PDEATHSIG, which follows the spawning thread, and the
+    // launcher has little to do besides waiting.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("docfed-topology: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(launch::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("docfed-topology: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -77,9 +77,15 @@ fn apt_install(missing: &[(&str, &str)]) -> Result<()> {
     if packages.is_empty() {
         return Ok(());
     }
-    let cmd = format!("apt-get update && apt-get install -y {}", packages.join(" "));
+    let cmd = format!(
+        "apt-get update && apt-get install -y {}",
+        packages.join(" ")
+    );
     if !is_root() || !have("apt-get") {
-        bail!("missing {}; install with:\n  sudo sh -c '{cmd}'", packages.join(", "));
+        bail!(
+            "missing {}; install with:\n  sudo sh -c '{cmd}'",
+            packages.join(", ")
+        );
     }
     eprintln!("xtask: installing {}", packages.join(", "));
     let ok = Command::new("sh")
@@ -174,7 +180,11 @@ fn up(args: &[String]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let url = loop {
         if let Ok(text) = std::fs::read_to_string(&ready) {
-            if let Some(url) = text.split("\"http\":\"").nth(1).and_then(|s| s.split('"').next()) {
+            if let Some(url) = text
+                .split("\"http\":\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+            {
                 break url.to_owned();
             }
         }

@@ -9,12 +9,16 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use docfed_shared::wire::DocumentVersion;
+use docfed_shared::Md5Hex;
+use futures::StreamExt;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
 use super::{parse_id, ApiQuery, AppState};
 use crate::error::ApiError;
+use crate::federation::transfers::follow;
+use crate::metrics::Metrics;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -50,8 +54,64 @@ pub async fn content(
             doc.current
         }
     };
-    let etag = format!("\"{}\"", v.md5);
+    serve(
+        &node,
+        &headers,
+        ObjectRef {
+            md5: v.md5,
+            size: v.size,
+            content_type: v.content_type,
+            filename: v.filename,
+            version: Some(v.version),
+        },
+    )
+    .await
+}
 
+/// `GET /v1/objects/{md5}`: content by address, for pulls between nodes. Serves what is held,
+/// or what is still arriving (stream-through).
+pub async fn object(
+    State(node): State<AppState>,
+    Path(md5): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let md5: Md5Hex = md5
+        .parse()
+        .map_err(|e: docfed_shared::ParseIdError| ApiError::invalid("md5", e.to_string()))?;
+    let size = match node.db.object_size(&md5).await? {
+        Some(size) => size,
+        None => match node.transfers.get(&md5) {
+            Some(t) => t.size,
+            None if node.db.fetch_pending(&md5).await? => return Err(ApiError::NotYet),
+            None => return Err(ApiError::not_found(format!("object {md5}"))),
+        },
+    };
+    serve(
+        &node,
+        &headers,
+        ObjectRef {
+            md5,
+            size,
+            content_type: "application/octet-stream".to_owned(),
+            filename: String::new(),
+            version: None,
+        },
+    )
+    .await
+}
+
+pub struct ObjectRef {
+    pub md5: Md5Hex,
+    pub size: u64,
+    pub content_type: String,
+    pub filename: String,
+    pub version: Option<i64>,
+}
+
+/// Answers a content request: conditional headers, one range, bytes from the store or from a
+/// pull still in progress.
+async fn serve(node: &AppState, headers: &HeaderMap, obj: ObjectRef) -> Result<Response, ApiError> {
+    let etag = format!("\"{}\"", obj.md5);
     if headers
         .get(header::IF_NONE_MATCH)
         .is_some_and(|h| etag_list_matches(h, &etag))
@@ -60,17 +120,7 @@ pub async fn content(
         resp.headers_mut().insert(header::ETAG, hv(&etag));
         return Ok(resp);
     }
-
-    let mut file = match node.store.open_object(&v.md5).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::not_found(format!(
-                "content of document {id} version {} on this node",
-                v.version
-            )))
-        }
-        Err(e) => return Err(ApiError::Internal(e.into())),
-    };
+    let size = obj.size;
 
     // If-Range with a different validator means "the document changed: send all of it".
     let range_applies = headers
@@ -80,11 +130,11 @@ pub async fn content(
         Some(r) if range_applies => match http_range_header::parse_range_header(r) {
             // Syntactically invalid ranges are ignored, as RFC 9110 asks.
             Err(_) => None,
-            Ok(parsed) => match parsed.validate(v.size) {
-                Err(_) => return Err(ApiError::RangeNotSatisfiable { size: v.size }),
+            Ok(parsed) => match parsed.validate(size) {
+                Err(_) => return Err(ApiError::RangeNotSatisfiable { size }),
                 // Nothing of an empty document can be satisfied (the parser lets 0-0 through).
-                Ok(ranges) if ranges.iter().any(|r| *r.end() >= v.size) => {
-                    return Err(ApiError::RangeNotSatisfiable { size: v.size })
+                Ok(ranges) if ranges.iter().any(|r| *r.end() >= size) => {
+                    return Err(ApiError::RangeNotSatisfiable { size })
                 }
                 Ok(ranges) if ranges.len() == 1 => Some(ranges[0].clone()),
                 Ok(_) => None,
@@ -92,23 +142,51 @@ pub async fn content(
         },
         _ => None,
     };
-
     let (status, start, len) = match &range {
         Some(r) => (
             StatusCode::PARTIAL_CONTENT,
             *r.start(),
             r.end() - r.start() + 1,
         ),
-        None => (StatusCode::OK, 0, v.size),
+        None => (StatusCode::OK, 0, size),
     };
-    if start > 0 {
-        file.seek(std::io::SeekFrom::Start(start))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
-    }
-    let stream = ReaderStream::with_capacity(file.take(len), CHUNK);
 
-    let mut resp = Response::new(Body::from_stream(stream));
+    let body = match node.store.open_object(&obj.md5).await {
+        Ok(mut file) => {
+            if start > 0 {
+                file.seek(std::io::SeekFrom::Start(start))
+                    .await
+                    .map_err(|e| ApiError::Internal(e.into()))?;
+            }
+            let metrics = node.clone();
+            Body::from_stream(ReaderStream::with_capacity(file.take(len), CHUNK).inspect(
+                move |c| {
+                    if let Ok(c) = c {
+                        Metrics::add(&metrics.metrics.bytes_served, c.len() as u64);
+                    }
+                },
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let following = match node.transfers.get(&obj.md5) {
+                Some(t) => follow(t, start, start + len).await.ok(),
+                None => None,
+            };
+            match following {
+                Some(stream) => Body::from_stream(stream),
+                None if node.db.fetch_pending(&obj.md5).await? => return Err(ApiError::NotYet),
+                None => {
+                    return Err(ApiError::not_found(format!(
+                        "content {} on this node",
+                        obj.md5
+                    )))
+                }
+            }
+        }
+        Err(e) => return Err(ApiError::Internal(e.into())),
+    };
+
+    let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -116,18 +194,20 @@ pub async fn content(
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&v.content_type)
+        HeaderValue::from_str(&obj.content_type)
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
     h.insert(
         header::CONTENT_DISPOSITION,
-        hv(&content_disposition(&v.filename)),
+        hv(&content_disposition(&obj.filename)),
     );
-    h.insert("x-docfed-version", HeaderValue::from(v.version));
+    if let Some(v) = obj.version {
+        h.insert("x-docfed-version", HeaderValue::from(v));
+    }
     if let Some(r) = range {
         h.insert(
             header::CONTENT_RANGE,
-            hv(&format!("bytes {}-{}/{}", r.start(), r.end(), v.size)),
+            hv(&format!("bytes {}-{}/{}", r.start(), r.end(), size)),
         );
     }
     Ok(resp)

@@ -4,6 +4,7 @@
 mod changes;
 mod content;
 mod documents;
+mod federation;
 mod health;
 pub mod search;
 
@@ -39,6 +40,17 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/documents/{id}/reactivate", post(documents::reactivate))
         .route("/v1/documents/{id}/versions", get(documents::versions))
         .route("/v1/documents/{id}/content", get(content::content))
+        .route(
+            "/v1/documents/{id}/propagation",
+            get(federation::propagation),
+        )
+        .route("/v1/documents/{id}/annotations", post(federation::annotate))
+        .route("/v1/annotations", get(federation::annotations))
+        .route("/v1/annotations/{aid}/accept", post(federation::accept))
+        .route("/v1/annotations/{aid}/reject", post(federation::reject))
+        .route("/v1/objects/{md5}", get(content::object))
+        .route("/v1/peers", get(federation::peers))
+        .route("/metrics", get(federation::metrics))
         .route("/v1/changes", get(changes::changes))
         .fallback(|| async { ApiError::not_found("route") })
         // Uploads are streamed and limited by the node's own `max_upload_size`.

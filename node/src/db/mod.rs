@@ -84,3 +84,38 @@ impl Db {
             .map(|_| ())
     }
 }
+
+impl Db {
+    /// The read pool, for queries outside this module.
+    pub fn reader(&self) -> &SqlitePool {
+        &self.read
+    }
+
+    /// The single writer connection's pool, for one-statement writes outside a transaction.
+    pub fn writer(&self) -> &SqlitePool {
+        &self.write
+    }
+}
+
+impl Db {
+    /// Size of a held object.
+    pub async fn object_size(
+        &self,
+        md5: &docfed_shared::Md5Hex,
+    ) -> Result<Option<u64>, sqlx::Error> {
+        let size: Option<i64> = sqlx::query_scalar("SELECT size FROM objects WHERE md5 = ?")
+            .bind(md5.as_str())
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(size.map(|s| s as u64))
+    }
+
+    /// Whether a pull of this content is queued (it will be served soon).
+    pub async fn fetch_pending(&self, md5: &docfed_shared::Md5Hex) -> Result<bool, sqlx::Error> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pending_fetches WHERE md5 = ?")
+            .bind(md5.as_str())
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,278 @@
+//! Federation views and upward flows: propagation status, annotations, peers and metrics.
+
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use docfed_shared::messages::Annotation;
+use docfed_shared::wire::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::{parse_id, ApiQuery, AppState, Authorized};
+use crate::error::ApiError;
+use crate::federation::{fetch, outbox};
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct NodeHolding {
+    node: String,
+    version: i64,
+    origin: String,
+    md5: String,
+    /// The node holds the bytes (not only the metadata).
+    content: bool,
+    #[sqlx(rename = "at")]
+    #[serde(skip)]
+    at_ms: i64,
+    #[sqlx(skip)]
+    at: Option<Timestamp>,
+    #[sqlx(skip)]
+    current: bool,
+}
+
+/// `GET /v1/documents/{id}/propagation`: the newest version each node reported holding.
+pub async fn propagation(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    let doc = node
+        .db
+        .document(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
+    let mut rows: Vec<NodeHolding> = sqlx::query_as(
+        "SELECT node, version, origin, md5, content, at FROM receipts r WHERE doc_id = ? \
+         AND NOT EXISTS (SELECT 1 FROM receipts n WHERE n.doc_id = r.doc_id AND n.node = r.node \
+           AND (n.version > r.version OR (n.version = r.version AND n.origin > r.origin))) \
+         ORDER BY node",
+    )
+    .bind(id.to_string())
+    .fetch_all(node.db.reader())
+    .await?;
+    for r in &mut rows {
+        r.at = Some(Timestamp(r.at_ms));
+        r.current = r.version == doc.current.version && r.origin == doc.current.origin;
+    }
+    let missing: Vec<String> = node
+        .federation()
+        .map(|f| {
+            f.topology
+                .nodes
+                .iter()
+                .filter(|n| !rows.iter().any(|r| r.node == n.id && r.current))
+                .map(|n| n.id.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(serde_json::json!({
+        "id": id,
+        "version": doc.current.version,
+        "origin": doc.current.origin,
+        "deleted": doc.current.deleted,
+        "nodes": rows,
+        "not_yet_current": missing,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnotateBody {
+    text: String,
+    #[serde(default)]
+    author: Option<String>,
+}
+
+/// `POST /v1/documents/{id}/annotations` (any node): stored here and sent toward the author.
+pub async fn annotate(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<AnnotateBody>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let id = parse_id(&id)?;
+    let Json(body) =
+        body.map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {}", e.body_text())))?;
+    let text = body.text.trim();
+    if text.is_empty() || text.chars().count() > 20_000 {
+        return Err(ApiError::invalid("text", "must be 1-20000 characters"));
+    }
+    let author = body.author.unwrap_or_default();
+    if author.chars().count() > 200 || author.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "author",
+            "must be at most 200 printable characters",
+        ));
+    }
+    let doc = node
+        .db
+        .document(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
+    let a = Annotation {
+        id: docfed_shared::DocId::new().to_string(),
+        doc_id: id,
+        doc_version: doc.current.version,
+        author,
+        text: text.to_owned(),
+        created_at: Timestamp::now(),
+        node: node.config.node_id.clone(),
+    };
+    let mut tx = node.db.begin_write().await?;
+    match node.federation() {
+        Some(fed) => {
+            crate::federation::inbox::on_annotation(fed, &mut tx, &a, &format!("a:{}", a.id))
+                .await?;
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO annotations (id, doc_id, doc_version, author, text, created_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&a.id)
+            .bind(a.doc_id.to_string())
+            .bind(a.doc_version)
+            .bind(&a.author)
+            .bind(&a.text)
+            .bind(a.created_at.millis())
+            .bind(a.created_at.millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    node.wake_outbox();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "id": a.id, "doc_id": id, "doc_version": a.doc_version })),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnotationParams {
+    /// pending (default), accepted, rejected or any.
+    state: Option<String>,
+    doc_id: Option<String>,
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct AnnotationRow {
+    id: String,
+    doc_id: String,
+    doc_version: i64,
+    author: String,
+    text: String,
+    state: String,
+    #[serde(skip)]
+    created_at: i64,
+    #[sqlx(skip)]
+    created: Option<Timestamp>,
+    document_title: Option<String>,
+    /// The annotated document is tombstoned now: the author may reactivate it.
+    document_deleted: Option<bool>,
+}
+
+/// `GET /v1/annotations`: the authors' vetting queue.
+pub async fn annotations(
+    State(node): State<AppState>,
+    ApiQuery(p): ApiQuery<AnnotationParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let state = p.state.unwrap_or_else(|| "pending".into());
+    if !["pending", "accepted", "rejected", "any"].contains(&state.as_str()) {
+        return Err(ApiError::invalid(
+            "state",
+            "must be pending, accepted, rejected or any",
+        ));
+    }
+    let doc = p
+        .doc_id
+        .as_deref()
+        .map(parse_id)
+        .transpose()?
+        .map(|d| d.to_string());
+    let mut rows: Vec<AnnotationRow> = sqlx::query_as(
+        "SELECT a.id, a.doc_id, a.doc_version, a.author, a.text, a.state, a.created_at, \
+           d.title AS document_title, d.deleted AS document_deleted \
+         FROM annotations a LEFT JOIN documents d ON d.doc_id = a.doc_id \
+         WHERE (? = 'any' OR a.state = ?) AND (? IS NULL OR a.doc_id = ?) \
+         ORDER BY a.created_at LIMIT 1000",
+    )
+    .bind(&state)
+    .bind(&state)
+    .bind(&doc)
+    .bind(&doc)
+    .fetch_all(node.db.reader())
+    .await?;
+    for r in &mut rows {
+        r.created = Some(Timestamp(r.created_at));
+    }
+    Ok(Json(serde_json::json!({ "annotations": rows })))
+}
+
+async fn decide(
+    node: &AppState,
+    aid: &str,
+    state: &str,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut tx = node.db.begin_write().await?;
+    let n = sqlx::query("UPDATE annotations SET state = ? WHERE id = ?")
+        .bind(state)
+        .bind(aid)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if n == 0 {
+        return Err(ApiError::not_found(format!("annotation {aid}")));
+    }
+    tx.commit().await?;
+    Ok(Json(serde_json::json!({ "id": aid, "state": state })))
+}
+
+pub async fn accept(
+    State(node): State<AppState>,
+    _auth: Authorized,
+    Path(aid): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    decide(&node, &aid, "accepted").await
+}
+
+pub async fn reject(
+    State(node): State<AppState>,
+    _auth: Authorized,
+    Path(aid): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    decide(&node, &aid, "rejected").await
+}
+
+/// `GET /v1/peers`: presence and queue depths.
+pub async fn peers(State(node): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let outbox_depth = outbox::depth(&node).await?;
+    let pending = fetch::pending_count(&node).await?;
+    let peers: Vec<serde_json::Value> = node
+        .federation()
+        .map(|f| {
+            f.topology
+                .nodes
+                .iter()
+                .filter(|n| n.id != f.id())
+                .map(|n| serde_json::json!({ "id": n.id, "tier": n.tier, "region": n.region, "http": n.base_url() }))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Json(serde_json::json!({
+        "node": node.config.node_id,
+        "inbox_connected": node.inbox_connected.load(std::sync::atomic::Ordering::Relaxed),
+        "outbox_depth": outbox_depth,
+        "pending_fetches": pending,
+        "peers": peers,
+    })))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(State(node): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let outbox_depth = outbox::depth(&node).await?;
+    let pending = fetch::pending_count(&node).await?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        node.metrics
+            .render(&node.config.node_id, outbox_depth, pending),
+    ))
+}

@@ -1,0 +1,498 @@
+//! The fetch scheduler: pulls the content recorded in `pending_fetches`.
+//!
+//! Each pull tries its sources in order (the notification's origin, the other parents, the
+//! primaries), resumes a partial file with `Range` + `If-Range`, hashes while writing, and
+//! stores nothing whose MD5 or size is wrong. A pull that fails everywhere is retried with a
+//! capped, jittered backoff, forever: the row stays in SQLite until the content is held, so
+//! crashes and restarts only delay it. When a pull starts, the notifications it owes
+//! downstream are released, so children start pulling from this node while the bytes are still
+//! arriving (stream-through, see `transfers`).
+
+use std::collections::HashSet;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use docfed_shared::messages::{Notification, Receipt};
+use docfed_shared::wire::Timestamp;
+use docfed_shared::{DocId, Md5Hex, Md5Stream};
+use futures::StreamExt;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::{send_notifications, send_receipt};
+use super::routing::route;
+use super::transfers::{Progress, Transfer};
+use crate::db::documents::{object_known, record_object};
+use crate::metrics::Metrics;
+use crate::Node;
+
+const MAX_CONCURRENT: usize = 4;
+const MAX_RETRY_DELAY_MS: i64 = 30_000;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Pending {
+    md5: String,
+    doc_id: String,
+    version: i64,
+    size: i64,
+    sources: String,
+    attempts: i64,
+}
+
+/// Records that this node must pull `md5`, adding `source` to the places to try. Idempotent.
+pub async fn enqueue_fetch(
+    conn: &mut sqlx::SqliteConnection,
+    fed: &super::Federation,
+    n: &Notification,
+    owed_targets: &[String],
+) -> Result<(), sqlx::Error> {
+    let d = &n.document;
+    let existing: Option<String> =
+        sqlx::query_scalar("SELECT sources FROM pending_fetches WHERE md5 = ?")
+            .bind(d.md5.as_str())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let mut sources: Vec<String> = existing
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or_default();
+    for s in fed.sources(&n.origin_url) {
+        if !sources.contains(&s) {
+            sources.push(s);
+        }
+    }
+    let sources = serde_json::to_string(&sources).expect("strings serialise");
+    sqlx::query(
+        "INSERT INTO pending_fetches (md5, doc_id, version, size, sources, next_attempt_at, created_at) \
+         VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT (md5) DO UPDATE SET sources = excluded.sources",
+    )
+    .bind(d.md5.as_str())
+    .bind(d.id.to_string())
+    .bind(d.version)
+    .bind(d.size as i64)
+    .bind(&sources)
+    .bind(Timestamp::now().millis())
+    .execute(&mut *conn)
+    .await?;
+    let mut owed = n.clone();
+    owed.targets = owed_targets.to_vec();
+    sqlx::query(
+        "INSERT OR IGNORE INTO fetch_waiters (md5, doc_id, version, origin, notification) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(d.md5.as_str())
+    .bind(d.id.to_string())
+    .bind(d.version)
+    .bind(&d.origin)
+    .bind(serde_json::to_string(&owed).expect("serialises"))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn pending_count(node: &Node) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM pending_fetches")
+        .fetch_one(node.db.reader())
+        .await
+}
+
+/// Runs pulls until cancelled, at most `MAX_CONCURRENT` at a time.
+pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
+    let active: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
+    loop {
+        let due: Result<Vec<Pending>, _> = sqlx::query_as(
+            "SELECT md5, doc_id, version, size, sources, attempts FROM pending_fetches \
+             WHERE next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT 64",
+        )
+        .bind(Timestamp::now().millis())
+        .fetch_all(node.db.reader())
+        .await;
+        match due {
+            Ok(rows) => {
+                for row in rows {
+                    if active.lock().expect("not poisoned").contains(&row.md5) {
+                        continue;
+                    }
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    active.lock().expect("not poisoned").insert(row.md5.clone());
+                    let (node, active, cancel) = (node.clone(), active.clone(), cancel.clone());
+                    tokio::spawn(async move {
+                        let md5 = row.md5.clone();
+                        tokio::select! {
+                            () = fetch_one(&node, row) => {}
+                            () = cancel.cancelled() => {}
+                        }
+                        active.lock().expect("not poisoned").remove(&md5);
+                        drop(permit);
+                        node.fetch_wake.notify_one();
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read pending fetches"),
+        }
+        tokio::select! {
+            () = node.fetch_wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PullError {
+    #[error("{source_url}: {reason}")]
+    Source { source_url: String, reason: String },
+    #[error("MD5 mismatch from {source_url}: expected {expected}, got {actual}")]
+    Md5Mismatch {
+        source_url: String,
+        expected: Md5Hex,
+        actual: Md5Hex,
+    },
+    #[error("local I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+async fn fetch_one(node: &Arc<Node>, row: Pending) {
+    let fed = node.federation().expect("federation").clone();
+    let (Ok(md5), Ok(doc_id)) = (row.md5.parse::<Md5Hex>(), row.doc_id.parse::<DocId>()) else {
+        tracing::error!(md5 = %row.md5, "corrupt pending fetch row; dropping it");
+        let _ = sqlx::query("DELETE FROM pending_fetches WHERE md5 = ?")
+            .bind(&row.md5)
+            .execute(node.db.writer())
+            .await;
+        return;
+    };
+    if fed.stream_through {
+        if let Err(e) = release_forwards(node, &md5).await {
+            tracing::warn!(md5 = %md5, error = %e, "could not release downstream notifications");
+        }
+    }
+    let sources: Vec<String> = serde_json::from_str(&row.sources).unwrap_or_default();
+    let partial = node.config.data_dir.join("partial").join(md5.as_str());
+    let started = Instant::now();
+    let mut errors = Vec::new();
+    for src in &sources {
+        if node.presence_says_down(src) {
+            errors.push(format!("{src}: peer is down"));
+            continue;
+        }
+        match pull(
+            node,
+            &md5,
+            row.size as u64,
+            src,
+            &partial,
+            fed.stream_through,
+        )
+        .await
+        {
+            Ok(()) => match complete(
+                node,
+                &fed,
+                &md5,
+                doc_id,
+                row.version,
+                src,
+                &partial,
+                row.attempts,
+                started,
+            )
+            .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    errors.push(format!("storing: {e}"));
+                    break;
+                }
+            },
+            Err(e) => {
+                if matches!(e, PullError::Md5Mismatch { .. }) {
+                    Metrics::inc(&node.metrics.md5_mismatches);
+                }
+                tracing::debug!(md5 = %md5, error = %e, "pull attempt failed");
+                errors.push(e.to_string());
+            }
+        }
+    }
+    Metrics::inc(&node.metrics.fetch_retries);
+    let attempts = row.attempts + 1;
+    let delay = (250i64 << attempts.min(10)).min(MAX_RETRY_DELAY_MS);
+    let delay = delay / 2 + rand::random_range(0..=delay / 2);
+    let error = errors.join("; ");
+    tracing::warn!(md5 = %md5, doc_id = %doc_id, attempts, retry_in_ms = delay, error = %error, "pull failed everywhere; will retry");
+    let _ = sqlx::query("UPDATE pending_fetches SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE md5 = ?")
+        .bind(attempts)
+        .bind(Timestamp::now().millis() + delay)
+        .bind(&error)
+        .bind(md5.as_str())
+        .execute(node.db.writer())
+        .await;
+}
+
+/// Sends the notifications that waited for this pull to start.
+async fn release_forwards(node: &Node, md5: &Md5Hex) -> Result<(), sqlx::Error> {
+    let fed = node.federation().expect("federation");
+    let mut tx = node.db.begin_write().await?;
+    let owed: Vec<(String, i64, String, String)> = sqlx::query_as(
+        "SELECT doc_id, version, origin, notification FROM fetch_waiters WHERE md5 = ? AND forwarded = 0",
+    )
+    .bind(md5.as_str())
+    .fetch_all(&mut *tx)
+    .await?;
+    if owed.is_empty() {
+        return Ok(());
+    }
+    for (doc_id, version, origin, json) in &owed {
+        if let Ok(n) = serde_json::from_str::<Notification>(json) {
+            let hops = route(&fed.topology, fed.id(), &n.targets, 1, doc_id);
+            send_notifications(&mut tx, fed, &n, hops).await?;
+        }
+        sqlx::query("UPDATE fetch_waiters SET forwarded = 1 WHERE md5 = ? AND doc_id = ? AND version = ? AND origin = ?")
+            .bind(md5.as_str())
+            .bind(doc_id)
+            .bind(version)
+            .bind(origin)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    node.wake_outbox();
+    Ok(())
+}
+
+/// Pulls `md5` from `src` into `partial`, resuming what is already there, and verifies it.
+async fn pull(
+    node: &Arc<Node>,
+    md5: &Md5Hex,
+    size: u64,
+    src: &str,
+    partial: &Path,
+    stream_through: bool,
+) -> Result<(), PullError> {
+    let source_err = |reason: String| PullError::Source {
+        source_url: src.to_owned(),
+        reason,
+    };
+    std::fs::create_dir_all(partial.parent().expect("partial dir"))?;
+    // Hash what a previous attempt left, so a resumed pull is verified end to end.
+    let (file, mut hash) = {
+        let path = partial.to_owned();
+        tokio::task::spawn_blocking(move || open_partial(&path, size))
+            .await
+            .map_err(std::io::Error::other)??
+    };
+    let already = hash.len();
+    let transfer =
+        stream_through.then(|| node.transfers.begin(md5, partial.to_owned(), size, already));
+    let result = async {
+        let (file, hash) = if already == size {
+            (file, hash)
+        } else {
+            let mut req = node.http.get(format!("{src}/v1/objects/{md5}"));
+            if already > 0 {
+                req = req
+                    .header("Range", format!("bytes={already}-"))
+                    .header("If-Range", format!("\"{md5}\""));
+            }
+            let resp = req.send().await.map_err(|e| source_err(e.to_string()))?;
+            let status = resp.status();
+            let file = match status.as_u16() {
+                206 => file,
+                200 => {
+                    // The source ignored the range: start over.
+                    file.set_len(0)?;
+                    hash = Md5Stream::new();
+                    if let Some(t) = &transfer {
+                        t.set(Progress::Written(0));
+                    }
+                    file
+                }
+                _ => return Err(source_err(format!("HTTP {status}"))),
+            };
+            write_stream(node, resp, file, hash, size, transfer.clone(), src).await?
+        };
+        let (actual, len) = hash.finish();
+        if len != size || actual != *md5 {
+            let _ = std::fs::remove_file(partial);
+            return Err(PullError::Md5Mismatch {
+                source_url: src.to_owned(),
+                expected: md5.clone(),
+                actual,
+            });
+        }
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        node.transfers.end(md5, Progress::Failed);
+    }
+    result
+}
+
+fn open_partial(path: &Path, size: u64) -> std::io::Result<(std::fs::File, Md5Stream)> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let mut hash = Md5Stream::new();
+    if file.metadata()?.len() > size {
+        file.set_len(0)?;
+    }
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    file.seek(std::io::SeekFrom::End(0))?;
+    Ok((file, hash))
+}
+
+/// Appends the response body to `file` on a blocking thread that hashes as it writes and
+/// publishes progress to stream-through readers.
+async fn write_stream(
+    node: &Arc<Node>,
+    resp: reqwest::Response,
+    file: std::fs::File,
+    hash: Md5Stream,
+    size: u64,
+    transfer: Option<Arc<Transfer>>,
+    src: &str,
+) -> Result<(std::fs::File, Md5Stream), PullError> {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+    let writer =
+        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, Md5Stream)> {
+            let (mut file, mut hash) = (file, hash);
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+                hash.update(&chunk);
+                if let Some(t) = &transfer {
+                    t.set(Progress::Written(hash.len()));
+                }
+            }
+            Ok((file, hash))
+        });
+    let mut body = resp.bytes_stream();
+    let mut received = 0u64;
+    let mut failure = None;
+    while let Some(chunk) = body.next().await {
+        match chunk {
+            Ok(chunk) => {
+                received += chunk.len() as u64;
+                Metrics::add(&node.metrics.bytes_pulled, chunk.len() as u64);
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(format!("transfer interrupted after {received} bytes: {e}"));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (file, hash) = writer.await.map_err(std::io::Error::other)??;
+    if let Some(reason) = failure {
+        return Err(PullError::Source {
+            source_url: src.to_owned(),
+            reason,
+        });
+    }
+    if hash.len() > size {
+        return Err(PullError::Source {
+            source_url: src.to_owned(),
+            reason: format!("sent more than {size} bytes"),
+        });
+    }
+    Ok((file, hash))
+}
+
+/// Moves a verified pull into the store and, in the same transaction, releases the forwards
+/// still owed, sends receipts upward and forgets the pending fetch.
+#[allow(clippy::too_many_arguments)]
+async fn complete(
+    node: &Arc<Node>,
+    fed: &super::Federation,
+    md5: &Md5Hex,
+    doc_id: DocId,
+    version: i64,
+    src: &str,
+    partial: &PathBuf,
+    attempts: i64,
+    started: Instant,
+) -> Result<(), PullError> {
+    let size = std::fs::metadata(partial)?.len();
+    let mut tx = node.db.begin_write().await?;
+    let held = object_known(&mut tx, md5).await?;
+    let placed = node
+        .store
+        .place(partial, md5, held)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let result: Result<(), sqlx::Error> = async {
+        record_object(&mut tx, md5, size).await?;
+        let waiters: Vec<(String, i64, String, String, bool)> = sqlx::query_as(
+            "SELECT doc_id, version, origin, notification, forwarded FROM fetch_waiters WHERE md5 = ?",
+        )
+        .bind(md5.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (w_doc, w_version, w_origin, json, forwarded) in waiters {
+            let Ok(n) = serde_json::from_str::<Notification>(&json) else { continue };
+            if !forwarded {
+                let hops = route(&fed.topology, fed.id(), &n.targets, 1, &w_doc);
+                send_notifications(&mut tx, fed, &n, hops).await?;
+            }
+            let r = Receipt {
+                doc_id: n.document.id,
+                version: w_version,
+                origin: w_origin.clone(),
+                md5: md5.clone(),
+                node: fed.id().to_owned(),
+                content: true,
+                at: Timestamp::now(),
+            };
+            send_receipt(&mut tx, fed, &r, &format!("r:{}:{w_doc}:{w_version}:{w_origin}:c", fed.id())).await?;
+        }
+        sqlx::query("DELETE FROM fetch_waiters WHERE md5 = ?").bind(md5.as_str()).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM pending_fetches WHERE md5 = ?").bind(md5.as_str()).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO fetch_log (md5, source, bytes, attempts, started_at, done_at) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(md5.as_str())
+            .bind(src)
+            .bind(size as i64)
+            .bind(attempts + 1)
+            .bind(Timestamp::now().millis() - started.elapsed().as_millis() as i64)
+            .bind(Timestamp::now().millis())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    }
+    .await;
+    if let Err(e) = result {
+        if placed {
+            node.store.discard(md5).await;
+        }
+        node.transfers.end(md5, Progress::Failed);
+        return Err(e.into());
+    }
+    node.transfers.end(md5, Progress::Done);
+    Metrics::inc(&node.metrics.fetches_completed);
+    node.wake_outbox();
+    tracing::info!(md5 = %md5, doc_id = %doc_id, version, source = src, bytes = size,
+        ms = started.elapsed().as_millis() as u64, "pulled and verified");
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! The inbox consumer: takes messages from `docfed.<id>.inbox`, records their effect in SQLite,
+//! and only then acks them (record-then-ack). A message that cannot be parsed or validated is
+//! published to `docfed.<id>.dead` (with the reason in a header) and acked, so it never loops.
+//! If the database is unavailable the message stays unacked and is retried.
+
+use std::sync::Arc;
+
+use docfed_shared::messages::{Annotation, Body, Envelope, Notification};
+use docfed_shared::topology::{dead_letter_queue, inbox_queue};
+use docfed_shared::wire::Timestamp;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use sqlx::SqliteConnection;
+use tokio_util::sync::CancellationToken;
+
+use super::fetch::enqueue_fetch;
+use super::outbox::{enqueue, send_notifications, send_receipt};
+use super::routing::{fan_out, route};
+use super::{amqp, Federation};
+use crate::db::documents::{object_known, record_version};
+use crate::metrics::Metrics;
+use crate::Node;
+
+const PREFETCH: u16 = 64;
+
+pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
+    let fed = node.federation().expect("federation").clone();
+    let url = fed.amqp_url_of(fed.id());
+    let mut failures = 0u32;
+    let mut connected_before = false;
+    loop {
+        let Some(conn) = amqp::connect(&url, &cancel, &format!("{}-inbox", fed.id())).await else {
+            return;
+        };
+        if connected_before {
+            Metrics::inc(&node.metrics.broker_reconnects);
+        }
+        connected_before = true;
+        match consume(&node, &fed, &conn, &cancel).await {
+            Ok(()) => {
+                let _ = conn.close(200, "shutting down".into()).await;
+                return;
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::warn!(error = %e, "inbox connection lost; reconnecting");
+                tokio::select! {
+                    () = tokio::time::sleep(amqp::backoff(failures.min(6))) => {}
+                    () = cancel.cancelled() => return,
+                }
+            }
+        }
+    }
+}
+
+async fn declare(ch: &Channel, name: &str) -> Result<(), lapin::Error> {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn consume(
+    node: &Arc<Node>,
+    fed: &Federation,
+    conn: &lapin::Connection,
+    cancel: &CancellationToken,
+) -> Result<(), lapin::Error> {
+    let inbox = inbox_queue(fed.id());
+    let dead = dead_letter_queue(fed.id());
+    let ch = conn.create_channel().await?;
+    declare(&ch, &inbox).await?;
+    declare(&ch, &dead).await?;
+    ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
+    let dead_ch = conn.create_channel().await?;
+    dead_ch
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let mut consumer = ch
+        .basic_consume(
+            inbox.as_str().into(),
+            format!("{}-inbox", fed.id()).as_str().into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    tracing::info!(queue = %inbox, "consuming inbox");
+    node.inbox_connected
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let result = loop {
+        let delivery = tokio::select! {
+            d = consumer.next() => d,
+            () = cancel.cancelled() => break Ok(()),
+        };
+        let delivery = match delivery {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => break Err(e),
+            None => {
+                break Err(lapin::Error::from(
+                    lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
+                ))
+            }
+        };
+        Metrics::inc(&node.metrics.notifications_received);
+        match Envelope::parse(&delivery.data) {
+            Err(e) => {
+                tracing::warn!(queue = %inbox, error = %e, "dead-lettering a message");
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    "x-docfed-error".into(),
+                    AMQPValue::LongString(e.to_string().into()),
+                );
+                dead_ch
+                    .basic_publish(
+                        "".into(),
+                        dead.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &delivery.data,
+                        BasicProperties::default()
+                            .with_delivery_mode(2)
+                            .with_headers(headers),
+                    )
+                    .await?
+                    .await?;
+                Metrics::inc(&node.metrics.notifications_dead_lettered);
+            }
+            Ok(env) => {
+                let mut failures = 0u32;
+                loop {
+                    match handle(node, fed, &env).await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            failures += 1;
+                            tracing::error!(msg = %env.id, error = %e, "cannot record message; retrying");
+                            tokio::select! {
+                                () = tokio::time::sleep(amqp::backoff(failures.min(6))) => {}
+                                () = cancel.cancelled() => return Ok(()),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        delivery.ack(BasicAckOptions::default()).await?;
+    };
+    node.inbox_connected
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    result
+}
+
+/// Records one message's effect in one transaction.
+async fn handle(node: &Arc<Node>, fed: &Federation, env: &Envelope) -> Result<(), sqlx::Error> {
+    let mut tx = node.db.begin_write().await?;
+    let fetch = match &env.body {
+        Body::Notify(n) => on_notify(node, fed, &mut tx, n).await?,
+        Body::Receipt(r) => {
+            send_receipt(&mut tx, fed, r, &env.id).await?;
+            false
+        }
+        Body::Annotation(a) => {
+            on_annotation(fed, &mut tx, a, &env.id).await?;
+            false
+        }
+    };
+    tx.commit().await?;
+    node.wake_outbox();
+    if fetch {
+        node.fetch_wake.notify_one();
+    }
+    Ok(())
+}
+
+/// Returns whether a pull was queued.
+async fn on_notify(
+    node: &Node,
+    fed: &Federation,
+    tx: &mut SqliteConnection,
+    n: &Notification,
+) -> Result<bool, sqlx::Error> {
+    let d = &n.document;
+    if !record_version(tx, d, n.kind).await? {
+        Metrics::inc(&node.metrics.notifications_deduplicated);
+        tracing::debug!(doc_id = %d.id, version = d.version, "duplicate notification");
+        return Ok(false);
+    }
+    let salt = d.id.to_string();
+    let need = fed.needs_content(fed.id(), &d.scope, d.deleted, &n.targets);
+    let held = object_known(tx, &d.md5).await?;
+    if need && !held {
+        // Targets that need the bytes hear of them when our own pull starts (stream-through)
+        // or ends; the others right away.
+        let (later, now): (Vec<String>, Vec<String>) = n
+            .targets
+            .iter()
+            .cloned()
+            .partition(|t| fed.needs_content(t, &d.scope, d.deleted, &[]));
+        send_notifications(tx, fed, n, route(&fed.topology, fed.id(), &now, 1, &salt)).await?;
+        enqueue_fetch(tx, fed, n, &later).await?;
+        return Ok(true);
+    }
+    send_notifications(
+        tx,
+        fed,
+        n,
+        route(&fed.topology, fed.id(), &n.targets, 1, &salt),
+    )
+    .await?;
+    let r = docfed_shared::messages::Receipt {
+        doc_id: d.id,
+        version: d.version,
+        origin: d.origin.clone(),
+        md5: d.md5.clone(),
+        node: fed.id().to_owned(),
+        content: held,
+        at: Timestamp::now(),
+    };
+    let id = format!(
+        "r:{}:{}:{}:{}:{}",
+        fed.id(),
+        d.id,
+        d.version,
+        d.origin,
+        if held { "c" } else { "m" }
+    );
+    send_receipt(tx, fed, &r, &id).await?;
+    Ok(false)
+}
+
+/// Stores an annotation once; passes it on toward the primaries the first time it is seen.
+pub async fn on_annotation(
+    fed: &Federation,
+    tx: &mut SqliteConnection,
+    a: &Annotation,
+    msg_id: &str,
+) -> Result<bool, sqlx::Error> {
+    let new = sqlx::query(
+        "INSERT OR IGNORE INTO annotations (id, doc_id, doc_version, author, text, created_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.id)
+    .bind(a.doc_id.to_string())
+    .bind(a.doc_version)
+    .bind(&a.author)
+    .bind(&a.text)
+    .bind(a.created_at.millis())
+    .bind(Timestamp::now().millis())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    // Intermediates send to every parent, so both primaries get it; a primary passes on only
+    // annotations written on itself.
+    let relay = new && (!fed.is_primary() || a.node == fed.id());
+    if relay {
+        let env = Envelope::new(msg_id.to_owned(), fed.id(), Body::Annotation(a.clone()));
+        for up in fed.upstream() {
+            enqueue(tx, &up, &env).await?;
+        }
+    }
+    Ok(new)
+}
+
+/// What a primary queues, in the edit's own transaction, when it accepts an edit: the
+/// fan-out to the other primaries and the tiers below, and its own receipt.
+pub async fn announce_local_edit(
+    fed: &Federation,
+    tx: &mut SqliteConnection,
+    v: &docfed_shared::wire::DocumentVersion,
+    kind: docfed_shared::wire::ChangeKind,
+) -> Result<(), sqlx::Error> {
+    let n = Notification {
+        document: v.clone(),
+        kind,
+        origin_url: fed.my_url(),
+        targets: Vec::new(),
+    };
+    send_notifications(
+        tx,
+        fed,
+        &n,
+        fan_out(&fed.topology, fed.id(), &v.id.to_string()),
+    )
+    .await?;
+    let r = docfed_shared::messages::Receipt {
+        doc_id: v.id,
+        version: v.version,
+        origin: v.origin.clone(),
+        md5: v.md5.clone(),
+        node: fed.id().to_owned(),
+        content: true,
+        at: Timestamp::now(),
+    };
+    let id = format!("r:{}:{}:{}:{}:c", fed.id(), v.id, v.version, v.origin);
+    send_receipt(tx, fed, &r, &id).await?;
+    Ok(())
+}

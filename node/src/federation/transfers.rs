@@ -1,0 +1,123 @@
+//! Stream-through: the registry of pulls in progress, and a reader that serves the bytes of a
+//! document while they are still arriving.
+//!
+//! The fetch task appends to `partial/<md5>` and publishes how many bytes are on disk through a
+//! `watch` channel. A reader opens the same file and follows the writer: it sends what is
+//! there, waits for more, and ends at the expected size. If the pull fails (MD5 mismatch,
+//! source gone for good) the reader's stream ends with an error, so the downstream node sees an
+//! incomplete body and retries; it verifies the MD5 itself, so unverified bytes never get stored
+//! anywhere.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use docfed_shared::Md5Hex;
+use futures::Stream;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Bytes present in the partial file.
+    Written(u64),
+    /// Complete and verified; the file now lives in the object store (same inode).
+    Done,
+    Failed,
+}
+
+#[derive(Debug)]
+pub struct Transfer {
+    pub path: PathBuf,
+    pub size: u64,
+    progress: watch::Sender<Progress>,
+}
+
+impl Transfer {
+    pub fn set(&self, p: Progress) {
+        self.progress.send_replace(p);
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Transfers {
+    active: Mutex<HashMap<Md5Hex, Arc<Transfer>>>,
+}
+
+impl Transfers {
+    /// Registers a pull; `already` bytes are on disk (a resumed partial file).
+    pub fn begin(&self, md5: &Md5Hex, path: PathBuf, size: u64, already: u64) -> Arc<Transfer> {
+        let (tx, _) = watch::channel(Progress::Written(already));
+        let t = Arc::new(Transfer {
+            path,
+            size,
+            progress: tx,
+        });
+        self.active
+            .lock()
+            .expect("not poisoned")
+            .insert(md5.clone(), t.clone());
+        t
+    }
+
+    pub fn end(&self, md5: &Md5Hex, outcome: Progress) {
+        if let Some(t) = self.active.lock().expect("not poisoned").remove(md5) {
+            t.set(outcome);
+        }
+    }
+
+    pub fn get(&self, md5: &Md5Hex) -> Option<Arc<Transfer>> {
+        self.active.lock().expect("not poisoned").get(md5).cloned()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FollowError {
+    #[error("the upstream pull failed")]
+    Failed,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Streams bytes `start..end` of a transfer in progress, waiting for the writer as needed.
+pub async fn follow(
+    t: Arc<Transfer>,
+    start: u64,
+    end: u64,
+) -> std::io::Result<impl Stream<Item = Result<Bytes, FollowError>>> {
+    let mut file = tokio::fs::File::open(&t.path).await?;
+    file.seek(std::io::SeekFrom::Start(start)).await?;
+    let rx = t.progress.subscribe();
+    let state = (file, start, rx, t);
+    Ok(futures::stream::unfold(
+        Some(state),
+        move |state| async move {
+            let (mut file, pos, mut rx, t) = state?;
+            if pos >= end {
+                return None;
+            }
+            loop {
+                let available = match *rx.borrow_and_update() {
+                    Progress::Written(n) => n,
+                    Progress::Done => t.size,
+                    Progress::Failed => return Some((Err(FollowError::Failed), None)),
+                };
+                if available > pos {
+                    let want = (available.min(end) - pos).min(CHUNK as u64) as usize;
+                    let mut buf = BytesMut::zeroed(want);
+                    return match file.read_exact(&mut buf).await {
+                        Ok(_) => Some((Ok(buf.freeze()), Some((file, pos + want as u64, rx, t)))),
+                        Err(e) => Some((Err(FollowError::Io(e)), None)),
+                    };
+                }
+                if rx.changed().await.is_err() {
+                    // The registry dropped the transfer without a final state: treat as failed.
+                    return Some((Err(FollowError::Failed), None));
+                }
+            }
+        },
+    ))
+}

@@ -1,0 +1,96 @@
+//! Counters for `GET /metrics` (Prometheus text format). Plain atomics: the handful of series we
+//! export does not justify a metrics framework.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub notifications_received: AtomicU64,
+    pub notifications_deduplicated: AtomicU64,
+    pub notifications_dead_lettered: AtomicU64,
+    pub messages_published: AtomicU64,
+    pub bytes_pulled: AtomicU64,
+    pub bytes_served: AtomicU64,
+    pub fetches_completed: AtomicU64,
+    pub fetch_retries: AtomicU64,
+    pub md5_mismatches: AtomicU64,
+    pub broker_reconnects: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Renders the counters plus the gauges the caller measured (outbox and fetch depth).
+    pub fn render(&self, node: &str, outbox_depth: i64, pending_fetches: i64) -> String {
+        let mut out = String::new();
+        let counters: [(&str, &str, &AtomicU64); 10] = [
+            (
+                "docfed_notifications_received_total",
+                "Notifications taken from the inbox.",
+                &self.notifications_received,
+            ),
+            (
+                "docfed_notifications_deduplicated_total",
+                "Notifications already known (redundant copies, redeliveries).",
+                &self.notifications_deduplicated,
+            ),
+            (
+                "docfed_notifications_dead_lettered_total",
+                "Messages moved to the dead-letter queue.",
+                &self.notifications_dead_lettered,
+            ),
+            (
+                "docfed_messages_published_total",
+                "Outbox messages confirmed by a broker.",
+                &self.messages_published,
+            ),
+            (
+                "docfed_bytes_pulled_total",
+                "Content bytes received from other nodes.",
+                &self.bytes_pulled,
+            ),
+            (
+                "docfed_bytes_served_total",
+                "Content bytes sent to clients and nodes.",
+                &self.bytes_served,
+            ),
+            (
+                "docfed_fetches_completed_total",
+                "Pulls completed and verified.",
+                &self.fetches_completed,
+            ),
+            (
+                "docfed_fetch_retries_total",
+                "Pull attempts that failed and will be retried.",
+                &self.fetch_retries,
+            ),
+            (
+                "docfed_md5_mismatches_total",
+                "Pulls refused because the MD5 did not match.",
+                &self.md5_mismatches,
+            ),
+            (
+                "docfed_broker_reconnects_total",
+                "Broker connections re-established after a failure.",
+                &self.broker_reconnects,
+            ),
+        ];
+        for (name, help, c) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(out, "# HELP docfed_outbox_depth Messages waiting in the outbox.\n# TYPE docfed_outbox_depth gauge\ndocfed_outbox_depth{{node=\"{node}\"}} {outbox_depth}");
+        let _ = writeln!(out, "# HELP docfed_pending_fetches Content pulls not yet completed.\n# TYPE docfed_pending_fetches gauge\ndocfed_pending_fetches{{node=\"{node}\"}} {pending_fetches}");
+        out
+    }
+}

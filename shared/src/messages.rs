@@ -1,0 +1,215 @@
+//! Messages between nodes, carried by RabbitMQ. They are small: never file bytes, only what a
+//! node needs to decide whether and where to pull (DESIGN section 2).
+//!
+//! Every message is an [`Envelope`] serialised as JSON. `schema` lets a node refuse (dead-letter)
+//! messages of a format it does not understand instead of misreading them; `id` is the same on
+//! every redundant copy of one logical message, so receivers can deduplicate.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{ChangeKind, DocumentVersion, Timestamp};
+use crate::{DocId, Md5Hex};
+
+/// The message format this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub schema: u32,
+    /// Identifies the logical message across redundant copies and redeliveries.
+    pub id: String,
+    /// The node that sent this copy.
+    pub from: String,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Body {
+    Notify(Notification),
+    Receipt(Receipt),
+    Annotation(Annotation),
+}
+
+/// A version of a document exists; pull its bytes from `origin_url` if you need them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub document: DocumentVersion,
+    pub kind: ChangeKind,
+    /// Base URL (`http://host:port`) of the node to pull the bytes from.
+    pub origin_url: String,
+    /// The final destinations this copy is routed to; the receiver forwards toward them.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+/// Node `node` holds version (`version`, `origin`) of `doc_id`: its metadata, and its content too
+/// when `content` is true. Travels upward to the primaries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub doc_id: DocId,
+    pub version: i64,
+    pub origin: String,
+    pub md5: Md5Hex,
+    pub node: String,
+    pub content: bool,
+    pub at: Timestamp,
+}
+
+/// A reader's note on a document, travelling upward to its author.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Annotation {
+    pub id: String,
+    pub doc_id: DocId,
+    pub doc_version: i64,
+    pub author: String,
+    pub text: String,
+    pub created_at: Timestamp,
+    /// The node where the annotation was written.
+    pub node: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MessageError {
+    #[error("not a docfed message: {0}")]
+    Malformed(#[from] serde_json::Error),
+    #[error("message schema {found} is not supported (this node reads schema {SCHEMA_VERSION})")]
+    UnsupportedSchema { found: u32 },
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+impl Envelope {
+    pub fn new(id: String, from: &str, body: Body) -> Self {
+        Envelope {
+            schema: SCHEMA_VERSION,
+            id,
+            from: from.to_owned(),
+            body,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("messages serialise")
+    }
+
+    /// Parses and validates a message; any error means the message goes to the dead-letter
+    /// queue.
+    pub fn parse(bytes: &[u8]) -> Result<Self, MessageError> {
+        // Read the schema first, so a future format fails as "unsupported", not "malformed".
+        #[derive(Deserialize)]
+        struct SchemaOnly {
+            schema: u32,
+        }
+        let probe: SchemaOnly = serde_json::from_slice(bytes)?;
+        if probe.schema != SCHEMA_VERSION {
+            return Err(MessageError::UnsupportedSchema {
+                found: probe.schema,
+            });
+        }
+        let env: Envelope = serde_json::from_slice(bytes)?;
+        env.validate()?;
+        Ok(env)
+    }
+
+    fn validate(&self) -> Result<(), MessageError> {
+        let invalid = |m: String| Err(MessageError::Invalid(m));
+        if self.id.is_empty() || self.id.len() > 200 {
+            return invalid("id must be 1-200 characters".into());
+        }
+        if !crate::scope::is_valid_region(&self.from) {
+            return invalid(format!("bad sender id {:?}", self.from));
+        }
+        match &self.body {
+            Body::Notify(n) => {
+                let d = &n.document;
+                if d.version < 1 {
+                    return invalid(format!("version {} < 1", d.version));
+                }
+                if !crate::scope::is_valid_region(&d.origin) {
+                    return invalid(format!("bad origin node {:?}", d.origin));
+                }
+                if !(n.origin_url.starts_with("http://") || n.origin_url.starts_with("https://")) {
+                    return invalid(format!("origin_url {:?} is not an http URL", n.origin_url));
+                }
+                if let Some(t) = n.targets.iter().find(|t| !crate::scope::is_valid_region(t)) {
+                    return invalid(format!("bad target node {t:?}"));
+                }
+            }
+            Body::Receipt(r) => {
+                if !crate::scope::is_valid_region(&r.node) {
+                    return invalid(format!("bad node {:?}", r.node));
+                }
+            }
+            Body::Annotation(a) => {
+                if a.text.is_empty() || a.text.chars().count() > 20_000 {
+                    return invalid("annotation text must be 1-20000 characters".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notify() -> Envelope {
+        Envelope::new(
+            "m1".into(),
+            "primary-a",
+            Body::Notify(Notification {
+                document: DocumentVersion {
+                    id: DocId::new(),
+                    version: 1,
+                    origin: "primary-a".into(),
+                    title: "t".into(),
+                    description: String::new(),
+                    tags: vec![],
+                    filename: "f".into(),
+                    source: String::new(),
+                    scope: crate::Scope::Global,
+                    content_type: "text/plain".into(),
+                    md5: Md5Hex::empty(),
+                    size: 0,
+                    deleted: false,
+                    created_at: Timestamp(0),
+                },
+                kind: ChangeKind::Published,
+                origin_url: "http://127.0.0.1:1".into(),
+                targets: vec!["na".into()],
+            }),
+        )
+    }
+
+    #[test]
+    fn round_trips() {
+        let m = notify();
+        assert_eq!(Envelope::parse(&m.to_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn refuses_garbage_future_schemas_and_invalid_fields() {
+        assert!(matches!(
+            Envelope::parse(b"not json"),
+            Err(MessageError::Malformed(_))
+        ));
+        let mut v: serde_json::Value = serde_json::from_slice(&notify().to_bytes()).unwrap();
+        v["schema"] = 2.into();
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            Envelope::parse(&bytes),
+            Err(MessageError::UnsupportedSchema { found: 2 })
+        ));
+        let mut m = notify();
+        if let Body::Notify(n) = &mut m.body {
+            n.origin_url = "file:///etc/passwd".into();
+        }
+        assert!(matches!(
+            Envelope::parse(&m.to_bytes()),
+            Err(MessageError::Invalid(_))
+        ));
+    }
+}

@@ -1,0 +1,220 @@
+//! `docfed-topology up` as a real process: refuses what it cannot start, and runs the demo
+//! federation (on fresh ports) until SIGTERM.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use topology::launch::Manifest;
+
+use crate::common::{bin, demo_with_ports, free_ports, run};
+
+/// Stops the launcher (and through it every node) if a test fails half-way.
+struct Launcher(Child);
+
+impl Launcher {
+    fn sigterm(&self) {
+        let _ = kill(Pid::from_raw(self.0.id() as i32), Signal::SIGTERM);
+    }
+
+    /// Waits for the launcher to exit; `None` at the deadline.
+    fn wait_until(&mut self, deadline: Instant) -> Option<std::process::ExitStatus> {
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for Launcher {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            self.sigterm();
+            if self
+                .wait_until(Instant::now() + Duration::from_secs(30))
+                .is_none()
+            {
+                let _ = self.0.kill();
+            }
+        }
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn up_refuses_busy_addresses_naming_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(7);
+    let file = dir.path().join("t.toml");
+    std::fs::write(&file, demo_with_ports(&ports)).unwrap();
+    // `na` is the fifth node of the demo.
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", ports[4])).unwrap();
+    let run_dir = dir.path().join("run");
+
+    let out = run(&[
+        "up",
+        file.to_str().unwrap(),
+        "--run-dir",
+        run_dir.to_str().unwrap(),
+        "--no-portal",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`na`") && stderr.contains(&ports[4].to_string()),
+        "{stderr}"
+    );
+    assert!(!run_dir.join("federation.json").exists());
+}
+
+#[test]
+fn up_refuses_an_invalid_topology() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(7);
+    let file = dir.path().join("t.toml");
+    std::fs::write(
+        &file,
+        demo_with_ports(&ports).replacen("backup = \"eu\"", "backup = \"mars\"", 1),
+    )
+    .unwrap();
+    let out = run(&[
+        "up",
+        file.to_str().unwrap(),
+        "--run-dir",
+        dir.path().join("run").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("`na`") && stderr.contains("`mars`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn up_runs_the_demo_federation_until_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(8);
+    let file = dir.path().join("demo.toml");
+    std::fs::write(&file, demo_with_ports(&ports[..7])).unwrap();
+    let run_dir = dir.path().join("run");
+    let (stdout_path, stderr_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let portal_addr = format!("127.0.0.1:{}", ports[7]);
+
+    let mut launcher = Launcher(
+        Command::new(bin())
+            .args([
+                "up",
+                file.to_str().unwrap(),
+                "--run-dir",
+                run_dir.to_str().unwrap(),
+            ])
+            .args(["--portal-http", &portal_addr])
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("docfed-topology starts"),
+    );
+
+    // The manifest appears once every node is healthy (a private broker adds ≈ 10 s).
+    let manifest_path = run_dir.join("federation.json");
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while !manifest_path.exists() {
+        if let Some(status) = launcher.0.try_wait().unwrap() {
+            panic!(
+                "launcher exited with {status} before writing the manifest\nstdout:\n{}\nstderr:\n{}",
+                read(&stdout_path),
+                read(&stderr_path)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no manifest in time; stderr:\n{}",
+            read(&stderr_path)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let manifest = Manifest::load(&manifest_path).unwrap();
+    let ids: Vec<&str> = manifest.nodes.iter().map(|n| n.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "primary-a",
+            "primary-b",
+            "mid-1",
+            "mid-2",
+            "na",
+            "eu",
+            "asia"
+        ]
+    );
+    for (n, port) in manifest.nodes.iter().zip(&ports) {
+        assert_eq!(n.http, format!("http://127.0.0.1:{port}"));
+    }
+    assert_eq!(manifest.nodes[5].region.as_deref(), Some("eu"));
+    assert_eq!(manifest.nodes[2].region, None);
+    assert_eq!(manifest.token.len(), 40);
+    assert!(manifest.token.bytes().all(|b| b.is_ascii_alphanumeric()));
+    // The portal is a stub that exits at once for now.
+    assert_eq!(manifest.portal, None);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&manifest_path.metadata().unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "the manifest holds the token: owner-only");
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    for n in &manifest.nodes {
+        let body: serde_json::Value = runtime.block_on(async {
+            let resp = client
+                .get(format!("{}/v1/health", n.http))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{}", n.id);
+            resp.json().await.unwrap()
+        });
+        assert_eq!(body["node"], n.id.as_str(), "{body}");
+        assert!(run_dir.join(&n.id).join("node.log").is_file());
+    }
+
+    launcher.sigterm();
+    let status = launcher
+        .wait_until(Instant::now() + Duration::from_secs(60))
+        .expect("launcher exits after SIGTERM");
+    let (stdout, stderr) = (read(&stdout_path), read(&stderr_path));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains("ID") && stdout.contains("TIER") && stdout.contains("LOG"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("portal: not available yet"), "{stdout}");
+    assert!(
+        !manifest_path.exists(),
+        "the manifest of a stopped federation is removed"
+    );
+    for n in &manifest.nodes {
+        let answered = runtime.block_on(client.get(format!("{}/v1/health", n.http)).send());
+        assert!(
+            answered.is_err(),
+            "node {} still answers after shutdown",
+            n.id
+        );
+    }
+}
