@@ -302,8 +302,8 @@ impl Federation {
     /// Picks the broker, starts every node, waits until all are healthy, starts the portal if it
     /// can, and writes `federation.json`. On error, call [`Federation::shutdown`].
     pub async fn start(&mut self) -> Result<()> {
-        let started = Instant::now();
         self.choose_broker().await?;
+        let started = Instant::now();
         self.note(format!(
             "starting {} nodes (logs in {}/ID/node.log)",
             self.nodes.len(),

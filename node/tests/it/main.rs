@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod common;
+mod federation;
 mod lifecycle;
 mod memory;
 mod search;

@@ -1,5 +1,7 @@
 //! A real `docfed-node` process on an ephemeral port with its own temporary data dir.
 
+pub mod federation;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,6 +16,7 @@ pub struct TestNode {
     child: Option<Child>,
     pub url: String,
     pub extra_args: Vec<String>,
+    federated: bool,
 }
 
 impl TestNode {
@@ -30,6 +33,7 @@ impl TestNode {
             child: None,
             url: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            federated: false,
         };
         node.spawn().await?;
         Ok(node)
@@ -43,6 +47,21 @@ impl TestNode {
             child: None,
             url: String::new(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            federated: false,
+        };
+        node.spawn().await?;
+        Ok(node)
+    }
+
+    /// A member of a federation: its address comes from the topology, not port 0.
+    pub async fn start_federated(dir: &Path, args: &[&str]) -> TestResult<Self> {
+        let mut node = TestNode {
+            dir: dir.to_owned(),
+            _tmp: None,
+            child: None,
+            url: String::new(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            federated: true,
         };
         node.spawn().await?;
         Ok(node)
@@ -59,16 +78,14 @@ impl TestNode {
         let child = Command::new(env!("CARGO_BIN_EXE_docfed-node"))
             .arg("--data-dir")
             .arg(&self.dir)
-            .args([
-                "--http",
-                "127.0.0.1:0",
-                "--token",
-                TOKEN,
-                "--reserved-space",
-                "0",
-            ])
+            .args(["--token", TOKEN, "--reserved-space", "0"])
+            .args(if self.federated {
+                &[][..]
+            } else {
+                &["--http", "127.0.0.1:0"][..]
+            })
             .args(&self.extra_args)
-            .env("DOCFED_LOG", "info,tower_http=debug")
+            .env("DOCFED_LOG", "info,tower_http=debug,docfed_node=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -103,6 +120,18 @@ impl TestNode {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: no clean shutdown at all.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn start_again(&mut self) -> TestResult {
+        self.spawn().await
     }
 
     pub fn pid(&self) -> u32 {

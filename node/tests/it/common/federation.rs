@@ -1,0 +1,212 @@
+//! A whole federation of real `docfed-node` processes for one test: the demo shape (2 primaries,
+//! 2 intermediates, regional na/eu/asia) with ids unique to the test, so tests share the broker
+//! at DOCFED_AMQP_URL without sharing queues.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{client, TestNode, TestResult};
+
+pub struct Federation {
+    pub prefix: String,
+    pub topology: std::path::PathBuf,
+    pub nodes: BTreeMap<String, TestNode>,
+    _tmp: tempfile::TempDir,
+}
+
+pub const ROLES: [&str; 7] = [
+    "primary-a",
+    "primary-b",
+    "mid-1",
+    "mid-2",
+    "na",
+    "eu",
+    "asia",
+];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn amqp_url() -> String {
+    std::env::var("DOCFED_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+impl Federation {
+    /// Starts every node of the demo shape. `extra` flags go to every node.
+    pub async fn start(extra: &[&str]) -> TestResult<Self> {
+        Self::start_with_broker(extra, &amqp_url()).await
+    }
+
+    pub async fn start_with_broker(extra: &[&str], broker: &str) -> TestResult<Self> {
+        let tmp = tempfile::tempdir()?;
+        let prefix = format!("t{:08x}", rand_u32());
+        let id = |role: &str| format!("{prefix}-{role}");
+        let mut toml = String::from("redundancy = 2\n");
+        toml.push_str(&format!("amqp_url = {broker:?}\n"));
+        let node = |toml: &mut String,
+                    role: &str,
+                    tier: &str,
+                    region: Option<&str>,
+                    parents: &[&str],
+                    backup: Option<&str>| {
+            toml.push_str(&format!(
+                "\n[[node]]\nid = {:?}\ntier = {tier:?}\nhttp = \"127.0.0.1:{}\"\n",
+                id(role),
+                free_port()
+            ));
+            if let Some(r) = region {
+                toml.push_str(&format!("region = {r:?}\n"));
+            }
+            if !parents.is_empty() {
+                let ps: Vec<String> = parents.iter().map(|p| format!("{:?}", id(p))).collect();
+                toml.push_str(&format!("parents = [{}]\n", ps.join(", ")));
+            }
+            if let Some(b) = backup {
+                toml.push_str(&format!("backup = {:?}\n", id(b)));
+            }
+        };
+        node(&mut toml, "primary-a", "primary", None, &[], None);
+        node(&mut toml, "primary-b", "primary", None, &[], None);
+        node(
+            &mut toml,
+            "mid-1",
+            "intermediate",
+            None,
+            &["primary-a", "primary-b"],
+            None,
+        );
+        node(
+            &mut toml,
+            "mid-2",
+            "intermediate",
+            None,
+            &["primary-a", "primary-b"],
+            None,
+        );
+        node(
+            &mut toml,
+            "na",
+            "regional",
+            Some("na"),
+            &["mid-1", "mid-2"],
+            Some("eu"),
+        );
+        node(
+            &mut toml,
+            "eu",
+            "regional",
+            Some("eu"),
+            &["mid-1", "mid-2"],
+            Some("asia"),
+        );
+        node(
+            &mut toml,
+            "asia",
+            "regional",
+            Some("asia"),
+            &["mid-1", "mid-2"],
+            Some("na"),
+        );
+        let topology = tmp.path().join("topology.toml");
+        std::fs::write(&topology, toml)?;
+        let mut nodes = BTreeMap::new();
+        for role in ROLES {
+            let dir = tmp.path().join(role);
+            let mut args: Vec<String> = vec![
+                "--topology".into(),
+                topology.display().to_string(),
+                "--id".into(),
+                id(role),
+            ];
+            args.extend(extra.iter().map(|s| s.to_string()));
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            nodes.insert(
+                role.to_owned(),
+                TestNode::start_federated(&dir, &args).await?,
+            );
+        }
+        Ok(Federation {
+            prefix,
+            topology,
+            nodes,
+            _tmp: tmp,
+        })
+    }
+
+    pub fn id(&self, role: &str) -> String {
+        format!("{}-{role}", self.prefix)
+    }
+
+    pub fn node(&self, role: &str) -> &TestNode {
+        &self.nodes[role]
+    }
+
+    pub fn node_mut(&mut self, role: &str) -> &mut TestNode {
+        self.nodes.get_mut(role).unwrap()
+    }
+
+    /// A node's counter from /metrics.
+    pub async fn metric(&self, role: &str, name: &str) -> TestResult<u64> {
+        let text = client()
+            .get(self.node(role).url("/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Waits until `role` serves metadata of `id` satisfying `pred`.
+    pub async fn await_meta<F: Fn(&Value) -> bool>(
+        &self,
+        role: &str,
+        id: &str,
+        timeout: Duration,
+        pred: F,
+    ) -> TestResult<Value> {
+        let c = client();
+        let deadline = std::time::Instant::now() + timeout;
+        let mut last = Value::Null;
+        loop {
+            if let Ok(resp) = c
+                .get(self.node(role).url(&format!("/v1/documents/{id}")))
+                .send()
+                .await
+            {
+                if resp.status().is_success() {
+                    last = resp.json().await?;
+                    if pred(&last) {
+                        return Ok(last);
+                    }
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "{role}: document {id} not as expected after {timeout:?}; last seen {last}"
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (t.subsec_nanos() ^ std::process::id().rotate_left(16)).wrapping_mul(2654435761)
+}
