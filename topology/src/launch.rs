@@ -224,6 +224,12 @@ impl Federation {
     /// Loads and validates the topology, prepares the run directory, finds the `docfed-node`
     /// binary and checks that every node's HTTP address is free. Starts nothing.
     pub fn prepare(opts: UpOptions) -> Result<Federation> {
+        if !opts.topology_file.exists() && opts.topology_file == Path::new(DEFAULT_TOPOLOGY) {
+            bail!(
+                "{DEFAULT_TOPOLOGY} not found: the default topology is relative to the workspace \
+                 root; run from there or pass a topology file"
+            );
+        }
         let topology = Topology::load_validated(&opts.topology_file)?;
         let topology_file = std::path::absolute(&opts.topology_file)
             .with_context(|| format!("cannot resolve {}", opts.topology_file.display()))?;

@@ -158,3 +158,94 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn delivery_survives_a_stopped_intermediate_and_a_stopped_regional_node() -> TestResult {
+    let mut fed = Federation::start(&[]).await?;
+    fed.node_mut("mid-1").stop().await?;
+    fed.node_mut("asia").stop().await?;
+    let data = pattern(21, 2_000_000);
+    let id = publish(&fed, "primary-b", "title=During%20outage", data.clone()).await?;
+    for role in ["na", "eu"] {
+        fed.await_meta(role, &id, T, |m| m["available_here"] == true)
+            .await?;
+        assert!(content(fed.node(role), &id).await?.1 == data, "{role}");
+    }
+    // asia was down during publication: it catches up from its inbox after restart.
+    fed.node_mut("asia").start_again().await?;
+    fed.await_meta("asia", &id, T, |m| m["available_here"] == true)
+        .await?;
+    assert!(content(fed.node("asia"), &id).await?.1 == data);
+    // mid-1 comes back and drains its inbox without a second transfer at the regional nodes.
+    fed.node_mut("mid-1").start_again().await?;
+    fed.await_meta("mid-1", &id, T, |m| m["available_here"] == true)
+        .await?;
+    wait_until_async(T, "mid-1's outbox to drain", || async {
+        let p: Value = client()
+            .get(fed.node("mid-1").url("/v1/peers"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (p["outbox_depth"] == 0).then_some(())
+    })
+    .await?;
+    for role in ["na", "eu"] {
+        assert_eq!(
+            fed.metric(role, "docfed_bytes_pulled_total").await?,
+            data.len() as u64,
+            "{role}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_messages_go_to_the_dead_letter_queue() -> TestResult {
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let fed = Federation::start(&[]).await?;
+    let na = fed.id("na");
+    let conn = lapin::Connection::connect(
+        &crate::common::federation::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    for payload in [
+        &b"not json at all"[..],
+        br#"{"schema":99,"id":"x","from":"y","body":{}}"#,
+        br#"{"schema":1,"id":"x","from":"BAD ID","body":{"type":"receipt"}}"#,
+    ] {
+        ch.basic_publish(
+            "".into(),
+            format!("docfed.{na}.inbox").as_str().into(),
+            BasicPublishOptions::default(),
+            payload,
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    }
+    wait_for_metric(&fed, "na", "docfed_notifications_dead_lettered_total", 3).await?;
+    let dead = ch
+        .queue_declare(
+            format!("docfed.{na}.dead").as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    assert_eq!(dead.message_count(), 3);
+    // The node goes on working.
+    let id = publish(&fed, "primary-a", "title=after", b"ok".to_vec()).await?;
+    fed.await_meta("na", &id, T, |m| m["available_here"] == true)
+        .await?;
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
