@@ -284,10 +284,14 @@ impl PrivateBroker {
         .await;
         let clean = matches!(stopped, Ok(Ok(s)) if s.success());
         // rabbitmqctl returns once the VM is gone; the wrapper script exits right after.
+        let pid = self.child.as_ref().and_then(Child::id);
         let exited = match &mut self.child {
             Some(child) if clean => timeout(Duration::from_secs(15), child.wait()).await.is_ok(),
             _ => false,
         };
+        if let (true, Some(pid)) = (exited, pid) {
+            wait_group_gone(pid).await;
+        }
         if !exited {
             self.kill().await?;
         }
@@ -307,7 +311,8 @@ impl PrivateBroker {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
-        if let Some(pid) = child.id() {
+        let pid = child.id();
+        if let Some(pid) = pid {
             // The server is its own process group leader (see spawn), so the group id is its pid.
             match killpg(Pid::from_raw(pid as i32), Signal::SIGKILL) {
                 Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
@@ -318,6 +323,9 @@ impl PrivateBroker {
             .await
             .context("broker did not exit after SIGKILL")?
             .context("cannot wait for the broker")?;
+        if let Some(pid) = pid {
+            wait_group_gone(pid).await;
+        }
         Ok(())
     }
 
@@ -419,6 +427,19 @@ impl PrivateBroker {
             }
             sleep(POLL_INTERVAL).await;
         }
+    }
+}
+
+/// Waits (up to 10 s) until no process of group `pgid` is left. The server script exits as soon
+/// as it is signalled, but the Erlang VM in its group takes a moment longer to die and release
+/// its ports, and a restart must not find them still bound.
+async fn wait_group_gone(pgid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if killpg(Pid::from_raw(pgid as i32), None) == Err(nix::errno::Errno::ESRCH) {
+            return;
+        }
+        sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -169,13 +169,19 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
             .await;
         return;
     };
+    let partial = node.config.data_dir.join("partial").join(md5.as_str());
     if fed.stream_through {
+        // Register before telling children, so their first request finds the pull.
+        let on_disk = std::fs::metadata(&partial)
+            .map_or(0, |m| m.len())
+            .min(row.size as u64);
+        node.transfers
+            .begin(&md5, partial.clone(), row.size as u64, on_disk);
         if let Err(e) = release_forwards(node, &md5).await {
             tracing::warn!(md5 = %md5, error = %e, "could not release downstream notifications");
         }
     }
     let sources: Vec<String> = serde_json::from_str(&row.sources).unwrap_or_default();
-    let partial = node.config.data_dir.join("partial").join(md5.as_str());
     let started = Instant::now();
     let mut errors = Vec::new();
     for src in &sources {
@@ -221,6 +227,7 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
             }
         }
     }
+    node.transfers.end(&md5, Progress::Failed);
     Metrics::inc(&node.metrics.fetch_retries);
     let attempts = row.attempts + 1;
     let delay = (250i64 << attempts.min(10)).min(MAX_RETRY_DELAY_MS);

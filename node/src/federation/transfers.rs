@@ -48,18 +48,22 @@ pub struct Transfers {
 }
 
 impl Transfers {
-    /// Registers a pull; `already` bytes are on disk (a resumed partial file).
+    /// Registers a pull, or updates the one already registered (readers that follow it keep
+    /// following); `already` bytes are on disk (a resumed partial file).
     pub fn begin(&self, md5: &Md5Hex, path: PathBuf, size: u64, already: u64) -> Arc<Transfer> {
-        let (tx, _) = watch::channel(Progress::Written(already));
-        let t = Arc::new(Transfer {
-            path,
-            size,
-            progress: tx,
-        });
-        self.active
-            .lock()
-            .expect("not poisoned")
-            .insert(md5.clone(), t.clone());
+        let mut active = self.active.lock().expect("not poisoned");
+        let t = active
+            .entry(md5.clone())
+            .or_insert_with(|| {
+                let (tx, _) = watch::channel(Progress::Written(already));
+                Arc::new(Transfer {
+                    path,
+                    size,
+                    progress: tx,
+                })
+            })
+            .clone();
+        t.set(Progress::Written(already));
         t
     }
 

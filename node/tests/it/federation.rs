@@ -249,3 +249,123 @@ async fn malformed_messages_go_to_the_dead_letter_queue() -> TestResult {
     conn.close(200, "done".into()).await?;
     Ok(())
 }
+
+/// The primaries' inboxes live on private brokers that are killed (-9): the primaries cannot
+/// hear each other, both keep publishing, and a document is edited on both sides. After the
+/// brokers come back every node holds everything and agrees on the winner; the loser stays in
+/// history.
+#[tokio::test]
+async fn split_primaries_and_killed_brokers_lose_nothing() -> TestResult {
+    use topology::broker::{free_broker_port, PrivateBroker};
+    let run = tempfile::tempdir()?;
+    let tag = format!("{:x}", std::process::id() ^ 0x5eed);
+    let (name_a, name_b) = (format!("split-a-{tag}"), format!("split-b-{tag}"));
+    let (port_a, port_b) = (free_broker_port()?, free_broker_port()?);
+    let (pa, pb) = tokio::join!(
+        PrivateBroker::start(run.path(), &name_a, port_a),
+        PrivateBroker::start(run.path(), &name_b, port_b),
+    );
+    let (mut pa, mut pb) = (pa?, pb?);
+    let shared = crate::common::federation::amqp_url();
+    let fed = Federation::start_with_brokers(
+        &[],
+        &shared,
+        &[("primary-a", pa.url()), ("primary-b", pb.url())],
+    )
+    .await?;
+    let long = Duration::from_secs(120);
+
+    let x = publish(
+        &fed,
+        "primary-a",
+        "title=Shared%20plan",
+        pattern(31, 100_000),
+    )
+    .await?;
+    for role in ["primary-b", "na", "eu", "asia"] {
+        fed.await_meta(role, &x, long, |m| m["available_here"] == true)
+            .await?;
+    }
+
+    pa.kill().await?;
+    pb.kill().await?;
+    let da = publish(
+        &fed,
+        "primary-a",
+        "title=Published%20on%20A",
+        pattern(32, 700_000),
+    )
+    .await?;
+    let db = publish(
+        &fed,
+        "primary-b",
+        "title=Published%20on%20B",
+        pattern(33, 800_000),
+    )
+    .await?;
+    for (primary, title) in [
+        ("primary-a", "plan%20by%20A"),
+        ("primary-b", "plan%20by%20B"),
+    ] {
+        let resp = auth(
+            client().put(
+                fed.node(primary)
+                    .url(&format!("/v1/documents/{x}?title={title}")),
+            ),
+        )
+        .body(format!("edited on {primary}"))
+        .send()
+        .await?;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    // Intermediates and regional nodes keep working on the shared broker during the split.
+    for role in ["na", "eu", "asia"] {
+        fed.await_meta(role, &da, long, |m| m["available_here"] == true)
+            .await?;
+        fed.await_meta(role, &db, long, |m| m["available_here"] == true)
+            .await?;
+    }
+
+    pa.restart().await?;
+    pb.restart().await?;
+    fed.await_meta("primary-a", &db, long, |m| m["available_here"] == true)
+        .await?;
+    fed.await_meta("primary-b", &da, long, |m| m["available_here"] == true)
+        .await?;
+    let winner = fed.id("primary-b");
+    for role in crate::common::federation::ROLES {
+        let m = fed
+            .await_meta(role, &x, long, |m| {
+                m["version"] == 2 && m["origin"] == winner.as_str()
+            })
+            .await?;
+        assert_eq!(m["title"], "plan by B", "{role}");
+        let versions: Value = client()
+            .get(fed.node(role).url(&format!("/v1/documents/{x}/versions")))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let v2: Vec<&str> = versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["version"] == 2)
+            .map(|v| v["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            v2,
+            ["plan by A", "plan by B"],
+            "{role}: both concurrent versions kept"
+        );
+    }
+    for primary in ["primary-a", "primary-b"] {
+        assert!(
+            fed.metric(primary, "docfed_broker_reconnects_total")
+                .await?
+                >= 1,
+            "{primary} reconnected"
+        );
+    }
+    Ok(())
+}

@@ -190,6 +190,24 @@ fn up_runs_the_demo_federation_until_sigterm() {
         assert!(run_dir.join(&n.id).join("node.log").is_file());
     }
 
+    // The token of the manifest is the one the primaries accept for publishing.
+    let publish = |token: Option<&str>| {
+        let mut req = client
+            .post(format!("{}/v1/documents", manifest.nodes[0].http))
+            .query(&[
+                ("title", "up test"),
+                ("filename", "up.txt"),
+                ("scope", "global"),
+            ])
+            .body("hello federation");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        runtime.block_on(req.send()).unwrap().status()
+    };
+    assert!(publish(Some(&manifest.token)).is_success());
+    assert_eq!(publish(None), 401);
+
     launcher.sigterm();
     let status = launcher
         .wait_until(Instant::now() + Duration::from_secs(60))

@@ -46,6 +46,15 @@ impl Federation {
     }
 
     pub async fn start_with_broker(extra: &[&str], broker: &str) -> TestResult<Self> {
+        Self::start_with_brokers(extra, broker, &[]).await
+    }
+
+    /// Like `start`, with some roles' inboxes on brokers of their own.
+    pub async fn start_with_brokers(
+        extra: &[&str],
+        broker: &str,
+        own: &[(&str, String)],
+    ) -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
         let prefix = format!("t{:08x}", rand_u32());
         let id = |role: &str| format!("{prefix}-{role}");
@@ -62,6 +71,9 @@ impl Federation {
                 id(role),
                 free_port()
             ));
+            if let Some((_, url)) = own.iter().find(|(r, _)| *r == role) {
+                toml.push_str(&format!("amqp_url = {url:?}\n"));
+            }
             if let Some(r) = region {
                 toml.push_str(&format!("region = {r:?}\n"));
             }

@@ -85,6 +85,8 @@ impl TestNode {
                 &["--http", "127.0.0.1:0"][..]
             })
             .args(&self.extra_args)
+            // Brokers come from the topology file (or tests pass --amqp-url).
+            .env_remove("DOCFED_AMQP_URL")
             .env("DOCFED_LOG", "info,tower_http=debug,docfed_node=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
