@@ -369,3 +369,96 @@ async fn split_primaries_and_killed_brokers_lose_nothing() -> TestResult {
     }
     Ok(())
 }
+
+/// A regional node killed with -9 in the middle of a large pull resumes it from its partial
+/// file after restart instead of starting over.
+#[tokio::test]
+async fn a_node_killed_mid_transfer_resumes_where_it_stopped() -> TestResult {
+    let mut fed = Federation::start(&[]).await?;
+    let size = 200 * 1024 * 1024;
+    let data = pattern(41, size);
+    let id = publish(
+        &fed,
+        "primary-a",
+        "title=Big&filename=big.bin",
+        data.clone(),
+    )
+    .await?;
+    let partial_dir = fed.node("na").dir.join("partial");
+    let mut killed_at = 0u64;
+    let deadline = std::time::Instant::now() + T;
+    while killed_at == 0 {
+        if let Some(len) = files_under(&partial_dir)
+            .first()
+            .and_then(|f| std::fs::metadata(f).ok())
+            .map(|m| m.len())
+        {
+            if len > size as u64 / 10 && len < size as u64 * 9 / 10 {
+                fed.node_mut("na").kill();
+                killed_at = len;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("never saw na's pull in progress".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    fed.node_mut("na").start_again().await?;
+    fed.await_meta("na", &id, T, |m| m["available_here"] == true)
+        .await?;
+    let pulled_after_restart = fed.metric("na", "docfed_bytes_pulled_total").await?;
+    assert!(
+        pulled_after_restart <= size as u64 - killed_at / 2,
+        "resumed pull fetched {pulled_after_restart} bytes after {killed_at} were on disk"
+    );
+    let (status, body) = content(fed.node("na"), &id).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == data, "resumed content differs");
+    assert!(
+        files_under(&partial_dir).is_empty(),
+        "partial file left behind"
+    );
+    Ok(())
+}
+
+/// Not a test of correctness but the figure the federation issue asks for: publication to the
+/// last regional node for a large document, with and without stream-through.
+/// `cargo test -p docfed-node --release --test it stream_through_timing -- --ignored --nocapture`
+#[tokio::test]
+#[ignore = "measurement; run by hand"]
+async fn stream_through_timing() -> TestResult {
+    let size: usize = std::env::var("DOCFED_TIMING_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256 << 20);
+    let data = pattern(51, size);
+    let mut results = Vec::new();
+    for (label, flags) in [
+        ("stream-through", &[][..]),
+        ("store-and-forward", &["--no-stream-through"][..]),
+    ] {
+        let fed = Federation::start(flags).await?;
+        let started = std::time::Instant::now();
+        let id = publish(&fed, "primary-a", "title=Timing", data.clone()).await?;
+        let published = started.elapsed();
+        for role in ["na", "eu", "asia"] {
+            fed.await_meta(role, &id, Duration::from_secs(600), |m| {
+                m["available_here"] == true
+            })
+            .await?;
+        }
+        let total = started.elapsed();
+        eprintln!(
+            "{label}: {} MiB: upload {:.2} s, publication -> last regional {:.2} s",
+            size >> 20,
+            published.as_secs_f64(),
+            (total - published).as_secs_f64()
+        );
+        results.push((total - published).as_secs_f64());
+    }
+    eprintln!(
+        "ratio stream-through / store-and-forward = {:.2}",
+        results[0] / results[1]
+    );
+    Ok(())
+}

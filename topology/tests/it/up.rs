@@ -118,6 +118,9 @@ fn up_runs_the_demo_federation_until_sigterm() {
                 run_dir.to_str().unwrap(),
             ])
             .args(["--portal-http", &portal_addr])
+            // Its own broker: on the shared one, the queues of nodes named like ours (another
+            // test, a running demo) would mix with this federation's.
+            .arg("--private-broker")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -125,7 +128,7 @@ fn up_runs_the_demo_federation_until_sigterm() {
             .expect("docfed-topology starts"),
     );
 
-    // The manifest appears once every node is healthy (a private broker adds ≈ 10 s).
+    // The manifest appears once the private broker runs (≈ 10 s) and every node is healthy.
     let manifest_path = run_dir.join("federation.json");
     let deadline = Instant::now() + Duration::from_secs(150);
     while !manifest_path.exists() {

@@ -11,7 +11,6 @@ use super::{client, TestNode, TestResult};
 
 pub struct Federation {
     pub prefix: String,
-    pub topology: std::path::PathBuf,
     pub nodes: BTreeMap<String, TestNode>,
     _tmp: tempfile::TempDir,
 }
@@ -147,7 +146,6 @@ impl Federation {
         }
         Ok(Federation {
             prefix,
-            topology,
             nodes,
             _tmp: tmp,
         })
