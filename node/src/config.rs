@@ -34,6 +34,9 @@ pub struct Args {
     /// for measurements).
     #[arg(long, env = "DOCFED_NO_STREAM_THROUGH")]
     pub no_stream_through: bool,
+    /// Do not advertise or browse over mDNS (presence then relies on health probes).
+    #[arg(long, env = "DOCFED_NO_MDNS")]
+    pub no_mdns: bool,
     /// TOML configuration file (see node/node.example.toml).
     #[arg(long, env = "DOCFED_CONFIG")]
     pub config: Option<PathBuf>,
@@ -107,6 +110,8 @@ pub struct NodeConfig {
     pub reserved_space: u64,
     pub upload_idle_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Advertise and browse peers over mDNS.
+    pub mdns: bool,
     /// Present when the node is a member of a federation.
     pub federation: Option<crate::federation::Federation>,
 }
@@ -247,6 +252,7 @@ impl NodeConfig {
                 .shutdown_timeout
                 .or(file.shutdown_timeout)
                 .unwrap_or(Duration::from_secs(10)),
+            mdns: !args.no_mdns,
             federation,
         })
     }
@@ -264,6 +270,7 @@ impl NodeConfig {
             reserved_space: 0,
             upload_idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
+            mdns: false,
             federation: None,
         }
     }

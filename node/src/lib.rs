@@ -48,6 +48,7 @@ pub struct Node {
     /// Bumped when outbox rows were committed; each relay watches it.
     pub outbox_wake: tokio::sync::watch::Sender<u64>,
     pub inbox_connected: std::sync::atomic::AtomicBool,
+    pub peers: federation::presence::PeerTable,
 }
 
 impl Node {
@@ -60,8 +61,8 @@ impl Node {
     }
 
     /// Whether presence knows the node at `url` to be unreachable right now.
-    pub fn presence_says_down(&self, _url: &str) -> bool {
-        false
+    pub fn presence_says_down(&self, url: &str) -> bool {
+        self.peers.is_down(url)
     }
 }
 
@@ -95,11 +96,13 @@ pub async fn run(
         fetch_wake: tokio::sync::Notify::new(),
         outbox_wake: tokio::sync::watch::Sender::new(0),
         inbox_connected: std::sync::atomic::AtomicBool::new(false),
+        peers: Default::default(),
     });
     let tasks = tokio_util::task::TaskTracker::new();
     if let Some(fed) = node.federation() {
         tasks.spawn(federation::inbox::run(node.clone(), cancel.clone()));
         tasks.spawn(federation::fetch::run(node.clone(), cancel.clone()));
+        tasks.spawn(federation::presence::run(node.clone(), cancel.clone()));
         for peer in fed.topology.nodes.iter().filter(|n| n.id != fed.id()) {
             tasks.spawn(federation::outbox::run_relay(
                 node.clone(),

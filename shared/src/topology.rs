@@ -324,7 +324,8 @@ impl Topology {
         Ok(topology)
     }
 
-    /// The topology as TOML, e.g. to hand a derived topology to child processes.
+    /// The topology as TOML, e.g. for a harness that generates topologies (fresh ports, more
+    /// regions) and hands them to `docfed-topology up`.
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
         toml::to_string(self)
     }
@@ -531,7 +532,6 @@ impl Topology {
                     .iter()
                     .filter_map(|p| index.get(p.as_str()).copied())
                     .collect();
-                e.dedup();
                 let mut seen = HashSet::new();
                 e.retain(|i| seen.insert(*i));
                 e

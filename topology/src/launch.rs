@@ -204,7 +204,6 @@ struct PortalProcess {
 /// [`Federation::shutdown`]. The processes live in this value as soon as they are spawned, so a
 /// `start` interrupted half-way (its future dropped, e.g. by Ctrl-C in a `select!`) still leaves
 /// everything for `shutdown` to stop. Dropping the value SIGKILLs whatever still runs.
-#[derive(Debug)]
 pub struct Federation {
     opts: UpOptions,
     topology: Topology,
@@ -220,6 +219,23 @@ pub struct Federation {
     http: reqwest::Client,
 }
 
+impl std::fmt::Debug for Federation {
+    // By hand, to keep the publish token out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("topology_file", &self.topology_file)
+            .field("run_dir", &self.run_dir)
+            .field(
+                "amqp_url",
+                &self.amqp_url.as_deref().map(broker::redact_url),
+            )
+            .field("broker", &self.broker)
+            .field("nodes", &self.nodes)
+            .field("portal", &self.portal)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Federation {
     /// Loads and validates the topology, prepares the run directory, finds the `docfed-node`
     /// binary and checks that every node's HTTP address is free. Starts nothing.
@@ -233,13 +249,6 @@ impl Federation {
         let topology = Topology::load_validated(&opts.topology_file)?;
         let topology_file = std::path::absolute(&opts.topology_file)
             .with_context(|| format!("cannot resolve {}", opts.topology_file.display()))?;
-        let run_dir = std::path::absolute(&opts.run_dir)
-            .with_context(|| format!("cannot resolve {}", opts.run_dir.display()))?;
-        std::fs::create_dir_all(&run_dir)
-            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
-        // A manifest left by an earlier run would announce a federation that is not up (yet).
-        remove_if_exists(&run_dir.join(MANIFEST_FILE))?;
-
         let busy: Vec<String> = topology
             .nodes
             .iter()
@@ -256,6 +265,15 @@ impl Federation {
                 indent(&busy.join("\n"))
             );
         }
+
+        let run_dir = std::path::absolute(&opts.run_dir)
+            .with_context(|| format!("cannot resolve {}", opts.run_dir.display()))?;
+        std::fs::create_dir_all(&run_dir)
+            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+        // A manifest left by an earlier run would announce a federation that is not up (yet).
+        // Only removed once the ports are known free: a federation still running from this run
+        // directory keeps its manifest.
+        remove_if_exists(&run_dir.join(MANIFEST_FILE))?;
 
         let node_binary = match &opts.node_binary {
             Some(p) => p.clone(),

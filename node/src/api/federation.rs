@@ -246,17 +246,7 @@ pub async fn reject(
 pub async fn peers(State(node): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let outbox_depth = outbox::depth(&node).await?;
     let pending = fetch::pending_count(&node).await?;
-    let peers: Vec<serde_json::Value> = node
-        .federation()
-        .map(|f| {
-            f.topology
-                .nodes
-                .iter()
-                .filter(|n| n.id != f.id())
-                .map(|n| serde_json::json!({ "id": n.id, "tier": n.tier, "region": n.region, "http": n.base_url() }))
-                .collect()
-        })
-        .unwrap_or_default();
+    let peers = node.peers.snapshot();
     Ok(Json(serde_json::json!({
         "node": node.config.node_id,
         "inbox_connected": node.inbox_connected.load(std::sync::atomic::Ordering::Relaxed),

@@ -8,6 +8,7 @@ pub mod amqp;
 pub mod fetch;
 pub mod inbox;
 pub mod outbox;
+pub mod presence;
 pub mod routing;
 pub mod transfers;
 

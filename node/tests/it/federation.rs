@@ -462,3 +462,41 @@ async fn stream_through_timing() -> TestResult {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn presence_discovers_peers_and_notices_a_dead_one() -> TestResult {
+    let mut fed = Federation::start(&[]).await?;
+    let mid2 = fed.id("mid-2");
+    let peer = |peers: &Value, id: &str| -> Option<Value> {
+        peers["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["id"] == id)
+            .cloned()
+    };
+    let na = fed.node("na").url("/v1/peers");
+    wait_until_async(T, "na to see mid-2 by mDNS and probe", || async {
+        let p: Value = client().get(&na).send().await.ok()?.json().await.ok()?;
+        let m = peer(&p, &mid2)?;
+        (m["mdns"] == true && m["healthy"] == true && m["tier"] == "intermediate").then_some(())
+    })
+    .await?;
+    fed.node_mut("mid-2").kill();
+    wait_until_async(T, "na to mark the killed mid-2 down", || async {
+        let p: Value = client().get(&na).send().await.ok()?.json().await.ok()?;
+        let m = peer(&p, &mid2)?;
+        (m["healthy"] == false && m["failed_probes"].as_u64()? >= 2).then_some(())
+    })
+    .await?;
+    // Pulls skip it and still complete.
+    let id = publish(
+        &fed,
+        "primary-a",
+        "title=while%20mid-2%20is%20dead",
+        pattern(61, 500_000),
+    )
+    .await?;
+    fed.await_meta("na", &id, T, |m| m["available_here"] == true)
+        .await?;
+    Ok(())
+}

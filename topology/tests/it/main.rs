@@ -4,4 +4,5 @@
 mod broker;
 mod check;
 mod common;
+mod launch;
 mod up;

@@ -1,0 +1,142 @@
+//! `topology::launch` driven as a library with stand-in node programs, to exercise the failure
+//! paths of `up` without a real federation: a node that dies at start, a node that never gets
+//! healthy.
+
+use std::path::Path;
+use std::time::Duration;
+
+use topology::launch::{BrokerChoice, Federation, UpOptions};
+
+use crate::common::{demo_with_ports, free_ports};
+
+/// Options for the demo topology on fresh ports, with `script` standing in for `docfed-node`.
+fn options(dir: &Path, script: &str) -> UpOptions {
+    let file = dir.join("demo.toml");
+    std::fs::write(&file, demo_with_ports(&free_ports(7))).unwrap();
+    let node = dir.join("fake-node");
+    std::fs::write(&node, script).unwrap();
+    let mut perms = std::fs::metadata(&node).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&node, perms).unwrap();
+
+    let mut opts = UpOptions::new(file, dir.join("run"));
+    opts.node_binary = Some(node);
+    // Never contacted: the stand-ins do not speak AMQP.
+    opts.broker = BrokerChoice::External("amqp://guest:guest@127.0.0.1:1/%2f".to_owned());
+    opts.start_portal = false;
+    opts.verbose = false;
+    opts
+}
+
+/// Processes whose command line mentions `marker` (our stand-in nodes).
+fn processes_mentioning(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(cmdline);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_node_dying_at_start_is_reported_with_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = options(
+        dir.path(),
+        "#!/bin/sh\necho \"fake node: cannot start $*\" >&2\nexit 3\n",
+    );
+    let run_dir = opts.run_dir.clone();
+    let err = Federation::up(opts).await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("exited with exit status: 3"), "{msg}");
+    assert!(msg.contains("fake node: cannot start --topology"), "{msg}");
+    assert!(msg.contains("--id "), "{msg}");
+    assert!(!run_dir.join("federation.json").exists());
+}
+
+#[tokio::test]
+async fn nodes_that_never_get_healthy_are_named_and_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    // `exec` so that SIGTERM reaches sleep itself; the marker finds leftovers.
+    let mut opts = options(
+        dir.path(),
+        "#!/bin/sh\necho \"fake node $*\"\nexec sleep 300\n",
+    );
+    opts.health_timeout = Duration::from_secs(1);
+    opts.stop_timeout = Duration::from_secs(5);
+    let marker = dir.path().to_str().unwrap().to_owned();
+    let err = Federation::up(opts).await.unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("not every node became healthy"), "{msg}");
+    for id in ["primary-a", "mid-2", "asia"] {
+        assert!(msg.contains(&format!("node `{id}` not healthy")), "{msg}");
+    }
+    assert!(msg.contains("fake node --topology"), "{msg}");
+    let left = processes_mentioning(&marker);
+    assert!(left.is_empty(), "still running: {left:#?}");
+}
+
+/// The controls a harness uses on a real federation (real `docfed-node`s, private broker):
+/// a node crashing on its own is reported once, and single nodes can be stopped, killed and
+/// started again.
+#[tokio::test]
+async fn single_node_controls_on_a_real_federation() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("demo.toml");
+    std::fs::write(&file, demo_with_ports(&free_ports(7))).unwrap();
+    let mut opts = UpOptions::new(&file, dir.path().join("run"));
+    opts.broker = BrokerChoice::Private;
+    opts.start_portal = false;
+    opts.verbose = false;
+    let mut fed = Federation::up(opts).await.expect("federation starts");
+    assert_eq!(fed.running_nodes(), 7);
+    assert!(fed.manifest_path().exists());
+    assert!(fed.private_broker().is_some());
+
+    // A crash nobody asked for is reported by the next poll, and only once.
+    let pid = fed.node("eu").unwrap().pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let exits = loop {
+        let exits = fed.poll_exits();
+        if !exits.is_empty() || tokio::time::Instant::now() > deadline {
+            break exits;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    assert_eq!(exits[0].what, "node `eu`");
+    assert!(exits[0].to_string().contains("SIGKILL"), "{}", exits[0]);
+    assert!(fed.poll_exits().is_empty());
+    assert_eq!(fed.running_nodes(), 6);
+
+    fed.start_node("eu").await.expect("eu starts again");
+    assert!(fed.start_node("eu").await.is_err(), "already running");
+
+    let stopped = fed.stop_node("mid-1").await.unwrap().expect("was running");
+    assert!(stopped.success(), "clean stop on SIGTERM: {stopped}");
+    assert!(fed.kill_node("na").await.unwrap().is_some());
+    assert!(
+        fed.kill_node("na").await.unwrap().is_none(),
+        "not running any more"
+    );
+    assert!(
+        fed.poll_exits().is_empty(),
+        "requested stops are not reported"
+    );
+    assert_eq!(fed.running_nodes(), 5);
+    assert!(fed.stop_node("nowhere").await.is_err());
+
+    let forced = fed.shutdown().await.unwrap();
+    assert!(forced.is_empty(), "killed after the timeout: {forced:?}");
+    assert_eq!(fed.running_nodes(), 0);
+    assert!(!fed.manifest_path().exists());
+}
