@@ -500,3 +500,121 @@ async fn presence_discovers_peers_and_notices_a_dead_one() -> TestResult {
         .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
+    let fed = Federation::start(&[]).await?;
+    let id = publish(&fed, "primary-a", "title=Annotated", b"text".to_vec()).await?;
+    fed.await_meta("eu", &id, T, |_| true).await?;
+    let resp = client()
+        .post(
+            fed.node("eu")
+                .url(&format!("/v1/documents/{id}/annotations")),
+        )
+        .json(&serde_json::json!({"text": "Page 3 has a typo", "author": "reader@eu"}))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let aid = resp.json::<Value>().await?["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for primary in ["primary-a", "primary-b"] {
+        let url = fed.node(primary).url("/v1/annotations");
+        wait_until_async(T, "the annotation at the primary", || async {
+            let list: Value = client().get(&url).send().await.ok()?.json().await.ok()?;
+            (!list["annotations"].as_array()?.is_empty()).then_some(())
+        })
+        .await?;
+    }
+    // Both intermediates relayed it; each primary still holds it once.
+    wait_until_async(T, "both intermediates' outboxes to drain", || async {
+        for mid in ["mid-1", "mid-2"] {
+            let p: Value = client()
+                .get(fed.node(mid).url("/v1/peers"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            if p["outbox_depth"] != 0 {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await?;
+    for primary in ["primary-a", "primary-b"] {
+        let list: Value = client()
+            .get(fed.node(primary).url("/v1/annotations"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let all = list["annotations"].as_array().unwrap();
+        assert_eq!(all.len(), 1, "{primary}: {list}");
+        assert_eq!(all[0]["id"], aid.as_str());
+        assert_eq!(all[0]["text"], "Page 3 has a typo");
+        assert_eq!(all[0]["document_deleted"], false);
+    }
+    let resp = auth(
+        client().post(
+            fed.node("primary-a")
+                .url(&format!("/v1/annotations/{aid}/accept")),
+        ),
+    )
+    .send()
+    .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let list: Value = client()
+        .get(fed.node("primary-a").url("/v1/annotations?state=accepted"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(list["annotations"][0]["id"], aid.as_str());
+    Ok(())
+}
+
+/// Every node's inbox is on one private broker, killed with -9 while notifications are in
+/// flight and restarted: every document still reaches every regional node and every node
+/// reconnects.
+#[tokio::test]
+async fn a_broker_killed_mid_flow_loses_nothing() -> TestResult {
+    use topology::broker::{free_broker_port, PrivateBroker};
+    let run = tempfile::tempdir()?;
+    let name = format!("flow-{:x}", std::process::id());
+    let mut broker = PrivateBroker::start(run.path(), &name, free_broker_port()?).await?;
+    let fed = Federation::start_with_broker(&[], &broker.url()).await?;
+    let long = Duration::from_secs(120);
+    let mut ids = Vec::new();
+    for i in 0..10u64 {
+        ids.push(
+            publish(
+                &fed,
+                if i % 2 == 0 { "primary-a" } else { "primary-b" },
+                &format!("title=doc%20{i}"),
+                pattern(70 + i, 50_000),
+            )
+            .await?,
+        );
+        if i == 4 {
+            broker.kill().await?;
+        }
+    }
+    broker.restart().await?;
+    for id in &ids {
+        for role in ["na", "eu", "asia", "primary-a", "primary-b"] {
+            fed.await_meta(role, id, long, |m| m["available_here"] == true)
+                .await?;
+        }
+    }
+    for role in crate::common::federation::ROLES {
+        assert!(
+            fed.metric(role, "docfed_broker_reconnects_total").await? >= 1,
+            "{role} did not reconnect"
+        );
+    }
+    Ok(())
+}
