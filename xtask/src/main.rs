@@ -1,7 +1,8 @@
 //! `cargo xtask` — the project's two set-up commands and their prerequisites.
 //!
-//! * `cargo xtask up`   — build and run docfed locally (today: one standalone node) and print
-//!   its URL and token; Ctrl-C stops it cleanly.
+//! * `cargo xtask up`   — build and run the demo federation (`topology/demo.toml`: two
+//!   primaries, two intermediates, three regional nodes) and print its URLs and token; Ctrl-C
+//!   stops it cleanly.
 //! * `cargo xtask test` — install what a fresh Debian/Ubuntu machine lacks, then run every test.
 //!
 //! Anything missing is installed with apt when we are root, or reported with the exact command
@@ -17,7 +18,8 @@ use anyhow::{bail, Context, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  up [--data-dir DIR] [--http ADDR]   run docfed locally and print its URL (Ctrl-C stops it)
+  up [FILE] [--run-dir DIR] [...]     run the federation of FILE (default topology/demo.toml)
+                                      with docfed-topology up; prints URLs; Ctrl-C stops it
   test [-- CARGO_TEST_ARGS...]        install missing prerequisites, then run all tests
   deps                                only install missing prerequisites";
 
@@ -151,67 +153,21 @@ fn test(extra: &[String]) -> Result<()> {
 }
 
 fn up(args: &[String]) -> Result<()> {
-    let mut data_dir = root().join("run/standalone");
-    let mut http = "127.0.0.1:7100".to_owned();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--data-dir" => data_dir = it.next().context("--data-dir needs a value")?.into(),
-            "--http" => http = it.next().context("--http needs a value")?.clone(),
-            other => bail!("unknown argument {other:?}\n{USAGE}"),
-        }
-    }
+    // rabbitmq-server: used when no broker answers at DOCFED_AMQP_URL (a private instance).
+    apt_install(&[("rabbitmq-server", "rabbitmq-server")])?;
     let ok = cargo()
-        .args(["build", "--release", "-p", "docfed-node"])
+        .args(["build", "--release", "-p", "docfed-node", "-p", "topology", "-p", "publisher-portal"])
         .status()?
         .success();
     if !ok {
         bail!("build failed");
     }
-    std::fs::create_dir_all(&data_dir)?;
-    let ready = data_dir.join("ready.json");
-    let _ = std::fs::remove_file(&ready);
-    let mut child = Command::new(root().join("target/release/docfed-node"))
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--http", &http])
-        .spawn()
-        .context("starting docfed-node")?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let url = loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            if let Some(url) = text
-                .split("\"http\":\"")
-                .nth(1)
-                .and_then(|s| s.split('"').next())
-            {
-                break url.to_owned();
-            }
-        }
-        if let Some(status) = child.try_wait()? {
-            bail!("docfed-node exited with {status}");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            bail!("docfed-node did not become ready within 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let token = std::fs::read_to_string(data_dir.join("token")).unwrap_or_default();
-    println!();
-    println!("docfed standalone node running");
-    println!("  URL:      {url}");
-    println!("  data dir: {}", data_dir.display());
-    println!("  token:    {}", token.trim());
-    println!();
-    println!("  publish:  curl -H 'Authorization: Bearer {}' --data-binary @FILE '{url}/v1/documents?title=TITLE&filename=FILE'", token.trim());
-    println!("  search:   curl '{url}/v1/documents?q=WORDS'");
-    println!();
-    println!("Ctrl-C stops it.");
-    // Ctrl-C reaches the node too (same process group); wait for its clean exit.
-    let status = child.wait()?;
+    let mut cmd = Command::new(root().join("target/release/docfed-topology"));
+    cmd.current_dir(root()).arg("up").args(args);
+    // Ctrl-C reaches docfed-topology too (same process group); it stops every node cleanly.
+    let status = cmd.status().context("starting docfed-topology")?;
     if !status.success() && status.code().is_some() {
-        bail!("docfed-node exited with {status}");
+        bail!("docfed-topology exited with {status}");
     }
     Ok(())
 }
