@@ -46,7 +46,7 @@ pub async fn connect(url: &str, cancel: &CancellationToken, who: &str) -> Option
                 return Some(conn);
             }
             Ok(Err(e)) => {
-                if attempt % 10 == 0 {
+                if attempt.is_multiple_of(10) {
                     tracing::warn!(broker = %redact(url), who, error = %e, attempt, "cannot connect to broker; retrying");
                 }
             }
