@@ -34,6 +34,10 @@ pub struct Args {
     /// for measurements).
     #[arg(long, env = "DOCFED_NO_STREAM_THROUGH")]
     pub no_stream_through: bool,
+    /// Cap on the bytes per second of each pull from another node, e.g. `20MB` (keeps WAN
+    /// links usable for others; also emulates slow links in measurements).
+    #[arg(long, env = "DOCFED_PULL_RATE_LIMIT")]
+    pub pull_rate_limit: Option<ByteSize>,
     /// Do not advertise or browse over mDNS (presence then relies on health probes).
     #[arg(long, env = "DOCFED_NO_MDNS")]
     pub no_mdns: bool,
@@ -112,6 +116,8 @@ pub struct NodeConfig {
     pub shutdown_timeout: Duration,
     /// Advertise and browse peers over mDNS.
     pub mdns: bool,
+    /// Bytes per second per pull, if limited.
+    pub pull_rate_limit: Option<u64>,
     /// Present when the node is a member of a federation.
     pub federation: Option<crate::federation::Federation>,
 }
@@ -253,6 +259,7 @@ impl NodeConfig {
                 .or(file.shutdown_timeout)
                 .unwrap_or(Duration::from_secs(10)),
             mdns: !args.no_mdns,
+            pull_rate_limit: args.pull_rate_limit.map(|b| b.as_u64()).filter(|&b| b > 0),
             federation,
         })
     }
@@ -271,6 +278,7 @@ impl NodeConfig {
             upload_idle_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(10),
             mdns: false,
+            pull_rate_limit: None,
             federation: None,
         }
     }

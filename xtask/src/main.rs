@@ -156,7 +156,16 @@ fn up(args: &[String]) -> Result<()> {
     // rabbitmq-server: used when no broker answers at DOCFED_AMQP_URL (a private instance).
     apt_install(&[("rabbitmq-server", "rabbitmq-server")])?;
     let ok = cargo()
-        .args(["build", "--release", "-p", "docfed-node", "-p", "topology", "-p", "publisher-portal"])
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "docfed-node",
+            "-p",
+            "topology",
+            "-p",
+            "publisher-portal",
+        ])
         .status()?
         .success();
     if !ok {

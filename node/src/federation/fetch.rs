@@ -395,12 +395,20 @@ async fn write_stream(
         });
     let mut body = resp.bytes_stream();
     let mut received = 0u64;
+    let started = Instant::now();
     let mut failure = None;
     while let Some(chunk) = body.next().await {
         match chunk {
             Ok(chunk) => {
                 received += chunk.len() as u64;
                 Metrics::add(&node.metrics.bytes_pulled, chunk.len() as u64);
+                if let Some(rate) = node.config.pull_rate_limit {
+                    // Pace to the limit: never ahead of where `rate` would have got us.
+                    let due = Duration::from_secs_f64(received as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
                 if tx.send(chunk).await.is_err() {
                     break;
                 }

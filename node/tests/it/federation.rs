@@ -433,11 +433,17 @@ async fn stream_through_timing() -> TestResult {
         .unwrap_or(256 << 20);
     let data = pattern(51, size);
     let mut results = Vec::new();
-    for (label, flags) in [
-        ("stream-through", &[][..]),
-        ("store-and-forward", &["--no-stream-through"][..]),
+    // Each pull paced to a WAN-like rate: on one machine the shared disk, not the tiers, would
+    // otherwise bound both modes (every pull writes the same disk).
+    let rate = std::env::var("DOCFED_TIMING_RATE").unwrap_or_else(|_| "25MB".into());
+    eprintln!("pull rate limit per link: {rate}");
+    for (label, extra) in [
+        ("stream-through", None),
+        ("store-and-forward", Some("--no-stream-through")),
     ] {
-        let fed = Federation::start(flags).await?;
+        let mut flags = vec!["--pull-rate-limit", rate.as_str()];
+        flags.extend(extra);
+        let fed = Federation::start(&flags).await?;
         let started = std::time::Instant::now();
         let id = publish(&fed, "primary-a", "title=Timing", data.clone()).await?;
         let published = started.elapsed();
