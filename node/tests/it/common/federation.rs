@@ -54,6 +54,21 @@ impl Federation {
         broker: &str,
         own: &[(&str, String)],
     ) -> TestResult<Self> {
+        // Ports are picked free but bound later by the nodes; another process may take one in
+        // between. That shows as "Address already in use": start over with fresh ports.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(extra, broker, own).await {
+                Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
+                    continue
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_start(extra: &[&str], broker: &str, own: &[(&str, String)]) -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
         let prefix = format!("t{:08x}", rand_u32());
         let id = |role: &str| format!("{prefix}-{role}");
