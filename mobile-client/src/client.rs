@@ -1,0 +1,84 @@
+//! The node HTTP API as the command line uses it, with errors mapped to exit codes.
+
+use std::time::Duration;
+
+use docfed_shared::wire::{DocumentList, DocumentMeta, ErrorBody, VersionList};
+use serde::de::DeserializeOwned;
+
+use crate::error::CliError;
+
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+    /// How the server was chosen (flag, mDNS, fallback), for error messages.
+    pub found_by: String,
+}
+
+impl Client {
+    pub fn new(base: String, http: reqwest::Client, found_by: String) -> Self {
+        Self { base, http, found_by }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn network(&self, e: reqwest::Error) -> CliError {
+        CliError::Network(format!("{} (chosen by: {}): {e}", self.base, self.found_by))
+    }
+
+    /// Turns a non-success response into the matching error, with the server's message.
+    pub async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response, CliError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let body = resp.text().await.unwrap_or_default();
+        let msg = serde_json::from_str::<ErrorBody>(&body)
+            .map(|e| e.error)
+            .unwrap_or_else(|_| format!("HTTP {status}"));
+        Err(match status.as_u16() {
+            404 => CliError::NotFound(msg),
+            500..=599 => CliError::Network(format!("{}: {msg}", self.base)),
+            _ => CliError::Refused(msg),
+        })
+    }
+
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, CliError> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .query(query)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| self.network(e))?;
+        let resp = self.check(resp).await?;
+        resp.json().await.map_err(|e| self.network(e))
+    }
+
+    pub async fn send_json(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, CliError> {
+        let resp = req.timeout(Duration::from_secs(30)).send().await.map_err(|e| self.network(e))?;
+        let resp = self.check(resp).await?;
+        resp.json().await.map_err(|e| self.network(e))
+    }
+
+    pub async fn search(&self, query: &[(&str, String)]) -> Result<DocumentList, CliError> {
+        self.get_json("/v1/documents", query).await
+    }
+
+    pub async fn info(&self, id: &str) -> Result<DocumentMeta, CliError> {
+        self.get_json(&format!("/v1/documents/{}", check_id(id)?), &[]).await
+    }
+
+    pub async fn versions(&self, id: &str) -> Result<VersionList, CliError> {
+        self.get_json(&format!("/v1/documents/{}/versions", check_id(id)?), &[]).await
+    }
+}
+
+/// Refuses a malformed id before any request, with the not-found exit code.
+pub fn check_id(id: &str) -> Result<&str, CliError> {
+    id.parse::<docfed_shared::DocId>()
+        .map(|_| id)
+        .map_err(|_| CliError::NotFound(format!("{id:?} is not a document id")))
+}

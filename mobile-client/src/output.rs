@@ -1,0 +1,158 @@
+//! Human-readable tables, or JSON with `--json`.
+
+use bytesize::ByteSize;
+use docfed_shared::wire::{DocumentList, DocumentMeta, VersionList};
+
+use crate::fetch::FetchOutcome;
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+}
+
+fn where_available(d: &DocumentMeta) -> String {
+    if d.available_here {
+        "here".into()
+    } else if d.available_at.is_empty() {
+        "-".into()
+    } else {
+        d.available_at.join(",")
+    }
+}
+
+pub fn search(list: &DocumentList, json: bool) {
+    if json {
+        return print_json(list);
+    }
+    if list.documents.is_empty() {
+        println!("no documents found");
+        return;
+    }
+    println!("{:<36}  {:>3}  {:<40}  {:<12}  {:>9}  AVAILABLE", "ID", "VER", "TITLE", "SCOPE", "SIZE");
+    for d in &list.documents {
+        let v = &d.current;
+        let title = if v.deleted { format!("{} (deleted)", v.title) } else { v.title.clone() };
+        println!(
+            "{:<36}  {:>3}  {:<40}  {:<12}  {:>9}  {}",
+            v.id,
+            v.version,
+            truncate(&title, 40),
+            truncate(&v.scope.to_string(), 12),
+            ByteSize(v.size).to_string(),
+            where_available(d)
+        );
+    }
+    if let Some(c) = &list.next_cursor {
+        println!("more: --cursor {c}");
+    }
+}
+
+pub fn info(d: &DocumentMeta, json: bool) {
+    if json {
+        return print_json(d);
+    }
+    let v = &d.current;
+    let rows = [
+        ("id", v.id.to_string()),
+        ("title", v.title.clone()),
+        ("version", format!("{} (by {})", v.version, v.origin)),
+        ("deleted", v.deleted.to_string()),
+        ("scope", v.scope.to_string()),
+        ("file name", v.filename.clone()),
+        ("content type", v.content_type.clone()),
+        ("size", format!("{} ({} bytes)", ByteSize(v.size), v.size)),
+        ("md5", v.md5.to_string()),
+        ("tags", v.tags.join(", ")),
+        ("source", v.source.clone()),
+        ("author", v.author.clone()),
+        ("published", d.published_at.to_string()),
+        ("updated", v.created_at.to_string()),
+        ("available", where_available(d)),
+        ("description", v.description.clone()),
+    ];
+    for (k, val) in rows {
+        println!("{k:>13}: {val}");
+    }
+}
+
+pub fn versions(list: &VersionList, json: bool) {
+    if json {
+        return print_json(list);
+    }
+    println!("{:>3}  {:<12}  {:<24}  {:<8}  {:>9}  TITLE", "VER", "ORIGIN", "WHEN", "STATE", "SIZE");
+    for e in &list.versions {
+        let v = &e.version;
+        let state = match (v.deleted, e.current) {
+            (true, _) => "deleted",
+            (false, true) => "current",
+            _ => "",
+        };
+        println!(
+            "{:>3}  {:<12}  {:<24}  {:<8}  {:>9}  {}",
+            v.version,
+            truncate(&v.origin, 12),
+            v.created_at.to_string(),
+            state,
+            ByteSize(v.size).to_string(),
+            v.title
+        );
+    }
+}
+
+pub fn fetched(f: &FetchOutcome, json: bool) {
+    if json {
+        return print_json(&serde_json::json!({
+            "path": f.path,
+            "size": f.size,
+            "md5": f.md5,
+            "resumed_from": f.resumed_from,
+            "bytes_downloaded": f.bytes_downloaded,
+        }));
+    }
+    let resumed = if f.resumed_from > 0 { format!(", resumed at {}", ByteSize(f.resumed_from)) } else { String::new() };
+    println!("{} ({}, MD5 {} verified{resumed})", f.path.display(), ByteSize(f.size), f.md5);
+}
+
+pub fn value(v: &serde_json::Value, json: bool, human: &str) {
+    if json {
+        print_json(v);
+    } else {
+        println!("{human}");
+    }
+}
+
+pub fn peers(v: &serde_json::Value, json: bool) {
+    if json {
+        return print_json(v);
+    }
+    println!(
+        "node {}: inbox {}, outbox depth {}, pending fetches {}",
+        v["node"].as_str().unwrap_or("?"),
+        if v["inbox_connected"] == true { "connected" } else { "not connected" },
+        v["outbox_depth"],
+        v["pending_fetches"]
+    );
+    println!("{:<20}  {:<12}  {:<8}  {:<28}  {:<5}  STATE", "PEER", "TIER", "REGION", "HTTP", "MDNS");
+    for p in v["peers"].as_array().into_iter().flatten() {
+        let state = match p["healthy"].as_bool() {
+            Some(true) => "up",
+            Some(false) => "down",
+            None => "?",
+        };
+        println!(
+            "{:<20}  {:<12}  {:<8}  {:<28}  {:<5}  {state}",
+            p["id"].as_str().unwrap_or(""),
+            p["tier"].as_str().unwrap_or(""),
+            p["region"].as_str().unwrap_or("-"),
+            p["http"].as_str().unwrap_or(""),
+            p["mdns"].as_bool().unwrap_or(false),
+        );
+    }
+}
