@@ -16,7 +16,11 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: String, http: reqwest::Client, found_by: String) -> Self {
-        Self { base, http, found_by }
+        Self {
+            base,
+            http,
+            found_by,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -44,7 +48,11 @@ impl Client {
         })
     }
 
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, query: &[(&str, String)]) -> Result<T, CliError> {
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<T, CliError> {
         let resp = self
             .http
             .get(self.url(path))
@@ -57,8 +65,15 @@ impl Client {
         resp.json().await.map_err(|e| self.network(e))
     }
 
-    pub async fn send_json(&self, req: reqwest::RequestBuilder) -> Result<serde_json::Value, CliError> {
-        let resp = req.timeout(Duration::from_secs(30)).send().await.map_err(|e| self.network(e))?;
+    pub async fn send_json(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<serde_json::Value, CliError> {
+        let resp = req
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| self.network(e))?;
         let resp = self.check(resp).await?;
         resp.json().await.map_err(|e| self.network(e))
     }
@@ -68,11 +83,13 @@ impl Client {
     }
 
     pub async fn info(&self, id: &str) -> Result<DocumentMeta, CliError> {
-        self.get_json(&format!("/v1/documents/{}", check_id(id)?), &[]).await
+        self.get_json(&format!("/v1/documents/{}", check_id(id)?), &[])
+            .await
     }
 
     pub async fn versions(&self, id: &str) -> Result<VersionList, CliError> {
-        self.get_json(&format!("/v1/documents/{}/versions", check_id(id)?), &[]).await
+        self.get_json(&format!("/v1/documents/{}/versions", check_id(id)?), &[])
+            .await
     }
 }
 

@@ -19,9 +19,17 @@ pub struct Resolved {
     pub tried: Vec<String>,
 }
 
-pub async fn resolve(explicit: Option<&str>, fallbacks: &str, mdns_wait: Duration, http: &reqwest::Client) -> Result<Resolved, CliError> {
+pub async fn resolve(
+    explicit: Option<&str>,
+    fallbacks: &str,
+    mdns_wait: Duration,
+    http: &reqwest::Client,
+) -> Result<Resolved, CliError> {
     if let Some(url) = explicit {
-        return Ok(Resolved { url: url.trim_end_matches('/').to_owned(), tried: vec![format!("--server {url}")] });
+        return Ok(Resolved {
+            url: url.trim_end_matches('/').to_owned(),
+            tried: vec![format!("--server {url}")],
+        });
     }
     let mut tried = Vec::new();
     match browse(mdns_wait).await {
@@ -32,9 +40,15 @@ pub async fn resolve(explicit: Option<&str>, fallbacks: &str, mdns_wait: Duratio
             }
             tried.push(format!("mDNS found {url}, which did not answer"));
         }
-        None => tried.push(format!("mDNS: no regional node answered within {mdns_wait:?}")),
+        None => tried.push(format!(
+            "mDNS: no regional node answered within {mdns_wait:?}"
+        )),
     }
-    for url in fallbacks.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+    for url in fallbacks
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+    {
         let url = url.trim_end_matches('/').to_owned();
         if healthy(http, &url).await {
             tried.push(format!("fallback {url}"));

@@ -50,7 +50,13 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-pub async fn fetch(client: &Client, meta: &DocumentMeta, dest: &Path, retries: u32, progress: bool) -> Result<FetchOutcome, CliError> {
+pub async fn fetch(
+    client: &Client,
+    meta: &DocumentMeta,
+    dest: &Path,
+    retries: u32,
+    progress: bool,
+) -> Result<FetchOutcome, CliError> {
     let v = &meta.current;
     if v.deleted {
         return Err(CliError::Refused(format!("document {} is deleted", v.id)));
@@ -58,16 +64,23 @@ pub async fn fetch(client: &Client, meta: &DocumentMeta, dest: &Path, retries: u
     let part = sidecar(dest, ".docfed-part");
     let part_md5 = sidecar(dest, ".docfed-part.md5");
     // A partial file of other content (an older version) is discarded, not resumed.
-    if std::fs::read_to_string(&part_md5).ok().as_deref().map(str::trim) != Some(v.md5.as_str()) {
+    if std::fs::read_to_string(&part_md5)
+        .ok()
+        .as_deref()
+        .map(str::trim)
+        != Some(v.md5.as_str())
+    {
         let _ = std::fs::remove_file(&part);
         std::fs::write(&part_md5, v.md5.as_str())?;
     }
     let bar = progress.then(|| {
         let b = ProgressBar::new(v.size);
         b.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
         );
         b.set_message(v.filename.clone());
         b
@@ -92,7 +105,10 @@ pub async fn fetch(client: &Client, meta: &DocumentMeta, dest: &Path, retries: u
                 attempt += 1;
                 let wait = Duration::from_millis(500 << attempt.min(5));
                 if let Some(b) = &bar {
-                    b.set_message(format!("{} (retry {attempt}/{retries} in {wait:?})", v.filename));
+                    b.set_message(format!(
+                        "{} (retry {attempt}/{retries} in {wait:?})",
+                        v.filename
+                    ));
                 }
                 tokio::time::sleep(wait).await;
             }
@@ -147,19 +163,27 @@ async fn transfer(
         .get(client.url(&format!("/v1/documents/{}/content", v.id)))
         .query(&[("version", v.version.to_string())]);
     if from > 0 {
-        req = req.header("Range", format!("bytes={from}-")).header("If-Range", format!("\"{}\"", v.md5));
+        req = req
+            .header("Range", format!("bytes={from}-"))
+            .header("If-Range", format!("\"{}\"", v.md5));
     }
     let resp = req.send().await.map_err(|e| (client.network(e), from))?;
     let resp = client.check(resp).await.map_err(|e| (e, from))?;
     if resp.status() == reqwest::StatusCode::OK && from > 0 {
         // The server sent everything: start the file over.
         file.set_len(0).map_err(|e| (e.into(), from))?;
-        file.seek(std::io::SeekFrom::Start(0)).map_err(|e| (e.into(), from))?;
+        file.seek(std::io::SeekFrom::Start(0))
+            .map_err(|e| (e.into(), from))?;
         hash = Md5Stream::new();
     }
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| (CliError::Network(format!("{}: transfer interrupted: {e}", client.base)), from))?;
+        let chunk = chunk.map_err(|e| {
+            (
+                CliError::Network(format!("{}: transfer interrupted: {e}", client.base)),
+                from,
+            )
+        })?;
         file.write_all(&chunk).map_err(|e| (e.into(), from))?;
         hash.update(&chunk);
         *downloaded += chunk.len() as u64;
@@ -172,13 +196,26 @@ async fn transfer(
     }
     file.flush().map_err(|e| (e.into(), from))?;
     if hash.len() < v.size {
-        return Err((CliError::Network(format!("{}: transfer ended after {} of {} bytes", client.base, hash.len(), v.size)), from));
+        return Err((
+            CliError::Network(format!(
+                "{}: transfer ended after {} of {} bytes",
+                client.base,
+                hash.len(),
+                v.size
+            )),
+            from,
+        ));
     }
     Ok((hash, from))
 }
 
 fn open_part(path: &Path, size: u64) -> std::io::Result<(std::fs::File, Md5Stream)> {
-    let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
     if file.metadata()?.len() > size {
         file.set_len(0)?;
     }

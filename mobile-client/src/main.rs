@@ -144,17 +144,38 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         .read_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| CliError::Local(e.to_string()))?;
-    let resolved = discover::resolve(cli.server.as_deref(), &cli.fallbacks, Duration::from_millis(1500), &http).await?;
+    let resolved = discover::resolve(
+        cli.server.as_deref(),
+        &cli.fallbacks,
+        Duration::from_millis(1500),
+        &http,
+    )
+    .await?;
     let client = Client::new(resolved.url, http, resolved.tried.join("; "));
     let json = cli.json;
     match cli.command {
-        Command::Search { query, region, tag, source, author, deleted, limit, cursor } => {
+        Command::Search {
+            query,
+            region,
+            tag,
+            source,
+            author,
+            deleted,
+            limit,
+            cursor,
+        } => {
             let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
             let text = query.join(" ");
             if !text.trim().is_empty() {
                 q.push(("q", text));
             }
-            for (k, v) in [("region", region), ("tag", tag), ("source", source), ("author", author), ("cursor", cursor)] {
+            for (k, v) in [
+                ("region", region),
+                ("tag", tag),
+                ("source", source),
+                ("author", author),
+                ("cursor", cursor),
+            ] {
                 if let Some(v) = v {
                     q.push((k, v));
                 }
@@ -167,7 +188,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Info { id } => output::info(&client.info(&id).await?, json),
         Command::Versions { id } => output::versions(&client.versions(&id).await?, json),
-        Command::Fetch { id, output: out, retries, quiet } => {
+        Command::Fetch {
+            id,
+            output: out,
+            retries,
+            quiet,
+        } => {
             let meta = client.info(&id).await?;
             let dest = out.unwrap_or_else(|| fetch::default_path(&meta));
             let progress = !quiet && !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -177,23 +203,39 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Flag { id } => {
             let device = device_id(cli.device)?;
             let v = client
-                .send_json(client.http.put(client.url(&format!("/v1/devices/{device}/flags/{}", check_id(&id)?))))
+                .send_json(
+                    client
+                        .http
+                        .put(client.url(&format!("/v1/devices/{device}/flags/{}", check_id(&id)?))),
+                )
                 .await?;
             output::value(&v, json, &format!("flagged {id} for device {device}"));
         }
         Command::Unflag { id } => {
             let device = device_id(cli.device)?;
-            let v = client
-                .send_json(client.http.delete(client.url(&format!("/v1/devices/{device}/flags/{}", check_id(&id)?))))
-                .await?;
+            let v =
+                client
+                    .send_json(client.http.delete(
+                        client.url(&format!("/v1/devices/{device}/flags/{}", check_id(&id)?)),
+                    ))
+                    .await?;
             output::value(&v, json, &format!("unflagged {id} for device {device}"));
         }
         Command::Flags => {
             let device = device_id(cli.device)?;
-            let v: serde_json::Value = client.get_json(&format!("/v1/devices/{device}/flags"), &[]).await?;
+            let v: serde_json::Value = client
+                .get_json(&format!("/v1/devices/{device}/flags"), &[])
+                .await?;
             let docs: Vec<docfed_shared::wire::DocumentMeta> =
-                serde_json::from_value(v["documents"].clone()).map_err(|e| CliError::Network(e.to_string()))?;
-            output::search(&docfed_shared::wire::DocumentList { documents: docs, next_cursor: None }, json);
+                serde_json::from_value(v["documents"].clone())
+                    .map_err(|e| CliError::Network(e.to_string()))?;
+            output::search(
+                &docfed_shared::wire::DocumentList {
+                    documents: docs,
+                    next_cursor: None,
+                },
+                json,
+            );
         }
         Command::Annotate { id, text, author } => {
             let v = client
@@ -204,7 +246,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                         .json(&serde_json::json!({ "text": text, "author": author })),
                 )
                 .await?;
-            output::value(&v, json, &format!("annotation {} sent to the author of {id}", v["id"].as_str().unwrap_or("?")));
+            output::value(
+                &v,
+                json,
+                &format!(
+                    "annotation {} sent to the author of {id}",
+                    v["id"].as_str().unwrap_or("?")
+                ),
+            );
         }
         Command::Peers => {
             let v: serde_json::Value = client.get_json("/v1/peers", &[]).await?;

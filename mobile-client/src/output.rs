@@ -35,10 +35,17 @@ pub fn search(list: &DocumentList, json: bool) {
         println!("no documents found");
         return;
     }
-    println!("{:<36}  {:>3}  {:<40}  {:<12}  {:>9}  AVAILABLE", "ID", "VER", "TITLE", "SCOPE", "SIZE");
+    println!(
+        "{:<36}  {:>3}  {:<40}  {:<12}  {:>9}  AVAILABLE",
+        "ID", "VER", "TITLE", "SCOPE", "SIZE"
+    );
     for d in &list.documents {
         let v = &d.current;
-        let title = if v.deleted { format!("{} (deleted)", v.title) } else { v.title.clone() };
+        let title = if v.deleted {
+            format!("{} (deleted)", v.title)
+        } else {
+            v.title.clone()
+        };
         println!(
             "{:<36}  {:>3}  {:<40}  {:<12}  {:>9}  {}",
             v.id,
@@ -86,7 +93,10 @@ pub fn versions(list: &VersionList, json: bool) {
     if json {
         return print_json(list);
     }
-    println!("{:>3}  {:<12}  {:<24}  {:<8}  {:>9}  TITLE", "VER", "ORIGIN", "WHEN", "STATE", "SIZE");
+    println!(
+        "{:>3}  {:<12}  {:<24}  {:<8}  {:>9}  TITLE",
+        "VER", "ORIGIN", "WHEN", "STATE", "SIZE"
+    );
     for e in &list.versions {
         let v = &e.version;
         let state = match (v.deleted, e.current) {
@@ -116,8 +126,17 @@ pub fn fetched(f: &FetchOutcome, json: bool) {
             "bytes_downloaded": f.bytes_downloaded,
         }));
     }
-    let resumed = if f.resumed_from > 0 { format!(", resumed at {}", ByteSize(f.resumed_from)) } else { String::new() };
-    println!("{} ({}, MD5 {} verified{resumed})", f.path.display(), ByteSize(f.size), f.md5);
+    let resumed = if f.resumed_from > 0 {
+        format!(", resumed at {}", ByteSize(f.resumed_from))
+    } else {
+        String::new()
+    };
+    println!(
+        "{} ({}, MD5 {} verified{resumed})",
+        f.path.display(),
+        ByteSize(f.size),
+        f.md5
+    );
 }
 
 pub fn value(v: &serde_json::Value, json: bool, human: &str) {
@@ -135,11 +154,18 @@ pub fn peers(v: &serde_json::Value, json: bool) {
     println!(
         "node {}: inbox {}, outbox depth {}, pending fetches {}",
         v["node"].as_str().unwrap_or("?"),
-        if v["inbox_connected"] == true { "connected" } else { "not connected" },
+        if v["inbox_connected"] == true {
+            "connected"
+        } else {
+            "not connected"
+        },
         v["outbox_depth"],
         v["pending_fetches"]
     );
-    println!("{:<20}  {:<12}  {:<8}  {:<28}  {:<5}  STATE", "PEER", "TIER", "REGION", "HTTP", "MDNS");
+    println!(
+        "{:<20}  {:<12}  {:<8}  {:<28}  {:<5}  STATE",
+        "PEER", "TIER", "REGION", "HTTP", "MDNS"
+    );
     for p in v["peers"].as_array().into_iter().flatten() {
         let state = match p["healthy"].as_bool() {
             Some(true) => "up",

@@ -1,1 +1,4 @@
-//! placeholder
+//! Integration tests of the `docfed` command line against real nodes.
+
+mod cli;
+mod common;

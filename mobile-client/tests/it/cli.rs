@@ -1,0 +1,285 @@
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+async fn await_available(url: &str, id: &str, field: &str) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = reqwest::get(format!("{url}/v1/documents/{id}")).await {
+            if r.status().is_success() {
+                let v: serde_json::Value = r.json().await?;
+                if field.is_empty() || v[field] == true {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{id} not ready at {url}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn search_and_fetch_across_regions_from_every_regional_node() -> TestResult {
+    let fed = Fed::start().await?;
+    let primary = fed.url("primary-a");
+    let token = fed.token();
+    let mut docs = Vec::new();
+    for (i, scope) in ["global", "region:na", "region:eu", "region:asia"]
+        .iter()
+        .enumerate()
+    {
+        let body = pattern(i as u64, 300_000 + i * 1000);
+        let title = format!("Lighthouse%20report%20{}", scope.replace(':', "-"));
+        let id = publish(
+            &primary,
+            &token,
+            &format!("title={title}&scope={scope}&filename=r{i}.bin&tags=coast"),
+            body.clone(),
+        )
+        .await?;
+        docs.push((id, *scope, body));
+    }
+    for role in ["na", "eu", "asia"] {
+        let url = fed.url(role);
+        for (id, _, _) in &docs {
+            await_available(&url, id, "").await?;
+        }
+        let out = docfed(&["--server", &url, "--json", "search", "lighthouse"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = stdout_json(&out);
+        let mut found: Vec<&str> = v["documents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap())
+            .collect();
+        found.sort();
+        let mut expected: Vec<&str> = docs.iter().map(|(id, _, _)| id.as_str()).collect();
+        expected.sort();
+        assert_eq!(found, expected, "{role} sees the complete directory");
+        let human = docfed(&["--server", &url, "search", "lighthouse", "--region", "eu"]);
+        let text = String::from_utf8_lossy(&human.stdout);
+        assert!(
+            text.contains("region:eu") && !text.contains("region:na"),
+            "{text}"
+        );
+    }
+    // Each regional node lacks one region's content (held by that region and its backup): na
+    // lacks eu's, eu lacks asia's, asia lacks na's. Each fetches it byte-exact through.
+    let tmp = tempfile::tempdir()?;
+    for (role, doc) in [("na", 2), ("eu", 3), ("asia", 1)] {
+        let (id, scope, body) = &docs[doc];
+        let url = fed.url(role);
+        let meta: serde_json::Value = reqwest::get(format!("{url}/v1/documents/{id}"))
+            .await?
+            .json()
+            .await?;
+        assert_eq!(
+            meta["available_here"], false,
+            "{scope} content is not {role}'s"
+        );
+        let out_path = tmp
+            .path()
+            .join(format!("{role}-{}.bin", scope.replace(':', "-")));
+        let out = docfed(&[
+            "--server",
+            &url,
+            "--json",
+            "fetch",
+            id,
+            "-o",
+            out_path.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "fetch {scope} at {role}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout_json(&out)["md5"],
+            format!("{:x}", md5::compute(body))
+        );
+        assert!(
+            std::fs::read(&out_path)? == *body,
+            "{scope} content differs"
+        );
+    }
+    // Flags keep a document's content on the regional node.
+    let (eu_doc, _, _) = &docs[2];
+    let na = fed.url("na");
+    let out = docfed(&["--server", &na, "--json", "flag", eu_doc]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    await_available(&na, eu_doc, "available_here").await?;
+    let out = docfed(&["--server", &na, "--json", "flags"]);
+    assert_eq!(stdout_json(&out)["documents"][0]["id"], eu_doc.as_str());
+    Ok(())
+}
+
+#[tokio::test]
+async fn errors_have_their_exit_codes_and_fts_syntax_is_harmless() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let node = Standalone::start(&tmp.path().join("node")).await?;
+    let id = publish(
+        &node.url,
+        TOKEN,
+        "title=Plain%20text&filename=a.txt",
+        b"hello".to_vec(),
+    )
+    .await?;
+    for q in [
+        &["\""][..],
+        &["NEAR"],
+        &["*"],
+        &["--", "-x"],
+        &["a", "OR", "b"],
+        &["title:x"],
+        &["(", ")"],
+        &["'; DROP TABLE documents; --"],
+    ] {
+        let mut args = vec!["--server", &node.url, "--json", "search"];
+        args.extend_from_slice(q);
+        let out = docfed(&args);
+        assert!(
+            out.status.success(),
+            "{q:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout_json(&out);
+    }
+    let out = docfed(&[
+        "--server",
+        &node.url,
+        "info",
+        "01890a5d-ac96-774b-bcce-b302099a8057",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "unknown id");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+    let out = docfed(&["--server", &node.url, "fetch", "not-an-id"]);
+    assert_eq!(out.status.code(), Some(3), "malformed id");
+    let out = docfed(&["--server", "http://127.0.0.1:9", "info", &id]);
+    assert_eq!(out.status.code(), Some(4), "unreachable");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http://127.0.0.1:9"));
+    let out = docfed(&["--fallbacks", "http://127.0.0.1:9", "info", &id]);
+    assert_eq!(out.status.code(), Some(4));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("mDNS") && err.contains("http://127.0.0.1:9"),
+        "says what it tried: {err}"
+    );
+    let out = docfed(&["--server", &node.url, "--json", "info", &id]);
+    assert!(out.status.success());
+    assert_eq!(stdout_json(&out)["title"], "Plain text");
+    let out = docfed(&["completions", "bash"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("docfed"));
+
+    // Corrupted bytes on the server: verification fails, nothing at the output path.
+    let v: serde_json::Value = reqwest::get(format!("{}/v1/documents/{id}", node.url))
+        .await?
+        .json()
+        .await?;
+    let md5 = v["md5"].as_str().unwrap();
+    std::fs::write(node.dir.join("objects").join(&md5[..2]).join(md5), b"HELLO")?;
+    let dest = tmp.path().join("out.txt");
+    let out = docfed(&[
+        "--server",
+        &node.url,
+        "fetch",
+        &id,
+        "-o",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dest.exists(), "nothing may be left at the output path");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_interrupted_fetch_resumes_without_downloading_again() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let mut node = Standalone::start(&tmp.path().join("node")).await?;
+    let size = 300 * 1024 * 1024;
+    let body = pattern(99, size);
+    let id = publish(
+        &node.url,
+        TOKEN,
+        "title=Large&filename=large.bin",
+        body.clone(),
+    )
+    .await?;
+    let dest = tmp.path().join("large.bin");
+    let part = tmp.path().join("large.bin.docfed-part");
+    let mut child = docfed_child(&[
+        "--server",
+        &node.url,
+        "fetch",
+        &id,
+        "-o",
+        dest.to_str().unwrap(),
+        "--retries",
+        "0",
+        "--quiet",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let killed_at = loop {
+        let len = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if len > size as u64 / 10 {
+            node.kill();
+            break len;
+        }
+        if Instant::now() > deadline {
+            return Err("the fetch never got going".into());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let status = child.wait()?;
+    if status.success() {
+        return Err(
+            format!("fetch finished before the node was killed ({killed_at} bytes seen)").into(),
+        );
+    }
+    assert_eq!(status.code(), Some(4), "a cut transfer is a network error");
+    assert!(!dest.exists());
+    let kept = std::fs::metadata(&part)?.len();
+    assert!(kept >= killed_at, "partial file kept");
+
+    node.restart().await?;
+    let out = docfed(&[
+        "--server",
+        &node.url,
+        "--json",
+        "fetch",
+        &id,
+        "-o",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = stdout_json(&out);
+    assert_eq!(v["resumed_from"].as_u64(), Some(kept));
+    assert_eq!(
+        v["bytes_downloaded"].as_u64(),
+        Some(size as u64 - kept),
+        "only the rest was downloaded"
+    );
+    assert!(std::fs::read(&dest)? == body);
+    assert!(!part.exists());
+    Ok(())
+}

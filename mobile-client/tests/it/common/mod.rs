@@ -1,0 +1,269 @@
+//! Real nodes for the command line to talk to: a federation started by `topology::launch` on the
+//! broker at DOCFED_AMQP_URL (node ids unique per test), or a single standalone node.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use topology::launch::{find_program, BrokerChoice, Federation, UpOptions};
+
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+pub fn amqp_url() -> String {
+    std::env::var("DOCFED_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Fed {
+    pub fed: Federation,
+    pub prefix: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Fed {
+    /// The demo shape with ids `<prefix>-<role>`.
+    pub async fn start() -> TestResult<Self> {
+        let tmp = tempfile::tempdir()?;
+        let prefix = format!("c{:08x}", rand_u32());
+        let id = |r: &str| format!("{prefix}-{r}");
+        let mut t = String::from("redundancy = 2\n");
+        let mut node = |role: &str,
+                        tier: &str,
+                        region: Option<&str>,
+                        parents: &[&str],
+                        backup: Option<&str>| {
+            t.push_str(&format!(
+                "\n[[node]]\nid = {:?}\ntier = {tier:?}\nhttp = \"127.0.0.1:{}\"\n",
+                id(role),
+                free_port()
+            ));
+            if let Some(r) = region {
+                t.push_str(&format!("region = {r:?}\n"));
+            }
+            if !parents.is_empty() {
+                let ps: Vec<String> = parents.iter().map(|p| format!("{:?}", id(p))).collect();
+                t.push_str(&format!("parents = [{}]\n", ps.join(", ")));
+            }
+            if let Some(b) = backup {
+                t.push_str(&format!("backup = {:?}\n", id(b)));
+            }
+        };
+        node("primary-a", "primary", None, &[], None);
+        node("primary-b", "primary", None, &[], None);
+        node(
+            "mid-1",
+            "intermediate",
+            None,
+            &["primary-a", "primary-b"],
+            None,
+        );
+        node(
+            "mid-2",
+            "intermediate",
+            None,
+            &["primary-a", "primary-b"],
+            None,
+        );
+        node(
+            "na",
+            "regional",
+            Some("na"),
+            &["mid-1", "mid-2"],
+            Some("eu"),
+        );
+        node(
+            "eu",
+            "regional",
+            Some("eu"),
+            &["mid-1", "mid-2"],
+            Some("asia"),
+        );
+        node(
+            "asia",
+            "regional",
+            Some("asia"),
+            &["mid-1", "mid-2"],
+            Some("na"),
+        );
+        let file = tmp.path().join("topology.toml");
+        std::fs::write(&file, t)?;
+        let mut opts = UpOptions::new(&file, tmp.path().join("run"));
+        opts.broker = BrokerChoice::External(amqp_url());
+        opts.start_portal = false;
+        opts.verbose = false;
+        let fed = Federation::up(opts).await.map_err(|e| format!("{e:#}"))?;
+        Ok(Fed {
+            fed,
+            prefix,
+            _tmp: tmp,
+        })
+    }
+
+    pub fn url(&self, role: &str) -> String {
+        self.fed
+            .node(&format!("{}-{role}", self.prefix))
+            .expect("node")
+            .url()
+    }
+
+    pub fn token(&self) -> String {
+        self.fed.token().to_owned()
+    }
+}
+
+/// A standalone node on a data dir that survives restarts.
+pub struct Standalone {
+    pub dir: PathBuf,
+    child: Option<Child>,
+    pub url: String,
+}
+
+pub const TOKEN: &str = "cli-test-token-0123456789";
+
+impl Standalone {
+    pub async fn start(dir: &Path) -> TestResult<Self> {
+        let mut s = Standalone {
+            dir: dir.to_owned(),
+            child: None,
+            url: String::new(),
+        };
+        s.spawn().await?;
+        Ok(s)
+    }
+
+    async fn spawn(&mut self) -> TestResult {
+        let bin = find_program("docfed-node").ok_or("docfed-node is not built: run `cargo test --workspace` (or `cargo build -p docfed-node`)")?;
+        std::fs::create_dir_all(&self.dir)?;
+        let ready = self.dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))?;
+        let child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .args([
+                "--http",
+                "127.0.0.1:0",
+                "--token",
+                TOKEN,
+                "--reserved-space",
+                "0",
+            ])
+            .env_remove("DOCFED_AMQP_URL")
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let pid = child.id();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&ready) {
+                let v: serde_json::Value = serde_json::from_str(&text)?;
+                if v["pid"].as_u64() == Some(u64::from(pid)) {
+                    self.url = v["http"].as_str().unwrap().to_owned();
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err("standalone node not ready in 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) -> TestResult {
+        self.kill();
+        self.spawn().await
+    }
+}
+
+impl Drop for Standalone {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn publish(url: &str, token: &str, query: &str, body: Vec<u8>) -> TestResult<String> {
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/documents?{query}"))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await?);
+    Ok(resp.json::<serde_json::Value>().await?["id"]
+        .as_str()
+        .unwrap()
+        .to_owned())
+}
+
+/// Runs `docfed` with `args` (no mDNS wait when --server is given).
+pub fn docfed(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_docfed"))
+        .args(args)
+        .env_remove("DOCFED_SERVER")
+        .env("DOCFED_DEVICE", "test-device")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docfed")
+}
+
+pub fn docfed_child(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_docfed"))
+        .args(args)
+        .env_remove("DOCFED_SERVER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run docfed")
+}
+
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407)
+        | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn rand_u32() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (t.subsec_nanos() ^ std::process::id().rotate_left(16)).wrapping_mul(2654435761)
+}
+
+pub fn stdout_json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
