@@ -24,6 +24,7 @@ pub struct MetaInput {
     pub source: Option<String>,
     pub scope: Option<Scope>,
     pub content_type: Option<String>,
+    pub author: Option<String>,
 }
 
 impl Node {
@@ -55,6 +56,7 @@ impl Node {
                 size,
                 deleted: false,
                 created_at: Timestamp::now(),
+                author: meta.author.unwrap_or_default(),
             };
             Ok((v, ChangeKind::Published))
         })
@@ -85,6 +87,7 @@ impl Node {
                 size,
                 deleted: false,
                 created_at: Timestamp::now(),
+                author: meta.author.unwrap_or(prev.author),
             };
             Ok((v, ChangeKind::Updated))
         })

@@ -60,6 +60,24 @@ impl Node {
         self.outbox_wake.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Nodes that hold content of this scope: its regional nodes, then the primaries.
+    pub fn holders(&self, scope: &docfed_shared::Scope) -> Vec<String> {
+        let Some(fed) = self.federation() else {
+            return Vec::new();
+        };
+        let topo = &fed.topology;
+        let mut out: Vec<String> = match scope {
+            docfed_shared::Scope::Global => topo.regionals().map(|n| n.id.clone()).collect(),
+            docfed_shared::Scope::Region(r) => topo
+                .holders_of_region(r)
+                .into_iter()
+                .map(|n| n.id.clone())
+                .collect(),
+        };
+        out.extend(topo.primaries().map(|n| n.id.clone()));
+        out
+    }
+
     /// Whether presence knows the node at `url` to be unreachable right now.
     pub fn presence_says_down(&self, url: &str) -> bool {
         self.peers.is_down(url)

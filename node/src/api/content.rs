@@ -58,12 +58,13 @@ pub async fn content(
         &node,
         &headers,
         ObjectRef {
-            md5: v.md5,
+            md5: v.md5.clone(),
             size: v.size,
-            content_type: v.content_type,
-            filename: v.filename,
+            content_type: v.content_type.clone(),
+            filename: v.filename.clone(),
             version: Some(v.version),
         },
+        Some(&v),
     )
     .await
 }
@@ -96,6 +97,7 @@ pub async fn object(
             filename: String::new(),
             version: None,
         },
+        None,
     )
     .await
 }
@@ -108,9 +110,14 @@ pub struct ObjectRef {
     pub version: Option<i64>,
 }
 
-/// Answers a content request: conditional headers, one range, bytes from the store or from a
-/// pull still in progress.
-async fn serve(node: &AppState, headers: &HeaderMap, obj: ObjectRef) -> Result<Response, ApiError> {
+/// Answers a content request: conditional headers, one range, bytes from the store, from a pull
+/// still in progress, or (for a document, `doc`) from another node through this one.
+async fn serve(
+    node: &AppState,
+    headers: &HeaderMap,
+    obj: ObjectRef,
+    doc: Option<&DocumentVersion>,
+) -> Result<Response, ApiError> {
     let etag = format!("\"{}\"", obj.md5);
     if headers
         .get(header::IF_NONE_MATCH)
@@ -168,7 +175,11 @@ async fn serve(node: &AppState, headers: &HeaderMap, obj: ObjectRef) -> Result<R
             ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let following = match node.transfers.get(&obj.md5) {
+            let transfer = node
+                .transfers
+                .get(&obj.md5)
+                .or_else(|| doc.and_then(|d| crate::federation::ondemand::start(node, d)));
+            let following = match transfer {
                 Some(t) => follow(t, start, start + len).await.ok(),
                 None => None,
             };

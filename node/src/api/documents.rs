@@ -38,6 +38,7 @@ pub struct MetaParams {
     source: Option<String>,
     scope: Option<String>,
     content_type: Option<String>,
+    author: Option<String>,
 }
 
 impl MetaParams {
@@ -62,6 +63,10 @@ impl MetaParams {
             .map(|s| text_field("source", s.trim(), 0, MAX_SOURCE))
             .transpose()?;
         let tags = self.tags.map(|t| parse_tags(&t)).transpose()?;
+        let author = self
+            .author
+            .map(|a| text_field("author", a.trim(), 0, MAX_SOURCE))
+            .transpose()?;
         let scope = self
             .scope
             .map(|s| {
@@ -90,6 +95,7 @@ impl MetaParams {
             source,
             scope,
             content_type,
+            author,
         })
     }
 }
@@ -289,11 +295,13 @@ pub async fn metadata(
     Path(id): Path<String>,
 ) -> Result<Json<DocumentMeta>, ApiError> {
     let id = parse_id(&id)?;
-    node.db
+    let mut doc = node
+        .db
         .document(&id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("document {id}")))
+        .ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
+    doc.available_at = node.holders(&doc.current.scope);
+    Ok(Json(doc))
 }
 
 pub async fn versions(
@@ -323,6 +331,29 @@ pub struct ListParams {
     deleted: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
+    source: Option<String>,
+    author: Option<String>,
+    content_type: Option<String>,
+    /// First published at or after this time (RFC 3339, or a date `YYYY-MM-DD`).
+    since: Option<String>,
+    /// First published before this time.
+    until: Option<String>,
+}
+
+fn parse_time(field: &'static str, v: &str) -> Result<i64, ApiError> {
+    let text = if v.len() == 10 {
+        format!("{v}T00:00:00Z")
+    } else {
+        v.to_owned()
+    };
+    let t = humantime::parse_rfc3339_weak(&text).map_err(|_| {
+        ApiError::invalid(
+            field,
+            format!("{v:?} is not a date (YYYY-MM-DD) or RFC 3339 time"),
+        )
+    })?;
+    Ok(t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64))
 }
 
 pub async fn list(
@@ -380,9 +411,26 @@ pub async fn list(
         fts,
         scope,
         tag: p.tag.map(|t| t.trim().to_lowercase()),
+        source: p.source,
+        author: p.author,
+        content_type: p.content_type,
+        since: p
+            .since
+            .as_deref()
+            .map(|v| parse_time("since", v))
+            .transpose()?,
+        until: p
+            .until
+            .as_deref()
+            .map(|v| parse_time("until", v))
+            .transpose()?,
         deleted,
         limit,
         cursor,
     };
-    Ok(Json(node.db.list(&filter).await?))
+    let mut list = node.db.list(&filter).await?;
+    for d in &mut list.documents {
+        d.available_at = node.holders(&d.current.scope);
+    }
+    Ok(Json(list))
 }

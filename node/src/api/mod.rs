@@ -3,6 +3,7 @@
 
 mod changes;
 mod content;
+mod devices;
 mod documents;
 mod federation;
 mod health;
@@ -50,6 +51,11 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/annotations/{aid}/reject", post(federation::reject))
         .route("/v1/objects/{md5}", get(content::object))
         .route("/v1/peers", get(federation::peers))
+        .route(
+            "/v1/devices/{device}/flags/{id}",
+            axum::routing::put(devices::flag).delete(devices::unflag),
+        )
+        .route("/v1/devices/{device}/flags", get(devices::flags))
         .route("/metrics", get(federation::metrics))
         .route("/v1/changes", get(changes::changes))
         .fallback(|| async { ApiError::not_found("route") })

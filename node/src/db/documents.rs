@@ -10,7 +10,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use super::Db;
 
 const VERSION_COLUMNS: &str = "doc_id, version, origin, title, description, tags, filename, \
-     source, scope, content_type, md5, size, deleted, created_at";
+     source, scope, content_type, md5, size, deleted, created_at, author";
 
 #[derive(sqlx::FromRow)]
 struct VersionRow {
@@ -28,6 +28,7 @@ struct VersionRow {
     size: i64,
     deleted: bool,
     created_at: i64,
+    author: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -60,6 +61,7 @@ impl TryFrom<VersionRow> for DocumentVersion {
             size: r.size as u64,
             deleted: r.deleted,
             created_at: Timestamp(r.created_at),
+            author: r.author,
         })
     }
 }
@@ -71,6 +73,7 @@ impl TryFrom<DocumentRow> for DocumentMeta {
             current: r.v.try_into()?,
             published_at: Timestamp(r.published_at),
             available_here: r.available_here,
+            available_at: Vec::new(),
         })
     }
 }
@@ -116,6 +119,13 @@ pub struct ListFilter {
     pub fts: Option<String>,
     pub scope: Option<Scope>,
     pub tag: Option<String>,
+    pub source: Option<String>,
+    pub author: Option<String>,
+    pub content_type: Option<String>,
+    /// First publication at or after (Unix ms).
+    pub since: Option<i64>,
+    /// First publication before (Unix ms).
+    pub until: Option<i64>,
     pub deleted: DeletedFilter,
     pub limit: u32,
     pub cursor: Option<Cursor>,
@@ -217,6 +227,26 @@ impl Db {
             qb.push(" AND d.rid IN (SELECT rid FROM document_tags WHERE tag = ")
                 .push_bind(tag.clone())
                 .push(")");
+        }
+        if let Some(source) = &f.source {
+            qb.push(" AND d.source = ").push_bind(source.clone());
+        }
+        if let Some(author) = &f.author {
+            qb.push(" AND d.author = ").push_bind(author.clone());
+        }
+        if let Some(ct) = &f.content_type {
+            // `text/plain` also matches `text/plain; charset=utf-8`.
+            qb.push(" AND (d.content_type = ")
+                .push_bind(ct.clone())
+                .push(" OR d.content_type LIKE ")
+                .push_bind(format!("{};%", ct.replace(['%', '_'], "")))
+                .push(")");
+        }
+        if let Some(since) = f.since {
+            qb.push(" AND d.published_at >= ").push_bind(since);
+        }
+        if let Some(until) = f.until {
+            qb.push(" AND d.published_at < ").push_bind(until);
         }
         let limit = f.limit.max(1);
         let offset = match (f.fts.is_some(), f.cursor) {
@@ -356,7 +386,7 @@ pub async fn record_version(
     let tags = serde_json::to_string(&v.tags).expect("strings serialise");
     let inserted = sqlx::query(&format!(
         "INSERT OR IGNORE INTO versions ({VERSION_COLUMNS}) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(v.id.to_string())
     .bind(v.version)
@@ -372,6 +402,7 @@ pub async fn record_version(
     .bind(v.size as i64)
     .bind(v.deleted)
     .bind(v.created_at.millis())
+    .bind(&v.author)
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -397,12 +428,13 @@ pub async fn record_version(
     let tags_text = v.tags.join(" ");
     let rid: i64 = sqlx::query_scalar(&format!(
         "INSERT INTO documents ({VERSION_COLUMNS}, tags_text, published_at, last_seq) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, origin = excluded.origin, \
            title = excluded.title, description = excluded.description, tags = excluded.tags, \
            tags_text = excluded.tags_text, filename = excluded.filename, source = excluded.source, \
            scope = excluded.scope, content_type = excluded.content_type, md5 = excluded.md5, \
            size = excluded.size, deleted = excluded.deleted, created_at = excluded.created_at, \
+           author = excluded.author, \
            published_at = MIN(documents.published_at, excluded.published_at), \
            last_seq = excluded.last_seq \
          RETURNING rid"
@@ -421,6 +453,7 @@ pub async fn record_version(
     .bind(v.size as i64)
     .bind(v.deleted)
     .bind(v.created_at.millis())
+    .bind(&v.author)
     .bind(&tags_text)
     .bind(v.created_at.millis())
     .bind(seq)

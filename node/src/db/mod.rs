@@ -119,3 +119,14 @@ impl Db {
         Ok(n > 0)
     }
 }
+
+impl Db {
+    /// Whether any device of this node flagged the document.
+    pub async fn flagged(&self, id: &docfed_shared::DocId) -> Result<bool, sqlx::Error> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_flags WHERE doc_id = ?")
+            .bind(id.to_string())
+            .fetch_one(&self.read)
+            .await?;
+        Ok(n > 0)
+    }
+}

@@ -144,7 +144,7 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
 }
 
 #[derive(Debug, thiserror::Error)]
-enum PullError {
+pub(crate) enum PullError {
     #[error("{source_url}: {reason}")]
     Source { source_url: String, reason: String },
     #[error("MD5 mismatch from {source_url}: expected {expected}, got {actual}")]
@@ -371,7 +371,7 @@ fn open_partial(path: &Path, size: u64) -> std::io::Result<(std::fs::File, Md5St
 
 /// Appends the response body to `file` on a blocking thread that hashes as it writes and
 /// publishes progress to stream-through readers.
-async fn write_stream(
+pub(crate) async fn write_stream(
     node: &Arc<Node>,
     resp: reqwest::Response,
     file: std::fs::File,

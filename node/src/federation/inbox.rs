@@ -195,7 +195,15 @@ async fn on_notify(
         return Ok(false);
     }
     let salt = d.id.to_string();
-    let need = fed.needs_content(fed.id(), &d.scope, d.deleted, &n.targets);
+    // A device of this node flagged the document: keep every version's bytes here too.
+    let flagged = !d.deleted && {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_flags WHERE doc_id = ?")
+            .bind(d.id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
+        n > 0
+    };
+    let need = flagged || fed.needs_content(fed.id(), &d.scope, d.deleted, &n.targets);
     let held = object_known(tx, &d.md5).await?;
     if need && !held {
         // Targets that need the bytes hear of them when our own pull starts (stream-through)

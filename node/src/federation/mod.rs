@@ -7,6 +7,7 @@
 pub mod amqp;
 pub mod fetch;
 pub mod inbox;
+pub mod ondemand;
 pub mod outbox;
 pub mod presence;
 pub mod routing;

@@ -67,6 +67,23 @@ impl Transfers {
         t
     }
 
+    /// Registers a pull only if none is in progress for this content: `Some` means the caller
+    /// must run it; `None` means another one already does (follow that one instead).
+    pub fn begin_if_absent(&self, md5: &Md5Hex, path: PathBuf, size: u64) -> Option<Arc<Transfer>> {
+        let mut active = self.active.lock().expect("not poisoned");
+        if active.contains_key(md5) {
+            return None;
+        }
+        let (tx, _) = watch::channel(Progress::Written(0));
+        let t = Arc::new(Transfer {
+            path,
+            size,
+            progress: tx,
+        });
+        active.insert(md5.clone(), t.clone());
+        Some(t)
+    }
+
     pub fn end(&self, md5: &Md5Hex, outcome: Progress) {
         if let Some(t) = self.active.lock().expect("not poisoned").remove(md5) {
             t.set(outcome);

@@ -624,3 +624,33 @@ async fn a_broker_killed_mid_flow_loses_nothing() -> TestResult {
     }
     Ok(())
 }
+
+/// Concurrent requests at na for content held only by eu and asia share one upstream transfer.
+#[tokio::test]
+async fn cross_region_requests_collapse_into_one_transfer() -> TestResult {
+    // Paced links keep the transfer open long enough for every request to join it.
+    let fed = Federation::start(&["--pull-rate-limit", "20MB"]).await?;
+    let size = 30_000_000;
+    let data = pattern(81, size);
+    let id = publish(&fed, "primary-a", "title=Regional%20eu&scope=region:eu", data.clone()).await?;
+    for role in ["eu", "asia"] {
+        fed.await_meta(role, &id, T, |m| m["available_here"] == true).await?;
+    }
+    let meta = fed.await_meta("na", &id, T, |_| true).await?;
+    assert_eq!(meta["available_here"], false);
+    let before = fed.metric("na", "docfed_bytes_pulled_total").await?;
+    let url = fed.node("na").url(&format!("/v1/documents/{id}/content"));
+    let requests = (0..4).map(|_| {
+        let url = url.clone();
+        async move { client().get(&url).send().await?.bytes().await }
+    });
+    for body in futures::future::join_all(requests).await {
+        assert!(body? == data, "content through na differs");
+    }
+    let pulled = fed.metric("na", "docfed_bytes_pulled_total").await? - before;
+    assert_eq!(pulled, size as u64, "four requests, one upstream transfer");
+    // Not flagged: na did not keep it.
+    let meta = fed.await_meta("na", &id, T, |_| true).await?;
+    assert_eq!(meta["available_here"], false);
+    Ok(())
+}
