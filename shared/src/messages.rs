@@ -176,6 +176,7 @@ mod tests {
                     size: 0,
                     deleted: false,
                     created_at: Timestamp(0),
+                    author: String::new(),
                 },
                 kind: ChangeKind::Published,
                 origin_url: "http://127.0.0.1:1".into(),

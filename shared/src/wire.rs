@@ -80,6 +80,9 @@ pub struct DocumentVersion {
     pub size: u64,
     pub deleted: bool,
     pub created_at: Timestamp,
+    /// Who published this version (the portal's author name); empty when not given.
+    #[serde(default)]
+    pub author: String,
 }
 
 /// The current state of a document as one node sees it.
@@ -91,6 +94,10 @@ pub struct DocumentMeta {
     pub published_at: Timestamp,
     /// Whether this node holds the bytes of the current version.
     pub available_here: bool,
+    /// The nodes whose scope makes them hold the content (regional nodes, then primaries);
+    /// empty on a standalone node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub available_at: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
