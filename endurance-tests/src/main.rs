@@ -1,24 +1,61 @@
-//! `docfed-endurance`: fault-injection endurance runs and benchmarks of a whole federation.
-//!
-//! Not built yet: this binary exists so the workspace has its final shape. It says so and exits
-//! with status 2 instead of pretending to work.
+//! `docfed-endurance`: measurements of whole federations (`bench`), and — still to come —
+//! fault-injecting endurance runs (`run`).
 
-use clap::Parser;
+mod bench;
+mod fedgen;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "docfed-endurance",
     version,
-    about = "docfed: fault-injection endurance runs and benchmarks of a whole federation (not implemented yet)"
+    about = "Benchmarks and endurance runs of a docfed federation"
 )]
-struct Args {
-    /// Arguments of the future command line.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    rest: Vec<String>,
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn main() -> std::process::ExitCode {
-    let _ = Args::parse();
-    eprintln!("docfed-endurance: not implemented yet (tracked in issue 6); see README.md");
-    std::process::ExitCode::from(2)
+#[derive(Subcommand)]
+enum Command {
+    /// Run the benchmarks against real federations on this machine and print their figures.
+    Bench {
+        /// Only this scenario: large, fanout, memory or broker.
+        #[arg(long)]
+        only: Option<String>,
+        /// Smaller sizes and counts (minutes instead of tens of minutes).
+        #[arg(long)]
+        quick: bool,
+        /// Working directory for the federations' data.
+        #[arg(long, default_value = "run/bench")]
+        dir: PathBuf,
+    },
+    /// Fault-injecting endurance run (not implemented yet: issue 6).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Bench { only, quick, dir } => {
+            match bench::run(bench::Options { only, quick, dir }).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("docfed-endurance: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run { .. } => {
+            eprintln!("docfed-endurance run: not implemented yet (tracked in issue 6)");
+            ExitCode::from(2)
+        }
+    }
 }

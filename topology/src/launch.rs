@@ -83,6 +83,8 @@ pub struct UpOptions {
     pub stop_timeout: Duration,
     /// Whether to print progress on stderr.
     pub verbose: bool,
+    /// Extra command-line flags for every node (e.g. `--pull-rate-limit 50MB`).
+    pub node_args: Vec<String>,
 }
 
 impl UpOptions {
@@ -93,6 +95,7 @@ impl UpOptions {
             run_dir: run_dir.into(),
             broker: BrokerChoice::Auto(DEFAULT_AMQP_URL.to_owned()),
             node_binary: None,
+            node_args: Vec::new(),
             start_portal: true,
             portal_binary: None,
             portal_http: DEFAULT_PORTAL_HTTP.parse().expect("valid default address"),
@@ -649,6 +652,7 @@ impl Federation {
             .arg(&id)
             .arg("--data-dir")
             .arg(&n.data_dir)
+            .args(&self.opts.node_args)
             .stdout(out)
             .stderr(err);
         self.child_env(&mut cmd, &amqp);

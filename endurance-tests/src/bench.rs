@@ -1,0 +1,454 @@
+//! `docfed-endurance bench`: measurements of a real federation on this machine. Every figure
+//! is printed next to a baseline measured in the same run (curl, MD5 speed, the other mode), so
+//! ratios stay meaningful from one machine to the next.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use futures::StreamExt;
+use topology::broker::{free_broker_port, PrivateBroker};
+use topology::launch::BrokerChoice;
+
+use crate::fedgen::{self, Bench};
+
+pub struct Options {
+    pub only: Option<String>,
+    pub quick: bool,
+    pub dir: PathBuf,
+}
+
+pub const SCENARIOS: [&str; 4] = ["large", "fanout", "memory", "broker"];
+
+pub async fn run(opts: Options) -> Result<()> {
+    if let Some(only) = &opts.only {
+        if !SCENARIOS.contains(&only.as_str()) {
+            bail!("unknown scenario {only:?}; one of {}", SCENARIOS.join(", "));
+        }
+    }
+    std::fs::create_dir_all(&opts.dir)?;
+    for name in SCENARIOS {
+        if opts.only.as_deref().is_some_and(|o| o != name) {
+            continue;
+        }
+        println!("\n=== {name} ===");
+        let dir = opts.dir.join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        match name {
+            "large" => large(&dir, opts.quick).await?,
+            "fanout" => fanout(&dir, opts.quick).await?,
+            "memory" => memory(&dir, opts.quick).await?,
+            "broker" => broker(&dir, opts.quick).await?,
+            _ => unreachable!(),
+        }
+    }
+    Ok(())
+}
+
+fn amqp() -> BrokerChoice {
+    BrokerChoice::Auto(
+        std::env::var("DOCFED_AMQP_URL")
+            .unwrap_or_else(|_| docfed_shared::topology::DEFAULT_AMQP_URL.into()),
+    )
+}
+
+fn mb_s(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 / 1e6 / d.as_secs_f64()
+}
+
+/// A generated body of `size` bytes: one random MiB, stamped with the chunk number so no two
+/// chunks are equal, streamed without ever holding the document.
+fn body(size: u64, seed: u64) -> reqwest::Body {
+    const CHUNK: u64 = 1 << 20;
+    let mut block = vec![0u8; CHUNK as usize];
+    let mut x = seed | 1;
+    for b in block.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x >> 24) as u8;
+    }
+    let block = Bytes::from(block);
+    let chunks = size.div_ceil(CHUNK);
+    let stream = futures::stream::iter(0..chunks).map(move |i| {
+        let len = (size - i * CHUNK).min(CHUNK) as usize;
+        let mut c = block.slice(..len).to_vec();
+        if len >= 8 {
+            c[..8].copy_from_slice(&i.to_le_bytes());
+        }
+        Ok::<_, std::io::Error>(Bytes::from(c))
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+async fn publish(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &str,
+    size: u64,
+    seed: u64,
+) -> Result<serde_json::Value> {
+    let resp = http
+        .post(format!("{url}/v1/documents?{query}"))
+        .bearer_auth(token)
+        .header("content-length", size)
+        .body(body(size, seed))
+        .send()
+        .await?;
+    if resp.status() != 201 {
+        bail!("publish failed: {} {}", resp.status(), resp.text().await?);
+    }
+    Ok(resp.json().await?)
+}
+
+async fn await_available(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(r) = http.get(format!("{url}/v1/documents/{id}")).send().await {
+            if r.status().is_success() {
+                let v: serde_json::Value = r.json().await?;
+                if v["available_here"] == true {
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{id} not available at {url} after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn md5_speed() -> f64 {
+    let buf = vec![0x5au8; 256 << 20];
+    let started = Instant::now();
+    let mut ctx = md5::Context::new();
+    ctx.consume(&buf);
+    let _ = ctx.finalize();
+    mb_s(buf.len() as u64, started.elapsed())
+}
+
+/// Scenario 1: a large document through the tiers, stream-through vs store-and-forward, and a
+/// single verifying pull vs curl.
+async fn large(dir: &Path, quick: bool) -> Result<()> {
+    let size: u64 = if quick { 256 << 20 } else { 1 << 30 };
+    let http = reqwest::Client::new();
+    println!(
+        "MD5 on one core: {:.0} MB/s (the ceiling of a verifying pull)",
+        md5_speed()
+    );
+    let rate = std::env::var("DOCFED_BENCH_LINK_RATE").unwrap_or_else(|_| "50MB".into());
+    for paced in [false, true] {
+        let mut times = Vec::new();
+        for (mode, extra) in [
+            ("stream-through", None),
+            ("store-and-forward", Some("--no-stream-through")),
+        ] {
+            let mut args: Vec<&str> = extra.into_iter().collect();
+            if paced {
+                args.extend(["--pull-rate-limit", rate.as_str()]);
+            }
+            let b = fedgen::start(&dir.join(format!("{mode}-{paced}")), amqp(), &args).await?;
+            let token = b.fed.token().to_owned();
+            let started = Instant::now();
+            let p = publish(&http, &b.url("primary-a"), &token, "title=large", size, 1).await?;
+            let published = started.elapsed();
+            let id = p["id"].as_str().context("id")?;
+            await_available(&http, &b.url("na"), id, Duration::from_secs(3600)).await?;
+            let t = started.elapsed() - published;
+            println!(
+                "{mode:>17} {}: {} MiB upload {:.1} s; publication -> verified at na (2 tiers below) {:.2} s",
+                if paced { format!("(links paced at {rate}/s)") } else { "(unpaced)".into() },
+                size >> 20,
+                published.as_secs_f64(),
+                t.as_secs_f64()
+            );
+            times.push(t.as_secs_f64());
+            if mode == "stream-through" && !paced {
+                single_hop(&http, &b, &token, dir, size).await?;
+            }
+            let mut fed = b.fed;
+            fed.shutdown().await?;
+        }
+        println!(
+            "ratio stream-through / store-and-forward {}: {:.2} (goal <= 0.45)",
+            if paced { "paced" } else { "unpaced" },
+            times[0] / times[1]
+        );
+    }
+    Ok(())
+}
+
+/// A single pull (na flags a region:eu document it does not hold and pulls it from eu) against
+/// curl downloading the same object from the same node to the same disk.
+async fn single_hop(
+    http: &reqwest::Client,
+    b: &Bench,
+    token: &str,
+    dir: &Path,
+    size: u64,
+) -> Result<()> {
+    let p = publish(
+        http,
+        &b.url("primary-a"),
+        token,
+        "title=hop&scope=region:eu",
+        size,
+        2,
+    )
+    .await?;
+    let id = p["id"].as_str().context("id")?.to_owned();
+    let md5 = p["md5"].as_str().context("md5")?.to_owned();
+    await_available(http, &b.url("eu"), &id, Duration::from_secs(3600)).await?;
+    await_available(http, &b.url("asia"), &id, Duration::from_secs(3600)).await?;
+    let out = dir.join("curl.bin");
+    let started = Instant::now();
+    let ok = tokio::process::Command::new("curl")
+        .args(["-sf", "-o"])
+        .arg(&out)
+        .arg(format!("{}/v1/objects/{md5}", b.url("eu")))
+        .status()
+        .await?
+        .success();
+    let curl = started.elapsed();
+    let _ = std::fs::remove_file(&out);
+    if !ok {
+        bail!("curl failed");
+    }
+    let started = Instant::now();
+    let r = http
+        .put(format!("{}/v1/devices/bench/flags/{id}", b.url("na")))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        bail!("flag failed: {}", r.status());
+    }
+    await_available(http, &b.url("na"), &id, Duration::from_secs(3600)).await?;
+    let pull = started.elapsed();
+    println!(
+        "single hop ({} MiB, eu -> na, verified and fsynced): {:.0} MB/s; curl to disk from eu: {:.0} MB/s; ratio {:.2} (goal >= 0.9)",
+        size >> 20,
+        mb_s(size, pull),
+        mb_s(size, curl),
+        curl.as_secs_f64() / pull.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Scenario 2: many small documents; latency until the directory of all three regional nodes
+/// has each one, at a fixed rate and at full speed.
+async fn fanout(dir: &Path, quick: bool) -> Result<()> {
+    let count = if quick { 300 } else { 2000 };
+    let http = reqwest::Client::new();
+    for (label, rate) in [("fixed 50/s", Some(50.0)), ("full speed", None)] {
+        let b = fedgen::start(&dir.join(label.replace([' ', '/'], "-")), amqp(), &[]).await?;
+        let token = b.fed.token().to_owned();
+        let regionals: Vec<String> = ["na", "eu", "asia"].iter().map(|r| b.url(r)).collect();
+        // Watch the three change feeds; record when each document shows up everywhere.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
+        let mut watchers = Vec::new();
+        for url in regionals.clone() {
+            let (tx, http) = (tx.clone(), http.clone());
+            watchers.push(tokio::spawn(async move {
+                let mut since = 0i64;
+                loop {
+                    let feed: serde_json::Value = match http
+                        .get(format!("{url}/v1/changes?since={since}&limit=10000"))
+                        .send()
+                        .await
+                    {
+                        Ok(r) => r.json().await.unwrap_or_default(),
+                        Err(_) => serde_json::Value::Null,
+                    };
+                    let now = Instant::now();
+                    for c in feed["changes"].as_array().into_iter().flatten() {
+                        if let Some(id) = c["document"]["id"].as_str() {
+                            let _ = tx.send((id.to_owned(), now));
+                        }
+                    }
+                    since = feed["last_seq"].as_i64().unwrap_or(since);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }));
+        }
+        drop(tx);
+        let started = Instant::now();
+        let publish_times =
+            std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+                String,
+                Instant,
+            >::new()));
+        let primaries = [b.url("primary-a"), b.url("primary-b")];
+        let jobs = futures::stream::iter(0..count).map(|i| {
+            let (http, token, times) = (http.clone(), token.clone(), publish_times.clone());
+            let url = primaries[i % 2].clone();
+            async move {
+                if let Some(r) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / r);
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let t = Instant::now();
+                let p = publish(
+                    &http,
+                    &url,
+                    &token,
+                    &format!("title=small%20{i}"),
+                    10_000,
+                    i as u64 + 10,
+                )
+                .await?;
+                times
+                    .lock()
+                    .unwrap()
+                    .insert(p["id"].as_str().unwrap_or_default().to_owned(), t);
+                Ok::<_, anyhow::Error>(())
+            }
+        });
+        let results: Vec<Result<()>> = jobs
+            .buffer_unordered(if rate.is_some() { 64 } else { 8 })
+            .collect()
+            .await;
+        for r in results {
+            r?;
+        }
+        let published = started.elapsed();
+        let mut seen: std::collections::HashMap<String, (u8, Instant)> = Default::default();
+        let mut latencies = Vec::with_capacity(count);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while latencies.len() < count {
+            let Ok(Some((id, at))) = tokio::time::timeout_at(deadline.into(), rx.recv()).await
+            else {
+                bail!(
+                    "only {} of {count} documents reached all three regional nodes",
+                    latencies.len()
+                );
+            };
+            let e = seen.entry(id.clone()).or_insert((0, at));
+            e.0 += 1;
+            e.1 = e.1.max(at);
+            if e.0 == 3 {
+                if let Some(t0) = publish_times.lock().unwrap().get(&id) {
+                    latencies.push((e.1 - *t0).as_secs_f64() * 1000.0);
+                }
+            }
+        }
+        let total = started.elapsed();
+        for w in watchers {
+            w.abort();
+        }
+        latencies.sort_by(f64::total_cmp);
+        println!(
+            "{label}: {count} x 10 KB; publication -> in all three regional directories p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms; \
+             published at {:.0}/s, everywhere at {:.0} docs/s",
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.95),
+            percentile(&latencies, 0.99),
+            count as f64 / published.as_secs_f64(),
+            count as f64 / total.as_secs_f64()
+        );
+        let mut fed = b.fed;
+        fed.shutdown().await?;
+    }
+    Ok(())
+}
+
+fn vmhwm(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+}
+
+/// Scenario 4: peak RSS of each tier while a very large document is published and propagated.
+async fn memory(dir: &Path, quick: bool) -> Result<()> {
+    let size: u64 = if quick { 1 << 30 } else { 4 << 30 };
+    let http = reqwest::Client::new();
+    let b = fedgen::start(dir, amqp(), &[]).await?;
+    let token = b.fed.token().to_owned();
+    let p = publish(&http, &b.url("primary-a"), &token, "title=huge", size, 3).await?;
+    let id = p["id"].as_str().context("id")?;
+    for r in ["na", "eu", "asia"] {
+        await_available(&http, &b.url(r), id, Duration::from_secs(7200)).await?;
+    }
+    for role in ["primary-a", "primary-b", "mid-1", "na"] {
+        let peak = b.pid(role).and_then(vmhwm).unwrap_or(0);
+        println!(
+            "{role:>10}: peak RSS {:.1} MiB with a {} MiB document (goal < 100 MB)",
+            peak as f64 / 1048576.0,
+            size >> 20
+        );
+    }
+    println!("    portal: not measured (docfed-portal is not part of this federation run yet)");
+    let mut fed = b.fed;
+    fed.shutdown().await?;
+    Ok(())
+}
+
+/// Scenario 5: time from a broker restart until every node consumes its inbox again.
+async fn broker(dir: &Path, quick: bool) -> Result<()> {
+    let rounds = if quick { 2 } else { 5 };
+    let http = reqwest::Client::new();
+    let name = format!("bench-{:x}", std::process::id());
+    let mut rmq = PrivateBroker::start(dir, &name, free_broker_port()?).await?;
+    let b = fedgen::start(&dir.join("fed"), BrokerChoice::External(rmq.url()), &[]).await?;
+    let urls: Vec<String> = b.fed.nodes().iter().map(|n| n.url()).collect();
+    let states = |want: bool| {
+        let (http, urls) = (http.clone(), urls.clone());
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            loop {
+                let mut all = true;
+                for u in &urls {
+                    let v: serde_json::Value = match http.get(format!("{u}/v1/peers")).send().await
+                    {
+                        Ok(r) => r.json().await.unwrap_or_default(),
+                        Err(_) => serde_json::Value::Null,
+                    };
+                    all &= v["inbox_connected"] == want;
+                }
+                if all {
+                    return Ok(());
+                }
+                if Instant::now() > deadline {
+                    bail!("nodes did not reach inbox_connected = {want}");
+                }
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    };
+    states(true).await?;
+    let mut times = Vec::new();
+    for _ in 0..rounds {
+        rmq.kill().await?;
+        states(false).await?;
+        rmq.restart().await?;
+        let up = Instant::now();
+        states(true).await?;
+        times.push(up.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "broker restart -> all 7 nodes consuming again: p50 {:.2} s, max {:.2} s over {rounds} restarts (reconnect rate 100 %)",
+        percentile(&times, 0.5),
+        times.last().copied().unwrap_or(f64::NAN)
+    );
+    let mut fed = b.fed;
+    fed.shutdown().await?;
+    rmq.stop().await?;
+    Ok(())
+}
