@@ -29,7 +29,9 @@ use crate::db::documents::{object_known, record_object};
 use crate::metrics::Metrics;
 use crate::Node;
 
-const MAX_CONCURRENT: usize = 4;
+/// Pulls in flight per node: small documents are latency-bound (several fsyncs each), large
+/// ones share the disk either way.
+const MAX_CONCURRENT: usize = 16;
 const MAX_RETRY_DELAY_MS: i64 = 30_000;
 
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use docfed_shared::messages::{Annotation, Body, Envelope, Notification};
 use docfed_shared::topology::{dead_letter_queue, inbox_queue};
 use docfed_shared::wire::Timestamp;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions,
@@ -99,80 +99,112 @@ async fn consume(
     node.inbox_connected
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let result = loop {
-        let delivery = tokio::select! {
+        let first = tokio::select! {
             d = consumer.next() => d,
             () = cancel.cancelled() => break Ok(()),
         };
-        let delivery = match delivery {
-            Some(Ok(d)) => d,
-            Some(Err(e)) => break Err(e),
-            None => {
-                break Err(lapin::Error::from(
-                    lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
+        // Take whatever else is already delivered (up to the prefetch) and record it all in one
+        // transaction: one commit (one fsync) for a burst instead of one per message.
+        let mut deliveries = Vec::new();
+        let mut stream_end: Option<lapin::Error> = None;
+        let mut pending: Option<Option<Result<lapin::message::Delivery, lapin::Error>>> =
+            Some(first);
+        while let Some(next) = pending.take() {
+            match next {
+                Some(Ok(d)) => deliveries.push(d),
+                Some(Err(e)) => {
+                    stream_end = Some(e);
+                    break;
+                }
+                None => {
+                    stream_end = Some(lapin::Error::from(
+                        lapin::ErrorKind::InvalidConnectionState(lapin::ConnectionState::Closed),
+                    ));
+                    break;
+                }
+            }
+            if deliveries.len() >= usize::from(PREFETCH) {
+                break;
+            }
+            pending = consumer.next().now_or_never();
+        }
+        let Some(last) = deliveries.last() else {
+            break Err(stream_end.unwrap_or_else(|| {
+                lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
+                    lapin::ConnectionState::Closed,
                 ))
-            }
+            }));
         };
-        Metrics::inc(&node.metrics.notifications_received);
-        match Envelope::parse(&delivery.data) {
-            Err(e) => {
-                tracing::warn!(queue = %inbox, error = %e, "dead-lettering a message");
-                let mut headers = FieldTable::default();
-                headers.insert(
-                    "x-docfed-error".into(),
-                    AMQPValue::LongString(e.to_string().into()),
-                );
-                dead_ch
-                    .basic_publish(
-                        "".into(),
-                        dead.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &delivery.data,
-                        BasicProperties::default()
-                            .with_delivery_mode(2)
-                            .with_headers(headers),
-                    )
-                    .await?
-                    .await?;
-                Metrics::inc(&node.metrics.notifications_dead_lettered);
+        let last_tag = last.delivery_tag;
+        let mut envelopes = Vec::with_capacity(deliveries.len());
+        for delivery in &deliveries {
+            Metrics::inc(&node.metrics.notifications_received);
+            match Envelope::parse(&delivery.data) {
+                Ok(env) => envelopes.push(env),
+                Err(e) => {
+                    tracing::warn!(queue = %inbox, error = %e, "dead-lettering a message");
+                    let mut headers = FieldTable::default();
+                    headers.insert(
+                        "x-docfed-error".into(),
+                        AMQPValue::LongString(e.to_string().into()),
+                    );
+                    dead_ch
+                        .basic_publish(
+                            "".into(),
+                            dead.as_str().into(),
+                            BasicPublishOptions::default(),
+                            &delivery.data,
+                            BasicProperties::default()
+                                .with_delivery_mode(2)
+                                .with_headers(headers),
+                        )
+                        .await?
+                        .await?;
+                    Metrics::inc(&node.metrics.notifications_dead_lettered);
+                }
             }
-            Ok(env) => {
-                let mut failures = 0u32;
-                loop {
-                    match handle(node, fed, &env).await {
-                        Ok(()) => break,
-                        Err(e) => {
-                            failures += 1;
-                            tracing::error!(msg = %env.id, error = %e, "cannot record message; retrying");
-                            tokio::select! {
-                                () = tokio::time::sleep(amqp::backoff(failures.min(6))) => {}
-                                () = cancel.cancelled() => return Ok(()),
-                            }
-                        }
+        }
+        let mut failures = 0u32;
+        while !envelopes.is_empty() {
+            match handle(node, fed, &envelopes).await {
+                Ok(()) => break,
+                Err(e) => {
+                    failures += 1;
+                    tracing::error!(messages = envelopes.len(), error = %e, "cannot record messages; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(amqp::backoff(failures.min(6))) => {}
+                        () = cancel.cancelled() => return Ok(()),
                     }
                 }
             }
         }
-        delivery.ack(BasicAckOptions::default()).await?;
+        // Everything up to the last delivery is recorded (or dead-lettered): ack them at once.
+        ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
+            .await?;
+        if let Some(e) = stream_end {
+            break Err(e);
+        }
     };
     node.inbox_connected
         .store(false, std::sync::atomic::Ordering::Relaxed);
     result
 }
 
-/// Records one message's effect in one transaction.
-async fn handle(node: &Arc<Node>, fed: &Federation, env: &Envelope) -> Result<(), sqlx::Error> {
+/// Records the effect of a batch of messages in one transaction.
+async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result<(), sqlx::Error> {
     let mut tx = node.db.begin_write().await?;
-    let fetch = match &env.body {
-        Body::Notify(n) => on_notify(node, fed, &mut tx, n).await?,
-        Body::Receipt(r) => {
-            send_receipt(&mut tx, fed, r, &env.id).await?;
-            false
+    let mut fetch = false;
+    for env in envs {
+        match &env.body {
+            Body::Notify(n) => fetch |= on_notify(node, fed, &mut tx, n).await?,
+            Body::Receipt(r) => {
+                send_receipt(&mut tx, fed, r, &env.id).await?;
+            }
+            Body::Annotation(a) => {
+                on_annotation(fed, &mut tx, a, &env.id).await?;
+            }
         }
-        Body::Annotation(a) => {
-            on_annotation(fed, &mut tx, a, &env.id).await?;
-            false
-        }
-    };
+    }
     tx.commit().await?;
     node.wake_outbox();
     if fetch {

@@ -632,9 +632,16 @@ async fn cross_region_requests_collapse_into_one_transfer() -> TestResult {
     let fed = Federation::start(&["--pull-rate-limit", "20MB"]).await?;
     let size = 30_000_000;
     let data = pattern(81, size);
-    let id = publish(&fed, "primary-a", "title=Regional%20eu&scope=region:eu", data.clone()).await?;
+    let id = publish(
+        &fed,
+        "primary-a",
+        "title=Regional%20eu&scope=region:eu",
+        data.clone(),
+    )
+    .await?;
     for role in ["eu", "asia"] {
-        fed.await_meta(role, &id, T, |m| m["available_here"] == true).await?;
+        fed.await_meta(role, &id, T, |m| m["available_here"] == true)
+            .await?;
     }
     let meta = fed.await_meta("na", &id, T, |_| true).await?;
     assert_eq!(meta["available_here"], false);
