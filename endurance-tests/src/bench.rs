@@ -19,7 +19,7 @@ pub struct Options {
     pub dir: PathBuf,
 }
 
-pub const SCENARIOS: [&str; 4] = ["large", "fanout", "memory", "broker"];
+pub const SCENARIOS: [&str; 5] = ["large", "fanout", "directory", "memory", "broker"];
 
 pub async fn run(opts: Options) -> Result<()> {
     if let Some(only) = &opts.only {
@@ -38,6 +38,7 @@ pub async fn run(opts: Options) -> Result<()> {
         match name {
             "large" => large(&dir, opts.quick).await?,
             "fanout" => fanout(&dir, opts.quick).await?,
+            "directory" => directory(&dir, opts.quick).await?,
             "memory" => memory(&dir, opts.quick).await?,
             "broker" => broker(&dir, opts.quick).await?,
             _ => unreachable!(),
@@ -450,5 +451,267 @@ async fn broker(dir: &Path, quick: bool) -> Result<()> {
     let mut fed = b.fed;
     fed.shutdown().await?;
     rmq.stop().await?;
+    Ok(())
+}
+
+/// A deterministic xorshift generator, so runs are comparable.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn pick<'a>(&mut self, items: &'a [String]) -> &'a str {
+        &items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+fn vocabulary(n: usize, rng: &mut Rng) -> Vec<String> {
+    const SYL: [&str; 24] = [
+        "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ber", "dan", "fel", "gor", "hal", "jin",
+        "kor", "lum", "mar", "nor", "pel", "quin", "ros", "sul", "tar", "wen",
+    ];
+    let mut words = std::collections::BTreeSet::new();
+    while words.len() < n {
+        let k = 2 + rng.next() % 3;
+        let w: String = (0..k)
+            .map(|_| SYL[(rng.next() % SYL.len() as u64) as usize])
+            .collect();
+        words.insert(w);
+    }
+    words.into_iter().collect()
+}
+
+struct Standalone {
+    child: tokio::process::Child,
+    url: String,
+}
+
+async fn standalone(dir: &Path, token: &str) -> Result<Standalone> {
+    let bin = topology::launch::find_program("docfed-node")
+        .context("docfed-node not found: cargo build --release -p docfed-node")?;
+    std::fs::create_dir_all(dir)?;
+    let ready = dir.join("ready.json");
+    let _ = std::fs::remove_file(&ready);
+    let log = std::fs::File::create(dir.join("node.log"))?;
+    let child = tokio::process::Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir)
+        .args([
+            "--http",
+            "127.0.0.1:0",
+            "--token",
+            token,
+            "--reserved-space",
+            "0",
+        ])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(&ready) {
+            let v: serde_json::Value = serde_json::from_str(&t)?;
+            if let Some(url) = v["http"].as_str() {
+                return Ok(Standalone {
+                    child,
+                    url: url.to_owned(),
+                });
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("standalone node not ready");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Scenario 3: a directory of a million documents: bulk load, search latency, change-feed
+/// catch-up of a new client, and incremental catch-up after 10,000 changes.
+async fn directory(dir: &Path, quick: bool) -> Result<()> {
+    use docfed_shared::wire::{DocumentVersion, Timestamp};
+    use docfed_shared::{DocId, Md5Hex, Scope};
+    let n: u64 = if quick { 100_000 } else { 1_000_000 };
+    let token = "bench-token-0123456789abcdef";
+    let mut node = standalone(&dir.join("node"), token).await?;
+    let http = reqwest::Client::new();
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let words = std::sync::Arc::new(vocabulary(3000, &mut rng));
+    let tags: std::sync::Arc<Vec<String>> =
+        std::sync::Arc::new((0..50).map(|i| format!("tag{i}")).collect());
+    let scopes = ["global", "region:na", "region:eu", "region:asia"];
+    let now = Timestamp::now().millis();
+    let make = {
+        let (words, tags) = (words.clone(), tags.clone());
+        move |i: u64, version: i64, rng: &mut Rng| -> DocumentVersion {
+            let mut phrase = |k: usize| {
+                (0..k)
+                    .map(|_| rng.pick(&words).to_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            let title = phrase(4);
+            let description = phrase(12);
+            let filename = format!("{}.pdf", phrase(1));
+            let t1 = rng.pick(&tags).to_owned();
+            let t2 = rng.pick(&tags).to_owned();
+            let mut digest = [0u8; 16];
+            digest[..8].copy_from_slice(&rng.next().to_le_bytes());
+            digest[8..].copy_from_slice(&i.to_le_bytes());
+            DocumentVersion {
+                id: DocId::new(),
+                version,
+                origin: "bench".into(),
+                title,
+                description,
+                tags: if t1 == t2 { vec![t1] } else { vec![t1, t2] },
+                filename,
+                source: format!("source-{}", i % 20),
+                scope: scopes[(i % 4) as usize].parse::<Scope>().expect("valid"),
+                content_type: "application/pdf".into(),
+                md5: Md5Hex::from_digest(digest),
+                size: 10_000 + i % 1_000_000,
+                deleted: false,
+                created_at: Timestamp(now - (n - i) as i64 * 1000),
+                author: format!("author-{}", i % 100),
+            }
+        }
+    };
+    // Stream the JSON lines: 1,000 documents per chunk, generated as they are sent.
+    let gen = make.clone();
+    let stream = futures::stream::unfold((0u64, Rng(42)), move |(i, mut rng)| {
+        let gen = gen.clone();
+        async move {
+            if i >= n {
+                return None;
+            }
+            let end = (i + 1000).min(n);
+            let mut chunk = Vec::with_capacity(1000 * 400);
+            for j in i..end {
+                serde_json::to_writer(&mut chunk, &gen(j, 1, &mut rng)).expect("serialises");
+                chunk.push(b'\n');
+            }
+            Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (end, rng)))
+        }
+    });
+    let started = Instant::now();
+    let resp = http
+        .post(format!("{}/v1/admin/import", node.url))
+        .bearer_auth(token)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("import failed: {}", resp.text().await?);
+    }
+    let load = started.elapsed();
+    println!(
+        "bulk load of {n} documents' metadata: {:.1} s ({:.0} docs/s)",
+        load.as_secs_f64(),
+        n as f64 / load.as_secs_f64()
+    );
+
+    // A mix of searches.
+    let mut lat = Vec::new();
+    let mut hits = 0usize;
+    for i in 0..200u64 {
+        let w1 = rng.pick(&words).to_owned();
+        let w2 = rng.pick(&words).to_owned();
+        let tag = rng.pick(&tags).to_owned();
+        let q: Vec<(&str, String)> = match i % 8 {
+            0 => vec![("q", w1)],
+            1 => vec![("q", format!("{w1} {w2}"))],
+            2 => vec![("q", format!("{}*", &w1[..w1.len().min(4)]))],
+            3 => vec![("q", w1), ("tag", tag)],
+            4 => vec![("q", w1), ("region", "eu".into())],
+            5 => vec![("tag", tag)],
+            6 => vec![
+                ("region", "asia".into()),
+                ("author", format!("author-{}", i % 100)),
+            ],
+            _ => vec![
+                ("since", "2026-01-01".into()),
+                ("source", format!("source-{}", i % 20)),
+            ],
+        };
+        let t = Instant::now();
+        let r: serde_json::Value = http
+            .get(format!("{}/v1/documents", node.url))
+            .query(&q)
+            .query(&[("limit", "20")])
+            .send()
+            .await?
+            .json()
+            .await?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        hits += r["documents"].as_array().map_or(0, Vec::len);
+    }
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "search over {n} documents, 200 mixed queries (full text, prefix, tag, region, author, date): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (goal p99 < 50 ms); {:.1} hits per page",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+        hits as f64 / 200.0
+    );
+
+    // A new client replays the whole change feed.
+    let feed = |since: i64| {
+        let (http, url) = (http.clone(), node.url.clone());
+        async move {
+            let (mut since, mut bytes, mut changes) = (since, 0u64, 0u64);
+            loop {
+                let body = http
+                    .get(format!("{url}/v1/changes?since={since}&limit=10000"))
+                    .send()
+                    .await?
+                    .bytes()
+                    .await?;
+                bytes += body.len() as u64;
+                let v: serde_json::Value = serde_json::from_slice(&body)?;
+                let got = v["changes"].as_array().map_or(0, Vec::len) as u64;
+                if got == 0 {
+                    return Ok::<_, anyhow::Error>((since, bytes, changes));
+                }
+                changes += got;
+                since = v["last_seq"].as_i64().context("last_seq")?;
+            }
+        }
+    };
+    let t = Instant::now();
+    let (last, bytes, changes) = feed(0).await?;
+    println!(
+        "full catch-up of a new client via the change feed: {changes} changes, {:.1} MB, {:.1} s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    // 10,000 changes later.
+    let mut lines = Vec::new();
+    let mut rng2 = Rng(7);
+    for i in 0..10_000u64 {
+        serde_json::to_writer(&mut lines, &make(n + i, 1, &mut rng2))?;
+        lines.push(b'\n');
+    }
+    let resp = http
+        .post(format!("{}/v1/admin/import", node.url))
+        .bearer_auth(token)
+        .body(lines)
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("import failed: {}", resp.text().await?);
+    }
+    let t = Instant::now();
+    let (_, bytes, changes) = feed(last).await?;
+    println!(
+        "incremental catch-up after 10,000 changes: {changes} changes, {:.1} MB, {:.2} s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+    let _ = node.child.kill().await;
     Ok(())
 }

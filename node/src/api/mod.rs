@@ -1,6 +1,7 @@
 //! The HTTP API (DESIGN section 8): routing, authentication and request parsing shared by the
 //! resource modules.
 
+mod admin;
 mod changes;
 mod content;
 mod devices;
@@ -58,6 +59,7 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/devices/{device}/flags", get(devices::flags))
         .route("/metrics", get(federation::metrics))
         .route("/v1/changes", get(changes::changes))
+        .route("/v1/admin/import", post(admin::import))
         .fallback(|| async { ApiError::not_found("route") })
         // Uploads are streamed and limited by the node's own `max_upload_size`.
         .layer(DefaultBodyLimit::disable())

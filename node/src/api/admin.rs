@@ -1,0 +1,91 @@
+//! `POST /v1/admin/import`: seed this node's directory from JSON lines of document versions
+//! (the `document` objects of a change feed), for migrations and for loading a large directory
+//! in benchmarks. Metadata only: no content is pulled and nothing is announced to other nodes.
+//! Lines are recorded in transactions of a few thousand; a malformed line stops the import with
+//! its line number, after the lines before it were recorded (the import is idempotent, so it can
+//! simply be repeated once the input is fixed).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::Json;
+use docfed_shared::wire::{ChangeKind, DocumentVersion};
+use futures::StreamExt;
+
+use super::{AppState, Authorized};
+use crate::db::documents::record_version;
+use crate::error::ApiError;
+
+const BATCH: usize = 5_000;
+const MAX_LINE: usize = 1 << 20;
+
+pub async fn import(
+    State(node): State<AppState>,
+    _auth: Authorized,
+    body: Body,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut batch: Vec<DocumentVersion> = Vec::with_capacity(BATCH);
+    let (mut line_no, mut imported, mut known) = (0u64, 0u64, 0u64);
+    let mut done = false;
+    while !done {
+        match stream.next().await {
+            Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+            Some(Err(e)) => return Err(ApiError::UploadAborted(e.to_string())),
+            None => {
+                done = true;
+                buf.push(b'\n');
+            }
+        }
+        let mut start = 0;
+        while let Some(pos) = buf[start..].iter().position(|&b| b == b'\n') {
+            let line = &buf[start..start + pos];
+            start += pos + 1;
+            line_no += 1;
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            let v: DocumentVersion = serde_json::from_slice(line)
+                .map_err(|e| ApiError::BadRequest(format!("line {line_no}: {e}")))?;
+            batch.push(v);
+            if batch.len() >= BATCH {
+                let (i, k) = record(&node, &mut batch).await?;
+                imported += i;
+                known += k;
+            }
+        }
+        buf.drain(..start);
+        if buf.len() > MAX_LINE {
+            return Err(ApiError::BadRequest(format!(
+                "line {} is longer than {MAX_LINE} bytes",
+                line_no + 1
+            )));
+        }
+    }
+    let (i, k) = record(&node, &mut batch).await?;
+    Ok(Json(
+        serde_json::json!({ "imported": imported + i, "already_known": known + k }),
+    ))
+}
+
+async fn record(node: &AppState, batch: &mut Vec<DocumentVersion>) -> Result<(u64, u64), ApiError> {
+    if batch.is_empty() {
+        return Ok((0, 0));
+    }
+    let mut tx = node.db.begin_write().await?;
+    let (mut imported, mut known) = (0, 0);
+    for v in batch.drain(..) {
+        let kind = match (v.version, v.deleted) {
+            (_, true) => ChangeKind::Deleted,
+            (1, false) => ChangeKind::Published,
+            _ => ChangeKind::Updated,
+        };
+        if record_version(&mut tx, &v, kind).await? {
+            imported += 1;
+        } else {
+            known += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok((imported, known))
+}
