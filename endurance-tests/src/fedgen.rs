@@ -46,7 +46,15 @@ pub async fn start(dir: &Path, broker: BrokerChoice, node_args: &[&str]) -> Resu
     );
     let id = |r: &str| format!("{prefix}-{r}");
     let mut t = String::from("redundancy = 2\n");
-    let nodes: [(&str, &str, Option<&str>, &[&str], Option<&str>); 7] = [
+    /// role, tier, region, parents, backup
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        &'a [&'a str],
+        Option<&'a str>,
+    );
+    let nodes: [Row; 7] = [
         ("primary-a", "primary", None, &[], None),
         ("primary-b", "primary", None, &[], None),
         (

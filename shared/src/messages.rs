@@ -27,7 +27,8 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Body {
-    Notify(Notification),
+    /// Boxed: a notification carries a whole document version and dwarfs the other messages.
+    Notify(Box<Notification>),
     Receipt(Receipt),
     Annotation(Annotation),
 }
@@ -160,7 +161,7 @@ mod tests {
         Envelope::new(
             "m1".into(),
             "primary-a",
-            Body::Notify(Notification {
+            Body::Notify(Box::new(Notification {
                 document: DocumentVersion {
                     id: DocId::new(),
                     version: 1,
@@ -181,7 +182,7 @@ mod tests {
                 kind: ChangeKind::Published,
                 origin_url: "http://127.0.0.1:1".into(),
                 targets: vec!["na".into()],
-            }),
+            })),
         )
     }
 

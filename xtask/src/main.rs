@@ -126,8 +126,15 @@ fn ensure_broker() -> Result<()> {
 
 fn deps() -> Result<()> {
     // mount/umount: the full-disk test mounts a small tmpfs. rabbitmq-server: the federation's
-    // broker, and private brokers in fault tests.
-    apt_install(&[("mount", "mount"), ("rabbitmq-server", "rabbitmq-server")])?;
+    // broker, and private brokers in fault tests. chromium + chromedriver: the portal's browser
+    // test. curl: benchmarks compare pulls with it.
+    apt_install(&[
+        ("mount", "mount"),
+        ("rabbitmq-server", "rabbitmq-server"),
+        ("chromium", "chromium"),
+        ("chromedriver", "chromium-driver"),
+        ("curl", "curl"),
+    ])?;
     ensure_broker()
 }
 

@@ -242,6 +242,8 @@ async fn an_interrupted_fetch_resumes_without_downloading_again() -> TestResult 
             break len;
         }
         if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
             return Err("the fetch never got going".into());
         }
         tokio::time::sleep(Duration::from_millis(2)).await;

@@ -186,12 +186,12 @@ pub async fn send_notifications(
         let env = Envelope::new(
             format!("n:{}:{}:{}", d.id, d.version, d.origin),
             fed.id(),
-            Body::Notify(Notification {
+            Body::Notify(Box::new(Notification {
                 document: d.clone(),
                 kind: n.kind,
                 origin_url: fed.my_url(),
                 targets: hop.targets,
-            }),
+            })),
         );
         enqueue(conn, &hop.next, &env).await?;
     }

@@ -1,0 +1,326 @@
+//! Command line and the validated settings the portal runs with.
+//!
+//! The launcher (`docfed-topology up`) starts the portal as
+//! `docfed-portal --topology FILE --http ADDR --data-dir DIR` with `DOCFED_TOKEN` (the primaries'
+//! publish token) and `DOCFED_AMQP_URL` (unused: the portal speaks HTTP only) in the environment.
+//! Without a topology, `--primary URL` (twice, for the failover pair) names the primaries and
+//! `--region R` the regions offered as scopes.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use docfed_shared::scope::is_valid_region;
+use docfed_shared::topology::Topology;
+
+/// Default listen address: the one `docfed-topology up` asks for.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7180";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "docfed-portal",
+    version,
+    about = "docfed: the authors' web portal (publish, versions, delete/reactivate, annotations, propagation status)"
+)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Directory of the portal's database (authors, sessions, document ownership) and
+    /// `ready.json`.
+    #[arg(
+        long,
+        env = "DOCFED_PORTAL_DATA_DIR",
+        global = true,
+        default_value = "portal-data"
+    )]
+    pub data_dir: PathBuf,
+
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an author account. The password is read from standard input when it is not a
+    /// terminal (one line), otherwise prompted for twice without echo.
+    AddAuthor {
+        /// Login name: 1-64 characters of letters, digits, `.`, `_`, `-`.
+        name: String,
+        /// Replace the password of an existing author instead of failing.
+        #[arg(long)]
+        reset: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Topology file: the primaries (failover pair) and the regions are taken from it.
+    #[arg(long, env = "DOCFED_TOPOLOGY", conflicts_with = "primary")]
+    pub topology: Option<PathBuf>,
+
+    /// Base URL of a primary (repeat for the failover pair), instead of --topology.
+    #[arg(long, value_name = "URL")]
+    pub primary: Vec<String>,
+
+    /// Region offered as a scope (repeatable; with --primary only, the topology lists them).
+    #[arg(long, value_name = "NAME")]
+    pub region: Vec<String>,
+
+    /// Address to serve HTTP on; port 0 picks a free port (written to DATA_DIR/ready.json).
+    #[arg(long, env = "DOCFED_PORTAL_HTTP", default_value = DEFAULT_HTTP)]
+    pub http: SocketAddr,
+
+    /// The primaries' publish token (bearer).
+    #[arg(long, env = "DOCFED_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// File holding the publish token (first line), instead of --token.
+    #[arg(long, env = "DOCFED_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+
+    /// Largest file an author may upload, e.g. `64GiB`, `500MB`, `1048576`.
+    #[arg(long, env = "DOCFED_PORTAL_MAX_UPLOAD_SIZE", default_value = "64GiB")]
+    pub max_upload_size: String,
+
+    /// How long a login lasts without being used.
+    #[arg(long, default_value = "12h")]
+    pub session_ttl: humantime::Duration,
+
+    /// Mark cookies `Secure` (set this when the portal is served over HTTPS, e.g. behind a TLS
+    /// proxy; browsers then never send the session over plain HTTP).
+    #[arg(long)]
+    pub cookie_secure: bool,
+
+    /// How often each primary's health is probed.
+    #[arg(long, default_value = "2s")]
+    pub health_interval: humantime::Duration,
+
+    /// Deadline of metadata requests to a primary (uploads have none: they take as long as the
+    /// bytes take).
+    #[arg(long, default_value = "10s")]
+    pub request_timeout: humantime::Duration,
+
+    /// How long in-flight requests get to finish after SIGINT/SIGTERM.
+    #[arg(long, default_value = "10s")]
+    pub shutdown_timeout: humantime::Duration,
+}
+
+/// One primary the portal may send requests to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimarySpec {
+    /// Node id from the topology, or the URL when only a URL is known.
+    pub name: String,
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:7101`.
+    pub url: String,
+}
+
+/// Validated settings, shared as `Arc<Config>`.
+#[derive(Clone)]
+pub struct Config {
+    pub http: SocketAddr,
+    pub data_dir: PathBuf,
+    pub primaries: Vec<PrimarySpec>,
+    /// Regions an author may restrict a document to, sorted.
+    pub regions: Vec<String>,
+    /// Tier of each node id the topology names (for the propagation table).
+    pub tiers: HashMap<String, String>,
+    pub token: String,
+    pub max_upload_size: u64,
+    pub session_ttl: Duration,
+    pub cookie_secure: bool,
+    pub health_interval: Duration,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    // By hand, to keep the token out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("http", &self.http)
+            .field("data_dir", &self.data_dir)
+            .field("primaries", &self.primaries)
+            .field("regions", &self.regions)
+            .field("max_upload_size", &self.max_upload_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A setting that cannot work, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Topology(#[from] docfed_shared::topology::InvalidTopology),
+    #[error("the topology {0} has no primary node")]
+    NoPrimary(String),
+    #[error("no primaries: pass --topology FILE or --primary URL (twice for the failover pair)")]
+    NoPrimaries,
+    #[error("--primary {0:?} is not an http:// URL")]
+    BadPrimaryUrl(String),
+    #[error("--region {0:?} is not a region name (1-64 of a-z, 0-9, `-`, `_`)")]
+    BadRegion(String),
+    #[error(
+        "no publish token: set DOCFED_TOKEN, --token or --token-file (the primaries' bearer token)"
+    )]
+    NoToken,
+    #[error("cannot read token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--max-upload-size: {0}")]
+    BadSize(String),
+}
+
+impl Config {
+    pub fn from_args(data_dir: PathBuf, a: ServeArgs) -> Result<Config, ConfigError> {
+        let mut tiers = HashMap::new();
+        let mut regions: Vec<String> = Vec::new();
+        let primaries: Vec<PrimarySpec> = match &a.topology {
+            Some(path) => {
+                let t = Topology::load_validated(path)?;
+                for n in &t.nodes {
+                    tiers.insert(n.id.clone(), n.tier.to_string());
+                }
+                regions.extend(t.regionals().filter_map(|n| n.region.clone()));
+                let p: Vec<PrimarySpec> = t
+                    .primaries()
+                    .map(|n| PrimarySpec {
+                        name: n.id.clone(),
+                        url: n.base_url(),
+                    })
+                    .collect();
+                if p.is_empty() {
+                    return Err(ConfigError::NoPrimary(path.display().to_string()));
+                }
+                p
+            }
+            None => a
+                .primary
+                .iter()
+                .map(|u| {
+                    let url = u.trim_end_matches('/').to_owned();
+                    if !url.starts_with("http://") || url.len() <= "http://".len() {
+                        return Err(ConfigError::BadPrimaryUrl(u.clone()));
+                    }
+                    Ok(PrimarySpec {
+                        name: url.trim_start_matches("http://").to_owned(),
+                        url,
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        if primaries.is_empty() {
+            return Err(ConfigError::NoPrimaries);
+        }
+        for r in &a.region {
+            if !is_valid_region(r) {
+                return Err(ConfigError::BadRegion(r.clone()));
+            }
+            regions.push(r.clone());
+        }
+        regions.sort();
+        regions.dedup();
+
+        let token = match (&a.token, &a.token_file) {
+            (Some(t), _) => t.trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|source| ConfigError::TokenFile {
+                    path: path.clone(),
+                    source,
+                })?
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned(),
+            (None, None) => String::new(),
+        };
+        if token.is_empty() {
+            return Err(ConfigError::NoToken);
+        }
+
+        Ok(Config {
+            http: a.http,
+            data_dir,
+            primaries,
+            regions,
+            tiers,
+            token,
+            max_upload_size: parse_size(&a.max_upload_size).map_err(ConfigError::BadSize)?,
+            session_ttl: a.session_ttl.into(),
+            cookie_secure: a.cookie_secure,
+            health_interval: a.health_interval.into(),
+            request_timeout: a.request_timeout.into(),
+            shutdown_timeout: a.shutdown_timeout.into(),
+        })
+    }
+}
+
+/// Parses a byte size: a whole number with an optional unit (`B`, `KB`/`KiB`, `MB`/`MiB`,
+/// `GB`/`GiB`, `TB`/`TiB`; case-insensitive; `K`, `M`, `G`, `T` are binary).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 64GiB or 500MB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1_000,
+        "k" | "kib" => 1 << 10,
+        "mb" => 1_000_000,
+        "m" | "mib" => 1 << 20,
+        "gb" => 1_000_000_000,
+        "g" | "gib" => 1 << 30,
+        "tb" => 1_000_000_000_000,
+        "t" | "tib" => 1 << 40,
+        other => return Err(format!("unknown unit {other:?} in {s:?}")),
+    };
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    if v == 0 {
+        return Err("must be more than 0 bytes".into());
+    }
+    Ok(v)
+}
+
+/// Human form of a byte count, for pages and messages.
+pub fn human_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} bytes");
+    }
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_size("64GiB").unwrap(), 64 << 30);
+        assert_eq!(parse_size("500 MB").unwrap(), 500_000_000);
+        assert_eq!(parse_size("2m").unwrap(), 2 << 20);
+        assert!(parse_size("").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+        assert_eq!(human_size(10), "10 bytes");
+        assert_eq!(human_size(1536), "1.5 KiB");
+        assert_eq!(human_size(1 << 30), "1.0 GiB");
+    }
+}

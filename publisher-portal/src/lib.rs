@@ -1,0 +1,154 @@
+//! `docfed-portal`: the authors' web portal. Authors log in, publish documents (streamed
+//! straight through to a primary, never buffered), publish new versions, delete and reactivate
+//! them, watch them spread through the federation and vet the annotations readers send back.
+//!
+//! The portal is an ordinary HTTP client of the two primaries (DESIGN section 8): it depends on
+//! `docfed-shared` for the wire types and never on the node. Its own state (authors, sessions,
+//! which author owns which document) lives in SQLite in its data directory.
+//!
+//! # Layout
+//! ```text
+//! config.rs     command line → validated Config
+//! db.rs         SQLite: authors, sessions, login failures, owned documents (+ metadata cache)
+//! auth.rs       Argon2 passwords, session ids, CSRF tokens, login rate limit, cookies
+//! primaries.rs  the failover pair: health, preference, retries, typed calls
+//! upload.rs     multipart upload → bounded channel → streaming request to one primary
+//! web.rs        router, session middleware, handlers
+//! views.rs      HTML (maud, escaped), assets/ (CSS, a little JS)
+//! error.rs      PortalError → status + page
+//! ```
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod primaries;
+pub mod upload;
+pub mod views;
+pub mod web;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::primaries::Primaries;
+
+/// File the portal writes into its data directory once it listens.
+pub const READY_FILE: &str = "ready.json";
+
+/// Serves the portal on an already bound `listener` until `cancel` fires, then lets in-flight
+/// requests finish for up to `shutdown_timeout`.
+pub async fn run(
+    config: Arc<Config>,
+    listener: TcpListener,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let db = Db::open(&config.data_dir).await?;
+    let primaries = Arc::new(Primaries::new(&config).context("cannot build the HTTP client")?);
+    // One round of health probes first, so the first page already knows which primary is up.
+    let _ = tokio::time::timeout(Duration::from_secs(3), primaries.probe_all()).await;
+
+    let tracker = TaskTracker::new();
+    tracker.spawn(primaries.clone().run_prober(cancel.clone()));
+    tracker.spawn(purge_loop(db.clone(), cancel.clone()));
+
+    let addr = listener.local_addr()?;
+    write_ready_file(&config.data_dir, addr).with_context(|| {
+        format!(
+            "cannot write {}",
+            config.data_dir.join(READY_FILE).display()
+        )
+    })?;
+    tracing::info!(
+        http = %addr,
+        primaries = ?config.primaries.iter().map(|p| &p.url).collect::<Vec<_>>(),
+        regions = ?config.regions,
+        "portal listening"
+    );
+
+    let app = web::router(web::AppState {
+        config: config.clone(),
+        db: db.clone(),
+        primaries,
+    })
+    // A bug must not show a stack trace or drop the connection: a plain page, details in the log
+    // (the panic hook prints them).
+    .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_page));
+    let serve = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let mut server = tokio::spawn(async move { serve.await });
+
+    let result = tokio::select! {
+        r = &mut server => {
+            // The server stopped by itself: stop the rest too.
+            cancel.cancel();
+            r.context("HTTP server task failed")?.context("HTTP server failed")
+        }
+        _ = cancel.cancelled() => {
+            match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
+                Ok(r) => r.context("HTTP server task failed")?.context("HTTP server failed"),
+                Err(_) => {
+                    tracing::warn!(timeout = ?config.shutdown_timeout, "requests still running at the shutdown deadline; dropping them");
+                    server.abort();
+                    Ok(())
+                }
+            }
+        }
+    };
+    tracker.close();
+    tracker.wait().await;
+    db.close().await;
+    tracing::info!("portal stopped");
+    result
+}
+
+fn panic_page(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        axum::response::Html(
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Internal \
+             error · docfed portal</title><link rel=\"stylesheet\" href=\"/static/style.css\"></head>\
+             <body><main><h1>Internal error</h1><p>The portal hit a bug while handling this request. \
+             Nothing more is shown here; the operator finds the details in the portal's log.</p>\
+             <p><a href=\"/documents\">Back to my documents</a></p></main></body></html>",
+        ),
+    )
+        .into_response()
+}
+
+/// Drops expired sessions and old login failures every ten minutes.
+async fn purge_loop(db: Db, cancel: CancellationToken) {
+    loop {
+        if let Err(e) = db.purge(auth::FAILURE_WINDOW).await {
+            tracing::warn!(error = %e, "cannot purge expired sessions");
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(600)) => {}
+        }
+    }
+}
+
+/// `{"http": "http://ADDR", "pid": N}`, written atomically (temp file, rename) like the node's,
+/// so a launcher or test started with `--http 127.0.0.1:0` learns the port.
+fn write_ready_file(dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
+    let body = serde_json::json!({
+        "http": format!("http://{addr}"),
+        "pid": std::process::id(),
+    });
+    let tmp = dir.join(format!("{READY_FILE}.tmp"));
+    std::fs::write(&tmp, body.to_string())?;
+    std::fs::rename(tmp, dir.join(READY_FILE))
+}

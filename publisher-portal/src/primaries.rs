@@ -1,0 +1,570 @@
+//! The failover pair: which primary to talk to, and the HTTP calls the portal makes.
+//!
+//! Each primary has a health state, kept by a prober (`GET /v1/health` every
+//! `--health-interval`) and by every request: a transport failure marks a primary down at once,
+//! a good answer marks it up and makes it the preferred one, so the portal sticks to the last
+//! primary that worked instead of flapping between the two. Requests try the preferred healthy
+//! primary, then the others, then (health knowledge may be stale) those believed down.
+//!
+//! Reads and metadata-only writes (delete, reactivate, accept/reject) are retried on the next
+//! primary when one cannot be reached; repeating them is harmless (a second tombstone of the same
+//! document is refused with 409). Uploads are not: the browser's stream is consumed as it is
+//! forwarded, so [`Primaries::upload`] targets exactly one primary and the caller reports the
+//! outcome (see `upload.rs`).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::http::StatusCode;
+use docfed_shared::wire::{ErrorBody, Health, PublishResponse};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, PrimarySpec};
+
+/// What the portal knows about one primary's health.
+#[derive(Debug, Clone)]
+pub struct Status {
+    /// `None` until the first probe or request.
+    pub up: Option<bool>,
+    /// When `up` last changed.
+    pub since: SystemTime,
+    /// Why it is down.
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Primary {
+    pub name: String,
+    pub url: String,
+    status: Mutex<Status>,
+}
+
+impl Primary {
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn set(&self, up: bool, error: Option<String>) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        if s.up != Some(up) {
+            if up {
+                tracing::info!(primary = %self.name, "primary is reachable");
+            } else {
+                tracing::warn!(primary = %self.name, error = error.as_deref().unwrap_or(""), "primary is down");
+            }
+            s.since = SystemTime::now();
+        }
+        s.up = Some(up);
+        s.error = error;
+    }
+}
+
+/// A request to the primaries that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// No primary could be reached (each one's name and why).
+    #[error("no primary is reachable ({})", describe(.0))]
+    Unavailable(Vec<(String, String)>),
+    /// A primary answered with an error.
+    #[error("primary {primary} refused: {error} (HTTP {status})")]
+    Refused {
+        primary: String,
+        status: StatusCode,
+        error: String,
+        code: String,
+    },
+    /// A primary answered something the portal cannot read.
+    #[error("primary {primary} gave an unreadable answer: {error}")]
+    BadAnswer { primary: String, error: String },
+}
+
+fn describe(tried: &[(String, String)]) -> String {
+    tried
+        .iter()
+        .map(|(n, e)| format!("{n}: {e}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl NodeError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, NodeError::Refused { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+}
+
+/// `GET /v1/documents/{id}/propagation`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct Propagation {
+    pub version: i64,
+    #[serde(default)]
+    pub origin: String,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub nodes: Vec<Holding>,
+    #[serde(default)]
+    pub not_yet_current: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct Holding {
+    pub node: String,
+    pub version: i64,
+    #[serde(default)]
+    pub content: bool,
+    #[serde(default)]
+    pub at: Option<String>,
+    #[serde(default)]
+    pub current: bool,
+}
+
+/// One entry of `GET /v1/annotations`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Annotation {
+    pub id: String,
+    pub doc_id: String,
+    pub doc_version: i64,
+    #[serde(default)]
+    pub author: String,
+    pub text: String,
+    pub state: String,
+    #[serde(default)]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub document_title: Option<String>,
+    #[serde(default)]
+    pub document_deleted: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+struct AnnotationList {
+    annotations: Vec<Annotation>,
+}
+
+pub struct Primaries {
+    list: Vec<Primary>,
+    preferred: AtomicUsize,
+    /// For metadata requests: bounded by `--request-timeout`.
+    http: reqwest::Client,
+    /// For uploads: no overall deadline (a large file takes as long as it takes); a connect
+    /// deadline so a dead primary fails fast.
+    upload_http: reqwest::Client,
+    token: String,
+    health_interval: Duration,
+}
+
+impl Primaries {
+    pub fn new(config: &Config) -> Result<Primaries, reqwest::Error> {
+        let base = || {
+            reqwest::Client::builder()
+                // The primaries are addressed directly; a proxy from the environment would only
+                // add a hop that can fail.
+                .no_proxy()
+                .connect_timeout(Duration::from_secs(5))
+                .user_agent(concat!("docfed-portal/", env!("CARGO_PKG_VERSION")))
+        };
+        Ok(Primaries {
+            list: config
+                .primaries
+                .iter()
+                .map(|PrimarySpec { name, url }| Primary {
+                    name: name.clone(),
+                    url: url.clone(),
+                    status: Mutex::new(Status {
+                        up: None,
+                        since: SystemTime::now(),
+                        error: None,
+                    }),
+                })
+                .collect(),
+            preferred: AtomicUsize::new(0),
+            http: base().timeout(config.request_timeout).build()?,
+            upload_http: base().build()?,
+            token: config.token.clone(),
+            health_interval: config.health_interval,
+        })
+    }
+
+    pub fn all(&self) -> &[Primary] {
+        &self.list
+    }
+
+    pub fn get(&self, i: usize) -> &Primary {
+        &self.list[i]
+    }
+
+    /// Indexes in the order requests should try them: the preferred primary if it is not known
+    /// to be down, the other not-down ones, then the down ones as a last resort.
+    pub fn order(&self) -> Vec<usize> {
+        let pref = self
+            .preferred
+            .load(Ordering::Relaxed)
+            .min(self.list.len() - 1);
+        let mut idx: Vec<usize> = (0..self.list.len()).collect();
+        idx.sort_by_key(|&i| (self.list[i].status().up == Some(false), i != pref));
+        idx
+    }
+
+    fn mark_up(&self, i: usize) {
+        self.list[i].set(true, None);
+        self.preferred.store(i, Ordering::Relaxed);
+    }
+
+    /// Records that primary `i` failed; requests go elsewhere until it answers again.
+    pub fn mark_down(&self, i: usize, error: String) {
+        self.list[i].set(false, Some(error));
+        if self.preferred.load(Ordering::Relaxed) == i {
+            if let Some(other) =
+                (0..self.list.len()).find(|&j| j != i && self.list[j].status().up != Some(false))
+            {
+                self.preferred.store(other, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Text of the banner every page shows while a primary is down, if one is.
+    pub fn banner(&self) -> Option<String> {
+        let down: Vec<(&Primary, Status)> = self
+            .list
+            .iter()
+            .map(|p| (p, p.status()))
+            .filter(|(_, s)| s.up == Some(false))
+            .collect();
+        if down.is_empty() {
+            return None;
+        }
+        let what = |(p, s): &(&Primary, Status)| {
+            format!(
+                "{} ({}) is not reachable since {} ({})",
+                p.name,
+                p.url,
+                humantime::format_rfc3339_seconds(s.since),
+                s.error.as_deref().unwrap_or("no answer")
+            )
+        };
+        if down.len() == self.list.len() {
+            return Some(format!(
+                "No primary is reachable: {}. Publishing and changes are unavailable until one \
+                 comes back; lists show what the portal last saw.",
+                down.iter().map(what).collect::<Vec<_>>().join("; ")
+            ));
+        }
+        let using: Vec<&str> = self
+            .list
+            .iter()
+            .filter(|p| p.status().up != Some(false))
+            .map(|p| p.name.as_str())
+            .collect();
+        Some(format!(
+            "Primary {}. The portal uses {} meanwhile.",
+            down.iter().map(what).collect::<Vec<_>>().join("; "),
+            using.join(", ")
+        ))
+    }
+
+    /// Probes every primary until cancelled.
+    pub async fn run_prober(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            self.probe_all().await;
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.health_interval) => {}
+            }
+        }
+    }
+
+    pub async fn probe_all(&self) {
+        let probes = (0..self.list.len()).map(|i| self.probe(i));
+        futures::future::join_all(probes).await;
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.list.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Probes primary `i` and records the outcome; true when it is up.
+    async fn probe(&self, i: usize) -> bool {
+        let p = &self.list[i];
+        let r = self
+            .http
+            .get(format!("{}/v1/health", p.url))
+            .timeout(
+                Duration::from_secs(2).min(self.health_interval.max(Duration::from_millis(500))),
+            )
+            .send()
+            .await;
+        let outcome = match r {
+            Err(e) => Err(transport_error(&e)),
+            Ok(r) if !r.status().is_success() => Err(format!("health answers HTTP {}", r.status())),
+            Ok(r) => match r.json::<Health>().await {
+                Ok(h) if h.tier == "primary" => Ok(()),
+                Ok(h) => Err(format!("{} is a {} node, not a primary", h.node, h.tier)),
+                Err(e) => Err(format!("unreadable health answer: {e}")),
+            },
+        };
+        match outcome {
+            // Only a change of state moves the preference: the prober must not steal it back
+            // from the primary requests settled on.
+            Ok(()) => {
+                if p.status().up != Some(true) {
+                    p.set(true, None);
+                }
+                true
+            }
+            Err(e) => {
+                self.mark_down(i, e);
+                false
+            }
+        }
+    }
+
+    /// Sends a request built by `make` to one primary after another until one answers (see the
+    /// module docs). With `next_on_404`, a 404 also moves on: a document published through one
+    /// primary reaches the other a moment later.
+    async fn call<F>(
+        &self,
+        make: F,
+        next_on_404: bool,
+    ) -> Result<(reqwest::Response, usize), NodeError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
+        let mut tried = Vec::new();
+        let mut not_found = None;
+        for i in self.order() {
+            let p = &self.list[i];
+            match make(&self.http, &p.url)
+                .bearer_auth(&self.token)
+                .send()
+                .await
+            {
+                Err(e) => {
+                    let msg = transport_error(&e);
+                    self.mark_down(i, msg.clone());
+                    tried.push((p.name.clone(), msg));
+                }
+                Ok(r) if matches!(r.status().as_u16(), 502..=504) => {
+                    // Up, but cannot serve (its database is unavailable, it is shutting down).
+                    tried.push((p.name.clone(), format!("HTTP {}", r.status())));
+                }
+                Ok(r) if next_on_404 && r.status() == StatusCode::NOT_FOUND => {
+                    self.list[i].set(true, None);
+                    not_found = Some((r, i));
+                }
+                Ok(r) => {
+                    self.mark_up(i);
+                    return Ok((r, i));
+                }
+            }
+        }
+        match not_found {
+            Some(r) => Ok(r),
+            None => Err(NodeError::Unavailable(tried)),
+        }
+    }
+
+    /// Turns an answer into `T`, or its error body into [`NodeError::Refused`].
+    async fn decode<T: DeserializeOwned>(
+        &self,
+        r: reqwest::Response,
+        i: usize,
+    ) -> Result<T, NodeError> {
+        let name = self.list[i].name.clone();
+        if r.status().is_success() {
+            return r.json::<T>().await.map_err(|e| NodeError::BadAnswer {
+                primary: name,
+                error: e.to_string(),
+            });
+        }
+        Err(refused(name, r).await)
+    }
+
+    /// `GET path` on a healthy primary; returns the answer and the primary's index.
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<(T, usize), NodeError> {
+        let (r, i) = self
+            .call(|c, base| c.get(format!("{base}{path}")).query(query), true)
+            .await?;
+        Ok((self.decode(r, i).await?, i))
+    }
+
+    /// `GET path` on primary `i` only (to read back what was just written there).
+    pub async fn get_json_from<T: DeserializeOwned>(
+        &self,
+        i: usize,
+        path: &str,
+    ) -> Result<T, NodeError> {
+        let p = &self.list[i];
+        let r = self
+            .http
+            .get(format!("{}{path}", p.url))
+            .send()
+            .await
+            .map_err(|e| NodeError::Unavailable(vec![(p.name.clone(), transport_error(&e))]))?;
+        self.decode(r, i).await
+    }
+
+    /// A metadata-only write (`DELETE /v1/documents/{id}`, `POST …/reactivate`), retried on the
+    /// other primary when one is unreachable.
+    pub async fn write(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<(PublishResponse, usize), NodeError> {
+        let (r, i) = self
+            .call(
+                |c, base| c.request(method.clone(), format!("{base}{path}")),
+                true,
+            )
+            .await?;
+        Ok((self.decode(r, i).await?, i))
+    }
+
+    /// Pending (or other `state`) annotations, optionally of one document.
+    pub async fn annotations(
+        &self,
+        state: &str,
+        doc_id: Option<&str>,
+    ) -> Result<Vec<Annotation>, NodeError> {
+        let mut q = vec![("state", state)];
+        if let Some(d) = doc_id {
+            q.push(("doc_id", d));
+        }
+        let (list, _) = self
+            .get_json::<AnnotationList>("/v1/annotations", &q)
+            .await?;
+        Ok(list.annotations)
+    }
+
+    /// Accepts or rejects an annotation. Each primary keeps its own vetting state, so the
+    /// decision goes to every primary that can be reached; it counts as done if one took it.
+    pub async fn decide_annotation(&self, aid: &str, decision: &str) -> Result<(), NodeError> {
+        let path = format!("/v1/annotations/{aid}/{decision}");
+        let mut tried = Vec::new();
+        let mut done = false;
+        let mut refusal = None;
+        for i in self.order() {
+            let p = &self.list[i];
+            match self
+                .http
+                .post(format!("{}{path}", p.url))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+            {
+                Err(e) => {
+                    let msg = transport_error(&e);
+                    self.mark_down(i, msg.clone());
+                    tried.push((p.name.clone(), msg));
+                }
+                Ok(r) if r.status().is_success() => {
+                    self.list[i].set(true, None);
+                    done = true;
+                }
+                Ok(r) => {
+                    self.list[i].set(true, None);
+                    refusal.get_or_insert(refused(p.name.clone(), r).await);
+                }
+            }
+        }
+        match (done, refusal) {
+            (true, _) => Ok(()),
+            (false, Some(e)) => Err(e),
+            (false, None) => Err(NodeError::Unavailable(tried)),
+        }
+    }
+
+    /// Index of the primary requests go to next (for status displays).
+    pub fn pick(&self) -> usize {
+        self.order()[0]
+    }
+
+    /// The primary an upload should go to: the first, in [`order`](Self::order), that answers
+    /// a health probe right now. An upload cannot move to another primary once its bytes
+    /// started flowing, so a primary that died since the last probe is found out here, before
+    /// the first byte, rather than after. `None` when none answers.
+    pub async fn pick_for_upload(&self) -> Option<usize> {
+        for i in self.order() {
+            if self.probe(i).await {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    /// Starts a streaming upload to primary `i`: `method path?query` with `body`.
+    pub async fn upload(
+        &self,
+        i: usize,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: reqwest::Body,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        self.upload_http
+            .request(method, format!("{}{path}", self.list[i].url))
+            .query(query)
+            .bearer_auth(&self.token)
+            .body(body)
+            .send()
+            .await
+    }
+
+    /// Records the outcome of an upload for the health state.
+    pub fn upload_outcome(&self, i: usize, ok: Result<(), String>) {
+        match ok {
+            Ok(()) => self.mark_up(i),
+            Err(e) => self.mark_down(i, e),
+        }
+    }
+}
+
+/// Reads a primary's error answer.
+pub async fn refused(primary: String, r: reqwest::Response) -> NodeError {
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    let (error, code) = match serde_json::from_str::<ErrorBody>(&body) {
+        Ok(b) => (b.error, b.code),
+        Err(_) => (
+            body.chars().take(200).collect::<String>().trim().to_owned(),
+            String::new(),
+        ),
+    };
+    NodeError::Refused {
+        primary,
+        status,
+        error: if error.is_empty() {
+            status.to_string()
+        } else {
+            error
+        },
+        code,
+    }
+}
+
+/// A short description of a transport failure (no URL: the banner names the primary).
+pub fn transport_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_connect() {
+        "connection refused or unreachable"
+    } else if e.is_timeout() {
+        "timed out"
+    } else if e.is_body() || e.is_request() {
+        "connection broken"
+    } else {
+        "request failed"
+    };
+    let mut root: &dyn std::error::Error = e;
+    while let Some(s) = root.source() {
+        root = s;
+    }
+    format!("{kind}: {root}")
+}

@@ -1,0 +1,594 @@
+//! Server-rendered pages. `maud` escapes every interpolated value, so user-supplied text (titles,
+//! descriptions, annotations, node error messages) can never become markup.
+//!
+//! Pages work without JavaScript; `portal.js` adds the upload progress bar and the live
+//! propagation table. Every input has a label, errors are announced (`role="alert"`) and linked
+//! to their fields, and every control is reachable with the keyboard.
+
+use maud::{html, Markup, DOCTYPE};
+
+use crate::config::human_size;
+use crate::db::{DocFilter, DocRow};
+use crate::primaries::Annotation;
+use docfed_shared::wire::VersionEntry;
+
+/// What every page needs besides its own content.
+#[derive(Debug, Clone, Default)]
+pub struct PageCtx {
+    /// Logged-in author's name.
+    pub author: Option<String>,
+    /// The session's CSRF token (for the logout form and page forms).
+    pub csrf: String,
+    /// Primary-down banner.
+    pub banner: Option<String>,
+    /// One-line confirmation of what just happened (fixed texts, see `flash_text`).
+    pub flash: Option<&'static str>,
+}
+
+/// The confirmation shown after a redirect with `?done=WHAT`. Only these fixed texts can be
+/// shown, so the query string cannot inject messages.
+pub fn flash_text(done: &str) -> Option<&'static str> {
+    Some(match done {
+        "published" => "Published. The document is now spreading to the federation.",
+        "version" => "New version published.",
+        "deleted" => "Document deleted (tombstoned). You can reactivate it at any time.",
+        "reactivated" => "Document reactivated.",
+        "accepted" => "Annotation accepted: it is now attached to the document.",
+        "rejected" => "Annotation rejected.",
+        "logged_out" => "You are logged out.",
+        _ => return None,
+    })
+}
+
+pub fn layout(ctx: &PageCtx, title: &str, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · docfed portal" }
+                link rel="stylesheet" href="/static/style.css";
+                script src="/static/portal.js" defer {}
+            }
+            body {
+                a.skip href="#main" { "Skip to content" }
+                header.top {
+                    nav aria-label="Main" {
+                        a.brand href="/" { "docfed" span { " portal" } }
+                        @if let Some(name) = &ctx.author {
+                            ul {
+                                li { a href="/documents" { "My documents" } }
+                                li { a href="/publish" { "Publish" } }
+                                li { a href="/annotations" { "Annotations" } }
+                            }
+                            form.logout method="post" action="/logout" {
+                                input type="hidden" name="csrf" value=(ctx.csrf);
+                                span.who { (name) }
+                                button.link type="submit" { "Log out" }
+                            }
+                        }
+                    }
+                }
+                @if let Some(b) = &ctx.banner {
+                    div.banner role="alert" { strong { "Primary unavailable. " } (b) }
+                }
+                main #main tabindex="-1" {
+                    @if let Some(f) = ctx.flash {
+                        p.flash role="status" { (f) }
+                    }
+                    (body)
+                }
+                footer { "docfed publisher portal" }
+            }
+        }
+    }
+}
+
+pub fn login(
+    ctx: &PageCtx,
+    login_csrf: &str,
+    name: &str,
+    next: &str,
+    error: Option<&str>,
+) -> Markup {
+    layout(
+        ctx,
+        "Log in",
+        html! {
+            section.card.narrow {
+                h1 { "Log in" }
+                @if let Some(e) = error {
+                    p.error role="alert" #login-error { (e) }
+                }
+                form method="post" action="/login" {
+                    input type="hidden" name="csrf" value=(login_csrf);
+                    input type="hidden" name="next" value=(next);
+                    div.field {
+                        label for="name" { "User name" }
+                        input #name name="name" type="text" value=(name) autocomplete="username"
+                            required autofocus maxlength="64" aria-describedby=[error.map(|_| "login-error")];
+                    }
+                    div.field {
+                        label for="password" { "Password" }
+                        input #password name="password" type="password" autocomplete="current-password" required;
+                    }
+                    button.primary type="submit" { "Log in" }
+                }
+                p.hint { "Accounts are created by the operator with "
+                    code { "docfed-portal add-author NAME" } "." }
+            }
+        },
+    )
+}
+
+/// What an author typed into the publish form, kept when the form is shown again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FormValues {
+    pub title: String,
+    pub description: String,
+    pub tags: String,
+    pub source: String,
+    pub scope: String,
+}
+
+/// A problem with one field (or `""` for the form as a whole).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+pub struct UploadForm<'a> {
+    pub action: String,
+    pub heading: &'a str,
+    pub submit: &'a str,
+    pub values: &'a FormValues,
+    pub errors: &'a [FieldError],
+    pub regions: &'a [String],
+    pub max_upload: u64,
+    pub csrf: &'a str,
+}
+
+fn field_error<'a>(errors: &'a [FieldError], field: &str) -> Option<&'a str> {
+    errors
+        .iter()
+        .find(|e| e.field == field)
+        .map(|e| e.message.as_str())
+}
+
+/// The publish / new-version form. Field order matters: the portal validates the text fields
+/// before the file arrives, so `csrf` comes first and `file` last.
+pub fn upload_form(f: &UploadForm) -> Markup {
+    let err = |name: &str| field_error(f.errors, name);
+    let described = |name: &str| err(name).map(|_| format!("{name}-error"));
+    let invalid = |name: &str| err(name).map(|_| "true");
+    html! {
+        form.upload method="post" action=(f.action) enctype="multipart/form-data"
+            data-upload="1" data-max-upload=(f.max_upload) {
+            h2 { (f.heading) }
+            @if !f.errors.is_empty() {
+                div.error-summary role="alert" tabindex="-1" {
+                    p { strong { "The document was not published:" } }
+                    ul {
+                        @for e in f.errors {
+                            li {
+                                @if e.field.is_empty() { (e.message) }
+                                @else { a href={ "#" (e.field) } { (e.message) } }
+                            }
+                        }
+                    }
+                }
+            }
+            input type="hidden" name="csrf" value=(f.csrf);
+            div.field {
+                label for="title" { "Title" span.req { " (required)" } }
+                input #title name="title" type="text" value=(f.values.title) required maxlength="500"
+                    aria-invalid=[invalid("title")] aria-describedby=[described("title")];
+                @if let Some(e) = err("title") { p.field-error #title-error { (e) } }
+            }
+            div.field {
+                label for="description" { "Description" }
+                textarea #description name="description" rows="4" maxlength="20000"
+                    aria-invalid=[invalid("description")] aria-describedby=[described("description")] { (f.values.description) }
+                @if let Some(e) = err("description") { p.field-error #description-error { (e) } }
+            }
+            div.row {
+                div.field {
+                    label for="tags" { "Tags" }
+                    input #tags name="tags" type="text" value=(f.values.tags) placeholder="finance, 2025"
+                        aria-invalid=[invalid("tags")] aria-describedby={ "tags-hint" @if err("tags").is_some() { " tags-error" } };
+                    p.hint #tags-hint { "Separated by commas." }
+                    @if let Some(e) = err("tags") { p.field-error #tags-error { (e) } }
+                }
+                div.field {
+                    label for="source" { "Source" }
+                    input #source name="source" type="text" value=(f.values.source) maxlength="500"
+                        aria-invalid=[invalid("source")] aria-describedby=[described("source")];
+                    @if let Some(e) = err("source") { p.field-error #source-error { (e) } }
+                }
+            }
+            div.field {
+                label for="scope" { "Scope" }
+                select #scope name="scope" aria-invalid=[invalid("scope")] aria-describedby={ "scope-hint" @if err("scope").is_some() { " scope-error" } } {
+                    option value="global" selected[f.values.scope == "global" || f.values.scope.is_empty()] { "Global: every region" }
+                    @for r in f.regions {
+                        @let v = format!("region:{r}");
+                        option value=(v) selected[f.values.scope == v] { "Region " (r) " only" }
+                    }
+                    // Keep an unknown value visible so the author sees what was wrong.
+                    @if !f.values.scope.is_empty() && f.values.scope != "global"
+                        && !f.regions.iter().any(|r| format!("region:{r}") == f.values.scope) {
+                        option value=(f.values.scope) selected { (f.values.scope) " (unknown)" }
+                    }
+                }
+                p.hint #scope-hint { "Metadata always reaches every region; the content goes where the scope says." }
+                @if let Some(e) = err("scope") { p.field-error #scope-error { (e) } }
+            }
+            div.field {
+                label for="file" { "File" span.req { " (required)" } }
+                input #file name="file" type="file" required
+                    aria-invalid=[invalid("file")] aria-describedby={ "file-hint" @if err("file").is_some() { " file-error" } };
+                p.hint #file-hint { "Up to " (human_size(f.max_upload)) "."
+                    @if !f.errors.is_empty() { " Browsers forget the chosen file when a form comes back: please choose it again." } }
+                @if let Some(e) = err("file") { p.field-error #file-error { (e) } }
+            }
+            div.upload-progress hidden {
+                progress max="100" value="0" aria-label="Upload progress" {}
+                p.upload-status role="status" aria-live="polite" {}
+            }
+            button.primary type="submit" { (f.submit) }
+        }
+    }
+}
+
+pub fn publish_page(ctx: &PageCtx, form: &UploadForm) -> Markup {
+    layout(
+        ctx,
+        "Publish",
+        html! { section.card { (upload_form(form)) } },
+    )
+}
+
+fn scope_label(scope: &str) -> String {
+    match scope.strip_prefix("region:") {
+        Some(r) => format!("region {r}"),
+        None => scope.to_owned(),
+    }
+}
+
+pub fn fmt_ms(ms: i64) -> String {
+    docfed_shared::wire::Timestamp(ms).to_string()
+}
+
+pub struct ListPage<'a> {
+    pub filter: &'a DocFilter,
+    pub rows: &'a [DocRow],
+    pub has_more: bool,
+    pub regions: &'a [String],
+}
+
+pub fn documents_page(ctx: &PageCtx, p: &ListPage) -> Markup {
+    let f = p.filter;
+    let page_link = |offset: u32| {
+        let q = serde_urlencoded::to_string([
+            ("q", f.q.as_str()),
+            ("scope", f.scope.as_str()),
+            ("tag", f.tag.as_str()),
+            ("state", f.state.as_str()),
+            ("offset", &offset.to_string()),
+        ])
+        .unwrap_or_default();
+        format!("/documents?{q}")
+    };
+    layout(
+        ctx,
+        "My documents",
+        html! {
+            div.heading {
+                h1 { "My documents" }
+                a.button.primary href="/publish" { "Publish a document" }
+            }
+            form.filters method="get" action="/documents" role="search" {
+                div.field {
+                    label for="q" { "Search" }
+                    input #q name="q" type="search" value=(f.q) placeholder="words in title, description, tags, file name, source";
+                }
+                div.field {
+                    label for="f-scope" { "Scope" }
+                    select #f-scope name="scope" {
+                        option value="" selected[f.scope.is_empty()] { "Any" }
+                        option value="global" selected[f.scope == "global"] { "Global" }
+                        @for r in p.regions {
+                            @let v = format!("region:{r}");
+                            option value=(v) selected[f.scope == v] { "Region " (r) }
+                        }
+                    }
+                }
+                div.field {
+                    label for="tag" { "Tag" }
+                    input #tag name="tag" type="text" value=(f.tag);
+                }
+                div.field {
+                    label for="state" { "State" }
+                    select #state name="state" {
+                        option value="live" selected[f.state == "live" || f.state.is_empty()] { "Live" }
+                        option value="deleted" selected[f.state == "deleted"] { "Deleted" }
+                        option value="any" selected[f.state == "any"] { "All" }
+                    }
+                }
+                button type="submit" { "Filter" }
+            }
+            @if p.rows.is_empty() {
+                p.empty { "No documents match." @if f.q.is_empty() && f.tag.is_empty() && f.scope.is_empty() {
+                    " " a href="/publish" { "Publish your first document." } } }
+            } @else {
+                div.table-wrap {
+                    table.docs {
+                        caption.visually-hidden { "Your documents" }
+                        thead { tr { th scope="col" { "Title" } th scope="col" { "Scope" } th scope="col" { "Tags" }
+                            th scope="col" { "Version" } th scope="col" { "Size" } th scope="col" { "Changed" } } }
+                        tbody {
+                            @for d in p.rows {
+                                tr.deleted[d.deleted] {
+                                    td { a href={ "/documents/" (d.doc_id) } { (d.title) }
+                                        @if d.deleted { " " span.badge.warn { "deleted" } }
+                                        br; small.muted { (d.filename) } }
+                                    td { (scope_label(&d.scope)) }
+                                    td { @for t in &d.tags { span.tag { (t) } " " } }
+                                    td { (d.version) }
+                                    td { (human_size(d.size)) }
+                                    td { time datetime=(fmt_ms(d.updated_at)) { (fmt_ms(d.updated_at)) } }
+                                }
+                            }
+                        }
+                    }
+                }
+                nav.pager aria-label="Pages" {
+                    @if f.offset > 0 { a href=(page_link(f.offset.saturating_sub(f.limit))) rel="prev" { "← Newer" } }
+                    @if p.has_more { a href=(page_link(f.offset + f.limit)) rel="next" { "Older →" } }
+                }
+            }
+        },
+    )
+}
+
+/// One row of the propagation table, as the page renders it and `propagation.json` returns it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PropRow {
+    pub node: String,
+    pub tier: String,
+    /// Version the node reported holding, if any.
+    pub version: Option<i64>,
+    /// `bytes` or `metadata only`.
+    pub holds: String,
+    pub at: String,
+    /// `current`, `older` or `waiting`.
+    pub state: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PropView {
+    pub version: i64,
+    pub deleted: bool,
+    pub rows: Vec<PropRow>,
+    /// e.g. "5 of 7 nodes hold version 3".
+    pub summary: String,
+    /// Every node holds the current version.
+    pub complete: bool,
+}
+
+fn state_label(state: &str) -> &'static str {
+    match state {
+        "current" => "✓ current",
+        "older" => "older version",
+        _ => "waiting…",
+    }
+}
+
+pub fn propagation_table(doc_id: &str, p: Option<&PropView>) -> Markup {
+    html! {
+        section.card #propagation-section {
+            h2 { "Propagation" }
+            p #propagation-summary role="status" aria-live="polite" {
+                @match p { Some(p) => (p.summary), None => "Propagation status is unavailable while no primary answers." }
+            }
+            div.table-wrap {
+                table.propagation #propagation data-url={ "/documents/" (doc_id) "/propagation.json" } {
+                    caption.visually-hidden { "Which node holds which version" }
+                    thead { tr { th scope="col" { "Node" } th scope="col" { "Tier" } th scope="col" { "Version" }
+                        th scope="col" { "Holds" } th scope="col" { "Reported" } th scope="col" { "Status" } } }
+                    tbody {
+                        @if let Some(p) = p {
+                            @for r in &p.rows {
+                                tr class={ "state-" (r.state) } {
+                                    td { (r.node) } td { (r.tier) }
+                                    td { @if let Some(v) = r.version { (v) } @else { "–" } }
+                                    td { (r.holds) } td { (r.at) } td { (state_label(&r.state)) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            p.hint { "Refreshes every few seconds while the document spreads." }
+        }
+    }
+}
+
+pub struct DocPage<'a> {
+    pub doc: &'a DocRow,
+    /// The metadata came from the portal's cache (no primary answered).
+    pub stale: bool,
+    pub versions: Option<&'a [VersionEntry]>,
+    pub propagation: Option<&'a PropView>,
+    pub accepted: Option<&'a [Annotation]>,
+    pub form: Option<UploadForm<'a>>,
+}
+
+pub fn document_page(ctx: &PageCtx, p: &DocPage) -> Markup {
+    let d = p.doc;
+    layout(
+        ctx,
+        &d.title,
+        html! {
+            div.heading {
+                h1 { (d.title) @if d.deleted { " " span.badge.warn { "deleted" } } }
+                div.actions {
+                    @if d.deleted {
+                        form method="post" action={ "/documents/" (d.doc_id) "/reactivate" } {
+                            input type="hidden" name="csrf" value=(ctx.csrf);
+                            button.primary type="submit" { "Reactivate" }
+                        }
+                    } @else {
+                        a.button.danger href={ "/documents/" (d.doc_id) "/delete" } { "Delete…" }
+                    }
+                }
+            }
+            @if p.stale {
+                p.notice { "Showing what the portal last saw: no primary answered." }
+            }
+            section.card {
+                h2 { "Metadata" }
+                dl.meta {
+                    dt { "Document id" } dd { code { (d.doc_id) } }
+                    dt { "Version" } dd { (d.version) }
+                    dt { "Scope" } dd { (scope_label(&d.scope)) }
+                    dt { "Tags" } dd { @if d.tags.is_empty() { "–" } @for t in &d.tags { span.tag { (t) } " " } }
+                    dt { "File" } dd { (d.filename) " (" (human_size(d.size)) ")" }
+                    dt { "MD5" } dd { code { (d.md5) } }
+                    dt { "Source" } dd { @if d.source.is_empty() { "–" } @else { (d.source) } }
+                    dt { "Description" } dd.pre { @if d.description.is_empty() { "–" } @else { (d.description) } }
+                    dt { "First published" } dd { (fmt_ms(d.published_at)) }
+                    dt { "Last change" } dd { (fmt_ms(d.updated_at)) }
+                }
+            }
+            (propagation_table(&d.doc_id, p.propagation))
+            section.card {
+                h2 { "Version history" }
+                @match p.versions {
+                    None => p.muted { "Unavailable while no primary answers." },
+                    Some(vs) => div.table-wrap { table {
+                        caption.visually-hidden { "Every version, newest first" }
+                        thead { tr { th scope="col" { "Version" } th scope="col" { "Date" } th scope="col" { "Title" }
+                            th scope="col" { "File" } th scope="col" { "Size" } th scope="col" { "Accepted by" } th scope="col" { "State" } } }
+                        tbody {
+                            @for v in vs.iter().rev() {
+                                tr {
+                                    td { (v.version.version) }
+                                    td { (v.version.created_at) }
+                                    td { (v.version.title) }
+                                    td { (v.version.filename) }
+                                    td { (human_size(v.version.size)) }
+                                    td { (v.version.origin) }
+                                    td {
+                                        @if v.version.deleted { span.badge.warn { "deleted" } " " }
+                                        @if v.current { span.badge.ok { "current" } }
+                                    }
+                                }
+                            }
+                        }
+                    } }
+                }
+            }
+            section.card {
+                h2 { "Accepted annotations" }
+                @match p.accepted {
+                    None => p.muted { "Unavailable while no primary answers." },
+                    Some([]) => p.muted { "None yet. Pending ones are in your " a href="/annotations" { "annotations inbox" } "." },
+                    Some(list) => ul.annotations { @for a in list { li {
+                        blockquote { (a.text) }
+                        p.muted { "— " (if a.author.is_empty() { "anonymous" } else { &a.author }) ", on version " (a.doc_version) }
+                    } } },
+                }
+            }
+            @if let Some(form) = &p.form {
+                section.card { (upload_form(form)) }
+            }
+        },
+    )
+}
+
+pub fn delete_confirm(ctx: &PageCtx, d: &DocRow) -> Markup {
+    layout(
+        ctx,
+        "Delete document",
+        html! {
+            section.card.narrow {
+                h1 { "Delete “" (d.title) "”?" }
+                p { "Deleting publishes a tombstone: every node stops serving the document, but its metadata
+                    and history are kept and you can reactivate it later." }
+                form method="post" action={ "/documents/" (d.doc_id) "/delete" } {
+                    input type="hidden" name="csrf" value=(ctx.csrf);
+                    div.actions {
+                        button.danger type="submit" { "Delete document" }
+                        a.button href={ "/documents/" (d.doc_id) } { "Cancel" }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn annotations_page(ctx: &PageCtx, list: Option<&[Annotation]>) -> Markup {
+    layout(
+        ctx,
+        "Annotations",
+        html! {
+            h1 { "Annotations inbox" }
+            p.hint { "Annotations readers sent on your documents. Accept attaches one to its document; reject discards it." }
+            @match list {
+                None => p.muted { "The inbox is unavailable while no primary answers." },
+                Some([]) => p.empty { "No pending annotations." },
+                Some(list) => ul.inbox {
+                    @for a in list {
+                        @let deleted = a.document_deleted.unwrap_or(false);
+                        li.card.deleted[deleted] {
+                            p.about {
+                                "On " a href={ "/documents/" (a.doc_id) } { (a.document_title.as_deref().unwrap_or("(unknown document)")) }
+                                " (version " (a.doc_version) ")"
+                                @if deleted { " " span.badge.warn { "document deleted" } }
+                            }
+                            blockquote { (a.text) }
+                            p.muted { "— " (if a.author.is_empty() { "anonymous" } else { &a.author })
+                                @if let Some(c) = &a.created { ", " (c) } }
+                            div.actions {
+                                @if deleted {
+                                    form method="post" action={ "/documents/" (a.doc_id) "/reactivate" } {
+                                        input type="hidden" name="csrf" value=(ctx.csrf);
+                                        input type="hidden" name="back" value="annotations";
+                                        button.primary type="submit" { "Reactivate document" }
+                                    }
+                                }
+                                form method="post" action={ "/annotations/" (a.id) "/accept" } {
+                                    input type="hidden" name="csrf" value=(ctx.csrf);
+                                    input type="hidden" name="doc_id" value=(a.doc_id);
+                                    button type="submit" { "Accept" }
+                                }
+                                form method="post" action={ "/annotations/" (a.id) "/reject" } {
+                                    input type="hidden" name="csrf" value=(ctx.csrf);
+                                    input type="hidden" name="doc_id" value=(a.doc_id);
+                                    button type="submit" { "Reject" }
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+        },
+    )
+}
+
+pub fn error_page(ctx: &PageCtx, title: &str, message: &str) -> Markup {
+    layout(
+        ctx,
+        title,
+        html! {
+            section.card.narrow {
+                h1 { (title) }
+                p role="alert" { (message) }
+                p { a href="/documents" { "Back to my documents" } }
+            }
+        },
+    )
+}

@@ -1,0 +1,865 @@
+//! Routes and handlers.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /login` · `POST /login` · `POST /logout` | sessions |
+//! | `GET /documents?q=&scope=&tag=&state=&offset=` | My documents: search and filters |
+//! | `GET /publish` · `POST /publish` | upload form; multipart, streamed to a primary |
+//! | `GET /documents/{id}` | metadata, propagation (live), versions, accepted annotations, new-version form |
+//! | `POST /documents/{id}/versions` | new version (multipart, streamed) |
+//! | `GET /documents/{id}/delete` · `POST /documents/{id}/delete` | confirmation, then tombstone |
+//! | `POST /documents/{id}/reactivate` | undo a tombstone |
+//! | `GET /documents/{id}/propagation.json` | what the page polls |
+//! | `GET /annotations` · `POST /annotations/{aid}/accept`/`reject` | annotations inbox |
+//! | `GET /healthz` | the portal's own health and each primary's state (JSON) |
+//!
+//! One middleware runs around every request: it resolves the session cookie, refuses
+//! cross-site POSTs, renders [`PortalError`]s as full pages and adds security headers. Every POST
+//! handler checks the session's CSRF token (the login form: its double-submit cookie).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{FormRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use docfed_shared::wire::{DocumentMeta, VersionList};
+use docfed_shared::DocId;
+use serde::Deserialize;
+
+use crate::auth::{self, LOGIN_COOKIE, SESSION_COOKIE};
+use crate::config::Config;
+use crate::db::{now_ms, Db, DocFilter, DocRow, SessionRow};
+use crate::error::{ErrorInfo, PortalError};
+use crate::primaries::{Primaries, Propagation};
+use crate::upload;
+use crate::views::{self, FormValues, PageCtx, PropRow, PropView};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub primaries: Arc<Primaries>,
+}
+
+impl AppState {
+    pub fn ctx(&self, session: Option<&SessionRow>, done: Option<&str>) -> PageCtx {
+        PageCtx {
+            author: session.map(|s| s.author_name.clone()),
+            csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
+            banner: self.primaries.banner(),
+            flash: done.and_then(views::flash_text),
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+        .route("/documents", get(documents))
+        .route("/publish", get(publish_form).post(publish))
+        .route("/documents/{id}", get(document))
+        .route("/documents/{id}/versions", post(new_version))
+        .route("/documents/{id}/delete", get(delete_form).post(delete))
+        .route("/documents/{id}/reactivate", post(reactivate))
+        .route("/documents/{id}/propagation.json", get(propagation_json))
+        .route("/annotations", get(annotations))
+        .route("/annotations/{aid}/{decision}", post(decide))
+        .route("/static/style.css", get(style))
+        .route("/static/portal.js", get(script))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), session_layer))
+        .with_state(state)
+}
+
+/// The session of the request, resolved by [`session_layer`].
+#[derive(Clone)]
+struct CurrentSession(Option<SessionRow>);
+
+async fn session_layer(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let mut session = None;
+    let mut refreshed_cookie = None;
+    if let Some(v) = auth::cookie(req.headers(), SESSION_COOKIE) {
+        if v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+            match st.db.session(&auth::sha256_hex(v)).await {
+                Ok(s) => session = s,
+                Err(e) => tracing::error!(error = %e, "cannot read sessions"),
+            }
+            // Sliding expiry, written at most once a minute per session.
+            if let Some(s) = &session {
+                let ttl = st.config.session_ttl;
+                let new_expiry = now_ms() + ttl.as_millis() as i64;
+                if new_expiry - s.expires_at > 60_000
+                    && st.db.extend_session(&s.id_hash, new_expiry).await.is_ok()
+                {
+                    refreshed_cookie = Some(auth::set_cookie(
+                        SESSION_COOKIE,
+                        v,
+                        "/",
+                        ttl,
+                        st.config.cookie_secure,
+                    ));
+                }
+            }
+        }
+    }
+    if req.method() == Method::POST && !same_origin(req.headers()) {
+        let ctx = st.ctx(session.as_ref(), None);
+        let page = views::error_page(
+            &ctx,
+            "Refused",
+            "This request came from another site. Nothing was changed.",
+        );
+        return with_security_headers(
+            (StatusCode::FORBIDDEN, Html(page.into_string())).into_response(),
+        );
+    }
+    req.extensions_mut().insert(CurrentSession(session.clone()));
+    let mut resp = next.run(req).await;
+    if let Some(info) = resp.extensions_mut().remove::<ErrorInfo>() {
+        // The handler may have ended the session (logout) or not needed one; render with what
+        // the request came with.
+        let ctx = st.ctx(session.as_ref(), None);
+        let keep_close = resp.headers().get(header::CONNECTION).cloned();
+        resp = (
+            info.status,
+            Html(views::error_page(&ctx, &info.title, &info.message).into_string()),
+        )
+            .into_response();
+        if let Some(c) = keep_close {
+            resp.headers_mut().insert(header::CONNECTION, c);
+        }
+    }
+    if let Some(c) = refreshed_cookie {
+        if !resp.headers().contains_key(header::SET_COOKIE) {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+    }
+    with_security_headers(resp)
+}
+
+/// A browser's POST from another site carries its `Origin` (or `Sec-Fetch-Site: cross-site`);
+/// such requests are refused before any handler runs. `SameSite=Strict` cookies and the CSRF
+/// tokens already stop them; this is a second lock.
+fn same_origin(h: &HeaderMap) -> bool {
+    if h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site") {
+        return false;
+    }
+    let Some(origin) = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    !host.is_empty() && origin_host.eq_ignore_ascii_case(host)
+}
+
+fn with_security_headers(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    let set = |h: &mut HeaderMap, k: &'static str, v: &'static str| {
+        h.entry(k).or_insert(HeaderValue::from_static(v));
+    };
+    set(
+        h,
+        "content-security-policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    );
+    set(h, "x-content-type-options", "nosniff");
+    set(h, "x-frame-options", "DENY");
+    set(h, "referrer-policy", "same-origin");
+    if h.get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"))
+    {
+        // Pages hold CSRF tokens and private metadata.
+        set(h, "cache-control", "no-store");
+    }
+    r
+}
+
+/// The logged-in author. Without a session, a page request is sent to the login form and any
+/// other request is refused.
+pub struct Author(pub SessionRow);
+
+impl<S: Send + Sync> FromRequestParts<S> for Author {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Response> {
+        if let Some(CurrentSession(Some(s))) = parts.extensions.get::<CurrentSession>() {
+            return Ok(Author(s.clone()));
+        }
+        if parts.method == Method::GET || parts.method == Method::HEAD {
+            let next = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/documents");
+            let q = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
+            return Err(Redirect::to(&format!("/login?{q}")).into_response());
+        }
+        Err(PortalError::Forbidden(
+            "You are not logged in (or your session expired): log in and try again. Nothing was \
+             changed."
+                .into(),
+        )
+        .into_response())
+    }
+}
+
+fn maybe_session(parts: &axum::http::Extensions) -> Option<SessionRow> {
+    parts.get::<CurrentSession>().and_then(|c| c.0.clone())
+}
+
+pub fn check_csrf(session: &SessionRow, token: &str) -> Result<(), PortalError> {
+    if !token.is_empty() && auth::constant_time_eq(&session.csrf, token) {
+        Ok(())
+    } else {
+        Err(PortalError::csrf())
+    }
+}
+
+fn html(status: StatusCode, m: maud::Markup) -> Response {
+    (status, Html(m.into_string())).into_response()
+}
+
+/// `/documents/ID?done=WHAT` after a change.
+fn see_other(to: &str) -> Response {
+    Redirect::to(to).into_response()
+}
+
+/// Only local paths, so `next=` cannot send an author to another site after logging in.
+fn safe_next(next: &str) -> &str {
+    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/documents"
+    }
+}
+
+async fn home(req: Request) -> Response {
+    if maybe_session(req.extensions()).is_some() {
+        see_other("/documents")
+    } else {
+        see_other("/login")
+    }
+}
+
+async fn not_found() -> PortalError {
+    PortalError::NotFound
+}
+
+async fn style() -> Response {
+    static_asset("text/css; charset=utf-8", include_str!("assets/style.css"))
+}
+
+async fn script() -> Response {
+    static_asset(
+        "text/javascript; charset=utf-8",
+        include_str!("assets/portal.js"),
+    )
+}
+
+fn static_asset(ct: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, ct),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn healthz(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let primaries: Vec<serde_json::Value> = st
+        .primaries
+        .all()
+        .iter()
+        .map(|p| {
+            let s = p.status();
+            serde_json::json!({
+                "name": p.name,
+                "url": p.url,
+                "up": s.up,
+                "error": s.error,
+            })
+        })
+        .collect();
+    let next = st.primaries.get(st.primaries.pick()).name.clone();
+    Json(serde_json::json!({ "status": "ok", "primaries": primaries, "next_primary": next }))
+}
+
+// ---------------------------------------------------------------- login
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LoginQuery {
+    next: String,
+    done: String,
+}
+
+async fn login_form(State(st): State<AppState>, req: Request) -> Response {
+    let q: LoginQuery = req
+        .uri()
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    if maybe_session(req.extensions()).is_some() {
+        return see_other(safe_next(&q.next));
+    }
+    render_login(&st, &q.next, "", None, StatusCode::OK, Some(&q.done))
+}
+
+/// The login page with a fresh double-submit token (cookie + hidden field).
+fn render_login(
+    st: &AppState,
+    next: &str,
+    name: &str,
+    error: Option<&str>,
+    status: StatusCode,
+    done: Option<&str>,
+) -> Response {
+    let token = auth::random_token();
+    let ctx = st.ctx(None, done);
+    let mut r = html(
+        status,
+        views::login(&ctx, &token, name, safe_next(next), error),
+    );
+    let cookie = auth::set_cookie(
+        LOGIN_COOKIE,
+        &token,
+        "/login",
+        Duration::from_secs(3600),
+        st.config.cookie_secure,
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct LoginForm {
+    csrf: String,
+    name: String,
+    password: String,
+    next: String,
+}
+
+const WRONG_LOGIN: &str = "Wrong user name or password.";
+
+async fn login(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Result<Response, PortalError> {
+    let Ok(Form(f)) = form else {
+        return Err(PortalError::csrf());
+    };
+    let cookie_token = auth::cookie(&headers, LOGIN_COOKIE).unwrap_or("");
+    if f.csrf.is_empty() || !auth::constant_time_eq(cookie_token, &f.csrf) {
+        return Err(PortalError::csrf());
+    }
+    let name = f.name.trim().to_owned();
+    let (user_key, ip_key) = auth::failure_keys(&name, &peer.ip());
+    let since = now_ms() - auth::FAILURE_WINDOW.as_millis() as i64;
+    let user_fail = st.db.failures(&user_key, since).await?;
+    let ip_fail = st.db.failures(&ip_key, since).await?;
+    let locked = [
+        auth::locked_until(&user_fail, auth::MAX_USER_FAILURES),
+        auth::locked_until(&ip_fail, auth::MAX_IP_FAILURES),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    if let Some(until) = locked {
+        let minutes = ((until - now_ms()).max(0) + 59_999) / 60_000;
+        tracing::warn!(user = %name, ip = %peer.ip(), "login refused: too many failures");
+        let msg = format!(
+            "Too many failed attempts. Logging in is blocked for {minutes} more minute{}.",
+            if minutes == 1 { "" } else { "s" }
+        );
+        return Ok(render_login(
+            &st,
+            &f.next,
+            &name,
+            Some(&msg),
+            StatusCode::TOO_MANY_REQUESTS,
+            None,
+        ));
+    }
+
+    let author = if auth::valid_author_name(&name) {
+        st.db.author_by_name(&name).await?
+    } else {
+        None
+    };
+    let hash = author
+        .as_ref()
+        .map(|a| a.password_hash.clone())
+        .unwrap_or_else(|| auth::dummy_hash().to_owned());
+    let password = f.password;
+    // Unknown names are verified against a dummy hash, so timing does not reveal which names
+    // exist.
+    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let author = match (ok, author) {
+        (true, Some(a)) => a,
+        _ => {
+            st.db.record_failure(&[&user_key, &ip_key]).await?;
+            tracing::info!(user = %name, ip = %peer.ip(), "failed login");
+            return Ok(render_login(
+                &st,
+                &f.next,
+                &name,
+                Some(WRONG_LOGIN),
+                StatusCode::UNAUTHORIZED,
+                None,
+            ));
+        }
+    };
+    st.db.clear_failures(&user_key).await?;
+    let sid = auth::random_token();
+    let ttl = st.config.session_ttl;
+    st.db
+        .create_session(
+            &auth::sha256_hex(&sid),
+            author.id,
+            &auth::random_token(),
+            now_ms() + ttl.as_millis() as i64,
+        )
+        .await?;
+    tracing::info!(author = %author.name, "logged in");
+    let mut r = see_other(safe_next(&f.next));
+    let secure = st.config.cookie_secure;
+    for c in [
+        auth::set_cookie(SESSION_COOKIE, &sid, "/", ttl, secure),
+        auth::set_cookie(LOGIN_COOKIE, "", "/login", Duration::ZERO, secure),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(&c) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    Ok(r)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct CsrfForm {
+    csrf: String,
+    /// Where to go afterwards (`annotations`), for forms shown on several pages.
+    back: String,
+    doc_id: String,
+}
+
+async fn logout(
+    State(st): State<AppState>,
+    Author(s): Author,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, PortalError> {
+    let Form(f) = form.map_err(|_| PortalError::csrf())?;
+    check_csrf(&s, &f.csrf)?;
+    st.db.delete_session(&s.id_hash).await?;
+    let mut r = see_other("/login?done=logged_out");
+    let c = auth::set_cookie(
+        SESSION_COOKIE,
+        "",
+        "/",
+        Duration::ZERO,
+        st.config.cookie_secure,
+    );
+    if let Ok(v) = HeaderValue::from_str(&c) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(r)
+}
+
+// ---------------------------------------------------------------- documents
+
+const PAGE_SIZE: u32 = 50;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ListQuery {
+    q: String,
+    scope: String,
+    tag: String,
+    state: String,
+    offset: u32,
+    done: String,
+}
+
+async fn documents(
+    State(st): State<AppState>,
+    Author(s): Author,
+    q: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, PortalError> {
+    let q = q.map(|Query(q)| q).unwrap_or_default();
+    let filter = DocFilter {
+        q: q.q.chars().take(200).collect(),
+        scope: q.scope,
+        tag: q.tag.trim().chars().take(64).collect(),
+        state: match q.state.as_str() {
+            "deleted" | "any" => q.state,
+            _ => "live".into(),
+        },
+        offset: q.offset.min(1_000_000),
+        limit: PAGE_SIZE,
+    };
+    let mut rows = st.db.list_documents(s.author_id, &filter).await?;
+    let has_more = rows.len() > PAGE_SIZE as usize;
+    rows.truncate(PAGE_SIZE as usize);
+    let ctx = st.ctx(Some(&s), Some(&q.done));
+    Ok(html(
+        StatusCode::OK,
+        views::documents_page(
+            &ctx,
+            &views::ListPage {
+                filter: &filter,
+                rows: &rows,
+                has_more,
+                regions: &st.config.regions,
+            },
+        ),
+    ))
+}
+
+async fn publish_form(State(st): State<AppState>, Author(s): Author) -> Response {
+    let ctx = st.ctx(Some(&s), None);
+    let values = FormValues {
+        scope: "global".into(),
+        ..Default::default()
+    };
+    html(
+        StatusCode::OK,
+        views::publish_page(&ctx, &upload::publish_form(&st, &s, &values, &[])),
+    )
+}
+
+async fn publish(State(st): State<AppState>, Author(s): Author, req: Request) -> Response {
+    upload::receive(&st, &s, None, req).await
+}
+
+async fn new_version(
+    State(st): State<AppState>,
+    Author(s): Author,
+    Path(id): Path<String>,
+    req: Request,
+) -> Result<Response, PortalError> {
+    let doc = owned(&st, &s, &id).await?;
+    Ok(upload::receive(&st, &s, Some(doc), req).await)
+}
+
+/// The cached row of a document the author owns, or 404 (also for someone else's document).
+async fn owned(st: &AppState, s: &SessionRow, id: &str) -> Result<DocRow, PortalError> {
+    if id.parse::<DocId>().is_err() {
+        return Err(PortalError::NotFound);
+    }
+    st.db
+        .owned_document(s.author_id, id)
+        .await?
+        .ok_or(PortalError::NotFound)
+}
+
+/// Fresh metadata from a primary, cached; the cached row when no primary answers.
+async fn refresh(st: &AppState, doc: DocRow) -> Result<(DocRow, bool), PortalError> {
+    match st
+        .primaries
+        .get_json::<DocumentMeta>(&format!("/v1/documents/{}", doc.doc_id), &[])
+        .await
+    {
+        Ok((meta, _)) => {
+            let row = DocRow::from_meta(&meta);
+            st.db.update_document(&row).await?;
+            Ok((row, false))
+        }
+        Err(e) if e.is_not_found() => {
+            // Published through the other primary a moment ago and not replicated yet: the
+            // cache is the best there is.
+            Ok((doc, true))
+        }
+        Err(crate::primaries::NodeError::Unavailable(_)) => Ok((doc, true)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DoneQuery {
+    done: String,
+}
+
+async fn document(
+    State(st): State<AppState>,
+    Author(s): Author,
+    Path(id): Path<String>,
+    q: Result<Query<DoneQuery>, QueryRejection>,
+) -> Result<Response, PortalError> {
+    let cached = owned(&st, &s, &id).await?;
+    let (doc, stale) = refresh(&st, cached).await?;
+    let versions_path = format!("/v1/documents/{id}/versions");
+    let propagation_path = format!("/v1/documents/{id}/propagation");
+    let (versions, prop, accepted) = tokio::join!(
+        st.primaries.get_json::<VersionList>(&versions_path, &[]),
+        st.primaries.get_json::<Propagation>(&propagation_path, &[]),
+        st.primaries.annotations("accepted", Some(&id)),
+    );
+    let versions = versions.ok().map(|(v, _)| v.versions);
+    let prop = prop.ok().map(|(p, _)| prop_view(&st, p));
+    let accepted = accepted.ok();
+    let values = FormValues {
+        title: doc.title.clone(),
+        description: doc.description.clone(),
+        tags: doc.tags.join(", "),
+        source: doc.source.clone(),
+        scope: doc.scope.clone(),
+    };
+    let ctx = st.ctx(Some(&s), q.as_ref().ok().map(|Query(q)| q.done.as_str()));
+    let form = (!doc.deleted).then(|| upload::version_form(&st, &s, &doc, &values, &[]));
+    Ok(html(
+        StatusCode::OK,
+        views::document_page(
+            &ctx,
+            &views::DocPage {
+                doc: &doc,
+                stale,
+                versions: versions.as_deref(),
+                propagation: prop.as_ref(),
+                accepted: accepted.as_deref(),
+                form,
+            },
+        ),
+    ))
+}
+
+/// Rows for every node: those that reported, and those the primary lists as not holding the
+/// current version yet.
+fn prop_view(st: &AppState, p: Propagation) -> PropView {
+    let tier_of = |n: &str| st.config.tiers.get(n).cloned().unwrap_or_default();
+    let mut rows: Vec<PropRow> = p
+        .nodes
+        .iter()
+        .map(|h| PropRow {
+            node: h.node.clone(),
+            tier: tier_of(&h.node),
+            version: Some(h.version),
+            holds: if h.content { "bytes" } else { "metadata only" }.into(),
+            at: h.at.clone().unwrap_or_default(),
+            state: if h.current { "current" } else { "older" }.into(),
+        })
+        .collect();
+    for n in &p.not_yet_current {
+        if !rows.iter().any(|r| &r.node == n) {
+            rows.push(PropRow {
+                node: n.clone(),
+                tier: tier_of(n),
+                version: None,
+                holds: "–".into(),
+                at: String::new(),
+                state: "waiting".into(),
+            });
+        }
+    }
+    let rank = |t: &str| match t {
+        "primary" => 0,
+        "intermediate" => 1,
+        "regional" => 2,
+        _ => 3,
+    };
+    rows.sort_by(|a, b| (rank(&a.tier), &a.node).cmp(&(rank(&b.tier), &b.node)));
+    let current = rows.iter().filter(|r| r.state == "current").count();
+    let complete = p.not_yet_current.is_empty();
+    PropView {
+        version: p.version,
+        deleted: p.deleted,
+        summary: format!(
+            "{current} of {} nodes hold version {}{}{}",
+            rows.len(),
+            p.version,
+            if p.deleted { " (a tombstone)" } else { "" },
+            if complete {
+                "."
+            } else {
+                "; still spreading…"
+            }
+        ),
+        complete,
+        rows,
+    }
+}
+
+async fn propagation_json(
+    State(st): State<AppState>,
+    Author(s): Author,
+    Path(id): Path<String>,
+) -> Response {
+    let json_error = |status: StatusCode, msg: &str| {
+        (status, Json(serde_json::json!({ "error": msg }))).into_response()
+    };
+    match st.db.owned_document(s.author_id, &id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return json_error(StatusCode::NOT_FOUND, "no such document of yours"),
+        Err(e) => {
+            tracing::error!(error = %e, "portal database");
+            return json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "portal database unavailable",
+            );
+        }
+    }
+    match st
+        .primaries
+        .get_json::<Propagation>(&format!("/v1/documents/{id}/propagation"), &[])
+        .await
+    {
+        Ok((p, _)) => {
+            let mut r = Json(prop_view(&st, p)).into_response();
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+    }
+}
+
+async fn delete_form(
+    State(st): State<AppState>,
+    Author(s): Author,
+    Path(id): Path<String>,
+) -> Result<Response, PortalError> {
+    let doc = owned(&st, &s, &id).await?;
+    if doc.deleted {
+        return Ok(see_other(&format!("/documents/{id}")));
+    }
+    let ctx = st.ctx(Some(&s), None);
+    Ok(html(StatusCode::OK, views::delete_confirm(&ctx, &doc)))
+}
+
+async fn delete(
+    State(st): State<AppState>,
+    Author(s): Author,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, PortalError> {
+    let Form(f) = form.map_err(|_| PortalError::csrf())?;
+    check_csrf(&s, &f.csrf)?;
+    owned(&st, &s, &id).await?;
+    metadata_write(&st, reqwest::Method::DELETE, &format!("/v1/documents/{id}")).await?;
+    tracing::info!(author = %s.author_name, doc_id = %id, "deleted");
+    Ok(see_other(&format!("/documents/{id}?done=deleted")))
+}
+
+async fn reactivate(
+    State(st): State<AppState>,
+    Author(s): Author,
+    Path(id): Path<String>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, PortalError> {
+    let Form(f) = form.map_err(|_| PortalError::csrf())?;
+    check_csrf(&s, &f.csrf)?;
+    owned(&st, &s, &id).await?;
+    metadata_write(
+        &st,
+        reqwest::Method::POST,
+        &format!("/v1/documents/{id}/reactivate"),
+    )
+    .await?;
+    tracing::info!(author = %s.author_name, doc_id = %id, "reactivated");
+    Ok(if f.back == "annotations" {
+        see_other("/annotations?done=reactivated")
+    } else {
+        see_other(&format!("/documents/{id}?done=reactivated"))
+    })
+}
+
+/// Delete or reactivate (retried on the other primary if one is down), then refresh the cache
+/// from the primary that did it.
+async fn metadata_write(
+    st: &AppState,
+    method: reqwest::Method,
+    path: &str,
+) -> Result<(), PortalError> {
+    let (done, i) = st.primaries.write(method, path).await?;
+    match st
+        .primaries
+        .get_json_from::<DocumentMeta>(i, &format!("/v1/documents/{}", done.id))
+        .await
+    {
+        Ok(meta) => st.db.update_document(&DocRow::from_meta(&meta)).await?,
+        Err(e) => tracing::warn!(error = %e, "cannot read back the document after a change"),
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- annotations
+
+async fn annotations(
+    State(st): State<AppState>,
+    Author(s): Author,
+    q: Result<Query<DoneQuery>, QueryRejection>,
+) -> Result<Response, PortalError> {
+    let owned = st.db.owned_ids(s.author_id).await?;
+    let list = match st.primaries.annotations("pending", None).await {
+        Ok(all) => Some(
+            all.into_iter()
+                .filter(|a| owned.contains(&a.doc_id))
+                .collect::<Vec<_>>(),
+        ),
+        Err(crate::primaries::NodeError::Unavailable(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let ctx = st.ctx(Some(&s), q.as_ref().ok().map(|Query(q)| q.done.as_str()));
+    Ok(html(
+        StatusCode::OK,
+        views::annotations_page(&ctx, list.as_deref()),
+    ))
+}
+
+async fn decide(
+    State(st): State<AppState>,
+    Author(s): Author,
+    Path((aid, decision)): Path<(String, String)>,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<Response, PortalError> {
+    let Form(f) = form.map_err(|_| PortalError::csrf())?;
+    check_csrf(&s, &f.csrf)?;
+    if decision != "accept" && decision != "reject" {
+        return Err(PortalError::NotFound);
+    }
+    // The annotation must be on one of the author's documents.
+    owned(&st, &s, &f.doc_id).await?;
+    let on_doc = st.primaries.annotations("any", Some(&f.doc_id)).await?;
+    if !on_doc.iter().any(|a| a.id == aid) {
+        return Err(PortalError::NotFound);
+    }
+    st.primaries.decide_annotation(&aid, &decision).await?;
+    tracing::info!(author = %s.author_name, annotation = %aid, decision, "annotation vetted");
+    Ok(see_other(&format!(
+        "/annotations?done={}",
+        if decision == "accept" {
+            "accepted"
+        } else {
+            "rejected"
+        }
+    )))
+}
