@@ -168,8 +168,12 @@ fn up_runs_the_demo_federation_until_sigterm() {
     assert_eq!(manifest.nodes[2].region, None);
     assert_eq!(manifest.token.len(), 40);
     assert!(manifest.token.bytes().all(|b| b.is_ascii_alphanumeric()));
-    // The portal is a stub that exits at once for now.
-    assert_eq!(manifest.portal, None);
+    // The portal started with the federation and says where it is.
+    let portal = manifest
+        .portal
+        .clone()
+        .expect("the portal runs with the federation");
+    assert!(portal.starts_with("http://127.0.0.1:"), "{portal}");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&manifest_path.metadata().unwrap().permissions());
     assert_eq!(mode & 0o077, 0, "the manifest holds the token: owner-only");
@@ -225,10 +229,19 @@ fn up_runs_the_demo_federation_until_sigterm() {
         stdout.contains("ID") && stdout.contains("TIER") && stdout.contains("LOG"),
         "{stdout}"
     );
-    assert!(stdout.contains("portal: not available yet"), "{stdout}");
+    assert!(
+        stdout.contains(&portal),
+        "the table names the portal: {stdout}"
+    );
     assert!(
         !manifest_path.exists(),
         "the manifest of a stopped federation is removed"
+    );
+    assert!(
+        runtime
+            .block_on(client.get(format!("{portal}/login")).send())
+            .is_err(),
+        "the portal still answers after shutdown"
     );
     for n in &manifest.nodes {
         let answered = runtime.block_on(client.get(format!("{}/v1/health", n.http)).send());
