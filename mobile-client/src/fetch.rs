@@ -6,7 +6,7 @@
 //! resumed prefix is re-read) and checked before the file is renamed into place; on a mismatch
 //! nothing is left at the destination.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -150,7 +150,8 @@ async fn transfer(
     downloaded: &mut u64,
 ) -> Result<(Md5Stream, u64), (CliError, u64)> {
     let v = &meta.current;
-    let (mut file, mut hash) = open_part(part, v.size).map_err(|e| (e.into(), 0))?;
+    let (mut file, mut hash) =
+        docfed_shared::md5stream::open_for_resume(part, v.size).map_err(|e| (e.into(), 0))?;
     let from = hash.len();
     if let Some(b) = bar {
         b.set_position(from);
@@ -207,27 +208,4 @@ async fn transfer(
         ));
     }
     Ok((hash, from))
-}
-
-fn open_part(path: &Path, size: u64) -> std::io::Result<(std::fs::File, Md5Stream)> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    if file.metadata()?.len() > size {
-        file.set_len(0)?;
-    }
-    let mut hash = Md5Stream::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-    }
-    file.seek(std::io::SeekFrom::End(0))?;
-    Ok((file, hash))
 }

@@ -1,6 +1,9 @@
 //! Incremental MD5 over a byte stream, with a byte count, for verifying pulls and uploads as they
 //! pass through without holding them.
 
+use std::io::{Read, Seek};
+use std::path::Path;
+
 use crate::Md5Hex;
 
 /// Feeds chunks into MD5 and counts them.
@@ -40,6 +43,33 @@ impl Default for Md5Stream {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Opens (creating it if needed) the partial file of an interrupted download for resuming:
+/// a file longer than `max` is not a prefix of the expected content and is emptied; what it
+/// holds is hashed, so the finished download is verified end to end; the cursor is left at the
+/// end for appending.
+pub fn open_for_resume(path: &Path, max: u64) -> std::io::Result<(std::fs::File, Md5Stream)> {
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    if file.metadata()?.len() > max {
+        file.set_len(0)?;
+    }
+    let mut hash = Md5Stream::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    file.seek(std::io::SeekFrom::End(0))?;
+    Ok((file, hash))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! arriving (stream-through, see `transfers`).
 
 use std::collections::HashSet;
-use std::io::{Read, Seek, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -293,7 +293,7 @@ async fn pull(
     // Hash what a previous attempt left, so a resumed pull is verified end to end.
     let (file, mut hash) = {
         let path = partial.to_owned();
-        tokio::task::spawn_blocking(move || open_partial(&path, size))
+        tokio::task::spawn_blocking(move || docfed_shared::md5stream::open_for_resume(&path, size))
             .await
             .map_err(std::io::Error::other)??
     };
@@ -346,29 +346,6 @@ async fn pull(
         node.transfers.end(md5, Progress::Failed);
     }
     result
-}
-
-fn open_partial(path: &Path, size: u64) -> std::io::Result<(std::fs::File, Md5Stream)> {
-    let mut file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
-    let mut hash = Md5Stream::new();
-    if file.metadata()?.len() > size {
-        file.set_len(0)?;
-    }
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-    }
-    file.seek(std::io::SeekFrom::End(0))?;
-    Ok((file, hash))
 }
 
 /// Appends the response body to `file` on a blocking thread that hashes as it writes and
