@@ -6,12 +6,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use topology::launch::{BrokerChoice, Federation, UpOptions};
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 pub struct Bench {
     pub fed: Federation,
     pub prefix: String,
@@ -19,7 +13,7 @@ pub struct Bench {
 
 impl Bench {
     pub fn id(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
+        topology::demo::node_id(&self.prefix, role)
     }
 
     pub fn url(&self, role: &str) -> String {
@@ -44,72 +38,7 @@ pub async fn start(dir: &Path, broker: BrokerChoice, node_args: &[&str]) -> Resu
                 .subsec_nanos()
                 >> 8)
     );
-    let id = |r: &str| format!("{prefix}-{r}");
-    let mut t = String::from("redundancy = 2\n");
-    /// role, tier, region, parents, backup
-    type Row<'a> = (
-        &'a str,
-        &'a str,
-        Option<&'a str>,
-        &'a [&'a str],
-        Option<&'a str>,
-    );
-    let nodes: [Row; 7] = [
-        ("primary-a", "primary", None, &[], None),
-        ("primary-b", "primary", None, &[], None),
-        (
-            "mid-1",
-            "intermediate",
-            None,
-            &["primary-a", "primary-b"],
-            None,
-        ),
-        (
-            "mid-2",
-            "intermediate",
-            None,
-            &["primary-a", "primary-b"],
-            None,
-        ),
-        (
-            "na",
-            "regional",
-            Some("na"),
-            &["mid-1", "mid-2"],
-            Some("eu"),
-        ),
-        (
-            "eu",
-            "regional",
-            Some("eu"),
-            &["mid-1", "mid-2"],
-            Some("asia"),
-        ),
-        (
-            "asia",
-            "regional",
-            Some("asia"),
-            &["mid-1", "mid-2"],
-            Some("na"),
-        ),
-    ];
-    for (role, tier, region, parents, backup) in nodes {
-        t.push_str(&format!(
-            "\n[[node]]\nid = {:?}\ntier = {tier:?}\nhttp = \"127.0.0.1:{}\"\n",
-            id(role),
-            free_port()?
-        ));
-        if let Some(r) = region {
-            t.push_str(&format!("region = {r:?}\n"));
-        }
-        if !parents.is_empty() {
-            let ps: Vec<String> = parents.iter().map(|p| format!("{:?}", id(p))).collect();
-            t.push_str(&format!("parents = [{}]\n", ps.join(", ")));
-        }
-        if let Some(b) = backup {
-            t.push_str(&format!("backup = {:?}\n", id(b)));
-        }
-    }
+    let t = topology::demo::toml(&prefix, &topology::demo::free_ports()?, None, |_| None);
     std::fs::create_dir_all(dir)?;
     let file = dir.join("topology.toml");
     std::fs::write(&file, t)?;

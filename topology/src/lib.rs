@@ -11,4 +11,5 @@
 //! [`docfed_shared::topology`], since nodes read them too.
 
 pub mod broker;
+pub mod demo;
 pub mod launch;

@@ -14,14 +14,6 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub struct Fed {
     pub fed: Federation,
     pub prefix: String,
@@ -33,66 +25,7 @@ impl Fed {
     pub async fn start() -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
         let prefix = format!("c{:08x}", rand_u32());
-        let id = |r: &str| format!("{prefix}-{r}");
-        let mut t = String::from("redundancy = 2\n");
-        let mut node = |role: &str,
-                        tier: &str,
-                        region: Option<&str>,
-                        parents: &[&str],
-                        backup: Option<&str>| {
-            t.push_str(&format!(
-                "\n[[node]]\nid = {:?}\ntier = {tier:?}\nhttp = \"127.0.0.1:{}\"\n",
-                id(role),
-                free_port()
-            ));
-            if let Some(r) = region {
-                t.push_str(&format!("region = {r:?}\n"));
-            }
-            if !parents.is_empty() {
-                let ps: Vec<String> = parents.iter().map(|p| format!("{:?}", id(p))).collect();
-                t.push_str(&format!("parents = [{}]\n", ps.join(", ")));
-            }
-            if let Some(b) = backup {
-                t.push_str(&format!("backup = {:?}\n", id(b)));
-            }
-        };
-        node("primary-a", "primary", None, &[], None);
-        node("primary-b", "primary", None, &[], None);
-        node(
-            "mid-1",
-            "intermediate",
-            None,
-            &["primary-a", "primary-b"],
-            None,
-        );
-        node(
-            "mid-2",
-            "intermediate",
-            None,
-            &["primary-a", "primary-b"],
-            None,
-        );
-        node(
-            "na",
-            "regional",
-            Some("na"),
-            &["mid-1", "mid-2"],
-            Some("eu"),
-        );
-        node(
-            "eu",
-            "regional",
-            Some("eu"),
-            &["mid-1", "mid-2"],
-            Some("asia"),
-        );
-        node(
-            "asia",
-            "regional",
-            Some("asia"),
-            &["mid-1", "mid-2"],
-            Some("na"),
-        );
+        let t = topology::demo::toml(&prefix, &topology::demo::free_ports()?, None, |_| None);
         let file = tmp.path().join("topology.toml");
         std::fs::write(&file, t)?;
         let mut opts = UpOptions::new(&file, tmp.path().join("run"));
@@ -109,7 +42,7 @@ impl Fed {
 
     pub fn url(&self, role: &str) -> String {
         self.fed
-            .node(&format!("{}-{role}", self.prefix))
+            .node(&topology::demo::node_id(&self.prefix, role))
             .expect("node")
             .url()
     }

@@ -25,14 +25,6 @@ pub const ROLES: [&str; 7] = [
     "asia",
 ];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 pub fn amqp_url() -> String {
     std::env::var("DOCFED_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -71,75 +63,16 @@ impl Federation {
     async fn try_start(extra: &[&str], broker: &str, own: &[(&str, String)]) -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
         let prefix = format!("t{:08x}", rand_u32());
-        let id = |role: &str| format!("{prefix}-{role}");
-        let mut toml = String::from("redundancy = 2\n");
-        toml.push_str(&format!("amqp_url = {broker:?}\n"));
-        let node = |toml: &mut String,
-                    role: &str,
-                    tier: &str,
-                    region: Option<&str>,
-                    parents: &[&str],
-                    backup: Option<&str>| {
-            toml.push_str(&format!(
-                "\n[[node]]\nid = {:?}\ntier = {tier:?}\nhttp = \"127.0.0.1:{}\"\n",
-                id(role),
-                free_port()
-            ));
-            if let Some((_, url)) = own.iter().find(|(r, _)| *r == role) {
-                toml.push_str(&format!("amqp_url = {url:?}\n"));
-            }
-            if let Some(r) = region {
-                toml.push_str(&format!("region = {r:?}\n"));
-            }
-            if !parents.is_empty() {
-                let ps: Vec<String> = parents.iter().map(|p| format!("{:?}", id(p))).collect();
-                toml.push_str(&format!("parents = [{}]\n", ps.join(", ")));
-            }
-            if let Some(b) = backup {
-                toml.push_str(&format!("backup = {:?}\n", id(b)));
-            }
-        };
-        node(&mut toml, "primary-a", "primary", None, &[], None);
-        node(&mut toml, "primary-b", "primary", None, &[], None);
-        node(
-            &mut toml,
-            "mid-1",
-            "intermediate",
-            None,
-            &["primary-a", "primary-b"],
-            None,
-        );
-        node(
-            &mut toml,
-            "mid-2",
-            "intermediate",
-            None,
-            &["primary-a", "primary-b"],
-            None,
-        );
-        node(
-            &mut toml,
-            "na",
-            "regional",
-            Some("na"),
-            &["mid-1", "mid-2"],
-            Some("eu"),
-        );
-        node(
-            &mut toml,
-            "eu",
-            "regional",
-            Some("eu"),
-            &["mid-1", "mid-2"],
-            Some("asia"),
-        );
-        node(
-            &mut toml,
-            "asia",
-            "regional",
-            Some("asia"),
-            &["mid-1", "mid-2"],
-            Some("na"),
+        let id = |role: &str| topology::demo::node_id(&prefix, role);
+        let toml = topology::demo::toml(
+            &prefix,
+            &topology::demo::free_ports()?,
+            Some(broker),
+            |role| {
+                own.iter()
+                    .find(|(r, _)| *r == role)
+                    .map(|(_, url)| url.clone())
+            },
         );
         let topology = tmp.path().join("topology.toml");
         std::fs::write(&topology, toml)?;
@@ -167,7 +100,7 @@ impl Federation {
     }
 
     pub fn id(&self, role: &str) -> String {
-        format!("{}-{role}", self.prefix)
+        topology::demo::node_id(&self.prefix, role)
     }
 
     pub fn node(&self, role: &str) -> &TestNode {

@@ -1,0 +1,139 @@
+//! The demo shape (`topology/demo.toml`: two primaries, two intermediates, regional nodes na, eu
+//! and asia with backups na→eu→asia→na) generated on given ports with prefixed ids, so tests and
+//! benchmarks can run several federations side by side on one broker without sharing queues.
+
+/// Roles of the demo shape, in file order.
+pub const ROLES: [&str; 7] = [
+    "primary-a",
+    "primary-b",
+    "mid-1",
+    "mid-2",
+    "na",
+    "eu",
+    "asia",
+];
+
+/// role, tier, region, parents, backup
+type Row = (
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    &'static [&'static str],
+    Option<&'static str>,
+);
+
+const SHAPE: [Row; 7] = [
+    ("primary-a", "primary", None, &[], None),
+    ("primary-b", "primary", None, &[], None),
+    (
+        "mid-1",
+        "intermediate",
+        None,
+        &["primary-a", "primary-b"],
+        None,
+    ),
+    (
+        "mid-2",
+        "intermediate",
+        None,
+        &["primary-a", "primary-b"],
+        None,
+    ),
+    (
+        "na",
+        "regional",
+        Some("na"),
+        &["mid-1", "mid-2"],
+        Some("eu"),
+    ),
+    (
+        "eu",
+        "regional",
+        Some("eu"),
+        &["mid-1", "mid-2"],
+        Some("asia"),
+    ),
+    (
+        "asia",
+        "regional",
+        Some("asia"),
+        &["mid-1", "mid-2"],
+        Some("na"),
+    ),
+];
+
+/// The node id of `role` under `prefix`.
+pub fn node_id(prefix: &str, role: &str) -> String {
+    format!("{prefix}-{role}")
+}
+
+/// A topology file of the demo shape: node `ROLES[i]` listens on `127.0.0.1:ports[i]` with id
+/// `PREFIX-ROLE`; `broker` is the file's AMQP URL and `own_broker(role)` a node's own, if any.
+pub fn toml(
+    prefix: &str,
+    ports: &[u16; 7],
+    broker: Option<&str>,
+    own_broker: impl Fn(&str) -> Option<String>,
+) -> String {
+    let id = |r: &str| node_id(prefix, r);
+    let mut t = String::from("redundancy = 2\n");
+    if let Some(b) = broker {
+        t.push_str(&format!("amqp_url = {b:?}\n"));
+    }
+    for ((role, tier, region, parents, backup), port) in SHAPE.iter().zip(ports) {
+        t.push_str(&format!(
+            "\n[[node]]\nid = {:?}\ntier = {tier:?}\nhttp = \"127.0.0.1:{port}\"\n",
+            id(role)
+        ));
+        if let Some(url) = own_broker(role) {
+            t.push_str(&format!("amqp_url = {url:?}\n"));
+        }
+        if let Some(r) = region {
+            t.push_str(&format!("region = {r:?}\n"));
+        }
+        if !parents.is_empty() {
+            let ps: Vec<String> = parents.iter().map(|p| format!("{:?}", id(p))).collect();
+            t.push_str(&format!("parents = [{}]\n", ps.join(", ")));
+        }
+        if let Some(b) = backup {
+            t.push_str(&format!("backup = {:?}\n", id(b)));
+        }
+    }
+    t
+}
+
+/// Seven ports free right now (another process may still take one before it is bound).
+pub fn free_ports() -> std::io::Result<[u16; 7]> {
+    let listeners: Vec<std::net::TcpListener> = (0..7)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let mut ports = [0u16; 7];
+    for (p, l) in ports.iter_mut().zip(&listeners) {
+        *p = l.local_addr()?.port();
+    }
+    Ok(ports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_shape_is_valid_and_matches_the_demo() {
+        let text = toml(
+            "t1",
+            &[7101, 7102, 7111, 7112, 7121, 7122, 7123],
+            Some("amqp://h/%2f"),
+            |r| (r == "primary-b").then(|| "amqp://other/%2f".to_owned()),
+        );
+        let topo = docfed_shared::Topology::parse(&text).unwrap();
+        topo.validate().unwrap();
+        let demo = docfed_shared::Topology::parse(include_str!("../demo.toml")).unwrap();
+        assert_eq!(topo.nodes.len(), demo.nodes.len());
+        for (a, b) in topo.nodes.iter().zip(&demo.nodes) {
+            assert_eq!(a.id, format!("t1-{}", b.id));
+            assert_eq!((a.tier, &a.region, a.http), (b.tier, &b.region, b.http));
+        }
+        assert_eq!(topo.amqp_url_for("t1-primary-b"), "amqp://other/%2f");
+    }
+}
