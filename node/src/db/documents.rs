@@ -196,9 +196,11 @@ impl Db {
     }
 
     pub async fn list(&self, f: &ListFilter) -> Result<DocumentList, sqlx::Error> {
+        // The inner query finds and orders only row ids (and scores), so sorting many matches of
+        // a broad search moves small rows; the outer query fetches the page's columns.
         let mut qb: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
             "SELECT d.rid, {}, d.published_at, \
-             EXISTS (SELECT 1 FROM objects o WHERE o.md5 = d.md5) AS available_here ",
+             EXISTS (SELECT 1 FROM objects o WHERE o.md5 = d.md5) AS available_here FROM (",
             VERSION_COLUMNS
                 .split(", ")
                 .map(|c| format!("d.{c}"))
@@ -206,10 +208,13 @@ impl Db {
                 .join(", ")
         ));
         if let Some(fts) = &f.fts {
-            qb.push("FROM documents_fts JOIN documents d ON d.rid = documents_fts.rowid WHERE documents_fts MATCH ");
+            qb.push(
+                "SELECT d.rid AS rid, documents_fts.rank AS score FROM documents_fts \
+                 JOIN documents d ON d.rid = documents_fts.rowid WHERE documents_fts MATCH ",
+            );
             qb.push_bind(fts.clone());
         } else {
-            qb.push("FROM documents d WHERE 1 = 1");
+            qb.push("SELECT d.rid AS rid, 0 AS score FROM documents d WHERE 1 = 1");
         }
         match f.deleted {
             DeletedFilter::Exclude => {
@@ -265,6 +270,7 @@ impl Db {
         // One row more than asked tells whether there is a next page.
         qb.push(" LIMIT ").push_bind(i64::from(limit) + 1);
         qb.push(" OFFSET ").push_bind(offset as i64);
+        qb.push(") top JOIN documents d ON d.rid = top.rid ORDER BY top.score, d.rid DESC");
 
         #[derive(sqlx::FromRow)]
         struct Hit {
