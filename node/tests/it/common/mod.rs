@@ -27,41 +27,32 @@ impl TestNode {
     pub async fn start_with(extra_args: &[&str]) -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
         let dir = tmp.path().join("data");
-        let mut node = TestNode {
-            dir,
-            _tmp: Some(tmp),
-            child: None,
-            url: String::new(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            federated: false,
-        };
-        node.spawn().await?;
-        Ok(node)
+        Self::launch(&dir, Some(tmp), extra_args, false).await
     }
 
     /// A node on a data dir the caller owns (e.g. a size-limited mount).
     pub async fn start_in(dir: &Path, extra_args: &[&str]) -> TestResult<Self> {
-        let mut node = TestNode {
-            dir: dir.to_owned(),
-            _tmp: None,
-            child: None,
-            url: String::new(),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
-            federated: false,
-        };
-        node.spawn().await?;
-        Ok(node)
+        Self::launch(dir, None, extra_args, false).await
     }
 
     /// A member of a federation: its address comes from the topology, not port 0.
     pub async fn start_federated(dir: &Path, args: &[&str]) -> TestResult<Self> {
+        Self::launch(dir, None, args, true).await
+    }
+
+    async fn launch(
+        dir: &Path,
+        tmp: Option<tempfile::TempDir>,
+        args: &[&str],
+        federated: bool,
+    ) -> TestResult<Self> {
         let mut node = TestNode {
             dir: dir.to_owned(),
-            _tmp: None,
+            _tmp: tmp,
             child: None,
             url: String::new(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
-            federated: true,
+            federated,
         };
         node.spawn().await?;
         Ok(node)
