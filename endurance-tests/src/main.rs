@@ -1,8 +1,9 @@
-//! `docfed-endurance`: measurements of whole federations (`bench`), and — still to come —
-//! fault-injecting endurance runs (`run`).
+//! `docfed-endurance`: measurements of whole federations (`bench`) and fault-injecting
+//! endurance runs with an invariant checker (`run`).
 
 mod bench;
 mod fedgen;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,11 +35,10 @@ enum Command {
         #[arg(long, default_value = "run/bench")]
         dir: PathBuf,
     },
-    /// Fault-injecting endurance run (not implemented yet: issue 6).
-    Run {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        rest: Vec<String>,
-    },
+    /// Run a federation under a workload while injecting faults (node and broker kill -9,
+    /// network cuts, bandwidth limits, corruption in flight, a full disk), then check that
+    /// nothing was lost. Exit status 0 when every invariant held, 1 otherwise.
+    Run(run::RunArgs),
 }
 
 #[tokio::main]
@@ -53,9 +53,13 @@ async fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { .. } => {
-            eprintln!("docfed-endurance run: not implemented yet (tracked in issue 6)");
-            ExitCode::from(2)
-        }
+        Command::Run(args) => match run::run(args).await {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("docfed-endurance run: {e:#}");
+                ExitCode::from(2)
+            }
+        },
     }
 }

@@ -38,6 +38,24 @@ pub struct Args {
     /// links usable for others; also emulates slow links in measurements).
     #[arg(long, env = "DOCFED_PULL_RATE_LIMIT")]
     pub pull_rate_limit: Option<ByteSize>,
+    /// Reach peer ID at ADDR instead of its topology address (NAT, tunnels, relays); repeatable
+    /// or comma-separated: `--peer-http mid-1=10.0.0.5:7111`.
+    #[arg(long, env = "DOCFED_PEER_HTTP", value_delimiter = ',', value_name = "ID=ADDR")]
+    pub peer_http: Vec<String>,
+    /// Reach peer ID's inbox broker at URL instead of the topology's; repeatable or
+    /// comma-separated: `--peer-amqp mid-1=amqp://user:pass@10.0.0.5:5672/%2f`.
+    #[arg(
+        long,
+        env = "DOCFED_PEER_AMQP",
+        value_delimiter = ',',
+        value_name = "ID=URL",
+        hide_env_values = true
+    )]
+    pub peer_amqp: Vec<String>,
+    /// Deliberately break this node so the endurance harness can show that it notices (never
+    /// for production; see `docfed-endurance run --plant-bug`).
+    #[arg(long, env = "DOCFED_PLANT_BUG", hide = true, value_enum)]
+    pub plant_bug: Option<crate::federation::PlantedBug>,
     /// Do not advertise or browse over mDNS (presence then relies on health probes).
     #[arg(long, env = "DOCFED_NO_MDNS")]
     pub no_mdns: bool,
@@ -136,6 +154,8 @@ pub enum ConfigError {
     },
     #[error("{0}")]
     Topology(String),
+    #[error("{0}")]
+    Route(String),
     #[error("node {id:?} is not in topology {path}")]
     UnknownNode { id: String, path: PathBuf },
     #[error("--data-dir is required (flag, DOCFED_DATA_DIR or `data_dir` in the config file)")]
@@ -189,11 +209,32 @@ impl NodeConfig {
                         id: id.clone(),
                         path: path.clone(),
                     })?;
+                let http_routes = parse_routes(&args.peer_http, "--peer-http", &topo, |a| {
+                    a.parse::<SocketAddr>()
+                        .map(|_| ())
+                        .map_err(|e| format!("not HOST:PORT: {e}"))
+                })?
+                .into_iter()
+                .map(|(id, addr)| {
+                    let advertised = topo.node(&id).expect("validated").base_url();
+                    (advertised, format!("http://{addr}"))
+                })
+                .collect();
+                let amqp_routes = parse_routes(&args.peer_amqp, "--peer-amqp", &topo, |u| {
+                    if u.starts_with("amqp://") || u.starts_with("amqps://") {
+                        Ok(())
+                    } else {
+                        Err("not an amqp:// URL".to_owned())
+                    }
+                })?;
                 Some(crate::federation::Federation {
                     topology: std::sync::Arc::new(topo),
                     me,
                     amqp_override: args.amqp_url.clone(),
                     stream_through: !args.no_stream_through,
+                    http_routes,
+                    amqp_routes,
+                    planted_bug: args.plant_bug,
                 })
             }
             _ => None,
@@ -282,6 +323,29 @@ impl NodeConfig {
             federation: None,
         }
     }
+}
+
+/// Parses `ID=VALUE` overrides of how peers are reached; every ID must be a peer in the topology.
+fn parse_routes(
+    items: &[String],
+    flag: &str,
+    topo: &docfed_shared::Topology,
+    check: impl Fn(&str) -> Result<(), String>,
+) -> Result<std::collections::HashMap<String, String>, ConfigError> {
+    let mut out = std::collections::HashMap::new();
+    for item in items.iter().filter(|i| !i.trim().is_empty()) {
+        let bad = |why: String| ConfigError::Route(format!("{flag} {item:?}: {why}"));
+        let (id, value) = item
+            .split_once('=')
+            .ok_or_else(|| bad("expected ID=VALUE".to_owned()))?;
+        let (id, value) = (id.trim(), value.trim());
+        if topo.node(id).is_none() {
+            return Err(bad(format!("no node {id:?} in the topology")));
+        }
+        check(value).map_err(bad)?;
+        out.insert(id.to_owned(), value.to_owned());
+    }
+    Ok(out)
 }
 
 fn read_token_file(path: &Path) -> Result<String, ConfigError> {

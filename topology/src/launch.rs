@@ -58,6 +58,9 @@ pub enum BrokerChoice {
     External(String),
     /// Always a private broker (for harnesses that kill and restart it).
     Private,
+    /// The brokers the topology file names, per node, as written (for harnesses that give
+    /// each node or site a broker of its own).
+    AsWritten,
 }
 
 /// Everything `up` needs to know. [`UpOptions::new`] gives the defaults of the command line.
@@ -85,6 +88,8 @@ pub struct UpOptions {
     pub verbose: bool,
     /// Extra command-line flags for every node (e.g. `--pull-rate-limit 50MB`).
     pub node_args: Vec<String>,
+    /// Extra command-line flags for one node, by id (after `node_args`).
+    pub node_args_by_id: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl UpOptions {
@@ -96,6 +101,7 @@ impl UpOptions {
             broker: BrokerChoice::Auto(DEFAULT_AMQP_URL.to_owned()),
             node_binary: None,
             node_args: Vec::new(),
+            node_args_by_id: std::collections::HashMap::new(),
             start_portal: true,
             portal_binary: None,
             portal_http: DEFAULT_PORTAL_HTTP.parse().expect("valid default address"),
@@ -604,6 +610,11 @@ impl Federation {
 
     async fn choose_broker(&mut self) -> Result<()> {
         let url = match self.opts.broker.clone() {
+            BrokerChoice::AsWritten => {
+                self.note("using the brokers named in the topology file");
+                self.amqp_url = None;
+                return Ok(());
+            }
             BrokerChoice::External(url) => url,
             BrokerChoice::Auto(url) if broker::amqp_answers(&url, Duration::from_secs(2)).await => {
                 self.note(format!("using the broker at {}", broker::redact_url(&url)));
@@ -636,10 +647,10 @@ impl Federation {
     }
 
     fn spawn_node(&mut self, i: usize) -> Result<()> {
-        let amqp = self
-            .amqp_url
-            .clone()
-            .ok_or_else(|| anyhow!("no broker chosen yet"))?;
+        if self.amqp_url.is_none() && self.opts.broker != BrokerChoice::AsWritten {
+            bail!("no broker chosen yet");
+        }
+        let amqp = self.amqp_url.clone();
         let n = &self.nodes[i];
         let id = n.spec.id.clone();
         std::fs::create_dir_all(&n.data_dir)
@@ -653,9 +664,10 @@ impl Federation {
             .arg("--data-dir")
             .arg(&n.data_dir)
             .args(&self.opts.node_args)
+            .args(self.opts.node_args_by_id.get(&id).into_iter().flatten())
             .stdout(out)
             .stderr(err);
-        self.child_env(&mut cmd, &amqp);
+        self.child_env(&mut cmd, amqp.as_deref());
         let child = spawn_supervised(&mut cmd).with_context(|| {
             format!(
                 "cannot start {} for node `{id}`",
@@ -670,7 +682,7 @@ impl Federation {
     /// the operator's shell, such as `DOCFED_HTTP`, cannot override the topology) plus the
     /// broker and the token. The token goes in the environment rather than on the command line,
     /// where every user of the machine could read it in `ps`.
-    fn child_env(&self, cmd: &mut Command, amqp: &str) {
+    fn child_env(&self, cmd: &mut Command, amqp: Option<&str>) {
         for (key, _) in std::env::vars_os() {
             if let Some(k) = key.to_str() {
                 if k.starts_with("DOCFED_") && k != "DOCFED_LOG" {
@@ -678,7 +690,10 @@ impl Federation {
                 }
             }
         }
-        cmd.env(AMQP_URL_ENV, amqp).env("DOCFED_TOKEN", &self.token);
+        if let Some(amqp) = amqp {
+            cmd.env(AMQP_URL_ENV, amqp);
+        }
+        cmd.env("DOCFED_TOKEN", &self.token);
     }
 
     /// Polls `GET /v1/health` of the given nodes until each answers 200 as itself. Fails at once
@@ -777,7 +792,7 @@ impl Federation {
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| format!("not started (cannot create {}: {e})", data_dir.display()))?;
         let (out, err) = open_log(&log, "portal").map_err(|e| format!("not started ({e:#})"))?;
-        let amqp = self.amqp_url.clone().unwrap_or_default();
+        let amqp = self.amqp_url.clone();
         let mut cmd = Command::new(binary);
         cmd.arg("--topology")
             .arg(&self.topology_file)
@@ -787,7 +802,7 @@ impl Federation {
             .arg(&data_dir)
             .stdout(out)
             .stderr(err);
-        self.child_env(&mut cmd, &amqp);
+        self.child_env(&mut cmd, amqp.as_deref());
         let child = spawn_supervised(&mut cmd)
             .map_err(|e| format!("not started (cannot run {}: {e})", binary.display()))?;
         let mut portal = PortalProcess {

@@ -304,7 +304,8 @@ async fn pull(
         let (file, hash) = if already == size {
             (file, hash)
         } else {
-            let mut req = node.http.get(format!("{src}/v1/objects/{md5}"));
+            let dial = node.federation().map_or(src, |f| f.dial(src));
+            let mut req = node.http.get(format!("{dial}/v1/objects/{md5}"));
             if already > 0 {
                 req = req
                     .header("Range", format!("bytes={already}-"))

@@ -136,6 +136,12 @@ async fn consume(
             }));
         };
         let last_tag = last.delivery_tag;
+        let planted_early_ack = fed.planted_bug == Some(super::PlantedBug::AckBeforeCommit);
+        if planted_early_ack {
+            ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
+                .await?;
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
         let mut envelopes = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
             Metrics::inc(&node.metrics.notifications_received);
@@ -179,8 +185,10 @@ async fn consume(
             }
         }
         // Everything up to the last delivery is recorded (or dead-lettered): ack them at once.
-        ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
-            .await?;
+        if !planted_early_ack {
+            ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
+                .await?;
+        }
         if let Some(e) = stream_end {
             break Err(e);
         }

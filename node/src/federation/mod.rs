@@ -13,6 +13,7 @@ pub mod presence;
 pub mod routing;
 pub mod transfers;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use docfed_shared::topology::{NodeSpec, Tier, Topology};
@@ -27,6 +28,20 @@ pub struct Federation {
     pub amqp_override: Option<String>,
     /// Pull only after the upstream pull completed (for measuring what stream-through buys).
     pub stream_through: bool,
+    /// Where to connect for a peer's advertised base URL, when not there (`--peer-http`).
+    pub http_routes: HashMap<String, String>,
+    /// Where to reach a peer's inbox broker, when not at its topology URL (`--peer-amqp`).
+    pub amqp_routes: HashMap<String, String>,
+    /// A deliberate defect, for the endurance harness to prove it catches it.
+    pub planted_bug: Option<PlantedBug>,
+}
+
+/// Defects the endurance harness can plant (`--plant-bug`), each breaking one promise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlantedBug {
+    /// The inbox acks a burst of messages, then records them a second later ("batching"):
+    /// a crash in between loses them.
+    AckBeforeCommit,
 }
 
 impl Federation {
@@ -42,10 +57,20 @@ impl Federation {
         format!("http://{}", self.me.http)
     }
 
+    /// URL of node `id`'s inbox broker, as reached from here.
     pub fn amqp_url_of(&self, id: &str) -> String {
+        if let Some(url) = self.amqp_routes.get(id).filter(|_| id != self.id()) {
+            return url.clone();
+        }
         self.amqp_override
             .clone()
             .unwrap_or_else(|| self.topology.amqp_url_for(id))
+    }
+
+    /// The base URL to connect to for a peer's advertised base URL. Routing decisions and
+    /// notifications keep advertised URLs; only the connection goes elsewhere.
+    pub fn dial<'a>(&'a self, url: &'a str) -> &'a str {
+        self.http_routes.get(url).map_or(url, String::as_str)
     }
 
     pub fn is_primary(&self) -> bool {

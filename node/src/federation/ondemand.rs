@@ -108,9 +108,10 @@ async fn pull(
         .truncate(true)
         .open(&t.path)?;
     t.set(Progress::Written(0));
+    let dial = node.federation().map_or(src, |f| f.dial(src));
     let resp = node
         .http
-        .get(format!("{src}/v1/objects/{}", doc.md5))
+        .get(format!("{dial}/v1/objects/{}", doc.md5))
         .send()
         .await
         .map_err(|e| err(e.to_string()))?;

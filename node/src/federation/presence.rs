@@ -206,7 +206,13 @@ async fn probe_all(node: &Arc<Node>) {
         .snapshot()
         .into_iter()
         .filter(|p| p.in_topology)
-        .map(|p| (p.id, p.http))
+        .map(|p| {
+            let dial = node
+                .federation()
+                .map_or(p.http.as_str(), |f| f.dial(&p.http))
+                .to_owned();
+            (p.id, dial)
+        })
         .collect();
     let probes = targets.into_iter().map(|(id, url)| {
         let http = node.http.clone();

@@ -1,0 +1,577 @@
+//! After the fault phase: waiting for quiescence, then checking the invariants.
+//!
+//! The checker reads each node's SQLite database read-only (the directory, the objects table,
+//! receipts, annotations, the transfer log) and its content files, and compares every stored
+//! object byte for byte with the body its title names. The HTTP API is used for liveness
+//! (`/v1/peers`) and the brokers for queue depths.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use docfed_shared::topology::Tier;
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use tokio::time::Instant;
+
+use super::cluster::Cluster;
+use super::content;
+use super::faults::{self, Injector};
+use super::workload::Model;
+
+/// How many violations of one invariant the report lists (the count is always complete).
+const LISTED: usize = 40;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Invariant {
+    pub name: &'static str,
+    pub description: &'static str,
+    /// How many things were checked.
+    pub checked: u64,
+    pub violation_count: u64,
+    pub violations: Vec<String>,
+}
+
+impl Invariant {
+    pub fn new(name: &'static str, description: &'static str) -> Invariant {
+        Invariant {
+            name,
+            description,
+            checked: 0,
+            violation_count: 0,
+            violations: Vec::new(),
+        }
+    }
+
+    fn check(&mut self, ok: bool, violation: impl FnOnce() -> String) {
+        self.checked += 1;
+        if !ok {
+            self.fail(violation());
+        }
+    }
+
+    fn fail(&mut self, v: String) {
+        self.violation_count += 1;
+        if self.violations.len() < LISTED {
+            self.violations.push(v);
+        }
+    }
+
+    pub fn fail_with(&mut self, v: String) {
+        self.fail(v);
+    }
+
+    pub fn ok(&self) -> bool {
+        self.violation_count == 0
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Quiescence {
+    pub reached: bool,
+    pub seconds: f64,
+    /// What was still moving at the deadline, when not reached.
+    pub busy: Vec<String>,
+}
+
+/// Waits until no node has outbox rows, pending pulls or unconsumed inbox messages, and every
+/// inbox consumer is connected, for three polls in a row.
+pub async fn await_quiescence(cluster: &Cluster, deadline: Duration) -> Quiescence {
+    let started = Instant::now();
+    let mut calm = 0;
+    let mut busy = Vec::new();
+    while started.elapsed() < deadline {
+        busy.clear();
+        for n in &cluster.topo.nodes {
+            match peers(cluster, &n.id).await {
+                Ok(v) => {
+                    let outbox = v["outbox_depth"].as_i64().unwrap_or(-1);
+                    let pending = v["pending_fetches"].as_i64().unwrap_or(-1);
+                    if outbox != 0 {
+                        busy.push(format!("{}: outbox {outbox}", n.id));
+                    }
+                    if pending != 0 {
+                        busy.push(format!("{}: {pending} pulls pending", n.id));
+                    }
+                    if v["inbox_connected"] != true {
+                        busy.push(format!("{}: inbox not connected", n.id));
+                    }
+                }
+                Err(e) => busy.push(format!("{}: {e:#}", n.id)),
+            }
+            let url = n.amqp_url.clone().unwrap_or_default();
+            match faults::inbox_state(&url, &n.id).await {
+                Ok((0, _)) => {}
+                Ok((ready, _)) => busy.push(format!("{}: {ready} messages in inbox", n.id)),
+                Err(e) => busy.push(format!("{}: inbox queue: {e:#}", n.id)),
+            }
+        }
+        calm = if busy.is_empty() { calm + 1 } else { 0 };
+        if calm >= 3 {
+            return Quiescence {
+                reached: true,
+                seconds: started.elapsed().as_secs_f64(),
+                busy,
+            };
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Quiescence {
+        reached: false,
+        seconds: started.elapsed().as_secs_f64(),
+        busy,
+    }
+}
+
+async fn peers(cluster: &Cluster, id: &str) -> Result<serde_json::Value> {
+    let resp = cluster
+        .http
+        .get(format!("{}/v1/peers", cluster.url(id)))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?;
+    Ok(resp.error_for_status()?.json().await?)
+}
+
+/// A document's current version as one node holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Current {
+    version: i64,
+    origin: String,
+    deleted: bool,
+    md5: String,
+    scope: String,
+    title: String,
+    size: i64,
+}
+
+impl Current {
+    fn key(&self) -> String {
+        format!(
+            "v{} from {}{}",
+            self.version,
+            self.origin,
+            if self.deleted { " (deleted)" } else { "" }
+        )
+    }
+}
+
+struct NodeState {
+    docs: HashMap<String, Current>,
+    objects: HashMap<String, i64>,
+    duplicate_pulls: Vec<(String, i64)>,
+    pulls: u64,
+    /// (doc, version, origin) at primaries only.
+    versions: HashMap<(String, i64, String), (i64, String, i64, String)>,
+    /// (doc, node, version, origin) → (content, at ms), at primaries only.
+    receipts: HashMap<(String, String, i64, String), (bool, i64)>,
+    annotations: HashSet<String>,
+}
+
+async fn open(path: &Path) -> Result<SqlitePool> {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(10));
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(opts)
+        .await
+        .with_context(|| format!("cannot open {}", path.display()))
+}
+
+async fn read_node(dir: &Path, primary: bool) -> Result<NodeState> {
+    let db = open(&dir.join("node.sqlite")).await?;
+    let docs = sqlx::query_as::<_, (String, i64, String, bool, String, String, String, i64)>(
+        "SELECT doc_id, version, origin, deleted, md5, scope, title, size FROM documents",
+    )
+    .fetch_all(&db)
+    .await?
+    .into_iter()
+    .map(|(id, version, origin, deleted, md5, scope, title, size)| {
+        (
+            id,
+            Current {
+                version,
+                origin,
+                deleted,
+                md5,
+                scope,
+                title,
+                size,
+            },
+        )
+    })
+    .collect();
+    let objects = sqlx::query_as::<_, (String, i64)>("SELECT md5, size FROM objects")
+        .fetch_all(&db)
+        .await?
+        .into_iter()
+        .collect();
+    let duplicate_pulls = sqlx::query_as::<_, (String, i64)>(
+        "SELECT md5, COUNT(*) FROM fetch_log GROUP BY md5 HAVING COUNT(*) > 1",
+    )
+    .fetch_all(&db)
+    .await?;
+    let pulls: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM fetch_log")
+        .fetch_one(&db)
+        .await?;
+    let mut state = NodeState {
+        docs,
+        objects,
+        duplicate_pulls,
+        pulls: pulls as u64,
+        versions: HashMap::new(),
+        receipts: HashMap::new(),
+        annotations: HashSet::new(),
+    };
+    if primary {
+        state.versions = sqlx::query_as::<_, (String, i64, String, i64, String, i64, String)>(
+            "SELECT doc_id, version, origin, created_at, md5, deleted, title FROM versions",
+        )
+        .fetch_all(&db)
+        .await?
+        .into_iter()
+        .map(|(d, v, o, at, md5, del, title)| ((d, v, o), (at, md5, del, title)))
+        .collect();
+        state.receipts = sqlx::query_as::<_, (String, String, i64, String, bool, i64)>(
+            "SELECT doc_id, node, version, origin, content, at FROM receipts",
+        )
+        .fetch_all(&db)
+        .await?
+        .into_iter()
+        .map(|(d, n, v, o, c, at)| ((d, n, v, o), (c, at)))
+        .collect();
+        state.annotations = sqlx::query_scalar::<_, String>("SELECT id FROM annotations")
+            .fetch_all(&db)
+            .await?
+            .into_iter()
+            .collect();
+    }
+    db.close().await;
+    Ok(state)
+}
+
+/// One delivery: a regional node received a version's content.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    pub node: String,
+    /// Seconds since the run started, when the version was published.
+    pub published_s: f64,
+    pub latency_s: f64,
+}
+
+pub struct Outcome {
+    pub invariants: Vec<Invariant>,
+    pub deliveries: Vec<Delivery>,
+    pub documents: u64,
+    pub versions: u64,
+    pub bytes_verified: u64,
+    pub pulls: u64,
+}
+
+/// Checks every invariant. `run_start_ms` is the run's start in Unix milliseconds.
+pub async fn check(
+    cluster: &Cluster,
+    model: &Model,
+    injector: &Injector,
+    run_start_ms: i64,
+) -> Result<Outcome> {
+    let primaries = cluster.ids(Tier::Primary);
+    let regionals = cluster.ids(Tier::Regional);
+    let mut nodes: BTreeMap<String, NodeState> = BTreeMap::new();
+    for n in &cluster.topo.nodes {
+        let state = read_node(&cluster.data_dir(&n.id), n.tier == Tier::Primary)
+            .await
+            .with_context(|| format!("reading node {}", n.id))?;
+        nodes.insert(n.id.clone(), state);
+    }
+    let reference = &nodes[&primaries[0]];
+
+    // 1. Acknowledged edits are kept by both primaries.
+    let mut acked = Invariant::new(
+        "acknowledged edits kept",
+        "every acknowledged publication, version, delete and reactivation is in the history of both primaries",
+    );
+    for a in &model.acked {
+        for p in &primaries {
+            let key = (a.doc.clone(), a.version, a.origin.clone());
+            acked.check(nodes[p].versions.contains_key(&key), || {
+                format!(
+                    "{} of document {} (v{} from {}, acknowledged at {:.1} s) missing at {p}",
+                    a.kind,
+                    a.doc,
+                    a.version,
+                    a.origin,
+                    a.at_ms as f64 / 1000.0
+                )
+            });
+        }
+    }
+
+    // 2. The primaries agree, and every regional directory equals theirs.
+    let mut directories = Invariant::new(
+        "directories complete and equal",
+        "both primaries and every regional node hold the same current version (or tombstone) of every document",
+    );
+    let mut tombstones = Invariant::new(
+        "tombstones everywhere, no resurrection",
+        "a document deleted at the primaries is deleted at every regional node",
+    );
+    for id in primaries.iter().chain(&regionals).skip(1) {
+        let here = &nodes[id];
+        for (doc, want) in &reference.docs {
+            match here.docs.get(doc) {
+                None => directories.fail(format!("document {doc} ({}) missing at {id}", want.key())),
+                Some(have) if have != want => directories.fail(format!(
+                    "document {doc}: {id} holds {}, {} holds {}",
+                    have.key(),
+                    primaries[0],
+                    want.key()
+                )),
+                Some(_) => directories.checked += 1,
+            }
+            if want.deleted && regionals.contains(id) {
+                tombstones.check(here.docs.get(doc).is_some_and(|h| h.deleted), || {
+                    format!("document {doc} deleted at the primaries but not at {id}")
+                });
+            }
+        }
+        for doc in here.docs.keys().filter(|d| !reference.docs.contains_key(*d)) {
+            directories.fail(format!(
+                "document {doc} at {id} is unknown to {}",
+                primaries[0]
+            ));
+        }
+    }
+
+    // 3. Placement: content where the scope (or a device flag) requires it, byte for byte.
+    let mut placement = Invariant::new(
+        "content placed by scope",
+        "every current version is held, byte-identical, by both primaries, the regional nodes its scope names, and regional nodes with a device flag on it",
+    );
+    let flagged: BTreeSet<(String, String)> = model
+        .flags
+        .iter()
+        .map(|(n, _, d)| (n.clone(), d.clone()))
+        .collect();
+    for (doc, cur) in reference.docs.iter().filter(|(_, c)| !c.deleted) {
+        for id in &cluster.topo.nodes {
+            let needed = match id.tier {
+                Tier::Primary => true,
+                Tier::Intermediate => false,
+                Tier::Regional => placement_required(cluster, cur, &id.id, &flagged, doc),
+            };
+            if needed {
+                let held = nodes[&id.id].objects.contains_key(&cur.md5);
+                placement.check(held, || {
+                    format!(
+                        "document {doc} ({}, {}, md5 {}) not held at {}",
+                        cur.key(),
+                        cur.scope,
+                        cur.md5,
+                        id.id
+                    )
+                });
+            }
+        }
+    }
+
+    // 4. No corrupted bytes anywhere: every stored object is compared with its generator when
+    //    its body is known, else re-hashed.
+    let mut intact = Invariant::new(
+        "no corrupted bytes stored",
+        "every object in every node's store matches its MD5 (and its generated body, byte for byte)",
+    );
+    let bodies: HashMap<String, (u64, u64)> = reference
+        .versions
+        .values()
+        .filter_map(|(_, md5, _, title)| content::parse_title(title).map(|b| (md5.clone(), b)))
+        .collect();
+    let mut bytes_verified = 0u64;
+    for n in &cluster.topo.nodes {
+        let dir = cluster.data_dir(&n.id);
+        let objects: Vec<(String, i64)> = nodes[&n.id]
+            .objects
+            .iter()
+            .map(|(m, s)| (m.clone(), *s))
+            .collect();
+        let bodies = bodies.clone();
+        let id = n.id.clone();
+        let results = tokio::task::spawn_blocking(move || {
+            objects
+                .into_iter()
+                .map(|(md5, size)| {
+                    let path = dir.join("objects").join(&md5[..2]).join(&md5);
+                    let verdict = match bodies.get(&md5) {
+                        Some(&(seed, len)) => content::compare_file(&path, seed, len)
+                            .map_err(|d| d.to_string()),
+                        None => match content::md5_of_file(&path) {
+                            Ok(m) if m == md5 => Ok(()),
+                            Ok(m) => Err(format!("hashes to {m}")),
+                            Err(e) => Err(format!("unreadable: {e}")),
+                        },
+                    };
+                    (md5, size, verdict)
+                })
+                .collect::<Vec<_>>()
+        })
+        .await?;
+        for (md5, size, verdict) in results {
+            bytes_verified += size.max(0) as u64;
+            intact.check(verdict.is_ok(), || {
+                format!("object {md5} at {id}: {}", verdict.clone().unwrap_err())
+            });
+        }
+    }
+
+    // 5. Receipts at both primaries for every required holding.
+    let mut receipts = Invariant::new(
+        "delivery receipts at both primaries",
+        "for every current version, both primaries hold one receipt from every regional node that must hold it",
+    );
+    for (doc, cur) in reference.docs.iter().filter(|(_, c)| !c.deleted) {
+        for id in &regionals {
+            if !placement_required(cluster, cur, id, &flagged, doc) {
+                continue;
+            }
+            for p in &primaries {
+                let key = (doc.clone(), id.clone(), cur.version, cur.origin.clone());
+                receipts.check(
+                    nodes[p].receipts.get(&key).is_some_and(|(c, _)| *c),
+                    || format!("no receipt at {p} for document {doc} {} at {id}", cur.key()),
+                );
+            }
+        }
+    }
+
+    // 6. Annotations reach both primaries.
+    let mut annotations = Invariant::new(
+        "annotations at both primaries, once",
+        "every acknowledged annotation is stored exactly once (keyed by its id) at both primaries",
+    );
+    for (aid, doc, at) in &model.annotations {
+        for p in &primaries {
+            annotations.check(nodes[p].annotations.contains(aid), || {
+                format!("annotation {aid} on document {doc} (written at {at}) missing at {p}")
+            });
+        }
+    }
+
+    // 7. Redundant notifications caused no second transfer.
+    let mut transfers = Invariant::new(
+        "no duplicate transfers",
+        "no node completed two pulls of the same content (the redundant notification was deduplicated)",
+    );
+    let mut pulls = 0;
+    for (id, state) in &nodes {
+        pulls += state.pulls;
+        transfers.checked += state.pulls;
+        for (md5, count) in &state.duplicate_pulls {
+            transfers.fail(format!("{id} pulled {md5} {count} times"));
+        }
+    }
+
+    // 8. Every node reconnected after every broker restart.
+    let mut reconnects = Invariant::new(
+        "reconnect after every broker restart",
+        "after each broker kill -9 and restart, every node it serves consumes its inbox again within 60 s",
+    );
+    for r in &injector.reconnects {
+        for (node, t) in &r.nodes {
+            reconnects.check(t.is_some(), || {
+                format!(
+                    "{node} did not consume again after broker {} restarted at {:.1} s",
+                    r.broker, r.restarted_at_s
+                )
+            });
+        }
+    }
+
+    // 9. Nodes only stop when killed; fetches never served wrong bytes; no dead letters.
+    let mut crashes = Invariant::new(
+        "no unexpected exits",
+        "no node process exited unless the harness killed it",
+    );
+    crashes.checked = cluster.topo.nodes.len() as u64;
+    for (node, status, at) in &injector.unexpected_exits {
+        crashes.fail(format!("{node} exited with {status} at {at:.1} s"));
+    }
+    let mut served = Invariant::new(
+        "cross-region fetches intact",
+        "every cross-region fetch that answered 200 delivered bytes matching its ETag",
+    );
+    served.checked = model.ops.get("cross-region-fetch").map_or(0, |s| s.ok);
+    for v in &model.served_corrupt {
+        served.fail(v.clone());
+    }
+    let mut dead = Invariant::new(
+        "no dead letters",
+        "no node dead-lettered a message (every message the nodes exchanged was well-formed)",
+    );
+    for n in &cluster.topo.nodes {
+        let url = n.amqp_url.clone().unwrap_or_default();
+        match faults::queue_state(&url, &docfed_shared::topology::dead_letter_queue(&n.id)).await {
+            Ok((count, _)) => {
+                dead.check(count == 0, || format!("{count} dead letters at {}", n.id));
+            }
+            Err(e) => dead.fail(format!("cannot read {}'s dead-letter queue: {e:#}", n.id)),
+        }
+    }
+
+    // Deliveries for the latency plot: receipts of regional nodes at the first primary.
+    let deliveries = reference
+        .receipts
+        .iter()
+        .filter(|((_, node, _, _), (content, _))| *content && regionals.contains(node))
+        .filter_map(|((doc, node, v, o), (_, at))| {
+            let (created, ..) = reference.versions.get(&(doc.clone(), *v, o.clone()))?;
+            Some(Delivery {
+                node: node.clone(),
+                published_s: (created - run_start_ms) as f64 / 1000.0,
+                latency_s: (at - created) as f64 / 1000.0,
+            })
+        })
+        .collect();
+
+    Ok(Outcome {
+        invariants: vec![
+            acked,
+            directories,
+            tombstones,
+            placement,
+            intact,
+            receipts,
+            annotations,
+            transfers,
+            reconnects,
+            crashes,
+            served,
+            dead,
+        ],
+        deliveries,
+        documents: reference.docs.len() as u64,
+        versions: reference.versions.len() as u64,
+        bytes_verified,
+        pulls,
+    })
+}
+
+fn placement_required(
+    cluster: &Cluster,
+    cur: &Current,
+    id: &str,
+    flagged: &BTreeSet<(String, String)>,
+    doc: &str,
+) -> bool {
+    cur.scope == "global"
+        || cur.scope.strip_prefix("region:").is_some_and(|r| {
+            cluster
+                .topo
+                .holders_of_region(r)
+                .iter()
+                .any(|h| h.id == id)
+        })
+        || flagged.contains(&(id.to_owned(), doc.to_owned()))
+}

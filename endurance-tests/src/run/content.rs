@@ -1,0 +1,182 @@
+//! Document bodies generated from `(seed, size)`. Any block can be regenerated on its own, so a
+//! run keeps no copy of what it published, yet the checker can compare what every node stores
+//! with what was published, byte for byte. The pair travels in the document's title, so even a
+//! publication whose acknowledgement was lost to a fault can be verified.
+
+use std::io::Read;
+use std::path::Path;
+
+use bytes::Bytes;
+use futures::Stream;
+
+/// Generation granularity; a multiple of 8.
+const BLOCK: usize = 64 * 1024;
+const TITLE_PREFIX: &str = "endurance-";
+
+/// Block `index` of the body `seed` (full length; the last block of a body is cut short).
+fn block(seed: u64, index: u64) -> Vec<u8> {
+    let mut x = splitmix(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut out = Vec::with_capacity(BLOCK);
+    for _ in 0..BLOCK / 8 {
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) | 1
+}
+
+fn block_len(size: u64, index: u64) -> usize {
+    (size - index * BLOCK as u64).min(BLOCK as u64) as usize
+}
+
+/// The body as a stream of blocks: constant memory whatever the size.
+pub fn stream(seed: u64, size: u64) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
+    let blocks = size.div_ceil(BLOCK as u64);
+    futures::stream::iter(0..blocks).map(move |i| {
+        let mut b = block(seed, i);
+        b.truncate(block_len(size, i));
+        Ok(Bytes::from(b))
+    })
+}
+
+use futures::StreamExt as _;
+
+/// MD5 of the body, as hex.
+#[cfg(test)]
+pub fn md5_hex(seed: u64, size: u64) -> String {
+    let mut ctx = md5::Context::new();
+    for i in 0..size.div_ceil(BLOCK as u64) {
+        let b = block(seed, i);
+        ctx.consume(&b[..block_len(size, i)]);
+    }
+    format!("{:x}", ctx.finalize())
+}
+
+/// The title that names a generated body.
+pub fn title(seed: u64, size: u64) -> String {
+    format!("{TITLE_PREFIX}{seed:016x}-{size}")
+}
+
+/// `(seed, size)` from a title made by [`title`].
+pub fn parse_title(title: &str) -> Option<(u64, u64)> {
+    let rest = title.strip_prefix(TITLE_PREFIX)?;
+    let (seed, size) = rest.split_once('-')?;
+    Some((u64::from_str_radix(seed, 16).ok()?, size.parse().ok()?))
+}
+
+/// How a stored file differs from the body it should hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Difference {
+    Missing(String),
+    Length { expected: u64, actual: u64 },
+    Byte { offset: u64 },
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Difference::Missing(why) => write!(f, "file missing ({why})"),
+            Difference::Length { expected, actual } => {
+                write!(f, "{actual} bytes instead of {expected}")
+            }
+            Difference::Byte { offset } => write!(f, "bytes differ from offset {offset}"),
+        }
+    }
+}
+
+/// Compares the file at `path` with the body `(seed, size)`, block by block (blocking I/O).
+pub fn compare_file(path: &Path, seed: u64, size: u64) -> Result<(), Difference> {
+    let mut file =
+        std::fs::File::open(path).map_err(|e| Difference::Missing(e.to_string()))?;
+    let actual = file
+        .metadata()
+        .map_err(|e| Difference::Missing(e.to_string()))?
+        .len();
+    if actual != size {
+        return Err(Difference::Length {
+            expected: size,
+            actual,
+        });
+    }
+    let mut buf = vec![0u8; BLOCK];
+    for i in 0..size.div_ceil(BLOCK as u64) {
+        let len = block_len(size, i);
+        file.read_exact(&mut buf[..len])
+            .map_err(|e| Difference::Missing(e.to_string()))?;
+        let expected = block(seed, i);
+        if buf[..len] != expected[..len] {
+            let at = buf[..len]
+                .iter()
+                .zip(&expected)
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            return Err(Difference::Byte {
+                offset: i * BLOCK as u64 + at as u64,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// MD5 of a file, as hex (blocking I/O).
+pub fn md5_of_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut ctx = md5::Context::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        ctx.consume(&buf[..n]);
+    }
+    Ok(format!("{:x}", ctx.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn titles_round_trip() {
+        let t = title(0xdead_beef, 65_537);
+        assert_eq!(parse_title(&t), Some((0xdead_beef, 65_537)));
+        assert_eq!(parse_title("quarterly report"), None);
+    }
+
+    #[tokio::test]
+    async fn stream_file_and_md5_agree() {
+        for size in [0u64, 1, 65_535, 65_536, 65_537, 200_000] {
+            let mut bytes = Vec::new();
+            let mut s = Box::pin(stream(7, size));
+            while let Some(chunk) = s.next().await {
+                bytes.extend_from_slice(&chunk.unwrap());
+            }
+            assert_eq!(bytes.len() as u64, size);
+            assert_eq!(format!("{:x}", md5::compute(&bytes)), md5_hex(7, size));
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("f");
+            std::fs::write(&path, &bytes).unwrap();
+            assert_eq!(compare_file(&path, 7, size), Ok(()));
+            assert_eq!(md5_of_file(&path).unwrap(), md5_hex(7, size));
+            if size > 10 {
+                bytes[size as usize / 2] ^= 1;
+                std::fs::write(&path, &bytes).unwrap();
+                assert_eq!(
+                    compare_file(&path, 7, size),
+                    Err(Difference::Byte { offset: size / 2 })
+                );
+            }
+        }
+        assert_ne!(md5_hex(1, 1000), md5_hex(2, 1000));
+    }
+}

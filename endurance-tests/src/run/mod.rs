@@ -1,0 +1,364 @@
+//! `docfed-endurance run`: a federation of real processes, a seeded workload, faults injected on
+//! a schedule, then quiescence and an invariant check that names the documents and nodes
+//! involved in any violation. See `--help` and README §Endurance.
+
+mod check;
+mod cluster;
+pub mod content;
+mod faults;
+mod proxy;
+mod report;
+mod workload;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Result;
+use docfed_shared::topology::Tier;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use cluster::BrokerLayout;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Profile {
+    /// At most 5 minutes: 24 faults of every kind under a steady workload (what CI runs).
+    Ci,
+    /// Runs for --duration: longer outages, larger documents, a fault every 5-30 s.
+    Soak,
+}
+
+/// Defects that can be planted in every node to prove the checker catches them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlantedBug {
+    /// The inbox acknowledges messages a second before it records them.
+    AckBeforeCommit,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// ci (≤ 5 minutes, run by .ci/run) or soak (hours to days, with --duration).
+    #[arg(long, value_enum, default_value = "ci")]
+    pub profile: Profile,
+    /// How long the soak profile injects faults, e.g. `30m`, `12h`, `3days`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Seed of the workload and fault schedule; printed by every run, so a failing run can be
+    /// replayed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Directory for report.json, summary.txt and latency.svg [default: DIR/report].
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Topology file of the federation to run [default: the demo shape on free ports].
+    #[arg(long)]
+    pub topology: Option<PathBuf>,
+    /// Working directory: node data, broker data, logs.
+    #[arg(long, default_value = "run/endurance")]
+    pub dir: PathBuf,
+    /// How nodes share private brokers [default: tier].
+    #[arg(long, value_enum, default_value = "tier")]
+    pub brokers: BrokerLayout,
+    /// Number of faults (ci profile) [default: 24].
+    #[arg(long)]
+    pub faults: Option<usize>,
+    /// Plant a defect in every node; the run must then fail.
+    #[arg(long, value_enum)]
+    pub plant_bug: Option<PlantedBug>,
+    /// Do not put a node on a small tmpfs (no disk-full faults; for machines without root).
+    #[arg(long)]
+    pub no_disk_fault: bool,
+}
+
+struct Settings {
+    faults: Option<usize>,
+    duration: Option<Duration>,
+    timing: faults::Timing,
+    workload: workload::Params,
+    quiescence: Duration,
+    disk: u64,
+}
+
+fn settings(args: &RunArgs) -> Settings {
+    let s = Duration::from_secs;
+    let ms = Duration::from_millis;
+    match args.profile {
+        Profile::Ci => Settings {
+            faults: Some(args.faults.unwrap_or(24)),
+            duration: None,
+            timing: faults::Timing {
+                down: (ms(800), ms(2500)),
+                hold: (s(2), s(5)),
+                gap: (ms(300), ms(1200)),
+            },
+            workload: workload::Params {
+                lanes: 3,
+                pause: ms(150),
+                medium_max: 4 << 20,
+                large: (16 << 20, 128 << 20),
+                large_pause: s(8),
+            },
+            quiescence: s(150),
+            disk: 2 << 30,
+        },
+        Profile::Soak => Settings {
+            faults: args.faults,
+            duration: Some(args.duration.unwrap_or(s(30 * 60))),
+            timing: faults::Timing {
+                down: (s(1), s(20)),
+                hold: (s(3), s(40)),
+                gap: (s(3), s(25)),
+            },
+            workload: workload::Params {
+                lanes: 2,
+                pause: ms(400),
+                medium_max: 16 << 20,
+                large: (32 << 20, 300_000_000),
+                large_pause: s(90),
+            },
+            quiescence: s(600),
+            disk: 6 << 30,
+        },
+    }
+}
+
+/// Runs the profile; `Ok(true)` when every invariant held.
+pub async fn run(args: RunArgs) -> Result<bool> {
+    let set = settings(&args);
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            % 1_000_000_007
+    });
+    let profile = format!("{:?}", args.profile).to_lowercase();
+    eprintln!(
+        "endurance: profile {profile}, seed {seed} (replay with --seed {seed}){}",
+        args.plant_bug
+            .map(|b| format!(", planted bug {b:?}"))
+            .unwrap_or_default()
+    );
+    let mut node_args = Vec::new();
+    if let Some(PlantedBug::AckBeforeCommit) = args.plant_bug {
+        node_args.extend(["--plant-bug".to_owned(), "ack-before-commit".to_owned()]);
+    }
+    let total = Instant::now();
+    let mut cluster = cluster::Cluster::start(cluster::Options {
+        topology: args.topology.clone(),
+        dir: args.dir.clone(),
+        brokers: args.brokers,
+        disk_size: (!args.no_disk_fault).then_some(set.disk),
+        node_args,
+    })
+    .await?;
+    eprintln!(
+        "endurance: {} nodes up in {:.1} s ({} proxied links){}",
+        cluster.topo.nodes.len(),
+        total.elapsed().as_secs_f64(),
+        cluster.http_links.len() + cluster.amqp_links.len(),
+        cluster
+            .disk_note
+            .as_deref()
+            .map(|n| format!("; no disk-full faults: {n}"))
+            .unwrap_or_default()
+    );
+    let outcome = drive(&args, &set, seed, &profile, &mut cluster).await;
+    cluster.shutdown().await;
+    let report = outcome?;
+    let dir = args.report.clone().unwrap_or_else(|| args.dir.join("report"));
+    report.write(&dir)?;
+    println!("{}", report.summary());
+    println!(
+        "report: {} (report.json, summary.txt, latency.svg); node logs under {}",
+        dir.display(),
+        args.dir.join("nodes").display()
+    );
+    Ok(report.passed)
+}
+
+async fn drive(
+    args: &RunArgs,
+    set: &Settings,
+    seed: u64,
+    profile: &str,
+    cluster: &mut cluster::Cluster,
+) -> Result<report::Report> {
+    let started = Instant::now();
+    let run_start_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+    let holders: HashMap<String, Vec<String>> = cluster
+        .topo
+        .nodes
+        .iter()
+        .filter_map(|n| n.region.clone())
+        .map(|r| {
+            let ids = cluster
+                .topo
+                .holders_of_region(&r)
+                .iter()
+                .map(|h| h.id.clone())
+                .collect();
+            (r, ids)
+        })
+        .collect();
+    let ctx = Arc::new(workload::Ctx {
+        http: cluster.http.clone(),
+        token: cluster.token.clone(),
+        seed,
+        primaries: cluster
+            .ids(Tier::Primary)
+            .into_iter()
+            .map(|id| (id.clone(), cluster.url(&id)))
+            .collect(),
+        regionals: cluster
+            .topo
+            .nodes
+            .iter()
+            .filter(|n| n.tier == Tier::Regional)
+            .map(|n| (n.id.clone(), n.base_url(), n.region.clone().unwrap_or_default()))
+            .collect(),
+        holders,
+        params: set.workload.clone(),
+        started,
+        model: Mutex::new(workload::Model::default()),
+    });
+    let stop = CancellationToken::new();
+    let mut lanes = tokio::task::JoinSet::new();
+    for lane in 0..set.workload.lanes {
+        lanes.spawn(workload::lane(ctx.clone(), lane, stop.clone()));
+    }
+    lanes.spawn(workload::large_lane(ctx.clone(), stop.clone()));
+
+    let mut injector = faults::Injector::new(seed, set.timing.clone(), cluster, started);
+    // Let the workload get going before the first fault.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut harness_error = None;
+    loop {
+        let enough = match (set.faults, set.duration) {
+            (Some(n), _) if injector.faults.len() >= n => true,
+            (_, Some(d)) if started.elapsed() >= d => true,
+            _ => false,
+        };
+        if enough {
+            break;
+        }
+        if let Err(e) = injector.inject_next(cluster, &ctx).await {
+            eprintln!("endurance: fault injection failed: {e:#}");
+            harness_error = Some(format!("{e:#}"));
+            break;
+        }
+        injector.gap().await;
+    }
+    let fault_phase_s = started.elapsed().as_secs_f64();
+    eprintln!(
+        "endurance: [{fault_phase_s:>6.1} s] fault phase over ({} faults); stopping the workload",
+        injector.faults.len()
+    );
+    stop.cancel();
+    while lanes.join_next().await.is_some() {}
+    // Heal anything a failed injection may have left broken.
+    for l in cluster.http_links.values().chain(cluster.amqp_links.values()) {
+        l.set_cut(false);
+        l.set_rate(None);
+        l.set_corrupt(false);
+    }
+    if let Some(d) = &cluster.disk {
+        let _ = std::fs::remove_file(d.dir.join("endurance-ballast"));
+    }
+    for n in cluster.all_ids() {
+        if !cluster.fed.node(&n).is_some_and(|p| p.is_running()) {
+            let _ = cluster.fed.start_node(&n).await;
+        }
+    }
+    injector.restart_crashed(cluster).await?;
+
+    eprintln!("endurance: waiting for quiescence (at most {:?})", set.quiescence);
+    let quiescence = check::await_quiescence(cluster, set.quiescence).await;
+    eprintln!(
+        "endurance: [{:>6.1} s] quiescence {} after {:.1} s; checking invariants",
+        started.elapsed().as_secs_f64(),
+        if quiescence.reached { "reached" } else { "NOT reached" },
+        quiescence.seconds
+    );
+    let model = std::mem::take(&mut *ctx.model.lock().expect("not poisoned"));
+    let outcome = check::check(cluster, &model, &injector, run_start_ms).await?;
+
+    let expected: usize = injector.reconnects.iter().map(|r| r.nodes.len()).sum();
+    let reconnected = injector
+        .reconnects
+        .iter()
+        .flat_map(|r| &r.nodes)
+        .filter(|(_, t)| t.is_some())
+        .count();
+    let mut kinds: Vec<faults::Kind> = injector.faults.iter().map(|f| f.kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    let mut invariants = outcome.invariants;
+    if let Some(n) = set.faults {
+        let enough = injector.faults.len() >= n.min(20) && kinds.len() >= 4.min(injector.kinds().len());
+        invariants.push(check_faults(injector.faults.len(), kinds.len(), enough, harness_error));
+    } else if let Some(e) = harness_error {
+        invariants.push(check_faults(injector.faults.len(), kinds.len(), false, Some(e)));
+    }
+    let passed = quiescence.reached && invariants.iter().all(|i| i.ok());
+    let latency = report::Latency::of(&outcome.deliveries);
+    Ok(report::Report {
+        profile: profile.to_owned(),
+        seed,
+        planted_bug: args.plant_bug.map(|b| format!("{b:?}")),
+        passed,
+        started_at: humantime::format_rfc3339_seconds(
+            UNIX_EPOCH + Duration::from_millis(run_start_ms as u64),
+        )
+        .to_string(),
+        fault_phase_s,
+        total_s: started.elapsed().as_secs_f64(),
+        nodes: cluster.all_ids(),
+        brokers: cluster
+            .brokers
+            .iter()
+            .map(|b| format!("{} ({})", b.name, b.nodes.join(" ")))
+            .collect(),
+        small_disk: cluster
+            .disk
+            .as_ref()
+            .map(|d| format!("{} on a {} tmpfs", d.node, report::human(d.size))),
+        faults: injector.faults.clone(),
+        reconnect_rate: (expected > 0).then(|| reconnected as f64 / expected as f64),
+        reconnects: injector.reconnects.clone(),
+        operations: model.ops.clone(),
+        failures: model.failures.clone(),
+        documents: outcome.documents,
+        versions: outcome.versions,
+        bytes_published: model.bytes_published,
+        bytes_verified: outcome.bytes_verified,
+        pulls: outcome.pulls,
+        bytes_flipped_in_flight: cluster.http_links.values().map(|l| l.flipped()).sum(),
+        quiescence,
+        invariants,
+        latency,
+        deliveries: outcome.deliveries,
+    })
+}
+
+fn check_faults(
+    count: usize,
+    kinds: usize,
+    enough: bool,
+    harness_error: Option<String>,
+) -> check::Invariant {
+    let mut i = check::Invariant::new(
+        "faults injected as scheduled",
+        "the profile's faults were all injected (ci: at least 20 of at least 4 kinds)",
+    );
+    i.checked = count as u64;
+    if !enough {
+        i.fail_with(format!("only {count} faults of {kinds} kinds were injected"));
+    }
+    if let Some(e) = harness_error {
+        i.fail_with(format!("the harness could not inject a fault: {e}"));
+    }
+    i
+}
