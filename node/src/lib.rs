@@ -117,16 +117,47 @@ pub async fn run(
         peers: Default::default(),
     });
     let tasks = tokio_util::task::TaskTracker::new();
+    let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    // Fail-stop: a background task that ends before shutdown (a panic, say) stops the whole
+    // node with an error, so that its supervisor restarts it, instead of leaving a process
+    // that answers HTTP but no longer pulls or relays.
+    let critical = |name: String, task: tokio::task::JoinHandle<()>| {
+        let (cancel, failed) = (cancel.clone(), failed.clone());
+        tasks.spawn(async move {
+            let outcome = task.await;
+            if !cancel.is_cancelled() {
+                let why = match outcome {
+                    Ok(()) => format!("background task {name} ended unexpectedly"),
+                    Err(e) => format!("background task {name} failed: {e}"),
+                };
+                tracing::error!("{why}; stopping the node");
+                failed.lock().expect("not poisoned").get_or_insert(why);
+                cancel.cancel();
+            }
+        });
+    };
     if let Some(fed) = node.federation() {
-        tasks.spawn(federation::inbox::run(node.clone(), cancel.clone()));
-        tasks.spawn(federation::fetch::run(node.clone(), cancel.clone()));
-        tasks.spawn(federation::presence::run(node.clone(), cancel.clone()));
+        critical(
+            "inbox".into(),
+            tokio::spawn(federation::inbox::run(node.clone(), cancel.clone())),
+        );
+        critical(
+            "fetch scheduler".into(),
+            tokio::spawn(federation::fetch::run(node.clone(), cancel.clone())),
+        );
+        critical(
+            "presence".into(),
+            tokio::spawn(federation::presence::run(node.clone(), cancel.clone())),
+        );
         for peer in fed.topology.nodes.iter().filter(|n| n.id != fed.id()) {
-            tasks.spawn(federation::outbox::run_relay(
-                node.clone(),
-                peer.id.clone(),
-                cancel.clone(),
-            ));
+            critical(
+                format!("relay to {}", peer.id),
+                tokio::spawn(federation::outbox::run_relay(
+                    node.clone(),
+                    peer.id.clone(),
+                    cancel.clone(),
+                )),
+            );
         }
     }
     tasks.close();
@@ -154,6 +185,9 @@ pub async fn run(
     }
     db.close().await;
     let _ = std::fs::remove_file(config.data_dir.join(READY_FILE));
+    if let Some(why) = failed.lock().expect("not poisoned").take() {
+        anyhow::bail!(why);
+    }
     tracing::info!("node stopped");
     Ok(())
 }

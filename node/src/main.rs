@@ -13,6 +13,9 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("DOCFED_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log on a full disk must not take the node down: by default a failed write is
+        // reported with `eprintln!`, which panics when stderr is on the same full disk.
+        .log_internal_errors(false)
         .init();
     let config = match NodeConfig::load(args) {
         Ok(c) => Arc::new(c),

@@ -284,6 +284,12 @@ impl Cluster {
             }
         }
         if let Some(d) = &self.disk {
+            // The tmpfs goes with the unmount: keep the log and database for inspection.
+            let keep = d.dir.with_extension("saved");
+            let _ = std::fs::create_dir_all(&keep);
+            for f in ["node.log", "node.sqlite", "node.sqlite-wal", "node.sqlite-shm"] {
+                let _ = std::fs::copy(d.dir.join(f), keep.join(f));
+            }
             unmount(&d.dir);
         }
     }

@@ -17,6 +17,9 @@ use tokio::time::{sleep, Instant};
 use super::cluster::Cluster;
 use super::workload::{self, Ctx};
 
+/// Longest a fault may take, restarts included, before the run is declared broken.
+const FAULT_LIMIT: Duration = Duration::from_secs(180);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
@@ -154,15 +157,25 @@ impl Injector {
         }
         let kind = self.round.pop().expect("refilled");
         let start_s = self.now();
-        let (target, detail) = match kind {
-            Kind::NodeKill => self.node_kill(cluster).await?,
-            Kind::KillMidTransfer => self.kill_mid_transfer(cluster, ctx).await?,
-            Kind::BrokerKill => self.broker_kill(cluster).await?,
-            Kind::LinkCut => self.link_cut(cluster).await,
-            Kind::Throttle => self.throttle(cluster).await,
-            Kind::Corrupt => self.corrupt(cluster, ctx).await,
-            Kind::DiskFull => self.disk_full(cluster).await?,
+        let injected = async {
+            Ok::<_, anyhow::Error>(match kind {
+                Kind::NodeKill => self.node_kill(cluster).await?,
+                Kind::KillMidTransfer => self.kill_mid_transfer(cluster, ctx).await?,
+                Kind::BrokerKill => self.broker_kill(cluster).await?,
+                Kind::LinkCut => self.link_cut(cluster).await,
+                Kind::Throttle => self.throttle(cluster).await,
+                Kind::Corrupt => self.corrupt(cluster, ctx).await,
+                Kind::DiskFull => self.disk_full(cluster).await?,
+            })
         };
+        let (target, detail) = tokio::time::timeout(FAULT_LIMIT, injected)
+            .await
+            .map_err(|_| {
+                anyhow::anyhow!(
+                    "{} (started at {start_s:.1} s) did not finish within {FAULT_LIMIT:?}",
+                    kind.name()
+                )
+            })??;
         let fault = Fault {
             kind,
             target,
@@ -494,6 +507,12 @@ pub async fn inbox_state(url: &str, id: &str) -> Result<(u32, u32)> {
 
 /// Ready messages and consumers of queue `name` (which must exist) on the broker at `url`.
 pub async fn queue_state(url: &str, name: &str) -> Result<(u32, u32)> {
+    tokio::time::timeout(Duration::from_secs(10), queue_state_now(url, name))
+        .await
+        .context("broker did not answer within 10 s")?
+}
+
+async fn queue_state_now(url: &str, name: &str) -> Result<(u32, u32)> {
     let conn = tokio::time::timeout(
         Duration::from_secs(3),
         lapin::Connection::connect(url, lapin::ConnectionProperties::default()),

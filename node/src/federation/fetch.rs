@@ -124,14 +124,18 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
                     active.lock().expect("not poisoned").insert(row.md5.clone());
                     let (node, active, cancel) = (node.clone(), active.clone(), cancel.clone());
                     tokio::spawn(async move {
-                        let md5 = row.md5.clone();
+                        // Released on every way out, a panic included: an md5 left in
+                        // `active` would never be pulled again.
+                        let _slot = ActivePull {
+                            md5: row.md5.clone(),
+                            active,
+                            node: node.clone(),
+                            _permit: permit,
+                        };
                         tokio::select! {
                             () = fetch_one(&node, row) => {}
                             () = cancel.cancelled() => {}
                         }
-                        active.lock().expect("not poisoned").remove(&md5);
-                        drop(permit);
-                        node.fetch_wake.notify_one();
                     });
                 }
             }
@@ -142,6 +146,24 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
             () = tokio::time::sleep(Duration::from_millis(500)) => {}
             () = cancel.cancelled() => return,
         }
+    }
+}
+
+/// A pull in progress: its md5 in the active set and its concurrency permit, both given back
+/// when dropped.
+struct ActivePull {
+    md5: String,
+    active: Arc<Mutex<HashSet<String>>>,
+    node: Arc<Node>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Drop for ActivePull {
+    fn drop(&mut self) {
+        if let Ok(mut a) = self.active.lock() {
+            a.remove(&self.md5);
+        }
+        self.node.fetch_wake.notify_one();
     }
 }
 
