@@ -109,18 +109,35 @@ pub async fn amqp_answers(url: &str, within: Duration) -> bool {
 }
 
 /// A port for a private broker on 127.0.0.1 whose distribution port (`port + 20000`) is free as
-/// well. Random in 20000-45000, so concurrent tests rarely pick the same one; the check is
-/// inherently racy, which is why [`PrivateBroker::start`] checks again and fails clearly.
+/// well, random so concurrent tests rarely pick the same one; the check is inherently racy,
+/// which is why [`PrivateBroker::start`] checks again and fails clearly.
+///
+/// Both ports lie below the kernel's ephemeral range when it allows (10000-12767 for the usual
+/// 32768-60999): while a killed broker is down, clients reconnecting to its port can be handed
+/// that very port as their own ephemeral port, and a TCP self-connection then holds it so the
+/// broker cannot restart.
 pub fn free_broker_port() -> Result<u16> {
     use rand::Rng;
+    let (lo, hi) = broker_port_range();
     let mut rng = rand::rng();
     for _ in 0..200 {
-        let port: u16 = rng.random_range(20000..=45000);
+        let port: u16 = rng.random_range(lo..=hi);
         if port_is_free(port) && port_is_free(port + DIST_PORT_OFFSET) {
             return Ok(port);
         }
     }
-    bail!("no free port pair (P, P+20000) found for a private broker in 20000-45000")
+    bail!("no free port pair (P, P+{DIST_PORT_OFFSET}) found for a private broker in {lo}-{hi}")
+}
+
+/// Ports to pick brokers from: below the ephemeral range if there is room, else 20000-45000.
+fn broker_port_range() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok());
+    match ephemeral_low {
+        Some(low) if low > DIST_PORT_OFFSET + 10_500 => (10_000, low - DIST_PORT_OFFSET - 1),
+        _ => (20_000, 45_000),
+    }
 }
 
 fn port_is_free(port: u16) -> bool {

@@ -3,7 +3,8 @@
 //! * `cargo xtask up`   — build and run the demo federation (`topology/demo.toml`: two
 //!   primaries, two intermediates, three regional nodes) and print its URLs and token; Ctrl-C
 //!   stops it cleanly.
-//! * `cargo xtask test` — install what a fresh Debian/Ubuntu machine lacks, then run every test.
+//! * `cargo xtask test` — install what a fresh Debian/Ubuntu machine lacks, run every test,
+//!   then the endurance harness's CI profile (`docfed-endurance run --profile ci`).
 //!
 //! Anything missing is installed with apt when we are root, or reported with the exact command
 //! to run.
@@ -20,7 +21,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   up [FILE] [--run-dir DIR] [...]     run the federation of FILE (default topology/demo.toml)
                                       with docfed-topology up; prints URLs; Ctrl-C stops it
-  test [-- CARGO_TEST_ARGS...]        install missing prerequisites, then run all tests
+  test [-- CARGO_TEST_ARGS...]        install missing prerequisites, run all tests, then the
+                                      endurance CI profile
   deps                                only install missing prerequisites";
 
 fn main() -> ExitCode {
@@ -155,6 +157,37 @@ fn test(extra: &[String]) -> Result<()> {
         .success();
     if !ok {
         bail!("tests failed");
+    }
+    endurance_ci()
+}
+
+/// The endurance harness's CI profile: a federation under faults, then the invariant check.
+fn endurance_ci() -> Result<()> {
+    let ok = cargo()
+        .args(["build", "-p", "docfed-node", "-p", "endurance-tests"])
+        .status()
+        .context("building the endurance harness")?
+        .success();
+    if !ok {
+        bail!("building the endurance harness failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let dir = target.join("endurance-ci");
+    eprintln!("xtask: endurance run, CI profile (report in {})", dir.join("report").display());
+    let ok = Command::new(target.join("debug").join("docfed-endurance"))
+        .current_dir(root())
+        .args(["run", "--profile", "ci", "--dir"])
+        .arg(&dir)
+        .status()
+        .context("running docfed-endurance")?
+        .success();
+    if !ok {
+        bail!(
+            "the endurance run failed; see its summary above and {}",
+            dir.join("report").display()
+        );
     }
     Ok(())
 }

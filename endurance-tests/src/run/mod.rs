@@ -165,7 +165,10 @@ pub async fn run(args: RunArgs) -> Result<bool> {
             .map(|n| format!("; no disk-full faults: {n}"))
             .unwrap_or_default()
     );
-    let outcome = drive(&args, &set, seed, &profile, &mut cluster).await;
+    let outcome = tokio::select! {
+        r = drive(&args, &set, seed, &profile, &mut cluster) => r,
+        () = interrupted() => Err(anyhow::anyhow!("interrupted; stopped the federation")),
+    };
     cluster.shutdown().await;
     let report = outcome?;
     let dir = args.report.clone().unwrap_or_else(|| args.dir.join("report"));
@@ -177,6 +180,18 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         args.dir.join("nodes").display()
     );
     Ok(report.passed)
+}
+
+/// Ctrl-C or SIGTERM: the run stops its nodes and brokers before exiting.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
 }
 
 async fn drive(

@@ -39,6 +39,7 @@ impl Db {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
+            .after_release(|conn, _| Box::pin(async move { Ok(!left_in_transaction(conn).await) }))
             .connect_with(opts.clone())
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
@@ -58,6 +59,31 @@ impl Db {
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
+    }
+}
+
+/// Whether the connection is still inside a transaction although it went back to the pool.
+///
+/// That happens when a COMMIT fails (a full disk: SQLITE_FULL) and the ROLLBACK queued by the
+/// dropped transaction fails too: sqlx then still counts one open transaction and turns the
+/// next `begin` into a SAVEPOINT nested in the old transaction, whose RELEASE commits nothing.
+/// Every later "commit" would stay invisible to the readers and vanish with the process, while
+/// the node acknowledged messages and requests on the strength of it. Such a connection is
+/// closed (rolling the stale transaction back) and the pool opens a fresh one.
+async fn left_in_transaction(conn: &mut sqlx::SqliteConnection) -> bool {
+    match conn.lock_handle().await {
+        Ok(mut handle) => {
+            let raw = handle.as_raw_handle();
+            // SAFETY: the handle is locked for the duration of the call and stays valid;
+            // sqlite3_get_autocommit only reads the connection's transaction state.
+            let autocommit = unsafe { libsqlite3_sys::sqlite3_get_autocommit(raw.as_ptr()) };
+            if autocommit == 0 {
+                tracing::error!("database connection returned inside a transaction; replacing it");
+                return true;
+            }
+            false
+        }
+        Err(_) => true,
     }
 }
 

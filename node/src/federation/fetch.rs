@@ -193,6 +193,21 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
             .await;
         return;
     };
+    // The scheduler reads through the reader pool, whose snapshot may predate the commit of a
+    // pull that just finished; the writer connection always sees the latest state. Without
+    // this, a finished pull could be repeated in full.
+    match sqlx::query_scalar::<_, i64>("SELECT 1 FROM pending_fetches WHERE md5 = ?")
+        .bind(md5.as_str())
+        .fetch_optional(node.db.writer())
+        .await
+    {
+        Ok(Some(_)) => {}
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(md5 = %md5, error = %e, "cannot confirm a pending fetch; retrying later");
+            return;
+        }
+    }
     let partial = node.config.data_dir.join("partial").join(md5.as_str());
     if fed.stream_through {
         // Register before telling children, so their first request finds the pull.
