@@ -40,7 +40,12 @@ pub struct Args {
     pub pull_rate_limit: Option<ByteSize>,
     /// Reach peer ID at ADDR instead of its topology address (NAT, tunnels, relays); repeatable
     /// or comma-separated: `--peer-http mid-1=10.0.0.5:7111`.
-    #[arg(long, env = "DOCFED_PEER_HTTP", value_delimiter = ',', value_name = "ID=ADDR")]
+    #[arg(
+        long,
+        env = "DOCFED_PEER_HTTP",
+        value_delimiter = ',',
+        value_name = "ID=ADDR"
+    )]
     pub peer_http: Vec<String>,
     /// Reach peer ID's inbox broker at URL instead of the topology's; repeatable or
     /// comma-separated: `--peer-amqp mid-1=amqp://user:pass@10.0.0.5:5672/%2f`.

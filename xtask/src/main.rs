@@ -175,7 +175,10 @@ fn endurance_ci() -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
     let dir = target.join("endurance-ci");
-    eprintln!("xtask: endurance run, CI profile (report in {})", dir.join("report").display());
+    eprintln!(
+        "xtask: endurance run, CI profile (report in {})",
+        dir.join("report").display()
+    );
     let ok = Command::new(target.join("debug").join("docfed-endurance"))
         .current_dir(root())
         .args(["run", "--profile", "ci", "--dir"])

@@ -323,7 +323,9 @@ pub async fn check(
         let here = &nodes[id];
         for (doc, want) in &reference.docs {
             match here.docs.get(doc) {
-                None => directories.fail(format!("document {doc} ({}) missing at {id}", want.key())),
+                None => {
+                    directories.fail(format!("document {doc} ({}) missing at {id}", want.key()))
+                }
                 Some(have) if have != want => directories.fail(format!(
                     "document {doc}: {id} holds {}, {} holds {}",
                     have.key(),
@@ -338,7 +340,11 @@ pub async fn check(
                 });
             }
         }
-        for doc in here.docs.keys().filter(|d| !reference.docs.contains_key(*d)) {
+        for doc in here
+            .docs
+            .keys()
+            .filter(|d| !reference.docs.contains_key(*d))
+        {
             directories.fail(format!(
                 "document {doc} at {id} is unknown to {}",
                 primaries[0]
@@ -406,8 +412,9 @@ pub async fn check(
                 .map(|(md5, size)| {
                     let path = dir.join("objects").join(&md5[..2]).join(&md5);
                     let verdict = match bodies.get(&md5) {
-                        Some(&(seed, len)) => content::compare_file(&path, seed, len)
-                            .map_err(|d| d.to_string()),
+                        Some(&(seed, len)) => {
+                            content::compare_file(&path, seed, len).map_err(|d| d.to_string())
+                        }
                         None => match content::md5_of_file(&path) {
                             Ok(m) if m == md5 => Ok(()),
                             Ok(m) => Err(format!("hashes to {m}")),
@@ -442,10 +449,9 @@ pub async fn check(
             }
             for p in &primaries {
                 let key = (doc.clone(), id.clone(), cur.version, cur.origin.clone());
-                receipts.check(
-                    nodes[p].receipts.get(&key).is_some_and(|(c, _)| *c),
-                    || format!("no receipt at {p} for document {doc} {} at {id}", cur.key()),
-                );
+                receipts.check(nodes[p].receipts.get(&key).is_some_and(|(c, _)| *c), || {
+                    format!("no receipt at {p} for document {doc} {} at {id}", cur.key())
+                });
             }
         }
     }
@@ -570,12 +576,9 @@ fn placement_required(
     doc: &str,
 ) -> bool {
     cur.scope == "global"
-        || cur.scope.strip_prefix("region:").is_some_and(|r| {
-            cluster
-                .topo
-                .holders_of_region(r)
-                .iter()
-                .any(|h| h.id == id)
-        })
+        || cur
+            .scope
+            .strip_prefix("region:")
+            .is_some_and(|r| cluster.topo.holders_of_region(r).iter().any(|h| h.id == id))
         || flagged.contains(&(id.to_owned(), doc.to_owned()))
 }

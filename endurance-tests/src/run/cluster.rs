@@ -249,10 +249,7 @@ impl Cluster {
 
     /// Base URL of node `id`, reached directly (not through a proxy).
     pub fn url(&self, id: &str) -> String {
-        self.topo
-            .node(id)
-            .map(|n| n.base_url())
-            .unwrap_or_default()
+        self.topo.node(id).map(|n| n.base_url()).unwrap_or_default()
     }
 
     pub fn data_dir(&self, id: &str) -> PathBuf {
@@ -287,7 +284,12 @@ impl Cluster {
             // The tmpfs goes with the unmount: keep the log and database for inspection.
             let keep = d.dir.with_extension("saved");
             let _ = std::fs::create_dir_all(&keep);
-            for f in ["node.log", "node.sqlite", "node.sqlite-wal", "node.sqlite-shm"] {
+            for f in [
+                "node.log",
+                "node.sqlite",
+                "node.sqlite-wal",
+                "node.sqlite-shm",
+            ] {
                 let _ = std::fs::copy(d.dir.join(f), keep.join(f));
             }
             unmount(&d.dir);
@@ -298,7 +300,13 @@ impl Cluster {
 fn mount_tmpfs(dir: &Path, size: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     let out = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            &format!("size={size},mode=0700"),
+            "tmpfs",
+        ])
         .arg(dir)
         .output()
         .context("cannot run mount")?;

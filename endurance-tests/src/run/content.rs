@@ -95,8 +95,7 @@ impl std::fmt::Display for Difference {
 
 /// Compares the file at `path` with the body `(seed, size)`, block by block (blocking I/O).
 pub fn compare_file(path: &Path, seed: u64, size: u64) -> Result<(), Difference> {
-    let mut file =
-        std::fs::File::open(path).map_err(|e| Difference::Missing(e.to_string()))?;
+    let mut file = std::fs::File::open(path).map_err(|e| Difference::Missing(e.to_string()))?;
     let actual = file
         .metadata()
         .map_err(|e| Difference::Missing(e.to_string()))?

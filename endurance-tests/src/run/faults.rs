@@ -168,14 +168,15 @@ impl Injector {
                 Kind::DiskFull => self.disk_full(cluster).await?,
             })
         };
-        let (target, detail) = tokio::time::timeout(FAULT_LIMIT, injected)
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "{} (started at {start_s:.1} s) did not finish within {FAULT_LIMIT:?}",
-                    kind.name()
-                )
-            })??;
+        let (target, detail) =
+            tokio::time::timeout(FAULT_LIMIT, injected)
+                .await
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "{} (started at {start_s:.1} s) did not finish within {FAULT_LIMIT:?}",
+                        kind.name()
+                    )
+                })??;
         let fault = Fault {
             kind,
             target,
@@ -434,7 +435,10 @@ impl Injector {
 
     /// Fills the small disk to the last byte, holds, then frees it.
     async fn disk_full(&mut self, cluster: &mut Cluster) -> Result<(String, String)> {
-        let disk = cluster.disk.as_ref().expect("only chosen with a small disk");
+        let disk = cluster
+            .disk
+            .as_ref()
+            .expect("only chosen with a small disk");
         let hold = self.pick(self.timing.hold);
         let ballast = disk.dir.join("endurance-ballast");
         let path = ballast.clone();

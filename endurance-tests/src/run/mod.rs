@@ -171,7 +171,10 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     };
     cluster.shutdown().await;
     let report = outcome?;
-    let dir = args.report.clone().unwrap_or_else(|| args.dir.join("report"));
+    let dir = args
+        .report
+        .clone()
+        .unwrap_or_else(|| args.dir.join("report"));
     report.write(&dir)?;
     println!("{}", report.summary());
     println!(
@@ -232,7 +235,13 @@ async fn drive(
             .nodes
             .iter()
             .filter(|n| n.tier == Tier::Regional)
-            .map(|n| (n.id.clone(), n.base_url(), n.region.clone().unwrap_or_default()))
+            .map(|n| {
+                (
+                    n.id.clone(),
+                    n.base_url(),
+                    n.region.clone().unwrap_or_default(),
+                )
+            })
             .collect(),
         holders,
         params: set.workload.clone(),
@@ -274,7 +283,11 @@ async fn drive(
     stop.cancel();
     while lanes.join_next().await.is_some() {}
     // Heal anything a failed injection may have left broken.
-    for l in cluster.http_links.values().chain(cluster.amqp_links.values()) {
+    for l in cluster
+        .http_links
+        .values()
+        .chain(cluster.amqp_links.values())
+    {
         l.set_cut(false);
         l.set_rate(None);
         l.set_corrupt(false);
@@ -289,12 +302,19 @@ async fn drive(
     }
     injector.restart_crashed(cluster).await?;
 
-    eprintln!("endurance: waiting for quiescence (at most {:?})", set.quiescence);
+    eprintln!(
+        "endurance: waiting for quiescence (at most {:?})",
+        set.quiescence
+    );
     let quiescence = check::await_quiescence(cluster, set.quiescence).await;
     eprintln!(
         "endurance: [{:>6.1} s] quiescence {} after {:.1} s; checking invariants",
         started.elapsed().as_secs_f64(),
-        if quiescence.reached { "reached" } else { "NOT reached" },
+        if quiescence.reached {
+            "reached"
+        } else {
+            "NOT reached"
+        },
         quiescence.seconds
     );
     let model = std::mem::take(&mut *ctx.model.lock().expect("not poisoned"));
@@ -312,10 +332,21 @@ async fn drive(
     kinds.dedup();
     let mut invariants = outcome.invariants;
     if let Some(n) = set.faults {
-        let enough = injector.faults.len() >= n.min(20) && kinds.len() >= 4.min(injector.kinds().len());
-        invariants.push(check_faults(injector.faults.len(), kinds.len(), enough, harness_error));
+        let enough =
+            injector.faults.len() >= n.min(20) && kinds.len() >= 4.min(injector.kinds().len());
+        invariants.push(check_faults(
+            injector.faults.len(),
+            kinds.len(),
+            enough,
+            harness_error,
+        ));
     } else if let Some(e) = harness_error {
-        invariants.push(check_faults(injector.faults.len(), kinds.len(), false, Some(e)));
+        invariants.push(check_faults(
+            injector.faults.len(),
+            kinds.len(),
+            false,
+            Some(e),
+        ));
     }
     let passed = quiescence.reached && invariants.iter().all(|i| i.ok());
     let latency = report::Latency::of(&outcome.deliveries);
@@ -370,7 +401,9 @@ fn check_faults(
     );
     i.checked = count as u64;
     if !enough {
-        i.fail_with(format!("only {count} faults of {kinds} kinds were injected"));
+        i.fail_with(format!(
+            "only {count} faults of {kinds} kinds were injected"
+        ));
     }
     if let Some(e) = harness_error {
         i.fail_with(format!("the harness could not inject a fault: {e}"));

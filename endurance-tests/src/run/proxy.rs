@@ -103,12 +103,15 @@ async fn serve(ctl: Arc<Control>, client: TcpStream) {
         until(&mut cut, false).await;
         return;
     }
-    let upstream =
-        match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(ctl.upstream)).await
-        {
-            Ok(Ok(s)) => s,
-            _ => return,
-        };
+    let upstream = match tokio::time::timeout(
+        Duration::from_secs(5),
+        TcpStream::connect(ctl.upstream),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        _ => return,
+    };
     let _ = upstream.set_nodelay(true);
     let (cr, cw) = client.into_split();
     let (ur, uw) = upstream.into_split();

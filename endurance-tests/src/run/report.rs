@@ -101,11 +101,7 @@ impl Report {
         }
         let _ = writeln!(s, "\nWorkload");
         for (op, st) in &self.operations {
-            let _ = writeln!(
-                s,
-                "  {op:<24} {:>6} ok {:>5} failed",
-                st.ok, st.failed
-            );
+            let _ = writeln!(s, "  {op:<24} {:>6} ok {:>5} failed", st.ok, st.failed);
         }
         let _ = writeln!(
             s,
@@ -141,7 +137,11 @@ impl Report {
         let _ = writeln!(
             s,
             "Quiescence {} after {:.1} s{}",
-            if self.quiescence.reached { "reached" } else { "NOT reached" },
+            if self.quiescence.reached {
+                "reached"
+            } else {
+                "NOT reached"
+            },
             self.quiescence.seconds,
             if self.quiescence.busy.is_empty() {
                 String::new()
@@ -259,7 +259,11 @@ impl Report {
                     W - R,
                     L - 6.0,
                     yy + 4.0,
-                    if v < 1.0 { format!("{v} s") } else { format!("{v:.0} s") }
+                    if v < 1.0 {
+                        format!("{v} s")
+                    } else {
+                        format!("{v:.0} s")
+                    }
                 );
             }
             decade += 1;

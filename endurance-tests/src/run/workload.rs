@@ -115,8 +115,11 @@ impl Ctx {
     /// A random live document (per the model), with its scope.
     fn pick_doc(&self, rng: &mut StdRng, deleted: bool) -> Option<(String, String)> {
         let m = self.model.lock().expect("not poisoned");
-        let candidates: Vec<(&String, &DocState)> =
-            m.docs.iter().filter(|(_, d)| d.deleted == deleted).collect();
+        let candidates: Vec<(&String, &DocState)> = m
+            .docs
+            .iter()
+            .filter(|(_, d)| d.deleted == deleted)
+            .collect();
         if candidates.is_empty() {
             return None;
         }
@@ -266,11 +269,11 @@ impl Ctx {
                 .await,
         )
         .await?;
-        self.model.lock().expect("not poisoned").flags.push((
-            nid.clone(),
-            device,
-            doc.to_owned(),
-        ));
+        self.model
+            .lock()
+            .expect("not poisoned")
+            .flags
+            .push((nid.clone(), device, doc.to_owned()));
         Ok(())
     }
 
@@ -321,7 +324,9 @@ impl Ctx {
                 .lock()
                 .expect("not poisoned")
                 .served_corrupt
-                .push(format!("{url}: document {doc} served with MD5 {got}, ETag {etag}"));
+                .push(format!(
+                    "{url}: document {doc} served with MD5 {got}, ETag {etag}"
+                ));
         }
         Ok(())
     }
@@ -336,7 +341,10 @@ pub async fn lane(ctx: Arc<Ctx>, lane: u64, stop: CancellationToken) {
             0..35 => {
                 let size = ctx.medium_size(&mut rng);
                 let scope = ctx.scope(&mut rng);
-                ("publish", ctx.publish(&mut rng, size, &scope).await.map(|_| ()))
+                (
+                    "publish",
+                    ctx.publish(&mut rng, size, &scope).await.map(|_| ()),
+                )
             }
             35..50 => match ctx.pick_doc(&mut rng, false) {
                 Some((doc, _)) => {
@@ -420,7 +428,10 @@ async fn accepted(sent: reqwest::Result<reqwest::Response>) -> Result<serde_json
     let status = resp.status();
     if !status.is_success() {
         let text = resp.text().await.unwrap_or_default();
-        bail!("HTTP {status}: {}", text.chars().take(200).collect::<String>());
+        bail!(
+            "HTTP {status}: {}",
+            text.chars().take(200).collect::<String>()
+        );
     }
     Ok(resp.json().await.unwrap_or(serde_json::Value::Null))
 }
