@@ -225,3 +225,78 @@ async fn full_disk_gives_507_and_leaves_nothing_half_written() -> TestResult {
     drop(node);
     Ok(())
 }
+
+/// Writes zeros into `path` until the file system is full.
+fn fill_disk(path: &std::path::Path) -> TestResult {
+    let mut f = std::fs::File::create(path)?;
+    let block = vec![0u8; 64 * 1024];
+    for size in [block.len(), 4096, 512, 1] {
+        while let Ok(n) = f.write(&block[..size]) {
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Acknowledged after a full disk means durable. Found by the endurance harness: a COMMIT that
+/// failed on a full disk left the writer connection inside a transaction, every later "commit"
+/// went into it, invisible to readers, and a crash then lost edits the node had acknowledged.
+#[tokio::test]
+async fn acknowledged_writes_after_a_full_disk_survive_a_crash() -> TestResult {
+    let fs = Tmpfs::mount("24m")?;
+    let data_dir = fs.dir.path().join("data");
+    let mut node = TestNode::start_in(&data_dir, &[]).await?;
+    let c = client();
+    let publish = |title: String, body: Vec<u8>| {
+        let c = c.clone();
+        let url = node.url(&format!("/v1/documents?title={title}"));
+        async move { auth(c.post(url)).body(body).send().await }
+    };
+    for i in 0..20 {
+        let r = publish(format!("before-{i}"), pattern(i, 4096)).await?;
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+
+    let ballast = fs.dir.path().join("ballast");
+    fill_disk(&ballast)?;
+    let mut refused = 0;
+    for i in 0..30 {
+        match publish(format!("during-{i}"), Vec::new()).await {
+            Ok(r) if r.status().is_success() => {}
+            _ => refused += 1,
+        }
+    }
+    assert!(refused > 0, "a full disk refused no edit");
+    std::fs::remove_file(&ballast)?;
+
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let r = publish(format!("after-{i}"), pattern(100 + i, 4096)).await?;
+        assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await?);
+        ids.push(r.json::<Value>().await?["id"].as_str().unwrap().to_owned());
+    }
+    let visible = |node: &TestNode| {
+        let c = c.clone();
+        let urls: Vec<String> = ids
+            .iter()
+            .map(|id| node.url(&format!("/v1/documents/{id}")))
+            .collect();
+        async move {
+            let mut missing = Vec::new();
+            for url in urls {
+                if c.get(&url).send().await?.status() != StatusCode::OK {
+                    missing.push(url);
+                }
+            }
+            TestResult::Ok(missing)
+        }
+    };
+    assert_eq!(visible(&node).await?, Vec::<String>::new(), "acknowledged, not visible");
+    node.kill();
+    node.start_again().await?;
+    assert_eq!(visible(&node).await?, Vec::<String>::new(), "acknowledged, lost in a crash");
+    drop(node);
+    Ok(())
+}
