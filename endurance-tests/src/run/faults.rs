@@ -273,9 +273,9 @@ impl Injector {
             Some((id, bytes)) => (
                 id,
                 format!(
-                    "{} MiB document, killed with {} MiB of it pulled; down {:.1} s",
-                    size >> 20,
+                    "killed with a pull at {} MiB (publishing a {} MiB document); down {:.1} s",
                     bytes >> 20,
+                    size >> 20,
                     down.as_secs_f64()
                 ),
             ),
