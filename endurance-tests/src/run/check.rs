@@ -157,13 +157,22 @@ impl Current {
     }
 }
 
+/// (document, version, origin).
+type VersionKey = (String, i64, String);
+
+struct VersionRow {
+    created_at: i64,
+    md5: String,
+    title: String,
+}
+
 struct NodeState {
     docs: HashMap<String, Current>,
     objects: HashMap<String, i64>,
     duplicate_pulls: Vec<(String, i64)>,
     pulls: u64,
-    /// (doc, version, origin) at primaries only.
-    versions: HashMap<(String, i64, String), (i64, String, i64, String)>,
+    /// At primaries only.
+    versions: HashMap<VersionKey, VersionRow>,
     /// (doc, node, version, origin) → (content, at ms), at primaries only.
     receipts: HashMap<(String, String, i64, String), (bool, i64)>,
     annotations: HashSet<String>,
@@ -227,13 +236,22 @@ async fn read_node(dir: &Path, primary: bool) -> Result<NodeState> {
         annotations: HashSet::new(),
     };
     if primary {
-        state.versions = sqlx::query_as::<_, (String, i64, String, i64, String, i64, String)>(
-            "SELECT doc_id, version, origin, created_at, md5, deleted, title FROM versions",
+        state.versions = sqlx::query_as::<_, (String, i64, String, i64, String, String)>(
+            "SELECT doc_id, version, origin, created_at, md5, title FROM versions",
         )
         .fetch_all(&db)
         .await?
         .into_iter()
-        .map(|(d, v, o, at, md5, del, title)| ((d, v, o), (at, md5, del, title)))
+        .map(|(d, v, o, created_at, md5, title)| {
+            (
+                (d, v, o),
+                VersionRow {
+                    created_at,
+                    md5,
+                    title,
+                },
+            )
+        })
         .collect();
         state.receipts = sqlx::query_as::<_, (String, String, i64, String, bool, i64)>(
             "SELECT doc_id, node, version, origin, content, at FROM receipts",
@@ -393,7 +411,7 @@ pub async fn check(
     let bodies: HashMap<String, (u64, u64)> = reference
         .versions
         .values()
-        .filter_map(|(_, md5, _, title)| content::parse_title(title).map(|b| (md5.clone(), b)))
+        .filter_map(|v| content::parse_title(&v.title).map(|b| (v.md5.clone(), b)))
         .collect();
     // One blocking task per node, run side by side: this is the longest part of a check.
     let mut bytes_verified = 0u64;
@@ -536,7 +554,10 @@ pub async fn check(
         .iter()
         .filter(|((_, node, _, _), (content, _))| *content && regionals.contains(node))
         .filter_map(|((doc, node, v, o), (_, at))| {
-            let (created, ..) = reference.versions.get(&(doc.clone(), *v, o.clone()))?;
+            let created = reference
+                .versions
+                .get(&(doc.clone(), *v, o.clone()))?
+                .created_at;
             Some(Delivery {
                 node: node.clone(),
                 published_s: (created - run_start_ms) as f64 / 1000.0,

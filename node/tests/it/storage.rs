@@ -293,10 +293,18 @@ async fn acknowledged_writes_after_a_full_disk_survive_a_crash() -> TestResult {
             TestResult::Ok(missing)
         }
     };
-    assert_eq!(visible(&node).await?, Vec::<String>::new(), "acknowledged, not visible");
+    assert_eq!(
+        visible(&node).await?,
+        Vec::<String>::new(),
+        "acknowledged, not visible"
+    );
     node.kill();
     node.start_again().await?;
-    assert_eq!(visible(&node).await?, Vec::<String>::new(), "acknowledged, lost in a crash");
+    assert_eq!(
+        visible(&node).await?,
+        Vec::<String>::new(),
+        "acknowledged, lost in a crash"
+    );
     drop(node);
     Ok(())
 }
