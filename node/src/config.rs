@@ -423,6 +423,40 @@ mod tests {
     }
 
     #[test]
+    fn peer_routes_name_known_peers_and_valid_addresses() {
+        let topo = docfed_shared::Topology::parse(include_str!("../../topology/demo.toml"))
+            .expect("demo topology");
+        let ok = |v: &str| -> Result<(), String> {
+            v.parse::<SocketAddr>()
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        };
+        let routes = parse_routes(
+            &[
+                "mid-1=127.0.0.1:9001".into(),
+                " eu = 127.0.0.1:9002 ".into(),
+                String::new(),
+            ],
+            "--peer-http",
+            &topo,
+            ok,
+        )
+        .unwrap();
+        assert_eq!(routes["mid-1"], "127.0.0.1:9001");
+        assert_eq!(routes["eu"], "127.0.0.1:9002");
+        for (bad, why) in [
+            ("nobody=127.0.0.1:1", "no node"),
+            ("mid-1", "expected ID=VALUE"),
+            ("mid-1=not-an-address", "mid-1=not-an-address"),
+        ] {
+            let e = parse_routes(&[bad.into()], "--peer-http", &topo, ok)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--peer-http") && e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn flags_override_file_and_token_is_generated_once() {
         let dir = tempfile::tempdir().unwrap();
         let cfg_path = dir.path().join("node.toml");
