@@ -354,3 +354,84 @@ fn xml(s: &str) -> String {
 pub fn human(bytes: u64) -> String {
     bytesize::ByteSize(bytes).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(node: &str, published_s: f64, latency_s: f64) -> Delivery {
+        Delivery {
+            node: node.to_owned(),
+            published_s,
+            latency_s,
+        }
+    }
+
+    #[test]
+    fn latency_quantiles() {
+        let d: Vec<Delivery> = (1..=100)
+            .map(|i| delivery("na", 0.0, f64::from(i) / 10.0))
+            .collect();
+        let l = Latency::of(&d).unwrap();
+        assert_eq!((l.count, l.p50_s, l.p99_s, l.max_s), (100, 5.0, 9.9, 10.0));
+        assert!(Latency::of(&[]).is_none());
+    }
+
+    #[test]
+    fn summary_and_plot_show_faults_and_failures() {
+        let mut broken = Invariant::new("content placed by scope", "where scope requires");
+        broken.fail_with("document X not held at asia".into());
+        let report = Report {
+            profile: "ci".into(),
+            seed: 42,
+            planted_bug: None,
+            passed: false,
+            started_at: "2026-11-22T00:00:00Z".into(),
+            fault_phase_s: 100.0,
+            total_s: 120.0,
+            nodes: vec!["na".into(), "asia".into()],
+            brokers: vec!["regional (na asia)".into()],
+            small_disk: None,
+            faults: vec![Fault {
+                kind: Kind::LinkCut,
+                target: "na <-> asia".into(),
+                start_s: 10.0,
+                end_s: 14.0,
+                detail: "black-holed <4 s>".into(),
+            }],
+            reconnects: Vec::new(),
+            reconnect_rate: None,
+            operations: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            documents: 1,
+            versions: 1,
+            bytes_published: 10,
+            bytes_verified: 10,
+            pulls: 1,
+            bytes_flipped_in_flight: 0,
+            quiescence: Quiescence {
+                reached: true,
+                seconds: 1.0,
+                busy: Vec::new(),
+            },
+            invariants: vec![broken],
+            latency: None,
+            deliveries: vec![delivery("na", 5.0, 0.2), delivery("asia", 50.0, 30.0)],
+        };
+        let s = report.summary();
+        assert!(s.contains("FAILED"), "{s}");
+        assert!(s.contains("network cut"), "{s}");
+        assert!(s.contains("document X not held at asia"), "{s}");
+        let svg = report.svg();
+        assert_eq!(
+            svg.matches("<circle").count(),
+            2 + 2,
+            "two points, two legend marks"
+        );
+        assert!(
+            svg.contains("black-holed &lt;4 s&gt;"),
+            "titles are escaped"
+        );
+        assert!(svg.trim_end().ends_with("</svg>"));
+    }
+}
