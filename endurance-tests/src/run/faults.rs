@@ -248,13 +248,16 @@ impl Injector {
             let r = c.publish(&mut rng, size, &scope).await.map(|_| ());
             c.record_outcome("publish-large", &r);
         });
-        let mut candidates: Vec<String> = cluster
+        // Below the primaries first (their pulls are the tiered ones), in random order.
+        let mut below: Vec<String> = cluster
             .ids(Tier::Intermediate)
             .into_iter()
             .chain(cluster.ids(Tier::Regional))
-            .chain(cluster.ids(Tier::Primary))
             .collect();
-        candidates.shuffle(&mut self.rng);
+        below.shuffle(&mut self.rng);
+        let mut primaries = cluster.ids(Tier::Primary);
+        primaries.shuffle(&mut self.rng);
+        let candidates: Vec<String> = below.into_iter().chain(primaries).collect();
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut victim = None;
         while victim.is_none() && Instant::now() < deadline {
