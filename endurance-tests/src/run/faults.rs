@@ -257,11 +257,19 @@ impl Injector {
         below.shuffle(&mut self.rng);
         let mut primaries = cluster.ids(Tier::Primary);
         primaries.shuffle(&mut self.rng);
+        let primaries_count = primaries.len();
         let candidates: Vec<String> = below.into_iter().chain(primaries).collect();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let polling = Instant::now();
+        let deadline = polling + Duration::from_secs(30);
         let mut victim = None;
         while victim.is_none() && Instant::now() < deadline {
-            for id in &candidates {
+            // A primary only if nobody below has started within 5 s.
+            let eligible = if polling.elapsed() < Duration::from_secs(5) {
+                candidates.len() - primaries_count
+            } else {
+                candidates.len()
+            };
+            for id in &candidates[..eligible] {
                 if let Some(bytes) = growing_partial(&cluster.data_dir(id)) {
                     victim = Some((id.clone(), bytes));
                     break;
