@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// Do not put a node on a small tmpfs (no disk-full faults; for machines without root).
     #[arg(long)]
     pub no_disk_fault: bool,
+    /// Size of the tmpfs of the disk-fault node (RAM) [default: ci 2GiB, soak 6GiB]. It must
+    /// hold everything that node stores during the run: size it to the run's length.
+    #[arg(long)]
+    pub disk_size: Option<bytesize::ByteSize>,
 }
 
 struct Settings {
@@ -111,12 +115,13 @@ fn settings(args: &RunArgs) -> Settings {
                 hold: (s(3), s(40)),
                 gap: (s(3), s(25)),
             },
+            // About 3 GB stored per regional node per half hour.
             workload: workload::Params {
                 lanes: 2,
                 pause: ms(400),
-                medium_max: 16 << 20,
-                large: (32 << 20, 300_000_000),
-                large_pause: s(90),
+                medium_max: 8 << 20,
+                large: (16 << 20, 300_000_000),
+                large_pause: s(180),
             },
             quiescence: s(600),
             disk: 6 << 30,
@@ -150,7 +155,7 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         topology: args.topology.clone(),
         dir: args.dir.clone(),
         brokers: args.brokers,
-        disk_size: (!args.no_disk_fault).then_some(set.disk),
+        disk_size: (!args.no_disk_fault).then(|| args.disk_size.map_or(set.disk, |b| b.as_u64())),
         node_args,
     })
     .await?;
