@@ -202,6 +202,28 @@ fn content_type(field: &'static str, v: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Most of an unread body read and discarded before an early refusal is sent.
+const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+/// Longest an early refusal waits for the body to be drained.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses a request whose body was not read, after reading (and dropping) a bounded part of
+/// it. Answering and closing with the body unread makes the kernel reset the connection, and a
+/// client still sending then sees "broken pipe" instead of the answer (and a portal would take
+/// the primary for dead). Past the limit the connection is closed anyway.
+async fn refuse(body: Body, error: ApiError) -> ApiError {
+    let mut stream = body.into_data_stream();
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut drained = 0usize;
+    while drained <= DRAIN_LIMIT {
+        match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut stream)).await {
+            Ok(Some(Ok(chunk))) => drained += chunk.len(),
+            _ => break,
+        }
+    }
+    error
+}
+
 /// Streams the request body into the store, after refusing early what cannot succeed.
 async fn receive(node: &AppState, headers: &HeaderMap, body: Body) -> Result<Ingested, ApiError> {
     let limit = node.config.max_upload_size;
@@ -211,9 +233,11 @@ async fn receive(node: &AppState, headers: &HeaderMap, body: Body) -> Result<Ing
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > limit {
-            return Err(ApiError::TooLarge { limit });
+            return Err(refuse(body, ApiError::TooLarge { limit }).await);
         }
-        node.store.check_space(len)?;
+        if let Err(e) = node.store.check_space(len) {
+            return Err(refuse(body, e.into()).await);
+        }
     }
     Ok(node
         .store
@@ -259,11 +283,10 @@ pub async fn new_version(
     let meta = params.validate(&headers, false)?;
     // Refuse before receiving gigabytes for a document that cannot take a new version.
     match node.db.document(&id).await? {
-        None => return Err(ApiError::not_found(format!("document {id}"))),
+        None => return Err(refuse(body, ApiError::not_found(format!("document {id}"))).await),
         Some(d) if d.current.deleted => {
-            return Err(ApiError::Conflict(format!(
-                "document {id} is deleted; reactivate it first"
-            )))
+            let e = ApiError::Conflict(format!("document {id} is deleted; reactivate it first"));
+            return Err(refuse(body, e).await);
         }
         Some(_) => {}
     }
