@@ -115,7 +115,7 @@ fn settings(args: &RunArgs) -> Settings {
                 hold: (s(3), s(40)),
                 gap: (s(3), s(25)),
             },
-            // About 3 GB stored per regional node per half hour.
+            // About 5 GB stored per regional node per half hour (size --disk-size to the run).
             workload: workload::Params {
                 lanes: 2,
                 pause: ms(400),
