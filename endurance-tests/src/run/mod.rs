@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// hold everything that node stores during the run: size it to the run's length.
     #[arg(long)]
     pub disk_size: Option<bytesize::ByteSize>,
+    /// Keep the nodes' content and the brokers' data after a passing run (a failing run
+    /// always keeps them; logs and databases are always kept).
+    #[arg(long)]
+    pub keep_data: bool,
 }
 
 struct Settings {
@@ -181,6 +185,10 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         .clone()
         .unwrap_or_else(|| args.dir.join("report"));
     report.write(&dir)?;
+    if report.passed && !args.keep_data {
+        // Tens of gigabytes of generated content: nothing to inspect after a pass.
+        remove_content(&args.dir);
+    }
     println!("{}", report.summary());
     println!(
         "report: {} (report.json, summary.txt, latency.svg); node logs under {}",
@@ -188,6 +196,19 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         args.dir.join("nodes").display()
     );
     Ok(report.passed)
+}
+
+/// Removes the nodes' content files and the brokers' data under `dir`, keeping logs and
+/// databases.
+fn remove_content(dir: &std::path::Path) {
+    if let Ok(nodes) = std::fs::read_dir(dir.join("nodes")) {
+        for node in nodes.flatten() {
+            for sub in ["objects", "partial", "tmp"] {
+                let _ = std::fs::remove_dir_all(node.path().join(sub));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir.join("brokers"));
 }
 
 /// Ctrl-C or SIGTERM: the run stops its nodes and brokers before exiting.
