@@ -389,6 +389,9 @@ impl PrivateBroker {
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         let log_err = log.try_clone()?;
         let child = Command::new(&server)
+            // Erlang writes crash dumps (MnesiaCore.*, erl_crash.dump) into its working
+            // directory: keep them with the instance, not wherever the caller runs.
+            .current_dir(d)
             .env("HOME", d.join("home"))
             .env("RABBITMQ_NODENAME", self.node_name())
             .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
