@@ -15,15 +15,7 @@ pub struct Federation {
     _tmp: tempfile::TempDir,
 }
 
-pub const ROLES: [&str; 7] = [
-    "primary-a",
-    "primary-b",
-    "mid-1",
-    "mid-2",
-    "na",
-    "eu",
-    "asia",
-];
+pub use topology::demo::ROLES;
 
 pub fn amqp_url() -> String {
     std::env::var("DOCFED_AMQP_URL")
