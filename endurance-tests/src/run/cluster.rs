@@ -4,6 +4,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -43,6 +45,10 @@ pub struct SmallDisk {
     pub node: String,
     pub dir: PathBuf,
     pub size: u64,
+    /// Set by the disk-full fault from before it fills the disk until its ballast is freed
+    /// (unlinking a large tmpfs file frees its pages after the name is gone): the disk watch
+    /// does not count a full disk as out of disk meanwhile.
+    pub fault_active: Arc<AtomicBool>,
 }
 
 pub struct Cluster {
@@ -188,7 +194,15 @@ impl Cluster {
                     Some(node) => {
                         let dir = fed_dir.join(&node);
                         match mount_tmpfs(&dir, size) {
-                            Ok(()) => (Some(SmallDisk { node, dir, size }), None),
+                            Ok(()) => (
+                                Some(SmallDisk {
+                                    node,
+                                    dir,
+                                    size,
+                                    fault_active: Arc::default(),
+                                }),
+                                None,
+                            ),
                             Err(e) => (None, Some(format!("no tmpfs: {e:#}"))),
                         }
                     }
@@ -313,6 +327,22 @@ fn mount_tmpfs(dir: &Path, size: u64) -> Result<()> {
     if !out.status.success() {
         bail!(
             "mount -t tmpfs failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Changes the size of the tmpfs mounted at `dir` (it refuses a size below what it holds).
+pub fn resize_tmpfs(dir: &Path, size: u64) -> Result<()> {
+    let out = std::process::Command::new("mount")
+        .args(["-o", &format!("remount,size={size}")])
+        .arg(dir)
+        .output()
+        .context("cannot run mount")?;
+    if !out.status.success() {
+        bail!(
+            "mount -o remount,size={size} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

@@ -1,6 +1,7 @@
 //! Fault injection: one fault at a time, kinds in shuffled rounds so every kind comes up,
 //! targets and durations drawn from the run's seed.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -239,13 +240,20 @@ impl Injector {
         cluster: &mut Cluster,
         ctx: &Arc<Ctx>,
     ) -> Result<(String, String)> {
-        let size = workload::large_size(&mut self.rng, ctx.params.large);
+        let size = workload::large_size(&mut self.rng, ctx.params.fault_large);
+        // The fault pool is sized for the profile's faults; a soak that outruns it kills a node
+        // without a large publication (the fallback below).
+        let size = ctx.budget.faults.take(size).then_some(size);
         let scope = "global".to_owned();
         let c = ctx.clone();
         let seed: u64 = self.rng.random();
         let publish = tokio::spawn(async move {
+            let Some(size) = size else { return };
             let mut rng = StdRng::seed_from_u64(seed);
-            let r = c.publish(&mut rng, size, &scope).await.map(|_| ());
+            let r = c
+                .publish(&mut rng, &c.budget.faults, size, &scope)
+                .await
+                .map(|_| ());
             c.record_outcome("publish-large", &r);
         });
         // Below the primaries first (their pulls are the tiered ones), in random order.
@@ -260,7 +268,12 @@ impl Injector {
         let primaries_count = primaries.len();
         let candidates: Vec<String> = below.into_iter().chain(primaries).collect();
         let polling = Instant::now();
-        let deadline = polling + Duration::from_secs(30);
+        let deadline = polling
+            + if size.is_some() {
+                Duration::from_secs(30)
+            } else {
+                Duration::ZERO
+            };
         let mut victim = None;
         while victim.is_none() && Instant::now() < deadline {
             // A primary only if nobody below has started within 5 s.
@@ -286,7 +299,7 @@ impl Injector {
                 format!(
                     "killed with a pull at {} MiB (publishing a {} MiB document); down {:.1} s",
                     bytes >> 20,
-                    size >> 20,
+                    size.unwrap_or(0) >> 20,
                     down.as_secs_f64()
                 ),
             ),
@@ -294,7 +307,12 @@ impl Injector {
                 let ids = cluster.ids(Tier::Regional);
                 (
                     ids[self.rng.random_range(0..ids.len())].clone(),
-                    "no pull seen in progress within 30 s; killed anyway".to_owned(),
+                    if size.is_some() {
+                        "no pull seen in progress within 30 s; killed anyway".to_owned()
+                    } else {
+                        "the run's byte budget for faults is spent: no large publication; killed anyway"
+                            .to_owned()
+                    },
                 )
             }
         };
@@ -428,8 +446,14 @@ impl Injector {
         let seed: u64 = self.rng.random();
         tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(seed);
-            let size = rng.random_range(1 << 20..4 << 20);
-            let r = c.publish(&mut rng, size, "global").await.map(|_| ());
+            let size = c
+                .budget
+                .faults
+                .take_up_to(rng.random_range(1 << 20..4 << 20));
+            let r = c
+                .publish(&mut rng, &c.budget.faults, size, "global")
+                .await
+                .map(|_| ());
             c.record_outcome("publish", &r);
         });
         sleep(hold).await;
@@ -451,19 +475,41 @@ impl Injector {
             .as_ref()
             .expect("only chosen with a small disk");
         let hold = self.pick(self.timing.hold);
-        let ballast = disk.dir.join("endurance-ballast");
+        let ballast = disk.dir.join(super::diskwatch::BALLAST);
         let path = ballast.clone();
-        let filled = tokio::task::spawn_blocking(move || fill(&path))
-            .await
-            .context("filling the disk")??;
+        disk.fault_active.store(true, Ordering::SeqCst);
+        // Shrink the tmpfs to what is in use, then write the last bytes: full at once, whatever
+        // the tmpfs's size (writing gigabytes of ballast takes tens of seconds on a loaded
+        // machine), and the nodes' own writes race the ballast for the last block as before.
+        let dir = disk.dir.clone();
+        let filled = tokio::task::spawn_blocking(move || {
+            let shrunk = shrink_to_used(&dir)?;
+            Ok::<_, anyhow::Error>((shrunk, fill(&path)?))
+        })
+        .await
+        .context("filling the disk")
+        .and_then(|r| r);
+        let (shrunk, filled) = match filled {
+            Ok(r) => r,
+            Err(e) => {
+                free_ballast(&ballast).await;
+                let _ = crate::run::cluster::resize_tmpfs(&disk.dir, disk.size);
+                disk.fault_active.store(false, Ordering::SeqCst);
+                return Err(e);
+            }
+        };
         sleep(hold).await;
-        let _ = std::fs::remove_file(&ballast);
+        free_ballast(&ballast).await;
+        let restored = crate::run::cluster::resize_tmpfs(&disk.dir, disk.size);
+        disk.fault_active.store(false, Ordering::SeqCst);
+        restored.context("restoring the small disk's size")?;
         Ok((
             disk.node.clone(),
             format!(
-                "{} MiB ballast filled the {} MiB tmpfs for {:.1} s",
-                filled >> 20,
+                "the {} MiB tmpfs shrunk to its {} MiB in use and filled ({} KiB ballast) for {:.1} s",
                 disk.size >> 20,
+                shrunk >> 20,
+                filled >> 10,
                 hold.as_secs_f64()
             ),
         ))
@@ -491,12 +537,48 @@ fn growing_partial(data_dir: &std::path::Path) -> Option<u64> {
         .find(|&len| len > 1 << 20)
 }
 
-/// Writes zeros until the file system is full; returns the bytes written.
+/// Resizes the tmpfs at `dir` to the bytes it holds (plus a page or so, as the nodes keep
+/// writing); returns that size.
+fn shrink_to_used(dir: &std::path::Path) -> Result<u64> {
+    let mut last = None;
+    for _ in 0..10 {
+        let st = nix::sys::statvfs::statvfs(dir)?;
+        let frag = st.fragment_size();
+        let used = (st.blocks() - st.blocks_free()) * frag;
+        let size = used + 64 * 1024;
+        // Fails when the nodes wrote more in between: measure again.
+        match crate::run::cluster::resize_tmpfs(dir, size) {
+            Ok(()) => return Ok(size),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("tried").context("shrinking the small disk"))
+}
+
+/// Removes the ballast; returns once its space is free again.
+pub async fn free_ballast(path: &std::path::Path) {
+    let path = path.to_owned();
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
+}
+
+/// Fills the file system to the last byte; returns the bytes the ballast took.
 fn fill(path: &std::path::Path) -> Result<u64> {
     use std::io::Write;
     let mut f = std::fs::File::create(path)?;
-    let block = vec![0u8; 1 << 20];
+    // Allocate the bulk at once (writing gigabytes of zeros into a tmpfs takes tens of seconds
+    // on a loaded machine), then write until ENOSPC: the nodes write meanwhile.
+    let st = nix::sys::statvfs::statvfs(path)?;
+    let free = st.blocks_available() * st.fragment_size();
+    let bulk = free.saturating_sub(4 << 20);
     let mut written = 0u64;
+    if bulk > 0
+        && nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, bulk as i64).is_ok()
+    {
+        written = bulk;
+        use std::io::Seek;
+        f.seek(std::io::SeekFrom::Start(bulk))?;
+    }
+    let block = vec![0u8; 1 << 20];
     loop {
         match f.write(&block) {
             Ok(0) => break,

@@ -2,9 +2,11 @@
 //! a schedule, then quiescence and an invariant check that names the documents and nodes
 //! involved in any violation. See `--help` and README §Endurance.
 
+mod budget;
 mod check;
 mod cluster;
 pub mod content;
+mod diskwatch;
 mod faults;
 mod proxy;
 mod report;
@@ -70,8 +72,14 @@ pub struct RunArgs {
     /// Do not put a node on a small tmpfs (no disk-full faults; for machines without root).
     #[arg(long)]
     pub no_disk_fault: bool,
-    /// Size of the tmpfs of the disk-fault node (RAM) [default: ci 2GiB, soak 6GiB]. It must
-    /// hold everything that node stores during the run: size it to the run's length.
+    /// Content bytes the run may publish, all attempts counted [default: ci 2.1 GiB; soak
+    /// 10 GiB per hour of --duration]. It bounds what any node can store, so the disk-fault
+    /// node's tmpfs and the free space the run needs are derived from it.
+    #[arg(long)]
+    pub byte_budget: Option<bytesize::ByteSize>,
+    /// Size of the tmpfs of the disk-fault node (RAM) [default: derived from the byte budget,
+    /// so that real content cannot fill it]. A smaller size is allowed, with a warning: a node
+    /// that then runs out of disk fails the run with that reason.
     #[arg(long)]
     pub disk_size: Option<bytesize::ByteSize>,
     /// Keep the nodes' content and the brokers' data after a passing run (a failing run
@@ -86,13 +94,31 @@ struct Settings {
     timing: faults::Timing,
     workload: workload::Params,
     quiescence: Duration,
-    disk: u64,
+    /// The pools of the byte budget.
+    budget: budget::Limits,
+    /// What a node stores besides content: database, write-ahead log, log file.
+    overhead: u64,
 }
+
+impl Settings {
+    /// The most bytes the run can place on one node's disk (see [`budget::disk_needed`]).
+    fn disk_needed(&self) -> u64 {
+        let w = &self.workload;
+        budget::disk_needed(
+            self.budget.total(),
+            w.lanes,
+            w.large.1.max(w.medium_max).max(w.fault_large.1),
+            self.overhead,
+        )
+    }
+}
+
+const MIB: u64 = 1 << 20;
 
 fn settings(args: &RunArgs) -> Settings {
     let s = Duration::from_secs;
     let ms = Duration::from_millis;
-    match args.profile {
+    let mut set = match args.profile {
         Profile::Ci => Settings {
             faults: Some(args.faults.unwrap_or(24)),
             duration: None,
@@ -104,33 +130,57 @@ fn settings(args: &RunArgs) -> Settings {
             workload: workload::Params {
                 lanes: 3,
                 pause: ms(150),
-                medium_max: 4 << 20,
-                large: (16 << 20, 128 << 20),
+                medium_max: 4 * MIB,
+                large: (16 * MIB, 128 * MIB),
                 large_pause: s(8),
+                fault_large: (16 * MIB, 128 * MIB),
             },
             quiescence: s(150),
-            disk: 2 << 30,
-        },
-        Profile::Soak => Settings {
-            faults: args.faults,
-            duration: Some(args.duration.unwrap_or(s(30 * 60))),
-            timing: faults::Timing {
-                down: (s(1), s(20)),
-                hold: (s(3), s(40)),
-                gap: (s(3), s(25)),
+            // About what the unbounded workload published in 150 s (2.0-2.3 GiB), now a bound.
+            budget: budget::Limits {
+                medium: 640 * MIB,
+                large: 1024 * MIB,
+                // Every mid-transfer kill and every corruption gets its document: at most
+                // ⌈faults / 6 kinds⌉ of each (kinds come in shuffled rounds).
+                faults: args.faults.unwrap_or(24).div_ceil(6) as u64 * (128 * MIB + 4 * MIB),
             },
-            // About 5 GB stored per regional node per half hour (size --disk-size to the run).
-            workload: workload::Params {
-                lanes: 2,
-                pause: ms(400),
-                medium_max: 8 << 20,
-                large: (16 << 20, 300_000_000),
-                large_pause: s(180),
-            },
-            quiescence: s(600),
-            disk: 6 << 30,
+            overhead: 256 * MIB,
         },
+        Profile::Soak => {
+            let duration = args.duration.unwrap_or(s(30 * 60));
+            let hours = duration.as_secs_f64() / 3600.0;
+            let per_hour = |b: u64| (b as f64 * hours) as u64;
+            Settings {
+                faults: args.faults,
+                duration: Some(duration),
+                timing: faults::Timing {
+                    down: (s(1), s(20)),
+                    hold: (s(3), s(40)),
+                    gap: (s(3), s(25)),
+                },
+                workload: workload::Params {
+                    lanes: 2,
+                    pause: ms(400),
+                    medium_max: 8 * MIB,
+                    large: (16 * MIB, 300_000_000),
+                    large_pause: s(180),
+                    fault_large: (16 * MIB, 128 * MIB),
+                },
+                quiescence: s(600),
+                // 10 GiB per hour, paced over the duration: 5 GiB for the default half hour.
+                budget: budget::Limits {
+                    medium: per_hour(4 << 30),
+                    large: per_hour(3 << 30),
+                    faults: per_hour(3 << 30),
+                },
+                overhead: 256 * MIB + per_hour(256 * MIB),
+            }
+        }
+    };
+    if let Some(total) = args.byte_budget {
+        set.budget = set.budget.scaled_to(total.as_u64());
     }
+    set
 }
 
 /// Runs the profile; `Ok(true)` when every invariant held.
@@ -154,12 +204,15 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     if let Some(PlantedBug::AckBeforeCommit) = args.plant_bug {
         node_args.extend(["--plant-bug".to_owned(), "ack-before-commit".to_owned()]);
     }
+    let disk_size = (!args.no_disk_fault)
+        .then(|| disk_size(&args, &set))
+        .transpose()?;
     let total = Instant::now();
     let mut cluster = cluster::Cluster::start(cluster::Options {
         topology: args.topology.clone(),
         dir: args.dir.clone(),
         brokers: args.brokers,
-        disk_size: (!args.no_disk_fault).then(|| args.disk_size.map_or(set.disk, |b| b.as_u64())),
+        disk_size,
         node_args,
     })
     .await?;
@@ -198,6 +251,75 @@ pub async fn run(args: RunArgs) -> Result<bool> {
     Ok(report.passed)
 }
 
+/// The tmpfs size of the disk-fault node: what the byte budget can place on it, unless the
+/// operator asked for another size. Refuses a size the machine's memory cannot back.
+fn disk_size(args: &RunArgs, set: &Settings) -> Result<u64> {
+    let needed = set.disk_needed();
+    let size = match args.disk_size {
+        None => needed,
+        Some(b) => {
+            if b.as_u64() < needed {
+                eprintln!(
+                    "endurance: warning: --disk-size {} is below the {} this run can store on \
+                     one node (byte budget {}); real content may fill it, and the run then fails \
+                     as out of disk",
+                    report::human(b.as_u64()),
+                    report::human(needed),
+                    report::human(set.budget.total())
+                );
+            }
+            b.as_u64()
+        }
+    };
+    // tmpfs lives in memory; the nodes, brokers and the checker need some too.
+    let spare = 2u64 << 30;
+    if let Some(available) = mem_available() {
+        if size + spare > available {
+            anyhow::bail!(
+                "the disk-fault node's tmpfs would need {} of memory (byte budget {}), but only {} \
+                 is available; publish less with --byte-budget, or pass --no-disk-fault",
+                report::human(size),
+                report::human(set.budget.total()),
+                report::human(available)
+            );
+        }
+    }
+    Ok(size)
+}
+
+/// `MemAvailable` from `/proc/meminfo`.
+fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses to run on a file system that cannot hold what the byte budget may place on the
+/// nodes whose data it holds (every node but the one on the tmpfs).
+fn check_free_space(
+    cluster: &cluster::Cluster,
+    set: &Settings,
+    dir: &std::path::Path,
+) -> Result<()> {
+    let nodes = cluster.topo.nodes.len() as u64;
+    let on_disk = nodes - u64::from(cluster.disk.is_some());
+    let needed = on_disk * set.budget.total() + nodes * set.overhead;
+    let st = nix::sys::statvfs::statvfs(dir)?;
+    let free = st.blocks_available() * st.fragment_size();
+    if free < needed {
+        anyhow::bail!(
+            "{} has {} free, but the run may store up to {} there ({on_disk} nodes × byte budget \
+             {}, plus databases and logs); free some space, or publish less with --byte-budget",
+            dir.display(),
+            report::human(free),
+            report::human(needed),
+            report::human(set.budget.total())
+        );
+    }
+    Ok(())
+}
+
 /// Removes the nodes' content files and the brokers' data under `dir`, keeping logs and
 /// databases.
 fn remove_content(dir: &std::path::Path) {
@@ -230,8 +352,24 @@ async fn drive(
     profile: &str,
     cluster: &mut cluster::Cluster,
 ) -> Result<report::Report> {
+    check_free_space(cluster, set, &args.dir)?;
     let started = Instant::now();
     let run_start_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as i64;
+    let disks = diskwatch::DiskWatch::start(
+        cluster
+            .all_ids()
+            .into_iter()
+            .map(|id| {
+                let dir = cluster.data_dir(&id);
+                (id, dir)
+            })
+            .collect(),
+        cluster
+            .disk
+            .as_ref()
+            .map(|d| (d.dir.as_path(), d.fault_active.clone())),
+        started,
+    );
     let holders: HashMap<String, Vec<String>> = cluster
         .topo
         .nodes
@@ -271,6 +409,7 @@ async fn drive(
             .collect(),
         holders,
         params: set.workload.clone(),
+        budget: budget::Budget::new(set.budget, set.duration, started),
         started,
         model: Mutex::new(workload::Model::default()),
     });
@@ -319,7 +458,9 @@ async fn drive(
         l.set_corrupt(false);
     }
     if let Some(d) = &cluster.disk {
-        let _ = std::fs::remove_file(d.dir.join("endurance-ballast"));
+        faults::free_ballast(&d.dir.join(diskwatch::BALLAST)).await;
+        d.fault_active
+            .store(false, std::sync::atomic::Ordering::SeqCst);
     }
     for n in cluster.all_ids() {
         if !cluster.fed.node(&n).is_some_and(|p| p.is_running()) {
@@ -345,6 +486,11 @@ async fn drive(
     );
     let model = std::mem::take(&mut *ctx.model.lock().expect("not poisoned"));
     let outcome = check::check(cluster, &model, &injector, run_start_ms).await?;
+    let volumes = disks.finish().await;
+    let out_of_disk: Vec<diskwatch::OutOfDisk> = volumes
+        .iter()
+        .filter_map(|v| v.out_of_disk.clone())
+        .collect();
 
     let expected: usize = injector.reconnects.iter().map(|r| r.nodes.len()).sum();
     let reconnected = injector
@@ -374,7 +520,7 @@ async fn drive(
             Some(e),
         ));
     }
-    let passed = quiescence.reached && invariants.iter().all(|i| i.ok());
+    let passed = out_of_disk.is_empty() && quiescence.reached && invariants.iter().all(|i| i.ok());
     let latency = report::Latency::of(&outcome.deliveries);
     Ok(report::Report {
         profile: profile.to_owned(),
@@ -397,6 +543,10 @@ async fn drive(
             .disk
             .as_ref()
             .map(|d| format!("{} on a {} tmpfs", d.node, report::human(d.size))),
+        byte_budget: set.budget.total(),
+        bytes_sent: ctx.budget.taken(),
+        volumes,
+        out_of_disk,
         faults: injector.faults.clone(),
         reconnect_rate: (expected > 0).then(|| reconnected as f64 / expected as f64),
         reconnects: injector.reconnects.clone(),

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::check::{Delivery, Invariant, Quiescence};
+use super::diskwatch::{OutOfDisk, Volume};
 use super::faults::{Fault, Kind, Reconnect};
 use super::workload::OpStats;
 
@@ -24,6 +25,13 @@ pub struct Report {
     pub nodes: Vec<String>,
     pub brokers: Vec<String>,
     pub small_disk: Option<String>,
+    /// The most content bytes the run could publish, and what its attempts took of it.
+    pub byte_budget: u64,
+    pub bytes_sent: u64,
+    /// The file systems of the nodes' data, with their peak use outside disk-full faults.
+    pub volumes: Vec<Volume>,
+    /// Volumes that filled up on their own: the run fails for this reason first.
+    pub out_of_disk: Vec<OutOfDisk>,
     pub faults: Vec<Fault>,
     pub reconnects: Vec<Reconnect>,
     pub reconnect_rate: Option<f64>,
@@ -83,6 +91,10 @@ impl Report {
                 .unwrap_or_default(),
             if self.passed { "PASSED" } else { "FAILED" }
         );
+        // A full disk explains everything that follows: say it first, in one line.
+        for o in &self.out_of_disk {
+            let _ = writeln!(s, "{}", o.line());
+        }
         let _ = writeln!(
             s,
             "{} nodes, brokers: {}; fault phase {:.0} s, total {:.0} s",
@@ -113,6 +125,21 @@ impl Report {
             self.pulls,
             self.bytes_flipped_in_flight
         );
+        let _ = writeln!(
+            s,
+            "  byte budget {}, {} taken by the attempts",
+            human(self.byte_budget),
+            human(self.bytes_sent)
+        );
+        for v in &self.volumes {
+            let _ = writeln!(
+                s,
+                "  disk of {}: {} free at least, of {}, outside disk-full faults",
+                v.nodes.join(", "),
+                v.least_free.map_or("?".to_owned(), human),
+                human(v.size),
+            );
+        }
         let restarts = self.reconnects.len();
         let expected: usize = self.reconnects.iter().map(|r| r.nodes.len()).sum();
         let _ = writeln!(
@@ -160,10 +187,23 @@ impl Report {
                 i.violation_count
             );
         }
+        // Violations at a node that ran out of disk are its consequences: counted, not listed.
+        let full: Vec<&String> = self.out_of_disk.iter().flat_map(|o| &o.nodes).collect();
         for i in self.invariants.iter().filter(|i| !i.ok()) {
             let _ = writeln!(s, "\n{} — {}:", i.name, i.description);
-            for v in &i.violations {
+            let (consequences, listed): (Vec<&String>, Vec<&String>) = i
+                .violations
+                .iter()
+                .partition(|v| full.iter().any(|n| v.contains(n.as_str())));
+            for v in listed {
                 let _ = writeln!(s, "  - {v}");
+            }
+            if !consequences.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "  - {} at a node that ran out of disk (see above; listed in report.json)",
+                    consequences.len()
+                );
             }
             if i.violation_count as usize > i.violations.len() {
                 let _ = writeln!(
@@ -392,6 +432,10 @@ mod tests {
             nodes: vec!["na".into(), "asia".into()],
             brokers: vec!["regional (na asia)".into()],
             small_disk: None,
+            byte_budget: 100,
+            bytes_sent: 10,
+            volumes: Vec::new(),
+            out_of_disk: Vec::new(),
             faults: vec![Fault {
                 kind: Kind::LinkCut,
                 target: "na <-> asia".into(),
@@ -433,5 +477,61 @@ mod tests {
             "titles are escaped"
         );
         assert!(svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn a_node_out_of_disk_leads_the_summary_and_its_consequences_are_not_listed() {
+        let mut placed = Invariant::new("content placed by scope", "where scope requires");
+        placed.fail_with("document X not held at e1-asia".into());
+        placed.fail_with("document Y not held at e1-asia".into());
+        placed.fail_with("document Z not held at e1-na".into());
+        let mut v = Volume::new(vec!["e1-asia".into()], "nodes/e1-asia".into(), None);
+        v.observe(131.5, 2 << 30, 0, false);
+        let out = v.out_of_disk.clone().unwrap();
+        let report = Report {
+            profile: "ci".into(),
+            seed: 729332260,
+            planted_bug: None,
+            passed: false,
+            started_at: "2026-11-22T00:00:00Z".into(),
+            fault_phase_s: 100.0,
+            total_s: 120.0,
+            nodes: vec!["e1-na".into(), "e1-asia".into()],
+            brokers: Vec::new(),
+            small_disk: Some("e1-asia on a 2.0 GiB tmpfs".into()),
+            byte_budget: 2 << 30,
+            bytes_sent: 2 << 30,
+            volumes: vec![v],
+            out_of_disk: vec![out],
+            faults: Vec::new(),
+            reconnects: Vec::new(),
+            reconnect_rate: None,
+            operations: BTreeMap::new(),
+            failures: BTreeMap::new(),
+            documents: 1,
+            versions: 1,
+            bytes_published: 10,
+            bytes_verified: 10,
+            pulls: 1,
+            bytes_flipped_in_flight: 0,
+            quiescence: Quiescence {
+                reached: false,
+                seconds: 150.0,
+                busy: vec!["e1-asia: 21 pulls pending".into()],
+            },
+            invariants: vec![placed],
+            latency: None,
+            deliveries: Vec::new(),
+        };
+        let s = report.summary();
+        let second = s.lines().nth(1).unwrap();
+        assert!(
+            second.starts_with("OUT OF DISK: e1-asia — nodes/e1-asia")
+                && second.contains("since 131.5 s"),
+            "{s}"
+        );
+        assert!(!s.contains("document X"), "{s}");
+        assert!(s.contains("document Z not held at e1-na"), "{s}");
+        assert!(s.contains("2 at a node that ran out of disk"), "{s}");
     }
 }

@@ -17,6 +17,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::budget::{Budget, Pool};
 use super::content;
 
 /// Sizes on the boundaries of the buffers bytes pass through (8 KiB, 64 KiB, 1 MiB).
@@ -36,6 +37,8 @@ pub struct Params {
     pub large: (u64, u64),
     /// Pause between two large publications.
     pub large_pause: Duration,
+    /// Size range of the document a mid-transfer kill publishes.
+    pub fault_large: (u64, u64),
 }
 
 /// An acknowledged edit: the federation must keep it (as current or in history).
@@ -90,6 +93,8 @@ pub struct Ctx {
     /// Region → ids of the regional nodes that hold its content.
     pub holders: HashMap<String, Vec<String>>,
     pub params: Params,
+    /// Bounds the content bytes sent: every attempt takes its size from a pool first.
+    pub budget: Budget,
     pub started: tokio::time::Instant,
     pub model: Mutex<Model>,
 }
@@ -127,11 +132,22 @@ impl Ctx {
         Some((id.clone(), d.scope.clone()))
     }
 
-    /// Publishes a generated body at a primary (the other one if the first fails).
-    pub async fn publish(&self, rng: &mut StdRng, size: u64, scope: &str) -> Result<String> {
+    /// Publishes a generated body of `size` bytes, already taken from `pool`, at a primary (the
+    /// other one if the first fails and `pool` can pay for a second attempt).
+    pub async fn publish(
+        &self,
+        rng: &mut StdRng,
+        pool: &Pool,
+        size: u64,
+        scope: &str,
+    ) -> Result<String> {
         let first = rng.random_range(0..self.primaries.len());
         let mut last = anyhow!("no primary");
         for k in 0..self.primaries.len() {
+            // The failed attempt may have stored its bytes before its answer was lost.
+            if k > 0 && !pool.take(size) {
+                break;
+            }
             let (pid, url) = &self.primaries[(first + k) % self.primaries.len()];
             let seed: u64 = rng.random();
             let query = serde_urlencoded::to_string([
@@ -186,13 +202,15 @@ impl Ctx {
         }
     }
 
+    /// A medium size, taken from the medium pool (smaller, down to empty, when it runs short).
     fn medium_size(&self, rng: &mut StdRng) -> u64 {
-        match rng.random_range(0..100) {
+        let want = match rng.random_range(0..100) {
             0..10 => BOUNDARY_SIZES[rng.random_range(0..BOUNDARY_SIZES.len())],
             10..60 => rng.random_range(0..64 * 1024),
             60..90 => rng.random_range(64 * 1024..1 << 20),
             _ => rng.random_range(1 << 20..=self.params.medium_max.max(1 << 20)),
-        }
+        };
+        self.budget.medium.take_up_to(want)
     }
 
     /// An edit at a primary: a new version (`Some(size)`), a tombstone or a reactivation.
@@ -343,7 +361,9 @@ pub async fn lane(ctx: Arc<Ctx>, lane: u64, stop: CancellationToken) {
                 let scope = ctx.scope(&mut rng);
                 (
                     "publish",
-                    ctx.publish(&mut rng, size, &scope).await.map(|_| ()),
+                    ctx.publish(&mut rng, &ctx.budget.medium, size, &scope)
+                        .await
+                        .map(|_| ()),
                 )
             }
             35..50 => match ctx.pick_doc(&mut rng, false) {
@@ -399,11 +419,14 @@ pub async fn large_lane(ctx: Arc<Ctx>, stop: CancellationToken) {
     while !stop.is_cancelled() {
         let size = large_size(&mut rng, ctx.params.large);
         let scope = ctx.scope(&mut rng);
-        let r = tokio::select! {
-            r = ctx.publish(&mut rng, size, &scope) => r.map(|_| ()),
-            () = stop.cancelled() => break,
-        };
-        ctx.record("publish-large", &r);
+        // All or nothing: a clipped large document would be a medium one.
+        if ctx.budget.large.take(size) {
+            let r = tokio::select! {
+                r = ctx.publish(&mut rng, &ctx.budget.large, size, &scope) => r.map(|_| ()),
+                () = stop.cancelled() => break,
+            };
+            ctx.record("publish-large", &r);
+        }
         tokio::select! {
             () = tokio::time::sleep(ctx.params.large_pause) => {}
             () = stop.cancelled() => {}
