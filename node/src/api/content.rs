@@ -236,13 +236,18 @@ fn etag_list_matches(h: &HeaderValue, etag: &str) -> bool {
     })
 }
 
-/// `attachment; filename*=UTF-8''…` with the name percent-encoded (RFC 6266/8187), so no byte of
-/// a user-supplied file name can break the header.
+/// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266): the exact name percent-encoded
+/// (RFC 8187) for clients that read `filename*` (browsers, wget), and before it a plain ASCII
+/// fallback for those that read only `filename` (`curl -O -J`). Neither lets a byte of a
+/// user-supplied name break the header or name a path.
 fn content_disposition(filename: &str) -> String {
     if filename.is_empty() {
         return "attachment".to_owned();
     }
-    let mut out = String::from("attachment; filename*=UTF-8''");
+    let mut out = format!(
+        "attachment; filename=\"{}\"; filename*=UTF-8''",
+        ascii_fallback(filename)
+    );
     for b in filename.bytes() {
         if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
             out.push(b as char);
@@ -253,6 +258,29 @@ fn content_disposition(filename: &str) -> String {
     out
 }
 
+/// The name's last path component with every character that is not printable ASCII, or that
+/// is a quote, backslash or percent sign, replaced by `_`, and no leading dot (a client saving it
+/// must not create a hidden file).
+fn ascii_fallback(filename: &str) -> String {
+    let base = filename.rsplit(['/', '\\']).next().unwrap_or_default();
+    let mut out: String = base
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' | '%' => '_',
+            c if c == ' ' || c.is_ascii_graphic() => c,
+            _ => '_',
+        })
+        .collect();
+    while out.starts_with('.') {
+        out.replace_range(..1, "_");
+    }
+    if out.trim().is_empty() {
+        "download".to_owned()
+    } else {
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,8 +289,22 @@ mod tests {
     fn disposition_encodes_everything_unsafe() {
         assert_eq!(
             content_disposition("a b\"/../ü.txt"),
-            "attachment; filename*=UTF-8''a%20b%22%2F..%2F%C3%BC.txt"
+            "attachment; filename=\"_.txt\"; filename*=UTF-8''a%20b%22%2F..%2F%C3%BC.txt"
         );
+    }
+
+    #[test]
+    fn the_ascii_fallback_keeps_plain_names_and_defuses_the_rest() {
+        assert_eq!(
+            ascii_fallback("Report 2026 (final).pdf"),
+            "Report 2026 (final).pdf"
+        );
+        assert_eq!(ascii_fallback("Rapport d'été.pdf"), "Rapport d'_t_.pdf");
+        assert_eq!(ascii_fallback("地震.csv"), "__.csv");
+        assert_eq!(ascii_fallback("..\\..\\win.ini"), "win.ini");
+        assert_eq!(ascii_fallback(".bashrc"), "_bashrc");
+        assert_eq!(ascii_fallback("a\"b%c\r\n"), "a_b_c__");
+        assert_eq!(ascii_fallback("dir/"), "download");
     }
 
     #[test]

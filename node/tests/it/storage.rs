@@ -122,8 +122,46 @@ async fn file_names_are_metadata_only() -> TestResult {
         .await?;
     assert_eq!(
         resp.headers()["content-disposition"],
-        "attachment; filename*=UTF-8''..%2F..%2F..%2F..%2Fescaped.txt"
+        "attachment; filename=\"escaped.txt\"; filename*=UTF-8''..%2F..%2F..%2F..%2Fescaped.txt"
     );
+    Ok(())
+}
+
+/// `curl -O -J` reads only `filename=`: it must save a document under its name (made plain
+/// ASCII), never as `content`, and never outside the directory it was asked to write to.
+#[tokio::test]
+async fn curl_remote_header_name_saves_the_document_under_its_name() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    let out = tempfile::tempdir()?;
+    for (filename, saved) in [
+        ("annual-report 2026.pdf", "annual-report 2026.pdf"),
+        ("Rapport d'été.pdf", "Rapport d'_t_.pdf"),
+        ("../../../escaped.txt", "escaped.txt"),
+    ] {
+        let resp = auth(c.post(node.url("/v1/documents?title=t")))
+            .query(&[("filename", filename)])
+            .body(filename.to_owned())
+            .send()
+            .await?;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let id = resp.json::<Value>().await?["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let status = Command::new("curl")
+            .args(["-sS", "--fail", "-O", "-J", "--output-dir"])
+            .arg(out.path())
+            .arg(node.url(&format!("/v1/documents/{id}/content")))
+            .status()?;
+        assert!(status.success(), "curl failed for {filename:?}");
+        let path = out.path().join(saved);
+        assert_eq!(
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?,
+            filename
+        );
+    }
+    assert_eq!(files_under(out.path()).len(), 3, "nothing else was written");
     Ok(())
 }
 
