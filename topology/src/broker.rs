@@ -131,16 +131,34 @@ pub fn free_broker_port() -> Result<u16> {
 
 /// Ports to pick brokers from: below the ephemeral range if there is room, else 20000-45000.
 fn broker_port_range() -> (u16, u16) {
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok());
-    match ephemeral_low {
+    match ephemeral_low() {
         Some(low) if low > DIST_PORT_OFFSET + 10_500 => (10_000, low - DIST_PORT_OFFSET - 1),
         _ => (20_000, 45_000),
     }
 }
 
-fn port_is_free(port: u16) -> bool {
+/// Ports to pick the HTTP ports of generated federations from: below the ephemeral range (an
+/// outgoing connection can be handed an ephemeral port between the pick and the node's bind;
+/// with dozens of connections per second that happens), clear of the brokers' ports and of
+/// their distribution ports. Without room below the ephemeral range: 10000-19999.
+pub fn node_port_range() -> (u16, u16) {
+    match ephemeral_low() {
+        Some(low) if low > DIST_PORT_OFFSET + 10_500 => {
+            (low - DIST_PORT_OFFSET, DIST_PORT_OFFSET + 10_000 - 1)
+        }
+        _ => (10_000, 19_999),
+    }
+}
+
+/// The first port of the kernel's ephemeral range.
+fn ephemeral_low() -> Option<u16> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+}
+
+/// Whether `port` can be bound on loopback and on every interface right now.
+pub fn port_is_free(port: u16) -> bool {
     // The distribution port listens on all interfaces, so check the wildcard address too.
     TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok()
 }

@@ -102,21 +102,52 @@ pub fn toml(
     t
 }
 
-/// Seven ports free right now (another process may still take one before it is bound).
+/// Seven distinct ports free right now, below the kernel's ephemeral range
+/// ([`crate::broker::node_port_range`]), so that no outgoing connection is handed one before its
+/// node binds it. Picked at random: concurrent tests rarely pick the same one.
 pub fn free_ports() -> std::io::Result<[u16; 7]> {
-    let listeners: Vec<std::net::TcpListener> = (0..7)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()?;
-    let mut ports = [0u16; 7];
-    for (p, l) in ports.iter_mut().zip(&listeners) {
-        *p = l.local_addr()?.port();
+    use rand::Rng;
+    let (lo, hi) = crate::broker::node_port_range();
+    let mut rng = rand::rng();
+    let mut ports = Vec::with_capacity(7);
+    for _ in 0..2000 {
+        let port: u16 = rng.random_range(lo..=hi);
+        if !ports.contains(&port) && crate::broker::port_is_free(port) {
+            ports.push(port);
+            if ports.len() == 7 {
+                let mut out = [0u16; 7];
+                out.copy_from_slice(&ports);
+                return Ok(out);
+            }
+        }
     }
-    Ok(ports)
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("fewer than 7 free ports in {lo}-{hi}"),
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let ports = free_ports().unwrap();
+        let (lo, hi) = crate::broker::node_port_range();
+        let mut sorted = ports.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 7);
+        assert!(ports.iter().all(|p| (lo..=hi).contains(p)), "{ports:?}");
+        if let Ok(range) = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range") {
+            let low: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+            assert!(
+                ports.iter().all(|&p| p < low),
+                "{ports:?} vs ephemeral from {low}"
+            );
+        }
+    }
 
     #[test]
     fn generated_shape_is_valid_and_matches_the_demo() {

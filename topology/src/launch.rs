@@ -1106,8 +1106,10 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     if let Some(url) = fed.amqp_url() {
         println!("broker: {}", broker::redact_url(url));
     }
+    // The operator's own terminal: the token is what every write to a primary needs.
+    println!("publish token: {}", fed.token());
     println!(
-        "manifest (with the publish token): {}",
+        "manifest (URLs and the token, mode 0600): {}",
         fed.manifest_path().display()
     );
     println!("Ctrl-C stops the federation.");

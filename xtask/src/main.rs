@@ -208,12 +208,21 @@ fn up(args: &[String]) -> Result<()> {
             "topology",
             "-p",
             "publisher-portal",
+            "-p",
+            "mobile-client",
         ])
         .status()?
         .success();
     if !ok {
         bail!("build failed");
     }
+    let bin = root().join("target/release");
+    println!(
+        "xtask: programs in {}: docfed (command line), docfed-node, docfed-portal, docfed-topology\n\
+         xtask: to use them from another shell: export PATH=\"{}:$PATH\"",
+        bin.display(),
+        bin.display()
+    );
     let mut cmd = Command::new(root().join("target/release/docfed-topology"));
     cmd.current_dir(root()).arg("up").args(args);
     // Ctrl-C reaches docfed-topology too (same process group); it stops every node cleanly.
