@@ -179,13 +179,15 @@ fn endurance_ci() -> Result<()> {
         "xtask: endurance run, CI profile (report in {})",
         dir.join("report").display()
     );
-    let ok = Command::new(target.join("debug").join("docfed-endurance"))
-        .current_dir(root())
+    let mut run = Command::new(target.join("debug").join("docfed-endurance"));
+    run.current_dir(root())
         .args(["run", "--profile", "ci", "--dir"])
-        .arg(&dir)
-        .status()
-        .context("running docfed-endurance")?
-        .success();
+        .arg(&dir);
+    // Replays a CI run's seed (every run prints it) through the same command CI runs.
+    if let Some(seed) = std::env::var_os("DOCFED_ENDURANCE_SEED") {
+        run.arg("--seed").arg(seed);
+    }
+    let ok = run.status().context("running docfed-endurance")?.success();
     if !ok {
         bail!(
             "the endurance run failed; see its summary above and {}",
