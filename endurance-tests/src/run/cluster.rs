@@ -313,36 +313,35 @@ impl Cluster {
 
 fn mount_tmpfs(dir: &Path, size: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    let out = std::process::Command::new("mount")
-        .args([
+    mount(
+        &[
             "-t",
             "tmpfs",
             "-o",
             &format!("size={size},mode=0700"),
             "tmpfs",
-        ])
-        .arg(dir)
-        .output()
-        .context("cannot run mount")?;
-    if !out.status.success() {
-        bail!(
-            "mount -t tmpfs failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+        ],
+        dir,
+    )
 }
 
 /// Changes the size of the tmpfs mounted at `dir` (it refuses a size below what it holds).
 pub fn resize_tmpfs(dir: &Path, size: u64) -> Result<()> {
+    mount(&["-o", &format!("remount,size={size}")], dir)
+}
+
+/// Runs `mount ARGS DIR`; its error output becomes the error.
+fn mount(args: &[&str], dir: &Path) -> Result<()> {
     let out = std::process::Command::new("mount")
-        .args(["-o", &format!("remount,size={size}")])
+        .args(args)
         .arg(dir)
         .output()
         .context("cannot run mount")?;
     if !out.status.success() {
         bail!(
-            "mount -o remount,size={size} failed: {}",
+            "mount {} {} failed: {}",
+            args.join(" "),
+            dir.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }

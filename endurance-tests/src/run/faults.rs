@@ -561,23 +561,12 @@ pub async fn free_ballast(path: &std::path::Path) {
     let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
 }
 
-/// Fills the file system to the last byte; returns the bytes the ballast took.
+/// Writes zeros until the file system is full (after [`shrink_to_used`], a few KiB); returns
+/// the bytes written.
 fn fill(path: &std::path::Path) -> Result<u64> {
     use std::io::Write;
     let mut f = std::fs::File::create(path)?;
-    // Allocate the bulk at once (writing gigabytes of zeros into a tmpfs takes tens of seconds
-    // on a loaded machine), then write until ENOSPC: the nodes write meanwhile.
-    let st = nix::sys::statvfs::statvfs(path)?;
-    let free = st.blocks_available() * st.fragment_size();
-    let bulk = free.saturating_sub(4 << 20);
     let mut written = 0u64;
-    if bulk > 0
-        && nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, bulk as i64).is_ok()
-    {
-        written = bulk;
-        use std::io::Seek;
-        f.seek(std::io::SeekFrom::Start(bulk))?;
-    }
     let block = vec![0u8; 1 << 20];
     loop {
         match f.write(&block) {
