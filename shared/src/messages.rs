@@ -1,5 +1,5 @@
 //! Messages between nodes, carried by RabbitMQ. They are small: never file bytes, only what a
-//! node needs to decide whether and where to pull (DESIGN section 2).
+//! node needs to decide whether and where to pull (ARCHITECTURE.md §3).
 //!
 //! Every message is an [`Envelope`] serialised as JSON. `schema` lets a node refuse (dead-letter)
 //! messages of a format it does not understand instead of misreading them; `id` is the same on
@@ -125,8 +125,8 @@ impl Envelope {
         match &self.body {
             Body::Notify(n) => {
                 let d = &n.document;
-                if d.version < 1 {
-                    return invalid(format!("version {} < 1", d.version));
+                if let Err(e) = crate::limits::check_version(d) {
+                    return invalid(e);
                 }
                 if !crate::scope::is_valid_region(&d.origin) {
                     return invalid(format!("bad origin node {:?}", d.origin));
@@ -142,10 +142,35 @@ impl Envelope {
                 if !crate::scope::is_valid_region(&r.node) {
                     return invalid(format!("bad node {:?}", r.node));
                 }
+                if !crate::scope::is_valid_region(&r.origin) {
+                    return invalid(format!("bad origin node {:?}", r.origin));
+                }
+                if !(1..=crate::limits::MAX_VERSION).contains(&r.version) {
+                    return invalid(format!("receipt version {} out of range", r.version));
+                }
             }
             Body::Annotation(a) => {
-                if a.text.is_empty() || a.text.chars().count() > 20_000 {
-                    return invalid("annotation text must be 1-20000 characters".into());
+                use crate::limits::{MAX_ANNOTATION, MAX_ANNOTATION_AUTHOR};
+                if a.id.parse::<crate::DocId>().is_err() {
+                    return invalid(format!("annotation id {:?} is not a UUID", a.id));
+                }
+                if a.text.is_empty() || a.text.chars().count() > MAX_ANNOTATION {
+                    return invalid(format!(
+                        "annotation text must be 1-{MAX_ANNOTATION} characters"
+                    ));
+                }
+                if a.author.chars().count() > MAX_ANNOTATION_AUTHOR
+                    || a.author.chars().any(char::is_control)
+                {
+                    return invalid(format!(
+                        "annotation author must be at most {MAX_ANNOTATION_AUTHOR} printable characters"
+                    ));
+                }
+                if !(1..=crate::limits::MAX_VERSION).contains(&a.doc_version) {
+                    return invalid(format!("annotated version {} out of range", a.doc_version));
+                }
+                if !crate::scope::is_valid_region(&a.node) {
+                    return invalid(format!("bad node {:?}", a.node));
                 }
             }
         }
@@ -213,5 +238,83 @@ mod tests {
             Envelope::parse(&m.to_bytes()),
             Err(MessageError::Invalid(_))
         ));
+    }
+
+    fn refused(edit: impl FnOnce(&mut Envelope)) -> String {
+        let mut m = notify();
+        edit(&mut m);
+        match Envelope::parse(&m.to_bytes()) {
+            Err(MessageError::Invalid(why)) => why,
+            other => panic!("accepted or misread: {other:?}"),
+        }
+    }
+
+    fn doc(m: &mut Envelope) -> &mut DocumentVersion {
+        match &mut m.body {
+            Body::Notify(n) => &mut n.document,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn versions_and_fields_are_bounded() {
+        // A version at i64::MAX would make the next edit overflow.
+        assert!(refused(|m| doc(m).version = i64::MAX).contains("version"));
+        assert!(refused(|m| doc(m).version = 0).contains("version"));
+        assert!(refused(|m| doc(m).title = "x".repeat(1 << 20)).contains("title"));
+        assert!(refused(|m| doc(m).title = "a\u{0}b".into()).contains("title"));
+        assert!(refused(|m| doc(m).tags = vec!["t".into(); 51]).contains("tags"));
+        assert!(refused(|m| doc(m).description = "d".repeat(20_001)).contains("description"));
+        assert!(refused(|m| doc(m).size = u64::MAX).contains("size"));
+        let mut ok = notify();
+        doc(&mut ok).version = crate::limits::MAX_VERSION;
+        doc(&mut ok).description = "line one\nline two".into();
+        assert!(Envelope::parse(&ok.to_bytes()).is_ok());
+    }
+
+    #[test]
+    fn annotation_ids_and_fields_are_checked() {
+        let annotation = |id: &str, author: &str| Annotation {
+            id: id.into(),
+            doc_id: DocId::new(),
+            doc_version: 1,
+            author: author.into(),
+            text: "note".into(),
+            created_at: Timestamp(0),
+            node: "na".into(),
+        };
+        let parse = |a: Annotation| {
+            Envelope::parse(&Envelope::new("a:1".into(), "na", Body::Annotation(a)).to_bytes())
+        };
+        assert!(parse(annotation(&DocId::new().to_string(), "reader")).is_ok());
+        for id in ["", "../../etc", "x'; DROP TABLE annotations; --"] {
+            assert!(parse(annotation(id, "reader")).is_err(), "{id:?}");
+        }
+        assert!(parse(annotation(&DocId::new().to_string(), &"r".repeat(201))).is_err());
+    }
+
+    proptest::proptest! {
+        /// Whatever bytes arrive, parsing returns (never panics), and what it accepts
+        /// serialises back to a message that parses to the same thing.
+        #[test]
+        fn parsing_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            if let Ok(env) = Envelope::parse(&bytes) {
+                proptest::prop_assert_eq!(Envelope::parse(&env.to_bytes()).ok(), Some(env));
+            }
+        }
+
+        /// Mutating one field of a valid message to arbitrary text is either refused with a
+        /// reason or accepted within the bounds.
+        #[test]
+        fn mutated_titles_are_refused_or_bounded(title in ".{0,600}", version in proptest::num::i64::ANY) {
+            let mut m = notify();
+            doc(&mut m).title = title;
+            doc(&mut m).version = version;
+            if let Ok(env) = Envelope::parse(&m.to_bytes()) {
+                let d = match &env.body { Body::Notify(n) => &n.document, _ => unreachable!() };
+                proptest::prop_assert!(d.title.chars().count() <= crate::limits::MAX_TITLE);
+                proptest::prop_assert!((1..=crate::limits::MAX_VERSION).contains(&d.version));
+            }
+        }
     }
 }

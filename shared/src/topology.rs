@@ -1,4 +1,4 @@
-//! The topology file (DESIGN section 1): which nodes make up a federation, their tiers, regions,
+//! The topology file (ARCHITECTURE.md §1): which nodes make up a federation, their tiers, regions,
 //! HTTP addresses, inbox brokers, parents and backups, and the redundancy factor `k`.
 //!
 //! Parsing and validation are separate steps on purpose: [`Topology::parse`] only checks the

@@ -1,4 +1,4 @@
-//! JSON bodies of the node HTTP API (DESIGN section 8). Field names here are the contract with
+//! JSON bodies of the node HTTP API (ARCHITECTURE.md §6.2). Field names here are the contract with
 //! the portal, the command-line client and the harnesses.
 
 use std::fmt;

@@ -5,7 +5,7 @@
 //! under the run directory (`RUN_DIR/ID/`, `RUN_DIR/ID/node.log`), all on one broker: the one
 //! answering at `DOCFED_AMQP_URL`, else a private `rabbitmq-server` started for the run. The
 //! launcher waits until every node answers `GET /v1/health`, then writes `RUN_DIR/federation.json`
-//! (DESIGN section 9) — and removes it when the federation stops, so that a script waiting for
+//! (ARCHITECTURE.md §6.3) — and removes it when the federation stops, so that a script waiting for
 //! the file never reads a stale one.
 //!
 //! Children are put in their own process groups, so a terminal's Ctrl-C reaches only the
@@ -112,7 +112,7 @@ impl UpOptions {
     }
 }
 
-/// Contents of `RUN_DIR/federation.json` (DESIGN section 9).
+/// Contents of `RUN_DIR/federation.json` (ARCHITECTURE.md §6.3).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub nodes: Vec<ManifestNode>,
