@@ -408,14 +408,15 @@ async fn broker(dir: &Path, quick: bool) -> Result<()> {
     let mut rmq = PrivateBroker::start(dir, &name, free_broker_port()?).await?;
     let b = fedgen::start(&dir.join("fed"), BrokerChoice::External(rmq.url()), &[]).await?;
     let urls: Vec<String> = b.fed.nodes().iter().map(|n| n.url()).collect();
+    let token = b.fed.token().to_owned();
     let states = |want: bool| {
-        let (http, urls) = (http.clone(), urls.clone());
+        let (http, urls, token) = (http.clone(), urls.clone(), token.clone());
         async move {
             let deadline = Instant::now() + Duration::from_secs(300);
             loop {
                 let mut all = true;
                 for u in &urls {
-                    let v: serde_json::Value = match http.get(format!("{u}/v1/peers")).send().await
+                    let v: serde_json::Value = match http.get(format!("{u}/v1/peers")).bearer_auth(&token).send().await
                     {
                         Ok(r) => r.json().await.unwrap_or_default(),
                         Err(_) => serde_json::Value::Null,

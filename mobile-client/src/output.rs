@@ -151,17 +151,22 @@ pub fn peers(v: &serde_json::Value, json: bool) {
     if json {
         return print_json(v);
     }
-    println!(
-        "node {}: inbox {}, outbox depth {}, pending fetches {}",
-        v["node"].as_str().unwrap_or("?"),
-        if v["inbox_connected"] == true {
-            "connected"
-        } else {
-            "not connected"
-        },
-        v["outbox_depth"],
-        v["pending_fetches"]
-    );
+    let node = v["node"].as_str().unwrap_or("?");
+    // Queue depths are operator data: a node shows them only to a caller with its token.
+    if v.get("outbox_depth").is_some() {
+        println!(
+            "node {node}: inbox {}, outbox depth {}, pending fetches {}",
+            if v["inbox_connected"] == true {
+                "connected"
+            } else {
+                "not connected"
+            },
+            v["outbox_depth"],
+            v["pending_fetches"]
+        );
+    } else {
+        println!("node {node}");
+    }
     println!(
         "{:<20}  {:<12}  {:<8}  {:<28}  {:<5}  STATE",
         "PEER", "TIER", "REGION", "HTTP", "MDNS"

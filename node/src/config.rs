@@ -92,6 +92,10 @@ pub struct Args {
     /// Abandon an upload that sends nothing for this long, e.g. `60s`.
     #[arg(long, env = "DOCFED_UPLOAD_IDLE_TIMEOUT", value_parser = humantime::parse_duration)]
     pub upload_idle_timeout: Option<Duration>,
+    /// Abandon a pull attempt whose source sends less than 64 KiB in this long, and try the
+    /// next source, e.g. `30s`.
+    #[arg(long, env = "DOCFED_PULL_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub pull_stall_timeout: Option<Duration>,
     /// How long shutdown waits for in-flight requests, e.g. `10s`.
     #[arg(long, env = "DOCFED_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Option<Duration>,
@@ -119,6 +123,10 @@ pub struct FileConfig {
     /// An upload that sends nothing for this long is abandoned, e.g. "60s".
     #[serde(default, with = "humantime_serde_opt")]
     pub upload_idle_timeout: Option<Duration>,
+    /// A pull attempt whose source sends less than 64 KiB in this long is abandoned for the
+    /// next source, e.g. "30s".
+    #[serde(default, with = "humantime_serde_opt")]
+    pub pull_stall_timeout: Option<Duration>,
     /// How long shutdown waits for in-flight requests before cutting them off, e.g. "10s".
     #[serde(default, with = "humantime_serde_opt")]
     pub shutdown_timeout: Option<Duration>,
@@ -136,6 +144,9 @@ pub struct NodeConfig {
     pub max_upload_size: u64,
     pub reserved_space: u64,
     pub upload_idle_timeout: Duration,
+    /// A pull attempt that receives less than [`crate::federation::fetch::MIN_PROGRESS`] bytes
+    /// in this long moves on to the next source.
+    pub pull_stall_timeout: Duration,
     pub shutdown_timeout: Duration,
     /// Advertise and browse peers over mDNS.
     pub mdns: bool,
@@ -184,6 +195,7 @@ pub enum ConfigError {
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7100";
 pub const DEFAULT_MAX_UPLOAD: u64 = 64 * 1024 * 1024 * 1024;
 pub const DEFAULT_RESERVED_SPACE: u64 = 64 * 1024 * 1024;
+pub const DEFAULT_PULL_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl NodeConfig {
     /// Merges flags/env over the file over defaults. Generates and persists a token when none
@@ -300,6 +312,10 @@ impl NodeConfig {
                 .upload_idle_timeout
                 .or(file.upload_idle_timeout)
                 .unwrap_or(Duration::from_secs(60)),
+            pull_stall_timeout: args
+                .pull_stall_timeout
+                .or(file.pull_stall_timeout)
+                .unwrap_or(DEFAULT_PULL_STALL_TIMEOUT),
             shutdown_timeout: args
                 .shutdown_timeout
                 .or(file.shutdown_timeout)
@@ -322,6 +338,7 @@ impl NodeConfig {
             max_upload_size: DEFAULT_MAX_UPLOAD,
             reserved_space: 0,
             upload_idle_timeout: Duration::from_secs(60),
+            pull_stall_timeout: DEFAULT_PULL_STALL_TIMEOUT,
             shutdown_timeout: Duration::from_secs(10),
             mdns: false,
             pull_rate_limit: None,

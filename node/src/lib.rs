@@ -7,7 +7,7 @@
 //! * [`store`] — the content-addressed object store; uploads stream to disk while hashed.
 //! * [`edits`] — local edits (publish, new version, tombstone, reactivate) as single
 //!   transactions over database and store.
-//! * [`api`] — the HTTP API of DESIGN section 8.
+//! * [`api`] — the HTTP API of ARCHITECTURE.md §6.2.
 //!
 //! [`run`] serves a bound listener until the cancellation token fires, then shuts down in order:
 //! stop accepting, let in-flight requests finish (under a deadline), close the database.
@@ -102,6 +102,8 @@ pub async fn run(
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(5))
         .read_timeout(std::time::Duration::from_secs(60))
+        // Pulls go to topology nodes only; a redirect could send them anywhere.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .context("HTTP client")?;
     let node = Arc::new(Node {

@@ -16,6 +16,9 @@ pub struct Metrics {
     pub fetch_retries: AtomicU64,
     pub md5_mismatches: AtomicU64,
     pub broker_reconnects: AtomicU64,
+    pub pulls_waiting_for_space: AtomicU64,
+    pub pulls_stalled: AtomicU64,
+    pub pulls_oversized: AtomicU64,
 }
 
 impl Metrics {
@@ -30,7 +33,22 @@ impl Metrics {
     /// Renders the counters plus the gauges the caller measured (outbox and fetch depth).
     pub fn render(&self, node: &str, outbox_depth: i64, pending_fetches: i64) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 13] = [
+            (
+                "docfed_pulls_waiting_for_space_total",
+                "Pulls postponed because the disk reserve would be crossed.",
+                &self.pulls_waiting_for_space,
+            ),
+            (
+                "docfed_pulls_stalled_total",
+                "Pull attempts abandoned because the source made no progress.",
+                &self.pulls_stalled,
+            ),
+            (
+                "docfed_pulls_oversized_total",
+                "Pull attempts cut because the source sent more than the declared size.",
+                &self.pulls_oversized,
+            ),
             (
                 "docfed_notifications_received_total",
                 "Notifications taken from the inbox.",

@@ -10,6 +10,8 @@
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,6 +58,36 @@ pub struct Store {
     objects: PathBuf,
     tmp: PathBuf,
     reserved_space: u64,
+    /// Bytes that pulls in progress have yet to write: free space they will take.
+    promised: Arc<AtomicU64>,
+}
+
+/// Space a pull will still write, counted against the free space until released (as bytes are
+/// written, or on drop), so concurrent pulls cannot each count the same free bytes.
+#[derive(Debug)]
+pub struct SpaceReservation {
+    promised: Arc<AtomicU64>,
+    left: AtomicU64,
+}
+
+impl SpaceReservation {
+    /// `n` bytes of the reservation were written: they now show in the file system.
+    pub fn written(&self, n: u64) {
+        let n = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |l| {
+                Some(l.saturating_sub(n))
+            })
+            .map_or(0, |before| before.min(n));
+        self.promised.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+impl Drop for SpaceReservation {
+    fn drop(&mut self) {
+        self.promised
+            .fetch_sub(*self.left.get_mut(), Ordering::Relaxed);
+    }
 }
 
 /// A temporary file that is removed on drop unless it was moved into the store.
@@ -95,6 +127,7 @@ impl Store {
             objects,
             tmp,
             reserved_space,
+            promised: Arc::default(),
         })
     }
 
@@ -103,11 +136,24 @@ impl Store {
         self.objects.join(&s[..2]).join(s)
     }
 
-    /// Bytes that may still be written before the reserve is reached.
+    /// Bytes that may still be written before the reserve is reached, less what pulls in
+    /// progress have yet to write.
     pub fn available_space(&self) -> io::Result<u64> {
         let st = nix::sys::statvfs::statvfs(&self.objects).map_err(io::Error::from)?;
         let free = (st.blocks_available() as u64).saturating_mul(st.fragment_size() as u64);
-        Ok(free.saturating_sub(self.reserved_space))
+        Ok(free
+            .saturating_sub(self.reserved_space)
+            .saturating_sub(self.promised.load(Ordering::Relaxed)))
+    }
+
+    /// Reserves `needed` bytes for a pull, or says how much is available.
+    pub fn reserve(&self, needed: u64) -> Result<SpaceReservation, StoreError> {
+        self.check_space(needed)?;
+        self.promised.fetch_add(needed, Ordering::Relaxed);
+        Ok(SpaceReservation {
+            promised: self.promised.clone(),
+            left: AtomicU64::new(needed),
+        })
     }
 
     /// Refuses up front an upload whose announced size cannot fit.

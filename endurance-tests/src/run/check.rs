@@ -128,6 +128,7 @@ async fn peers(cluster: &Cluster, id: &str) -> Result<serde_json::Value> {
     let resp = cluster
         .http
         .get(format!("{}/v1/peers", cluster.url(id)))
+        .bearer_auth(&cluster.token)
         .timeout(Duration::from_secs(5))
         .send()
         .await?;

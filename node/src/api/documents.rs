@@ -12,19 +12,15 @@ use docfed_shared::Scope;
 use serde::Deserialize;
 
 use super::search::fts_query;
-use super::{parse_id, ApiQuery, AppState, Authorized};
+use super::{refuse, parse_id, ApiQuery, AppState, Authorized};
 use crate::db::{Cursor, DeletedFilter, ListFilter};
 use crate::edits::MetaInput;
 use crate::error::ApiError;
 use crate::store::Ingested;
 
-const MAX_TITLE: usize = 500;
-const MAX_DESCRIPTION: usize = 20_000;
-const MAX_FILENAME: usize = 255;
-const MAX_SOURCE: usize = 500;
-const MAX_TAGS: usize = 50;
-const MAX_TAG: usize = 64;
-const MAX_CONTENT_TYPE: usize = 255;
+use docfed_shared::limits::{
+    MAX_CONTENT_TYPE, MAX_DESCRIPTION, MAX_FILENAME, MAX_SOURCE, MAX_TAG, MAX_TAGS, MAX_TITLE,
+};
 
 /// Metadata of a publication or a new version, as the query string carries it.
 #[derive(Debug, Default, Deserialize)]
@@ -200,28 +196,6 @@ fn content_type(field: &'static str, v: &str) -> Result<String, ApiError> {
             format!("{v:?} is not a media type such as text/plain"),
         )),
     }
-}
-
-/// Most of an unread body read and discarded before an early refusal is sent.
-const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
-/// Longest an early refusal waits for the body to be drained.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Refuses a request whose body was not read, after reading (and dropping) a bounded part of
-/// it. Answering and closing with the body unread makes the kernel reset the connection, and a
-/// client still sending then sees "broken pipe" instead of the answer (and a portal would take
-/// the primary for dead). Past the limit the connection is closed anyway.
-async fn refuse(body: Body, error: ApiError) -> ApiError {
-    let mut stream = body.into_data_stream();
-    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
-    let mut drained = 0usize;
-    while drained <= DRAIN_LIMIT {
-        match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut stream)).await {
-            Ok(Some(Ok(chunk))) => drained += chunk.len(),
-            _ => break,
-        }
-    }
-    error
 }
 
 /// Streams the request body into the store, after refusing early what cannot succeed.

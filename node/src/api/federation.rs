@@ -8,7 +8,7 @@ use docfed_shared::messages::Annotation;
 use docfed_shared::wire::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::{parse_id, ApiQuery, AppState, Authorized};
+use super::{parse_id, ApiQuery, AppState, Authorized, JsonBody};
 use crate::error::ApiError;
 use crate::federation::{fetch, outbox};
 
@@ -86,11 +86,9 @@ pub struct AnnotateBody {
 pub async fn annotate(
     State(node): State<AppState>,
     Path(id): Path<String>,
-    body: Result<Json<AnnotateBody>, axum::extract::rejection::JsonRejection>,
+    JsonBody(body): JsonBody<AnnotateBody>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let id = parse_id(&id)?;
-    let Json(body) =
-        body.map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {}", e.body_text())))?;
     let text = body.text.trim();
     if text.is_empty() || text.chars().count() > 20_000 {
         return Err(ApiError::invalid("text", "must be 1-20000 characters"));
@@ -173,6 +171,7 @@ pub struct AnnotationRow {
 /// `GET /v1/annotations`: the authors' vetting queue.
 pub async fn annotations(
     State(node): State<AppState>,
+    _auth: Authorized,
     ApiQuery(p): ApiQuery<AnnotationParams>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let state = p.state.unwrap_or_else(|| "pending".into());
@@ -242,11 +241,21 @@ pub async fn reject(
     decide(&node, &aid, "rejected").await
 }
 
-/// `GET /v1/peers`: presence and queue depths.
-pub async fn peers(State(node): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+/// `GET /v1/peers`: presence for anyone (a device uses it to find other regional nodes); queue
+/// depths and the inbox's state only for operators, with the token.
+pub async fn peers(
+    State(node): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let peers = node.peers.snapshot();
+    if !super::carries_token(&headers, &node) {
+        return Ok(Json(serde_json::json!({
+            "node": node.config.node_id,
+            "peers": peers,
+        })));
+    }
     let outbox_depth = outbox::depth(&node).await?;
     let pending = fetch::pending_count(&node).await?;
-    let peers = node.peers.snapshot();
     Ok(Json(serde_json::json!({
         "node": node.config.node_id,
         "inbox_connected": node.inbox_connected.load(std::sync::atomic::Ordering::Relaxed),
@@ -256,8 +265,11 @@ pub async fn peers(State(node): State<AppState>) -> Result<Json<serde_json::Valu
     })))
 }
 
-/// `GET /metrics`.
-pub async fn metrics(State(node): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+/// `GET /metrics`: operators only (Prometheus sends the token with `authorization`).
+pub async fn metrics(
+    State(node): State<AppState>,
+    _auth: Authorized,
+) -> Result<impl IntoResponse, ApiError> {
     let outbox_depth = outbox::depth(&node).await?;
     let pending = fetch::pending_count(&node).await?;
     Ok((

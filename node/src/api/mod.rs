@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN section 8): routing, authentication and request parsing shared by the
+//! The HTTP API (ARCHITECTURE.md §6.2): routing, authentication and request parsing shared by the
 //! resource modules.
 
 mod admin;
@@ -12,11 +12,13 @@ pub mod search;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::Router;
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -61,11 +63,76 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/changes", get(changes::changes))
         .route("/v1/admin/import", post(admin::import))
         .fallback(|| async { ApiError::not_found("route") })
-        // Uploads are streamed and limited by the node's own `max_upload_size`.
-        .layer(DefaultBodyLimit::disable())
+        // Handlers that buffer a body (JSON) read at most this much; uploads take the raw
+        // body, which this limit does not touch, and stream it under `max_upload_size`.
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::new())
         .layer(TraceLayer::new_for_http())
         .with_state(node)
+}
+
+/// Largest JSON request body: an annotation of 20,000 characters (up to 80 KB as UTF-8, more
+/// with JSON escapes) with room to spare. Nothing anonymous can make a node buffer more.
+pub const MAX_JSON_BODY: usize = 256 * 1024;
+
+/// Most of an unread body read and discarded before an early refusal is sent.
+const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+/// Longest an early refusal waits for the body to be drained.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Refuses a request whose body was not (fully) read, after reading and dropping a bounded part
+/// of it. Answering and closing with the body unread makes the kernel reset the connection, and
+/// a client still sending then sees "broken pipe" instead of the answer (and a portal would
+/// take the primary for dead). Past the limit the connection is closed anyway.
+pub(crate) async fn refuse(body: Body, error: ApiError) -> ApiError {
+    drain(body.into_data_stream(), error).await
+}
+
+async fn drain(mut stream: axum::body::BodyDataStream, error: ApiError) -> ApiError {
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    let mut drained = 0usize;
+    while drained <= DRAIN_LIMIT {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => drained += chunk.len(),
+            _ => break,
+        }
+    }
+    error
+}
+
+/// A JSON request body of at most [`MAX_JSON_BODY`] bytes, read in chunks and refused with 413
+/// as soon as it is longer (whatever its `Content-Length` says), so a client streaming gigabytes
+/// costs the node one buffer of that size.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, _: &S) -> Result<Self, ApiError> {
+        let too_large = || ApiError::TooLarge {
+            limit: MAX_JSON_BODY as u64,
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > MAX_JSON_BODY as u64) {
+            return Err(refuse(req.into_body(), too_large()).await);
+        }
+        let mut stream = req.into_body().into_data_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| ApiError::UploadAborted(e.to_string()))?;
+            if buf.len() + chunk.len() > MAX_JSON_BODY {
+                return Err(drain(stream, too_large()).await);
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&buf)
+            .map(JsonBody)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    }
 }
 
 /// Proof that the request carried the node's bearer token. Taking it as a handler argument
@@ -76,19 +143,23 @@ impl FromRequestParts<AppState> for Authorized {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, node: &AppState) -> Result<Self, ApiError> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        match presented {
-            Some(t) if constant_time_eq(t.as_bytes(), node.config.token.as_bytes()) => {
-                Ok(Authorized)
-            }
-            _ => Err(ApiError::Unauthorized),
+        if carries_token(&parts.headers, node) {
+            Ok(Authorized)
+        } else {
+            Err(ApiError::Unauthorized)
         }
     }
+}
+
+/// Whether the request carries the node's bearer token, for endpoints that show more to
+/// operators than to anonymous readers.
+pub fn carries_token(headers: &axum::http::HeaderMap, node: &AppState) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), node.config.token.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -27,6 +27,7 @@ use super::routing::route;
 use super::transfers::{Progress, Transfer};
 use crate::db::documents::{object_known, record_object};
 use crate::metrics::Metrics;
+use crate::store::{SpaceReservation, StoreError};
 use crate::Node;
 
 /// Pulls in flight per node: small documents are latency-bound (several fsyncs each), large
@@ -177,6 +178,16 @@ pub(crate) enum PullError {
         expected: Md5Hex,
         actual: Md5Hex,
     },
+    #[error("{source_url} sent less than {MIN_PROGRESS} bytes ({received}) in {window:?}")]
+    Stalled {
+        source_url: String,
+        received: u64,
+        window: Duration,
+    },
+    #[error("{source_url} sent more than the declared {declared} bytes")]
+    Oversized { source_url: String, declared: u64 },
+    #[error("waiting for disk space: {needed} bytes needed, {available} available above the reserve")]
+    NoSpace { needed: u64, available: u64 },
     #[error("local I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("database: {0}")]
@@ -209,12 +220,23 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
         }
     }
     let partial = node.config.data_dir.join("partial").join(md5.as_str());
+    if node.transfers.get(&md5).is_some_and(|t| t.path != partial) {
+        // A cross-region (on-demand) transfer of the same content is running: one transfer per
+        // content address. Try again shortly; by then it is held, or that transfer is over.
+        let _ = sqlx::query("UPDATE pending_fetches SET next_attempt_at = ? WHERE md5 = ?")
+            .bind(Timestamp::now().millis() + 1_000)
+            .bind(md5.as_str())
+            .execute(node.db.writer())
+            .await;
+        return;
+    }
     if fed.stream_through {
         // Register before telling children, so their first request finds the pull.
         let on_disk = std::fs::metadata(&partial)
             .map_or(0, |m| m.len())
             .min(row.size as u64);
-        node.transfers
+        let _ = node
+            .transfers
             .begin(&md5, partial.clone(), row.size as u64, on_disk);
         if let Err(e) = release_forwards(node, &md5).await {
             tracing::warn!(md5 = %md5, error = %e, "could not release downstream notifications");
@@ -257,6 +279,13 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
                     break;
                 }
             },
+            Err(e @ PullError::NoSpace { .. }) => {
+                // No source helps: wait (with the usual backoff) until space is freed.
+                Metrics::inc(&node.metrics.pulls_waiting_for_space);
+                tracing::warn!(md5 = %md5, doc_id = %doc_id, error = %e, "pull postponed: the disk reserve would be crossed");
+                errors.push(e.to_string());
+                break;
+            }
             Err(e) => {
                 if matches!(e, PullError::Md5Mismatch { .. }) {
                     Metrics::inc(&node.metrics.md5_mismatches);
@@ -266,7 +295,7 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
             }
         }
     }
-    node.transfers.end(&md5, Progress::Failed);
+    node.transfers.end(&md5, &partial, Progress::Failed);
     Metrics::inc(&node.metrics.fetch_retries);
     let attempts = row.attempts + 1;
     let delay = (250i64 << attempts.min(10)).min(MAX_RETRY_DELAY_MS);
@@ -335,12 +364,15 @@ async fn pull(
             .map_err(std::io::Error::other)??
     };
     let already = hash.len();
-    let transfer =
-        stream_through.then(|| node.transfers.begin(md5, partial.to_owned(), size, already));
+    // `None` when an on-demand transfer took the address meanwhile: pull without readers.
+    let transfer = stream_through
+        .then(|| node.transfers.begin(md5, partial.to_owned(), size, already))
+        .flatten();
     let result = async {
         let (file, hash) = if already == size {
             (file, hash)
         } else {
+            let space = reserve_space(node, size - already)?;
             let dial = node.federation().map_or(src, |f| f.dial(src));
             let mut req = node.http.get(format!("{dial}/v1/objects/{md5}"));
             if already > 0 {
@@ -363,7 +395,7 @@ async fn pull(
                 }
                 _ => return Err(source_err(format!("HTTP {status}"))),
             };
-            write_stream(node, resp, file, hash, size, transfer.clone(), src).await?
+            write_stream(node, resp, file, hash, size, transfer.clone(), space, src).await?
         };
         let (actual, len) = hash.finish();
         if len != size || actual != *md5 {
@@ -381,13 +413,30 @@ async fn pull(
     }
     .await;
     if result.is_err() {
-        node.transfers.end(md5, Progress::Failed);
+        node.transfers.end(md5, partial, Progress::Failed);
     }
     result
 }
 
+/// Least a source must send per `pull_stall_timeout` to keep a pull slot: a source that trickles
+/// a byte a minute would otherwise hold it for ever.
+pub const MIN_PROGRESS: u64 = 64 * 1024;
+
+/// Reserves the disk space a pull will still write, so that pulls never eat into the reserve.
+pub(crate) fn reserve_space(node: &Node, needed: u64) -> Result<SpaceReservation, PullError> {
+    node.store.reserve(needed).map_err(|e| match e {
+        StoreError::DiskFull { needed, available } => PullError::NoSpace { needed, available },
+        StoreError::Io(e) => PullError::Io(e),
+        other => PullError::Io(std::io::Error::other(other.to_string())),
+    })
+}
+
 /// Appends the response body to `file` on a blocking thread that hashes as it writes and
-/// publishes progress to stream-through readers.
+/// publishes progress to stream-through readers. Takes at most the declared `size` (counting
+/// what `hash` already covers): a source that sends more is cut there, so it can never fill
+/// the disk; a source that sends less than [`MIN_PROGRESS`] bytes per `pull_stall_timeout`
+/// is abandoned.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn write_stream(
     node: &Arc<Node>,
     resp: reqwest::Response,
@@ -395,14 +444,17 @@ pub(crate) async fn write_stream(
     hash: Md5Stream,
     size: u64,
     transfer: Option<Arc<Transfer>>,
+    space: SpaceReservation,
     src: &str,
 ) -> Result<(std::fs::File, Md5Stream), PullError> {
+    let mut remaining = size.saturating_sub(hash.len());
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let writer =
         tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, Md5Stream)> {
             let (mut file, mut hash) = (file, hash);
             while let Some(chunk) = rx.blocking_recv() {
                 file.write_all(&chunk)?;
+                space.written(chunk.len() as u64);
                 hash.update(&chunk);
                 if let Some(t) = &transfer {
                     t.set(Progress::Written(hash.len()));
@@ -413,44 +465,71 @@ pub(crate) async fn write_stream(
     let mut body = resp.bytes_stream();
     let mut received = 0u64;
     let started = Instant::now();
+    let stall = node.config.pull_stall_timeout;
+    let (mut window_start, mut window_bytes) = (tokio::time::Instant::now(), 0u64);
     let mut failure = None;
-    while let Some(chunk) = body.next().await {
+    loop {
+        let next = match tokio::time::timeout_at(window_start + stall, body.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                Metrics::inc(&node.metrics.pulls_stalled);
+                failure = Some(PullError::Stalled {
+                    source_url: src.to_owned(),
+                    received: window_bytes,
+                    window: stall,
+                });
+                break;
+            }
+        };
+        let Some(chunk) = next else { break };
         match chunk {
-            Ok(chunk) => {
+            Ok(mut chunk) => {
+                if chunk.len() as u64 > remaining {
+                    Metrics::inc(&node.metrics.pulls_oversized);
+                    failure = Some(PullError::Oversized {
+                        source_url: src.to_owned(),
+                        declared: size,
+                    });
+                    chunk.truncate(remaining as usize);
+                }
+                remaining -= chunk.len() as u64;
                 received += chunk.len() as u64;
+                window_bytes += chunk.len() as u64;
+                if window_bytes >= MIN_PROGRESS {
+                    (window_start, window_bytes) = (tokio::time::Instant::now(), 0);
+                }
                 Metrics::add(&node.metrics.bytes_pulled, chunk.len() as u64);
                 if let Some(rate) = node.config.pull_rate_limit {
                     // Pace to the limit: never ahead of where `rate` would have got us.
                     let due = Duration::from_secs_f64(received as f64 / rate as f64);
                     if let Some(wait) = due.checked_sub(started.elapsed()) {
                         tokio::time::sleep(wait).await;
+                        // Our own pacing is not the source stalling.
+                        window_start += wait;
                     }
                 }
-                if tx.send(chunk).await.is_err() {
+                if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+                    break;
+                }
+                if failure.is_some() {
                     break;
                 }
             }
             Err(e) => {
-                failure = Some(format!("transfer interrupted after {received} bytes: {e}"));
+                failure = Some(PullError::Source {
+                    source_url: src.to_owned(),
+                    reason: format!("transfer interrupted after {received} bytes: {e}"),
+                });
                 break;
             }
         }
     }
     drop(tx);
     let (file, hash) = writer.await.map_err(std::io::Error::other)??;
-    if let Some(reason) = failure {
-        return Err(PullError::Source {
-            source_url: src.to_owned(),
-            reason,
-        });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((file, hash)),
     }
-    if hash.len() > size {
-        return Err(PullError::Source {
-            source_url: src.to_owned(),
-            reason: format!("sent more than {size} bytes"),
-        });
-    }
-    Ok((file, hash))
 }
 
 /// Moves a verified pull into the store and, in the same transaction, releases the forwards
@@ -518,10 +597,10 @@ async fn complete(
         if placed {
             node.store.discard(md5).await;
         }
-        node.transfers.end(md5, Progress::Failed);
+        node.transfers.end(md5, partial, Progress::Failed);
         return Err(e.into());
     }
-    node.transfers.end(md5, Progress::Done);
+    node.transfers.end(md5, partial, Progress::Done);
     Metrics::inc(&node.metrics.fetches_completed);
     node.wake_outbox();
     tracing::info!(md5 = %md5, doc_id = %doc_id, version, source = src, bytes = size,

@@ -18,6 +18,7 @@ use lapin::{BasicProperties, Channel};
 use sqlx::SqliteConnection;
 use tokio_util::sync::CancellationToken;
 
+use super::admission::admit;
 use super::fetch::enqueue_fetch;
 use super::outbox::{enqueue, send_notifications, send_receipt};
 use super::routing::{fan_out, route};
@@ -76,7 +77,7 @@ async fn consume(
     fed: &Federation,
     conn: &lapin::Connection,
     cancel: &CancellationToken,
-) -> Result<(), lapin::Error> {
+) -> Result<(), InboxError> {
     let inbox = inbox_queue(fed.id());
     let dead = dead_letter_queue(fed.id());
     let ch = conn.create_channel().await?;
@@ -129,11 +130,13 @@ async fn consume(
             pending = consumer.next().now_or_never();
         }
         let Some(last) = deliveries.last() else {
-            break Err(stream_end.unwrap_or_else(|| {
-                lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
-                    lapin::ConnectionState::Closed,
-                ))
-            }));
+            break Err(stream_end
+                .unwrap_or_else(|| {
+                    lapin::Error::from(lapin::ErrorKind::InvalidConnectionState(
+                        lapin::ConnectionState::Closed,
+                    ))
+                })
+                .into());
         };
         let last_tag = last.delivery_tag;
         let planted_early_ack = fed.planted_bug == Some(super::PlantedBug::AckBeforeCommit);
@@ -145,27 +148,17 @@ async fn consume(
         let mut envelopes = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
             Metrics::inc(&node.metrics.notifications_received);
-            match Envelope::parse(&delivery.data) {
+            let admitted = Envelope::parse(&delivery.data)
+                .map_err(|e| e.to_string())
+                .and_then(|env| match admit(fed, &env) {
+                    Ok(()) => Ok(env),
+                    Err(refusal) => Err(refusal.to_string()),
+                });
+            match admitted {
                 Ok(env) => envelopes.push(env),
-                Err(e) => {
-                    tracing::warn!(queue = %inbox, error = %e, "dead-lettering a message");
-                    let mut headers = FieldTable::default();
-                    headers.insert(
-                        "x-docfed-error".into(),
-                        AMQPValue::LongString(e.to_string().into()),
-                    );
-                    dead_ch
-                        .basic_publish(
-                            "".into(),
-                            dead.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &delivery.data,
-                            BasicProperties::default()
-                                .with_delivery_mode(2)
-                                .with_headers(headers),
-                        )
-                        .await?
-                        .await?;
+                Err(reason) => {
+                    tracing::warn!(queue = %inbox, error = %reason, "dead-lettering a message");
+                    dead_letter(&dead_ch, &dead, &delivery.data, &reason).await?;
                     Metrics::inc(&node.metrics.notifications_dead_lettered);
                 }
             }
@@ -190,12 +183,58 @@ async fn consume(
                 .await?;
         }
         if let Some(e) = stream_end {
-            break Err(e);
+            break Err(e.into());
         }
     };
     node.inbox_connected
         .store(false, std::sync::atomic::Ordering::Relaxed);
     result
+}
+
+#[derive(Debug, thiserror::Error)]
+enum InboxError {
+    #[error("broker: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("the broker refused to take a message into {queue}")]
+    DeadLetterRefused { queue: String },
+}
+
+/// Parks a refused message in the dead-letter queue with the reason in a header. Returns only
+/// once the broker confirmed it: if it refuses, the original stays unacked (the connection is
+/// dropped and the message redelivered), so a refused message is never simply lost.
+async fn dead_letter(
+    ch: &Channel,
+    queue: &str,
+    payload: &[u8],
+    reason: &str,
+) -> Result<(), InboxError> {
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-docfed-error".into(),
+        AMQPValue::LongString(reason.into()),
+    );
+    let confirm = ch
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            payload,
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers),
+        )
+        .await?
+        .await?;
+    // A nack, or an ack of a message returned as unroutable (the queue is gone).
+    if confirm.is_nack() || confirm.take_message().is_some() {
+        return Err(InboxError::DeadLetterRefused {
+            queue: queue.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// Records the effect of a batch of messages in one transaction.

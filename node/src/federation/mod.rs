@@ -1,9 +1,10 @@
-//! Everything a node does as a member of a federation (DESIGN sections 1-5): routing of
+//! Everything a node does as a member of a federation (ARCHITECTURE.md §1-§5): routing of
 //! notifications, the transactional outbox and its relay to other nodes' inboxes, the inbox
 //! consumer (record-then-ack), and the fetch scheduler that pulls content with stream-through.
 //!
 //! A standalone node has no [`Federation`] and runs none of this.
 
+pub mod admission;
 pub mod amqp;
 pub mod fetch;
 pub mod inbox;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use docfed_shared::wire::DocumentVersion;
 use docfed_shared::Md5Stream;
 
-use super::fetch::{write_stream, PullError};
+use super::fetch::{reserve_space, write_stream, PullError};
 use super::transfers::{Progress, Transfer};
 use crate::db::documents::{object_known, record_object};
 use crate::Node;
@@ -35,56 +35,77 @@ pub fn start(node: &Arc<Node>, doc: &DocumentVersion) -> Option<Arc<Transfer>> {
     if sources.is_empty() {
         return None;
     }
-    let path = node
-        .config
-        .data_dir
-        .join("tmp")
-        .join(format!("ondemand-{}", doc.md5));
-    let Some(t) = node
-        .transfers
-        .begin_if_absent(&doc.md5, path.clone(), doc.size)
-    else {
+    let Some(t) = begin(node, doc) else {
         return node.transfers.get(&doc.md5);
     };
-    // Created before anyone follows it; the pull below truncates the same inode.
-    if let Err(e) = std::fs::File::create(&path) {
-        tracing::warn!(error = %e, "cannot create cross-region fetch file");
-        node.transfers.end(&doc.md5, Progress::Failed);
-        return None;
-    }
-    let (node2, doc, t2) = (node.clone(), doc.clone(), t.clone());
+    let (node, doc, first) = (node.clone(), doc.clone(), t.clone());
     tokio::spawn(async move {
-        let outcome = run(&node2, &doc, &t2, &sources).await;
-        match outcome {
+        match run(&node, &doc, first, &sources).await {
             Ok(kept) => {
-                tracing::info!(doc_id = %doc.id, md5 = %doc.md5, kept, "cross-region fetch complete");
-                node2.transfers.end(&doc.md5, Progress::Done);
+                tracing::info!(doc_id = %doc.id, md5 = %doc.md5, kept, "cross-region fetch complete")
             }
             Err(e) => {
-                tracing::warn!(doc_id = %doc.id, md5 = %doc.md5, error = %e, "cross-region fetch failed");
-                node2.transfers.end(&doc.md5, Progress::Failed);
+                tracing::warn!(doc_id = %doc.id, md5 = %doc.md5, error = %e, "cross-region fetch failed")
             }
         }
-        // Readers keep their open file; the name goes unless the store took it.
-        let _ = std::fs::remove_file(&t2.path);
     });
     Some(t)
 }
 
+/// Registers a transfer of `doc`'s content into a file of its own (a name never used before,
+/// so no earlier transfer's readers can see it truncated). `None` if one is in progress.
+fn begin(node: &Node, doc: &DocumentVersion) -> Option<Arc<Transfer>> {
+    let path = node.config.data_dir.join("tmp").join(format!(
+        "ondemand-{}-{:016x}",
+        doc.md5,
+        rand::random::<u64>()
+    ));
+    let t = node
+        .transfers
+        .begin_if_absent(&doc.md5, path.clone(), doc.size)?;
+    // Created before anyone follows it.
+    if let Err(e) = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        tracing::warn!(error = %e, "cannot create cross-region fetch file");
+        node.transfers.end(&doc.md5, &path, Progress::Failed);
+        return None;
+    }
+    Some(t)
+}
+
+/// Tries each source in turn. An attempt that fails ends its transfer as failed (its readers'
+/// connections are cut: they may have been sent bad bytes) and the next source gets a transfer
+/// of its own. Returns whether the bytes were kept.
 async fn run(
     node: &Arc<Node>,
     doc: &DocumentVersion,
-    t: &Arc<Transfer>,
+    first: Arc<Transfer>,
     sources: &[String],
 ) -> Result<bool, String> {
     let mut errors = Vec::new();
+    let mut next = Some(first);
     for src in sources {
-        match pull(node, doc, t, src).await {
-            Ok(()) => {
-                return keep_if_flagged(node, doc, t)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
+        let Some(t) = next.take().or_else(|| begin(node, doc)) else {
+            // Someone else's transfer of the same content runs now; its readers follow it.
+            break;
+        };
+        let outcome = match pull(node, doc, &t, src).await {
+            Ok(()) => keep_if_flagged(node, doc, &t).await,
+            Err(e) => Err(e),
+        };
+        let done = outcome.is_ok();
+        node.transfers.end(
+            &doc.md5,
+            &t.path,
+            if done { Progress::Done } else { Progress::Failed },
+        );
+        // Readers keep their open file; the name goes unless the store took it.
+        let _ = std::fs::remove_file(&t.path);
+        match outcome {
+            Ok(kept) => return Ok(kept),
             Err(e) => errors.push(e.to_string()),
         }
     }
@@ -101,13 +122,8 @@ async fn pull(
         source_url: src.to_owned(),
         reason,
     };
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&t.path)?;
-    t.set(Progress::Written(0));
+    let file = std::fs::OpenOptions::new().write(true).open(&t.path)?;
+    let space = reserve_space(node, doc.size)?;
     let dial = node.federation().map_or(src, |f| f.dial(src));
     let resp = node
         .http
@@ -125,6 +141,7 @@ async fn pull(
         Md5Stream::new(),
         doc.size,
         Some(t.clone()),
+        space,
         src,
     )
     .await?;

@@ -3,10 +3,11 @@
 //!
 //! The fetch task appends to `partial/<md5>` and publishes how many bytes are on disk through a
 //! `watch` channel. A reader opens the same file and follows the writer: it sends what is
-//! there, waits for more, and ends at the expected size. If the pull fails (MD5 mismatch,
-//! source gone for good) the reader's stream ends with an error, so the downstream node sees an
-//! incomplete body and retries; it verifies the MD5 itself, so unverified bytes never get stored
-//! anywhere.
+//! there, waits for more, and ends at the expected size. The last byte is held back until the
+//! content is verified and stored. If the pull fails (MD5 mismatch, source gone for good) the
+//! reader's stream ends with an error, so the connection is cut and the reader (a downstream
+//! node, a device, curl) sees an incomplete body, never a complete unverified one; a node
+//! verifies the MD5 itself as well, so unverified bytes never get stored anywhere.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -48,23 +49,34 @@ pub struct Transfers {
 }
 
 impl Transfers {
-    /// Registers a pull, or updates the one already registered (readers that follow it keep
-    /// following); `already` bytes are on disk (a resumed partial file).
-    pub fn begin(&self, md5: &Md5Hex, path: PathBuf, size: u64, already: u64) -> Arc<Transfer> {
+    /// Registers a pull into `path`, or updates the one already registered there (readers that
+    /// follow it keep following); `already` bytes are on disk (a resumed partial file). `None`
+    /// when another transfer, into another file, holds this content address: there is one
+    /// transfer per address, and the caller must wait for that one to end.
+    pub fn begin(
+        &self,
+        md5: &Md5Hex,
+        path: PathBuf,
+        size: u64,
+        already: u64,
+    ) -> Option<Arc<Transfer>> {
         let mut active = self.active.lock().expect("not poisoned");
         let t = active
             .entry(md5.clone())
             .or_insert_with(|| {
                 let (tx, _) = watch::channel(Progress::Written(already));
                 Arc::new(Transfer {
-                    path,
+                    path: path.clone(),
                     size,
                     progress: tx,
                 })
             })
             .clone();
+        if t.path != path {
+            return None;
+        }
         t.set(Progress::Written(already));
-        t
+        Some(t)
     }
 
     /// Registers a pull only if none is in progress for this content: `Some` means the caller
@@ -84,9 +96,14 @@ impl Transfers {
         Some(t)
     }
 
-    pub fn end(&self, md5: &Md5Hex, outcome: Progress) {
-        if let Some(t) = self.active.lock().expect("not poisoned").remove(md5) {
-            t.set(outcome);
+    /// Ends the transfer of `md5` into `path`, telling its readers how it ended. A transfer
+    /// into another file (someone else's) is left alone.
+    pub fn end(&self, md5: &Md5Hex, path: &std::path::Path, outcome: Progress) {
+        let mut active = self.active.lock().expect("not poisoned");
+        if active.get(md5).is_some_and(|t| t.path == path) {
+            if let Some(t) = active.remove(md5) {
+                t.set(outcome);
+            }
         }
     }
 
@@ -122,7 +139,9 @@ pub async fn follow(
             }
             loop {
                 let available = match *rx.borrow_and_update() {
-                    Progress::Written(n) => n,
+                    // The last byte waits for verification: a reader must never see a complete
+                    // body of content that then fails its MD5.
+                    Progress::Written(n) => n.min(t.size.saturating_sub(1)),
                     Progress::Done => t.size,
                     Progress::Failed => return Some((Err(FollowError::Failed), None)),
                 };

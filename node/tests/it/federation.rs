@@ -181,8 +181,7 @@ async fn delivery_survives_a_stopped_intermediate_and_a_stopped_regional_node() 
     fed.await_meta("mid-1", &id, T, |m| m["available_here"] == true)
         .await?;
     wait_until_async(T, "mid-1's outbox to drain", || async {
-        let p: Value = client()
-            .get(fed.node("mid-1").url("/v1/peers"))
+        let p: Value = auth(client().get(fed.node("mid-1").url("/v1/peers")))
             .send()
             .await
             .ok()?
@@ -246,6 +245,134 @@ async fn malformed_messages_go_to_the_dead_letter_queue() -> TestResult {
     let id = publish(&fed, "primary-a", "title=after", b"ok".to_vec()).await?;
     fed.await_meta("na", &id, T, |m| m["available_here"] == true)
         .await?;
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// Messages forged with a real AMQP client into a regional node's inbox: a notification that
+/// names an outside server to pull from (SSRF), one from a node that is not a parent, and one
+/// whose version would overflow the next edit. Each lands in the dead-letter queue with its
+/// reason; the outside server is never contacted and no node records the document.
+#[tokio::test]
+async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
+    use docfed_shared::messages::{Body, Envelope, Notification};
+    use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
+    use lapin::options::{BasicGetOptions, BasicPublishOptions};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // The "internal service" an attacker would like the node to fetch from.
+    let victim = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let victim_url = format!("http://{}", victim.local_addr()?);
+    let contacted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = contacted.clone();
+    let victim_task = tokio::spawn(async move {
+        while let Ok((_conn, _)) = victim.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+
+    let fed = Federation::start(&[]).await?;
+    let (na, mid1) = (fed.id("na"), fed.id("mid-1"));
+    let doc = |version: i64| DocumentVersion {
+        id: docfed_shared::DocId::new(),
+        version,
+        origin: fed.id("primary-a"),
+        title: "forged".into(),
+        description: String::new(),
+        tags: vec![],
+        filename: "f.bin".into(),
+        source: String::new(),
+        scope: docfed_shared::Scope::Global,
+        content_type: "application/octet-stream".into(),
+        md5: "0123456789abcdef0123456789abcdef".parse().unwrap(),
+        size: 1000,
+        deleted: false,
+        created_at: Timestamp::now(),
+        author: String::new(),
+    };
+    let notify = |from: &str, d: DocumentVersion, origin_url: String| {
+        Envelope::new(
+            format!("n:{}:{}:x", d.id, d.version),
+            from,
+            Body::Notify(Box::new(Notification {
+                document: d,
+                kind: ChangeKind::Published,
+                origin_url,
+                targets: vec![],
+            })),
+        )
+    };
+    let ssrf = doc(1);
+    let sibling = doc(1);
+    let overflow = doc(i64::MAX);
+    let forged = [
+        (notify(&mid1, ssrf.clone(), victim_url.clone()), "pull from"),
+        (
+            notify(&fed.id("eu"), sibling.clone(), fed.node("eu").url("")),
+            "only a parent",
+        ),
+        (
+            notify(&mid1, overflow.clone(), fed.node("mid-1").url("")),
+            "version",
+        ),
+    ];
+    let conn = lapin::Connection::connect(
+        &crate::common::federation::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    for (env, _) in &forged {
+        ch.basic_publish(
+            "".into(),
+            format!("docfed.{na}.inbox").as_str().into(),
+            BasicPublishOptions::default(),
+            &env.to_bytes(),
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    }
+    wait_for_metric(&fed, "na", "docfed_notifications_dead_lettered_total", 3).await?;
+    let mut reasons = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            format!("docfed.{na}.dead").as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await?
+    {
+        let why = m
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| match h.inner().get("x-docfed-error") {
+                Some(lapin::types::AMQPValue::LongString(s)) => Some(s.to_string()),
+                _ => None,
+            });
+        reasons.push(why.unwrap_or_default());
+    }
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    for (_, expected) in &forged {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no dead letter says {expected:?}: {reasons:?}"
+        );
+    }
+    // A real publication after the forgeries arrives, so the forgeries were handled first.
+    let id = publish(&fed, "primary-a", "title=after", b"ok".to_vec()).await?;
+    fed.await_meta("na", &id, T, |m| m["available_here"] == true)
+        .await?;
+    for d in [&ssrf, &sibling, &overflow] {
+        let resp = client()
+            .get(fed.node("na").url(&format!("/v1/documents/{}", d.id)))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+    assert_eq!(contacted.load(Ordering::SeqCst), 0, "the node contacted {victim_url}");
+    victim_task.abort();
     conn.close(200, "done".into()).await?;
     Ok(())
 }
@@ -528,7 +655,7 @@ async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
     for primary in ["primary-a", "primary-b"] {
         let url = fed.node(primary).url("/v1/annotations");
         wait_until_async(T, "the annotation at the primary", || async {
-            let list: Value = client().get(&url).send().await.ok()?.json().await.ok()?;
+            let list: Value = auth(client().get(&url)).send().await.ok()?.json().await.ok()?;
             (!list["annotations"].as_array()?.is_empty()).then_some(())
         })
         .await?;
@@ -536,8 +663,7 @@ async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
     // Both intermediates relayed it; each primary still holds it once.
     wait_until_async(T, "both intermediates' outboxes to drain", || async {
         for mid in ["mid-1", "mid-2"] {
-            let p: Value = client()
-                .get(fed.node(mid).url("/v1/peers"))
+            let p: Value = auth(client().get(fed.node(mid).url("/v1/peers")))
                 .send()
                 .await
                 .ok()?
@@ -552,8 +678,7 @@ async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
     })
     .await?;
     for primary in ["primary-a", "primary-b"] {
-        let list: Value = client()
-            .get(fed.node(primary).url("/v1/annotations"))
+        let list: Value = auth(client().get(fed.node(primary).url("/v1/annotations")))
             .send()
             .await?
             .json()
@@ -573,8 +698,7 @@ async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
     .send()
     .await?;
     assert_eq!(resp.status(), StatusCode::OK);
-    let list: Value = client()
-        .get(fed.node("primary-a").url("/v1/annotations?state=accepted"))
+    let list: Value = auth(client().get(fed.node("primary-a").url("/v1/annotations?state=accepted")))
         .send()
         .await?
         .json()

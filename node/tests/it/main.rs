@@ -7,3 +7,4 @@ mod lifecycle;
 mod memory;
 mod search;
 mod storage;
+mod trust;

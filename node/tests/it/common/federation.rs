@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{client, TestNode, TestResult};
+use super::{auth, client, TestNode, TestResult};
 
 pub struct Federation {
     pub prefix: String,
     pub nodes: BTreeMap<String, TestNode>,
+    /// The listening socket at the address of the role not started (see
+    /// [`Federation::start_with_impostor`]), for the test to serve as that node.
+    pub impostor: Option<tokio::net::TcpListener>,
     _tmp: tempfile::TempDir,
 }
 
@@ -43,7 +46,7 @@ impl Federation {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(extra, broker, own).await {
+            match Self::try_start(extra, broker, own, None).await {
                 Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -52,13 +55,44 @@ impl Federation {
         }
     }
 
-    async fn try_start(extra: &[&str], broker: &str, own: &[(&str, String)]) -> TestResult<Self> {
+    /// Every node of the demo shape but `role`, whose address the test serves itself through
+    /// [`Federation::impostor`]: a misbehaving member.
+    pub async fn start_with_impostor(extra: &[&str], role: &str) -> TestResult<Self> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(extra, &amqp_url(), &[], Some(role)).await {
+                Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
+                    continue
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_start(
+        extra: &[&str],
+        broker: &str,
+        own: &[(&str, String)],
+        impostor: Option<&str>,
+    ) -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
         let prefix = format!("t{:08x}", rand_u32());
         let id = |role: &str| topology::demo::node_id(&prefix, role);
+        let ports = topology::demo::free_ports()?;
+        let impostor = match impostor {
+            Some(role) => {
+                let i = ROLES.iter().position(|r| *r == role).ok_or("no such role")?;
+                Some((
+                    role,
+                    tokio::net::TcpListener::bind(("127.0.0.1", ports[i])).await?,
+                ))
+            }
+            None => None,
+        };
         let toml = topology::demo::toml(
             &prefix,
-            &topology::demo::free_ports()?,
+            &ports,
             Some(broker),
             |role| {
                 own.iter()
@@ -70,6 +104,9 @@ impl Federation {
         std::fs::write(&topology, toml)?;
         let mut nodes = BTreeMap::new();
         for role in ROLES {
+            if impostor.as_ref().is_some_and(|(r, _)| *r == role) {
+                continue;
+            }
             let dir = tmp.path().join(role);
             let mut args: Vec<String> = vec![
                 "--topology".into(),
@@ -87,6 +124,7 @@ impl Federation {
         Ok(Federation {
             prefix,
             nodes,
+            impostor: impostor.map(|(_, l)| l),
             _tmp: tmp,
         })
     }
@@ -105,8 +143,7 @@ impl Federation {
 
     /// A node's counter from /metrics.
     pub async fn metric(&self, role: &str, name: &str) -> TestResult<u64> {
-        let text = client()
-            .get(self.node(role).url("/metrics"))
+        let text = auth(client().get(self.node(role).url("/metrics")))
             .send()
             .await?
             .text()

@@ -1,0 +1,304 @@
+//! Trust boundaries: input from anonymous clients and from other nodes is bounded, and a
+//! node contacts only the places its topology names.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+
+const GIB: u64 = 1 << 30;
+
+/// Publishes a small document and returns its id.
+async fn publish_small(node: &TestNode) -> TestResult<String> {
+    let resp = auth(client().post(node.url("/v1/documents?title=t")))
+        .body("hello")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    Ok(resp.json::<Value>().await?["id"]
+        .as_str()
+        .ok_or("no id")?
+        .to_owned())
+}
+
+/// A client streams 1 GiB of JSON whitespace (valid JSON so far) as an annotation without a
+/// length: the node answers 413 after a bounded read, and its memory does not grow.
+#[tokio::test]
+async fn an_endless_annotation_body_gets_413_in_constant_memory() -> TestResult {
+    let node = TestNode::start().await?;
+    let id = publish_small(&node).await?;
+    let before = node.peak_rss();
+    let addr = node.url("").trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&addr).await?;
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "POST /v1/documents/{id}/annotations HTTP/1.1\r\nHost: {addr}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 1 << 20];
+        let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk, b"\r\n".to_vec()].concat();
+        let mut sent = 0u64;
+        while sent < GIB {
+            // The node stops reading once it has refused: a write error ends the attack.
+            if wr.write_all(&framed).await.is_err() {
+                break;
+            }
+            sent += 1 << 20;
+        }
+        Ok::<u64, std::io::Error>(sent)
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match rd.read(&mut buf).await? {
+                0 => break,
+                n => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await??;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "answer: {answer}");
+    let sent = writer.await??;
+    assert!(sent < GIB, "the node read the whole gigabyte");
+    let peak = node.peak_rss();
+    assert!(
+        peak < before + 48 * 1024 * 1024,
+        "peak RSS grew from {before} to {peak} bytes"
+    );
+    let list: Value = auth(client().get(node.url("/v1/annotations?state=any")))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(list["annotations"].as_array().map(Vec::len), Some(0), "{list}");
+    Ok(())
+}
+
+/// An announced length over the limit is refused before the body is read.
+#[tokio::test]
+async fn an_announced_oversized_annotation_gets_413() -> TestResult {
+    let node = TestNode::start().await?;
+    let id = publish_small(&node).await?;
+    let text = "a".repeat(300 * 1024);
+    let resp = client()
+        .post(node.url(&format!("/v1/documents/{id}/annotations")))
+        .json(&serde_json::json!({ "text": text }))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = resp.json().await?;
+    assert_eq!(body["code"], "too_large", "{body}");
+    // A normal one still works.
+    let resp = client()
+        .post(node.url(&format!("/v1/documents/{id}/annotations")))
+        .json(&serde_json::json!({ "text": "fine" }))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    Ok(())
+}
+
+/// Readers' notes to authors and operator data need the token; presence stays public (devices
+/// use it to find other regional nodes).
+#[tokio::test]
+async fn operator_and_author_data_need_the_token() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    for path in ["/v1/annotations", "/v1/annotations?state=any", "/metrics"] {
+        let resp = c.get(node.url(path)).send().await?;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let resp = auth(c.get(node.url(path))).send().await?;
+        assert_eq!(resp.status(), StatusCode::OK, "{path} with the token");
+    }
+    let anonymous: Value = c.get(node.url("/v1/peers")).send().await?.json().await?;
+    assert!(anonymous["peers"].is_array(), "{anonymous}");
+    assert!(anonymous.get("outbox_depth").is_none(), "{anonymous}");
+    let operator: Value = auth(c.get(node.url("/v1/peers"))).send().await?.json().await?;
+    assert_eq!(operator["outbox_depth"], 0, "{operator}");
+    Ok(())
+}
+
+/// What the impostor does when asked for an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Misbehaviour {
+    /// Sends zeros for ever.
+    Endless,
+    /// Sends a byte every half second.
+    Trickle,
+    /// Redirects to another server.
+    Redirect,
+    /// Would serve it, but the declared size can never fit on the disk.
+    Huge,
+}
+
+/// A member of the federation (mid-1, na's parent) turns hostile: it announces documents and
+/// serves their content badly. na's pulls stop at the declared size, give up on a source that
+/// trickles, never follow a redirect, and never start a pull that would cross the disk reserve.
+#[tokio::test]
+async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::{Path, State};
+    use axum::response::IntoResponse;
+    use docfed_shared::messages::{Body, Envelope, Notification};
+    use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
+    use lapin::options::BasicPublishOptions;
+
+    use crate::common::federation::{amqp_url, Federation};
+
+    let victim = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let victim_url = format!("http://{}", victim.local_addr()?);
+    let victim_hits = Arc::new(AtomicUsize::new(0));
+    let hits = victim_hits.clone();
+    let victim_task = tokio::spawn(async move {
+        while let Ok((_c, _)) = victim.accept().await {
+            hits.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+
+    let mut fed =
+        Federation::start_with_impostor(&["--pull-stall-timeout", "2s"], "mid-1").await?;
+    let listener = fed.impostor.take().ok_or("no impostor socket")?;
+    let mid1_url = format!("http://{}", listener.local_addr()?);
+    let declared: u64 = 1024 * 1024;
+    let md5 = |c: char| c.to_string().repeat(32);
+    let plan: Vec<(Misbehaviour, String, u64)> = vec![
+        (Misbehaviour::Endless, md5('e'), declared),
+        (Misbehaviour::Trickle, md5('a'), declared),
+        (Misbehaviour::Redirect, md5('b'), declared),
+        (Misbehaviour::Huge, md5('c'), 1 << 55),
+    ];
+    type Requests = Arc<Mutex<HashMap<String, usize>>>;
+    let requests: Requests = Arc::default();
+    let behaviour: HashMap<String, Misbehaviour> =
+        plan.iter().map(|(b, m, _)| (m.clone(), *b)).collect();
+    let state = (requests.clone(), Arc::new(behaviour), victim_url.clone(), fed.id("mid-1"));
+    type St = (Requests, Arc<HashMap<String, Misbehaviour>>, String, String);
+    let app = axum::Router::new()
+        .route(
+            "/v1/health",
+            axum::routing::get(|State(s): State<St>| async move {
+                axum::Json(serde_json::json!({
+                    "node": s.3, "tier": "intermediate", "region": null, "status": "ok"
+                }))
+            }),
+        )
+        .route(
+            "/v1/objects/{md5}",
+            axum::routing::get(
+                |State(s): State<St>, Path(m): Path<String>| async move {
+                    *s.0.lock().unwrap().entry(m.clone()).or_default() += 1;
+                    match s.1.get(&m) {
+                        Some(Misbehaviour::Endless) => axum::body::Body::from_stream(
+                            futures::stream::repeat_with(|| {
+                                Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 65536]))
+                            }),
+                        )
+                        .into_response(),
+                        Some(Misbehaviour::Trickle) => axum::body::Body::from_stream(
+                            futures::stream::unfold((), |()| async {
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                                Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
+                            }),
+                        )
+                        .into_response(),
+                        Some(Misbehaviour::Redirect) => (
+                            StatusCode::FOUND,
+                            [("location", format!("{}/v1/objects/{m}", s.2))],
+                        )
+                            .into_response(),
+                        _ => StatusCode::NOT_FOUND.into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state(state);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let conn =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    for (_, m, size) in &plan {
+        let d = DocumentVersion {
+            id: docfed_shared::DocId::new(),
+            version: 1,
+            origin: fed.id("primary-a"),
+            title: format!("hostile {m}"),
+            description: String::new(),
+            tags: vec![],
+            filename: "f.bin".into(),
+            source: String::new(),
+            scope: docfed_shared::Scope::Global,
+            content_type: "application/octet-stream".into(),
+            md5: m.parse()?,
+            size: *size,
+            deleted: false,
+            created_at: Timestamp::now(),
+            author: String::new(),
+        };
+        let env = Envelope::new(
+            format!("n:{}:1:x", d.id),
+            &fed.id("mid-1"),
+            Body::Notify(Box::new(Notification {
+                document: d,
+                kind: ChangeKind::Published,
+                origin_url: mid1_url.clone(),
+                targets: vec![],
+            })),
+        );
+        ch.basic_publish(
+            "".into(),
+            format!("docfed.{}.inbox", fed.id("na")).as_str().into(),
+            BasicPublishOptions::default(),
+            &env.to_bytes(),
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    }
+
+    let metric_at_least = |name: &'static str, n: u64| {
+        let fed = &fed;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let v = fed.metric("na", name).await?;
+                if v >= n {
+                    return Ok::<(), Box<dyn std::error::Error + Send + Sync>>(());
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("na: {name} = {v} < {n}").into());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    metric_at_least("docfed_pulls_oversized_total", 1).await?;
+    metric_at_least("docfed_pulls_stalled_total", 1).await?;
+    metric_at_least("docfed_pulls_waiting_for_space_total", 2).await?;
+    let requested = |m: &str| requests.lock().unwrap().get(m).copied().unwrap_or(0);
+    wait_until(Duration::from_secs(60), "the redirect to be tried twice", || {
+        requested(&md5('b')) >= 2
+    })
+    .await?;
+    // Cut at the declared size: the partial file of the endless source never grows past it.
+    let partial = fed.node("na").dir.join("partial").join(md5('e'));
+    let held = std::fs::metadata(&partial).map_or(0, |m| m.len());
+    assert!(held <= declared, "{held} bytes kept of a {declared}-byte document");
+    assert_eq!(requested(&md5('c')), 0, "a pull that cannot fit was started");
+    assert_eq!(victim_hits.load(Ordering::SeqCst), 0, "a redirect was followed");
+    server.abort();
+    victim_task.abort();
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
