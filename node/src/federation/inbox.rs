@@ -50,6 +50,8 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
             Err(e) => {
                 failures += 1;
                 tracing::warn!(error = %e, "inbox connection lost; reconnecting");
+                // Unacked deliveries go back to the queue only when the connection closes.
+                let _ = conn.close(200, "inbox restarting".into()).await;
                 tokio::select! {
                     () = tokio::time::sleep(amqp::backoff(failures.min(6))) => {}
                     () = cancel.cancelled() => return,

@@ -161,3 +161,57 @@ pub async fn follow(
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn md5() -> Md5Hex {
+        "0123456789abcdef0123456789abcdef".parse().unwrap()
+    }
+
+    #[test]
+    fn one_transfer_per_content_address() {
+        let transfers = Transfers::default();
+        let (scheduled, ondemand) = (PathBuf::from("partial/x"), PathBuf::from("tmp/ondemand-x"));
+        let t = transfers
+            .begin_if_absent(&md5(), ondemand.clone(), 10)
+            .unwrap();
+        // A scheduled pull into another file may not take over the on-demand one's record...
+        assert!(transfers.begin(&md5(), scheduled.clone(), 10, 0).is_none());
+        assert!(transfers.begin_if_absent(&md5(), scheduled.clone(), 10).is_none());
+        // ...nor end it.
+        transfers.end(&md5(), &scheduled, Progress::Failed);
+        assert_eq!(*t.progress.borrow(), Progress::Written(0));
+        assert!(transfers.get(&md5()).is_some());
+        transfers.end(&md5(), &ondemand, Progress::Done);
+        assert!(transfers.get(&md5()).is_none());
+        assert!(transfers.begin(&md5(), scheduled, 10, 3).is_some());
+    }
+
+    #[tokio::test]
+    async fn the_last_byte_waits_for_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("partial");
+        std::fs::write(&path, b"0123456789").unwrap();
+        let transfers = Transfers::default();
+        let t = transfers.begin(&md5(), path.clone(), 10, 10).unwrap();
+        let mut reader = Box::pin(follow(t.clone(), 0, 10).await.unwrap());
+        let first = reader.next().await.unwrap().unwrap();
+        assert_eq!(&first[..], b"012345678");
+        // Nothing more until the pull ends; a failed one cuts the reader.
+        let next = tokio::time::timeout(std::time::Duration::from_millis(100), reader.next()).await;
+        assert!(next.is_err(), "the last byte was sent before verification");
+        transfers.end(&md5(), &path, Progress::Failed);
+        assert!(matches!(reader.next().await, Some(Err(FollowError::Failed))));
+        // A verified one gets it.
+        let t = transfers.begin(&md5(), path.clone(), 10, 10).unwrap();
+        let mut reader = Box::pin(follow(t, 0, 10).await.unwrap());
+        let _ = reader.next().await.unwrap().unwrap();
+        transfers.end(&md5(), &path, Progress::Done);
+        assert_eq!(&reader.next().await.unwrap().unwrap()[..], b"9");
+        assert!(reader.next().await.is_none());
+    }
+}

@@ -249,6 +249,96 @@ async fn malformed_messages_go_to_the_dead_letter_queue() -> TestResult {
     Ok(())
 }
 
+/// Removes a RabbitMQ policy when dropped, however the test ends.
+struct Policy(String);
+
+impl Policy {
+    fn set(name: &str, pattern: &str, definition: &str) -> TestResult<Policy> {
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["set_policy", "--apply-to", "queues", name, pattern, definition])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(format!("rabbitmqctl set_policy {name} failed: {status}").into());
+        }
+        Ok(Policy(name.to_owned()))
+    }
+
+    fn clear(&self) -> TestResult {
+        let status = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", &self.0])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()?;
+        if !status.success() {
+            return Err(format!("rabbitmqctl clear_policy {} failed: {status}", self.0).into());
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Policy {
+    fn drop(&mut self) {
+        let _ = self.clear();
+    }
+}
+
+/// While the broker refuses every message for the dead-letter queue (a full queue that rejects
+/// publishes), a malformed message is not acked: it stays in the inbox, and reaches the
+/// dead-letter queue once the broker takes it again. Nothing is dropped on the floor.
+#[tokio::test]
+async fn a_refused_dead_letter_is_not_acked() -> TestResult {
+    use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+    use lapin::types::FieldTable;
+    let fed = Federation::start(&[]).await?;
+    let na = fed.id("na");
+    let dead = format!("docfed.{na}.dead");
+    let policy = Policy::set(
+        &format!("refuse-{na}"),
+        &format!("^{}$", dead.replace('.', "\\.")),
+        r#"{"max-length":0,"overflow":"reject-publish"}"#,
+    )?;
+    let conn = lapin::Connection::connect(
+        &crate::common::federation::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    ch.basic_publish(
+        "".into(),
+        format!("docfed.{na}.inbox").as_str().into(),
+        BasicPublishOptions::default(),
+        b"not a docfed message",
+        lapin::BasicProperties::default().with_delivery_mode(2),
+    )
+    .await?
+    .await?;
+    wait_until(T, "na to report the refusal", || {
+        fed.node("na").log().contains("the broker refused to take a message")
+    })
+    .await?;
+    let count = |ch: lapin::Channel, queue: String| async move {
+        let q = ch
+            .queue_declare(
+                queue.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        Ok::<u32, lapin::Error>(q.message_count())
+    };
+    assert_eq!(count(ch.clone(), dead.clone()).await?, 0);
+    policy.clear()?;
+    wait_for_metric(&fed, "na", "docfed_notifications_dead_lettered_total", 1).await?;
+    assert_eq!(count(ch.clone(), dead.clone()).await?, 1);
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
 /// Messages forged with a real AMQP client into a regional node's inbox: a notification that
 /// names an outside server to pull from (SSRF), one from a node that is not a parent, and one
 /// whose version would overflow the next edit. Each lands in the dead-letter queue with its

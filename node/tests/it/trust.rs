@@ -10,6 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::common::*;
 
 const GIB: u64 = 1 << 30;
+/// Size of the corrupt document of the hostile-member test.
+const CORRUPT_SIZE: u64 = 200_000;
 
 /// Publishes a small document and returns its id.
 async fn publish_small(node: &TestNode) -> TestResult<String> {
@@ -137,6 +139,8 @@ enum Misbehaviour {
     Redirect,
     /// Would serve it, but the declared size can never fit on the disk.
     Huge,
+    /// Sends the declared size of wrong bytes, the last one a second after the others.
+    Corrupt,
 }
 
 /// A member of the federation (mid-1, na's parent) turns hostile: it announces documents and
@@ -152,6 +156,7 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
     use axum::response::IntoResponse;
     use docfed_shared::messages::{Body, Envelope, Notification};
     use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
+    use futures::StreamExt;
     use lapin::options::BasicPublishOptions;
 
     use crate::common::federation::{amqp_url, Federation};
@@ -177,6 +182,7 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
         (Misbehaviour::Trickle, md5('a'), declared),
         (Misbehaviour::Redirect, md5('b'), declared),
         (Misbehaviour::Huge, md5('c'), 1 << 55),
+        (Misbehaviour::Corrupt, md5('d'), CORRUPT_SIZE),
     ];
     type Requests = Arc<Mutex<HashMap<String, usize>>>;
     let requests: Requests = Arc::default();
@@ -209,6 +215,20 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
                             futures::stream::unfold((), |()| async {
                                 tokio::time::sleep(Duration::from_millis(500)).await;
                                 Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
+                            }),
+                        )
+                        .into_response(),
+                        Some(Misbehaviour::Corrupt) => axum::body::Body::from_stream(
+                            futures::stream::iter([0u64, 1]).then(|i| async move {
+                                if i == 0 {
+                                    Ok::<_, std::io::Error>(bytes::Bytes::from(vec![
+                                        7u8;
+                                        CORRUPT_SIZE as usize - 1
+                                    ]))
+                                } else {
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                    Ok(bytes::Bytes::from_static(b"7"))
+                                }
                             }),
                         )
                         .into_response(),
@@ -283,6 +303,35 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
             }
         }
     };
+    // A reader following na's pull of the corrupt content (stream-through) gets every byte
+    // but the last, then a cut connection: never a complete body that fails its MD5.
+    let object = fed.node("na").url(&format!("/v1/objects/{}", md5('d')));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let resp = loop {
+        let resp = client().get(&object).send().await?;
+        if resp.status() == StatusCode::OK {
+            break resp;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("na never served the transfer: {}", resp.status()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut body = resp.bytes_stream();
+    let mut got = 0u64;
+    let mut cut = false;
+    while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+        match chunk {
+            Ok(c) => got += c.len() as u64,
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    assert!(cut, "the body ended cleanly after {got} bytes");
+    assert!(got < CORRUPT_SIZE, "all {got} unverified bytes were served");
+
     metric_at_least("docfed_pulls_oversized_total", 1).await?;
     metric_at_least("docfed_pulls_stalled_total", 1).await?;
     metric_at_least("docfed_pulls_waiting_for_space_total", 2).await?;
