@@ -785,6 +785,29 @@ backup = "ra"
         }
     }
 
+    proptest::proptest! {
+        /// A topology file damaged anywhere (a line dropped, duplicated or replaced with any
+        /// text) parses or fails with an error, and what parses validates or fails with
+        /// errors: never a panic, whatever the file says.
+        #[test]
+        fn damaged_topology_files_never_panic(
+            edits in proptest::collection::vec((0usize..200, 0u8..3, ".{0,40}"), 1..6),
+        ) {
+            let mut lines: Vec<String> = DEMO.lines().map(str::to_owned).collect();
+            for (at, how, text) in edits {
+                let i = at % lines.len().max(1);
+                match how {
+                    0 if !lines.is_empty() => { lines.remove(i); }
+                    1 if !lines.is_empty() => { let l = lines[i].clone(); lines.insert(i, l); }
+                    _ => lines.insert(i.min(lines.len()), text),
+                }
+            }
+            if let Ok(t) = Topology::parse(&lines.join("\n")) {
+                let _ = t.validate();
+            }
+        }
+    }
+
     #[test]
     fn base_is_valid() {
         assert!(errors_of(BASE).is_empty());

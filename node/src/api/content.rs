@@ -128,27 +128,7 @@ async fn serve(
         return Ok(resp);
     }
     let size = obj.size;
-
-    // If-Range with a different validator means "the document changed: send all of it".
-    let range_applies = headers
-        .get(header::IF_RANGE)
-        .is_none_or(|h| h.to_str().is_ok_and(|s| s.trim() == etag));
-    let range = match headers.get(header::RANGE).and_then(|h| h.to_str().ok()) {
-        Some(r) if range_applies => match http_range_header::parse_range_header(r) {
-            // Syntactically invalid ranges are ignored, as RFC 9110 asks.
-            Err(_) => None,
-            Ok(parsed) => match parsed.validate(size) {
-                Err(_) => return Err(ApiError::RangeNotSatisfiable { size }),
-                // Nothing of an empty document can be satisfied (the parser lets 0-0 through).
-                Ok(ranges) if ranges.iter().any(|r| *r.end() >= size) => {
-                    return Err(ApiError::RangeNotSatisfiable { size })
-                }
-                Ok(ranges) if ranges.len() == 1 => Some(ranges[0].clone()),
-                Ok(_) => None,
-            },
-        },
-        _ => None,
-    };
+    let range = requested_range(headers, &etag, size)?;
     let (status, start, len) = match &range {
         Some(r) => (
             StatusCode::PARTIAL_CONTENT,
@@ -222,6 +202,39 @@ async fn serve(
         );
     }
     Ok(resp)
+}
+
+/// The one range a request asks for and may have: `None` for the whole document (no `Range`,
+/// an `If-Range` that no longer matches, a syntactically invalid or multi-range header), an
+/// error when the range lies outside the document.
+fn requested_range(
+    headers: &HeaderMap,
+    etag: &str,
+    size: u64,
+) -> Result<Option<std::ops::RangeInclusive<u64>>, ApiError> {
+    // If-Range with a different validator means "the document changed: send all of it".
+    let range_applies = headers
+        .get(header::IF_RANGE)
+        .is_none_or(|h| h.to_str().is_ok_and(|s| s.trim() == etag));
+    Ok(
+        match headers.get(header::RANGE).and_then(|h| h.to_str().ok()) {
+            Some(r) if range_applies => match http_range_header::parse_range_header(r) {
+                // Syntactically invalid ranges are ignored, as RFC 9110 asks.
+                Err(_) => None,
+                Ok(parsed) => match parsed.validate(size) {
+                    Err(_) => return Err(ApiError::RangeNotSatisfiable { size }),
+                    // Nothing of an empty document can be satisfied (the parser lets 0-0
+                    // through).
+                    Ok(ranges) if ranges.iter().any(|r| *r.end() >= size) => {
+                        return Err(ApiError::RangeNotSatisfiable { size })
+                    }
+                    Ok(ranges) if ranges.len() == 1 => Some(ranges[0].clone()),
+                    Ok(_) => None,
+                },
+            },
+            _ => None,
+        },
+    )
 }
 
 fn hv(s: &str) -> HeaderValue {
@@ -305,6 +318,25 @@ mod tests {
         assert_eq!(ascii_fallback(".bashrc"), "_bashrc");
         assert_eq!(ascii_fallback("a\"b%c\r\n"), "a_b_c__");
         assert_eq!(ascii_fallback("dir/"), "download");
+    }
+
+    proptest::proptest! {
+        /// Whatever `Range` a client sends, the answer is the whole document, one range inside
+        /// it, or 416: never a panic, never a range past the end.
+        #[test]
+        fn any_range_header_yields_a_range_inside_the_document(
+            range in "(bytes=)?[0-9, -]{0,24}|.{0,40}",
+            size in 0u64..5_000,
+        ) {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&range) {
+                headers.insert(header::RANGE, v);
+            }
+            if let Ok(Some(r)) = requested_range(&headers, "\"e\"", size) {
+                proptest::prop_assert!(r.start() <= r.end());
+                proptest::prop_assert!(*r.end() < size);
+            }
+        }
     }
 
     #[test]

@@ -206,3 +206,35 @@ async fn cursor_paging_visits_every_document_once() -> TestResult {
     }
     Ok(())
 }
+
+/// Arbitrary text typed into the search box (sampled by proptest: FTS5 operators, quotes,
+/// unbalanced parentheses, control characters, any Unicode) is a search, never an error.
+#[tokio::test]
+async fn arbitrary_search_text_never_errors() -> TestResult {
+    use proptest::strategy::{Strategy, ValueTree};
+    let node = TestNode::start().await?;
+    let c = client();
+    let resp = auth(c.post(node.url("/v1/documents?title=Annual%20report&tags=finance")))
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let strategy = proptest::prop_oneof![
+        "[a-zA-Z0-9 \"*()^:+-]{0,40}",
+        "(AND|OR|NOT|NEAR|\\(|\\)|\"|\\*|-|\\^|:| |annual|rep\\*){0,12}",
+        ".{0,60}",
+    ];
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for _ in 0..200 {
+        let text = strategy.new_tree(&mut runner).map_err(|e| e.to_string())?.current();
+        let resp = c
+            .get(node.url("/v1/documents"))
+            .query(&[("q", text.as_str())])
+            .send()
+            .await?;
+        let status = resp.status();
+        let body = resp.text().await?;
+        assert_eq!(status, StatusCode::OK, "{text:?}: {body}");
+    }
+    Ok(())
+}
