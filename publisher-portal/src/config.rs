@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand};
 use docfed_shared::scope::is_valid_region;
 use docfed_shared::topology::Topology;
 
+use crate::forwarded::{IpNet, TrustedProxies};
+
 /// Default listen address: the one `docfed-topology up` asks for.
 pub const DEFAULT_HTTP: &str = "127.0.0.1:7180";
 
@@ -106,6 +108,29 @@ pub struct ServeArgs {
     /// How long in-flight requests get to finish after SIGINT/SIGTERM.
     #[arg(long, default_value = "10s")]
     pub shutdown_timeout: humantime::Duration,
+
+    /// A reverse proxy in front of the portal (an address, `10.0.0.5`, or a block,
+    /// `10.0.0.0/8`; repeatable, comma-separated in the environment). On connections from
+    /// these addresses the client is taken from `X-Forwarded-For` (the rightmost entry that is
+    /// not a trusted proxy) for the login rate limit, lockout and log. Default: none, the
+    /// header is ignored and the client is the address that connects.
+    #[arg(
+        long = "trusted-proxy",
+        value_name = "ADDR[/BITS]",
+        env = "DOCFED_PORTAL_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<IpNet>,
+
+    /// Password verifications (Argon2, ~19 MiB each) that may run at once. Logins beyond it
+    /// wait up to 10 s for a slot, then get 503 "busy, retry".
+    #[arg(
+        long,
+        env = "DOCFED_PORTAL_MAX_CONCURRENT_LOGINS",
+        default_value_t = 2,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub max_concurrent_logins: u16,
 }
 
 /// One primary the portal may send requests to.
@@ -134,6 +159,10 @@ pub struct Config {
     pub health_interval: Duration,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Whose `X-Forwarded-For` names the client (none: the peer is the client).
+    pub trusted_proxies: TrustedProxies,
+    /// Cap on password verifications running at once (at least 1).
+    pub max_concurrent_logins: usize,
 }
 
 impl std::fmt::Debug for Config {
@@ -145,6 +174,8 @@ impl std::fmt::Debug for Config {
             .field("primaries", &self.primaries)
             .field("regions", &self.regions)
             .field("max_upload_size", &self.max_upload_size)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("max_concurrent_logins", &self.max_concurrent_logins)
             .finish_non_exhaustive()
     }
 }
@@ -256,6 +287,8 @@ impl Config {
             health_interval: a.health_interval.into(),
             request_timeout: a.request_timeout.into(),
             shutdown_timeout: a.shutdown_timeout.into(),
+            trusted_proxies: TrustedProxies(a.trusted_proxies),
+            max_concurrent_logins: usize::from(a.max_concurrent_logins),
         })
     }
 }
@@ -308,6 +341,54 @@ pub fn human_size(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn serve_args(extra: &[&str]) -> ServeArgs {
+        let argv = ["docfed-portal", "--primary", "http://127.0.0.1:9"]
+            .iter()
+            .chain(extra);
+        Args::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn login_hardening_options() {
+        let c = Config::from_args(
+            "d".into(),
+            ServeArgs {
+                token: Some("t".into()),
+                ..serve_args(&[])
+            },
+        )
+        .unwrap();
+        assert!(
+            c.trusted_proxies.is_empty(),
+            "no proxy is trusted by default"
+        );
+        assert_eq!(c.max_concurrent_logins, 2);
+
+        let a = serve_args(&[
+            "--trusted-proxy",
+            "10.0.0.5",
+            "--trusted-proxy",
+            "192.0.2.0/24,2001:db8::/32",
+            "--max-concurrent-logins",
+            "4",
+        ]);
+        let shown: Vec<String> = a.trusted_proxies.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["10.0.0.5/32", "192.0.2.0/24", "2001:db8::/32"]);
+        assert_eq!(a.max_concurrent_logins, 4);
+
+        let bad = |args: &[&str]| {
+            Args::try_parse_from(
+                ["docfed-portal", "--primary", "http://127.0.0.1:9"]
+                    .iter()
+                    .chain(args),
+            )
+            .is_err()
+        };
+        assert!(bad(&["--trusted-proxy", "proxy.example"]));
+        assert!(bad(&["--trusted-proxy", "10.0.0.0/40"]));
+        assert!(bad(&["--max-concurrent-logins", "0"]));
+    }
 
     #[test]
     fn sizes() {

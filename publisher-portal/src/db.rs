@@ -103,6 +103,23 @@ pub struct DocFilter {
     pub limit: u32,
 }
 
+/// What [`Db::begin_attempt`] decided.
+#[derive(Debug)]
+pub enum Attempt {
+    /// Recorded as a failure; [`Db::forget_attempt`] takes it back.
+    Counted(CountedAttempt),
+    /// A key is locked until this time (Unix ms); nothing was recorded.
+    Locked { until: i64 },
+}
+
+/// A login attempt counted as a failure until its password proves right.
+#[derive(Debug)]
+#[must_use = "an attempt stays counted as a failure unless forgotten"]
+pub struct CountedAttempt {
+    keys: Vec<String>,
+    at: i64,
+}
+
 #[derive(Clone)]
 pub struct Db {
     pool: SqlitePool,
@@ -273,26 +290,67 @@ impl Db {
 
     // ---- login rate limiting ----
 
-    /// Times of the failures recorded under `key` since `since`, newest first.
-    pub async fn failures(&self, key: &str, since: i64) -> Result<Vec<i64>, DbError> {
-        Ok(sqlx::query_scalar(
-            "SELECT at FROM login_failures WHERE key = ? AND at > ? ORDER BY at DESC LIMIT 1000",
-        )
-        .bind(key)
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub async fn record_failure(&self, keys: &[&str]) -> Result<(), DbError> {
+    /// Counts a login attempt as a failure under every key *before* its password is checked,
+    /// unless a key already holds its limit of failures within `window`: then nothing is
+    /// recorded and the answer says until when the lock lasts.
+    ///
+    /// Check and record are one `BEGIN IMMEDIATE` transaction. SQLite lets one writer in at a
+    /// time, so of any number of parallel attempts exactly the first `limit` find a free slot;
+    /// checking first and recording only after the (slow) password verification let them all
+    /// through.
+    pub async fn begin_attempt(
+        &self,
+        keys: &[(&str, usize)],
+        window: Duration,
+    ) -> Result<Attempt, DbError> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        for k in keys {
+        let since = now - window.as_millis() as i64;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut locked = None;
+        for (key, limit) in keys {
+            let newest_first: Vec<i64> = sqlx::query_scalar(
+                "SELECT at FROM login_failures WHERE key = ? AND at > ? ORDER BY at DESC LIMIT ?",
+            )
+            .bind(key)
+            .bind(since)
+            .bind(*limit as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            locked = locked.max(crate::auth::locked_until(&newest_first, *limit, window));
+        }
+        if let Some(until) = locked {
+            tx.rollback().await?;
+            return Ok(Attempt::Locked { until });
+        }
+        for (key, _) in keys {
             sqlx::query("INSERT INTO login_failures (key, at) VALUES (?, ?)")
-                .bind(k)
+                .bind(key)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+        }
+        tx.commit().await?;
+        Ok(Attempt::Counted(CountedAttempt {
+            keys: keys.iter().map(|(k, _)| (*k).to_owned()).collect(),
+            at: now,
+        }))
+    }
+
+    /// Un-counts an attempt whose password proved right, or that was never checked.
+    pub async fn forget_attempt(&self, attempt: CountedAttempt) -> Result<(), DbError> {
+        let mut tx = self.pool.begin().await?;
+        for key in &attempt.keys {
+            // Rows with the same key and time are interchangeable: remove one. (Not by rowid:
+            // SQLite reuses the rowid of a deleted last row, which could be another attempt's.)
+            // None left means a success cleared the key meanwhile.
+            sqlx::query(
+                "DELETE FROM login_failures WHERE rowid = \
+                 (SELECT rowid FROM login_failures WHERE key = ? AND at = ? LIMIT 1)",
+            )
+            .bind(key)
+            .bind(attempt.at)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -507,6 +565,60 @@ mod tests {
             published_at: at,
             updated_at: at,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn attempts_count_before_the_check_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).await.unwrap();
+        let window = Duration::from_secs(60);
+        // 40 attempts at once under a limit of 5: exactly 5 are counted, the rest locked.
+        let tasks: Vec<_> = (0..40)
+            .map(|i| {
+                let db = db.clone();
+                tokio::spawn(async move {
+                    let ip = format!("ip:{i}");
+                    db.begin_attempt(&[("user:a", 5), (&ip, 20)], window).await
+                })
+            })
+            .collect();
+        let mut counted = Vec::new();
+        for t in tasks {
+            match t.await.unwrap().unwrap() {
+                Attempt::Counted(a) => counted.push(a),
+                Attempt::Locked { until } => assert!(until > now_ms()),
+            }
+        }
+        assert_eq!(counted.len(), 5);
+        // Forgetting one (its password was right) frees one slot, once.
+        db.forget_attempt(counted.pop().unwrap()).await.unwrap();
+        let again = db.begin_attempt(&[("user:a", 5)], window).await.unwrap();
+        assert!(matches!(again, Attempt::Counted(_)));
+        let full = db.begin_attempt(&[("user:a", 5)], window).await.unwrap();
+        assert!(matches!(full, Attempt::Locked { .. }));
+        // A locked attempt recorded nothing under its other key; a counted one did.
+        let counted_ip = counted[0].keys[1].clone();
+        let locked_ip = (0..40)
+            .map(|i| format!("ip:{i}"))
+            .find(|k| !counted.iter().any(|a| &a.keys[1] == k))
+            .unwrap();
+        assert!(matches!(
+            db.begin_attempt(&[(&locked_ip, 1)], window).await.unwrap(),
+            Attempt::Counted(_)
+        ));
+        assert!(matches!(
+            db.begin_attempt(&[(&counted_ip, 1)], window).await.unwrap(),
+            Attempt::Locked { .. }
+        ));
+        // Clearing a key (a success) and then forgetting an attempt under it is harmless.
+        db.clear_failures("user:a").await.unwrap();
+        for a in counted {
+            db.forget_attempt(a).await.unwrap();
+        }
+        assert!(matches!(
+            db.begin_attempt(&[("user:a", 1)], window).await.unwrap(),
+            Attempt::Counted(_)
+        ));
     }
 
     #[tokio::test]

@@ -2,7 +2,7 @@
 //! straight through to a primary, never buffered), publish new versions, delete and reactivate
 //! them, watch them spread through the federation and vet the annotations readers send back.
 //!
-//! The portal is an ordinary HTTP client of the two primaries (DESIGN section 8): it depends on
+//! The portal is an ordinary HTTP client of the two primaries (ARCHITECTURE.md §6.2): it depends on
 //! `docfed-shared` for the wire types and never on the node. Its own state (authors, sessions,
 //! which author owns which document) lives in SQLite in its data directory.
 //!
@@ -10,7 +10,9 @@
 //! ```text
 //! config.rs     command line → validated Config
 //! db.rs         SQLite: authors, sessions, login failures, owned documents (+ metadata cache)
-//! auth.rs       Argon2 passwords, session ids, CSRF tokens, login rate limit, cookies
+//! auth.rs       Argon2 passwords (capped verifier), session ids, CSRF tokens, login rate
+//!               limit, the `next=` check, cookies
+//! forwarded.rs  the client address behind trusted reverse proxies (X-Forwarded-For)
 //! primaries.rs  the failover pair: health, preference, retries, typed calls
 //! upload.rs     multipart upload → bounded channel → streaming request to one primary
 //! web.rs        router, session middleware, handlers
@@ -22,6 +24,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod forwarded;
 pub mod primaries;
 pub mod upload;
 pub mod views;
@@ -71,6 +74,8 @@ pub async fn run(
         http = %addr,
         primaries = ?config.primaries.iter().map(|p| &p.url).collect::<Vec<_>>(),
         regions = ?config.regions,
+        trusted_proxies = %config.trusted_proxies,
+        max_concurrent_logins = config.max_concurrent_logins,
         "portal listening"
     );
 
@@ -78,6 +83,10 @@ pub async fn run(
         config: config.clone(),
         db: db.clone(),
         primaries,
+        verifier: Arc::new(auth::Verifier::new(
+            config.max_concurrent_logins,
+            auth::VERIFY_QUEUE_WAIT,
+        )),
     })
     // A bug must not show a stack trace or drop the connection: a plain page, details in the log
     // (the panic hook prints them).

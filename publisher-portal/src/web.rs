@@ -11,7 +11,7 @@
 //! | `POST /documents/{id}/reactivate` | undo a tombstone |
 //! | `GET /documents/{id}/propagation.json` | what the page polls |
 //! | `GET /annotations` · `POST /annotations/{aid}/accept`/`reject` | annotations inbox |
-//! | `GET /healthz` | the portal's own health and each primary's state (JSON) |
+//! | `GET /healthz` | the portal's own health, each primary's state, password-verification counters (JSON) |
 //!
 //! One middleware runs around every request: it resolves the session cookie, refuses
 //! cross-site POSTs, renders [`PortalError`]s as full pages and adds security headers. Every POST
@@ -35,7 +35,7 @@ use serde::Deserialize;
 
 use crate::auth::{self, LOGIN_COOKIE, SESSION_COOKIE};
 use crate::config::Config;
-use crate::db::{now_ms, Db, DocFilter, DocRow, SessionRow};
+use crate::db::{now_ms, Attempt, Db, DocFilter, DocRow, SessionRow};
 use crate::error::{ErrorInfo, PortalError};
 use crate::primaries::{Primaries, Propagation};
 use crate::upload;
@@ -46,6 +46,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub primaries: Arc<Primaries>,
+    /// Runs the logins' password verifications, a few at a time.
+    pub verifier: Arc<auth::Verifier>,
 }
 
 impl AppState {
@@ -244,15 +246,6 @@ fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
-/// Only local paths, so `next=` cannot send an author to another site after logging in.
-fn safe_next(next: &str) -> &str {
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
-        next
-    } else {
-        "/documents"
-    }
-}
-
 async fn home(req: Request) -> Response {
     if maybe_session(req.extensions()).is_some() {
         see_other("/documents")
@@ -303,7 +296,12 @@ async fn healthz(State(st): State<AppState>) -> Json<serde_json::Value> {
         })
         .collect();
     let next = st.primaries.get(st.primaries.pick()).name.clone();
-    Json(serde_json::json!({ "status": "ok", "primaries": primaries, "next_primary": next }))
+    Json(serde_json::json!({
+        "status": "ok",
+        "primaries": primaries,
+        "next_primary": next,
+        "logins": st.verifier.stats(),
+    }))
 }
 
 // ---------------------------------------------------------------- login
@@ -322,7 +320,7 @@ async fn login_form(State(st): State<AppState>, req: Request) -> Response {
         .and_then(|q| serde_urlencoded::from_str(q).ok())
         .unwrap_or_default();
     if maybe_session(req.extensions()).is_some() {
-        return see_other(safe_next(&q.next));
+        return see_other(auth::safe_next(&q.next));
     }
     render_login(&st, &q.next, "", None, StatusCode::OK, Some(&q.done))
 }
@@ -340,7 +338,7 @@ fn render_login(
     let ctx = st.ctx(None, done);
     let mut r = html(
         status,
-        views::login(&ctx, &token, name, safe_next(next), error),
+        views::login(&ctx, &token, name, auth::safe_next(next), error),
     );
     let cookie = auth::set_cookie(
         LOGIN_COOKIE,
@@ -365,6 +363,9 @@ struct LoginForm {
 }
 
 const WRONG_LOGIN: &str = "Wrong user name or password.";
+const BUSY_LOGIN: &str =
+    "The portal is checking too many logins at once. Nothing is wrong with your account: \
+     please try again in a few seconds.";
 
 async fn login(
     State(st): State<AppState>,
@@ -380,54 +381,74 @@ async fn login(
         return Err(PortalError::csrf());
     }
     let name = f.name.trim().to_owned();
-    let (user_key, ip_key) = auth::failure_keys(&name, &peer.ip());
-    let since = now_ms() - auth::FAILURE_WINDOW.as_millis() as i64;
-    let user_fail = st.db.failures(&user_key, since).await?;
-    let ip_fail = st.db.failures(&ip_key, since).await?;
-    let locked = [
-        auth::locked_until(&user_fail, auth::MAX_USER_FAILURES),
-        auth::locked_until(&ip_fail, auth::MAX_IP_FAILURES),
-    ]
-    .into_iter()
-    .flatten()
-    .max();
-    if let Some(until) = locked {
-        let minutes = ((until - now_ms()).max(0) + 59_999) / 60_000;
-        tracing::warn!(user = %name, ip = %peer.ip(), "login refused: too many failures");
-        let msg = format!(
-            "Too many failed attempts. Logging in is blocked for {minutes} more minute{}.",
-            if minutes == 1 { "" } else { "s" }
-        );
-        return Ok(render_login(
-            &st,
-            &f.next,
-            &name,
-            Some(&msg),
-            StatusCode::TOO_MANY_REQUESTS,
-            None,
-        ));
-    }
+    let client = st.config.trusted_proxies.client_ip(peer, &headers);
+    let (user_key, ip_key) = auth::failure_keys(&name, &client);
+    // The attempt counts as a failure from here on, before the password is checked, so that
+    // parallel requests cannot all pass the lockout; a right password takes it back.
+    let keys = [
+        (user_key.as_str(), auth::MAX_USER_FAILURES),
+        (ip_key.as_str(), auth::MAX_IP_FAILURES),
+    ];
+    let attempt = match st.db.begin_attempt(&keys, auth::FAILURE_WINDOW).await? {
+        Attempt::Counted(a) => a,
+        Attempt::Locked { until } => {
+            let minutes = ((until - now_ms()).max(0) + 59_999) / 60_000;
+            tracing::warn!(user = %name, ip = %client, "login refused: too many failures");
+            let msg = format!(
+                "Too many failed attempts. Logging in is blocked for {minutes} more minute{}.",
+                if minutes == 1 { "" } else { "s" }
+            );
+            return Ok(render_login(
+                &st,
+                &f.next,
+                &name,
+                Some(&msg),
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+            ));
+        }
+    };
 
     let author = if auth::valid_author_name(&name) {
         st.db.author_by_name(&name).await?
     } else {
         None
     };
+    // Unknown names are verified against a dummy hash, so timing does not reveal which names
+    // exist.
     let hash = author
         .as_ref()
         .map(|a| a.password_hash.clone())
         .unwrap_or_else(|| auth::dummy_hash().to_owned());
-    let password = f.password;
-    // Unknown names are verified against a dummy hash, so timing does not reveal which names
-    // exist.
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
+    let ok = match st.verifier.verify(f.password, hash).await {
+        Ok(ok) => ok,
+        Err(busy) => {
+            // No password was checked, so this was no failed attempt.
+            st.db.forget_attempt(attempt).await?;
+            tracing::warn!(
+                user = %name,
+                ip = %client,
+                error = %busy,
+                "login shed: the portal is busy verifying passwords"
+            );
+            let mut r = render_login(
+                &st,
+                &f.next,
+                &name,
+                Some(BUSY_LOGIN),
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return Ok(r);
+        }
+    };
     let author = match (ok, author) {
         (true, Some(a)) => a,
         _ => {
-            st.db.record_failure(&[&user_key, &ip_key]).await?;
-            tracing::info!(user = %name, ip = %peer.ip(), "failed login");
+            // One line per password verified and found wrong (the lockout stays counted).
+            tracing::info!(user = %name, ip = %client, "failed login");
             return Ok(render_login(
                 &st,
                 &f.next,
@@ -438,6 +459,7 @@ async fn login(
             ));
         }
     };
+    st.db.forget_attempt(attempt).await?;
     st.db.clear_failures(&user_key).await?;
     let sid = auth::random_token();
     let ttl = st.config.session_ttl;
@@ -450,7 +472,7 @@ async fn login(
         )
         .await?;
     tracing::info!(author = %author.name, "logged in");
-    let mut r = see_other(safe_next(&f.next));
+    let mut r = see_other(auth::safe_next(&f.next));
     let secure = st.config.cookie_secure;
     for c in [
         auth::set_cookie(SESSION_COOKIE, &sid, "/", ttl, secure),

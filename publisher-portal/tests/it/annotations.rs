@@ -181,6 +181,7 @@ async fn annotations_inbox() -> TestResult {
                 "{}/v1/annotations?state=any&doc_id={kept}",
                 env.node_url(role)
             ))
+            .bearer_auth(env.fed.token())
             .send()
             .await?
             .json()

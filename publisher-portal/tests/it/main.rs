@@ -9,4 +9,5 @@ mod common;
 mod documents;
 mod failover;
 mod lifecycle;
+mod login_hardening;
 mod memory;

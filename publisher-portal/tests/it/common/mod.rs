@@ -271,21 +271,62 @@ pub async fn start_portal(
     data_dir: &Path,
     extra: &[&str],
 ) -> TestResult<Portal> {
+    let mut args = vec!["--topology".into(), topology.as_os_str().to_owned()];
+    args.extend(extra.iter().map(Into::into));
+    spawn_portal(&args, token, data_dir).await
+}
+
+/// A portal with no federation behind it, for what happens before any primary is asked
+/// (logging in, redirects, rate limits): its one primary is a closed loopback port, so no
+/// `docfed-node` is built or started. Dropping it kills the portal.
+pub struct LonePortal {
+    pub portal: Portal,
+    pub tmp: tempfile::TempDir,
+}
+
+impl LonePortal {
+    pub async fn start(extra: &[&str]) -> TestResult<LonePortal> {
+        let tmp = tempfile::tempdir()?;
+        // Port 9 (discard): nothing listens there, so health probes fail at once.
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["--primary".into(), "http://127.0.0.1:9".into()];
+        args.extend(extra.iter().map(Into::into));
+        let portal = spawn_portal(&args, "lone-portal-token", &tmp.path().join("portal")).await?;
+        Ok(LonePortal { portal, tmp })
+    }
+
+    /// Creates an author with [`PASSWORD`].
+    pub async fn add_author(&self, name: &str) -> TestResult {
+        let out = add_author(&self.portal.data_dir, name, PASSWORD, &[]).await?;
+        if !out.status.success() {
+            return Err(format!(
+                "add-author failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+async fn spawn_portal(
+    args: &[std::ffi::OsString],
+    token: &str,
+    data_dir: &Path,
+) -> TestResult<Portal> {
     std::fs::create_dir_all(data_dir)?;
     let ready = data_dir.join("ready.json");
     let _ = std::fs::remove_file(&ready);
     let log = data_dir.join("portal.log");
     let out = std::fs::File::create(&log)?;
     let mut child = Command::new(PORTAL)
-        .arg("--topology")
-        .arg(topology)
+        .args(args)
         .arg("--http")
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
         .arg("--health-interval")
         .arg("500ms")
-        .args(extra)
         .env("DOCFED_TOKEN", token)
         .env("DOCFED_AMQP_URL", amqp_url())
         .env("DOCFED_LOG", "info,docfed_portal=debug")
