@@ -99,6 +99,13 @@ pub struct Args {
     /// How long shutdown waits for in-flight requests, e.g. `10s`.
     #[arg(long, env = "DOCFED_SHUTDOWN_TIMEOUT", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+    /// Connections served at once; more wait in the accept backlog.
+    #[arg(long, env = "DOCFED_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// A client must send a request's header within this long, and may keep a connection idle
+    /// between requests no longer, e.g. `30s`.
+    #[arg(long, env = "DOCFED_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub header_read_timeout: Option<Duration>,
 }
 
 /// The optional configuration file. Every field may be left out.
@@ -130,6 +137,12 @@ pub struct FileConfig {
     /// How long shutdown waits for in-flight requests before cutting them off, e.g. "10s".
     #[serde(default, with = "humantime_serde_opt")]
     pub shutdown_timeout: Option<Duration>,
+    /// Connections served at once; more wait in the accept backlog (default 1024).
+    pub max_connections: Option<usize>,
+    /// A client must send a request's header within this long, and may keep a connection idle
+    /// between requests no longer, e.g. "30s".
+    #[serde(default, with = "humantime_serde_opt")]
+    pub header_read_timeout: Option<Duration>,
 }
 
 /// Validated configuration of a running node.
@@ -148,6 +161,8 @@ pub struct NodeConfig {
     /// in this long moves on to the next source.
     pub pull_stall_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Connection cap and header-read timeout of the HTTP server.
+    pub http_limits: docfed_http::Limits,
     /// Advertise and browse peers over mDNS.
     pub mdns: bool,
     /// Bytes per second per pull, if limited.
@@ -320,6 +335,16 @@ impl NodeConfig {
                 .shutdown_timeout
                 .or(file.shutdown_timeout)
                 .unwrap_or(Duration::from_secs(10)),
+            http_limits: docfed_http::Limits {
+                max_connections: args
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(docfed_http::Limits::default().max_connections),
+                header_read_timeout: args
+                    .header_read_timeout
+                    .or(file.header_read_timeout)
+                    .unwrap_or(docfed_http::Limits::default().header_read_timeout),
+            },
             mdns: !args.no_mdns,
             pull_rate_limit: args.pull_rate_limit.map(|b| b.as_u64()).filter(|&b| b > 0),
             federation,
@@ -340,6 +365,7 @@ impl NodeConfig {
             upload_idle_timeout: Duration::from_secs(60),
             pull_stall_timeout: DEFAULT_PULL_STALL_TIMEOUT,
             shutdown_timeout: Duration::from_secs(10),
+            http_limits: docfed_http::Limits::default(),
             mdns: false,
             pull_rate_limit: None,
             federation: None,

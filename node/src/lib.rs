@@ -168,14 +168,18 @@ pub async fn run(
     write_ready_file(&config.data_dir, &config.node_id, addr)?;
     tracing::info!(node = %config.node_id, http = %format!("http://{addr}"), data_dir = %config.data_dir.display(), "node ready");
 
-    let server = axum::serve(listener, api::router(node))
-        .with_graceful_shutdown(cancel.clone().cancelled_owned());
+    let server = docfed_http::serve(
+        listener,
+        api::router(node),
+        config.http_limits,
+        cancel.clone(),
+    );
     let deadline = async {
         cancel.cancelled().await;
         tokio::time::sleep(config.shutdown_timeout).await;
     };
     tokio::select! {
-        r = server => r.context("HTTP server failed")?,
+        () = server => {}
         () = deadline => tracing::warn!(timeout = ?config.shutdown_timeout, "in-flight requests cut off at shutdown deadline"),
     }
     cancel.cancel();

@@ -109,6 +109,15 @@ pub struct ServeArgs {
     #[arg(long, default_value = "10s")]
     pub shutdown_timeout: humantime::Duration,
 
+    /// Connections served at once; more wait in the accept backlog until one closes.
+    #[arg(long, env = "DOCFED_PORTAL_MAX_CONNECTIONS", default_value_t = 512)]
+    pub max_connections: usize,
+
+    /// A client must send a request's header within this long, and may keep a connection idle
+    /// between requests no longer.
+    #[arg(long, env = "DOCFED_PORTAL_HEADER_READ_TIMEOUT", default_value = "30s")]
+    pub header_read_timeout: humantime::Duration,
+
     /// A reverse proxy in front of the portal (an address, `10.0.0.5`, or a block,
     /// `10.0.0.0/8`; repeatable, comma-separated in the environment). On connections from
     /// these addresses the client is taken from `X-Forwarded-For` (the rightmost entry that is
@@ -159,6 +168,8 @@ pub struct Config {
     pub health_interval: Duration,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
+    /// Connection cap and header-read timeout of the HTTP server.
+    pub http_limits: docfed_http::Limits,
     /// Whose `X-Forwarded-For` names the client (none: the peer is the client).
     pub trusted_proxies: TrustedProxies,
     /// Cap on password verifications running at once (at least 1).
@@ -287,6 +298,10 @@ impl Config {
             health_interval: a.health_interval.into(),
             request_timeout: a.request_timeout.into(),
             shutdown_timeout: a.shutdown_timeout.into(),
+            http_limits: docfed_http::Limits {
+                max_connections: a.max_connections.max(1),
+                header_read_timeout: a.header_read_timeout.into(),
+            },
             trusted_proxies: TrustedProxies(a.trusted_proxies),
             max_concurrent_logins: usize::from(a.max_concurrent_logins),
         })

@@ -91,22 +91,19 @@ pub async fn run(
     // A bug must not show a stack trace or drop the connection: a plain page, details in the log
     // (the panic hook prints them).
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_page));
-    let serve = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(cancel.clone().cancelled_owned());
-    let mut server = tokio::spawn(async move { serve.await });
+    // Every request carries the peer's address as `ConnectInfo<SocketAddr>`.
+    let serve = docfed_http::serve(listener, app, config.http_limits, cancel.clone());
+    let mut server = tokio::spawn(serve);
 
     let result = tokio::select! {
         r = &mut server => {
             // The server stopped by itself: stop the rest too.
             cancel.cancel();
-            r.context("HTTP server task failed")?.context("HTTP server failed")
+            r.context("HTTP server task failed")
         }
         _ = cancel.cancelled() => {
             match tokio::time::timeout(config.shutdown_timeout, &mut server).await {
-                Ok(r) => r.context("HTTP server task failed")?.context("HTTP server failed"),
+                Ok(r) => r.context("HTTP server task failed"),
                 Err(_) => {
                     tracing::warn!(timeout = ?config.shutdown_timeout, "requests still running at the shutdown deadline; dropping them");
                     server.abort();

@@ -351,3 +351,27 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
     conn.close(200, "done".into()).await?;
     Ok(())
 }
+
+/// A client that connects and sends nothing, or half a header, loses its connection after the
+/// header-read timeout instead of holding it (and a task and a descriptor) for ever.
+#[tokio::test]
+async fn slow_clients_are_cut_off() -> TestResult {
+    let node = TestNode::start_with(&["--header-read-timeout", "1s"]).await?;
+    let addr = node.url("").trim_start_matches("http://").to_owned();
+    for opening in [&b""[..], b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Slow: "] {
+        let mut s = tokio::net::TcpStream::connect(&addr).await?;
+        s.write_all(opening).await?;
+        let started = std::time::Instant::now();
+        let mut sink = Vec::new();
+        tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut sink)).await??;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "held for {:?}",
+            started.elapsed()
+        );
+    }
+    // Normal requests are unaffected.
+    let resp = client().get(node.url("/v1/health")).send().await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    Ok(())
+}
