@@ -57,10 +57,16 @@ pub struct Args {
         hide_env_values = true
     )]
     pub peer_amqp: Vec<String>,
-    /// Deliberately break this node so the endurance harness can show that it notices (never
-    /// for production; see `docfed-endurance run --plant-bug`).
+    /// Deliberately break this node so the endurance harness can show that it notices (see
+    /// `docfed-endurance run --plant-bug`). Only in builds with the `plant-bug` feature: a
+    /// release binary has no such switch.
+    #[cfg(feature = "plant-bug")]
     #[arg(long, env = "DOCFED_PLANT_BUG", hide = true, value_enum)]
     pub plant_bug: Option<crate::federation::PlantedBug>,
+    /// This node's private key, when the topology lists public keys (default:
+    /// DATA_DIR/node.key).
+    #[arg(long, env = "DOCFED_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
     /// Do not advertise or browse over mDNS (presence then relies on health probes).
     #[arg(long, env = "DOCFED_NO_MDNS")]
     pub no_mdns: bool,
@@ -187,6 +193,8 @@ pub enum ConfigError {
     Topology(String),
     #[error("{0}")]
     Route(String),
+    #[error("{0} (the topology lists public keys, so this node needs its private key: `docfed-topology keys` makes them)")]
+    Key(String),
     #[error("node {id:?} is not in topology {path}")]
     UnknownNode { id: String, path: PathBuf },
     #[error("--data-dir is required (flag, DOCFED_DATA_DIR or `data_dir` in the config file)")]
@@ -230,7 +238,7 @@ impl NodeConfig {
             }
             None => FileConfig::default(),
         };
-        let federation = match (&args.topology, &args.id) {
+        let mut federation = match (&args.topology, &args.id) {
             (Some(path), Some(id)) => {
                 let topo = docfed_shared::Topology::load_validated(path)
                     .map_err(|e| ConfigError::Topology(e.to_string()))?;
@@ -266,7 +274,11 @@ impl NodeConfig {
                     stream_through: !args.no_stream_through,
                     http_routes,
                     amqp_routes,
+                    #[cfg(feature = "plant-bug")]
                     planted_bug: args.plant_bug,
+                    #[cfg(not(feature = "plant-bug"))]
+                    planted_bug: None,
+                    key: None,
                 })
             }
             _ => None,
@@ -280,6 +292,23 @@ impl NodeConfig {
             path: data_dir.clone(),
             source,
         })?;
+        if let Some(fed) = federation.as_mut().filter(|f| f.topology.is_signed()) {
+            let path = args
+                .key_file
+                .clone()
+                .unwrap_or_else(|| data_dir.join(docfed_shared::keys::KEY_FILE));
+            let key = docfed_shared::keys::NodeKey::load(&path)
+                .map_err(|e| ConfigError::Key(e.to_string()))?;
+            if fed.topology.public_key(fed.id()) != Some(key.public()) {
+                return Err(ConfigError::Key(format!(
+                    "the key in {} is not the one the topology lists for `{}` (public key {})",
+                    path.display(),
+                    fed.id(),
+                    key.public().to_hex()
+                )));
+            }
+            fed.key = Some(std::sync::Arc::new(key));
+        }
         let node_id = match &federation {
             Some(f) => f.id().to_owned(),
             None => args

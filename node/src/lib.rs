@@ -139,6 +139,13 @@ pub async fn run(
         });
     };
     if let Some(fed) = node.federation() {
+        if fed.key.is_none() {
+            tracing::warn!(
+                "the topology lists no public keys: messages between nodes are not signed, and \
+                 anyone who can publish to this node's inbox can forge them \
+                 (`docfed-topology keys` makes keys)"
+            );
+        }
         critical(
             "inbox".into(),
             tokio::spawn(federation::inbox::run(node.clone(), cancel.clone())),

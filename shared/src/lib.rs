@@ -6,6 +6,7 @@
 //! in the node itself.
 
 pub mod ids;
+pub mod keys;
 pub mod limits;
 pub mod md5stream;
 pub mod messages;

@@ -10,6 +10,19 @@ use serde::{Deserialize, Serialize};
 use crate::wire::{ChangeKind, DocumentVersion, Timestamp};
 use crate::{DocId, Md5Hex};
 
+/// AMQP header carrying the sender's signature (hex ed25519) of [`signing_input`].
+pub const SIGNATURE_HEADER: &str = "x-docfed-signature";
+
+/// What a sender signs: the receiving node's id and the exact message bytes, so a signed
+/// message cannot be replayed into another node's inbox as if it had been sent there.
+pub fn signing_input(to: &str, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(to.len() + 1 + payload.len());
+    v.extend_from_slice(to.as_bytes());
+    v.push(b'\n');
+    v.extend_from_slice(payload);
+    v
+}
+
 /// The message format this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 

@@ -116,6 +116,11 @@ pub struct NodeSpec {
     /// only; required for them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<String>,
+    /// The node's ed25519 public key (64 hex digits; `docfed-topology keys` makes them). When
+    /// the nodes have keys, every message between them is signed and checked; all nodes or
+    /// none have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 impl NodeSpec {
@@ -163,6 +168,13 @@ pub enum TopologyError {
     },
     #[error("the topology has no nodes (add [[node]] tables)")]
     NoNodes,
+    #[error(
+        "some nodes have a public_key and these do not: {}; all or none (`docfed-topology keys` makes them)",
+        missing.join(", ")
+    )]
+    PartialKeys { missing: Vec<String> },
+    #[error("node `{node}` has public_key {key:?}, which is not 64 hex digits of an ed25519 key")]
+    BadPublicKey { node: String, key: String },
     #[error("redundancy must be at least 1 (each notification needs at least one path)")]
     ZeroRedundancy,
     #[error("node id {id:?} is invalid: ids are 1-64 characters of a-z, 0-9, `-`, `_`")]
@@ -406,6 +418,28 @@ impl Topology {
 
         errors.extend(self.find_cycles());
 
+        let keyed = self.nodes.iter().filter(|n| n.public_key.is_some()).count();
+        if keyed > 0 && keyed < self.nodes.len() {
+            errors.push(E::PartialKeys {
+                missing: self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.public_key.is_none())
+                    .map(|n| n.id.clone())
+                    .collect(),
+            });
+        }
+        for n in &self.nodes {
+            if let Some(k) = &n.public_key {
+                if crate::keys::PublicKey::from_hex(k).is_err() {
+                    errors.push(E::BadPublicKey {
+                        node: n.id.clone(),
+                        key: k.clone(),
+                    });
+                }
+            }
+        }
+
         if errors.is_empty() {
             Ok(())
         } else {
@@ -582,6 +616,19 @@ impl Topology {
             }
         }
         cycles
+    }
+
+    /// Whether the nodes have keys, so that messages between them are signed.
+    pub fn is_signed(&self) -> bool {
+        self.nodes.iter().any(|n| n.public_key.is_some())
+    }
+
+    /// The public key of node `id`, if the topology lists a valid one.
+    pub fn public_key(&self, id: &str) -> Option<crate::keys::PublicKey> {
+        self.node(id)?
+            .public_key
+            .as_deref()
+            .and_then(|k| crate::keys::PublicKey::from_hex(k).ok())
     }
 
     /// The node with this id (the first one, should the file repeat an id).

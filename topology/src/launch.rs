@@ -34,6 +34,8 @@ use crate::broker::{self, PrivateBroker};
 
 /// Topology file `up` starts when none is given.
 pub const DEFAULT_TOPOLOGY: &str = "topology/demo.toml";
+/// The topology the nodes of a run read: the given one with every node's public key.
+pub const SIGNED_TOPOLOGY_FILE: &str = "topology.toml";
 /// Run directory `up` uses when none is given.
 pub const DEFAULT_RUN_DIR: &str = "run/federation";
 /// Where `up` asks the portal to listen.
@@ -256,8 +258,6 @@ impl Federation {
             );
         }
         let topology = Topology::load_validated(&opts.topology_file)?;
-        let topology_file = std::path::absolute(&opts.topology_file)
-            .with_context(|| format!("cannot resolve {}", opts.topology_file.display()))?;
         let busy: Vec<String> = topology
             .nodes
             .iter()
@@ -283,6 +283,21 @@ impl Federation {
         // Only removed once the ports are known free: a federation still running from this run
         // directory keeps its manifest.
         remove_if_exists(&run_dir.join(MANIFEST_FILE))?;
+
+        // Every node signs what it sends: each gets a key in its data directory (kept across
+        // runs from the same run directory), and the nodes read a copy of the topology that
+        // lists the public keys.
+        let topology = crate::keys::provision(&topology, |id| {
+            run_dir.join(id).join(docfed_shared::keys::KEY_FILE)
+        })
+        .with_context(|| {
+            format!(
+                "cannot give the nodes of {} their keys",
+                opts.topology_file.display()
+            )
+        })?;
+        let topology_file = run_dir.join(SIGNED_TOPOLOGY_FILE);
+        crate::keys::write_topology(&topology, &topology_file)?;
 
         let node_binary = match &opts.node_binary {
             Some(p) => p.clone(),

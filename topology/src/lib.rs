@@ -6,10 +6,12 @@
 //!   restart) on its own port and data directory.
 //! * [`launch`]: start every node of a topology file as a `docfed-node` process, wait until all
 //!   are healthy, write `federation.json`, supervise, stop.
+//! * [`keys`]: a key pair per node, public keys in the topology (signed messages).
 //!
 //! Topology files themselves (types, parsing, validation) live in
 //! [`docfed_shared::topology`], since nodes read them too.
 
 pub mod broker;
 pub mod demo;
+pub mod keys;
 pub mod launch;

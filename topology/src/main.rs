@@ -32,6 +32,16 @@ enum Cmd {
         /// The topology file (TOML).
         file: PathBuf,
     },
+    /// Give every node of FILE an ed25519 key: writes OUT/<id>.key (private; kept if there)
+    /// and OUT/topology.toml (FILE with every node's public key). Copy each key to its node's
+    /// data directory as node.key (or pass --key-file) and give every node the new topology.
+    Keys {
+        /// The topology file (TOML).
+        file: PathBuf,
+        /// Directory for the keys and the keyed topology.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Start every node of FILE (and the portal when available), print their URLs, write
     /// RUN_DIR/federation.json, and stop them all on Ctrl-C or SIGTERM.
     Up {
@@ -66,6 +76,7 @@ enum Cmd {
 fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Check { file } => check(&file),
+        Cmd::Keys { file, out } => keys(&file, &out),
         Cmd::Up {
             file,
             run_dir,
@@ -117,6 +128,31 @@ fn check(file: &Path) -> ExitCode {
             for e in errors {
                 eprintln!("{}: {e}", file.display());
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keys(file: &Path, out: &Path) -> ExitCode {
+    let run = || -> anyhow::Result<PathBuf> {
+        let topology = Topology::load_validated(file)?;
+        let keyed = topology::keys::provision(&topology, |id| out.join(format!("{id}.key")))?;
+        let path = out.join("topology.toml");
+        topology::keys::write_topology(&keyed, &path)?;
+        Ok(path)
+    };
+    match run() {
+        Ok(path) => {
+            println!(
+                "keys in {}: copy each <id>.key to that node's data directory as node.key (or \
+                 pass --key-file), and give every node and the portal {}",
+                out.display(),
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("docfed-topology keys: {e:#}");
             ExitCode::FAILURE
         }
     }

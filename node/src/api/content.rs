@@ -37,11 +37,24 @@ pub async fn content(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let v: DocumentVersion = match p.version {
-        Some(n) => node
-            .db
-            .version(&id, n)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("version {n} of document {id}")))?,
+        Some(n) => {
+            let v = node
+                .db
+                .version(&id, n)
+                .await?
+                .ok_or_else(|| ApiError::not_found(format!("version {n} of document {id}")))?;
+            // Once a document is deleted its old versions are gone for readers too; its author
+            // (the token) may still read them, e.g. before reactivating it.
+            let deleted = node
+                .db
+                .document(&id)
+                .await?
+                .is_some_and(|d| d.current.deleted);
+            if deleted && !super::carries_token(&headers, &node) {
+                return Err(ApiError::Gone { id: id.to_string() });
+            }
+            v
+        }
         None => {
             let doc = node
                 .db

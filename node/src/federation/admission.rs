@@ -140,6 +140,7 @@ mod tests {
             http_routes: Default::default(),
             amqp_routes: Default::default(),
             planted_bug: None,
+            key: None,
         }
     }
 

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 
-use docfed_shared::messages::{Annotation, Body, Envelope, Notification};
+use docfed_shared::messages::{
+    signing_input, Annotation, Body, Envelope, Notification, SIGNATURE_HEADER,
+};
 use docfed_shared::topology::{dead_letter_queue, inbox_queue};
 use docfed_shared::wire::Timestamp;
 use futures::{FutureExt, StreamExt};
@@ -152,9 +154,10 @@ async fn consume(
             Metrics::inc(&node.metrics.notifications_received);
             let admitted = Envelope::parse(&delivery.data)
                 .map_err(|e| e.to_string())
-                .and_then(|env| match admit(fed, &env) {
-                    Ok(()) => Ok(env),
-                    Err(refusal) => Err(refusal.to_string()),
+                .and_then(|env| {
+                    check_signature(fed, &env.from, delivery)?;
+                    admit(fed, &env).map_err(|refusal| refusal.to_string())?;
+                    Ok(env)
                 });
             match admitted {
                 Ok(env) => envelopes.push(env),
@@ -191,6 +194,36 @@ async fn consume(
     node.inbox_connected
         .store(false, std::sync::atomic::Ordering::Relaxed);
     result
+}
+
+/// In a federation whose topology lists keys, a message must carry its sender's signature of
+/// the bytes as delivered to this node.
+fn check_signature(
+    fed: &Federation,
+    from: &str,
+    delivery: &lapin::message::Delivery,
+) -> Result<(), String> {
+    if !fed.topology.is_signed() {
+        return Ok(());
+    }
+    let signature = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|h| match h.inner().get(SIGNATURE_HEADER) {
+            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            _ => None,
+        })
+        .ok_or_else(|| format!("unsigned message claiming to come from {from:?}"))?;
+    let key = fed
+        .topology
+        .public_key(from)
+        .ok_or_else(|| format!("no public key for sender {from:?}"))?;
+    if key.verifies(&signing_input(fed.id(), &delivery.data), &signature) {
+        Ok(())
+    } else {
+        Err(format!("the signature does not verify against {from:?}'s key"))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -35,6 +35,9 @@ pub struct Federation {
     pub amqp_routes: HashMap<String, String>,
     /// A deliberate defect, for the endurance harness to prove it catches it.
     pub planted_bug: Option<PlantedBug>,
+    /// This node's private key when the topology lists public keys: every message it sends is
+    /// signed, and every message it receives must be signed by its sender.
+    pub key: Option<std::sync::Arc<docfed_shared::keys::NodeKey>>,
 }
 
 /// Defects the endurance harness can plant (`--plant-bug`), each breaking one promise.

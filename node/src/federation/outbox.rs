@@ -9,11 +9,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use docfed_shared::messages::Envelope;
+use docfed_shared::messages::{signing_input, Envelope, SIGNATURE_HEADER};
 use docfed_shared::topology::inbox_queue;
 use docfed_shared::wire::Timestamp;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use sqlx::SqliteConnection;
 use tokio_util::sync::CancellationToken;
@@ -126,15 +126,24 @@ async fn relay_on(
         }
         let mut pending = Vec::with_capacity(rows.len());
         for (id, payload) in &rows {
+            let mut props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into());
+            if let Some(key) = node.federation().and_then(|f| f.key.as_ref()) {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    SIGNATURE_HEADER.into(),
+                    AMQPValue::LongString(key.sign(&signing_input(target, payload)).into()),
+                );
+                props = props.with_headers(headers);
+            }
             let confirm = ch
                 .basic_publish(
                     "".into(),
                     queue.as_str().into(),
                     BasicPublishOptions::default(),
                     payload,
-                    BasicProperties::default()
-                        .with_delivery_mode(2)
-                        .with_content_type("application/json".into()),
+                    props,
                 )
                 .await?;
             pending.push((*id, confirm));

@@ -248,3 +248,16 @@ async fn tombstoned_documents_take_no_new_version() -> TestResult {
     assert_unchanged(&c, &node, 3).await?;
     Ok(())
 }
+
+/// The deliberate defects of the endurance harness exist only in builds with the `plant-bug`
+/// feature: this test's node, built like a release, refuses the switch.
+#[test]
+fn the_planted_bug_switch_is_not_in_normal_builds() -> TestResult {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_docfed-node"))
+        .args(["--plant-bug", "ack-before-commit", "--help"])
+        .output()?;
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--plant-bug"), "{err}");
+    Ok(())
+}

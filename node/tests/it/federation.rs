@@ -339,10 +339,12 @@ async fn a_refused_dead_letter_is_not_acked() -> TestResult {
     Ok(())
 }
 
-/// Messages forged with a real AMQP client into a regional node's inbox: a notification that
-/// names an outside server to pull from (SSRF), one from a node that is not a parent, and one
-/// whose version would overflow the next edit. Each lands in the dead-letter queue with its
-/// reason; the outside server is never contacted and no node records the document.
+/// Messages forged with a real AMQP client into a regional node's inbox: an unsigned one, one
+/// signed with another node's key than its sender's, and, signed with the sender's real key (a
+/// compromised member), a notification that names an outside server to pull from (SSRF), one
+/// from a node that is not a parent, and one whose version would overflow the next edit. Each
+/// lands in the dead-letter queue with its reason; the outside server is never contacted and no
+/// node records the document.
 #[tokio::test]
 async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     use docfed_shared::messages::{Body, Envelope, Notification};
@@ -392,17 +394,30 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
             })),
         )
     };
-    let ssrf = doc(1);
-    let sibling = doc(1);
-    let overflow = doc(i64::MAX);
+    let (unsigned, impersonated, ssrf, sibling, overflow) =
+        (doc(1), doc(1), doc(1), doc(1), doc(i64::MAX));
+    let mid1_url = fed.node("mid-1").url("");
+    // (message, whose key signs it, what the dead letter must say)
     let forged = [
-        (notify(&mid1, ssrf.clone(), victim_url.clone()), "pull from"),
+        (notify(&mid1, unsigned.clone(), mid1_url.clone()), None, "unsigned"),
+        (
+            notify(&mid1, impersonated.clone(), mid1_url.clone()),
+            Some("mid-2"),
+            "does not verify",
+        ),
+        (
+            notify(&mid1, ssrf.clone(), victim_url.clone()),
+            Some("mid-1"),
+            "pull from",
+        ),
         (
             notify(&fed.id("eu"), sibling.clone(), fed.node("eu").url("")),
+            Some("eu"),
             "only a parent",
         ),
         (
-            notify(&mid1, overflow.clone(), fed.node("mid-1").url("")),
+            notify(&mid1, overflow.clone(), mid1_url.clone()),
+            Some("mid-1"),
             "version",
         ),
     ];
@@ -412,18 +427,28 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     )
     .await?;
     let ch = conn.create_channel().await?;
-    for (env, _) in &forged {
+    for (env, signer, _) in &forged {
+        let bytes = env.to_bytes();
+        let mut props = lapin::BasicProperties::default().with_delivery_mode(2);
+        if let Some(signer) = signer {
+            let mut headers = lapin::types::FieldTable::default();
+            headers.insert(
+                docfed_shared::messages::SIGNATURE_HEADER.into(),
+                lapin::types::AMQPValue::LongString(fed.sign(signer, "na", &bytes)?.into()),
+            );
+            props = props.with_headers(headers);
+        }
         ch.basic_publish(
             "".into(),
             format!("docfed.{na}.inbox").as_str().into(),
             BasicPublishOptions::default(),
-            &env.to_bytes(),
-            lapin::BasicProperties::default().with_delivery_mode(2),
+            &bytes,
+            props,
         )
         .await?
         .await?;
     }
-    wait_for_metric(&fed, "na", "docfed_notifications_dead_lettered_total", 3).await?;
+    wait_for_metric(&fed, "na", "docfed_notifications_dead_lettered_total", 5).await?;
     let mut reasons = Vec::new();
     while let Some(m) = ch
         .basic_get(
@@ -443,8 +468,8 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
             });
         reasons.push(why.unwrap_or_default());
     }
-    assert_eq!(reasons.len(), 3, "{reasons:?}");
-    for (_, expected) in &forged {
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    for (_, _, expected) in &forged {
         assert!(
             reasons.iter().any(|r| r.contains(expected)),
             "no dead letter says {expected:?}: {reasons:?}"
@@ -454,7 +479,7 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     let id = publish(&fed, "primary-a", "title=after", b"ok".to_vec()).await?;
     fed.await_meta("na", &id, T, |m| m["available_here"] == true)
         .await?;
-    for d in [&ssrf, &sibling, &overflow] {
+    for d in [&unsigned, &impersonated, &ssrf, &sibling, &overflow] {
         let resp = client()
             .get(fed.node("na").url(&format!("/v1/documents/{}", d.id)))
             .send()

@@ -160,7 +160,8 @@ async fn document_lifecycle_survives_restart() -> TestResult {
         &v2[..]
     );
 
-    // Tombstone: metadata kept, content of the current version gone, history still readable.
+    // Tombstone: metadata kept, content gone for readers (every version), history still
+    // readable by its author (the token).
     let resp = auth(c.delete(node.url(&format!("/v1/documents/{id}"))))
         .send()
         .await?;
@@ -172,6 +173,8 @@ async fn document_lifecycle_survives_restart() -> TestResult {
     );
     assert_eq!(c.get(&content).send().await?.status(), StatusCode::GONE);
     let old = c.get(format!("{content}?version=1")).send().await?;
+    assert_eq!(old.status(), StatusCode::GONE);
+    let old = auth(c.get(format!("{content}?version=1"))).send().await?;
     assert_eq!(old.status(), StatusCode::OK);
     assert_eq!(old.bytes().await?.as_ref(), &v1[..]);
     let resp = auth(c.delete(node.url(&format!("/v1/documents/{id}"))))

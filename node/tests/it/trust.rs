@@ -276,12 +276,21 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
                 targets: vec![],
             })),
         );
+        // The impostor holds mid-1's real key: a compromised member, not an outsider.
+        let bytes = env.to_bytes();
+        let mut headers = lapin::types::FieldTable::default();
+        headers.insert(
+            docfed_shared::messages::SIGNATURE_HEADER.into(),
+            lapin::types::AMQPValue::LongString(fed.sign("mid-1", "na", &bytes)?.into()),
+        );
         ch.basic_publish(
             "".into(),
             format!("docfed.{}.inbox", fed.id("na")).as_str().into(),
             BasicPublishOptions::default(),
-            &env.to_bytes(),
-            lapin::BasicProperties::default().with_delivery_mode(2),
+            &bytes,
+            lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_headers(headers),
         )
         .await?
         .await?;

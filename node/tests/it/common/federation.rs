@@ -100,8 +100,14 @@ impl Federation {
                     .map(|(_, url)| url.clone())
             },
         );
+        // Every node gets a key in its data directory; the topology lists the public keys, so
+        // messages between the nodes are signed.
+        let keyed = topology::keys::provision(&docfed_shared::Topology::parse(&toml)?, |id| {
+            let role = id.strip_prefix(&format!("{prefix}-")).unwrap_or(id);
+            tmp.path().join(role).join(docfed_shared::keys::KEY_FILE)
+        })?;
         let topology = tmp.path().join("topology.toml");
-        std::fs::write(&topology, toml)?;
+        topology::keys::write_topology(&keyed, &topology)?;
         let mut nodes = BTreeMap::new();
         for role in ROLES {
             if impostor.as_ref().is_some_and(|(r, _)| *r == role) {
@@ -131,6 +137,18 @@ impl Federation {
 
     pub fn id(&self, role: &str) -> String {
         topology::demo::node_id(&self.prefix, role)
+    }
+
+    /// `role`'s signature of `payload` sent to `to` (a role), with `role`'s own key: what a
+    /// real (or compromised) member would send.
+    pub fn sign(&self, role: &str, to: &str, payload: &[u8]) -> TestResult<String> {
+        let key = docfed_shared::keys::NodeKey::load(
+            &self._tmp.path().join(role).join(docfed_shared::keys::KEY_FILE),
+        )?;
+        Ok(key.sign(&docfed_shared::messages::signing_input(
+            &self.id(to),
+            payload,
+        )))
     }
 
     pub fn node(&self, role: &str) -> &TestNode {
