@@ -416,7 +416,11 @@ async fn broker(dir: &Path, quick: bool) -> Result<()> {
             loop {
                 let mut all = true;
                 for u in &urls {
-                    let v: serde_json::Value = match http.get(format!("{u}/v1/peers")).bearer_auth(&token).send().await
+                    let v: serde_json::Value = match http
+                        .get(format!("{u}/v1/peers"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await
                     {
                         Ok(r) => r.json().await.unwrap_or_default(),
                         Err(_) => serde_json::Value::Null,

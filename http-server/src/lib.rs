@@ -80,14 +80,16 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
-                let mut req = req.map(axum::body::Body::new);
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            });
-        let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let service =
+            router
+                .clone()
+                .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(axum::body::Body::new);
+                    req.extensions_mut().insert(ConnectInfo(peer));
+                    req
+                });
+        let conn =
+            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -140,15 +142,22 @@ mod tests {
         };
         let (addr, cancel, task) = start(limits).await;
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
         let (_, took) = read_to_close(&mut s).await;
         assert!(took < Duration::from_secs(5), "held for {took:?}");
         // An idle kept-alive connection is closed too, after a complete request.
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         let (answer, took) = read_to_close(&mut s).await;
         assert!(String::from_utf8_lossy(&answer).contains("127.0.0.1"));
-        assert!(took < Duration::from_secs(5), "idle connection held for {took:?}");
+        assert!(
+            took < Duration::from_secs(5),
+            "idle connection held for {took:?}"
+        );
         cancel.cancel();
         task.await.unwrap();
     }
@@ -182,7 +191,11 @@ mod tests {
         let got = reqwest::get(format!("http://{addr}/")).await.unwrap();
         // Served once the header-read timeout freed a slot, not before.
         assert_eq!(got.status(), 200);
-        assert!(started.elapsed() >= Duration::from_millis(1500), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
         drop((hog1, hog2));
         cancel.cancel();
         task.await.unwrap();

@@ -152,11 +152,17 @@ mod tests {
         let path = dir.path().join(KEY_FILE);
         let k = NodeKey::load_or_generate(&path).unwrap();
         assert_eq!(NodeKey::load(&path).unwrap().public(), k.public());
-        assert_eq!(NodeKey::load_or_generate(&path).unwrap().public(), k.public());
+        assert_eq!(
+            NodeKey::load_or_generate(&path).unwrap().public(),
+            k.public()
+        );
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(k.save(&path).is_err(), "overwrote a key");
         std::fs::write(&path, "zz").unwrap();
-        assert!(matches!(NodeKey::load(&path), Err(KeyError::Malformed { .. })));
+        assert!(matches!(
+            NodeKey::load(&path),
+            Err(KeyError::Malformed { .. })
+        ));
     }
 }

@@ -29,7 +29,10 @@ pub const MAX_SIZE: u64 = i64::MAX as u64;
 /// Checks a version's metadata against the bounds above; the error names the field.
 pub fn check_version(d: &crate::wire::DocumentVersion) -> Result<(), String> {
     if !(1..=MAX_VERSION).contains(&d.version) {
-        return Err(format!("version {} is outside 1..={MAX_VERSION}", d.version));
+        return Err(format!(
+            "version {} is outside 1..={MAX_VERSION}",
+            d.version
+        ));
     }
     if d.size > MAX_SIZE {
         return Err(format!("size {} is too large", d.size));

@@ -52,7 +52,9 @@ pub fn provision(topology: &Topology, key_path: impl Fn(&str) -> PathBuf) -> Res
 
 /// Writes `topology` to `path` (atomically: a temp file renamed into place).
 pub fn write_topology(topology: &Topology, path: &Path) -> Result<()> {
-    let text = topology.to_toml().context("cannot serialise the topology")?;
+    let text = topology
+        .to_toml()
+        .context("cannot serialise the topology")?;
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))

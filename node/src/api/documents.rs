@@ -12,7 +12,7 @@ use docfed_shared::Scope;
 use serde::Deserialize;
 
 use super::search::fts_query;
-use super::{refuse, parse_id, ApiQuery, AppState, Authorized};
+use super::{parse_id, refuse, ApiQuery, AppState, Authorized};
 use crate::db::{Cursor, DeletedFilter, ListFilter};
 use crate::edits::MetaInput;
 use crate::error::ApiError;

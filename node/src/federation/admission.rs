@@ -47,7 +47,7 @@ pub fn admit(fed: &Federation, env: &Envelope) -> Result<(), Refusal> {
         .filter(|n| n.id != fed.id())
         .ok_or_else(|| Refusal::UnknownSender(env.from.clone()))?;
     let across = fed.is_primary() && from.tier == Tier::Primary;
-    let from_parent = fed.me.parents.iter().any(|p| *p == from.id);
+    let from_parent = fed.me.parents.contains(&from.id);
     let from_child = from.parents.iter().any(|p| p == fed.id());
     let node_exists = |field: &'static str, id: &str| {
         topo.node(id).map(|_| ()).ok_or(Refusal::UnknownNode {
@@ -184,9 +184,15 @@ mod tests {
     #[test]
     fn notifications_come_from_a_parent_that_names_itself_as_origin() {
         let na = fed("na");
-        assert_eq!(admit(&na, &notify("mid-1", url(&na, "mid-1"), "primary-a")), Ok(()));
+        assert_eq!(
+            admit(&na, &notify("mid-1", url(&na, "mid-1"), "primary-a")),
+            Ok(())
+        );
         // Pull from somewhere else: refused (no pulls from arbitrary URLs).
-        let e = admit(&na, &notify("mid-1", "http://127.0.0.1:9/".into(), "primary-a"));
+        let e = admit(
+            &na,
+            &notify("mid-1", "http://127.0.0.1:9/".into(), "primary-a"),
+        );
         assert!(matches!(e, Err(Refusal::ForeignOrigin { .. })), "{e:?}");
         let e = admit(&na, &notify("mid-1", url(&na, "mid-2"), "primary-a"));
         assert!(matches!(e, Err(Refusal::ForeignOrigin { .. })), "{e:?}");
@@ -199,12 +205,21 @@ mod tests {
         // Strangers and the node itself.
         let mut stranger = notify("mid-1", url(&na, "mid-1"), "primary-a");
         stranger.from = "intruder".into();
-        assert_eq!(admit(&na, &stranger), Err(Refusal::UnknownSender("intruder".into())));
+        assert_eq!(
+            admit(&na, &stranger),
+            Err(Refusal::UnknownSender("intruder".into()))
+        );
         let e = admit(&na, &notify("na", url(&na, "na"), "primary-a"));
         assert!(matches!(e, Err(Refusal::UnknownSender(_))), "{e:?}");
         // Primaries replicate to each other.
         let pb = fed("primary-b");
-        assert_eq!(admit(&pb, &notify("primary-a", url(&pb, "primary-a"), "primary-a")), Ok(()));
+        assert_eq!(
+            admit(
+                &pb,
+                &notify("primary-a", url(&pb, "primary-a"), "primary-a")
+            ),
+            Ok(())
+        );
         let e = admit(&pb, &notify("mid-1", url(&pb, "mid-1"), "primary-a"));
         assert!(matches!(e, Err(Refusal::WrongSender { .. })), "{e:?}");
     }

@@ -186,7 +186,9 @@ pub(crate) enum PullError {
     },
     #[error("{source_url} sent more than the declared {declared} bytes")]
     Oversized { source_url: String, declared: u64 },
-    #[error("waiting for disk space: {needed} bytes needed, {available} available above the reserve")]
+    #[error(
+        "waiting for disk space: {needed} bytes needed, {available} available above the reserve"
+    )]
     NoSpace { needed: u64, available: u64 },
     #[error("local I/O: {0}")]
     Io(#[from] std::io::Error),

@@ -222,7 +222,9 @@ fn check_signature(
     if key.verifies(&signing_input(fed.id(), &delivery.data), &signature) {
         Ok(())
     } else {
-        Err(format!("the signature does not verify against {from:?}'s key"))
+        Err(format!(
+            "the signature does not verify against {from:?}'s key"
+        ))
     }
 }
 

@@ -100,7 +100,11 @@ async fn run(
         node.transfers.end(
             &doc.md5,
             &t.path,
-            if done { Progress::Done } else { Progress::Failed },
+            if done {
+                Progress::Done
+            } else {
+                Progress::Failed
+            },
         );
         // Readers keep their open file; the name goes unless the store took it.
         let _ = std::fs::remove_file(&t.path);

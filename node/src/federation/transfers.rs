@@ -181,7 +181,9 @@ mod tests {
             .unwrap();
         // A scheduled pull into another file may not take over the on-demand one's record...
         assert!(transfers.begin(&md5(), scheduled.clone(), 10, 0).is_none());
-        assert!(transfers.begin_if_absent(&md5(), scheduled.clone(), 10).is_none());
+        assert!(transfers
+            .begin_if_absent(&md5(), scheduled.clone(), 10)
+            .is_none());
         // ...nor end it.
         transfers.end(&md5(), &scheduled, Progress::Failed);
         assert_eq!(*t.progress.borrow(), Progress::Written(0));
@@ -205,7 +207,10 @@ mod tests {
         let next = tokio::time::timeout(std::time::Duration::from_millis(100), reader.next()).await;
         assert!(next.is_err(), "the last byte was sent before verification");
         transfers.end(&md5(), &path, Progress::Failed);
-        assert!(matches!(reader.next().await, Some(Err(FollowError::Failed))));
+        assert!(matches!(
+            reader.next().await,
+            Some(Err(FollowError::Failed))
+        ));
         // A verified one gets it.
         let t = transfers.begin(&md5(), path.clone(), 10, 10).unwrap();
         let mut reader = Box::pin(follow(t, 0, 10).await.unwrap());

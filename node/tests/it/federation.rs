@@ -255,7 +255,14 @@ struct Policy(String);
 impl Policy {
     fn set(name: &str, pattern: &str, definition: &str) -> TestResult<Policy> {
         let status = std::process::Command::new("rabbitmqctl")
-            .args(["set_policy", "--apply-to", "queues", name, pattern, definition])
+            .args([
+                "set_policy",
+                "--apply-to",
+                "queues",
+                name,
+                pattern,
+                definition,
+            ])
             .stdout(std::process::Stdio::null())
             .status()?;
         if !status.success() {
@@ -314,7 +321,9 @@ async fn a_refused_dead_letter_is_not_acked() -> TestResult {
     .await?
     .await?;
     wait_until(T, "na to report the refusal", || {
-        fed.node("na").log().contains("the broker refused to take a message")
+        fed.node("na")
+            .log()
+            .contains("the broker refused to take a message")
     })
     .await?;
     let count = |ch: lapin::Channel, queue: String| async move {
@@ -399,7 +408,11 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     let mid1_url = fed.node("mid-1").url("");
     // (message, whose key signs it, what the dead letter must say)
     let forged = [
-        (notify(&mid1, unsigned.clone(), mid1_url.clone()), None, "unsigned"),
+        (
+            notify(&mid1, unsigned.clone(), mid1_url.clone()),
+            None,
+            "unsigned",
+        ),
         (
             notify(&mid1, impersonated.clone(), mid1_url.clone()),
             Some("mid-2"),
@@ -457,15 +470,12 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
         )
         .await?
     {
-        let why = m
-            .delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| match h.inner().get("x-docfed-error") {
+        let why = m.delivery.properties.headers().as_ref().and_then(|h| {
+            match h.inner().get("x-docfed-error") {
                 Some(lapin::types::AMQPValue::LongString(s)) => Some(s.to_string()),
                 _ => None,
-            });
+            }
+        });
         reasons.push(why.unwrap_or_default());
     }
     assert_eq!(reasons.len(), 5, "{reasons:?}");
@@ -486,7 +496,11 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
             .await?;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     }
-    assert_eq!(contacted.load(Ordering::SeqCst), 0, "the node contacted {victim_url}");
+    assert_eq!(
+        contacted.load(Ordering::SeqCst),
+        0,
+        "the node contacted {victim_url}"
+    );
     victim_task.abort();
     conn.close(200, "done".into()).await?;
     Ok(())
@@ -770,7 +784,13 @@ async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
     for primary in ["primary-a", "primary-b"] {
         let url = fed.node(primary).url("/v1/annotations");
         wait_until_async(T, "the annotation at the primary", || async {
-            let list: Value = auth(client().get(&url)).send().await.ok()?.json().await.ok()?;
+            let list: Value = auth(client().get(&url))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
             (!list["annotations"].as_array()?.is_empty()).then_some(())
         })
         .await?;
@@ -813,11 +833,12 @@ async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
     .send()
     .await?;
     assert_eq!(resp.status(), StatusCode::OK);
-    let list: Value = auth(client().get(fed.node("primary-a").url("/v1/annotations?state=accepted")))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let list: Value =
+        auth(client().get(fed.node("primary-a").url("/v1/annotations?state=accepted")))
+            .send()
+            .await?
+            .json()
+            .await?;
     assert_eq!(list["annotations"][0]["id"], aid.as_str());
     Ok(())
 }

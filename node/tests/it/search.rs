@@ -226,7 +226,10 @@ async fn arbitrary_search_text_never_errors() -> TestResult {
     ];
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     for _ in 0..200 {
-        let text = strategy.new_tree(&mut runner).map_err(|e| e.to_string())?.current();
+        let text = strategy
+            .new_tree(&mut runner)
+            .map_err(|e| e.to_string())?
+            .current();
         let resp = c
             .get(node.url("/v1/documents"))
             .query(&[("q", text.as_str())])

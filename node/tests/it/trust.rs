@@ -43,7 +43,12 @@ async fn an_endless_annotation_body_gets_413_in_constant_memory() -> TestResult 
     let writer = tokio::spawn(async move {
         wr.write_all(head.as_bytes()).await?;
         let chunk = vec![b' '; 1 << 20];
-        let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk, b"\r\n".to_vec()].concat();
+        let framed = [
+            format!("{:x}\r\n", chunk.len()).into_bytes(),
+            chunk,
+            b"\r\n".to_vec(),
+        ]
+        .concat();
         let mut sent = 0u64;
         while sent < GIB {
             // The node stops reading once it has refused: a write error ends the attack.
@@ -80,7 +85,11 @@ async fn an_endless_annotation_body_gets_413_in_constant_memory() -> TestResult 
         .await?
         .json()
         .await?;
-    assert_eq!(list["annotations"].as_array().map(Vec::len), Some(0), "{list}");
+    assert_eq!(
+        list["annotations"].as_array().map(Vec::len),
+        Some(0),
+        "{list}"
+    );
     Ok(())
 }
 
@@ -123,7 +132,11 @@ async fn operator_and_author_data_need_the_token() -> TestResult {
     let anonymous: Value = c.get(node.url("/v1/peers")).send().await?.json().await?;
     assert!(anonymous["peers"].is_array(), "{anonymous}");
     assert!(anonymous.get("outbox_depth").is_none(), "{anonymous}");
-    let operator: Value = auth(c.get(node.url("/v1/peers"))).send().await?.json().await?;
+    let operator: Value = auth(c.get(node.url("/v1/peers")))
+        .send()
+        .await?
+        .json()
+        .await?;
     assert_eq!(operator["outbox_depth"], 0, "{operator}");
     Ok(())
 }
@@ -171,8 +184,7 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
         }
     });
 
-    let mut fed =
-        Federation::start_with_impostor(&["--pull-stall-timeout", "2s"], "mid-1").await?;
+    let mut fed = Federation::start_with_impostor(&["--pull-stall-timeout", "2s"], "mid-1").await?;
     let listener = fed.impostor.take().ok_or("no impostor socket")?;
     let mid1_url = format!("http://{}", listener.local_addr()?);
     let declared: u64 = 1024 * 1024;
@@ -188,7 +200,12 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
     let requests: Requests = Arc::default();
     let behaviour: HashMap<String, Misbehaviour> =
         plan.iter().map(|(b, m, _)| (m.clone(), *b)).collect();
-    let state = (requests.clone(), Arc::new(behaviour), victim_url.clone(), fed.id("mid-1"));
+    let state = (
+        requests.clone(),
+        Arc::new(behaviour),
+        victim_url.clone(),
+        fed.id("mid-1"),
+    );
     type St = (Requests, Arc<HashMap<String, Misbehaviour>>, String, String);
     let app = axum::Router::new()
         .route(
@@ -201,46 +218,46 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
         )
         .route(
             "/v1/objects/{md5}",
-            axum::routing::get(
-                |State(s): State<St>, Path(m): Path<String>| async move {
-                    *s.0.lock().unwrap().entry(m.clone()).or_default() += 1;
-                    match s.1.get(&m) {
-                        Some(Misbehaviour::Endless) => axum::body::Body::from_stream(
-                            futures::stream::repeat_with(|| {
-                                Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 65536]))
-                            }),
-                        )
-                        .into_response(),
-                        Some(Misbehaviour::Trickle) => axum::body::Body::from_stream(
-                            futures::stream::unfold((), |()| async {
-                                tokio::time::sleep(Duration::from_millis(500)).await;
-                                Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
-                            }),
-                        )
-                        .into_response(),
-                        Some(Misbehaviour::Corrupt) => axum::body::Body::from_stream(
-                            futures::stream::iter([0u64, 1]).then(|i| async move {
-                                if i == 0 {
-                                    Ok::<_, std::io::Error>(bytes::Bytes::from(vec![
-                                        7u8;
-                                        CORRUPT_SIZE as usize - 1
-                                    ]))
-                                } else {
-                                    tokio::time::sleep(Duration::from_secs(1)).await;
-                                    Ok(bytes::Bytes::from_static(b"7"))
-                                }
-                            }),
-                        )
-                        .into_response(),
-                        Some(Misbehaviour::Redirect) => (
-                            StatusCode::FOUND,
-                            [("location", format!("{}/v1/objects/{m}", s.2))],
-                        )
-                            .into_response(),
-                        _ => StatusCode::NOT_FOUND.into_response(),
+            axum::routing::get(|State(s): State<St>, Path(m): Path<String>| async move {
+                *s.0.lock().unwrap().entry(m.clone()).or_default() += 1;
+                match s.1.get(&m) {
+                    Some(Misbehaviour::Endless) => {
+                        axum::body::Body::from_stream(futures::stream::repeat_with(|| {
+                            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![0u8; 65536]))
+                        }))
+                        .into_response()
                     }
-                },
-            ),
+                    Some(Misbehaviour::Trickle) => {
+                        axum::body::Body::from_stream(futures::stream::unfold((), |()| async {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"x")), ()))
+                        }))
+                        .into_response()
+                    }
+                    Some(Misbehaviour::Corrupt) => axum::body::Body::from_stream(
+                        futures::stream::iter([0u64, 1]).then(|i| async move {
+                            if i == 0 {
+                                Ok::<_, std::io::Error>(bytes::Bytes::from(vec![
+                                    7u8;
+                                    CORRUPT_SIZE
+                                        as usize
+                                        - 1
+                                ]))
+                            } else {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                Ok(bytes::Bytes::from_static(b"7"))
+                            }
+                        }),
+                    )
+                    .into_response(),
+                    Some(Misbehaviour::Redirect) => (
+                        StatusCode::FOUND,
+                        [("location", format!("{}/v1/objects/{m}", s.2))],
+                    )
+                        .into_response(),
+                    _ => StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
         )
         .with_state(state);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -345,16 +362,29 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
     metric_at_least("docfed_pulls_stalled_total", 1).await?;
     metric_at_least("docfed_pulls_waiting_for_space_total", 2).await?;
     let requested = |m: &str| requests.lock().unwrap().get(m).copied().unwrap_or(0);
-    wait_until(Duration::from_secs(60), "the redirect to be tried twice", || {
-        requested(&md5('b')) >= 2
-    })
+    wait_until(
+        Duration::from_secs(60),
+        "the redirect to be tried twice",
+        || requested(&md5('b')) >= 2,
+    )
     .await?;
     // Cut at the declared size: the partial file of the endless source never grows past it.
     let partial = fed.node("na").dir.join("partial").join(md5('e'));
     let held = std::fs::metadata(&partial).map_or(0, |m| m.len());
-    assert!(held <= declared, "{held} bytes kept of a {declared}-byte document");
-    assert_eq!(requested(&md5('c')), 0, "a pull that cannot fit was started");
-    assert_eq!(victim_hits.load(Ordering::SeqCst), 0, "a redirect was followed");
+    assert!(
+        held <= declared,
+        "{held} bytes kept of a {declared}-byte document"
+    );
+    assert_eq!(
+        requested(&md5('c')),
+        0,
+        "a pull that cannot fit was started"
+    );
+    assert_eq!(
+        victim_hits.load(Ordering::SeqCst),
+        0,
+        "a redirect was followed"
+    );
     server.abort();
     victim_task.abort();
     conn.close(200, "done".into()).await?;

@@ -82,7 +82,10 @@ impl Federation {
         let ports = topology::demo::free_ports()?;
         let impostor = match impostor {
             Some(role) => {
-                let i = ROLES.iter().position(|r| *r == role).ok_or("no such role")?;
+                let i = ROLES
+                    .iter()
+                    .position(|r| *r == role)
+                    .ok_or("no such role")?;
                 Some((
                     role,
                     tokio::net::TcpListener::bind(("127.0.0.1", ports[i])).await?,
@@ -90,16 +93,11 @@ impl Federation {
             }
             None => None,
         };
-        let toml = topology::demo::toml(
-            &prefix,
-            &ports,
-            Some(broker),
-            |role| {
-                own.iter()
-                    .find(|(r, _)| *r == role)
-                    .map(|(_, url)| url.clone())
-            },
-        );
+        let toml = topology::demo::toml(&prefix, &ports, Some(broker), |role| {
+            own.iter()
+                .find(|(r, _)| *r == role)
+                .map(|(_, url)| url.clone())
+        });
         // Every node gets a key in its data directory; the topology lists the public keys, so
         // messages between the nodes are signed.
         let keyed = topology::keys::provision(&docfed_shared::Topology::parse(&toml)?, |id| {
@@ -143,7 +141,11 @@ impl Federation {
     /// real (or compromised) member would send.
     pub fn sign(&self, role: &str, to: &str, payload: &[u8]) -> TestResult<String> {
         let key = docfed_shared::keys::NodeKey::load(
-            &self._tmp.path().join(role).join(docfed_shared::keys::KEY_FILE),
+            &self
+                ._tmp
+                .path()
+                .join(role)
+                .join(docfed_shared::keys::KEY_FILE),
         )?;
         Ok(key.sign(&docfed_shared::messages::signing_input(
             &self.id(to),
