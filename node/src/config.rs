@@ -108,6 +108,10 @@ pub struct Args {
     /// Connections served at once; more wait in the accept backlog.
     #[arg(long, env = "DOCFED_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Cross-region transfers (content out of this node's scope that a reader asked for) at
+    /// once; a request beyond gets 503 and retries.
+    #[arg(long, env = "DOCFED_MAX_ONDEMAND_PULLS")]
+    pub max_ondemand_pulls: Option<usize>,
     /// A client must send a request's header within this long, and may keep a connection idle
     /// between requests no longer, e.g. `30s`.
     #[arg(long, env = "DOCFED_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -145,6 +149,8 @@ pub struct FileConfig {
     pub shutdown_timeout: Option<Duration>,
     /// Connections served at once; more wait in the accept backlog (default 1024).
     pub max_connections: Option<usize>,
+    /// Cross-region transfers for readers at once (default 8); a request beyond gets 503.
+    pub max_ondemand_pulls: Option<usize>,
     /// A client must send a request's header within this long, and may keep a connection idle
     /// between requests no longer, e.g. "30s".
     #[serde(default, with = "humantime_serde_opt")]
@@ -169,6 +175,8 @@ pub struct NodeConfig {
     pub shutdown_timeout: Duration,
     /// Connection cap and header-read timeout of the HTTP server.
     pub http_limits: docfed_http::Limits,
+    /// Cross-region transfers for readers at once.
+    pub max_ondemand_pulls: usize,
     /// Advertise and browse peers over mDNS.
     pub mdns: bool,
     /// Bytes per second per pull, if limited.
@@ -219,6 +227,7 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:7100";
 pub const DEFAULT_MAX_UPLOAD: u64 = 64 * 1024 * 1024 * 1024;
 pub const DEFAULT_RESERVED_SPACE: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_PULL_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MAX_ONDEMAND_PULLS: usize = 8;
 
 impl NodeConfig {
     /// Merges flags/env over the file over defaults. Generates and persists a token when none
@@ -364,6 +373,11 @@ impl NodeConfig {
                 .shutdown_timeout
                 .or(file.shutdown_timeout)
                 .unwrap_or(Duration::from_secs(10)),
+            max_ondemand_pulls: args
+                .max_ondemand_pulls
+                .or(file.max_ondemand_pulls)
+                .unwrap_or(DEFAULT_MAX_ONDEMAND_PULLS)
+                .max(1),
             http_limits: docfed_http::Limits {
                 max_connections: args
                     .max_connections
@@ -395,6 +409,7 @@ impl NodeConfig {
             pull_stall_timeout: DEFAULT_PULL_STALL_TIMEOUT,
             shutdown_timeout: Duration::from_secs(10),
             http_limits: docfed_http::Limits::default(),
+            max_ondemand_pulls: DEFAULT_MAX_ONDEMAND_PULLS,
             mdns: false,
             pull_rate_limit: None,
             federation: None,

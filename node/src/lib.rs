@@ -49,6 +49,8 @@ pub struct Node {
     pub outbox_wake: tokio::sync::watch::Sender<u64>,
     pub inbox_connected: std::sync::atomic::AtomicBool,
     pub peers: federation::presence::PeerTable,
+    /// Slots for cross-region transfers started by readers (`max_ondemand_pulls`).
+    pub ondemand_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Node {
@@ -117,6 +119,7 @@ pub async fn run(
         outbox_wake: tokio::sync::watch::Sender::new(0),
         inbox_connected: std::sync::atomic::AtomicBool::new(false),
         peers: Default::default(),
+        ondemand_slots: Arc::new(tokio::sync::Semaphore::new(config.max_ondemand_pulls)),
     });
     let tasks = tokio_util::task::TaskTracker::new();
     let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();

@@ -19,6 +19,7 @@ pub struct Metrics {
     pub pulls_waiting_for_space: AtomicU64,
     pub pulls_stalled: AtomicU64,
     pub pulls_oversized: AtomicU64,
+    pub ondemand_abandoned: AtomicU64,
 }
 
 impl Metrics {
@@ -33,7 +34,12 @@ impl Metrics {
     /// Renders the counters plus the gauges the caller measured (outbox and fetch depth).
     pub fn render(&self, node: &str, outbox_depth: i64, pending_fetches: i64) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 13] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
+            (
+                "docfed_ondemand_abandoned_total",
+                "Cross-region transfers stopped because no reader followed them any more.",
+                &self.ondemand_abandoned,
+            ),
             (
                 "docfed_pulls_waiting_for_space_total",
                 "Pulls postponed because the disk reserve would be crossed.",

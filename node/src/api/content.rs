@@ -168,10 +168,15 @@ async fn serve(
             ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let transfer = node
-                .transfers
-                .get(&obj.md5)
-                .or_else(|| doc.and_then(|d| crate::federation::ondemand::start(node, d)));
+            use crate::federation::ondemand::{self, Start};
+            let transfer = match node.transfers.get(&obj.md5) {
+                Some(t) => Some(t),
+                None => match doc.map(|d| ondemand::start(node, d)) {
+                    Some(Start::Follow(t)) => Some(t),
+                    Some(Start::Busy) => return Err(ApiError::NotYet),
+                    Some(Start::NoSource) | None => None,
+                },
+            };
             let following = match transfer {
                 Some(t) => follow(t, start, start + len).await.ok(),
                 None => None,

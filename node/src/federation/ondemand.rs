@@ -13,6 +13,7 @@ use docfed_shared::Md5Stream;
 use super::fetch::{reserve_space, write_stream, PullError};
 use super::transfers::{Progress, Transfer};
 use crate::db::documents::{object_known, record_object};
+use crate::metrics::Metrics;
 use crate::Node;
 
 /// Sources for content of `doc`, other regional holders first, then the primaries.
@@ -28,18 +29,41 @@ pub fn sources(node: &Node, doc: &DocumentVersion) -> Vec<String> {
         .collect()
 }
 
-/// Returns the transfer to follow for `doc`'s content, starting one if none is in progress.
-/// `None` when this node is not in a federation or nobody could serve it.
-pub fn start(node: &Arc<Node>, doc: &DocumentVersion) -> Option<Arc<Transfer>> {
+/// A transfer nobody follows any more is abandoned after this long (unless a device flagged
+/// the document): an anonymous `GET` that went away must not keep a pull going.
+const ABANDON_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What a request for content this node does not hold can follow.
+pub enum Start {
+    Follow(Arc<Transfer>),
+    /// Every on-demand slot is taken: try again shortly (503).
+    Busy,
+    /// Not in a federation, or nobody could serve it.
+    NoSource,
+}
+
+/// Returns the transfer to follow for `doc`'s content, starting one if none is in progress and
+/// an on-demand slot is free.
+pub fn start(node: &Arc<Node>, doc: &DocumentVersion) -> Start {
+    if let Some(t) = node.transfers.get(&doc.md5) {
+        return Start::Follow(t);
+    }
     let sources = sources(node, doc);
     if sources.is_empty() {
-        return None;
+        return Start::NoSource;
     }
+    let Ok(slot) = node.ondemand_slots.clone().try_acquire_owned() else {
+        return Start::Busy;
+    };
     let Some(t) = begin(node, doc) else {
-        return node.transfers.get(&doc.md5);
+        return node
+            .transfers
+            .get(&doc.md5)
+            .map_or(Start::NoSource, Start::Follow);
     };
     let (node, doc, first) = (node.clone(), doc.clone(), t.clone());
     tokio::spawn(async move {
+        let _slot = slot;
         match run(&node, &doc, first, &sources).await {
             Ok(kept) => {
                 tracing::info!(doc_id = %doc.id, md5 = %doc.md5, kept, "cross-region fetch complete")
@@ -49,7 +73,7 @@ pub fn start(node: &Arc<Node>, doc: &DocumentVersion) -> Option<Arc<Transfer>> {
             }
         }
     });
-    Some(t)
+    Start::Follow(t)
 }
 
 /// Registers a transfer of `doc`'s content into a file of its own (a name never used before,
@@ -92,9 +116,17 @@ async fn run(
             // Someone else's transfer of the same content runs now; its readers follow it.
             break;
         };
-        let outcome = match pull(node, doc, &t, src).await {
-            Ok(()) => keep_if_flagged(node, doc, &t).await,
-            Err(e) => Err(e),
+        let outcome = tokio::select! {
+            r = pull(node, doc, &t, src) => match r {
+                Ok(()) => keep_if_flagged(node, doc, &t).await,
+                Err(e) => Err(e),
+            },
+            () = unfollowed(node, doc, &t) => {
+                Metrics::inc(&node.metrics.ondemand_abandoned);
+                node.transfers.end(&doc.md5, &t.path, Progress::Failed);
+                let _ = std::fs::remove_file(&t.path);
+                return Err(format!("abandoned: nobody followed it for {ABANDON_AFTER:?}"));
+            }
         };
         let done = outcome.is_ok();
         node.transfers.end(
@@ -114,6 +146,23 @@ async fn run(
         }
     }
     Err(errors.join("; "))
+}
+
+/// Resolves once nobody has followed `t` for [`ABANDON_AFTER`] and no device of this node
+/// flagged the document; never while either holds.
+async fn unfollowed(node: &Node, doc: &DocumentVersion, t: &Transfer) {
+    let mut idle_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        if t.readers() > 0 || node.db.flagged(&doc.id).await.unwrap_or(true) {
+            idle_since = None;
+            continue;
+        }
+        let since = *idle_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() >= ABANDON_AFTER {
+            return;
+        }
+    }
 }
 
 async fn pull(

@@ -41,6 +41,11 @@ impl Transfer {
     pub fn set(&self, p: Progress) {
         self.progress.send_replace(p);
     }
+
+    /// Readers following this transfer right now.
+    pub fn readers(&self) -> usize {
+        self.progress.receiver_count()
+    }
 }
 
 #[derive(Debug, Default)]

@@ -886,6 +886,50 @@ async fn a_broker_killed_mid_flow_loses_nothing() -> TestResult {
 }
 
 /// Concurrent requests at na for content held only by eu and asia share one upstream transfer.
+/// Cross-region transfers started by anonymous readers are bounded: beyond the cap a request
+/// gets 503 instead of starting another pull, and a transfer whose reader went away is
+/// abandoned (no device flagged the document), which frees its slot.
+#[tokio::test]
+async fn cross_region_transfers_are_capped_and_abandoned_without_readers() -> TestResult {
+    use futures::StreamExt;
+    let fed = Federation::start(&["--pull-rate-limit", "1MB", "--max-ondemand-pulls", "1"]).await?;
+    let size = 12_000_000;
+    let mut ids = Vec::new();
+    for seed in [91, 92] {
+        let q = format!("title=Regional%20eu%20{seed}&scope=region:eu");
+        ids.push(publish(&fed, "primary-a", &q, pattern(seed, size)).await?);
+    }
+    for id in &ids {
+        fed.await_meta("eu", id, T, |m| m["available_here"] == true)
+            .await?;
+        fed.await_meta("na", id, T, |m| m["available_here"] == false)
+            .await?;
+    }
+    let url = |id: &str| fed.node("na").url(&format!("/v1/documents/{id}/content"));
+    // A reader starts a transfer of the first document, reads a little and goes away.
+    let resp = client().get(url(&ids[0])).send().await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.bytes_stream();
+    body.next().await.ok_or("no bytes")??;
+    // The one slot is taken: the second document cannot start a transfer now.
+    let resp = client().get(url(&ids[1])).send().await?;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    drop(body);
+    wait_for_metric(&fed, "na", "docfed_ondemand_abandoned_total", 1).await?;
+    // The slot is free again.
+    wait_until_async(T, "the second document to be served", || async {
+        let resp = client().get(url(&ids[1])).send().await.ok()?;
+        (resp.status() == StatusCode::OK).then_some(())
+    })
+    .await?;
+    let pulled = fed.metric("na", "docfed_bytes_pulled_total").await?;
+    assert!(
+        pulled < 2 * size as u64,
+        "{pulled} bytes pulled: the abandoned transfer ran to its end"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn cross_region_requests_collapse_into_one_transfer() -> TestResult {
     // Paced links keep the transfer open long enough for every request to join it.
