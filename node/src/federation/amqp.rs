@@ -19,6 +19,32 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(jitter)
 }
 
+/// A connection that stayed up this long was healthy: the next failure starts the backoff over.
+const HEALTHY_SESSION: Duration = Duration::from_secs(30);
+
+/// Delays between reconnections of one long-lived connection (inbox consumer, outbox relay):
+/// growing while connections keep failing, back to the shortest once one stayed up.
+#[derive(Debug)]
+pub struct Reconnect {
+    failures: u32,
+    cap: u32,
+}
+
+impl Reconnect {
+    pub fn new(cap: u32) -> Self {
+        Reconnect { failures: 0, cap }
+    }
+
+    /// How long to wait after a connection that lasted `session` failed.
+    pub fn after(&mut self, session: Duration) -> Duration {
+        if session >= HEALTHY_SESSION {
+            self.failures = 0;
+        }
+        self.failures = self.failures.saturating_add(1);
+        backoff(self.failures.min(self.cap))
+    }
+}
+
 /// The URL with its password hidden, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -67,6 +93,17 @@ pub async fn connect(url: &str, cancel: &CancellationToken, who: &str) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_healthy_session_resets_the_backoff() {
+        let mut r = Reconnect::new(6);
+        for _ in 0..10 {
+            r.after(Duration::from_millis(10));
+        }
+        assert!(r.after(Duration::ZERO) >= Duration::from_millis(1500));
+        // A connection that stayed up for minutes: the next wait is the shortest again.
+        assert!(r.after(Duration::from_secs(300)) <= Duration::from_millis(200));
+    }
 
     #[test]
     fn backoff_is_capped_and_jittered() {

@@ -34,12 +34,13 @@ const PREFETCH: u16 = 64;
 pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
     let fed = node.federation().expect("federation").clone();
     let url = fed.amqp_url_of(fed.id());
-    let mut failures = 0u32;
+    let mut reconnect = amqp::Reconnect::new(6);
     let mut connected_before = false;
     loop {
         let Some(conn) = amqp::connect(&url, &cancel, &format!("{}-inbox", fed.id())).await else {
             return;
         };
+        let session = std::time::Instant::now();
         if connected_before {
             Metrics::inc(&node.metrics.broker_reconnects);
         }
@@ -50,12 +51,11 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
                 return;
             }
             Err(e) => {
-                failures += 1;
                 tracing::warn!(error = %e, "inbox connection lost; reconnecting");
                 // Unacked deliveries go back to the queue only when the connection closes.
                 let _ = conn.close(200, "inbox restarting".into()).await;
                 tokio::select! {
-                    () = tokio::time::sleep(amqp::backoff(failures.min(6))) => {}
+                    () = tokio::time::sleep(reconnect.after(session.elapsed())) => {}
                     () = cancel.cancelled() => return,
                 }
             }

@@ -61,13 +61,14 @@ pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToke
         .clone();
     let url = fed.amqp_url_of(&target);
     let mut wake = node.outbox_wake.subscribe();
-    let mut failures = 0u32;
+    let mut reconnect = amqp::Reconnect::new(8);
     let mut connected_before = false;
     loop {
         let who = format!("{}->{}", fed.id(), target);
         let Some(conn) = amqp::connect(&url, &cancel, &who).await else {
             return;
         };
+        let session = std::time::Instant::now();
         if connected_before {
             Metrics::inc(&node.metrics.broker_reconnects);
         }
@@ -77,10 +78,9 @@ pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToke
         match result {
             Ok(()) => return,
             Err(e) => {
-                failures += 1;
                 tracing::warn!(target = %target, error = %e, "outbox relay failed; reconnecting");
                 tokio::select! {
-                    () = tokio::time::sleep(amqp::backoff(failures.min(8))) => {}
+                    () = tokio::time::sleep(reconnect.after(session.elapsed())) => {}
                     () = cancel.cancelled() => return,
                 }
             }
