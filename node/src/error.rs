@@ -27,8 +27,10 @@ pub enum ApiError {
     WrongTier(String),
     #[error("content not here yet; retry shortly")]
     NotYet,
-    #[error("document {id} is deleted; its content is available by version (?version=N)")]
+    #[error("document {id} is deleted; its content is served to its author only (with the token)")]
     Gone { id: String },
+    #[error("content {md5} belongs only to deleted documents")]
+    Withdrawn { md5: String },
     #[error("upload larger than the limit of {limit} bytes")]
     TooLarge { limit: u64 },
     #[error("range not satisfiable for a {size}-byte document")]
@@ -65,7 +67,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::WrongTier(_) => StatusCode::FORBIDDEN,
             ApiError::NotYet => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Gone { .. } => StatusCode::GONE,
+            ApiError::Gone { .. } | ApiError::Withdrawn { .. } => StatusCode::GONE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             ApiError::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
@@ -83,7 +85,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::WrongTier(_) => "wrong_tier",
             ApiError::NotYet => "not_yet",
-            ApiError::Gone { .. } => "deleted",
+            ApiError::Gone { .. } | ApiError::Withdrawn { .. } => "deleted",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             ApiError::InsufficientStorage => "insufficient_storage",

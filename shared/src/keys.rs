@@ -127,6 +127,20 @@ impl PublicKey {
     }
 }
 
+/// Headers of a pull request signed by the pulling node: who it is, when, and its signature of
+/// [`pull_signing_input`]. A node serves content that belongs only to deleted documents to its
+/// peers (history, pulls in flight) but to no anonymous reader.
+pub const PULL_NODE_HEADER: &str = "x-docfed-node";
+pub const PULL_TIME_HEADER: &str = "x-docfed-time";
+pub const PULL_SIGNATURE_HEADER: &str = "x-docfed-signature";
+/// How far a signed pull request's time may be from the server's clock.
+pub const PULL_FRESHNESS_SECS: u64 = 300;
+
+/// What a node signs to pull `md5` at `unix_secs`.
+pub fn pull_signing_input(node: &str, md5: &str, unix_secs: u64) -> Vec<u8> {
+    format!("docfed-pull\n{node}\n{md5}\n{unix_secs}").into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

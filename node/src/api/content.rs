@@ -92,6 +92,14 @@ pub async fn object(
     let md5: Md5Hex = md5
         .parse()
         .map_err(|e: docfed_shared::ParseIdError| ApiError::invalid("md5", e.to_string()))?;
+    if node.db.withdrawn(&md5).await?
+        && !super::carries_token(&headers, &node)
+        && !signed_by_a_peer(&node, &headers, &md5)
+    {
+        return Err(ApiError::Withdrawn {
+            md5: md5.to_string(),
+        });
+    }
     let size = match node.db.object_size(&md5).await? {
         Some(size) => size,
         None => match node.transfers.get(&md5) {
@@ -113,6 +121,30 @@ pub async fn object(
         None,
     )
     .await
+}
+
+/// Whether the request carries a fresh signature of a node of this federation (a pull).
+fn signed_by_a_peer(node: &AppState, headers: &HeaderMap, md5: &Md5Hex) -> bool {
+    use docfed_shared::keys::{
+        pull_signing_input, PULL_FRESHNESS_SECS, PULL_NODE_HEADER, PULL_SIGNATURE_HEADER,
+        PULL_TIME_HEADER,
+    };
+    let Some(fed) = node.federation() else {
+        return false;
+    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let (Some(from), Some(time), Some(signature)) = (
+        header(PULL_NODE_HEADER),
+        header(PULL_TIME_HEADER).and_then(|t| t.parse::<u64>().ok()),
+        header(PULL_SIGNATURE_HEADER),
+    ) else {
+        return false;
+    };
+    let now = docfed_shared::wire::Timestamp::now().millis() as u64 / 1000;
+    now.abs_diff(time) <= PULL_FRESHNESS_SECS
+        && fed.topology.public_key(from).is_some_and(|key| {
+            key.verifies(&pull_signing_input(from, md5.as_str(), time), signature)
+        })
 }
 
 pub struct ObjectRef {

@@ -136,6 +136,18 @@ impl Db {
         Ok(size.map(|s| s as u64))
     }
 
+    /// Whether this content belongs to versions of documents that are all deleted now.
+    pub async fn withdrawn(&self, md5: &docfed_shared::Md5Hex) -> Result<bool, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM versions WHERE md5 = ?1) \
+               AND NOT EXISTS (SELECT 1 FROM versions v JOIN documents d ON d.doc_id = v.doc_id \
+                               WHERE v.md5 = ?1 AND d.deleted = 0)",
+        )
+        .bind(md5.as_str())
+        .fetch_one(&self.read)
+        .await
+    }
+
     /// Whether a pull of this content is queued (it will be served soon).
     pub async fn fetch_pending(&self, md5: &docfed_shared::Md5Hex) -> Result<bool, sqlx::Error> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pending_fetches WHERE md5 = ?")

@@ -375,8 +375,9 @@ async fn pull(
             (file, hash)
         } else {
             let space = reserve_space(node, size - already)?;
-            let dial = node.federation().map_or(src, |f| f.dial(src));
-            let mut req = node.http.get(format!("{dial}/v1/objects/{md5}"));
+            let fed = node.federation().expect("pulls run in a federation");
+            let dial = fed.dial(src);
+            let mut req = fed.pull_request(&node.http, format!("{dial}/v1/objects/{md5}"), md5);
             if already > 0 {
                 req = req
                     .header("Range", format!("bytes={already}-"))

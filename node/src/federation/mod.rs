@@ -77,6 +77,30 @@ impl Federation {
         self.http_routes.get(url).map_or(url, String::as_str)
     }
 
+    /// A request for content at `url`, signed by this node when it has a key, so the source
+    /// serves it even content that belongs only to deleted documents.
+    pub fn pull_request(
+        &self,
+        http: &reqwest::Client,
+        url: String,
+        md5: &docfed_shared::Md5Hex,
+    ) -> reqwest::RequestBuilder {
+        use docfed_shared::keys::{
+            pull_signing_input, PULL_NODE_HEADER, PULL_SIGNATURE_HEADER, PULL_TIME_HEADER,
+        };
+        let req = http.get(url);
+        let Some(key) = &self.key else {
+            return req;
+        };
+        let now = docfed_shared::wire::Timestamp::now().millis() as u64 / 1000;
+        req.header(PULL_NODE_HEADER, self.id())
+            .header(PULL_TIME_HEADER, now)
+            .header(
+                PULL_SIGNATURE_HEADER,
+                key.sign(&pull_signing_input(self.id(), md5.as_str(), now)),
+            )
+    }
+
     pub fn is_primary(&self) -> bool {
         self.me.tier == Tier::Primary
     }

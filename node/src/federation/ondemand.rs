@@ -177,10 +177,15 @@ async fn pull(
     };
     let file = std::fs::OpenOptions::new().write(true).open(&t.path)?;
     let space = reserve_space(node, doc.size)?;
-    let dial = node.federation().map_or(src, |f| f.dial(src));
-    let resp = node
-        .http
-        .get(format!("{dial}/v1/objects/{}", doc.md5))
+    let fed = node
+        .federation()
+        .expect("on-demand pulls run in a federation");
+    let resp = fed
+        .pull_request(
+            &node.http,
+            format!("{}/v1/objects/{}", fed.dial(src), doc.md5),
+            &doc.md5,
+        )
         .send()
         .await
         .map_err(|e| err(e.to_string()))?;

@@ -414,3 +414,65 @@ async fn slow_clients_are_cut_off() -> TestResult {
     assert_eq!(resp.status(), StatusCode::OK);
     Ok(())
 }
+
+/// Content that belongs only to deleted documents is served to nobody anonymous (410), but to
+/// the author (the token) and to the federation's nodes: a pull signed with a node's key, fresh
+/// and its own, still gets it (history, pulls in flight); a stale or foreign signature does not.
+#[tokio::test]
+async fn deleted_content_is_served_only_to_authors_and_nodes() -> TestResult {
+    use docfed_shared::keys::{
+        pull_signing_input, PULL_NODE_HEADER, PULL_SIGNATURE_HEADER, PULL_TIME_HEADER,
+    };
+
+    use crate::common::federation::Federation;
+
+    let fed = Federation::start(&[]).await?;
+    let resp = auth(client().post(fed.node("primary-a").url("/v1/documents?title=gone")))
+        .body("soon deleted")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let p: Value = resp.json().await?;
+    let (id, md5) = (p["id"].as_str().unwrap(), p["md5"].as_str().unwrap());
+    fed.await_meta("na", id, Duration::from_secs(60), |m| {
+        m["available_here"] == true
+    })
+    .await?;
+    let object = fed.node("na").url(&format!("/v1/objects/{md5}"));
+    assert_eq!(client().get(&object).send().await?.status(), StatusCode::OK);
+
+    let resp = auth(client().delete(fed.node("primary-a").url(&format!("/v1/documents/{id}"))))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    fed.await_meta("na", id, Duration::from_secs(60), |m| m["deleted"] == true)
+        .await?;
+
+    let resp = client().get(&object).send().await?;
+    assert_eq!(resp.status(), StatusCode::GONE);
+    assert_eq!(resp.json::<Value>().await?["code"], "deleted");
+    let resp = auth(client().get(&object)).send().await?;
+    assert_eq!(resp.bytes().await?.as_ref(), b"soon deleted");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let signed = |role: &str, signer: &str, at: u64| -> TestResult<reqwest::RequestBuilder> {
+        let sig = fed
+            .key(signer)?
+            .sign(&pull_signing_input(&fed.id(role), md5, at));
+        Ok(client()
+            .get(&object)
+            .header(PULL_NODE_HEADER, fed.id(role))
+            .header(PULL_TIME_HEADER, at)
+            .header(PULL_SIGNATURE_HEADER, sig))
+    };
+    let resp = signed("mid-1", "mid-1", now)?.send().await?;
+    assert_eq!(resp.status(), StatusCode::OK, "a peer's signed pull");
+    assert_eq!(resp.bytes().await?.as_ref(), b"soon deleted");
+    let resp = signed("mid-1", "mid-1", now - 3600)?.send().await?;
+    assert_eq!(resp.status(), StatusCode::GONE, "a stale signature");
+    let resp = signed("mid-1", "mid-2", now)?.send().await?;
+    assert_eq!(resp.status(), StatusCode::GONE, "another node's key");
+    Ok(())
+}

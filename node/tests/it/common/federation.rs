@@ -140,17 +140,20 @@ impl Federation {
     /// `role`'s signature of `payload` sent to `to` (a role), with `role`'s own key: what a
     /// real (or compromised) member would send.
     pub fn sign(&self, role: &str, to: &str, payload: &[u8]) -> TestResult<String> {
-        let key = docfed_shared::keys::NodeKey::load(
-            &self
-                ._tmp
-                .path()
-                .join(role)
-                .join(docfed_shared::keys::KEY_FILE),
-        )?;
-        Ok(key.sign(&docfed_shared::messages::signing_input(
-            &self.id(to),
-            payload,
-        )))
+        Ok(self
+            .key(role)?
+            .sign(&docfed_shared::messages::signing_input(
+                &self.id(to),
+                payload,
+            )))
+    }
+
+    /// `role`'s private key.
+    pub fn key(&self, role: &str) -> TestResult<docfed_shared::keys::NodeKey> {
+        let path = self._tmp.path().join(role);
+        Ok(docfed_shared::keys::NodeKey::load(
+            &path.join(docfed_shared::keys::KEY_FILE),
+        )?)
     }
 
     pub fn node(&self, role: &str) -> &TestNode {
