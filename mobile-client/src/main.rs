@@ -55,7 +55,7 @@ Exit codes:
   0  success
   1  local error (file system, bad output path)
   2  usage error
-  3  not found (unknown document id, nothing flagged)
+  3  not found (unknown document id or version, nothing flagged)
   4  network: server unreachable, transfer interrupted, server unavailable
   5  verification failure: the downloaded bytes do not match the document's MD5
   6  refused by the server (invalid request, deleted document)"
@@ -86,12 +86,22 @@ enum Command {
         cursor: Option<String>,
     },
     /// Metadata of a document.
-    Info { id: String },
+    Info {
+        #[arg(value_parser = doc_id)]
+        id: String,
+    },
     /// Version history of a document.
-    Versions { id: String },
+    Versions {
+        #[arg(value_parser = doc_id)]
+        id: String,
+    },
     /// Download a document (resumable, MD5-verified).
     Fetch {
+        #[arg(value_parser = doc_id)]
         id: String,
+        /// An earlier version (see `versions`) instead of the current one.
+        #[arg(long, value_name = "N")]
+        version: Option<i64>,
         /// Output file (default: the document's file name in the current directory).
         #[arg(short, long)]
         output: Option<PathBuf>,
@@ -103,16 +113,25 @@ enum Command {
         quiet: bool,
     },
     /// Keep a document on this device's regional node and push its updates here.
-    Flag { id: String },
+    Flag {
+        #[arg(value_parser = doc_id)]
+        id: String,
+    },
     /// Stop pushing a document.
-    Unflag { id: String },
+    Unflag {
+        #[arg(value_parser = doc_id)]
+        id: String,
+    },
     /// Documents flagged by this device.
     Flags,
     /// Send a note on a document to its author.
     Annotate {
+        #[arg(value_parser = doc_id)]
         id: String,
+        /// The note to the author (1-20,000 characters).
         #[arg(long)]
         text: String,
+        /// Your name as the author sees it (default: $USER).
         #[arg(long, env = "USER", default_value = "")]
         author: String,
     },
@@ -190,11 +209,26 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Versions { id } => output::versions(&client.versions(&id).await?, json),
         Command::Fetch {
             id,
+            version,
             output: out,
             retries,
             quiet,
         } => {
-            let meta = client.info(&id).await?;
+            let mut meta = client.info(&id).await?;
+            if let Some(n) = version {
+                let list = client.versions(&id).await?;
+                // Concurrent edits can leave two versions with one number: the current one
+                // wins, as it does everywhere.
+                let entry = list
+                    .versions
+                    .iter()
+                    .filter(|e| e.version.version == n)
+                    .max_by_key(|e| e.current)
+                    .ok_or_else(|| {
+                        CliError::NotFound(format!("document {id} has no version {n}"))
+                    })?;
+                meta.current = entry.version.clone();
+            }
             let dest = out.unwrap_or_else(|| fetch::default_path(&meta));
             let progress = !quiet && !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
             let done = fetch::fetch(&client, &meta, &dest, retries, progress).await?;
@@ -262,6 +296,17 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Completions { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// A document id argument: anything else is a usage error (exit 2) before any request.
+fn doc_id(s: &str) -> Result<String, String> {
+    s.parse::<docfed_shared::DocId>()
+        .map(|_| s.to_owned())
+        .map_err(|_| {
+            format!(
+                "{s:?} is not a document id (a UUID such as 01890a5d-ac96-774b-bcce-b302099a8057)"
+            )
+        })
 }
 
 /// The device id: given, or generated once and kept in the user's config directory.

@@ -164,8 +164,12 @@ async fn errors_have_their_exit_codes_and_fts_syntax_is_harmless() -> TestResult
     ]);
     assert_eq!(out.status.code(), Some(3), "unknown id");
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
-    let out = docfed(&["--server", &node.url, "fetch", "not-an-id"]);
-    assert_eq!(out.status.code(), Some(3), "malformed id");
+    // A malformed id is a usage error, caught before any request.
+    for cmd in ["info", "fetch", "versions", "flag", "unflag"] {
+        let out = docfed(&["--server", "http://127.0.0.1:9", cmd, "not-an-id"]);
+        assert_eq!(out.status.code(), Some(2), "{cmd} with a malformed id");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("not a document id"));
+    }
     let out = docfed(&["--server", "http://127.0.0.1:9", "info", &id]);
     assert_eq!(out.status.code(), Some(4), "unreachable");
     assert!(String::from_utf8_lossy(&out.stderr).contains("http://127.0.0.1:9"));
@@ -182,13 +186,45 @@ async fn errors_have_their_exit_codes_and_fts_syntax_is_harmless() -> TestResult
     let out = docfed(&["completions", "bash"]);
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("docfed"));
 
-    // Corrupted bytes on the server: verification fails, nothing at the output path.
+    // An earlier version by number; a version that does not exist is "not found".
+    let resp = reqwest::Client::new()
+        .put(format!("{}/v1/documents/{id}", node.url))
+        .bearer_auth(TOKEN)
+        .body("hello, again")
+        .send()
+        .await?;
+    assert!(resp.status().is_success());
+    let v1 = tmp.path().join("v1.txt");
+    let out = docfed(&[
+        "--server",
+        &node.url,
+        "fetch",
+        &id,
+        "--version",
+        "1",
+        "-o",
+        v1.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&v1)?, b"hello");
+    let out = docfed(&["--server", &node.url, "fetch", &id, "--version", "7"]);
+    assert_eq!(out.status.code(), Some(3), "no such version");
+
+    // Corrupted bytes on the server (the current version's): verification fails, nothing at
+    // the output path.
     let v: serde_json::Value = reqwest::get(format!("{}/v1/documents/{id}", node.url))
         .await?
         .json()
         .await?;
     let md5 = v["md5"].as_str().unwrap();
-    std::fs::write(node.dir.join("objects").join(&md5[..2]).join(md5), b"HELLO")?;
+    std::fs::write(
+        node.dir.join("objects").join(&md5[..2]).join(md5),
+        b"HELLO, AGAIN",
+    )?;
     let dest = tmp.path().join("out.txt");
     let out = docfed(&[
         "--server",
