@@ -201,18 +201,23 @@ async fn serve(
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             use crate::federation::ondemand::{self, Start};
-            let transfer = match node.transfers.get(&obj.md5) {
-                Some(t) => Some(t),
-                None => match doc.map(|d| ondemand::start(node, d)) {
-                    Some(Start::Follow(t)) => Some(t),
-                    Some(Start::Busy) => return Err(ApiError::NotYet),
-                    Some(Start::NoSource) | None => None,
-                },
-            };
-            let following = match transfer {
-                Some(t) => follow(t, start, start + len).await.ok(),
-                None => None,
-            };
+            // A transfer that ends as we join it removes its file (unless the store kept it):
+            // then a second round starts a new one.
+            let mut following = None;
+            for _ in 0..2 {
+                let transfer = match node.transfers.get(&obj.md5) {
+                    Some(t) => t,
+                    None => match doc.map(|d| ondemand::start(node, d)) {
+                        Some(Start::Follow(t)) => t,
+                        Some(Start::Busy) => return Err(ApiError::NotYet),
+                        Some(Start::NoSource) | None => break,
+                    },
+                };
+                if let Ok(stream) = follow(transfer, start, start + len).await {
+                    following = Some(stream);
+                    break;
+                }
+            }
             match following {
                 Some(stream) => Body::from_stream(stream),
                 None if node.db.fetch_pending(&obj.md5).await? => return Err(ApiError::NotYet),

@@ -953,10 +953,20 @@ async fn cross_region_requests_collapse_into_one_transfer() -> TestResult {
     let url = fed.node("na").url(&format!("/v1/documents/{id}/content"));
     let requests = (0..4).map(|_| {
         let url = url.clone();
-        async move { client().get(&url).send().await?.bytes().await }
+        async move {
+            let resp = client().get(&url).send().await?;
+            Ok::<_, reqwest::Error>((resp.status(), resp.bytes().await?))
+        }
     });
-    for body in futures::future::join_all(requests).await {
-        assert!(body? == data, "content through na differs");
+    for answer in futures::future::join_all(requests).await {
+        let (status, body) = answer?;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+        );
+        assert!(body == data, "content through na differs");
     }
     let pulled = fed.metric("na", "docfed_bytes_pulled_total").await? - before;
     assert_eq!(pulled, size as u64, "four requests, one upstream transfer");
