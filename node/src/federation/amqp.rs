@@ -19,6 +19,19 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(jitter)
 }
 
+/// Longest a connection close may take: a broker that died never answers it.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Closes `conn`, giving up after [`CLOSE_TIMEOUT`] (the connection is then simply dropped).
+pub async fn close(conn: &lapin::Connection, why: &str) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, why.into()))
+        .await
+        .is_err()
+    {
+        tracing::debug!(why, "closing the broker connection timed out; dropping it");
+    }
+}
+
 /// A connection that stayed up this long was healthy: the next failure starts the backoff over.
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 

@@ -47,13 +47,15 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
         connected_before = true;
         match consume(&node, &fed, &conn, &cancel).await {
             Ok(()) => {
-                let _ = conn.close(200, "shutting down".into()).await;
+                amqp::close(&conn, "shutting down").await;
                 return;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "inbox connection lost; reconnecting");
-                // Unacked deliveries go back to the queue only when the connection closes.
-                let _ = conn.close(200, "inbox restarting".into()).await;
+                // Unacked deliveries go back to the queue when the connection closes. Bounded:
+                // closing a connection whose broker died waits for an answer that never comes
+                // (an unbounded close here once left a primary's inbox unread for good).
+                amqp::close(&conn, "inbox restarting").await;
                 tokio::select! {
                     () = tokio::time::sleep(reconnect.after(session.elapsed())) => {}
                     () = cancel.cancelled() => return,

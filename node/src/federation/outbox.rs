@@ -74,7 +74,7 @@ pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToke
         }
         connected_before = true;
         let result = relay_on(&node, &conn, &target, &mut wake, &cancel).await;
-        let _ = conn.close(200, "relay restarting".into()).await;
+        amqp::close(&conn, "relay restarting").await;
         match result {
             Ok(()) => return,
             Err(e) => {
