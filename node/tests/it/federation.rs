@@ -6,7 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::federation::Federation;
+use crate::common::federation::{queue_depth, Federation};
 use crate::common::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -81,7 +81,8 @@ async fn global_and_regional_documents_reach_the_right_nodes_once() -> TestResul
         .await?;
 
     // Two notifications reached each regional node (one per intermediate), one transfer each.
-    wait_for_metric(&fed, "na", "docfed_notifications_deduplicated_total", 2).await?;
+    fed.await_metric("na", "docfed_notifications_deduplicated_total", 2)
+        .await?;
     for role in ["na", "eu", "asia"] {
         let pulled = fed.metric(role, "docfed_bytes_pulled_total").await?;
         let expected = global.len() as u64
@@ -126,20 +127,6 @@ async fn global_and_regional_documents_reach_the_right_nodes_once() -> TestResul
     })
     .await?;
     Ok(())
-}
-
-async fn wait_for_metric(fed: &Federation, role: &str, name: &str, at_least: u64) -> TestResult {
-    let deadline = std::time::Instant::now() + T;
-    loop {
-        let v = fed.metric(role, name).await?;
-        if v >= at_least {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!("{role}: {name} = {v} < {at_least}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn wait_until_async<F, Fut>(timeout: Duration, what: &str, mut f: F) -> TestResult
@@ -203,8 +190,6 @@ async fn delivery_survives_a_stopped_intermediate_and_a_stopped_regional_node() 
 
 #[tokio::test]
 async fn malformed_messages_go_to_the_dead_letter_queue() -> TestResult {
-    use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
     let fed = Federation::start(&[]).await?;
     let na = fed.id("na");
     let conn = lapin::Connection::connect(
@@ -218,29 +203,11 @@ async fn malformed_messages_go_to_the_dead_letter_queue() -> TestResult {
         br#"{"schema":99,"id":"x","from":"y","body":{}}"#,
         br#"{"schema":1,"id":"x","from":"BAD ID","body":{"type":"receipt"}}"#,
     ] {
-        ch.basic_publish(
-            "".into(),
-            format!("docfed.{na}.inbox").as_str().into(),
-            BasicPublishOptions::default(),
-            payload,
-            lapin::BasicProperties::default().with_delivery_mode(2),
-        )
-        .await?
-        .await?;
+        fed.send_to_inbox(&ch, "na", payload, None).await?;
     }
-    wait_for_metric(&fed, "na", "docfed_notifications_dead_lettered_total", 3).await?;
-    let dead = ch
-        .queue_declare(
-            format!("docfed.{na}.dead").as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    fed.await_metric("na", "docfed_notifications_dead_lettered_total", 3)
         .await?;
-    assert_eq!(dead.message_count(), 3);
+    assert_eq!(queue_depth(&ch, &format!("docfed.{na}.dead")).await?, 3);
     // The node goes on working.
     let id = publish(&fed, "primary-a", "title=after", b"ok".to_vec()).await?;
     fed.await_meta("na", &id, T, |m| m["available_here"] == true)
@@ -295,8 +262,6 @@ impl Drop for Policy {
 /// dead-letter queue once the broker takes it again. Nothing is dropped on the floor.
 #[tokio::test]
 async fn a_refused_dead_letter_is_not_acked() -> TestResult {
-    use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-    use lapin::types::FieldTable;
     let fed = Federation::start(&[]).await?;
     let na = fed.id("na");
     let dead = format!("docfed.{na}.dead");
@@ -311,39 +276,19 @@ async fn a_refused_dead_letter_is_not_acked() -> TestResult {
     )
     .await?;
     let ch = conn.create_channel().await?;
-    ch.basic_publish(
-        "".into(),
-        format!("docfed.{na}.inbox").as_str().into(),
-        BasicPublishOptions::default(),
-        b"not a docfed message",
-        lapin::BasicProperties::default().with_delivery_mode(2),
-    )
-    .await?
-    .await?;
+    fed.send_to_inbox(&ch, "na", b"not a docfed message", None)
+        .await?;
     wait_until(T, "na to report the refusal", || {
         fed.node("na")
             .log()
             .contains("the broker refused to take a message")
     })
     .await?;
-    let count = |ch: lapin::Channel, queue: String| async move {
-        let q = ch
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    passive: true,
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        Ok::<u32, lapin::Error>(q.message_count())
-    };
-    assert_eq!(count(ch.clone(), dead.clone()).await?, 0);
+    assert_eq!(queue_depth(&ch, &dead).await?, 0);
     policy.clear()?;
-    wait_for_metric(&fed, "na", "docfed_notifications_dead_lettered_total", 1).await?;
-    assert_eq!(count(ch.clone(), dead.clone()).await?, 1);
+    fed.await_metric("na", "docfed_notifications_dead_lettered_total", 1)
+        .await?;
+    assert_eq!(queue_depth(&ch, &dead).await?, 1);
     conn.close(200, "done".into()).await?;
     Ok(())
 }
@@ -358,7 +303,7 @@ async fn a_refused_dead_letter_is_not_acked() -> TestResult {
 async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     use docfed_shared::messages::{Body, Envelope, Notification};
     use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
-    use lapin::options::{BasicGetOptions, BasicPublishOptions};
+    use lapin::options::BasicGetOptions;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     // The "internal service" an attacker would like the node to fetch from.
@@ -441,27 +386,11 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     .await?;
     let ch = conn.create_channel().await?;
     for (env, signer, _) in &forged {
-        let bytes = env.to_bytes();
-        let mut props = lapin::BasicProperties::default().with_delivery_mode(2);
-        if let Some(signer) = signer {
-            let mut headers = lapin::types::FieldTable::default();
-            headers.insert(
-                docfed_shared::messages::SIGNATURE_HEADER.into(),
-                lapin::types::AMQPValue::LongString(fed.sign(signer, "na", &bytes)?.into()),
-            );
-            props = props.with_headers(headers);
-        }
-        ch.basic_publish(
-            "".into(),
-            format!("docfed.{na}.inbox").as_str().into(),
-            BasicPublishOptions::default(),
-            &bytes,
-            props,
-        )
-        .await?
-        .await?;
+        fed.send_to_inbox(&ch, "na", &env.to_bytes(), *signer)
+            .await?;
     }
-    wait_for_metric(&fed, "na", "docfed_notifications_dead_lettered_total", 5).await?;
+    fed.await_metric("na", "docfed_notifications_dead_lettered_total", 5)
+        .await?;
     let mut reasons = Vec::new();
     while let Some(m) = ch
         .basic_get(
@@ -915,7 +844,8 @@ async fn cross_region_transfers_are_capped_and_abandoned_without_readers() -> Te
     let resp = client().get(url(&ids[1])).send().await?;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
     drop(body);
-    wait_for_metric(&fed, "na", "docfed_ondemand_abandoned_total", 1).await?;
+    fed.await_metric("na", "docfed_ondemand_abandoned_total", 1)
+        .await?;
     // The slot is free again.
     wait_until_async(T, "the second document to be served", || async {
         let resp = client().get(url(&ids[1])).send().await.ok()?;

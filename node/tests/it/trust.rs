@@ -170,7 +170,6 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
     use docfed_shared::messages::{Body, Envelope, Notification};
     use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
     use futures::StreamExt;
-    use lapin::options::BasicPublishOptions;
 
     use crate::common::federation::{amqp_url, Federation};
 
@@ -294,41 +293,10 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
             })),
         );
         // The impostor holds mid-1's real key: a compromised member, not an outsider.
-        let bytes = env.to_bytes();
-        let mut headers = lapin::types::FieldTable::default();
-        headers.insert(
-            docfed_shared::messages::SIGNATURE_HEADER.into(),
-            lapin::types::AMQPValue::LongString(fed.sign("mid-1", "na", &bytes)?.into()),
-        );
-        ch.basic_publish(
-            "".into(),
-            format!("docfed.{}.inbox", fed.id("na")).as_str().into(),
-            BasicPublishOptions::default(),
-            &bytes,
-            lapin::BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_headers(headers),
-        )
-        .await?
-        .await?;
+        fed.send_to_inbox(&ch, "na", &env.to_bytes(), Some("mid-1"))
+            .await?;
     }
 
-    let metric_at_least = |name: &'static str, n: u64| {
-        let fed = &fed;
-        async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                let v = fed.metric("na", name).await?;
-                if v >= n {
-                    return Ok::<(), Box<dyn std::error::Error + Send + Sync>>(());
-                }
-                if std::time::Instant::now() > deadline {
-                    return Err(format!("na: {name} = {v} < {n}").into());
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
     // A reader following na's pull of the corrupt content (stream-through) gets every byte
     // but the last, then a cut connection: never a complete body that fails its MD5.
     let object = fed.node("na").url(&format!("/v1/objects/{}", md5('d')));
@@ -358,9 +326,12 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
     assert!(cut, "the body ended cleanly after {got} bytes");
     assert!(got < CORRUPT_SIZE, "all {got} unverified bytes were served");
 
-    metric_at_least("docfed_pulls_oversized_total", 1).await?;
-    metric_at_least("docfed_pulls_stalled_total", 1).await?;
-    metric_at_least("docfed_pulls_waiting_for_space_total", 2).await?;
+    fed.await_metric("na", "docfed_pulls_oversized_total", 1)
+        .await?;
+    fed.await_metric("na", "docfed_pulls_stalled_total", 1)
+        .await?;
+    fed.await_metric("na", "docfed_pulls_waiting_for_space_total", 2)
+        .await?;
     let requested = |m: &str| requests.lock().unwrap().get(m).copied().unwrap_or(0);
     wait_until(
         Duration::from_secs(60),

@@ -148,6 +148,51 @@ impl Federation {
             )))
     }
 
+    /// Puts `payload` into `to`'s inbox with a real AMQP client, as a peer would: signed with
+    /// `signer`'s key (a role) if given, unsigned otherwise.
+    pub async fn send_to_inbox(
+        &self,
+        ch: &lapin::Channel,
+        to: &str,
+        payload: &[u8],
+        signer: Option<&str>,
+    ) -> TestResult {
+        let mut props = lapin::BasicProperties::default().with_delivery_mode(2);
+        if let Some(signer) = signer {
+            let mut headers = lapin::types::FieldTable::default();
+            headers.insert(
+                docfed_shared::messages::SIGNATURE_HEADER.into(),
+                lapin::types::AMQPValue::LongString(self.sign(signer, to, payload)?.into()),
+            );
+            props = props.with_headers(headers);
+        }
+        ch.basic_publish(
+            "".into(),
+            format!("docfed.{}.inbox", self.id(to)).as_str().into(),
+            lapin::options::BasicPublishOptions::default(),
+            payload,
+            props,
+        )
+        .await?
+        .await?;
+        Ok(())
+    }
+
+    /// Waits until `role`'s counter `name` reaches `at_least`.
+    pub async fn await_metric(&self, role: &str, name: &str, at_least: u64) -> TestResult {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = self.metric(role, name).await?;
+            if v >= at_least {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{role}: {name} = {v} < {at_least}").into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// `role`'s private key.
     pub fn key(&self, role: &str) -> TestResult<docfed_shared::keys::NodeKey> {
         let path = self._tmp.path().join(role);
@@ -219,4 +264,20 @@ fn rand_u32() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     (t.subsec_nanos() ^ std::process::id().rotate_left(16)).wrapping_mul(2654435761)
+}
+
+/// Messages ready in `queue` (unacked ones not counted).
+pub async fn queue_depth(ch: &lapin::Channel, queue: &str) -> TestResult<u32> {
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    Ok(q.message_count())
 }
