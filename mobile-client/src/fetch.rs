@@ -150,8 +150,8 @@ async fn transfer(
     downloaded: &mut u64,
 ) -> Result<(Md5Stream, u64), (CliError, u64)> {
     let v = &meta.current;
-    let (mut file, mut hash) =
-        docfed_shared::md5stream::open_for_resume(part, v.size).map_err(|e| (e.into(), 0))?;
+    let (mut file, mut hash) = docfed_shared::hashing::open_for_resume::<Md5Stream>(part, v.size)
+        .map_err(|e| (e.into(), 0))?;
     let from = hash.len();
     if let Some(b) = bar {
         b.set_position(from);

@@ -4,9 +4,12 @@
 //! transaction. New content is moved into the store inside that same transaction and removed
 //! again if the commit fails, so a document, its version and its object appear together or not
 //! at all.
+//!
+//! A primary of a keyed federation signs each version it accepts, over its metadata and the
+//! content's SHA-256, so that no node below it can forge or alter a document (ARCHITECTURE.md §7).
 
 use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
-use docfed_shared::{DocId, Md5Hex, Scope};
+use docfed_shared::{DocId, Md5Hex, Scope, Sha256Hex};
 
 use crate::db::documents::{current_version, object_known, record_object, record_version};
 use crate::error::ApiError;
@@ -35,7 +38,7 @@ impl Node {
     ) -> Result<DocumentVersion, ApiError> {
         let id = DocId::new();
         let origin = self.config.node_id.clone();
-        self.apply(id, Some(content), move |current, (md5, size)| {
+        self.apply(id, Some(content), move |current, c| {
             debug_assert!(current.is_none(), "fresh ids are unknown");
             let v = DocumentVersion {
                 id,
@@ -52,11 +55,13 @@ impl Node {
                 content_type: meta
                     .content_type
                     .unwrap_or_else(|| "application/octet-stream".to_owned()),
-                md5,
-                size,
+                md5: c.md5,
+                size: c.size,
                 deleted: false,
                 created_at: Timestamp::now(),
                 author: meta.author.unwrap_or_default(),
+                sha256: c.sha256,
+                signature: None,
             };
             Ok((v, ChangeKind::Published))
         })
@@ -70,7 +75,7 @@ impl Node {
         content: Ingested,
     ) -> Result<DocumentVersion, ApiError> {
         let origin = self.config.node_id.clone();
-        self.apply(id, Some(content), move |current, (md5, size)| {
+        self.apply(id, Some(content), move |current, c| {
             let prev = live(id, current)?;
             let v = DocumentVersion {
                 id,
@@ -83,11 +88,13 @@ impl Node {
                 source: meta.source.unwrap_or(prev.source),
                 scope: meta.scope.unwrap_or(prev.scope),
                 content_type: meta.content_type.unwrap_or(prev.content_type),
-                md5,
-                size,
+                md5: c.md5,
+                size: c.size,
                 deleted: false,
                 created_at: Timestamp::now(),
                 author: meta.author.unwrap_or(prev.author),
+                sha256: c.sha256,
+                signature: None,
             };
             Ok((v, ChangeKind::Updated))
         })
@@ -96,27 +103,28 @@ impl Node {
 
     pub async fn tombstone(&self, id: DocId) -> Result<DocumentVersion, ApiError> {
         let origin = self.config.node_id.clone();
-        self.apply(id, None, move |current, _| {
+        self.apply(id, None, move |current, c| {
             let prev = live(id, current)?;
-            Ok((successor(prev, origin, true), ChangeKind::Deleted))
+            Ok((successor(prev, origin, true, c), ChangeKind::Deleted))
         })
         .await
     }
 
     pub async fn reactivate(&self, id: DocId) -> Result<DocumentVersion, ApiError> {
         let origin = self.config.node_id.clone();
-        self.apply(id, None, move |current, _| {
+        self.apply(id, None, move |current, c| {
             let prev = current.ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
             if !prev.deleted {
                 return Err(ApiError::Conflict(format!("document {id} is not deleted")));
             }
-            Ok((successor(prev, origin, false), ChangeKind::Reactivated))
+            Ok((successor(prev, origin, false, c), ChangeKind::Reactivated))
         })
         .await
     }
 
     /// Runs one edit in one writer transaction. `make` sees the current version and the new
-    /// content's address (or the current one's, for edits without content).
+    /// content's digests (or the current one's, for edits without content); the version it
+    /// makes is signed here.
     async fn apply<F>(
         &self,
         id: DocId,
@@ -126,7 +134,7 @@ impl Node {
     where
         F: FnOnce(
             Option<DocumentVersion>,
-            (Md5Hex, u64),
+            Content,
         ) -> Result<(DocumentVersion, ChangeKind), ApiError>,
     {
         if let Some(fed) = self.federation() {
@@ -138,14 +146,33 @@ impl Node {
                 )));
             }
         }
+        let legacy_sha256 = match &content {
+            Some(_) => None,
+            None => self.legacy_sha256(&id).await?,
+        };
         let mut tx = self.db.begin_write().await?;
         let current = current_version(&mut tx, &id).await?;
         let address = match (&content, &current) {
-            (Some(c), _) => (c.md5.clone(), c.size),
-            (None, Some(cur)) => (cur.md5.clone(), cur.size),
+            (Some(c), _) => Content {
+                md5: c.md5.clone(),
+                sha256: Some(c.sha256.clone()),
+                size: c.size,
+            },
+            (None, Some(cur)) => Content {
+                md5: cur.md5.clone(),
+                sha256: cur.sha256.clone().or_else(|| {
+                    legacy_sha256
+                        .filter(|(md5, _)| *md5 == cur.md5)
+                        .map(|(_, h)| h)
+                }),
+                size: cur.size,
+            },
             (None, None) => return Err(ApiError::not_found(format!("document {id}"))),
         };
-        let (version, kind) = make(current, address)?;
+        let (mut version, kind) = make(current, address)?;
+        if let Some(key) = self.federation().and_then(|f| f.key.as_ref()) {
+            version.signature = Some(key.sign(&version.signing_input()));
+        }
 
         let mut placed: Option<Md5Hex> = None;
         let result: Result<(), ApiError> = async {
@@ -178,6 +205,43 @@ impl Node {
     }
 }
 
+/// What an edit knows of the content its version points to.
+pub struct Content {
+    pub md5: Md5Hex,
+    pub sha256: Option<Sha256Hex>,
+    pub size: u64,
+}
+
+impl Node {
+    /// The SHA-256 of a document's current content when its version predates SHA-256 and the
+    /// content is held here, so an edit without new content still signs a strong hash. Hashed
+    /// outside the write transaction: reading gigabytes must not block other writers.
+    async fn legacy_sha256(&self, id: &DocId) -> Result<Option<(Md5Hex, Sha256Hex)>, ApiError> {
+        let Some(doc) = self.db.document(id).await? else {
+            return Ok(None);
+        };
+        let cur = doc.current;
+        if cur.sha256.is_some() || !doc.available_here {
+            return Ok(None);
+        }
+        let path = self.store.object_path(&cur.md5);
+        let digests = tokio::task::spawn_blocking(move || docfed_shared::hashing::hash_file(&path))
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        match digests {
+            Ok(d) if d.md5 == cur.md5 => Ok(Some((d.md5, d.sha256))),
+            Ok(_) => {
+                tracing::error!(doc_id = %id, md5 = %cur.md5, "stored object does not match its address");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(doc_id = %id, error = %e, "cannot hash stored content");
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// The current version, which must exist and not be a tombstone.
 fn live(id: DocId, current: Option<DocumentVersion>) -> Result<DocumentVersion, ApiError> {
     let prev = current.ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
@@ -189,12 +253,14 @@ fn live(id: DocId, current: Option<DocumentVersion>) -> Result<DocumentVersion, 
     Ok(prev)
 }
 
-fn successor(prev: DocumentVersion, origin: String, deleted: bool) -> DocumentVersion {
+fn successor(prev: DocumentVersion, origin: String, deleted: bool, c: Content) -> DocumentVersion {
     DocumentVersion {
         version: prev.version + 1,
         origin,
         deleted,
         created_at: Timestamp::now(),
+        sha256: c.sha256,
+        signature: None,
         ..prev
     }
 }

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub fetches_completed: AtomicU64,
     pub fetch_retries: AtomicU64,
     pub md5_mismatches: AtomicU64,
+    pub sha256_mismatches: AtomicU64,
     pub broker_reconnects: AtomicU64,
     pub pulls_waiting_for_space: AtomicU64,
     pub pulls_stalled: AtomicU64,
@@ -34,7 +35,7 @@ impl Metrics {
     /// Renders the counters plus the gauges the caller measured (outbox and fetch depth).
     pub fn render(&self, node: &str, outbox_depth: i64, pending_fetches: i64) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "docfed_ondemand_abandoned_total",
                 "Cross-region transfers stopped because no reader followed them any more.",
@@ -99,6 +100,11 @@ impl Metrics {
                 "docfed_md5_mismatches_total",
                 "Pulls refused because the MD5 did not match.",
                 &self.md5_mismatches,
+            ),
+            (
+                "docfed_sha256_mismatches_total",
+                "Pulls refused because the MD5 matched but the signed SHA-256 did not.",
+                &self.sha256_mismatches,
             ),
             (
                 "docfed_broker_reconnects_total",

@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use docfed_shared::{Md5Hex, Md5Stream};
+use docfed_shared::hashing::StreamHash;
+use docfed_shared::{ContentHasher, Md5Hex, Sha256Hex};
 use futures::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
@@ -110,6 +111,7 @@ impl Drop for TempFile {
 pub struct Ingested {
     pub temp: TempFile,
     pub md5: Md5Hex,
+    pub sha256: Sha256Hex,
     pub size: u64,
 }
 
@@ -195,8 +197,13 @@ impl Store {
         // The writer's error (e.g. ENOSPC) explains a failed send better than the send does.
         let hash = written.map_err(StoreError::from_io)?;
         outcome?;
-        let (md5, size) = hash.finish();
-        Ok(Ingested { temp, md5, size })
+        let d = hash.finish();
+        Ok(Ingested {
+            temp,
+            md5: d.md5,
+            sha256: d.sha256,
+            size: d.size,
+        })
     }
 
     /// Moves an ingested file to its content address and makes the rename durable. Returns
@@ -282,8 +289,8 @@ where
     }
 }
 
-fn write_chunks(file: std::fs::File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<Md5Stream> {
-    let mut hash = Md5Stream::new();
+fn write_chunks(file: std::fs::File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<ContentHasher> {
+    let mut hash = ContentHasher::new();
     let mut out = io::BufWriter::with_capacity(WRITE_BUFFER, file);
     while let Some(chunk) = rx.blocking_recv() {
         hash.update(&chunk);

@@ -12,6 +12,8 @@ pub enum ParseIdError {
     DocId,
     #[error("not an MD5 digest (expected 32 lowercase hexadecimal characters)")]
     Md5,
+    #[error("not a SHA-256 digest (expected 64 lowercase hexadecimal characters)")]
+    Sha256,
 }
 
 /// A document id: a UUIDv7, so ids sort by creation time, which keeps directory listings and
@@ -117,6 +119,53 @@ impl TryFrom<String> for Md5Hex {
 
 impl From<Md5Hex> for String {
     fn from(m: Md5Hex) -> Self {
+        m.0
+    }
+}
+
+/// A SHA-256 digest in lowercase hex: the collision-resistant hash a version's signature covers,
+/// beside the MD5 that stays the content address (MD5 alone lets whoever crafts a collision
+/// substitute content).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sha256Hex(String);
+
+impl Sha256Hex {
+    pub fn from_digest(d: [u8; 32]) -> Self {
+        Self(hex::encode(d))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sha256Hex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Sha256Hex {
+    type Err = ParseIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ParseIdError::Sha256)
+        }
+    }
+}
+
+impl TryFrom<String> for Sha256Hex {
+    type Error = ParseIdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<Sha256Hex> for String {
+    fn from(m: Sha256Hex) -> Self {
         m.0
     }
 }

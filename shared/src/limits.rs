@@ -64,5 +64,10 @@ pub fn check_version(d: &crate::wire::DocumentVersion) -> Result<(), String> {
     for t in &d.tags {
         chars("tag", t, MAX_TAG, false)?;
     }
+    if let Some(sig) = &d.signature {
+        if sig.len() != 128 || !sig.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("signature must be 128 hexadecimal digits".into());
+        }
+    }
     Ok(())
 }

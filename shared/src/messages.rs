@@ -216,6 +216,8 @@ mod tests {
                     deleted: false,
                     created_at: Timestamp(0),
                     author: String::new(),
+                    sha256: None,
+                    signature: None,
                 },
                 kind: ChangeKind::Published,
                 origin_url: "http://127.0.0.1:1".into(),

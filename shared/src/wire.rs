@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{DocId, Md5Hex, Scope};
+use crate::{DocId, Md5Hex, Scope, Sha256Hex};
 
 /// A point in time, kept as Unix milliseconds (how the node stores it) and written as RFC 3339
 /// (how people and other programs read it).
@@ -83,6 +83,49 @@ pub struct DocumentVersion {
     /// Who published this version (the portal's author name); empty when not given.
     #[serde(default)]
     pub author: String,
+    /// SHA-256 of the content: collision-resistant, unlike the MD5 address. Absent only on
+    /// versions recorded before docfed computed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<Sha256Hex>,
+    /// The accepting primary's ed25519 signature of [`DocumentVersion::signing_input`], hex.
+    /// Present in federations whose topology lists keys; every node checks it before
+    /// recording the version (ARCHITECTURE.md §7).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl DocumentVersion {
+    /// The bytes a primary signs for this version: every field but the signature itself, each
+    /// length-prefixed after a domain tag, so no two different versions share an encoding and
+    /// nothing else a node signs (messages, pull requests) can pass for a version.
+    pub fn signing_input(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256 + self.description.len());
+        let mut field = |bytes: &[u8]| {
+            out.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+            out.extend_from_slice(bytes);
+        };
+        field(b"docfed-version-v1");
+        field(self.id.to_string().as_bytes());
+        field(&self.version.to_be_bytes());
+        field(self.origin.as_bytes());
+        field(self.title.as_bytes());
+        field(self.description.as_bytes());
+        field(&(self.tags.len() as u64).to_be_bytes());
+        for t in &self.tags {
+            field(t.as_bytes());
+        }
+        field(self.filename.as_bytes());
+        field(self.source.as_bytes());
+        field(self.scope.to_string().as_bytes());
+        field(self.content_type.as_bytes());
+        field(self.md5.as_str().as_bytes());
+        field(self.sha256.as_ref().map_or("", |h| h.as_str()).as_bytes());
+        field(&self.size.to_be_bytes());
+        field(&[u8::from(self.deleted)]);
+        field(&self.created_at.millis().to_be_bytes());
+        field(self.author.as_bytes());
+        out
+    }
 }
 
 /// The current state of a document as one node sees it.

@@ -1,6 +1,9 @@
 //! `POST /v1/admin/import`: seed this node's directory from JSON lines of document versions
 //! (the `document` objects of a change feed), for migrations and for loading a large directory
 //! in benchmarks. Metadata only: no content is pulled and nothing is announced to other nodes.
+//! Every line is held to the bounds a version arriving by message is held to and, on a node of
+//! a keyed federation, must carry its primary's valid signature: the operator's token does not
+//! make a forged version true.
 //! Lines are recorded in transactions of a few thousand; a malformed line stops the import with
 //! its line number, after the lines before it were recorded (the import is idempotent, so it can
 //! simply be repeated once the input is fixed).
@@ -47,6 +50,7 @@ pub async fn import(
             }
             let v: DocumentVersion = serde_json::from_slice(line)
                 .map_err(|e| ApiError::BadRequest(format!("line {line_no}: {e}")))?;
+            check(&node, &v).map_err(|e| ApiError::BadRequest(format!("line {line_no}: {e}")))?;
             batch.push(v);
             if batch.len() >= BATCH {
                 let (i, k) = record(&node, &mut batch).await?;
@@ -66,6 +70,17 @@ pub async fn import(
     Ok(Json(
         serde_json::json!({ "imported": imported + i, "already_known": known + k }),
     ))
+}
+
+fn check(node: &AppState, v: &DocumentVersion) -> Result<(), String> {
+    docfed_shared::limits::check_version(v)?;
+    match node.federation() {
+        Some(fed) if fed.topology.is_signed() => {
+            crate::federation::admission::check_version_signature(&fed.topology, v)
+                .map_err(|e| e.to_string())
+        }
+        _ => Ok(()),
+    }
 }
 
 async fn record(node: &AppState, batch: &mut Vec<DocumentVersion>) -> Result<(u64, u64), ApiError> {

@@ -10,7 +10,7 @@ use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 use super::Db;
 
 const VERSION_COLUMNS: &str = "doc_id, version, origin, title, description, tags, filename, \
-     source, scope, content_type, md5, size, deleted, created_at, author";
+     source, scope, content_type, md5, size, deleted, created_at, author, sha256, signature";
 
 #[derive(sqlx::FromRow)]
 struct VersionRow {
@@ -29,6 +29,8 @@ struct VersionRow {
     deleted: bool,
     created_at: i64,
     author: String,
+    sha256: Option<String>,
+    signature: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -62,6 +64,12 @@ impl TryFrom<VersionRow> for DocumentVersion {
             deleted: r.deleted,
             created_at: Timestamp(r.created_at),
             author: r.author,
+            sha256: r
+                .sha256
+                .map(|h| h.parse())
+                .transpose()
+                .map_err(|e| decode_err("sha256", e))?,
+            signature: r.signature,
         })
     }
 }
@@ -392,7 +400,7 @@ pub async fn record_version(
     let tags = serde_json::to_string(&v.tags).expect("strings serialise");
     let inserted = sqlx::query(&format!(
         "INSERT OR IGNORE INTO versions ({VERSION_COLUMNS}) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(v.id.to_string())
     .bind(v.version)
@@ -409,6 +417,8 @@ pub async fn record_version(
     .bind(v.deleted)
     .bind(v.created_at.millis())
     .bind(&v.author)
+    .bind(v.sha256.as_ref().map(|h| h.as_str()))
+    .bind(v.signature.as_deref())
     .execute(&mut *conn)
     .await?
     .rows_affected();
@@ -434,13 +444,13 @@ pub async fn record_version(
     let tags_text = v.tags.join(" ");
     let rid: i64 = sqlx::query_scalar(&format!(
         "INSERT INTO documents ({VERSION_COLUMNS}, tags_text, published_at, last_seq) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, origin = excluded.origin, \
            title = excluded.title, description = excluded.description, tags = excluded.tags, \
            tags_text = excluded.tags_text, filename = excluded.filename, source = excluded.source, \
            scope = excluded.scope, content_type = excluded.content_type, md5 = excluded.md5, \
            size = excluded.size, deleted = excluded.deleted, created_at = excluded.created_at, \
-           author = excluded.author, \
+           author = excluded.author, sha256 = excluded.sha256, signature = excluded.signature, \
            published_at = MIN(documents.published_at, excluded.published_at), \
            last_seq = excluded.last_seq \
          RETURNING rid"
@@ -460,6 +470,8 @@ pub async fn record_version(
     .bind(v.deleted)
     .bind(v.created_at.millis())
     .bind(&v.author)
+    .bind(v.sha256.as_ref().map(|h| h.as_str()))
+    .bind(v.signature.as_deref())
     .bind(&tags_text)
     .bind(v.created_at.millis())
     .bind(seq)

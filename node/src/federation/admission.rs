@@ -5,12 +5,15 @@
 //! message names exists. A message that fails admission is dead-lettered with the reason and
 //! changes nothing.
 //!
-//! The sender's identity is the envelope's `from`, which is claimed, not proven: until messages
-//! are signed, this bounds what a forged message can claim (no pulls from arbitrary URLs, no
-//! versions that did not come from a primary) but not that it is forged.
+//! In a keyed federation the inbox has already checked that `from` signed the message; admission
+//! then checks the version inside a notification: it must carry the signature of the primary
+//! that accepted it (its `origin`) and, unless it is a tombstone, the content's SHA-256, so a
+//! relaying node can pass a version on but not forge or alter one (ARCHITECTURE.md §7).
 
 use docfed_shared::messages::{Body, Envelope};
 use docfed_shared::topology::Tier;
+use docfed_shared::wire::DocumentVersion;
+use docfed_shared::Topology;
 
 use super::Federation;
 
@@ -37,6 +40,44 @@ pub enum Refusal {
         node: String,
         what: &'static str,
     },
+    #[error("version {version} of {doc_id} {problem}")]
+    UnsignedVersion {
+        doc_id: String,
+        version: i64,
+        problem: &'static str,
+    },
+}
+
+/// Checks that a version carries a valid signature of its origin (a primary of `topo`) and, if
+/// it points to content, that content's SHA-256. Only for keyed topologies.
+pub fn check_version_signature(topo: &Topology, v: &DocumentVersion) -> Result<(), Refusal> {
+    let refuse = |problem| Refusal::UnsignedVersion {
+        doc_id: v.id.to_string(),
+        version: v.version,
+        problem,
+    };
+    let origin = topo
+        .node(&v.origin)
+        .filter(|o| o.tier == Tier::Primary)
+        .ok_or_else(|| Refusal::UnknownNode {
+            field: "the version's origin",
+            node: v.origin.clone(),
+            what: "primary",
+        })?;
+    let signature = v
+        .signature
+        .as_deref()
+        .ok_or_else(|| refuse("is not signed"))?;
+    let key = topo
+        .public_key(&origin.id)
+        .ok_or_else(|| refuse("comes from a primary without a public key"))?;
+    if !key.verifies(&v.signing_input(), signature) {
+        return Err(refuse("does not match its origin's signature"));
+    }
+    if v.sha256.is_none() && !v.deleted {
+        return Err(refuse("has no SHA-256 of its content"));
+    }
+    Ok(())
 }
 
 /// Checks that `env` may come from its sender to this node.
@@ -85,6 +126,9 @@ pub fn admit(fed: &Federation, env: &Envelope) -> Result<(), Refusal> {
             }
             for t in &n.targets {
                 node_exists("a target", t)?;
+            }
+            if topo.is_signed() {
+                check_version_signature(topo, &n.document)?;
             }
         }
         Body::Receipt(r) => {
@@ -173,6 +217,8 @@ mod tests {
                     deleted: false,
                     created_at: Timestamp(0),
                     author: String::new(),
+                    sha256: None,
+                    signature: None,
                 },
                 kind: ChangeKind::Published,
                 origin_url,

@@ -15,9 +15,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use docfed_shared::hashing::StreamHash;
 use docfed_shared::messages::{Notification, Receipt};
 use docfed_shared::wire::Timestamp;
-use docfed_shared::{DocId, Md5Hex, Md5Stream};
+use docfed_shared::{ContentHasher, DocId, Md5Hex, Sha256Hex};
 use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,7 @@ struct Pending {
     size: i64,
     sources: String,
     attempts: i64,
+    sha256: Option<String>,
 }
 
 /// Records that this node must pull `md5`, adding `source` to the places to try. Idempotent.
@@ -69,8 +71,9 @@ pub async fn enqueue_fetch(
     }
     let sources = serde_json::to_string(&sources).expect("strings serialise");
     sqlx::query(
-        "INSERT INTO pending_fetches (md5, doc_id, version, size, sources, next_attempt_at, created_at) \
-         VALUES (?, ?, ?, ?, ?, 0, ?) ON CONFLICT (md5) DO UPDATE SET sources = excluded.sources",
+        "INSERT INTO pending_fetches (md5, doc_id, version, size, sources, next_attempt_at, created_at, sha256) \
+         VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (md5) DO UPDATE SET sources = excluded.sources, \
+           sha256 = COALESCE(pending_fetches.sha256, excluded.sha256)",
     )
     .bind(d.md5.as_str())
     .bind(d.id.to_string())
@@ -78,6 +81,7 @@ pub async fn enqueue_fetch(
     .bind(d.size as i64)
     .bind(&sources)
     .bind(Timestamp::now().millis())
+    .bind(d.sha256.as_ref().map(|h| h.as_str()))
     .execute(&mut *conn)
     .await?;
     let mut owed = n.clone();
@@ -107,7 +111,7 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
     loop {
         let due: Result<Vec<Pending>, _> = sqlx::query_as(
-            "SELECT md5, doc_id, version, size, sources, attempts FROM pending_fetches \
+            "SELECT md5, doc_id, version, size, sources, attempts, sha256 FROM pending_fetches \
              WHERE next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT 64",
         )
         .bind(Timestamp::now().millis())
@@ -178,6 +182,12 @@ pub(crate) enum PullError {
         expected: Md5Hex,
         actual: Md5Hex,
     },
+    #[error("SHA-256 mismatch from {source_url}: the signed version says {expected}, the bytes hash to {actual}")]
+    Sha256Mismatch {
+        source_url: String,
+        expected: Sha256Hex,
+        actual: Sha256Hex,
+    },
     #[error("{source_url} sent less than {MIN_PROGRESS} bytes ({received}) in {window:?}")]
     Stalled {
         source_url: String,
@@ -198,7 +208,16 @@ pub(crate) enum PullError {
 
 async fn fetch_one(node: &Arc<Node>, row: Pending) {
     let fed = node.federation().expect("federation").clone();
-    let (Ok(md5), Ok(doc_id)) = (row.md5.parse::<Md5Hex>(), row.doc_id.parse::<DocId>()) else {
+    let sha256 = row
+        .sha256
+        .as_deref()
+        .map(str::parse::<Sha256Hex>)
+        .transpose();
+    let (Ok(md5), Ok(doc_id), Ok(sha256)) = (
+        row.md5.parse::<Md5Hex>(),
+        row.doc_id.parse::<DocId>(),
+        sha256,
+    ) else {
         tracing::error!(md5 = %row.md5, "corrupt pending fetch row; dropping it");
         let _ = sqlx::query("DELETE FROM pending_fetches WHERE md5 = ?")
             .bind(&row.md5)
@@ -255,6 +274,7 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
         match pull(
             node,
             &md5,
+            sha256.as_ref(),
             row.size as u64,
             src,
             &partial,
@@ -289,8 +309,12 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
                 break;
             }
             Err(e) => {
-                if matches!(e, PullError::Md5Mismatch { .. }) {
-                    Metrics::inc(&node.metrics.md5_mismatches);
+                match e {
+                    PullError::Md5Mismatch { .. } => Metrics::inc(&node.metrics.md5_mismatches),
+                    PullError::Sha256Mismatch { .. } => {
+                        Metrics::inc(&node.metrics.sha256_mismatches)
+                    }
+                    _ => {}
                 }
                 tracing::debug!(md5 = %md5, error = %e, "pull attempt failed");
                 errors.push(e.to_string());
@@ -344,10 +368,13 @@ async fn release_forwards(node: &Node, md5: &Md5Hex) -> Result<(), sqlx::Error> 
     Ok(())
 }
 
-/// Pulls `md5` from `src` into `partial`, resuming what is already there, and verifies it.
+/// Pulls `md5` from `src` into `partial`, resuming what is already there, and verifies it: its
+/// MD5 and size always, its SHA-256 when the version that asked for it carries one.
+#[allow(clippy::too_many_arguments)]
 async fn pull(
     node: &Arc<Node>,
     md5: &Md5Hex,
+    sha256: Option<&Sha256Hex>,
     size: u64,
     src: &str,
     partial: &Path,
@@ -361,9 +388,11 @@ async fn pull(
     // Hash what a previous attempt left, so a resumed pull is verified end to end.
     let (file, mut hash) = {
         let path = partial.to_owned();
-        tokio::task::spawn_blocking(move || docfed_shared::md5stream::open_for_resume(&path, size))
-            .await
-            .map_err(std::io::Error::other)??
+        tokio::task::spawn_blocking(move || {
+            docfed_shared::hashing::open_for_resume::<ContentHasher>(&path, size)
+        })
+        .await
+        .map_err(std::io::Error::other)??
     };
     let already = hash.len();
     // `None` when an on-demand transfer took the address meanwhile: pull without readers.
@@ -390,7 +419,7 @@ async fn pull(
                 200 => {
                     // The source ignored the range: start over.
                     file.set_len(0)?;
-                    hash = Md5Stream::new();
+                    hash = ContentHasher::new();
                     if let Some(t) = &transfer {
                         t.set(Progress::Written(0));
                     }
@@ -400,13 +429,22 @@ async fn pull(
             };
             write_stream(node, resp, file, hash, size, transfer.clone(), space, src).await?
         };
-        let (actual, len) = hash.finish();
-        if len != size || actual != *md5 {
+        let got = hash.finish();
+        if got.size != size || got.md5 != *md5 {
             let _ = std::fs::remove_file(partial);
             return Err(PullError::Md5Mismatch {
                 source_url: src.to_owned(),
                 expected: md5.clone(),
-                actual,
+                actual: got.md5,
+            });
+        }
+        if let Some(expected) = sha256.filter(|&h| *h != got.sha256) {
+            // Same MD5, other bytes: a collision crafted to pass the content address.
+            let _ = std::fs::remove_file(partial);
+            return Err(PullError::Sha256Mismatch {
+                source_url: src.to_owned(),
+                expected: expected.clone(),
+                actual: got.sha256,
             });
         }
         tokio::task::spawn_blocking(move || file.sync_all())
@@ -444,16 +482,16 @@ pub(crate) async fn write_stream(
     node: &Arc<Node>,
     resp: reqwest::Response,
     file: std::fs::File,
-    hash: Md5Stream,
+    hash: ContentHasher,
     size: u64,
     transfer: Option<Arc<Transfer>>,
     space: SpaceReservation,
     src: &str,
-) -> Result<(std::fs::File, Md5Stream), PullError> {
+) -> Result<(std::fs::File, ContentHasher), PullError> {
     let mut remaining = size.saturating_sub(hash.len());
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let writer =
-        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, Md5Stream)> {
+        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, ContentHasher)> {
             let (mut file, mut hash) = (file, hash);
             while let Some(chunk) = rx.blocking_recv() {
                 file.write_all(&chunk)?;

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use docfed_shared::wire::DocumentVersion;
-use docfed_shared::Md5Stream;
+use docfed_shared::ContentHasher;
 
 use super::fetch::{reserve_space, write_stream, PullError};
 use super::transfers::{Progress, Transfer};
@@ -196,19 +196,27 @@ async fn pull(
         node,
         resp,
         file,
-        Md5Stream::new(),
+        ContentHasher::new(),
         doc.size,
         Some(t.clone()),
         space,
         src,
     )
     .await?;
-    let (md5, len) = hash.finish();
-    if md5 != doc.md5 || len != doc.size {
+    let got = hash.finish();
+    if got.md5 != doc.md5 || got.size != doc.size {
         return Err(PullError::Md5Mismatch {
             source_url: src.to_owned(),
             expected: doc.md5.clone(),
-            actual: md5,
+            actual: got.md5,
+        });
+    }
+    if let Some(expected) = doc.sha256.as_ref().filter(|&h| *h != got.sha256) {
+        Metrics::inc(&node.metrics.sha256_mismatches);
+        return Err(PullError::Sha256Mismatch {
+            source_url: src.to_owned(),
+            expected: expected.clone(),
+            actual: got.sha256,
         });
     }
     tokio::task::spawn_blocking(move || file.sync_all())

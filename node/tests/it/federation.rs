@@ -296,7 +296,8 @@ async fn a_refused_dead_letter_is_not_acked() -> TestResult {
 /// Messages forged with a real AMQP client into a regional node's inbox: an unsigned one, one
 /// signed with another node's key than its sender's, and, signed with the sender's real key (a
 /// compromised member), a notification that names an outside server to pull from (SSRF), one
-/// from a node that is not a parent, and one whose version would overflow the next edit. Each
+/// from a node that is not a parent, one whose version would overflow the next edit, a version
+/// primary-a never signed, and one it signed that the relay altered. Each
 /// lands in the dead-letter queue with its reason; the outside server is never contacted and no
 /// node records the document.
 #[tokio::test]
@@ -335,6 +336,8 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
         deleted: false,
         created_at: Timestamp::now(),
         author: String::new(),
+        sha256: Some("0".repeat(64).parse().unwrap()),
+        signature: None,
     };
     let notify = |from: &str, d: DocumentVersion, origin_url: String| {
         Envelope::new(
@@ -350,6 +353,11 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     };
     let (unsigned, impersonated, ssrf, sibling, overflow) =
         (doc(1), doc(1), doc(1), doc(1), doc(i64::MAX));
+    // Versions relayed by a member with its own valid key: one primary-a never signed, one it
+    // signed and the relay then altered.
+    let (unsigned_version, mut altered) = (doc(1), doc(1));
+    altered.signature = Some(fed.key("primary-a")?.sign(&altered.signing_input()));
+    altered.title = "altered on the way".into();
     let mid1_url = fed.node("mid-1").url("");
     // (message, whose key signs it, what the dead letter must say)
     let forged = [
@@ -378,6 +386,16 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
             Some("mid-1"),
             "version",
         ),
+        (
+            notify(&mid1, unsigned_version.clone(), mid1_url.clone()),
+            Some("mid-1"),
+            "is not signed",
+        ),
+        (
+            notify(&mid1, altered.clone(), mid1_url.clone()),
+            Some("mid-1"),
+            "does not match its origin's signature",
+        ),
     ];
     let conn = lapin::Connection::connect(
         &crate::common::federation::amqp_url(),
@@ -389,7 +407,7 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
         fed.send_to_inbox(&ch, "na", &env.to_bytes(), *signer)
             .await?;
     }
-    fed.await_metric("na", "docfed_notifications_dead_lettered_total", 5)
+    fed.await_metric("na", "docfed_notifications_dead_lettered_total", 7)
         .await?;
     let mut reasons = Vec::new();
     while let Some(m) = ch
@@ -407,7 +425,7 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
         });
         reasons.push(why.unwrap_or_default());
     }
-    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    assert_eq!(reasons.len(), 7, "{reasons:?}");
     for (_, _, expected) in &forged {
         assert!(
             reasons.iter().any(|r| r.contains(expected)),
@@ -418,7 +436,15 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     let id = publish(&fed, "primary-a", "title=after", b"ok".to_vec()).await?;
     fed.await_meta("na", &id, T, |m| m["available_here"] == true)
         .await?;
-    for d in [&unsigned, &impersonated, &ssrf, &sibling, &overflow] {
+    for d in [
+        &unsigned,
+        &impersonated,
+        &ssrf,
+        &sibling,
+        &overflow,
+        &unsigned_version,
+        &altered,
+    ] {
         let resp = client()
             .get(fed.node("na").url(&format!("/v1/documents/{}", d.id)))
             .send()

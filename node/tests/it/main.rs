@@ -6,5 +6,6 @@ mod federation;
 mod lifecycle;
 mod memory;
 mod search;
+mod signed_versions;
 mod storage;
 mod trust;

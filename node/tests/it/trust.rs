@@ -264,8 +264,11 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
     let conn =
         lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
     let ch = conn.create_channel().await?;
+    // The versions are genuine (signed by primary-a, as a relay would pass them on); only the
+    // bytes mid-1 serves are hostile.
+    let primary_a = fed.key("primary-a")?;
     for (_, m, size) in &plan {
-        let d = DocumentVersion {
+        let mut d = DocumentVersion {
             id: docfed_shared::DocId::new(),
             version: 1,
             origin: fed.id("primary-a"),
@@ -281,7 +284,10 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
             deleted: false,
             created_at: Timestamp::now(),
             author: String::new(),
+            sha256: Some("0".repeat(64).parse()?),
+            signature: None,
         };
+        d.signature = Some(primary_a.sign(&d.signing_input()));
         let env = Envelope::new(
             format!("n:{}:1:x", d.id),
             &fed.id("mid-1"),
