@@ -481,6 +481,50 @@ async fn wait_group_gone(pgid: u32) {
     }
 }
 
+/// Deletes the durable queues nodes `ids` declare (inbox and dead letters) on the broker at
+/// `url`, waiting at most 10 s. For test kits only, once their nodes are stopped: a test
+/// federation's queues would otherwise stay in a shared broker run after run (hundreds per test
+/// run). Never for a real federation, whose queues hold messages still to be delivered.
+/// Runs on a thread of its own, so it can be called from `Drop` inside an async test.
+pub fn delete_node_queues(url: &str, ids: &[String]) {
+    let url = url.to_owned();
+    let names: Vec<String> = ids
+        .iter()
+        .flat_map(|id| {
+            [
+                docfed_shared::topology::inbox_queue(id),
+                docfed_shared::topology::dead_letter_queue(id),
+            ]
+        })
+        .collect();
+    let worker = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let work = async {
+                let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+                    .await?;
+                for name in &names {
+                    // A failed delete (on old brokers, of a queue that is gone) closes its
+                    // channel: one channel per queue.
+                    let ch = conn.create_channel().await?;
+                    let _ = ch
+                        .queue_delete(name.as_str().into(), Default::default())
+                        .await;
+                }
+                let _ = conn.close(200, "test queues deleted".into()).await;
+                Ok::<(), lapin::Error>(())
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(10), work).await;
+        });
+    });
+    let _ = worker.join();
+}
+
 impl Drop for PrivateBroker {
     fn drop(&mut self) {
         if let Some(child) = &mut self.child {

@@ -592,6 +592,32 @@ impl Federation {
         }
     }
 
+    /// SIGKILL to the portal and every node, without waiting: for `Drop` of a test kit, which
+    /// cannot await (the processes are reaped by the runtime as usual).
+    pub fn kill_now(&mut self) {
+        let portal = self.portal.as_ref().and_then(|p| p.child.as_ref());
+        for c in portal
+            .into_iter()
+            .chain(self.nodes.iter().filter_map(|n| n.child.as_ref()))
+        {
+            if let Some(pid) = c.id() {
+                // Every child leads its own process group (see spawn_supervised).
+                let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+
+    /// For test kits, when a test federation is dropped: SIGKILL to every process and removal
+    /// of its nodes' queues from the broker ([`crate::broker::delete_node_queues`]), so tests
+    /// leave nothing behind in a shared broker.
+    pub fn discard(&mut self) {
+        self.kill_now();
+        if let Some(url) = self.amqp_url().map(str::to_owned) {
+            let ids: Vec<String> = self.nodes.iter().map(|n| n.spec.id.clone()).collect();
+            crate::broker::delete_node_queues(&url, &ids);
+        }
+    }
+
     /// SIGKILL to everything at once (a second Ctrl-C during shutdown), broker included.
     pub async fn kill_all(&mut self) -> Result<()> {
         let now = Instant::now();

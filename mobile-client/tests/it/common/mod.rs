@@ -20,6 +20,12 @@ pub struct Fed {
     _tmp: tempfile::TempDir,
 }
 
+impl Drop for Fed {
+    fn drop(&mut self) {
+        self.fed.discard();
+    }
+}
+
 impl Fed {
     /// The demo shape with ids `<prefix>-<role>`.
     pub async fn start() -> TestResult<Self> {

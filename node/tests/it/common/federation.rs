@@ -15,7 +15,18 @@ pub struct Federation {
     /// The listening socket at the address of the role not started (see
     /// [`Federation::start_with_impostor`]), for the test to serve as that node.
     pub impostor: Option<tokio::net::TcpListener>,
+    /// The broker the nodes' inboxes are on (unless a role has its own).
+    broker: String,
     _tmp: tempfile::TempDir,
+}
+
+impl Drop for Federation {
+    fn drop(&mut self) {
+        // Nodes first (killed and reaped), so none declares its queues again.
+        self.nodes.clear();
+        let ids: Vec<String> = ROLES.iter().map(|r| self.id(r)).collect();
+        topology::broker::delete_node_queues(&self.broker, &ids);
+    }
 }
 
 pub use topology::demo::ROLES;
@@ -129,6 +140,7 @@ impl Federation {
             prefix,
             nodes,
             impostor: impostor.map(|(_, l)| l),
+            broker: broker.to_owned(),
             _tmp: tmp,
         })
     }

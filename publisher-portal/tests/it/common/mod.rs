@@ -112,6 +112,12 @@ impl Portal {
     }
 }
 
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.fed.discard();
+    }
+}
+
 impl Env {
     /// Two primaries (`pa`, `pb`) and regional nodes `na` and `eu`, plus a portal started with
     /// `portal_args`.
