@@ -232,9 +232,15 @@ async fn single_hop(
     if !ok {
         bail!("curl failed");
     }
+    let device = crate::device::register(http, &b.url("na"), token, "bench").await?;
     let started = Instant::now();
     let r = http
-        .put(format!("{}/v1/devices/bench/flags/{id}", b.url("na")))
+        .put(format!(
+            "{}/v1/devices/{}/flags/{id}",
+            b.url("na"),
+            device.device
+        ))
+        .bearer_auth(&device.secret)
         .send()
         .await?;
     if !r.status().is_success() {

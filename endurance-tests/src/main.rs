@@ -2,6 +2,7 @@
 //! endurance runs with an invariant checker (`run`).
 
 mod bench;
+mod device;
 mod fedgen;
 mod run;
 

@@ -42,6 +42,7 @@ impl Client {
             .map(|e| e.error)
             .unwrap_or_else(|_| format!("HTTP {status}"));
         Err(match status.as_u16() {
+            401 => CliError::Unauthorized(msg),
             404 => CliError::NotFound(msg),
             500..=599 => CliError::Network(format!("{}: {msg}", self.base)),
             _ => CliError::Refused(msg),

@@ -12,6 +12,9 @@ pub enum CliError {
     Verification(String),
     #[error("{0}")]
     Refused(String),
+    /// The node wants a credential it did not get (401): refused, like `Refused`.
+    #[error("{0}")]
+    Unauthorized(String),
     #[error("{0}")]
     Local(String),
 }
@@ -23,7 +26,7 @@ impl CliError {
             CliError::NotFound(_) => 3,
             CliError::Network(_) => 4,
             CliError::Verification(_) => 5,
-            CliError::Refused(_) => 6,
+            CliError::Refused(_) | CliError::Unauthorized(_) => 6,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! line, against a regional node (given, or discovered over mDNS).
 
 mod client;
+mod device;
 mod discover;
 mod error;
 mod fetch;
@@ -33,9 +34,6 @@ struct Cli {
     /// Machine-readable JSON on stdout instead of tables.
     #[arg(long, global = true)]
     json: bool,
-    /// This device's id for flags (default: one generated once and kept in ~/.config/docfed).
-    #[arg(long, global = true, env = "DOCFED_DEVICE")]
-    device: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +44,7 @@ const fn const_format_help() -> &'static str {
   docfed search tides --region eu --tag maritime --limit 5
   docfed info 01890a5d-ac96-774b-bcce-b302099a8057
   docfed fetch 01890a5d-ac96-774b-bcce-b302099a8057 -o report.pdf
+  docfed --server http://127.0.0.1:7121 register --name 'my laptop' --token \"$OPERATOR_TOKEN\"
   docfed flag 01890a5d-ac96-774b-bcce-b302099a8057
   docfed annotate 01890a5d-ac96-774b-bcce-b302099a8057 --text 'Page 3: typo'
   docfed --json search finance | jq '.documents[].id'
@@ -58,7 +57,12 @@ Exit codes:
   3  not found (unknown document id or version, nothing flagged)
   4  network: server unreachable, transfer interrupted, server unavailable
   5  verification failure: the downloaded bytes do not match the document's MD5
-  6  refused by the server (invalid request, deleted document)"
+  6  refused by the server (invalid request, deleted document, device not registered
+     with that node or revoked, over the node's flag quota)
+
+Flags belong to a device registered with the node: `docfed register` once per node (the node's
+operator token unless it has open enrollment); the device id and its secret are kept in
+$XDG_CONFIG_HOME/docfed/devices.json (default ~/.config/docfed/devices.json, mode 0600)."
 }
 
 #[derive(Subcommand)]
@@ -112,7 +116,17 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
-    /// Keep a document on this device's regional node and push its updates here.
+    /// Register this device with the node (once per node), so it may flag documents there.
+    Register {
+        /// A name for the node's operator to tell devices apart, e.g. "Ana's phone".
+        #[arg(long)]
+        name: Option<String>,
+        /// The node's operator token, needed unless the node has open enrollment.
+        #[arg(long, env = "DOCFED_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Keep a document on this device's regional node and push its updates here (after
+    /// `register`).
     Flag {
         #[arg(value_parser = doc_id)]
         id: String,
@@ -234,32 +248,56 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let done = fetch::fetch(&client, &meta, &dest, retries, progress).await?;
             output::fetched(&done, json);
         }
+        Command::Register { name, token } => register(&client, name, token, json).await?,
         Command::Flag { id } => {
-            let device = device_id(cli.device)?;
+            let reg = device::require(&client.base)?;
             let v = client
                 .send_json(
                     client
                         .http
-                        .put(client.url(&format!("/v1/devices/{device}/flags/{}", check_id(&id)?))),
+                        .put(client.url(&format!(
+                            "/v1/devices/{}/flags/{}",
+                            reg.device,
+                            check_id(&id)?
+                        )))
+                        .bearer_auth(&reg.secret),
                 )
-                .await?;
-            output::value(&v, json, &format!("flagged {id} for device {device}"));
+                .await
+                .map_err(|e| revoked_hint(e, &client.base))?;
+            output::value(&v, json, &format!("flagged {id} for device {}", reg.device));
         }
         Command::Unflag { id } => {
-            let device = device_id(cli.device)?;
-            let v =
-                client
-                    .send_json(client.http.delete(
-                        client.url(&format!("/v1/devices/{device}/flags/{}", check_id(&id)?)),
-                    ))
-                    .await?;
-            output::value(&v, json, &format!("unflagged {id} for device {device}"));
+            let reg = device::require(&client.base)?;
+            let v = client
+                .send_json(
+                    client
+                        .http
+                        .delete(client.url(&format!(
+                            "/v1/devices/{}/flags/{}",
+                            reg.device,
+                            check_id(&id)?
+                        )))
+                        .bearer_auth(&reg.secret),
+                )
+                .await
+                .map_err(|e| revoked_hint(e, &client.base))?;
+            output::value(
+                &v,
+                json,
+                &format!("unflagged {id} for device {}", reg.device),
+            );
         }
         Command::Flags => {
-            let device = device_id(cli.device)?;
-            let v: serde_json::Value = client
-                .get_json(&format!("/v1/devices/{device}/flags"), &[])
-                .await?;
+            let reg = device::require(&client.base)?;
+            let v = client
+                .send_json(
+                    client
+                        .http
+                        .get(client.url(&format!("/v1/devices/{}/flags", reg.device)))
+                        .bearer_auth(&reg.secret),
+                )
+                .await
+                .map_err(|e| revoked_hint(e, &client.base))?;
             let docs: Vec<docfed_shared::wire::DocumentMeta> =
                 serde_json::from_value(v["documents"].clone())
                     .map_err(|e| CliError::Network(e.to_string()))?;
@@ -309,22 +347,87 @@ fn doc_id(s: &str) -> Result<String, String> {
         })
 }
 
-/// The device id: given, or generated once and kept in the user's config directory.
-fn device_id(given: Option<String>) -> Result<String, CliError> {
-    if let Some(d) = given {
-        return Ok(d);
+/// `docfed register`: registers this device with the node, unless it is registered there
+/// already (and the node still accepts its secret), and keeps the id and secret.
+async fn register(
+    client: &Client,
+    name: Option<String>,
+    token: Option<String>,
+    json: bool,
+) -> Result<(), CliError> {
+    let server = client.base.clone();
+    if let Some(reg) = device::load(&server)? {
+        let resp = client
+            .http
+            .get(client.url(&format!("/v1/devices/{}/flags", reg.device)))
+            .bearer_auth(&reg.secret)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|e| client.network(e))?;
+        if resp.status().is_success() {
+            let v = serde_json::json!({
+                "device": reg.device, "server": server, "name": reg.name, "new": false,
+                "credentials": device::path()?,
+            });
+            output::value(
+                &v,
+                json,
+                &format!("already registered with {server} as device {}", reg.device),
+            );
+            return Ok(());
+        }
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+            client.check(resp).await?;
+        }
+        // Revoked, or the node lost its database: register anew.
     }
-    let dir = std::env::var_os("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .ok_or_else(|| CliError::Local("no HOME to keep the device id in; pass --device".into()))?
-        .join("docfed");
-    let path = dir.join("device-id");
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        return Ok(id.trim().to_owned());
+    let mut req = client
+        .http
+        .post(client.url("/v1/devices"))
+        .json(&docfed_shared::wire::RegisterDevice { name });
+    if let Some(t) = token.as_deref().filter(|t| !t.is_empty()) {
+        req = req.bearer_auth(t);
     }
-    std::fs::create_dir_all(&dir)?;
-    let id = format!("dev-{:016x}", rand::random::<u64>());
-    std::fs::write(&path, &id)?;
-    Ok(id)
+    let v = client.send_json(req).await.map_err(|e| match e {
+        CliError::Unauthorized(m) => CliError::Unauthorized(format!(
+            "{m}; pass the node's operator token with --token (or DOCFED_TOKEN)"
+        )),
+        e => e,
+    })?;
+    let got: docfed_shared::wire::DeviceRegistration = serde_json::from_value(v)
+        .map_err(|e| CliError::Network(format!("{server}: unexpected answer: {e}")))?;
+    let path = device::save(
+        &server,
+        &device::Registration {
+            device: got.device.clone(),
+            secret: got.secret,
+            name: got.name.clone(),
+        },
+    )?;
+    // The secret stays in the file: never printed.
+    let v = serde_json::json!({
+        "device": got.device, "server": server, "name": got.name, "new": true,
+        "credentials": path,
+    });
+    output::value(
+        &v,
+        json,
+        &format!(
+            "registered with {server} as device {}; its secret is kept in {}",
+            got.device,
+            path.display()
+        ),
+    );
+    Ok(())
+}
+
+/// A 401 on a device's request: its secret no longer works there.
+fn revoked_hint(e: CliError, server: &str) -> CliError {
+    match e {
+        CliError::Unauthorized(m) => CliError::Unauthorized(format!(
+            "{m}. If an operator revoked this device, register it again: docfed --server {server} register"
+        )),
+        e => e,
+    }
 }

@@ -116,6 +116,20 @@ pub struct Args {
     /// between requests no longer, e.g. `30s`.
     #[arg(long, env = "DOCFED_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
     pub header_read_timeout: Option<Duration>,
+    /// Let anyone register a device (`POST /v1/devices`) without the node's token, up to
+    /// --max-devices. Off by default: the operator enrols devices.
+    #[arg(long, env = "DOCFED_OPEN_ENROLLMENT")]
+    pub open_enrollment: bool,
+    /// Most active (not revoked) devices this node registers; a registration beyond gets 429.
+    #[arg(long, env = "DOCFED_MAX_DEVICES")]
+    pub max_devices: Option<u64>,
+    /// Most documents one device may flag on this node; a flag beyond gets 429.
+    #[arg(long, env = "DOCFED_MAX_FLAGS_PER_DEVICE")]
+    pub max_flags_per_device: Option<u64>,
+    /// Most content one device may have kept here by its flags (the sum of the current
+    /// versions' sizes of the documents it flagged), e.g. `10GiB`; a flag beyond gets 429.
+    #[arg(long, env = "DOCFED_MAX_FLAGGED_BYTES_PER_DEVICE")]
+    pub max_flagged_bytes_per_device: Option<ByteSize>,
 }
 
 /// The optional configuration file. Every field may be left out.
@@ -155,6 +169,14 @@ pub struct FileConfig {
     /// between requests no longer, e.g. "30s".
     #[serde(default, with = "humantime_serde_opt")]
     pub header_read_timeout: Option<Duration>,
+    /// Anyone may register a device without the node's token (default false).
+    pub open_enrollment: Option<bool>,
+    /// Most active devices registered here (default 10000).
+    pub max_devices: Option<u64>,
+    /// Most documents one device may flag here (default 1000).
+    pub max_flags_per_device: Option<u64>,
+    /// Most content one device may have kept here by its flags, e.g. "10GiB" (the default).
+    pub max_flagged_bytes_per_device: Option<ByteSize>,
 }
 
 /// Validated configuration of a running node.
@@ -181,8 +203,34 @@ pub struct NodeConfig {
     pub mdns: bool,
     /// Bytes per second per pull, if limited.
     pub pull_rate_limit: Option<u64>,
+    /// Who may register devices, how many, and how much each may flag.
+    pub devices: DeviceLimits,
     /// Present when the node is a member of a federation.
     pub federation: Option<crate::federation::Federation>,
+}
+
+/// Device enrolment and flag quotas (README "Devices").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Registration without the node's token.
+    pub open_enrollment: bool,
+    /// Most active (not revoked) devices.
+    pub max_devices: u64,
+    /// Most documents flagged per device.
+    pub max_flags: u64,
+    /// Most bytes (current versions of the flagged documents) per device.
+    pub max_flagged_bytes: u64,
+}
+
+impl Default for DeviceLimits {
+    fn default() -> Self {
+        DeviceLimits {
+            open_enrollment: false,
+            max_devices: DEFAULT_MAX_DEVICES,
+            max_flags: DEFAULT_MAX_FLAGS_PER_DEVICE,
+            max_flagged_bytes: DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -228,6 +276,9 @@ pub const DEFAULT_MAX_UPLOAD: u64 = 64 * 1024 * 1024 * 1024;
 pub const DEFAULT_RESERVED_SPACE: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_PULL_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_ONDEMAND_PULLS: usize = 8;
+pub const DEFAULT_MAX_DEVICES: u64 = 10_000;
+pub const DEFAULT_MAX_FLAGS_PER_DEVICE: u64 = 1000;
+pub const DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE: u64 = 10 * 1024 * 1024 * 1024;
 
 impl NodeConfig {
     /// Merges flags/env over the file over defaults. Generates and persists a token when none
@@ -390,6 +441,21 @@ impl NodeConfig {
             },
             mdns: !args.no_mdns,
             pull_rate_limit: args.pull_rate_limit.map(|b| b.as_u64()).filter(|&b| b > 0),
+            devices: DeviceLimits {
+                open_enrollment: args.open_enrollment || file.open_enrollment.unwrap_or(false),
+                max_devices: args
+                    .max_devices
+                    .or(file.max_devices)
+                    .unwrap_or(DEFAULT_MAX_DEVICES),
+                max_flags: args
+                    .max_flags_per_device
+                    .or(file.max_flags_per_device)
+                    .unwrap_or(DEFAULT_MAX_FLAGS_PER_DEVICE),
+                max_flagged_bytes: args
+                    .max_flagged_bytes_per_device
+                    .or(file.max_flagged_bytes_per_device)
+                    .map_or(DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE, |b| b.as_u64()),
+            },
             federation,
         })
     }
@@ -412,6 +478,7 @@ impl NodeConfig {
             max_ondemand_pulls: DEFAULT_MAX_ONDEMAND_PULLS,
             mdns: false,
             pull_rate_limit: None,
+            devices: DeviceLimits::default(),
             federation: None,
         }
     }
@@ -501,6 +568,11 @@ mod tests {
             64 * 1024 * 1024 * 1024
         );
         assert_eq!(file.upload_idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(file.open_enrollment, Some(false));
+        assert_eq!(
+            file.max_flagged_bytes_per_device.unwrap().as_u64(),
+            DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE
+        );
     }
 
     #[test]

@@ -19,6 +19,20 @@ pub enum ApiError {
     BadRequest(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// A device's flags were asked for without that device's secret (or the node's token).
+    /// Unknown and revoked devices get the same answer, so it does not tell which ids exist.
+    #[error("this needs the device's secret (`Authorization: Bearer <secret>`, as returned by `POST /v1/devices`) or the node's token; the secret is missing or wrong, or the device is not registered here")]
+    DeviceUnauthorized,
+    #[error("registering a device needs the node's token (`Authorization: Bearer <token>`): this node does not have open enrollment")]
+    EnrollmentClosed,
+    /// A limit of the node's configuration was reached; `limit` names the setting.
+    #[error("{message} (limit `{limit}` = {value})")]
+    LimitReached {
+        code: &'static str,
+        limit: &'static str,
+        value: String,
+        message: String,
+    },
     #[error("{what} not found")]
     NotFound { what: String },
     #[error("{0}")]
@@ -62,7 +76,10 @@ impl ApiError {
             ApiError::InvalidField { .. }
             | ApiError::BadRequest(_)
             | ApiError::UploadAborted(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::DeviceUnauthorized | ApiError::EnrollmentClosed => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::WrongTier(_) => StatusCode::FORBIDDEN,
@@ -80,7 +97,10 @@ impl ApiError {
         match self {
             ApiError::InvalidField { .. } => "invalid_field",
             ApiError::BadRequest(_) => "bad_request",
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::DeviceUnauthorized | ApiError::EnrollmentClosed => {
+                "unauthorized"
+            }
+            ApiError::LimitReached { code, .. } => code,
             ApiError::NotFound { .. } => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::WrongTier(_) => "wrong_tier",
@@ -137,7 +157,7 @@ impl IntoResponse for ApiError {
         };
         let mut resp = (status, Json(body)).into_response();
         match self {
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized | ApiError::DeviceUnauthorized | ApiError::EnrollmentClosed => {
                 resp.headers_mut().insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Bearer realm=\"docfed\""),

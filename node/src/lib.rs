@@ -43,6 +43,8 @@ pub struct Node {
     pub transfers: federation::transfers::Transfers,
     /// HTTP client for pulls from other nodes.
     pub http: reqwest::Client,
+    /// Scheduled pulls in progress, stoppable (a dropped fetch).
+    pub pulls: federation::fetch::Running,
     /// Wakes the fetch scheduler when a pull was queued.
     pub fetch_wake: tokio::sync::Notify,
     /// Bumped when outbox rows were committed; each relay watches it.
@@ -115,6 +117,7 @@ pub async fn run(
         metrics: metrics::Metrics::default(),
         transfers: Default::default(),
         http,
+        pulls: Default::default(),
         fetch_wake: tokio::sync::Notify::new(),
         outbox_wake: tokio::sync::watch::Sender::new(0),
         inbox_connected: std::sync::atomic::AtomicBool::new(false),

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub pulls_stalled: AtomicU64,
     pub pulls_oversized: AtomicU64,
     pub ondemand_abandoned: AtomicU64,
+    pub objects_released: AtomicU64,
+    pub bytes_released: AtomicU64,
+    pub fetches_dropped: AtomicU64,
 }
 
 impl Metrics {
@@ -35,7 +38,22 @@ impl Metrics {
     /// Renders the counters plus the gauges the caller measured (outbox and fetch depth).
     pub fn render(&self, node: &str, outbox_depth: i64, pending_fetches: i64) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 18] = [
+            (
+                "docfed_objects_released_total",
+                "Stored objects deleted because the last device flag that kept them here went.",
+                &self.objects_released,
+            ),
+            (
+                "docfed_bytes_released_total",
+                "Bytes of the objects released when the last device flag on them went.",
+                &self.bytes_released,
+            ),
+            (
+                "docfed_fetches_dropped_total",
+                "Pending pulls dropped because the device flag that queued them went.",
+                &self.fetches_dropped,
+            ),
             (
                 "docfed_ondemand_abandoned_total",
                 "Cross-region transfers stopped because no reader followed them any more.",

@@ -255,6 +255,19 @@ impl Store {
         }
     }
 
+    /// Removes a stored object whose row was deleted (content released). Readers that opened
+    /// it keep reading their open file; a file already gone is not an error.
+    pub async fn remove(&self, md5: &Md5Hex) {
+        let path = self.object_path(md5);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a released object")
+            }
+        }
+    }
+
     pub async fn open_object(&self, md5: &Md5Hex) -> io::Result<tokio::fs::File> {
         tokio::fs::File::open(self.object_path(md5)).await
     }

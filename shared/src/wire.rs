@@ -224,6 +224,41 @@ pub struct PublishResponse {
     pub size: u64,
 }
 
+/// `POST /v1/devices` body: everything optional (an empty body registers a nameless device).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterDevice {
+    /// Free text to tell devices apart in the operator's list, e.g. "Ana's phone".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `POST /v1/devices` answer (201). The secret is shown this once: the node keeps only its
+/// SHA-256. Flag requests of the device send it as `Authorization: Bearer <secret>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRegistration {
+    /// The id the node gave the device (a UUID), used in `/v1/devices/{device}/...` paths.
+    pub device: String,
+    /// 64 hex digits.
+    pub secret: String,
+    #[serde(default)]
+    pub name: String,
+    pub created_at: Timestamp,
+}
+
+/// One device in `GET /v1/devices` (operators).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub id: String,
+    pub name: String,
+    pub created_at: Timestamp,
+    /// When the device was revoked; absent while it is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<Timestamp>,
+    /// Documents it flags now.
+    pub flags: u64,
+}
+
 /// The body of every error response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

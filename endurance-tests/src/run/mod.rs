@@ -412,6 +412,7 @@ async fn drive(
         budget: budget::Budget::new(set.budget, set.duration, started),
         started,
         model: Mutex::new(workload::Model::default()),
+        devices: Mutex::default(),
     });
     let stop = CancellationToken::new();
     let mut lanes = tokio::task::JoinSet::new();

@@ -97,6 +97,9 @@ pub struct Ctx {
     pub budget: Budget,
     pub started: tokio::time::Instant,
     pub model: Mutex<Model>,
+    /// Devices registered so far, one per (regional node, lane): flags need a registered
+    /// device and its secret.
+    pub devices: Mutex<HashMap<(String, u64), docfed_shared::wire::DeviceRegistration>>,
 }
 
 impl Ctx {
@@ -279,20 +282,43 @@ impl Ctx {
 
     async fn flag(&self, rng: &mut StdRng, lane: u64, doc: &str) -> Result<()> {
         let (nid, url, _) = &self.regionals[rng.random_range(0..self.regionals.len())];
-        let device = format!("device-{lane}");
+        let device = self.device(nid, url, lane).await?;
         accepted(
             self.http
-                .put(format!("{url}/v1/devices/{device}/flags/{doc}"))
+                .put(format!("{url}/v1/devices/{}/flags/{doc}", device.device))
+                .bearer_auth(&device.secret)
                 .send()
                 .await,
         )
         .await?;
-        self.model
+        self.model.lock().expect("not poisoned").flags.push((
+            nid.clone(),
+            device.device,
+            doc.to_owned(),
+        ));
+        Ok(())
+    }
+
+    /// This lane's device at regional node `nid`, registered (with the operator token) the
+    /// first time it is needed. A registration whose answer was lost leaves an unused device
+    /// behind; the next attempt registers another.
+    async fn device(
+        &self,
+        nid: &str,
+        url: &str,
+        lane: u64,
+    ) -> Result<docfed_shared::wire::DeviceRegistration> {
+        let key = (nid.to_owned(), lane);
+        if let Some(d) = self.devices.lock().expect("not poisoned").get(&key) {
+            return Ok(d.clone());
+        }
+        let d =
+            crate::device::register(&self.http, url, &self.token, &format!("lane-{lane}")).await?;
+        self.devices
             .lock()
             .expect("not poisoned")
-            .flags
-            .push((nid.clone(), device, doc.to_owned()));
-        Ok(())
+            .insert(key, d.clone());
+        Ok(d)
     }
 
     /// Fetches a regional document from a regional node outside its region: the bytes must

@@ -110,18 +110,42 @@ async fn search_and_fetch_across_regions_from_every_regional_node() -> TestResul
             "{scope} content differs"
         );
     }
-    // Flags keep a document's content on the regional node.
+    // Flags keep a document's content on the regional node, for a device registered there.
     let (eu_doc, _, _) = &docs[2];
     let na = fed.url("na");
-    let out = docfed(&["--server", &na, "--json", "flag", eu_doc]);
+    let config = tmp.path().join("config");
+    let out = docfed_with_config(
+        &config,
+        &["--server", &na, "--json", "register", "--token", &token],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = docfed_with_config(&config, &["--server", &na, "--json", "flag", eu_doc]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     await_available(&na, eu_doc, "available_here").await?;
-    let out = docfed(&["--server", &na, "--json", "flags"]);
+    let out = docfed_with_config(&config, &["--server", &na, "--json", "flags"]);
     assert_eq!(stdout_json(&out)["documents"][0]["id"], eu_doc.as_str());
+    // Unflagged: na no longer keeps content out of its scope.
+    let out = docfed_with_config(&config, &["--server", &na, "--json", "unflag", eu_doc]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout_json(&out)["objects_released"], 1);
+    await_available(&na, eu_doc, "").await?;
+    let meta: serde_json::Value = reqwest::get(format!("{na}/v1/documents/{eu_doc}"))
+        .await?
+        .json()
+        .await?;
+    assert_eq!(meta["available_here"], false);
     Ok(())
 }
 
@@ -319,5 +343,102 @@ async fn an_interrupted_fetch_resumes_without_downloading_again() -> TestResult 
     );
     assert!(std::fs::read(&dest)? == body);
     assert!(!part.exists());
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_device_registers_once_per_node_and_flags_with_its_secret() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let node = Standalone::start(&tmp.path().join("node")).await?;
+    let id = publish(&node.url, TOKEN, "title=Flag%20me", b"flag me".to_vec()).await?;
+    let config = tmp.path().join("config");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--server", node.url.as_str()];
+        all.extend_from_slice(args);
+        docfed_with_config(&config, &all)
+    };
+    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+
+    // Not registered: flags are refused before any request, saying how to register.
+    for cmd in [&["flag", id.as_str()][..], &["unflag", &id], &["flags"]] {
+        let out = run(cmd);
+        assert_eq!(out.status.code(), Some(6), "{cmd:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("docfed --server"), "{}", stderr(&out));
+        assert!(stderr(&out).contains("register"), "{}", stderr(&out));
+    }
+    // Registration needs the operator token here.
+    let out = run(&["register"]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--token"), "{}", stderr(&out));
+    let out = run(&[
+        "--json",
+        "register",
+        "--name",
+        "test phone",
+        "--token",
+        TOKEN,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = stdout_json(&out);
+    assert_eq!(v["new"], true);
+    let device = v["device"].as_str().unwrap().to_owned();
+    let file = config.join("docfed").join("devices.json");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "devices.json holds secrets");
+    }
+    let kept: serde_json::Value = serde_json::from_slice(&std::fs::read(&file)?)?;
+    let secret = kept["servers"][node.url.as_str()]["secret"]
+        .as_str()
+        .ok_or("no secret kept")?
+        .to_owned();
+    assert_eq!(
+        kept["servers"][node.url.as_str()]["device"],
+        device.as_str()
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains(&secret),
+        "the secret is printed"
+    );
+    // Registering again is a no-op while the node accepts the secret.
+    let out = run(&["--json", "register"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout_json(&out)["new"], false);
+    assert_eq!(stdout_json(&out)["device"], device.as_str());
+
+    let out = run(&["--json", "flag", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["--json", "flags"]);
+    assert_eq!(stdout_json(&out)["documents"][0]["id"], id.as_str());
+    let out = run(&["--json", "unflag", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["--json", "flags"]);
+    assert_eq!(
+        stdout_json(&out)["documents"].as_array().map(Vec::len),
+        Some(0)
+    );
+
+    // Revoked by the operator: refused, with how to come back; registering again works.
+    let resp = reqwest::Client::new()
+        .delete(format!("{}/v1/devices/{device}", node.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await?;
+    assert!(resp.status().is_success());
+    let out = run(&["flag", &id]);
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("register it again"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["--json", "register", "--token", TOKEN]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = stdout_json(&out);
+    assert_eq!(v["new"], true);
+    assert_ne!(v["device"], device.as_str());
+    let out = run(&["--json", "flag", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
     Ok(())
 }

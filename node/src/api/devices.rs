@@ -1,16 +1,37 @@
-//! Device flags: `PUT`/`DELETE /v1/devices/{device}/flags/{id}` and
-//! `GET /v1/devices/{device}/flags`. A flagged document's content is kept on this node (pulled
-//! now if needed, and every new version too) so the device can get it whenever it connects.
+//! Devices and their flags (README "Devices"):
+//! * `POST /v1/devices` registers a device: the node's token, or anyone with
+//!   `--open-enrollment` (up to `--max-devices` active devices); answers the device's id and its
+//!   secret, which the node keeps only as a SHA-256.
+//! * `GET /v1/devices` lists them, `DELETE /v1/devices/{device}` revokes one (its flags go and
+//!   what only they kept is released): the node's token.
+//! * `PUT`/`DELETE /v1/devices/{device}/flags/{id}` and `GET /v1/devices/{device}/flags`: the
+//!   device's secret as a bearer token, or the node's token. A flagged document's content is
+//!   kept on this node (pulled now if needed, and every new version too) so the device can get
+//!   it whenever it connects; a flag counts against the device's quotas
+//!   (`--max-flags-per-device`, `--max-flagged-bytes-per-device`: 429 beyond). Unflagging
+//!   releases what nothing else here needs (`federation::release`).
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
+use bytesize::ByteSize;
 use docfed_shared::messages::Notification;
-use docfed_shared::wire::{ChangeKind, DocumentMeta, Timestamp};
+use docfed_shared::wire::{
+    ChangeKind, DeviceInfo, DeviceRegistration, DocumentMeta, RegisterDevice, Timestamp,
+};
 
-use super::{parse_id, AppState};
+use super::{carries_token, constant_time_eq, parse_id, AppState, Authorized, JsonBody};
+use crate::db::devices::{
+    device_active, flag_usage, has_flag, new_device_id, new_secret, revoke_device, secret_hash,
+    RegisterError,
+};
 use crate::db::documents::object_known;
 use crate::error::ApiError;
+use crate::federation::release::release;
+
+/// Longest device name, in characters.
+const MAX_NAME: usize = 100;
 
 fn parse_device(raw: &str) -> Result<String, ApiError> {
     let ok = !raw.is_empty()
@@ -28,28 +49,213 @@ fn parse_device(raw: &str) -> Result<String, ApiError> {
     }
 }
 
+/// Who may register a device: the operator (the node's token), or anyone when the node has
+/// open enrollment. Checked before the body is read.
+pub struct Enrollment {
+    by_operator: bool,
+}
+
+impl FromRequestParts<AppState> for Enrollment {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, node: &AppState) -> Result<Self, ApiError> {
+        let by_operator = carries_token(&parts.headers, node);
+        if by_operator || node.config.devices.open_enrollment {
+            Ok(Enrollment { by_operator })
+        } else {
+            Err(ApiError::EnrollmentClosed)
+        }
+    }
+}
+
+/// `POST /v1/devices`.
+pub async fn register(
+    State(node): State<AppState>,
+    enrollment: Enrollment,
+    JsonBody(body): JsonBody<Option<RegisterDevice>>,
+) -> Result<(StatusCode, Json<DeviceRegistration>), ApiError> {
+    let name = body.and_then(|b| b.name).unwrap_or_default();
+    let name = name.trim();
+    if name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "name",
+            format!("at most {MAX_NAME} characters, no control characters"),
+        ));
+    }
+    let (id, secret) = (new_device_id(), new_secret());
+    let max = node.config.devices.max_devices;
+    let created = match node
+        .db
+        .register_device(&id, name, &secret_hash(&secret), max)
+        .await
+    {
+        Ok(at) => at,
+        Err(RegisterError::Full { active }) => {
+            tracing::warn!(
+                active,
+                max,
+                "device registration refused: --max-devices reached"
+            );
+            return Err(ApiError::LimitReached {
+                code: "device_limit",
+                limit: "max_devices",
+                value: max.to_string(),
+                message: format!(
+                    "this node has {active} active devices, the most it registers; an operator \
+                     can revoke unused ones (DELETE /v1/devices/{{device}})"
+                ),
+            });
+        }
+        Err(RegisterError::Db(e)) => return Err(e.into()),
+    };
+    tracing::info!(device = %id, name, by_operator = enrollment.by_operator, "device registered");
+    Ok((
+        StatusCode::CREATED,
+        Json(DeviceRegistration {
+            device: id,
+            secret,
+            name: name.to_owned(),
+            created_at: Timestamp(created),
+        }),
+    ))
+}
+
+/// `GET /v1/devices` (token).
+pub async fn list(
+    State(node): State<AppState>,
+    _: Authorized,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let devices: Vec<DeviceInfo> = node
+        .db
+        .devices()
+        .await?
+        .into_iter()
+        .map(|d| DeviceInfo {
+            id: d.id,
+            name: d.name,
+            created_at: Timestamp(d.created_at),
+            revoked: d.revoked.map(Timestamp),
+            flags: d.flags.max(0) as u64,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "devices": devices })))
+}
+
+/// `DELETE /v1/devices/{device}` (token): the device's secret stops working, its flags go and
+/// the content only they kept here is released.
+pub async fn revoke(
+    State(node): State<AppState>,
+    _: Authorized,
+    Path(device): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let device = parse_device(&device)?;
+    let mut tx = node.db.begin_write().await?;
+    let Some(docs) = revoke_device(&mut tx, &device).await? else {
+        return Err(ApiError::not_found(format!("device {device}")));
+    };
+    let released = release(&node, &mut tx, &docs).await?;
+    tx.commit().await?;
+    let objects = released.objects();
+    released.finish(&node).await;
+    tracing::info!(device = %device, flags_removed = docs.len(), objects_released = objects, "device revoked");
+    Ok(Json(serde_json::json!({
+        "device": device,
+        "revoked": true,
+        "flags_removed": docs.len(),
+        "objects_released": objects,
+    })))
+}
+
+/// Lets a request act on `device`'s flags: the device's own secret, or the node's token. An
+/// unknown or revoked device gets the same 401 as a wrong secret, so ids cannot be probed;
+/// the operator, who may list devices anyway, is told plainly.
+async fn authorize(node: &AppState, headers: &HeaderMap, device: &str) -> Result<(), ApiError> {
+    let stored = node.db.active_device_hash(device).await?;
+    if carries_token(headers, node) {
+        return match stored {
+            Some(_) => Ok(()),
+            None => Err(ApiError::not_found(format!(
+                "active device {device} (unknown or revoked)"
+            ))),
+        };
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    // Hash and compare even when there is nothing to compare with (a stand-in that matches no
+    // hash), so an unknown device takes as long as a wrong secret.
+    let presented = secret_hash(presented);
+    let expected = stored.unwrap_or_else(|| "-".repeat(64));
+    if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::DeviceUnauthorized)
+    }
+}
+
+/// `PUT /v1/devices/{device}/flags/{id}`: 201 for a new flag, 200 if it was flagged already
+/// (counted once).
 pub async fn flag(
     State(node): State<AppState>,
     Path((device, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let device = parse_device(&device)?;
     let id = parse_id(&id)?;
+    authorize(&node, &headers, &device).await?;
     let doc = node
         .db
         .document(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
     let mut tx = node.db.begin_write().await?;
-    let new = sqlx::query(
-        "INSERT OR IGNORE INTO device_flags (device, doc_id, created_at) VALUES (?, ?, ?)",
-    )
-    .bind(&device)
-    .bind(id.to_string())
-    .bind(Timestamp::now().millis())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        > 0;
+    // Revoked since `authorize` looked: no flag for it.
+    if !device_active(&mut tx, &device).await? {
+        return Err(ApiError::DeviceUnauthorized);
+    }
+    let new = !has_flag(&mut tx, &device, &id).await?;
+    if new {
+        let limits = node.config.devices;
+        let usage = flag_usage(&mut tx, &device).await?;
+        if usage.flags + 1 > limits.max_flags {
+            return Err(ApiError::LimitReached {
+                code: "flag_quota",
+                limit: "max_flags_per_device",
+                value: limits.max_flags.to_string(),
+                message: format!(
+                    "device {device} flags {} documents already, the most this node allows; \
+                     unflag one first",
+                    usage.flags
+                ),
+            });
+        }
+        let size = doc.current.size;
+        if usage.bytes.saturating_add(size) > limits.max_flagged_bytes {
+            return Err(ApiError::LimitReached {
+                code: "flag_quota",
+                limit: "max_flagged_bytes_per_device",
+                value: format!(
+                    "{} ({} bytes)",
+                    ByteSize(limits.max_flagged_bytes),
+                    limits.max_flagged_bytes
+                ),
+                message: format!(
+                    "device {device}'s flagged documents hold {} bytes; this one ({size} bytes) \
+                     would take them over the most this node keeps per device",
+                    usage.bytes
+                ),
+            });
+        }
+        sqlx::query("INSERT INTO device_flags (device, doc_id, created_at) VALUES (?, ?, ?)")
+            .bind(&device)
+            .bind(id.to_string())
+            .bind(Timestamp::now().millis())
+            .execute(&mut *tx)
+            .await?;
+    }
     let mut pulling = false;
     if let Some(fed) = node.federation() {
         let d = &doc.current;
@@ -84,12 +290,15 @@ pub async fn flag(
     ))
 }
 
+/// `DELETE /v1/devices/{device}/flags/{id}`: removes the flag and releases what only it kept.
 pub async fn unflag(
     State(node): State<AppState>,
     Path((device, id)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let device = parse_device(&device)?;
     let id = parse_id(&id)?;
+    authorize(&node, &headers, &device).await?;
     let mut tx = node.db.begin_write().await?;
     let n = sqlx::query("DELETE FROM device_flags WHERE device = ? AND doc_id = ?")
         .bind(&device)
@@ -97,27 +306,37 @@ pub async fn unflag(
         .execute(&mut *tx)
         .await?
         .rows_affected();
-    tx.commit().await?;
     if n == 0 {
         return Err(ApiError::not_found(format!(
             "flag of document {id} by device {device}"
         )));
     }
-    Ok(Json(
-        serde_json::json!({ "device": device, "id": id, "flagged": false }),
-    ))
+    let released = release(&node, &mut tx, &[id]).await?;
+    tx.commit().await?;
+    let objects = released.objects();
+    released.finish(&node).await;
+    Ok(Json(serde_json::json!({
+        "device": device,
+        "id": id,
+        "flagged": false,
+        "objects_released": objects,
+    })))
 }
 
+/// `GET /v1/devices/{device}/flags`: the flagged documents, oldest flag first.
 pub async fn flags(
     State(node): State<AppState>,
     Path(device): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let device = parse_device(&device)?;
-    let ids: Vec<String> =
-        sqlx::query_scalar("SELECT doc_id FROM device_flags WHERE device = ? ORDER BY created_at")
-            .bind(&device)
-            .fetch_all(node.db.reader())
-            .await?;
+    authorize(&node, &headers, &device).await?;
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT doc_id FROM device_flags WHERE device = ? ORDER BY created_at, doc_id",
+    )
+    .bind(&device)
+    .fetch_all(node.db.reader())
+    .await?;
     let mut documents: Vec<DocumentMeta> = Vec::with_capacity(ids.len());
     for id in ids {
         if let Ok(id) = id.parse() {

@@ -54,6 +54,11 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/annotations/{aid}/reject", post(federation::reject))
         .route("/v1/objects/{md5}", get(content::object))
         .route("/v1/peers", get(federation::peers))
+        .route("/v1/devices", get(devices::list).post(devices::register))
+        .route(
+            "/v1/devices/{device}",
+            axum::routing::delete(devices::revoke),
+        )
         .route(
             "/v1/devices/{device}/flags/{id}",
             axum::routing::put(devices::flag).delete(devices::unflag),
@@ -102,7 +107,8 @@ async fn drain(mut stream: axum::body::BodyDataStream, error: ApiError) -> ApiEr
 
 /// A JSON request body of at most [`MAX_JSON_BODY`] bytes, read in chunks and refused with 413
 /// as soon as it is longer (whatever its `Content-Length` says), so a client streaming gigabytes
-/// costs the node one buffer of that size.
+/// costs the node one buffer of that size. An empty body reads as JSON `null`: a handler whose
+/// body is optional takes `JsonBody<Option<T>>`.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
@@ -129,7 +135,12 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             }
             buf.extend_from_slice(&chunk);
         }
-        serde_json::from_slice(&buf)
+        let text: &[u8] = if buf.iter().all(u8::is_ascii_whitespace) {
+            b"null"
+        } else {
+            &buf
+        };
+        serde_json::from_slice(text)
             .map(JsonBody)
             .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
     }
@@ -162,7 +173,7 @@ pub fn carries_token(headers: &axum::http::HeaderMap, node: &AppState) -> bool {
         .is_some_and(|t| constant_time_eq(t.as_bytes(), node.config.token.as_bytes()))
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

@@ -6,6 +6,7 @@
 //! readers proceed while the writer works; `synchronous = FULL` makes a commit durable before it
 //! is acknowledged, because the federation acks messages on the strength of a commit.
 
+pub mod devices;
 pub mod documents;
 
 use std::path::Path;

@@ -99,6 +99,38 @@ pub async fn enqueue_fetch(
     Ok(())
 }
 
+/// Scheduled pulls in progress, each with a token that stops it: a pull whose fetch was
+/// dropped (`release`) and that nobody follows stops at once instead of pulling the rest of
+/// the bytes for nothing.
+#[derive(Debug, Default)]
+pub struct Running(Mutex<std::collections::HashMap<String, CancellationToken>>);
+
+impl Running {
+    fn start(&self, md5: &str) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .insert(md5.to_owned(), token.clone());
+        token
+    }
+
+    fn finish(&self, md5: &str) {
+        self.0.lock().expect("not poisoned").remove(md5);
+    }
+
+    /// Stops the scheduled pull of `md5`, if one runs. Returns whether one did.
+    pub fn stop(&self, md5: &Md5Hex) -> bool {
+        match self.0.lock().expect("not poisoned").get(md5.as_str()) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 pub async fn pending_count(node: &Node) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM pending_fetches")
         .fetch_one(node.db.reader())
@@ -137,10 +169,14 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
                             node: node.clone(),
                             _permit: permit,
                         };
+                        let md5 = row.md5.clone();
+                        let stop = node.pulls.start(&md5);
                         tokio::select! {
                             () = fetch_one(&node, row) => {}
                             () = cancel.cancelled() => {}
+                            () = stop.cancelled() => abandon(&node, &md5),
                         }
+                        node.pulls.finish(&md5);
                     });
                 }
             }
@@ -152,6 +188,23 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
             () = cancel.cancelled() => return,
         }
     }
+}
+
+/// Cleans up after a pull stopped because its fetch was dropped: its transfer ends (it had no
+/// readers) and its partial file goes.
+fn abandon(node: &Node, md5: &str) {
+    let partial = node.config.data_dir.join("partial").join(md5);
+    if let Ok(md5) = md5.parse::<Md5Hex>() {
+        node.transfers.end(&md5, &partial, Progress::Failed);
+    }
+    match std::fs::remove_file(&partial) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = %partial.display(), error = %e, "cannot remove a stopped pull's partial file")
+        }
+    }
+    tracing::info!(md5 = %md5, "stopped a pull whose fetch was dropped");
 }
 
 /// A pull in progress: its md5 in the active set and its concurrency permit, both given back
@@ -587,8 +640,22 @@ async fn complete(
     attempts: i64,
     started: Instant,
 ) -> Result<(), PullError> {
-    let size = std::fs::metadata(partial)?.len();
     let mut tx = node.db.begin_write().await?;
+    // The fetch was dropped while the pull ran (the device flag that queued it went, see
+    // `release`): keep nothing. Readers following the transfer hold the file open and may
+    // read it to the end: its bytes are verified.
+    let wanted: Option<i64> = sqlx::query_scalar("SELECT 1 FROM pending_fetches WHERE md5 = ?")
+        .bind(md5.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    if wanted.is_none() {
+        drop(tx);
+        node.transfers.end(md5, partial, Progress::Done);
+        let _ = std::fs::remove_file(partial);
+        tracing::info!(md5 = %md5, doc_id = %doc_id, "pull finished after its fetch was dropped; not kept");
+        return Ok(());
+    }
+    let size = std::fs::metadata(partial)?.len();
     let held = object_known(&mut tx, md5).await?;
     let placed = node
         .store

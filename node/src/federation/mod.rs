@@ -11,6 +11,7 @@ pub mod inbox;
 pub mod ondemand;
 pub mod outbox;
 pub mod presence;
+pub mod release;
 pub mod routing;
 pub mod transfers;
 
@@ -142,6 +143,16 @@ impl Federation {
                     .is_some_and(|n| n.tier == Tier::Regional && self.regional_needs(n, scope))
             }),
         }
+    }
+
+    /// Whether this node's routing keeps content of this scope, whoever flags it: a primary
+    /// always; a regional node when the scope is its own (or one it backs up); an intermediate
+    /// when some regional node it could carry the notification to needs it (it caches for its
+    /// children). What is kept for device flags only is released when the last flag goes
+    /// (`release`).
+    pub fn keeps_content(&self, scope: &Scope) -> bool {
+        let regionals: Vec<String> = self.topology.regionals().map(|n| n.id.clone()).collect();
+        self.needs_content(self.id(), scope, false, &regionals)
     }
 
     /// Where to pull content from when `origin_url` fails: the other parents (the alternate

@@ -12,6 +12,7 @@ use docfed_shared::ContentHasher;
 
 use super::fetch::{reserve_space, write_stream, PullError};
 use super::transfers::{Progress, Transfer};
+use crate::db::devices::flagged_by_any;
 use crate::db::documents::{object_known, record_object};
 use crate::metrics::Metrics;
 use crate::Node;
@@ -231,10 +232,12 @@ async fn keep_if_flagged(
     doc: &DocumentVersion,
     t: &Transfer,
 ) -> Result<bool, PullError> {
-    if !node.db.flagged(&doc.id).await? {
+    let mut tx = node.db.begin_write().await?;
+    // Asked in the writer transaction: an unflag committed just before must not see its
+    // released content come back.
+    if !flagged_by_any(&mut tx, &doc.id).await? {
         return Ok(false);
     }
-    let mut tx = node.db.begin_write().await?;
     let held = object_known(&mut tx, &doc.md5).await?;
     let placed = node
         .store

@@ -153,12 +153,25 @@ pub async fn publish(url: &str, token: &str, query: &str, body: Vec<u8>) -> Test
         .to_owned())
 }
 
+/// The configuration directory of commands that register nothing: never the user's (where
+/// `docfed register` would keep device secrets), and not created unless something registers.
+fn shared_config() -> PathBuf {
+    std::env::temp_dir().join(format!("docfed-cli-tests-{}", std::process::id()))
+}
+
 /// Runs `docfed` with `args` (no mDNS wait when --server is given).
 pub fn docfed(args: &[&str]) -> Output {
+    docfed_with_config(&shared_config(), args)
+}
+
+/// Runs `docfed` with `args` and `config` as its configuration directory (XDG_CONFIG_HOME),
+/// where registrations are kept: one per test that registers, so tests do not share devices.
+pub fn docfed_with_config(config: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_docfed"))
         .args(args)
         .env_remove("DOCFED_SERVER")
-        .env("DOCFED_DEVICE", "test-device")
+        .env_remove("DOCFED_TOKEN")
+        .env("XDG_CONFIG_HOME", config)
         .stdin(Stdio::null())
         .output()
         .expect("run docfed")
@@ -168,6 +181,8 @@ pub fn docfed_child(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_docfed"))
         .args(args)
         .env_remove("DOCFED_SERVER")
+        .env_remove("DOCFED_TOKEN")
+        .env("XDG_CONFIG_HOME", shared_config())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
