@@ -194,9 +194,10 @@ async fn the_launcher_starts_the_portal() -> TestResult {
         TestResult::Ok(())
     }
     .await;
-    let forced = fed.shutdown().await.map_err(|e| format!("{e:#}"))?;
+    let forced = fed.shutdown().await.map_err(|e| format!("{e:#}"));
+    fed.discard();
     assert!(
-        !forced.contains(&"portal".to_owned()),
+        !forced?.contains(&"portal".to_owned()),
         "the portal needed SIGKILL"
     );
     result
