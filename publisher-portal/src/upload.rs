@@ -46,12 +46,9 @@ const FORM_OVERHEAD: u64 = 1 << 20;
 /// resets the connection and can destroy the answer in flight. Beyond that, it closes.
 const DRAIN_CAP: u64 = 64 << 20;
 
-const MAX_TITLE: usize = 500;
-const MAX_DESCRIPTION: usize = 20_000;
-const MAX_SOURCE: usize = 500;
-const MAX_TAGS: usize = 50;
-const MAX_TAG: usize = 64;
-const MAX_FILENAME: usize = 255;
+use docfed_shared::limits::{
+    MAX_DESCRIPTION, MAX_FILENAME, MAX_SOURCE, MAX_TAG, MAX_TAGS, MAX_TITLE,
+};
 
 pub fn publish_form<'a>(
     st: &'a AppState,
@@ -369,90 +366,13 @@ impl Upload<'_> {
 
     /// Checks the text fields, adding every problem to `errors`; the metadata to send if none.
     fn validate(&self, errors: &mut Vec<FieldError>, filename: Option<&str>) -> Option<Meta> {
-        let v = &self.values;
-        let mut err =
-            |field: &'static str, message: String| errors.push(FieldError { field, message });
-        let title = v.title.trim();
-        if title.is_empty() {
-            err("title", "Enter a title.".into());
-        } else if title.chars().count() > MAX_TITLE {
-            err(
-                "title",
-                format!("The title is longer than {MAX_TITLE} characters."),
-            );
-        } else if title.chars().any(char::is_control) {
-            err("title", "The title must be one line of text.".into());
-        }
-        if v.description.chars().count() > MAX_DESCRIPTION {
-            err(
-                "description",
-                format!("The description is longer than {MAX_DESCRIPTION} characters."),
-            );
-        } else if v
-            .description
-            .chars()
-            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-        {
-            err(
-                "description",
-                "The description contains control characters.".into(),
-            );
-        }
-        let source = v.source.trim();
-        if source.chars().count() > MAX_SOURCE {
-            err(
-                "source",
-                format!("The source is longer than {MAX_SOURCE} characters."),
-            );
-        } else if source.chars().any(char::is_control) {
-            err("source", "The source must be one line of text.".into());
-        }
-        let mut tags: Vec<String> = Vec::new();
-        for t in v.tags.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let t = t.to_lowercase();
-            if t.chars().count() > MAX_TAG || t.chars().any(char::is_control) {
-                err(
-                    "tags",
-                    format!("Each tag must be one line of at most {MAX_TAG} characters."),
-                );
-                break;
-            }
-            if !tags.contains(&t) {
-                tags.push(t);
+        match validate_form(&self.values, &self.st.config.regions, filename) {
+            Ok(meta) => errors.is_empty().then_some(meta),
+            Err(mut found) => {
+                errors.append(&mut found);
+                None
             }
         }
-        if tags.len() > MAX_TAGS {
-            err("tags", format!("At most {MAX_TAGS} tags."));
-        }
-        let scope = v.scope.trim();
-        let scope_ok = match scope.parse::<Scope>() {
-            Ok(Scope::Global) => true,
-            Ok(Scope::Region(r)) => self.st.config.regions.contains(&r),
-            Err(_) => false,
-        };
-        if !scope_ok {
-            err(
-                "scope",
-                if self.st.config.regions.is_empty() {
-                    "Choose the scope: global.".to_owned()
-                } else {
-                    format!(
-                        "Choose the scope: global or one of the regions {}.",
-                        self.st.config.regions.join(", ")
-                    )
-                },
-            );
-        }
-        if filename == Some("") {
-            err("file", "Choose a file to publish.".into());
-        }
-        errors.is_empty().then(|| Meta {
-            title: title.to_owned(),
-            description: v.description.clone(),
-            tags,
-            source: source.to_owned(),
-            scope: scope.to_owned(),
-        })
     }
 
     /// The form again, with the author's values and what is wrong.
@@ -628,6 +548,102 @@ impl Upload<'_> {
     }
 }
 
+/// Checks the publish form's text fields against the bounds the node enforces (shared
+/// `limits`), so the portal never sends what a primary would refuse: every problem, or the
+/// metadata to send.
+fn validate_form(
+    v: &FormValues,
+    regions: &[String],
+    filename: Option<&str>,
+) -> Result<Meta, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut err = |field: &'static str, message: String| errors.push(FieldError { field, message });
+    let title = v.title.trim();
+    if title.is_empty() {
+        err("title", "Enter a title.".into());
+    } else if title.chars().count() > MAX_TITLE {
+        err(
+            "title",
+            format!("The title is longer than {MAX_TITLE} characters."),
+        );
+    } else if title.chars().any(char::is_control) {
+        err("title", "The title must be one line of text.".into());
+    }
+    if v.description.chars().count() > MAX_DESCRIPTION {
+        err(
+            "description",
+            format!("The description is longer than {MAX_DESCRIPTION} characters."),
+        );
+    } else if v
+        .description
+        .chars()
+        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
+    {
+        err(
+            "description",
+            "The description contains control characters.".into(),
+        );
+    }
+    let source = v.source.trim();
+    if source.chars().count() > MAX_SOURCE {
+        err(
+            "source",
+            format!("The source is longer than {MAX_SOURCE} characters."),
+        );
+    } else if source.chars().any(char::is_control) {
+        err("source", "The source must be one line of text.".into());
+    }
+    let mut tags: Vec<String> = Vec::new();
+    for t in v.tags.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let t = t.to_lowercase();
+        if t.chars().count() > MAX_TAG || t.chars().any(char::is_control) {
+            err(
+                "tags",
+                format!("Each tag must be one line of at most {MAX_TAG} characters."),
+            );
+            break;
+        }
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        err("tags", format!("At most {MAX_TAGS} tags."));
+    }
+    let scope = v.scope.trim();
+    let scope_ok = match scope.parse::<Scope>() {
+        Ok(Scope::Global) => true,
+        Ok(Scope::Region(r)) => regions.contains(&r),
+        Err(_) => false,
+    };
+    if !scope_ok {
+        err(
+            "scope",
+            if regions.is_empty() {
+                "Choose the scope: global.".to_owned()
+            } else {
+                format!(
+                    "Choose the scope: global or one of the regions {}.",
+                    regions.join(", ")
+                )
+            },
+        );
+    }
+    if filename == Some("") {
+        err("file", "Choose a file to publish.".into());
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Meta {
+        title: title.to_owned(),
+        description: v.description.clone(),
+        tags,
+        source: source.to_owned(),
+        scope: scope.to_owned(),
+    })
+}
+
 struct Meta {
     title: String,
     description: String,
@@ -739,6 +755,73 @@ mod tests {
         assert_eq!(clean_filename("a\nb.txt"), "ab.txt");
         assert_eq!(clean_filename(""), "");
         assert_eq!(clean_filename(&"x".repeat(300)).len(), 255);
+    }
+
+    use proptest::prelude::*;
+
+    /// Any text, control characters, combining marks and characters whose lower case is longer
+    /// included, at lengths around the limits.
+    fn text(max: usize) -> impl Strategy<Value = String> {
+        let chars = |c: Vec<char>| c.into_iter().collect::<String>();
+        prop_oneof![
+            proptest::collection::vec(any::<char>(), 0..max).prop_map(chars),
+            proptest::collection::vec(prop_oneof![Just('İ'), Just('a'), Just(' ')], 0..max)
+                .prop_map(chars),
+            (0..max).prop_map(|n| "x".repeat(n)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever an author types, the form is either refused with a reason or yields metadata
+        /// the node accepts: the portal never sends a publication a primary refuses for its
+        /// fields.
+        #[test]
+        fn accepted_forms_pass_the_nodes_bounds(
+            title in text(600),
+            description in text(20_100),
+            tags in prop_oneof![text(200), proptest::collection::vec(text(70), 0..60).prop_map(|t| t.join(","))],
+            source in text(600),
+            scope in prop_oneof![Just("global".to_owned()), Just("region:na".to_owned()), text(20)],
+            filename in text(400),
+        ) {
+            let values = FormValues { title, description, tags, source, scope };
+            let regions = vec!["na".to_owned()];
+            let clean = clean_filename(&filename);
+            prop_assert!(clean.chars().count() <= MAX_FILENAME);
+            prop_assert!(!clean.contains(['/', '\\']));
+            if let Ok(meta) = validate_form(&values, &regions, Some(&filename)) {
+                let v = docfed_shared::wire::DocumentVersion {
+                    id: docfed_shared::DocId::new(),
+                    version: 1,
+                    origin: "primary".into(),
+                    title: meta.title,
+                    description: meta.description,
+                    tags: meta.tags,
+                    filename: clean,
+                    source: meta.source,
+                    scope: meta.scope.parse().map_err(|e| TestCaseError::fail(format!("{e}")))?,
+                    content_type: "application/octet-stream".into(),
+                    md5: Md5Hex::empty(),
+                    size: 0,
+                    deleted: false,
+                    created_at: docfed_shared::wire::Timestamp(0),
+                    author: String::new(),
+                    sha256: None,
+                    signature: None,
+                };
+                prop_assert_eq!(docfed_shared::limits::check_version(&v), Ok(()));
+            }
+        }
+
+        /// A media type the portal passes on is one the node's bounds accept.
+        #[test]
+        fn plausible_media_types_fit_the_node(ct in text(300)) {
+            if plausible_media_type(&ct) {
+                prop_assert!(ct.len() <= docfed_shared::limits::MAX_CONTENT_TYPE && ct.is_ascii());
+            }
+        }
     }
 
     #[test]
