@@ -665,6 +665,102 @@ fn fts_query(text: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn version(id: docfed_shared::DocId, n: i64, origin: &str, deleted: bool) -> DocumentVersion {
+        DocumentVersion {
+            id,
+            version: n,
+            origin: origin.into(),
+            title: format!("v{n} by {origin}"),
+            description: String::new(),
+            tags: vec!["t".into()],
+            filename: "report.pdf".into(),
+            source: String::new(),
+            scope: docfed_shared::Scope::Global,
+            content_type: "application/pdf".into(),
+            md5: "0123456789abcdef0123456789abcdef".parse().unwrap(),
+            size: 1,
+            deleted,
+            created_at: Timestamp(n),
+            author: String::new(),
+            sha256: None,
+            signature: None,
+        }
+    }
+
+    fn page(last_seq: i64, versions: &[DocumentVersion]) -> ChangeFeed {
+        ChangeFeed {
+            changes: versions
+                .iter()
+                .enumerate()
+                .map(|(i, v)| docfed_shared::wire::Change {
+                    seq: i as i64 + 1,
+                    kind: docfed_shared::wire::ChangeKind::Updated,
+                    at: Timestamp(0),
+                    document: v.clone(),
+                })
+                .collect(),
+            last_seq,
+        }
+    }
+
+    /// Concurrent versions resolve as on the node (higher version, then higher origin), in
+    /// whatever order they arrive; a repeated page changes nothing.
+    #[tokio::test]
+    async fn the_newest_version_wins_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path()).await.unwrap();
+        let id = docfed_shared::DocId::new();
+        let vs = [
+            version(id, 1, "p-a", false),
+            version(id, 2, "p-b", true),
+            version(id, 2, "p-a", false),
+        ];
+        let applied = r.apply_page("http://n", &page(3, &vs)).await.unwrap();
+        assert_eq!((applied.new, applied.deleted, applied.updated), (1, 1, 0));
+        let again = r.apply_page("http://n", &page(3, &vs)).await.unwrap();
+        assert_eq!((again.new, again.deleted, again.updated), (0, 0, 0));
+        let d = r.document(&id.to_string()).await.unwrap().unwrap();
+        assert_eq!((d.current.version, d.current.origin.as_str()), (2, "p-b"));
+        assert!(d.current.deleted);
+        assert_eq!(d.published_at, Timestamp(1));
+        assert_eq!(r.position("http://n").await.unwrap(), 3);
+        // An older page never moves the position back.
+        r.apply_page("http://n", &page(1, &[])).await.unwrap();
+        assert_eq!(r.position("http://n").await.unwrap(), 3);
+        let versions = r.versions(&id.to_string()).await.unwrap().unwrap();
+        assert_eq!(versions.versions.len(), 3);
+        assert_eq!(versions.versions.iter().filter(|v| v.current).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn file_names_are_made_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path()).await.unwrap();
+        let mut names = Vec::new();
+        for (i, filename) in ["report.pdf", "REPORT.pdf", "../x/report.pdf", "..", "notes"]
+            .iter()
+            .enumerate()
+        {
+            let mut v = version(docfed_shared::DocId::new(), 1, "p", false);
+            v.filename = filename.to_string();
+            let part = dir.path().join(format!("part{i}"));
+            std::fs::write(&part, b"x").unwrap();
+            let path = r.install(&v, &part).await.unwrap();
+            assert_eq!(path.parent(), Some(r.files_dir().as_path()));
+            names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+        assert_eq!(
+            names[..3],
+            ["report.pdf", "REPORT (2).pdf", "report (3).pdf"]
+        );
+        assert_eq!(names[4], "notes");
+        assert!(
+            names[3].len() == 36,
+            "an empty name becomes the id: {}",
+            names[3]
+        );
+    }
+
     #[test]
     fn search_words_are_literal() {
         assert_eq!(fts_query("annual rep*").unwrap(), r#""annual" "rep"*"#);

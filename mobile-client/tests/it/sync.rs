@@ -415,16 +415,21 @@ async fn a_sync_killed_mid_download_resumes_and_verifies() -> TestResult {
     );
     let part = home.join("partial").join(&md5);
     let deadline = Instant::now() + T;
-    while std::fs::metadata(&part).map_or(0, |m| m.len()) < (size / 4) as u64 {
-        assert!(Instant::now() < deadline, "the partial file did not grow");
-        assert!(
-            child.try_wait()?.is_none(),
-            "sync ended before it was killed"
-        );
+    let caught = loop {
+        if std::fs::metadata(&part).map_or(0, |m| m.len()) >= (size / 4) as u64 {
+            break Ok(());
+        }
+        if Instant::now() > deadline {
+            break Err("the partial file did not grow");
+        }
+        if child.try_wait()?.is_some() {
+            break Err("sync ended before it was killed");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    };
     child.kill()?; // SIGKILL
     child.wait()?;
+    caught?;
     let at_kill = std::fs::metadata(&part)?.len();
     assert!(at_kill < size as u64, "killed half-way, not after the end");
 
