@@ -7,15 +7,19 @@ mod discover;
 mod error;
 mod fetch;
 mod output;
+mod replica;
+mod sync;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
+use docfed_shared::wire::Timestamp;
 
 use crate::client::{check_id, Client};
 use crate::error::CliError;
+use crate::replica::{Replica, SearchQuery};
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +38,14 @@ struct Cli {
     /// Machine-readable JSON on stdout instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Directory of this device's replica (directory, flags, offline outbox, flagged content in
+    /// DIR/files/). Default: $XDG_DATA_HOME/docfed, i.e. ~/.local/share/docfed.
+    #[arg(long, global = true, env = "DOCFED_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    /// Ask no server: search, info, versions and flags answer from the replica; flag, unflag
+    /// and annotate are queued for the next `sync`.
+    #[arg(long, global = true)]
+    offline: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -49,6 +61,8 @@ const fn const_format_help() -> &'static str {
   docfed annotate 01890a5d-ac96-774b-bcce-b302099a8057 --text 'Page 3: typo'
   docfed --json search finance | jq '.documents[].id'
   docfed completions bash > /etc/bash_completion.d/docfed
+  docfed --server http://127.0.0.1:7121 sync
+  docfed --offline search tides
 
 Exit codes:
   0  success
@@ -62,7 +76,12 @@ Exit codes:
 
 Flags belong to a device registered with the node: `docfed register` once per node (the node's
 operator token unless it has open enrollment); the device id and its secret are kept in
-$XDG_CONFIG_HOME/docfed/devices.json (default ~/.config/docfed/devices.json, mode 0600)."
+$XDG_CONFIG_HOME/docfed/devices.json (default ~/.config/docfed/devices.json, mode 0600).
+
+Offline: `docfed sync` keeps a replica in --home (the complete directory, this device's flags and
+the newest content of every flagged document in DIR/files/). When no server answers (or with
+--offline), search, info, versions and flags answer from it, saying on stderr how old it is;
+flag, unflag and annotate are queued there and delivered, each once, by the next `sync`."
 }
 
 #[derive(Subcommand)]
@@ -151,6 +170,22 @@ enum Command {
     },
     /// The node's presence table and queue depths.
     Peers,
+    /// Catch the replica up with a node, then exit: deliver queued actions, apply the change
+    /// feed, download the newest content of flagged documents into --home/files/.
+    Sync {
+        /// No progress bar.
+        #[arg(short, long)]
+        quiet: bool,
+        /// Cap on the download speed, e.g. `2MB` (bytes per second).
+        #[arg(long, value_name = "RATE")]
+        limit_rate: Option<bytesize::ByteSize>,
+        /// Retries (with resume) of a download after a network failure.
+        #[arg(long, default_value_t = 3)]
+        retries: u32,
+        /// Changes asked for per request and applied per transaction.
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        page: u32,
+    },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
 }
@@ -167,6 +202,85 @@ async fn main() -> ExitCode {
     }
 }
 
+/// What every command needs to reach a server or the replica.
+struct Ctx {
+    server: Option<String>,
+    fallbacks: String,
+    json: bool,
+    offline: bool,
+    home: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Ctx {
+    /// A server that answers (`--server`, mDNS, fallbacks); with `--offline`, none.
+    async fn online(&self) -> Result<Client, CliError> {
+        if self.offline {
+            return Err(CliError::Network("--offline".into()));
+        }
+        let resolved = discover::resolve(
+            self.server.as_deref(),
+            &self.fallbacks,
+            Duration::from_millis(1500),
+            &self.http,
+        )
+        .await?;
+        Ok(Client::new(
+            resolved.url,
+            self.http.clone(),
+            resolved.tried.join("; "),
+        ))
+    }
+
+    /// The replica, when `e` says no server answered (or `--offline`) and there is one; it
+    /// says on stderr why it answers and how old it is. Any other error is returned.
+    async fn fallback(&self, e: CliError) -> Result<Replica, CliError> {
+        let CliError::Network(reason) = e else {
+            return Err(e);
+        };
+        if !Replica::exists(&self.home) {
+            return Err(if self.offline {
+                CliError::NotFound(format!(
+                    "--offline: there is no replica in {} yet; run `docfed sync` first",
+                    self.home.display()
+                ))
+            } else {
+                CliError::Network(reason)
+            });
+        }
+        let replica = Replica::open(&self.home).await?;
+        let age = match replica.last_sync().await? {
+            Some((at, server)) => {
+                let secs = (Timestamp::now().millis() - at.millis()).max(0) / 1000;
+                format!(
+                    "last synced {} ago ({at}, with {server})",
+                    humantime::format_duration(Duration::from_secs(secs as u64))
+                )
+            }
+            None => "never synced".into(),
+        };
+        let why = if self.offline {
+            "offline".to_owned()
+        } else {
+            format!("no server answered ({reason})")
+        };
+        eprintln!(
+            "docfed: {why}; answering from the replica in {}, {age}",
+            self.home.display()
+        );
+        Ok(replica)
+    }
+
+    /// The replica if one exists (online commands keep it up to date).
+    async fn existing_replica(&self) -> Result<Option<Replica>, CliError> {
+        if Replica::exists(&self.home) {
+            Ok(Some(Replica::open(&self.home).await?))
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), CliError> {
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "docfed", &mut std::io::stdout());
@@ -177,15 +291,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         .read_timeout(Duration::from_secs(60))
         .build()
         .map_err(|e| CliError::Local(e.to_string()))?;
-    let resolved = discover::resolve(
-        cli.server.as_deref(),
-        &cli.fallbacks,
-        Duration::from_millis(1500),
-        &http,
-    )
-    .await?;
-    let client = Client::new(resolved.url, http, resolved.tried.join("; "));
-    let json = cli.json;
+    let home = match cli.home {
+        Some(h) => h,
+        None => replica::default_home()?,
+    };
+    let ctx = Ctx {
+        server: cli.server,
+        fallbacks: cli.fallbacks,
+        json: cli.json,
+        offline: cli.offline,
+        home,
+        http,
+    };
+    let json = ctx.json;
     match cli.command {
         Command::Search {
             query,
@@ -197,30 +315,80 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             limit,
             cursor,
         } => {
-            let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
             let text = query.join(" ");
+            let mut q: Vec<(&str, String)> = vec![("limit", limit.to_string())];
             if !text.trim().is_empty() {
-                q.push(("q", text));
+                q.push(("q", text.clone()));
             }
             for (k, v) in [
-                ("region", region),
-                ("tag", tag),
-                ("source", source),
-                ("author", author),
-                ("cursor", cursor),
+                ("region", &region),
+                ("tag", &tag),
+                ("source", &source),
+                ("author", &author),
+                ("cursor", &cursor),
             ] {
                 if let Some(v) = v {
-                    q.push((k, v));
+                    q.push((k, v.clone()));
                 }
             }
             if deleted {
                 q.push(("deleted", "any".into()));
             }
-            let list = client.search(&q).await?;
+            let local = SearchQuery {
+                text,
+                scope: region.map(|r| format!("region:{r}")),
+                tag,
+                source,
+                author,
+                deleted,
+                limit,
+                cursor,
+            };
+            let online = match ctx.online().await {
+                Ok(client) => client.search(&q).await,
+                Err(e) => Err(e),
+            };
+            let list = match online {
+                Ok(list) => list,
+                Err(e) => ctx.fallback(e).await?.search(&local).await?,
+            };
             output::search(&list, json);
         }
-        Command::Info { id } => output::info(&client.info(&id).await?, json),
-        Command::Versions { id } => output::versions(&client.versions(&id).await?, json),
+        Command::Info { id } => {
+            let online = match ctx.online().await {
+                Ok(client) => client.info(&id).await,
+                Err(e) => Err(e),
+            };
+            let (meta, replica) = match online {
+                Ok(m) => (m, ctx.existing_replica().await?),
+                Err(e) => {
+                    let r = ctx.fallback(e).await?;
+                    let m = r.document(&id).await?.ok_or_else(|| not_in_replica(&id))?;
+                    (m, Some(r))
+                }
+            };
+            let local = match &replica {
+                Some(r) => r.local_path(&id).await?,
+                None => None,
+            };
+            output::info(&meta, local.as_deref(), json);
+        }
+        Command::Versions { id } => {
+            let online = match ctx.online().await {
+                Ok(client) => client.versions(&id).await,
+                Err(e) => Err(e),
+            };
+            let list = match online {
+                Ok(l) => l,
+                Err(e) => ctx
+                    .fallback(e)
+                    .await?
+                    .versions(&id)
+                    .await?
+                    .ok_or_else(|| not_in_replica(&id))?,
+            };
+            output::versions(&list, json);
+        }
         Command::Fetch {
             id,
             version,
@@ -228,6 +396,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             retries,
             quiet,
         } => {
+            let client = ctx.online().await?;
             let mut meta = client.info(&id).await?;
             if let Some(n) = version {
                 let list = client.versions(&id).await?;
@@ -248,59 +417,32 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let done = fetch::fetch(&client, &meta, &dest, retries, progress).await?;
             output::fetched(&done, json);
         }
-        Command::Register { name, token } => register(&client, name, token, json).await?,
-        Command::Flag { id } => {
-            let reg = device::require(&client.base)?;
-            let v = client
-                .send_json(
-                    client
-                        .http
-                        .put(client.url(&format!(
-                            "/v1/devices/{}/flags/{}",
-                            reg.device,
-                            check_id(&id)?
-                        )))
-                        .bearer_auth(&reg.secret),
-                )
-                .await
-                .map_err(|e| revoked_hint(e, &client.base))?;
-            output::value(&v, json, &format!("flagged {id} for device {}", reg.device));
+        Command::Register { name, token } => {
+            register(&ctx.online().await?, name, token, json).await?
         }
-        Command::Unflag { id } => {
-            let reg = device::require(&client.base)?;
-            let v = client
-                .send_json(
-                    client
-                        .http
-                        .delete(client.url(&format!(
-                            "/v1/devices/{}/flags/{}",
-                            reg.device,
-                            check_id(&id)?
-                        )))
-                        .bearer_auth(&reg.secret),
-                )
-                .await
-                .map_err(|e| revoked_hint(e, &client.base))?;
-            output::value(
-                &v,
-                json,
-                &format!("unflagged {id} for device {}", reg.device),
-            );
+        Command::Flag { id } => action(&ctx, Action::Flag, &id).await?,
+        Command::Unflag { id } => action(&ctx, Action::Unflag, &id).await?,
+        Command::Annotate { id, text, author } => {
+            action(&ctx, Action::Annotate { text, author }, &id).await?
         }
         Command::Flags => {
-            let reg = device::require(&client.base)?;
-            let v = client
-                .send_json(
-                    client
-                        .http
-                        .get(client.url(&format!("/v1/devices/{}/flags", reg.device)))
-                        .bearer_auth(&reg.secret),
-                )
-                .await
-                .map_err(|e| revoked_hint(e, &client.base))?;
-            let docs: Vec<docfed_shared::wire::DocumentMeta> =
-                serde_json::from_value(v["documents"].clone())
-                    .map_err(|e| CliError::Network(e.to_string()))?;
+            let online = match ctx.online().await {
+                Ok(client) => flags_online(&client).await,
+                Err(e) => Err(e),
+            };
+            let docs = match online {
+                Ok(docs) => docs,
+                Err(e) => {
+                    let (docs, unknown) = ctx.fallback(e).await?.flagged().await?;
+                    if !unknown.is_empty() {
+                        eprintln!(
+                            "docfed: also flagged, not in the replica's directory yet: {}",
+                            unknown.join(", ")
+                        );
+                    }
+                    docs
+                }
+            };
             output::search(
                 &docfed_shared::wire::DocumentList {
                     documents: docs,
@@ -309,31 +451,185 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 json,
             );
         }
-        Command::Annotate { id, text, author } => {
-            let v = client
-                .send_json(
-                    client
-                        .http
-                        .post(client.url(&format!("/v1/documents/{}/annotations", check_id(&id)?)))
-                        .json(&serde_json::json!({ "text": text, "author": author })),
-                )
-                .await?;
-            output::value(
-                &v,
-                json,
-                &format!(
-                    "annotation {} sent to the author of {id}",
-                    v["id"].as_str().unwrap_or("?")
-                ),
-            );
-        }
         Command::Peers => {
-            let v: serde_json::Value = client.get_json("/v1/peers", &[]).await?;
+            let v: serde_json::Value = ctx.online().await?.get_json("/v1/peers", &[]).await?;
             output::peers(&v, json);
+        }
+        Command::Sync {
+            quiet,
+            limit_rate,
+            retries,
+            page,
+        } => {
+            let client = ctx.online().await?;
+            let replica = Replica::open(&ctx.home).await?;
+            let opts = sync::Options {
+                progress: !quiet && !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                limit_rate: limit_rate.map(|r| r.as_u64()),
+                page,
+                retries,
+            };
+            let report = sync::sync(&client, &replica, &opts).await?;
+            replica.close().await;
+            output::synced(&report, json);
         }
         Command::Completions { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+fn not_in_replica(id: &str) -> CliError {
+    CliError::NotFound(format!("document {id} is not in the replica"))
+}
+
+async fn flags_online(client: &Client) -> Result<Vec<docfed_shared::wire::DocumentMeta>, CliError> {
+    let reg = device::require(&client.base)?;
+    let v = client
+        .send_json(
+            client
+                .http
+                .get(client.url(&format!("/v1/devices/{}/flags", reg.device)))
+                .bearer_auth(&reg.secret),
+        )
+        .await
+        .map_err(|e| revoked_hint(e, &client.base))?;
+    serde_json::from_value(v["documents"].clone()).map_err(|e| CliError::Network(e.to_string()))
+}
+
+enum Action {
+    Flag,
+    Unflag,
+    Annotate { text: String, author: String },
+}
+
+impl Action {
+    fn kind(&self) -> &'static str {
+        match self {
+            Action::Flag => "flag",
+            Action::Unflag => "unflag",
+            Action::Annotate { .. } => "annotate",
+        }
+    }
+}
+
+/// `flag`, `unflag`, `annotate`: sent to the server when one answers (after the actions still
+/// queued, which keeps their order), recorded in the replica if there is one; queued in the
+/// replica for the next `sync` when no server answers.
+async fn action(ctx: &Ctx, action: Action, id: &str) -> Result<(), CliError> {
+    check_id(id)?;
+    let body = match &action {
+        Action::Annotate { text, author } => {
+            serde_json::json!({ "text": text, "author": author })
+        }
+        _ => serde_json::json!({}),
+    };
+    let sent = match ctx.online().await {
+        Ok(client) => send_action(ctx, &client, &action, id, &body).await,
+        Err(e) => Err(e),
+    };
+    let v = match sent {
+        Ok(v) => v,
+        Err(CliError::Network(reason)) => {
+            let replica = Replica::open(&ctx.home).await?;
+            let oid = replica.queue(action.kind(), id, &body.to_string()).await?;
+            let why = if ctx.offline {
+                "offline".to_owned()
+            } else {
+                format!("no server answered ({reason})")
+            };
+            eprintln!(
+                "docfed: {why}; queued in {} for the next `docfed sync`",
+                ctx.home.display()
+            );
+            let v = serde_json::json!({
+                "queued": true, "id": oid, "kind": action.kind(), "doc_id": id,
+            });
+            output::value(
+                &v,
+                ctx.json,
+                &format!(
+                    "{} of {id} queued; `docfed sync` delivers it",
+                    action.kind()
+                ),
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let human = match &action {
+        Action::Flag => format!(
+            "flagged {id} for device {}",
+            v["device"].as_str().unwrap_or("?")
+        ),
+        Action::Unflag => format!(
+            "unflagged {id} for device {}",
+            v["device"].as_str().unwrap_or("?")
+        ),
+        Action::Annotate { .. } => format!(
+            "annotation {} sent to the author of {id}",
+            v["id"].as_str().unwrap_or("?")
+        ),
+    };
+    output::value(&v, ctx.json, &human);
+    Ok(())
+}
+
+async fn send_action(
+    ctx: &Ctx,
+    client: &Client,
+    action: &Action,
+    id: &str,
+    body: &serde_json::Value,
+) -> Result<serde_json::Value, CliError> {
+    let replica = ctx.existing_replica().await?;
+    if let Some(r) = &replica {
+        // Earlier offline actions go first, so a later unflag is not overtaken by an older flag.
+        let mut report = sync::Report::default();
+        sync::flush_outbox(client, r, &mut report).await?;
+    }
+    let mut v = match action {
+        Action::Flag | Action::Unflag => {
+            let reg = device::require(&client.base)?;
+            let url = client.url(&format!("/v1/devices/{}/flags/{id}", reg.device));
+            let req = if matches!(action, Action::Flag) {
+                client.http.put(url)
+            } else {
+                client.http.delete(url)
+            };
+            let mut v = client
+                .send_json(req.bearer_auth(&reg.secret))
+                .await
+                .map_err(|e| revoked_hint(e, &client.base))?;
+            if v.get("device").is_none() {
+                v["device"] = reg.device.clone().into();
+            }
+            v
+        }
+        Action::Annotate { .. } => {
+            // A client-chosen id: a retry after a lost answer is not a second annotation.
+            let mut body = body.clone();
+            body["id"] = docfed_shared::DocId::new().to_string().into();
+            client
+                .send_json(
+                    client
+                        .http
+                        .post(client.url(&format!("/v1/documents/{id}/annotations")))
+                        .json(&body),
+                )
+                .await?
+        }
+    };
+    if let Some(r) = &replica {
+        match action {
+            Action::Flag => r.set_flag(id, true).await?,
+            Action::Unflag => r.set_flag(id, false).await?,
+            Action::Annotate { .. } => {}
+        }
+    }
+    if v.is_null() {
+        v = serde_json::json!({});
+    }
+    Ok(v)
 }
 
 /// A document id argument: anything else is a usage error (exit 2) before any request.

@@ -61,9 +61,14 @@ pub fn search(list: &DocumentList, json: bool) {
     }
 }
 
-pub fn info(d: &DocumentMeta, json: bool) {
+/// `local_path`: where the replica keeps the content (flagged documents, after `sync`).
+pub fn info(d: &DocumentMeta, local_path: Option<&std::path::Path>, json: bool) {
     if json {
-        return print_json(d);
+        let mut v = serde_json::to_value(d).expect("serialisable");
+        if let Some(p) = local_path {
+            v["local_path"] = p.display().to_string().into();
+        }
+        return print_json(&v);
     }
     let v = &d.current;
     let rows = [
@@ -86,6 +91,33 @@ pub fn info(d: &DocumentMeta, json: bool) {
     ];
     for (k, val) in rows {
         println!("{k:>13}: {val}");
+    }
+    if let Some(p) = local_path {
+        println!("{:>13}: {}", "local file", p.display());
+    }
+}
+
+pub fn synced(r: &crate::sync::Report, json: bool) {
+    if json {
+        return print_json(r);
+    }
+    let d = &r.documents;
+    println!(
+        "synced with {} up to change {}: {} new, {} updated, {} deleted, {} reactivated ({} changes read)",
+        r.server, r.position, d.new, d.updated, d.deleted, d.reactivated, r.changes
+    );
+    println!(
+        "files: {} downloaded ({}), {} removed",
+        r.files_downloaded,
+        ByteSize(r.bytes_downloaded),
+        r.files_removed
+    );
+    println!(
+        "outbox: {} sent, {} still queued",
+        r.outbox_sent, r.outbox_pending
+    );
+    for refused in &r.outbox_refused {
+        println!("refused by the server, dropped: {refused}");
     }
 }
 

@@ -80,9 +80,15 @@ pub struct AnnotateBody {
     text: String,
     #[serde(default)]
     author: Option<String>,
+    /// A UUID chosen by the client, which makes the request idempotent: a device that queued
+    /// the annotation offline can send it again after a lost answer without a second copy.
+    #[serde(default)]
+    id: Option<String>,
 }
 
 /// `POST /v1/documents/{id}/annotations` (any node): stored here and sent toward the author.
+/// 201 for a new annotation; 200 with `"duplicate": true` when one with the client's `id`
+/// exists for this document already (409 if that id belongs to another document's).
 pub async fn annotate(
     State(node): State<AppState>,
     Path(id): Path<String>,
@@ -100,13 +106,20 @@ pub async fn annotate(
             "must be at most 200 printable characters",
         ));
     }
+    let aid = match body.id.as_deref() {
+        Some(a) => a
+            .parse::<docfed_shared::DocId>()
+            .map_err(|_| ApiError::invalid("id", "must be a UUID"))?
+            .to_string(),
+        None => docfed_shared::DocId::new().to_string(),
+    };
     let doc = node
         .db
         .document(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
     let a = Annotation {
-        id: docfed_shared::DocId::new().to_string(),
+        id: aid,
         doc_id: id,
         doc_version: doc.current.version,
         author,
@@ -115,6 +128,26 @@ pub async fn annotate(
         node: node.config.node_id.clone(),
     };
     let mut tx = node.db.begin_write().await?;
+    // Checked in the writer transaction, so two copies of one request cannot both insert.
+    let known: Option<(String, i64)> =
+        sqlx::query_as("SELECT doc_id, doc_version FROM annotations WHERE id = ?")
+            .bind(&a.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((doc_id, doc_version)) = known {
+        if doc_id != id.to_string() {
+            return Err(ApiError::Conflict(format!(
+                "annotation {} belongs to another document",
+                a.id
+            )));
+        }
+        return Ok((
+            StatusCode::OK,
+            Json(serde_json::json!({
+                "id": a.id, "doc_id": id, "doc_version": doc_version, "duplicate": true
+            })),
+        ));
+    }
     match node.federation() {
         Some(fed) => {
             crate::federation::inbox::on_annotation(fed, &mut tx, &a, &format!("a:{}", a.id))

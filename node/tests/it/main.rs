@@ -1,5 +1,6 @@
 //! Integration tests: a real `docfed-node` process, real sockets, real SQLite files.
 
+mod annotations;
 mod bad_input;
 mod common;
 mod devices;

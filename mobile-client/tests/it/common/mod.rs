@@ -161,33 +161,47 @@ fn shared_config() -> PathBuf {
 
 /// Runs `docfed` with `args` (no mDNS wait when --server is given).
 pub fn docfed(args: &[&str]) -> Output {
-    docfed_with_config(&shared_config(), args)
+    let config = shared_config();
+    docfed_at(&config, &config.join("data").join("docfed"), args)
 }
 
 /// Runs `docfed` with `args` and `config` as its configuration directory (XDG_CONFIG_HOME),
 /// where registrations are kept: one per test that registers, so tests do not share devices.
 pub fn docfed_with_config(config: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_docfed"))
-        .args(args)
+    docfed_at(config, &config.join("data"), args)
+}
+
+/// `docfed` with its own configuration directory and its own replica home (DOCFED_HOME).
+fn command(config: &Path, home: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_docfed"));
+    c.args(args)
         .env_remove("DOCFED_SERVER")
         .env_remove("DOCFED_TOKEN")
         .env("XDG_CONFIG_HOME", config)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run docfed")
+        // Never the user's replica (~/.local/share/docfed).
+        .env("XDG_DATA_HOME", config.join("data"))
+        .env("DOCFED_HOME", home)
+        .stdin(Stdio::null());
+    c
 }
 
-pub fn docfed_child(args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_docfed"))
-        .args(args)
-        .env_remove("DOCFED_SERVER")
-        .env_remove("DOCFED_TOKEN")
-        .env("XDG_CONFIG_HOME", shared_config())
-        .stdin(Stdio::null())
+/// Runs `docfed` with `args`, `config` as XDG_CONFIG_HOME and `home` as its replica.
+pub fn docfed_at(config: &Path, home: &Path, args: &[&str]) -> Output {
+    command(config, home, args).output().expect("run docfed")
+}
+
+/// Starts `docfed` with `config` and `home` (see [`docfed_at`]), output piped.
+pub fn docfed_at_child(config: &Path, home: &Path, args: &[&str]) -> Child {
+    command(config, home, args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("run docfed")
+}
+
+pub fn docfed_child(args: &[&str]) -> Child {
+    let config = shared_config();
+    docfed_at_child(&config, &config.join("data").join("docfed"), args)
 }
 
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {

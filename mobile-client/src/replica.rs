@@ -1,0 +1,769 @@
+//! The device's replica in `--home DIR` (ARCHITECTURE.md §2.8): `DIR/replica.sqlite` holds the
+//! complete directory as the nodes' change feed describes it (with FTS5 search, like a node's),
+//! this device's flags, an outbox of actions taken offline and the feed position reached at each
+//! server; `DIR/files/` holds the verified content of flagged documents under readable names,
+//! `DIR/partial/` the downloads in progress (named by MD5, so a resume never mixes contents).
+//!
+//! The database is set up like a node's (`node/src/db/mod.rs`): WAL, `synchronous = FULL`, all
+//! writes through one connection. A page of the feed and the position after it commit in one
+//! transaction, so a process killed at any moment neither loses a change nor applies one twice
+//! in a way that matters (applying a version is idempotent anyway).
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use docfed_shared::wire::{
+    ChangeFeed, DocumentList, DocumentMeta, DocumentVersion, Timestamp, VersionEntry, VersionList,
+};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool};
+
+use crate::error::CliError;
+
+const DB_FILE: &str = "replica.sqlite";
+
+/// `$XDG_DATA_HOME/docfed`, else `~/.local/share/docfed`.
+pub fn default_home() -> Result<PathBuf, CliError> {
+    std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .map(|d| d.join("docfed"))
+        .ok_or_else(|| {
+            CliError::Local(
+                "neither XDG_DATA_HOME nor HOME is set: pass --home DIR for the replica".into(),
+            )
+        })
+}
+
+impl From<sqlx::Error> for CliError {
+    fn from(e: sqlx::Error) -> Self {
+        CliError::Local(format!("replica database: {e}"))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for CliError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        CliError::Local(format!("replica database: {e}"))
+    }
+}
+
+/// What one page of the feed did to the directory, counted per change.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Applied {
+    /// Documents seen for the first time.
+    pub new: u64,
+    /// Newer versions of known documents that stay (or stay not) deleted.
+    pub updated: u64,
+    /// Documents that became deleted.
+    pub deleted: u64,
+    /// Deleted documents that came back.
+    pub reactivated: u64,
+}
+
+impl Applied {
+    pub fn add(&mut self, o: Applied) {
+        self.new += o.new;
+        self.updated += o.updated;
+        self.deleted += o.deleted;
+        self.reactivated += o.reactivated;
+    }
+}
+
+/// A queued action.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OutboxItem {
+    pub seq: i64,
+    pub id: String,
+    pub kind: String,
+    pub doc_id: String,
+    pub body: String,
+}
+
+/// The search of `docfed search`, answered locally.
+#[derive(Debug, Default)]
+pub struct SearchQuery {
+    pub text: String,
+    pub scope: Option<String>,
+    pub tag: Option<String>,
+    pub source: Option<String>,
+    pub author: Option<String>,
+    pub deleted: bool,
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+pub struct Replica {
+    pub home: PathBuf,
+    read: SqlitePool,
+    write: SqlitePool,
+}
+
+impl Replica {
+    /// Whether `home` holds a replica (without creating one).
+    pub fn exists(home: &Path) -> bool {
+        home.join(DB_FILE).is_file()
+    }
+
+    /// Opens the replica in `home`, creating it (and `files/`, `partial/`) if needed.
+    pub async fn open(home: &Path) -> Result<Self, CliError> {
+        for d in [home.to_owned(), home.join("files"), home.join("partial")] {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| CliError::Local(format!("{}: {e}", d.display())))?;
+        }
+        let opts = SqliteConnectOptions::from_str("sqlite:")?
+            .filename(home.join(DB_FILE))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .pragma("temp_store", "memory");
+        // One writer: a `docfed flag` run during a `docfed sync` waits for the lock (busy
+        // timeout) instead of failing.
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations").run(&write).await?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(Self {
+            home: home.to_owned(),
+            read,
+            write,
+        })
+    }
+
+    pub fn files_dir(&self) -> PathBuf {
+        self.home.join("files")
+    }
+
+    pub fn partial_dir(&self) -> PathBuf {
+        self.home.join("partial")
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+
+    // --- change feed --------------------------------------------------------------------------
+
+    /// The feed position reached at `server` (0: never synced there).
+    pub async fn position(&self, server: &str) -> Result<i64, CliError> {
+        Ok(
+            sqlx::query_scalar("SELECT last_seq FROM servers WHERE url = ?")
+                .bind(server)
+                .fetch_optional(&self.read)
+                .await?
+                .unwrap_or(0),
+        )
+    }
+
+    /// Applies one page of `server`'s feed and moves the position to its `last_seq`, in one
+    /// transaction.
+    pub async fn apply_page(&self, server: &str, feed: &ChangeFeed) -> Result<Applied, CliError> {
+        let mut tx = self.write.begin().await?;
+        let mut applied = Applied::default();
+        for c in &feed.changes {
+            apply_version(&mut tx, &c.document, &mut applied).await?;
+        }
+        sqlx::query(
+            "INSERT INTO servers (url, last_seq) VALUES (?, ?) \
+             ON CONFLICT (url) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
+        )
+        .bind(server)
+        .bind(feed.last_seq)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Records a complete sync against `server`.
+    pub async fn mark_synced(&self, server: &str) -> Result<(), CliError> {
+        sqlx::query(
+            "INSERT INTO servers (url, last_seq, synced_at) VALUES (?, 0, ?) \
+             ON CONFLICT (url) DO UPDATE SET synced_at = excluded.synced_at",
+        )
+        .bind(server)
+        .bind(Timestamp::now().millis())
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// The last complete sync: when, and with which server.
+    pub async fn last_sync(&self) -> Result<Option<(Timestamp, String)>, CliError> {
+        let row: Option<(i64, String)> = sqlx::query_as(
+            "SELECT synced_at, url FROM servers WHERE synced_at IS NOT NULL \
+             ORDER BY synced_at DESC LIMIT 1",
+        )
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|(t, u)| (Timestamp(t), u)))
+    }
+
+    // --- directory ----------------------------------------------------------------------------
+
+    pub async fn search(&self, q: &SearchQuery) -> Result<DocumentList, CliError> {
+        let offset: u64 = match q.cursor.as_deref() {
+            None => 0,
+            Some(c) => c
+                .strip_prefix("replica:")
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| {
+                    CliError::Refused(format!(
+                        "cursor {c:?} does not come from a search of the replica"
+                    ))
+                })?,
+        };
+        let fts = fts_query(&q.text);
+        let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT d.json, d.published_at FROM documents d",
+        );
+        if fts.is_some() {
+            qb.push(" JOIN documents_fts ON documents_fts.rowid = d.rid");
+        }
+        qb.push(" WHERE 1 = 1");
+        if let Some(f) = &fts {
+            qb.push(" AND documents_fts MATCH ").push_bind(f.clone());
+        }
+        if !q.deleted {
+            qb.push(" AND d.deleted = 0");
+        }
+        for (col, val) in [
+            ("d.scope", &q.scope),
+            ("d.source", &q.source),
+            ("d.author", &q.author),
+        ] {
+            if let Some(v) = val {
+                qb.push(format!(" AND {col} = ")).push_bind(v.clone());
+            }
+        }
+        if let Some(tag) = &q.tag {
+            qb.push(" AND EXISTS (SELECT 1 FROM json_each(d.json, '$.tags') WHERE value = ")
+                .push_bind(tag.clone())
+                .push(")");
+        }
+        qb.push(if fts.is_some() {
+            " ORDER BY documents_fts.rank, d.rid DESC"
+        } else {
+            " ORDER BY d.rid DESC"
+        });
+        qb.push(" LIMIT ")
+            .push_bind(i64::from(q.limit) + 1)
+            .push(" OFFSET ")
+            .push_bind(offset as i64);
+        let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(&self.read).await?;
+        let more = rows.len() > q.limit as usize;
+        let documents = rows
+            .into_iter()
+            .take(q.limit as usize)
+            .map(|(json, published)| meta(&json, published))
+            .collect::<Result<_, _>>()?;
+        Ok(DocumentList {
+            documents,
+            next_cursor: more.then(|| format!("replica:{}", offset + u64::from(q.limit))),
+        })
+    }
+
+    pub async fn document(&self, id: &str) -> Result<Option<DocumentMeta>, CliError> {
+        let row: Option<(String, i64)> =
+            sqlx::query_as("SELECT json, published_at FROM documents WHERE doc_id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+        row.map(|(j, p)| meta(&j, p)).transpose()
+    }
+
+    pub async fn versions(&self, id: &str) -> Result<Option<VersionList>, CliError> {
+        let Some(current) = self.document(id).await? else {
+            return Ok(None);
+        };
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT json FROM versions WHERE doc_id = ? ORDER BY version, origin")
+                .bind(id)
+                .fetch_all(&self.read)
+                .await?;
+        let versions = rows
+            .into_iter()
+            .map(|(j,)| {
+                let v = parse_version(&j)?;
+                Ok(VersionEntry {
+                    current: v.version == current.current.version
+                        && v.origin == current.current.origin,
+                    available_here: false,
+                    version: v,
+                })
+            })
+            .collect::<Result<_, CliError>>()?;
+        Ok(Some(VersionList {
+            id: current.current.id,
+            versions,
+        }))
+    }
+
+    /// The flagged documents the directory knows, and the ids of flags it does not know yet.
+    pub async fn flagged(&self) -> Result<(Vec<DocumentMeta>, Vec<String>), CliError> {
+        let rows: Vec<(String, Option<String>, Option<i64>)> = sqlx::query_as(
+            "SELECT f.doc_id, d.json, d.published_at FROM flags f \
+             LEFT JOIN documents d ON d.doc_id = f.doc_id ORDER BY f.flagged_at",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut known = Vec::new();
+        let mut unknown = Vec::new();
+        for (id, json, published) in rows {
+            match (json, published) {
+                (Some(j), Some(p)) => known.push(meta(&j, p)?),
+                _ => unknown.push(id),
+            }
+        }
+        Ok((known, unknown))
+    }
+
+    /// Where the content of `id` is, when `files/` holds it.
+    pub async fn local_path(&self, id: &str) -> Result<Option<PathBuf>, CliError> {
+        let name: Option<String> = sqlx::query_scalar("SELECT name FROM files WHERE doc_id = ?")
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(name
+            .map(|n| self.files_dir().join(n))
+            .filter(|p| p.is_file()))
+    }
+
+    // --- flags and outbox ---------------------------------------------------------------------
+
+    /// Records a flag (or its removal) that a server confirmed.
+    pub async fn set_flag(&self, id: &str, on: bool) -> Result<(), CliError> {
+        let mut tx = self.write.begin().await?;
+        set_flag(&mut tx, id, on).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Queues an action for the next sync and applies it to the replica at once. Returns the
+    /// outbox id (the annotation's id for `annotate`).
+    pub async fn queue(&self, kind: &str, id: &str, body: &str) -> Result<String, CliError> {
+        let oid = docfed_shared::DocId::new().to_string();
+        let mut tx = self.write.begin().await?;
+        sqlx::query(
+            "INSERT INTO outbox (id, kind, doc_id, body, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&oid)
+        .bind(kind)
+        .bind(id)
+        .bind(body)
+        .bind(Timestamp::now().millis())
+        .execute(&mut *tx)
+        .await?;
+        match kind {
+            "flag" => set_flag(&mut tx, id, true).await?,
+            "unflag" => set_flag(&mut tx, id, false).await?,
+            _ => {}
+        }
+        tx.commit().await?;
+        Ok(oid)
+    }
+
+    pub async fn outbox(&self) -> Result<Vec<OutboxItem>, CliError> {
+        Ok(
+            sqlx::query_as("SELECT seq, id, kind, doc_id, body FROM outbox ORDER BY seq")
+                .fetch_all(&self.read)
+                .await?,
+        )
+    }
+
+    /// Removes a delivered (or refused) action.
+    pub async fn outbox_done(&self, seq: i64) -> Result<(), CliError> {
+        sqlx::query("DELETE FROM outbox WHERE seq = ?")
+            .bind(seq)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Makes the replica's flags those the server lists, unless actions are still queued (which
+    /// the server has not seen yet).
+    pub async fn adopt_flags(&self, ids: &[String]) -> Result<bool, CliError> {
+        let mut tx = self.write.begin().await?;
+        let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+            .fetch_one(&mut *tx)
+            .await?;
+        if queued > 0 {
+            return Ok(false);
+        }
+        let have: Vec<String> = sqlx::query_scalar("SELECT doc_id FROM flags")
+            .fetch_all(&mut *tx)
+            .await?;
+        for id in have.iter().filter(|h| !ids.contains(h)) {
+            set_flag(&mut tx, id, false).await?;
+        }
+        for id in ids.iter().filter(|i| !have.contains(i)) {
+            set_flag(&mut tx, id, true).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    // --- files --------------------------------------------------------------------------------
+
+    /// The current versions of flagged, not deleted documents whose content `files/` lacks.
+    pub async fn wanted(&self) -> Result<Vec<DocumentVersion>, CliError> {
+        let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT d.json, fi.md5, fi.name FROM flags f JOIN documents d ON d.doc_id = f.doc_id \
+             LEFT JOIN files fi ON fi.doc_id = f.doc_id WHERE d.deleted = 0 ORDER BY f.flagged_at",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut out = Vec::new();
+        for (json, md5, name) in rows {
+            let v = parse_version(&json)?;
+            let held = md5.as_deref() == Some(v.md5.as_str())
+                && name.is_some_and(|n| self.files_dir().join(n).is_file());
+            if !held {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Moves the verified content of `v` from `partial` to its place in `files/` (the same name
+    /// as the document's earlier versions, else its file name made unique) and records it.
+    pub async fn install(&self, v: &DocumentVersion, partial: &Path) -> Result<PathBuf, CliError> {
+        let mut tx = self.write.begin().await?;
+        let id = v.id.to_string();
+        let name: Option<String> = sqlx::query_scalar("SELECT name FROM files WHERE doc_id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let name = match name {
+            Some(n) => n,
+            None => unique_name(&mut tx, v).await?,
+        };
+        let dest = self.files_dir().join(&name);
+        std::fs::File::open(partial)?.sync_all()?;
+        std::fs::rename(partial, &dest)?;
+        std::fs::File::open(self.files_dir())?.sync_all()?;
+        sqlx::query(
+            "INSERT INTO files (doc_id, name, version, origin, md5, size, stored_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (doc_id) DO UPDATE SET \
+             version = excluded.version, origin = excluded.origin, md5 = excluded.md5, \
+             size = excluded.size, stored_at = excluded.stored_at",
+        )
+        .bind(&id)
+        .bind(&name)
+        .bind(v.version)
+        .bind(&v.origin)
+        .bind(v.md5.as_str())
+        .bind(v.size as i64)
+        .bind(Timestamp::now().millis())
+        .execute(&mut *tx)
+        .await?;
+        // If this commit fails the new bytes are in place but unrecorded: the next sync
+        // downloads them again, which is wasteful but never wrong.
+        tx.commit().await?;
+        Ok(dest)
+    }
+
+    /// Removes from `files/` the content of documents that are deleted or no longer flagged.
+    /// Returns the paths removed.
+    pub async fn prune_files(&self) -> Result<Vec<PathBuf>, CliError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT fi.doc_id, fi.name FROM files fi \
+             LEFT JOIN documents d ON d.doc_id = fi.doc_id \
+             LEFT JOIN flags f ON f.doc_id = fi.doc_id \
+             WHERE f.doc_id IS NULL OR d.deleted IS NOT 0",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        let mut removed = Vec::new();
+        for (id, name) in rows {
+            let path = self.files_dir().join(&name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => removed.push(path),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(CliError::Local(format!("{}: {e}", path.display()))),
+            }
+            // The row goes after the file: a crash in between leaves a row without a file,
+            // which the next prune removes.
+            sqlx::query("DELETE FROM files WHERE doc_id = ?")
+                .bind(&id)
+                .execute(&self.write)
+                .await?;
+        }
+        Ok(removed)
+    }
+}
+
+async fn set_flag(tx: &mut SqliteConnection, id: &str, on: bool) -> Result<(), sqlx::Error> {
+    if on {
+        sqlx::query("INSERT OR IGNORE INTO flags (doc_id, flagged_at) VALUES (?, ?)")
+            .bind(id)
+            .bind(Timestamp::now().millis())
+            .execute(&mut *tx)
+            .await?;
+    } else {
+        sqlx::query("DELETE FROM flags WHERE doc_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records a version and makes it current if it supersedes the current one: the node's rule
+/// (`node/src/db/documents.rs` `supersedes`), higher version, then higher origin id.
+async fn apply_version(
+    tx: &mut SqliteConnection,
+    v: &DocumentVersion,
+    applied: &mut Applied,
+) -> Result<(), CliError> {
+    let id = v.id.to_string();
+    let json = serde_json::to_string(v).expect("serialisable");
+    let inserted = sqlx::query(
+        "INSERT OR IGNORE INTO versions (doc_id, version, origin, json) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(v.version)
+    .bind(&v.origin)
+    .bind(&json)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(());
+    }
+    let current: Option<(i64, String, bool)> =
+        sqlx::query_as("SELECT version, origin, deleted FROM documents WHERE doc_id = ?")
+            .bind(&id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((cv, co, _)) = &current {
+        if (v.version, v.origin.as_str()) <= (*cv, co.as_str()) {
+            // A concurrent version that lost, or an old one arriving late: history only.
+            return Ok(());
+        }
+    }
+    sqlx::query(
+        "INSERT INTO documents (doc_id, version, origin, title, description, tags_text, \
+           filename, source, scope, author, md5, deleted, published_at, json) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, \
+           origin = excluded.origin, title = excluded.title, description = excluded.description, \
+           tags_text = excluded.tags_text, filename = excluded.filename, source = excluded.source, \
+           scope = excluded.scope, author = excluded.author, md5 = excluded.md5, \
+           deleted = excluded.deleted, json = excluded.json, \
+           published_at = MIN(documents.published_at, excluded.published_at)",
+    )
+    .bind(&id)
+    .bind(v.version)
+    .bind(&v.origin)
+    .bind(&v.title)
+    .bind(&v.description)
+    .bind(v.tags.join(" "))
+    .bind(&v.filename)
+    .bind(&v.source)
+    .bind(v.scope.to_string())
+    .bind(&v.author)
+    .bind(v.md5.as_str())
+    .bind(v.deleted)
+    .bind(v.created_at.millis())
+    .bind(&json)
+    .execute(&mut *tx)
+    .await?;
+    match current {
+        None => applied.new += 1,
+        Some((_, _, false)) if v.deleted => applied.deleted += 1,
+        Some((_, _, true)) if !v.deleted => applied.reactivated += 1,
+        Some(_) => applied.updated += 1,
+    }
+    Ok(())
+}
+
+/// The document's file name, reduced to a safe last component and made unique among the
+/// names in `files/` (case-insensitively, for case-insensitive file systems): `report.pdf`,
+/// `report (2).pdf`, …
+async fn unique_name(tx: &mut SqliteConnection, v: &DocumentVersion) -> Result<String, CliError> {
+    let base: String = v
+        .filename
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
+        .trim_matches('.')
+        .to_owned();
+    let base = if base.is_empty() {
+        v.id.to_string()
+    } else {
+        base
+    };
+    let (stem, ext) = match base.rfind('.') {
+        Some(i) if i > 0 => (&base[..i], &base[i..]),
+        _ => (base.as_str(), ""),
+    };
+    for n in 1u32.. {
+        let name = if n == 1 {
+            base.clone()
+        } else {
+            format!("{stem} ({n}){ext}")
+        };
+        let taken: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM files WHERE name = ? COLLATE NOCASE")
+                .bind(&name)
+                .fetch_one(&mut *tx)
+                .await?;
+        if taken == 0 {
+            return Ok(name);
+        }
+    }
+    unreachable!("some name is free")
+}
+
+fn parse_version(json: &str) -> Result<DocumentVersion, CliError> {
+    serde_json::from_str(json).map_err(|e| CliError::Local(format!("replica database: {e}")))
+}
+
+fn meta(json: &str, published_at: i64) -> Result<DocumentMeta, CliError> {
+    Ok(DocumentMeta {
+        current: parse_version(json)?,
+        published_at: Timestamp(published_at),
+        available_here: false,
+        available_at: Vec::new(),
+    })
+}
+
+/// What a person types, as a safe FTS5 query: the node's rule (`node/src/api/search.rs`,
+/// repeated here because the client does not depend on the node): every word quoted, words
+/// ANDed, a trailing `*` kept as a prefix search.
+fn fts_query(text: &str) -> Option<String> {
+    let terms: Vec<String> = text
+        .split(|c: char| c.is_whitespace() || c.is_control())
+        .filter(|w| !w.is_empty())
+        .filter_map(|word| {
+            let prefix = word.ends_with('*');
+            let core = word.trim_end_matches('*');
+            if !core.chars().any(char::is_alphanumeric) {
+                return None;
+            }
+            let quoted = format!("\"{}\"", core.replace('"', "\"\""));
+            Some(if prefix { format!("{quoted}*") } else { quoted })
+        })
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: docfed_shared::DocId, n: i64, origin: &str, deleted: bool) -> DocumentVersion {
+        DocumentVersion {
+            id,
+            version: n,
+            origin: origin.into(),
+            title: format!("v{n} by {origin}"),
+            description: String::new(),
+            tags: vec!["t".into()],
+            filename: "report.pdf".into(),
+            source: String::new(),
+            scope: docfed_shared::Scope::Global,
+            content_type: "application/pdf".into(),
+            md5: "0123456789abcdef0123456789abcdef".parse().unwrap(),
+            size: 1,
+            deleted,
+            created_at: Timestamp(n),
+            author: String::new(),
+            sha256: None,
+            signature: None,
+        }
+    }
+
+    fn page(last_seq: i64, versions: &[DocumentVersion]) -> ChangeFeed {
+        ChangeFeed {
+            changes: versions
+                .iter()
+                .enumerate()
+                .map(|(i, v)| docfed_shared::wire::Change {
+                    seq: i as i64 + 1,
+                    kind: docfed_shared::wire::ChangeKind::Updated,
+                    at: Timestamp(0),
+                    document: v.clone(),
+                })
+                .collect(),
+            last_seq,
+        }
+    }
+
+    /// Concurrent versions resolve as on the node (higher version, then higher origin), in
+    /// whatever order they arrive; a repeated page changes nothing.
+    #[tokio::test]
+    async fn the_newest_version_wins_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path()).await.unwrap();
+        let id = docfed_shared::DocId::new();
+        let vs = [
+            version(id, 1, "p-a", false),
+            version(id, 2, "p-b", true),
+            version(id, 2, "p-a", false),
+        ];
+        let applied = r.apply_page("http://n", &page(3, &vs)).await.unwrap();
+        assert_eq!((applied.new, applied.deleted, applied.updated), (1, 1, 0));
+        let again = r.apply_page("http://n", &page(3, &vs)).await.unwrap();
+        assert_eq!((again.new, again.deleted, again.updated), (0, 0, 0));
+        let d = r.document(&id.to_string()).await.unwrap().unwrap();
+        assert_eq!((d.current.version, d.current.origin.as_str()), (2, "p-b"));
+        assert!(d.current.deleted);
+        assert_eq!(d.published_at, Timestamp(1));
+        assert_eq!(r.position("http://n").await.unwrap(), 3);
+        // An older page never moves the position back.
+        r.apply_page("http://n", &page(1, &[])).await.unwrap();
+        assert_eq!(r.position("http://n").await.unwrap(), 3);
+        let versions = r.versions(&id.to_string()).await.unwrap().unwrap();
+        assert_eq!(versions.versions.len(), 3);
+        assert_eq!(versions.versions.iter().filter(|v| v.current).count(), 1);
+    }
+
+    #[tokio::test]
+    async fn file_names_are_made_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path()).await.unwrap();
+        let mut names = Vec::new();
+        for (i, filename) in ["report.pdf", "REPORT.pdf", "../x/report.pdf", "..", "notes"]
+            .iter()
+            .enumerate()
+        {
+            let mut v = version(docfed_shared::DocId::new(), 1, "p", false);
+            v.filename = filename.to_string();
+            let part = dir.path().join(format!("part{i}"));
+            std::fs::write(&part, b"x").unwrap();
+            let path = r.install(&v, &part).await.unwrap();
+            assert_eq!(path.parent(), Some(r.files_dir().as_path()));
+            names.push(path.file_name().unwrap().to_string_lossy().into_owned());
+        }
+        assert_eq!(
+            names[..3],
+            ["report.pdf", "REPORT (2).pdf", "report (3).pdf"]
+        );
+        assert_eq!(names[4], "notes");
+        assert!(
+            names[3].len() == 36,
+            "an empty name becomes the id: {}",
+            names[3]
+        );
+    }
+
+    #[test]
+    fn search_words_are_literal() {
+        assert_eq!(fts_query("annual rep*").unwrap(), r#""annual" "rep"*"#);
+        assert_eq!(fts_query(" * - "), None);
+    }
+}

@@ -1,0 +1,334 @@
+//! `docfed sync`: one catch-up of the replica with a node, then exit (ARCHITECTURE.md §2.8).
+//!
+//! 1. The outbox is delivered in order, each action once: a row is deleted only after the node
+//!    confirmed it, and a repeat after a lost answer is harmless (flag and unflag are idempotent
+//!    `PUT`/`DELETE`; an annotation carries its outbox id as its client-chosen `id`).
+//! 2. With nothing left queued, the replica's flags become the node's list for this device.
+//! 3. The change feed is read from the position reached at this node, page by page; each page
+//!    and the position after it commit together (`Replica::apply_page`).
+//! 4. Content of documents that are deleted or no longer flagged leaves `files/`; the newest
+//!    version of every flagged document is downloaded into `partial/<md5>` (resumed with
+//!    `Range`/`If-Range` after an interruption, the prefix re-hashed), verified by size, MD5
+//!    and, when the version has one, SHA-256, then renamed into `files/`.
+
+use std::collections::HashSet;
+use std::io::{Seek, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use docfed_shared::hashing::StreamHash;
+use docfed_shared::wire::{ChangeFeed, DocumentVersion};
+use docfed_shared::ContentHasher;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::client::Client;
+use crate::device;
+use crate::error::CliError;
+use crate::replica::{Applied, Replica};
+
+pub struct Options {
+    /// A progress bar per download on stderr.
+    pub progress: bool,
+    /// Cap on download speed, bytes per second.
+    pub limit_rate: Option<u64>,
+    /// Changes asked for per request (and applied per transaction).
+    pub page: u32,
+    /// Attempts per download after a network failure, each resuming.
+    pub retries: u32,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub server: String,
+    /// The change-feed position reached at `server`.
+    pub position: i64,
+    /// Change-feed entries read.
+    pub changes: u64,
+    pub documents: Applied,
+    pub files_downloaded: u64,
+    pub bytes_downloaded: u64,
+    /// Files that left `files/` (deleted or unflagged documents).
+    pub files_removed: u64,
+    pub outbox_sent: u64,
+    /// Actions the node refused for good (dropped from the outbox), with the reason.
+    pub outbox_refused: Vec<String>,
+    /// Actions still queued (the device is not registered with this node, or was revoked).
+    pub outbox_pending: u64,
+}
+
+pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<Report, CliError> {
+    let mut report = Report {
+        server: client.base.clone(),
+        ..Report::default()
+    };
+    flush_outbox(client, replica, &mut report).await?;
+    if report.outbox_pending == 0 {
+        if let Some(reg) = device::load(&client.base)? {
+            let v = client
+                .send_json(
+                    client
+                        .http
+                        .get(client.url(&format!("/v1/devices/{}/flags", reg.device)))
+                        .bearer_auth(&reg.secret),
+                )
+                .await?;
+            let ids: Vec<String> = v["documents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d["id"].as_str().map(str::to_owned))
+                .collect();
+            replica.adopt_flags(&ids).await?;
+        }
+    }
+
+    let mut since = replica.position(&client.base).await?;
+    loop {
+        let feed: ChangeFeed = client
+            .get_json(
+                "/v1/changes",
+                &[
+                    ("since", since.to_string()),
+                    ("limit", opts.page.to_string()),
+                ],
+            )
+            .await?;
+        let n = feed.changes.len();
+        report
+            .documents
+            .add(replica.apply_page(&client.base, &feed).await?);
+        report.changes += n as u64;
+        since = since.max(feed.last_seq);
+        if n < opts.page as usize {
+            break;
+        }
+    }
+    report.position = since;
+
+    report.files_removed = replica.prune_files().await?.len() as u64;
+    let wanted = replica.wanted().await?;
+    let keep: HashSet<String> = wanted.iter().map(|v| v.md5.to_string()).collect();
+    for v in &wanted {
+        report.bytes_downloaded += download(client, replica, v, opts).await?;
+        report.files_downloaded += 1;
+    }
+    // Partial files of content no longer wanted (an older version, an unflagged document).
+    if let Ok(dir) = std::fs::read_dir(replica.partial_dir()) {
+        for e in dir.flatten() {
+            if !keep.contains(&e.file_name().to_string_lossy().into_owned()) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    replica.mark_synced(&client.base).await?;
+    Ok(report)
+}
+
+pub async fn flush_outbox(
+    client: &Client,
+    replica: &Replica,
+    report: &mut Report,
+) -> Result<(), CliError> {
+    let reg = device::load(&client.base)?;
+    for item in replica.outbox().await? {
+        let result = match (item.kind.as_str(), &reg) {
+            ("annotate", _) => {
+                let mut body: serde_json::Value = serde_json::from_str(&item.body)
+                    .map_err(|e| CliError::Local(format!("outbox item {}: {e}", item.id)))?;
+                body["id"] = item.id.clone().into();
+                client
+                    .send_json(
+                        client
+                            .http
+                            .post(client.url(&format!("/v1/documents/{}/annotations", item.doc_id)))
+                            .json(&body),
+                    )
+                    .await
+            }
+            (_, None) => {
+                // Flags belong to a registration with this node: they wait for one.
+                report.outbox_pending += 1;
+                continue;
+            }
+            (kind, Some(reg)) => {
+                let url = client.url(&format!("/v1/devices/{}/flags/{}", reg.device, item.doc_id));
+                let req = if kind == "flag" {
+                    client.http.put(url)
+                } else {
+                    client.http.delete(url)
+                };
+                client.send_json(req.bearer_auth(&reg.secret)).await
+            }
+        };
+        match result {
+            Ok(_) => {
+                replica.outbox_done(item.seq).await?;
+                report.outbox_sent += 1;
+            }
+            // The node does not know this flag: nothing left to undo.
+            Err(CliError::NotFound(_)) if item.kind == "unflag" => {
+                replica.outbox_done(item.seq).await?;
+                report.outbox_sent += 1;
+            }
+            // Revoked (or the node lost its devices): kept until the device registers again.
+            Err(CliError::Unauthorized(_)) => report.outbox_pending += 1,
+            Err(e @ (CliError::NotFound(_) | CliError::Refused(_))) => {
+                if item.kind == "flag" {
+                    replica.set_flag(&item.doc_id, false).await?;
+                }
+                replica.outbox_done(item.seq).await?;
+                report
+                    .outbox_refused
+                    .push(format!("{} {}: {e}", item.kind, item.doc_id));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Downloads and installs the content of `v`; returns the bytes received.
+async fn download(
+    client: &Client,
+    replica: &Replica,
+    v: &DocumentVersion,
+    opts: &Options,
+) -> Result<u64, CliError> {
+    let part = replica.partial_dir().join(v.md5.as_str());
+    let bar = opts.progress.then(|| {
+        let b = ProgressBar::new(v.size);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b.set_message(v.filename.clone());
+        b
+    });
+    let mut received = 0u64;
+    let mut attempt = 0u32;
+    let hash = loop {
+        match transfer(
+            client,
+            v,
+            &part,
+            bar.as_ref(),
+            opts.limit_rate,
+            &mut received,
+        )
+        .await
+        {
+            Ok(h) => break h,
+            Err(e) if attempt < opts.retries && matches!(e, CliError::Network(_)) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(500 << attempt.min(5))).await;
+            }
+            Err(e) => {
+                if let Some(b) = &bar {
+                    b.abandon();
+                }
+                return Err(e);
+            }
+        }
+    };
+    if let Some(b) = &bar {
+        b.finish();
+    }
+    let d = hash.finish();
+    let sha_ok = v.sha256.as_ref().is_none_or(|s| *s == d.sha256);
+    if d.md5 != v.md5 || d.size != v.size || !sha_ok {
+        let _ = std::fs::remove_file(&part);
+        return Err(CliError::Verification(format!(
+            "document {} version {}: received {} bytes with MD5 {} (SHA-256 {}), expected {} \
+             bytes with MD5 {}{}; nothing was kept",
+            v.id,
+            v.version,
+            d.size,
+            d.md5,
+            d.sha256,
+            v.size,
+            v.md5,
+            v.sha256
+                .as_ref()
+                .map(|s| format!(" (SHA-256 {s})"))
+                .unwrap_or_default()
+        )));
+    }
+    replica.install(v, &part).await?;
+    Ok(received)
+}
+
+/// One attempt: hashes what `part` holds, asks for the rest, appends it.
+async fn transfer(
+    client: &Client,
+    v: &DocumentVersion,
+    part: &Path,
+    bar: Option<&ProgressBar>,
+    limit_rate: Option<u64>,
+    received: &mut u64,
+) -> Result<ContentHasher, CliError> {
+    let (mut file, mut hash) =
+        docfed_shared::hashing::open_for_resume::<ContentHasher>(part, v.size)?;
+    let from = hash.len();
+    if let Some(b) = bar {
+        b.set_position(from);
+    }
+    if from == v.size {
+        return Ok(hash);
+    }
+    let mut req = client
+        .http
+        .get(client.url(&format!("/v1/documents/{}/content", v.id)))
+        .query(&[("version", v.version.to_string())]);
+    if from > 0 {
+        req = req
+            .header("Range", format!("bytes={from}-"))
+            .header("If-Range", format!("\"{}\"", v.md5));
+    }
+    let resp = req.send().await.map_err(|e| client.network(e))?;
+    let resp = client.check(resp).await?;
+    if resp.status() == reqwest::StatusCode::OK && from > 0 {
+        // The node sent everything: start over.
+        file.set_len(0)?;
+        file.seek(std::io::SeekFrom::Start(0))?;
+        hash = ContentHasher::new();
+    }
+    let started = Instant::now();
+    let mut this_attempt = 0u64;
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| {
+            CliError::Network(format!("{}: transfer interrupted: {e}", client.base))
+        })?;
+        file.write_all(&chunk)?;
+        hash.update(&chunk);
+        *received += chunk.len() as u64;
+        this_attempt += chunk.len() as u64;
+        if let Some(b) = bar {
+            b.set_position(hash.len());
+        }
+        if hash.len() > v.size {
+            break;
+        }
+        if let Some(rate) = limit_rate.filter(|&r| r > 0) {
+            let due = Duration::from_secs_f64(this_attempt as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+    file.flush()?;
+    if hash.len() < v.size {
+        return Err(CliError::Network(format!(
+            "{}: transfer ended after {} of {} bytes",
+            client.base,
+            hash.len(),
+            v.size
+        )));
+    }
+    Ok(hash)
+}
