@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use docfed_shared::hashing::StreamHash;
+use docfed_shared::hashing::{ParallelHasher, StreamHash};
 use docfed_shared::messages::{Notification, Receipt};
 use docfed_shared::wire::Timestamp;
 use docfed_shared::{ContentHasher, DocId, Md5Hex, Sha256Hex};
@@ -545,16 +545,16 @@ pub(crate) async fn write_stream(
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let writer =
         tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, ContentHasher)> {
-            let (mut file, mut hash) = (file, hash);
+            let (mut file, mut hash) = (file, ParallelHasher::new(hash)?);
             while let Some(chunk) = rx.blocking_recv() {
                 file.write_all(&chunk)?;
                 space.written(chunk.len() as u64);
-                hash.update(&chunk);
+                hash.update(chunk);
                 if let Some(t) = &transfer {
                     t.set(Progress::Written(hash.len()));
                 }
             }
-            Ok((file, hash))
+            Ok((file, hash.finish()?))
         });
     let mut body = resp.bytes_stream();
     let mut received = 0u64;
