@@ -2,6 +2,7 @@
 //! line, against a regional node (given, or discovered over mDNS).
 
 mod client;
+mod daemon;
 mod device;
 mod discover;
 mod error;
@@ -63,6 +64,7 @@ const fn const_format_help() -> &'static str {
   docfed completions bash > /etc/bash_completion.d/docfed
   docfed --server http://127.0.0.1:7121 sync
   docfed --offline search tides
+  docfed --server http://127.0.0.1:7121 daemon --catch-up-interval 15min
 
 Exit codes:
   0  success
@@ -185,6 +187,21 @@ enum Command {
         /// Changes asked for per request and applied per transaction.
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         page: u32,
+    },
+    /// Stay running and keep the replica caught up (as `sync` does) whenever the node says
+    /// something changed (`GET /v1/events`), at start, every --catch-up-interval and when a
+    /// network interface comes up; one line per catch-up on stdout. Stops on SIGINT/SIGTERM.
+    /// Needs `register` first. A systemd user unit: mobile-client/docfed.service.
+    Daemon {
+        /// Catch up this often even without events, e.g. `15min`.
+        #[arg(long, default_value = "15min", value_parser = humantime::parse_duration)]
+        catch_up_interval: Duration,
+        /// Cap on the download speed, e.g. `2MB` (bytes per second).
+        #[arg(long, value_name = "RATE")]
+        limit_rate: Option<bytesize::ByteSize>,
+        /// Retries (with resume) of a download after a network failure, per catch-up.
+        #[arg(long, default_value_t = 3)]
+        retries: u32,
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
@@ -472,6 +489,26 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let report = sync::sync(&client, &replica, &opts).await?;
             replica.close().await;
             output::synced(&report, json);
+        }
+        Command::Daemon {
+            catch_up_interval,
+            limit_rate,
+            retries,
+        } => {
+            let client = ctx.online().await?;
+            let reg = device::require(&client.base)?;
+            let replica = Replica::open(&ctx.home).await?;
+            let opts = daemon::Options {
+                catch_up_interval: catch_up_interval.max(Duration::from_secs(1)),
+                sync: sync::Options {
+                    progress: false,
+                    limit_rate: limit_rate.map(|r| r.as_u64()),
+                    page: 2000,
+                    retries,
+                },
+                json,
+            };
+            daemon::run(client, reg, replica, opts).await?;
         }
         Command::Completions { .. } => unreachable!("handled above"),
     }

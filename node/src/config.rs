@@ -112,6 +112,9 @@ pub struct Args {
     /// once; a request beyond gets 503 and retries.
     #[arg(long, env = "DOCFED_MAX_ONDEMAND_PULLS")]
     pub max_ondemand_pulls: Option<usize>,
+    /// Devices' event streams (`GET /v1/events`) open at once; one more gets 503.
+    #[arg(long, env = "DOCFED_MAX_EVENT_STREAMS")]
+    pub max_event_streams: Option<usize>,
     /// A client must send a request's header within this long, and may keep a connection idle
     /// between requests no longer, e.g. `30s`.
     #[arg(long, env = "DOCFED_HEADER_READ_TIMEOUT", value_parser = humantime::parse_duration)]
@@ -165,6 +168,8 @@ pub struct FileConfig {
     pub max_connections: Option<usize>,
     /// Cross-region transfers for readers at once (default 8); a request beyond gets 503.
     pub max_ondemand_pulls: Option<usize>,
+    /// Devices' event streams open at once (default 1000); one more gets 503.
+    pub max_event_streams: Option<usize>,
     /// A client must send a request's header within this long, and may keep a connection idle
     /// between requests no longer, e.g. "30s".
     #[serde(default, with = "humantime_serde_opt")]
@@ -199,6 +204,8 @@ pub struct NodeConfig {
     pub http_limits: docfed_http::Limits,
     /// Cross-region transfers for readers at once.
     pub max_ondemand_pulls: usize,
+    /// Devices' event streams open at once.
+    pub max_event_streams: usize,
     /// Advertise and browse peers over mDNS.
     pub mdns: bool,
     /// Bytes per second per pull, if limited.
@@ -276,6 +283,8 @@ pub const DEFAULT_MAX_UPLOAD: u64 = 64 * 1024 * 1024 * 1024;
 pub const DEFAULT_RESERVED_SPACE: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_PULL_STALL_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_ONDEMAND_PULLS: usize = 8;
+/// Default of `max_event_streams`.
+pub const DEFAULT_MAX_EVENT_STREAMS: usize = 1000;
 pub const DEFAULT_MAX_DEVICES: u64 = 10_000;
 pub const DEFAULT_MAX_FLAGS_PER_DEVICE: u64 = 1000;
 pub const DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE: u64 = 10 * 1024 * 1024 * 1024;
@@ -429,6 +438,10 @@ impl NodeConfig {
                 .or(file.max_ondemand_pulls)
                 .unwrap_or(DEFAULT_MAX_ONDEMAND_PULLS)
                 .max(1),
+            max_event_streams: args
+                .max_event_streams
+                .or(file.max_event_streams)
+                .unwrap_or(DEFAULT_MAX_EVENT_STREAMS),
             http_limits: docfed_http::Limits {
                 max_connections: args
                     .max_connections
@@ -476,6 +489,7 @@ impl NodeConfig {
             shutdown_timeout: Duration::from_secs(10),
             http_limits: docfed_http::Limits::default(),
             max_ondemand_pulls: DEFAULT_MAX_ONDEMAND_PULLS,
+            max_event_streams: DEFAULT_MAX_EVENT_STREAMS,
             mdns: false,
             pull_rate_limit: None,
             devices: DeviceLimits::default(),

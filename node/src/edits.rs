@@ -199,6 +199,7 @@ impl Node {
             return Err(e);
         }
         self.wake_outbox();
+        self.changes_committed().await;
         tracing::info!(doc_id = %version.id, version = version.version, kind = kind.as_str(),
             md5 = %version.md5, size = version.size, "recorded local edit");
         Ok(version)

@@ -41,6 +41,12 @@ pub enum ApiError {
     WrongTier(String),
     #[error("content not here yet; retry shortly")]
     NotYet,
+    /// A cap on concurrent work (`limit` names the setting) is reached; retry later.
+    #[error("this node serves the most {what} it allows at once (limit `{limit}`); retry later")]
+    Busy {
+        what: &'static str,
+        limit: &'static str,
+    },
     #[error("document {id} is deleted; its content is served to its author only (with the token)")]
     Gone { id: String },
     #[error("content {md5} belongs only to deleted documents")]
@@ -83,7 +89,7 @@ impl ApiError {
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::WrongTier(_) => StatusCode::FORBIDDEN,
-            ApiError::NotYet => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotYet | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Gone { .. } | ApiError::Withdrawn { .. } => StatusCode::GONE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -105,6 +111,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::WrongTier(_) => "wrong_tier",
             ApiError::NotYet => "not_yet",
+            ApiError::Busy { .. } => "busy",
             ApiError::Gone { .. } | ApiError::Withdrawn { .. } => "deleted",
             ApiError::TooLarge { .. } => "too_large",
             ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",

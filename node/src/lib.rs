@@ -8,6 +8,7 @@
 //! * [`edits`] — local edits (publish, new version, tombstone, reactivate) as single
 //!   transactions over database and store.
 //! * [`api`] — the HTTP API of ARCHITECTURE.md §6.2.
+//! * [`events`] — push hints for devices (`GET /v1/events`), fed after commits.
 //!
 //! [`run`] serves a bound listener until the cancellation token fires, then shuts down in order:
 //! stop accepting, let in-flight requests finish (under a deadline), close the database.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod db;
 pub mod edits;
 pub mod error;
+pub mod events;
 pub mod federation;
 pub mod metrics;
 pub mod store;
@@ -53,11 +55,37 @@ pub struct Node {
     pub peers: federation::presence::PeerTable,
     /// Slots for cross-region transfers started by readers (`max_ondemand_pulls`).
     pub ondemand_slots: Arc<tokio::sync::Semaphore>,
+    /// Hints for devices' event streams (`GET /v1/events`).
+    pub events: events::Events,
 }
 
 impl Node {
     pub fn federation(&self) -> Option<&federation::Federation> {
         self.config.federation.as_ref()
+    }
+
+    /// Tells event streams where the change feed is now; call after a commit that may have
+    /// recorded changes.
+    pub async fn changes_committed(&self) {
+        match self.db.last_seq().await {
+            Ok(seq) => self.events.changed(seq),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the change feed's position for event streams")
+            }
+        }
+    }
+
+    /// Tells event streams that the content of `id` version `version` is held here now, if a
+    /// device of this node flags the document.
+    pub async fn content_available(&self, id: docfed_shared::DocId, version: i64) {
+        let flagged: Result<Option<i64>, _> =
+            sqlx::query_scalar("SELECT 1 FROM device_flags WHERE doc_id = ? LIMIT 1")
+                .bind(id.to_string())
+                .fetch_optional(self.db.reader())
+                .await;
+        if matches!(flagged, Ok(Some(_))) {
+            self.events.available(id, version);
+        }
     }
 
     pub fn wake_outbox(&self) {
@@ -123,6 +151,11 @@ pub async fn run(
         inbox_connected: std::sync::atomic::AtomicBool::new(false),
         peers: Default::default(),
         ondemand_slots: Arc::new(tokio::sync::Semaphore::new(config.max_ondemand_pulls)),
+        events: events::Events::new(
+            db.last_seq().await.context("change feed position")?,
+            config.max_event_streams,
+            cancel.clone(),
+        ),
     });
     let tasks = tokio_util::task::TaskTracker::new();
     let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();

@@ -102,5 +102,6 @@ async fn record(node: &AppState, batch: &mut Vec<DocumentVersion>) -> Result<(u6
         }
     }
     tx.commit().await?;
+    node.changes_committed().await;
     Ok((imported, known))
 }

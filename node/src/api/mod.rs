@@ -6,6 +6,7 @@ mod changes;
 mod content;
 mod devices;
 mod documents;
+mod events;
 mod federation;
 mod health;
 pub mod search;
@@ -66,6 +67,7 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/devices/{device}/flags", get(devices::flags))
         .route("/metrics", get(federation::metrics))
         .route("/v1/changes", get(changes::changes))
+        .route("/v1/events", get(events::events))
         .route("/v1/admin/import", post(admin::import))
         .fallback(|| async { ApiError::not_found("route") })
         // Handlers that buffer a body (JSON) read at most this much; uploads take the raw

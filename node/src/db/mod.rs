@@ -113,6 +113,13 @@ impl Db {
 }
 
 impl Db {
+    /// The newest change-feed seq (0 when empty).
+    pub async fn last_seq(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM changes")
+            .fetch_one(&self.read)
+            .await
+    }
+
     /// The read pool, for queries outside this module.
     pub fn reader(&self) -> &SqlitePool {
         &self.read

@@ -711,6 +711,7 @@ async fn complete(
     node.transfers.end(md5, partial, Progress::Done);
     Metrics::inc(&node.metrics.fetches_completed);
     node.wake_outbox();
+    node.content_available(doc_id, version).await;
     tracing::info!(md5 = %md5, doc_id = %doc_id, version, source = src, bytes = size,
         ms = started.elapsed().as_millis() as u64, "pulled and verified");
     Ok(())

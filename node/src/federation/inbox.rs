@@ -293,6 +293,7 @@ async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result
     }
     tx.commit().await?;
     node.wake_outbox();
+    node.changes_committed().await;
     if fetch {
         node.fetch_wake.notify_one();
     }

@@ -251,5 +251,6 @@ async fn keep_if_flagged(
         }
         return Err(e.into());
     }
+    node.content_available(doc.id, doc.version).await;
     Ok(true)
 }

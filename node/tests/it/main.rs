@@ -4,6 +4,7 @@ mod annotations;
 mod bad_input;
 mod common;
 mod devices;
+mod events;
 mod federation;
 mod lifecycle;
 mod memory;
