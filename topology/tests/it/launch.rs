@@ -140,3 +140,88 @@ async fn single_node_controls_on_a_real_federation() {
     assert_eq!(fed.running_nodes(), 0);
     assert!(!fed.manifest_path().exists());
 }
+
+/// A federation on the shared broker that SIGKILLs its nodes and removes their queues when the
+/// test ends, passed or not.
+struct Discarding(Federation);
+
+impl Drop for Discarding {
+    fn drop(&mut self) {
+        self.0.discard();
+    }
+}
+
+/// `up`'s supervising loop, driven by hand: a node killed with SIGKILL is reported, started
+/// again after the first backoff step, and answers its health check again.
+#[tokio::test]
+async fn the_supervisor_restarts_a_killed_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("demo.toml");
+    std::fs::write(&file, demo_with_ports(&free_ports(7))).unwrap();
+    let mut opts = UpOptions::new(&file, dir.path().join("run"));
+    // The broker at DOCFED_AMQP_URL / 127.0.0.1:5672 when one answers, else a private one.
+    opts.start_portal = false;
+    opts.verbose = false;
+    let mut fed = Discarding(Federation::up(opts).await.expect("federation starts"));
+    let fed = &mut fed.0;
+    let mut supervisor = fed.supervisor();
+    assert!(supervisor.tick(fed).is_empty(), "nothing to do yet");
+
+    let old_pid = fed.node("eu").unwrap().pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+
+    // Reported, then started again once the 1 s delay is over.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut events = Vec::new();
+    while !events.iter().any(|e: &String| e.contains("started again")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no restart by the deadline: {events:#?}"
+        );
+        events.extend(supervisor.tick(fed).iter().map(ToString::to_string));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(
+        events[0].starts_with(
+            "node `eu` exited with signal: 9 (SIGKILL); restarting in 1 s (attempt 1)"
+        ),
+        "{events:#?}"
+    );
+    assert_eq!(events[1], "node `eu` started again (attempt 1)");
+    let new_pid = fed.node("eu").unwrap().pid().expect("running again");
+    assert_ne!(new_pid, old_pid);
+    assert_eq!(fed.running_nodes(), 7);
+
+    // Healthy again, as itself.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("{}/v1/health", fed.node("eu").unwrap().url());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = http.get(&url).send().await {
+            if resp.status().is_success() {
+                let body: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(body["node"], "eu");
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} not healthy by the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        supervisor.tick(fed).is_empty(),
+        "{:?}",
+        supervisor.tick(fed)
+    );
+    assert!(!supervisor.restart_pending());
+
+    let forced = fed.shutdown().await.unwrap();
+    assert!(forced.is_empty(), "killed after the timeout: {forced:?}");
+}
