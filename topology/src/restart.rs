@@ -94,9 +94,11 @@ impl Backoff {
     }
 }
 
-/// `1 s`, `2.5 s`: for messages about delays.
+/// `1 s`, `2.5 s`, `20 ms`: for messages about delays.
 pub fn fmt_delay(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else if d.subsec_millis() == 0 {
         format!("{} s", d.as_secs())
     } else {
         format!("{:.1} s", d.as_secs_f64())
@@ -195,5 +197,6 @@ mod tests {
     fn delays_read_well() {
         assert_eq!(fmt_delay(Duration::from_secs(2)), "2 s");
         assert_eq!(fmt_delay(Duration::from_millis(2500)), "2.5 s");
+        assert_eq!(fmt_delay(Duration::from_millis(20)), "20 ms");
     }
 }

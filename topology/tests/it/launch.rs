@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use topology::launch::{BrokerChoice, Federation, UpOptions};
+use topology::restart::RestartPolicy;
 
 use crate::common::{demo_with_ports, free_ports};
 
@@ -224,4 +225,101 @@ async fn the_supervisor_restarts_a_killed_node() {
 
     let forced = fed.shutdown().await.unwrap();
     assert!(forced.is_empty(), "killed after the timeout: {forced:?}");
+}
+
+/// A stand-in node that answers `/v1/health` as itself on its topology address the first time
+/// it runs, and crashes at once (exit 3) every later time.
+const CRASHING_AFTER_FIRST_START: &str = r#"#!/usr/bin/env python3
+import http.server, json, os, sys, tomllib
+args = sys.argv[1:]
+arg = lambda name: args[args.index(name) + 1]
+node_id, data_dir = arg("--id"), arg("--data-dir")
+marker = os.path.join(data_dir, "started-once")
+if os.path.exists(marker):
+    print(f"fake node {node_id}: crashing at start", file=sys.stderr, flush=True)
+    sys.exit(3)
+open(marker, "w").close()
+with open(arg("--topology"), "rb") as f:
+    nodes = tomllib.load(f)["node"]
+host, port = next(n["http"] for n in nodes if n["id"] == node_id).rsplit(":", 1)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"node": node_id}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer((host, int(port)), Health).serve_forever()
+"#;
+
+/// A node that crashes within seconds of every start is restarted with growing delays, then
+/// given up on after the fifth quick crash in a row, with its exit status and log.
+#[tokio::test]
+async fn the_supervisor_gives_up_on_a_node_that_keeps_crashing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), CRASHING_AFTER_FIRST_START);
+    // The default schedule with short delays, so the test takes no 15 s.
+    opts.restart = Some(RestartPolicy {
+        initial_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(40),
+        ..RestartPolicy::default()
+    });
+    let mut fed = Federation::up(opts).await.expect("federation starts");
+    let mut supervisor = fed.supervisor();
+    let pid = fed.node("eu").unwrap().pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut events = Vec::new();
+    while !supervisor.gave_up_on("eu") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not given up by the deadline: {events:#?}"
+        );
+        events.extend(supervisor.tick(&mut fed).iter().map(ToString::to_string));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The kill (within 10 s of the start: a quick crash too), then four crashes at start.
+    let expected_delays = ["10 ms", "20 ms", "40 ms", "40 ms"];
+    assert_eq!(events.len(), 2 * expected_delays.len() + 1, "{events:#?}");
+    for (attempt, delay) in expected_delays.iter().enumerate() {
+        let attempt = attempt + 1;
+        assert!(
+            events[2 * attempt - 2].starts_with("node `eu` exited with "),
+            "{events:#?}"
+        );
+        assert!(
+            events[2 * attempt - 2]
+                .contains(&format!("; restarting in {delay} (attempt {attempt})")),
+            "{events:#?}"
+        );
+        assert_eq!(
+            events[2 * attempt - 1],
+            format!("node `eu` started again (attempt {attempt})")
+        );
+    }
+    let gave_up = events.last().unwrap();
+    for part in [
+        "giving up on node `eu`",
+        "exit status: 3",
+        "5 crashes in a row, each within 10 s of its start",
+        "fake node eu: crashing at start",
+    ] {
+        assert!(gave_up.contains(part), "{part:?} not in {gave_up}");
+    }
+
+    // Left alone from then on; the others keep running.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(supervisor.tick(&mut fed).is_empty());
+    assert!(!supervisor.restart_pending());
+    assert!(!fed.node("eu").unwrap().is_running());
+    assert_eq!(fed.running_nodes(), 6);
+    fed.shutdown().await.unwrap();
 }
