@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, timeout_at, Instant};
 
 use crate::broker::{self, PrivateBroker};
+use crate::restart::{fmt_delay, Backoff, Decision, RestartPolicy};
 
 /// Topology file `up` starts when none is given.
 pub const DEFAULT_TOPOLOGY: &str = "topology/demo.toml";
@@ -92,6 +93,9 @@ pub struct UpOptions {
     pub node_args: Vec<String>,
     /// Extra command-line flags for one node, by id (after `node_args`).
     pub node_args_by_id: std::collections::HashMap<String, Vec<String>>,
+    /// How the [`Supervisor`] of `up` restarts nodes that exit on their own; `None` leaves
+    /// them stopped (`--no-restart`).
+    pub restart: Option<RestartPolicy>,
 }
 
 impl UpOptions {
@@ -110,6 +114,7 @@ impl UpOptions {
             health_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(15),
             verbose: true,
+            restart: Some(RestartPolicy::default()),
         }
     }
 }
@@ -148,6 +153,8 @@ impl Manifest {
 pub struct ProcessExit {
     /// `node `ID`` or `portal`.
     pub what: String,
+    /// The node's id, when a node exited.
+    pub node: Option<String>,
     pub status: ExitStatus,
     pub log: PathBuf,
     /// The last lines of its log.
@@ -174,6 +181,8 @@ pub struct NodeProcess {
     data_dir: PathBuf,
     log: PathBuf,
     child: Option<Child>,
+    /// When the current process was spawned.
+    started: Option<Instant>,
 }
 
 impl NodeProcess {
@@ -320,6 +329,7 @@ impl Federation {
                     log: data_dir.join("node.log"),
                     data_dir,
                     child: None,
+                    started: None,
                 }
             })
             .collect();
@@ -465,13 +475,15 @@ impl Federation {
     }
 
     /// Supervised processes that exited since the last call (nodes, the portal, the private
-    /// broker), with the end of their logs. They are not restarted.
+    /// broker), with the end of their logs. They are not restarted here: a [`Supervisor`]
+    /// does that.
     pub fn poll_exits(&mut self) -> Vec<ProcessExit> {
         let mut exits = Vec::new();
         for n in &mut self.nodes {
             if let Some(status) = reap(&mut n.child) {
                 exits.push(ProcessExit {
                     what: format!("node `{}`", n.spec.id),
+                    node: Some(n.spec.id.clone()),
                     status,
                     log: n.log.clone(),
                     log_tail: broker::log_tail(&n.log, TAIL_LINES),
@@ -482,6 +494,7 @@ impl Federation {
             if let Some(status) = reap(&mut p.child) {
                 exits.push(ProcessExit {
                     what: "portal".to_owned(),
+                    node: None,
                     status,
                     log: p.log.clone(),
                     log_tail: broker::log_tail(&p.log, TAIL_LINES),
@@ -493,6 +506,7 @@ impl Federation {
                 let log = b.dir().join("stdout.log");
                 exits.push(ProcessExit {
                     what: format!("private broker {}", b.node_name()),
+                    node: None,
                     status,
                     log_tail: broker::log_tail(&log, TAIL_LINES),
                     log,
@@ -500,6 +514,11 @@ impl Federation {
             }
         }
         exits
+    }
+
+    /// A [`Supervisor`] with the restart policy of the options (none with `--no-restart`).
+    pub fn supervisor(&self) -> Supervisor {
+        Supervisor::new(self.opts.restart)
     }
 
     /// Number of nodes whose process is running (as of the last [`poll_exits`](Self::poll_exits)).
@@ -716,6 +735,7 @@ impl Federation {
             )
         })?;
         self.nodes[i].child = Some(child);
+        self.nodes[i].started = Some(Instant::now());
         Ok(())
     }
 
@@ -876,6 +896,215 @@ impl Federation {
             }
             sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// What [`Supervisor::tick`] saw and did.
+#[derive(Debug)]
+pub enum SupervisorEvent {
+    /// A process exited and is left stopped: the portal, the private broker, or a node when
+    /// restarts are off.
+    Exited(ProcessExit),
+    /// A node exited on its own and will be started again after `delay`.
+    Restarting {
+        exit: ProcessExit,
+        delay: Duration,
+        attempt: u32,
+    },
+    /// A node was started again (not yet necessarily healthy).
+    Restarted { id: String, attempt: u32 },
+    /// A node could not even be spawned again; `then` is the next try, if any.
+    RestartFailed {
+        id: String,
+        error: String,
+        then: Option<(Duration, u32)>,
+    },
+    /// A node crashed quickly too many times in a row and is left stopped.
+    GaveUp {
+        exit: ProcessExit,
+        quick_crashes: u32,
+        quick_crash: Duration,
+    },
+}
+
+impl std::fmt::Display for SupervisorEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SupervisorEvent::Exited(exit) => write!(f, "!!! {exit}"),
+            SupervisorEvent::Restarting {
+                exit,
+                delay,
+                attempt,
+            } => write!(
+                f,
+                "{} exited with {}; restarting in {} (attempt {attempt}); log: {}",
+                exit.what,
+                exit.status,
+                fmt_delay(*delay),
+                exit.log.display()
+            ),
+            SupervisorEvent::Restarted { id, attempt } => {
+                write!(f, "node `{id}` started again (attempt {attempt})")
+            }
+            SupervisorEvent::RestartFailed { id, error, then } => {
+                write!(f, "!!! cannot start node `{id}` again: {error}")?;
+                match then {
+                    Some((delay, attempt)) => write!(
+                        f,
+                        "; trying again in {} (attempt {attempt})",
+                        fmt_delay(*delay)
+                    ),
+                    None => write!(f, "; giving up on it"),
+                }
+            }
+            SupervisorEvent::GaveUp {
+                exit,
+                quick_crashes,
+                quick_crash,
+            } => write!(
+                f,
+                "!!! giving up on {}: it exited with {} — {quick_crashes} crashes in a row, each \
+                 within {} of its start; it stays stopped. Last lines of {}:\n{}",
+                exit.what,
+                exit.status,
+                fmt_delay(*quick_crash),
+                exit.log.display(),
+                indent(&exit.log_tail)
+            ),
+        }
+    }
+}
+
+/// Restart bookkeeping of one node.
+#[derive(Debug)]
+struct NodeRestart {
+    backoff: Backoff,
+    /// When the next start is due, while one is scheduled.
+    due: Option<(Instant, u32)>,
+    given_up: bool,
+}
+
+/// Restarts the nodes of a [`Federation`] that exit on their own, with the backoff of a
+/// [`RestartPolicy`]; reports every other exit. Driven by calling [`tick`](Self::tick) now and
+/// then (the `up` loop does it every 500 ms). Exits asked for through
+/// [`Federation::stop_node`], [`Federation::kill_node`] or [`Federation::shutdown`] are not
+/// seen, so they are never restarted; a node started again by hand while a restart is pending
+/// simply cancels it.
+///
+/// "Stayed healthy for a minute" (which resets the backoff) is measured as a minute of uptime:
+/// a node that runs is answering its health check in practice, and one that does not is not
+/// crashing either.
+#[derive(Debug)]
+pub struct Supervisor {
+    policy: Option<RestartPolicy>,
+    nodes: std::collections::HashMap<String, NodeRestart>,
+}
+
+impl Supervisor {
+    /// `None`: report exits, never restart.
+    pub fn new(policy: Option<RestartPolicy>) -> Self {
+        Supervisor {
+            policy,
+            nodes: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Reaps processes that exited, schedules or refuses their restarts, and starts the nodes
+    /// whose delay is over. Never waits.
+    pub fn tick(&mut self, fed: &mut Federation) -> Vec<SupervisorEvent> {
+        let now = Instant::now();
+        let mut events = Vec::new();
+        for exit in fed.poll_exits() {
+            let (Some(policy), Some(id)) = (self.policy, exit.node.clone()) else {
+                events.push(SupervisorEvent::Exited(exit));
+                continue;
+            };
+            let ran_for = fed
+                .node(&id)
+                .and_then(|n| n.started)
+                .map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+            let state = self.state(policy, &id);
+            match state.backoff.on_exit(ran_for) {
+                Decision::Restart { delay, attempt } => {
+                    state.due = Some((now + delay, attempt));
+                    events.push(SupervisorEvent::Restarting {
+                        exit,
+                        delay,
+                        attempt,
+                    });
+                }
+                Decision::GiveUp { quick_crashes } => {
+                    state.given_up = true;
+                    events.push(SupervisorEvent::GaveUp {
+                        exit,
+                        quick_crashes,
+                        quick_crash: policy.quick_crash,
+                    });
+                }
+            }
+        }
+
+        let Some(policy) = self.policy else {
+            return events;
+        };
+        let due: Vec<(String, u32)> = self
+            .nodes
+            .iter()
+            .filter_map(|(id, s)| match s.due {
+                Some((at, attempt)) if at <= now => Some((id.clone(), attempt)),
+                _ => None,
+            })
+            .collect();
+        for (id, attempt) in due {
+            let state = self.state(policy, &id);
+            state.due = None;
+            let Ok(i) = fed.index_of(&id) else { continue };
+            if fed.nodes[i].child.is_some() {
+                // Started again by someone else meanwhile.
+                continue;
+            }
+            match fed.spawn_node(i) {
+                Ok(()) => events.push(SupervisorEvent::Restarted { id, attempt }),
+                Err(e) => {
+                    let then = match state.backoff.on_exit(Duration::ZERO) {
+                        Decision::Restart { delay, attempt } => {
+                            state.due = Some((now + delay, attempt));
+                            Some((delay, attempt))
+                        }
+                        Decision::GiveUp { .. } => {
+                            state.given_up = true;
+                            None
+                        }
+                    };
+                    events.push(SupervisorEvent::RestartFailed {
+                        id,
+                        error: format!("{e:#}"),
+                        then,
+                    });
+                }
+            }
+        }
+        events
+    }
+
+    /// Whether a restart of some node is scheduled.
+    pub fn restart_pending(&self) -> bool {
+        self.nodes.values().any(|s| s.due.is_some())
+    }
+
+    /// Whether the supervisor gave up on node `id`.
+    pub fn gave_up_on(&self, id: &str) -> bool {
+        self.nodes.get(id).is_some_and(|s| s.given_up)
+    }
+
+    fn state(&mut self, policy: RestartPolicy, id: &str) -> &mut NodeRestart {
+        self.nodes
+            .entry(id.to_owned())
+            .or_insert_with(|| NodeRestart {
+                backoff: Backoff::new(policy),
+                due: None,
+                given_up: false,
+            })
     }
 }
 
@@ -1113,8 +1342,9 @@ impl Signals {
 }
 
 /// `docfed-topology up`: starts the federation, prints where everything is, supervises it until
-/// SIGINT or SIGTERM, then stops it. Returns `Ok` after a requested stop, `Err` if the federation
-/// could not start (everything started is stopped first) or every node died.
+/// SIGINT or SIGTERM (restarting nodes that exit on their own: [`Supervisor`]), then stops it.
+/// Returns `Ok` after a requested stop, `Err` if the federation could not start (everything
+/// started is stopped first) or every node died for good.
 pub async fn run(opts: UpOptions) -> Result<()> {
     // Handlers first, so a Ctrl-C during the slow parts (private broker) is ours to handle.
     let mut signals = Signals::new()?;
@@ -1155,14 +1385,15 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     );
     println!("Ctrl-C stops the federation.");
 
+    let mut supervisor = fed.supervisor();
     let signal = loop {
         tokio::select! {
             s = signals.recv() => break s,
             _ = sleep(Duration::from_millis(500)) => {
-                for exit in fed.poll_exits() {
-                    eprintln!("docfed-topology: !!! {exit}");
+                for event in supervisor.tick(&mut fed) {
+                    eprintln!("docfed-topology: {event}");
                 }
-                if fed.running_nodes() == 0 {
+                if fed.running_nodes() == 0 && !supervisor.restart_pending() {
                     eprintln!("docfed-topology: every node has exited; stopping");
                     stop(&mut fed, &mut signals).await?;
                     bail!("every node of the federation exited");

@@ -7,6 +7,7 @@
 //! * [`launch`]: start every node of a topology file as a `docfed-node` process, wait until all
 //!   are healthy, write `federation.json`, supervise, stop.
 //! * [`keys`]: a key pair per node, public keys in the topology (signed messages).
+//! * [`restart`]: when to restart a node that exited on its own (backoff, giving up).
 //!
 //! Topology files themselves (types, parsing, validation) live in
 //! [`docfed_shared::topology`], since nodes read them too.
@@ -15,3 +16,4 @@ pub mod broker;
 pub mod demo;
 pub mod keys;
 pub mod launch;
+pub mod restart;

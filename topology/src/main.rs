@@ -70,6 +70,10 @@ enum Cmd {
         /// Seconds a node has to exit after SIGTERM before it is killed.
         #[arg(long, default_value_t = 15, value_name = "SECS")]
         stop_timeout: u64,
+        /// Do not restart nodes that exit on their own (by default: after 1 s, 2 s, 4 s … up
+        /// to 30 s, giving up after 5 crashes in a row within 10 s of their start).
+        #[arg(long)]
+        no_restart: bool,
     },
 }
 
@@ -86,6 +90,7 @@ fn main() -> ExitCode {
             no_portal,
             health_timeout,
             stop_timeout,
+            no_restart,
         } => {
             let mut opts = UpOptions::new(file, run_dir);
             opts.broker = if private_broker {
@@ -97,6 +102,9 @@ fn main() -> ExitCode {
             opts.start_portal = !no_portal;
             opts.health_timeout = Duration::from_secs(health_timeout);
             opts.stop_timeout = Duration::from_secs(stop_timeout);
+            if no_restart {
+                opts.restart = None;
+            }
             up(opts)
         }
     }

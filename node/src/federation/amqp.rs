@@ -22,7 +22,36 @@ pub fn backoff(attempt: u32) -> Duration {
 /// Longest a connection close may take: a broker that died never answers it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Closes a channel before its connection, on a clean stop, giving up after [`CLOSE_TIMEOUT`].
+///
+/// Dropping a lapin channel only *queues* its close. A connection close sent meanwhile overtakes
+/// it, marks every channel `Closing`, and the queued channel close then fails ("invalid channel
+/// state: Closing (channel.close)"), which lapin logs as an `ERROR` connection error: a clean
+/// stop would print errors. Closed here first, the channel has nothing left to do when dropped.
+pub async fn close_channel(ch: &lapin::Channel, why: &str) {
+    match tokio::time::timeout(CLOSE_TIMEOUT, ch.close(200, why.into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, why, "closing a broker channel failed"),
+        Err(_) => tracing::debug!(why, "closing a broker channel timed out"),
+    }
+}
+
+/// Cancels a consumer (no more deliveries) before its channel is closed, on a clean stop,
+/// giving up after [`CLOSE_TIMEOUT`].
+pub async fn cancel_consumer(ch: &lapin::Channel, consumer: &lapin::Consumer) {
+    let cancel = ch.basic_cancel(
+        consumer.tag(),
+        lapin::options::BasicCancelOptions::default(),
+    );
+    match tokio::time::timeout(CLOSE_TIMEOUT, cancel).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "cancelling a consumer failed"),
+        Err(_) => tracing::debug!("cancelling a consumer timed out"),
+    }
+}
+
 /// Closes `conn`, giving up after [`CLOSE_TIMEOUT`] (the connection is then simply dropped).
+/// On a clean stop, close its channels first ([`close_channel`]).
 pub async fn close(conn: &lapin::Connection, why: &str) {
     if tokio::time::timeout(CLOSE_TIMEOUT, conn.close(200, why.into()))
         .await

@@ -105,7 +105,7 @@ async fn consume(
     tracing::info!(queue = %inbox, "consuming inbox");
     node.inbox_connected
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    let result = loop {
+    let result = 'deliveries: loop {
         let first = tokio::select! {
             d = consumer.next() => d,
             () = cancel.cancelled() => break Ok(()),
@@ -179,7 +179,8 @@ async fn consume(
                     tracing::error!(messages = envelopes.len(), error = %e, "cannot record messages; retrying");
                     tokio::select! {
                         () = tokio::time::sleep(amqp::backoff(failures.min(6))) => {}
-                        () = cancel.cancelled() => return Ok(()),
+                        // Not acked: redelivered after the restart.
+                        () = cancel.cancelled() => break 'deliveries Ok(()),
                     }
                 }
             }
@@ -195,6 +196,14 @@ async fn consume(
     };
     node.inbox_connected
         .store(false, std::sync::atomic::Ordering::Relaxed);
+    if result.is_ok() {
+        // A clean stop: stop the deliveries, then close the channels before the caller closes
+        // the connection (see amqp::close_channel), so that shutting down logs no error.
+        amqp::cancel_consumer(&ch, &consumer).await;
+        drop(consumer);
+        amqp::close_channel(&dead_ch, "shutting down").await;
+        amqp::close_channel(&ch, "shutting down").await;
+    }
     result
 }
 

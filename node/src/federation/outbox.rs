@@ -120,7 +120,11 @@ async fn relay_on(
             tokio::select! {
                 _ = wake.changed() => {}
                 () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                () = cancel.cancelled() => return Ok(()),
+                () = cancel.cancelled() => {
+                    // Before the caller closes the connection: see amqp::close_channel.
+                    amqp::close_channel(&ch, "shutting down").await;
+                    return Ok(());
+                }
             }
             continue;
         }

@@ -309,3 +309,40 @@ async fn conditional_requests_use_the_md5_etag() -> TestResult {
     assert_eq!(head.headers()["accept-ranges"], "bytes");
     Ok(())
 }
+
+/// A clean stop (SIGTERM) of federated nodes, after their broker channels carried a document:
+/// every node exits 0 and its log has no error. (lapin logged `ERROR … invalid channel state:
+/// Closing` when a connection was closed before its channels.)
+#[tokio::test]
+async fn sigterm_stops_federated_nodes_without_errors() -> TestResult {
+    use crate::common::federation::{Federation, ROLES};
+    let mut fed = Federation::start(&[]).await?;
+    let resp = auth(
+        client().post(
+            fed.node("primary-a")
+                .url("/v1/documents?title=Quiet&filename=q.txt"),
+        ),
+    )
+    .body(b"a quiet stop".to_vec())
+    .send()
+    .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED, "{}", resp.text().await?);
+    let id = resp.json::<Value>().await?["id"]
+        .as_str()
+        .ok_or("no id")?
+        .to_owned();
+    for role in ["na", "eu", "asia"] {
+        fed.await_meta(role, &id, std::time::Duration::from_secs(60), |m| {
+            m["available_here"] == true
+        })
+        .await?;
+    }
+    for role in ROLES {
+        // `stop` sends SIGTERM and fails unless the node exits 0.
+        fed.node_mut(role).stop().await?;
+        let log = fed.node(role).log();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        assert!(errors.is_empty(), "{role}: errors in its log: {errors:#?}");
+    }
+    Ok(())
+}

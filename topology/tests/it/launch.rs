@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use topology::launch::{BrokerChoice, Federation, UpOptions};
+use topology::restart::RestartPolicy;
 
 use crate::common::{demo_with_ports, free_ports};
 
@@ -139,4 +140,186 @@ async fn single_node_controls_on_a_real_federation() {
     assert!(forced.is_empty(), "killed after the timeout: {forced:?}");
     assert_eq!(fed.running_nodes(), 0);
     assert!(!fed.manifest_path().exists());
+}
+
+/// A federation on the shared broker that SIGKILLs its nodes and removes their queues when the
+/// test ends, passed or not.
+struct Discarding(Federation);
+
+impl Drop for Discarding {
+    fn drop(&mut self) {
+        self.0.discard();
+    }
+}
+
+/// `up`'s supervising loop, driven by hand: a node killed with SIGKILL is reported, started
+/// again after the first backoff step, and answers its health check again.
+#[tokio::test]
+async fn the_supervisor_restarts_a_killed_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("demo.toml");
+    std::fs::write(&file, demo_with_ports(&free_ports(7))).unwrap();
+    let mut opts = UpOptions::new(&file, dir.path().join("run"));
+    // The broker at DOCFED_AMQP_URL / 127.0.0.1:5672 when one answers, else a private one.
+    opts.start_portal = false;
+    opts.verbose = false;
+    let mut fed = Discarding(Federation::up(opts).await.expect("federation starts"));
+    let fed = &mut fed.0;
+    let mut supervisor = fed.supervisor();
+    assert!(supervisor.tick(fed).is_empty(), "nothing to do yet");
+
+    let old_pid = fed.node("eu").unwrap().pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(old_pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+
+    // Reported, then started again once the 1 s delay is over.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut events = Vec::new();
+    while !events.iter().any(|e: &String| e.contains("started again")) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no restart by the deadline: {events:#?}"
+        );
+        events.extend(supervisor.tick(fed).iter().map(ToString::to_string));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(events.len(), 2, "{events:#?}");
+    assert!(
+        events[0].starts_with(
+            "node `eu` exited with signal: 9 (SIGKILL); restarting in 1 s (attempt 1)"
+        ),
+        "{events:#?}"
+    );
+    assert_eq!(events[1], "node `eu` started again (attempt 1)");
+    let new_pid = fed.node("eu").unwrap().pid().expect("running again");
+    assert_ne!(new_pid, old_pid);
+    assert_eq!(fed.running_nodes(), 7);
+
+    // Healthy again, as itself.
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("{}/v1/health", fed.node("eu").unwrap().url());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(resp) = http.get(&url).send().await {
+            if resp.status().is_success() {
+                let body: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(body["node"], "eu");
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url} not healthy by the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        supervisor.tick(fed).is_empty(),
+        "{:?}",
+        supervisor.tick(fed)
+    );
+    assert!(!supervisor.restart_pending());
+
+    let forced = fed.shutdown().await.unwrap();
+    assert!(forced.is_empty(), "killed after the timeout: {forced:?}");
+}
+
+/// A stand-in node that answers `/v1/health` as itself on its topology address the first time
+/// it runs, and crashes at once (exit 3) every later time.
+const CRASHING_AFTER_FIRST_START: &str = r#"#!/usr/bin/env python3
+import http.server, json, os, sys, tomllib
+args = sys.argv[1:]
+arg = lambda name: args[args.index(name) + 1]
+node_id, data_dir = arg("--id"), arg("--data-dir")
+marker = os.path.join(data_dir, "started-once")
+if os.path.exists(marker):
+    print(f"fake node {node_id}: crashing at start", file=sys.stderr, flush=True)
+    sys.exit(3)
+open(marker, "w").close()
+with open(arg("--topology"), "rb") as f:
+    nodes = tomllib.load(f)["node"]
+host, port = next(n["http"] for n in nodes if n["id"] == node_id).rsplit(":", 1)
+class Health(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"node": node_id}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer((host, int(port)), Health).serve_forever()
+"#;
+
+/// A node that crashes within seconds of every start is restarted with growing delays, then
+/// given up on after the fifth quick crash in a row, with its exit status and log.
+#[tokio::test]
+async fn the_supervisor_gives_up_on_a_node_that_keeps_crashing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), CRASHING_AFTER_FIRST_START);
+    // The default schedule with short delays, so the test takes no 15 s.
+    opts.restart = Some(RestartPolicy {
+        initial_delay: Duration::from_millis(10),
+        max_delay: Duration::from_millis(40),
+        ..RestartPolicy::default()
+    });
+    let mut fed = Federation::up(opts).await.expect("federation starts");
+    let mut supervisor = fed.supervisor();
+    let pid = fed.node("eu").unwrap().pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::SIGKILL,
+    )
+    .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut events = Vec::new();
+    while !supervisor.gave_up_on("eu") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not given up by the deadline: {events:#?}"
+        );
+        events.extend(supervisor.tick(&mut fed).iter().map(ToString::to_string));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The kill (within 10 s of the start: a quick crash too), then four crashes at start.
+    let expected_delays = ["10 ms", "20 ms", "40 ms", "40 ms"];
+    assert_eq!(events.len(), 2 * expected_delays.len() + 1, "{events:#?}");
+    for (attempt, delay) in expected_delays.iter().enumerate() {
+        let attempt = attempt + 1;
+        assert!(
+            events[2 * attempt - 2].starts_with("node `eu` exited with "),
+            "{events:#?}"
+        );
+        assert!(
+            events[2 * attempt - 2]
+                .contains(&format!("; restarting in {delay} (attempt {attempt})")),
+            "{events:#?}"
+        );
+        assert_eq!(
+            events[2 * attempt - 1],
+            format!("node `eu` started again (attempt {attempt})")
+        );
+    }
+    let gave_up = events.last().unwrap();
+    for part in [
+        "giving up on node `eu`",
+        "exit status: 3",
+        "5 crashes in a row, each within 10 s of its start",
+        "fake node eu: crashing at start",
+    ] {
+        assert!(gave_up.contains(part), "{part:?} not in {gave_up}");
+    }
+
+    // Left alone from then on; the others keep running.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(supervisor.tick(&mut fed).is_empty());
+    assert!(!supervisor.restart_pending());
+    assert!(!fed.node("eu").unwrap().is_running());
+    assert_eq!(fed.running_nodes(), 6);
+    fed.shutdown().await.unwrap();
 }

@@ -215,6 +215,44 @@ fn up_runs_the_demo_federation_until_sigterm() {
     assert!(publish(Some(&manifest.token)).is_success());
     assert_eq!(publish(None), 401);
 
+    // A node killed under `up` is restarted, says so on stderr, and is healthy again.
+    let ready = |id: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(run_dir.join(id).join("ready.json")).ok()?;
+        serde_json::from_str::<serde_json::Value>(&text).ok()?["pid"].as_u64()
+    };
+    let old_pid = ready("eu").expect("eu wrote ready.json");
+    kill(Pid::from_raw(old_pid as i32), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let restarted = ready("eu").is_some_and(|pid| pid != old_pid);
+        let healthy = restarted
+            && runtime
+                .block_on(
+                    client
+                        .get(format!("{}/v1/health", manifest.nodes[5].http))
+                        .send(),
+                )
+                .is_ok_and(|r| r.status().is_success());
+        if healthy {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "eu not restarted in time; stderr:\n{}",
+            read(&stderr_path)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stderr = read(&stderr_path);
+    assert!(
+        stderr.contains("node `eu` exited with signal: 9 (SIGKILL); restarting in 1 s (attempt 1)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("node `eu` started again (attempt 1)"),
+        "{stderr}"
+    );
+
     launcher.sigterm();
     let status = launcher
         .wait_until(Instant::now() + Duration::from_secs(60))
@@ -244,6 +282,10 @@ fn up_runs_the_demo_federation_until_sigterm() {
         "the portal still answers after shutdown"
     );
     for n in &manifest.nodes {
+        // A clean stop logs no error.
+        let log = read(&run_dir.join(&n.id).join("node.log"));
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        assert!(errors.is_empty(), "{}: {errors:#?}", n.id);
         let answered = runtime.block_on(client.get(format!("{}/v1/health", n.http)).send());
         assert!(
             answered.is_err(),
