@@ -186,6 +186,8 @@ async fn large(dir: &Path, quick: bool) -> Result<()> {
             }
             let mut fed = b.fed;
             fed.shutdown().await?;
+            // Benchmark federations on the shared broker leave no queues behind.
+            fed.discard();
         }
         println!(
             "ratio stream-through / store-and-forward {}: {:.2} (goal <= 0.45)",
@@ -378,6 +380,8 @@ async fn fanout(dir: &Path, quick: bool) -> Result<()> {
         );
         let mut fed = b.fed;
         fed.shutdown().await?;
+        // Benchmark federations on the shared broker leave no queues behind.
+        fed.discard();
     }
     Ok(())
 }
@@ -412,6 +416,8 @@ async fn memory(dir: &Path, quick: bool) -> Result<()> {
     println!("    portal: not measured (docfed-portal is not part of this federation run yet)");
     let mut fed = b.fed;
     fed.shutdown().await?;
+    // Benchmark federations on the shared broker leave no queues behind.
+    fed.discard();
     Ok(())
 }
 
@@ -470,6 +476,8 @@ async fn broker(dir: &Path, quick: bool) -> Result<()> {
     );
     let mut fed = b.fed;
     fed.shutdown().await?;
+    // Benchmark federations on the shared broker leave no queues behind.
+    fed.discard();
     rmq.stop().await?;
     Ok(())
 }
