@@ -153,10 +153,14 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if status.is_server_error() {
-            tracing::error!(error = ?self, "request failed");
-        } else {
-            tracing::debug!(error = %self, "request refused");
+        match &self {
+            ApiError::Internal(_) | ApiError::DbUnavailable(_) => {
+                tracing::error!(error = ?self, "request failed")
+            }
+            // Expected answers (content still arriving, capacity reached): the client retries.
+            ApiError::NotYet => tracing::debug!(error = %self, "request deferred"),
+            _ if status.is_server_error() => tracing::warn!(error = %self, "request failed"),
+            _ => tracing::debug!(error = %self, "request refused"),
         }
         let body = ErrorBody {
             error: self.to_string(),

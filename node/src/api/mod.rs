@@ -74,7 +74,21 @@ pub fn router(node: AppState) -> Router {
         // body, which this limit does not touch, and stream it under `max_upload_size`.
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(CatchPanicLayer::new())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().on_failure(
+            |class: tower_http::classify::ServerErrorsFailureClass,
+             latency: std::time::Duration,
+             _span: &tracing::Span| {
+                // The handler already logged what failed (`ApiError::into_response`); a 503
+                // "not yet" or "busy" is the protocol working, not a failure worth a warning.
+                use tower_http::classify::ServerErrorsFailureClass::StatusCode as Status;
+                match class {
+                    Status(s) if s == axum::http::StatusCode::SERVICE_UNAVAILABLE => {
+                        tracing::debug!(?latency, "answered 503")
+                    }
+                    other => tracing::warn!(classification = %other, ?latency, "response failed"),
+                }
+            },
+        ))
         .with_state(node)
 }
 

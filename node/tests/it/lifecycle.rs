@@ -341,7 +341,7 @@ async fn sigterm_stops_federated_nodes_without_errors() -> TestResult {
         // `stop` sends SIGTERM and fails unless the node exits 0.
         fed.node_mut(role).stop().await?;
         let log = fed.node(role).log();
-        let errors: Vec<&str> = log.lines().filter(|l| l.contains("ERROR")).collect();
+        let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
         assert!(errors.is_empty(), "{role}: errors in its log: {errors:#?}");
     }
     Ok(())
