@@ -44,6 +44,20 @@ pub fn default_path(meta: &DocumentMeta) -> PathBuf {
     }
 }
 
+/// A download's progress bar on stderr: name, bar, bytes, speed, time left.
+pub fn progress_bar(size: u64, name: &str) -> ProgressBar {
+    let b = ProgressBar::new(size);
+    b.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    b.set_message(name.to_owned());
+    b
+}
+
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
@@ -73,18 +87,7 @@ pub async fn fetch(
         let _ = std::fs::remove_file(&part);
         std::fs::write(&part_md5, v.md5.as_str())?;
     }
-    let bar = progress.then(|| {
-        let b = ProgressBar::new(v.size);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        b.set_message(v.filename.clone());
-        b
-    });
+    let bar = progress.then(|| progress_bar(v.size, &v.filename));
     let mut resumed_from = None;
     let mut downloaded = 0u64;
     let mut attempt = 0u32;

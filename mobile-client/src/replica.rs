@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use docfed_shared::search::fts_query;
 use docfed_shared::wire::{
     ChangeFeed, DocumentList, DocumentMeta, DocumentVersion, Timestamp, VersionEntry, VersionList,
 };
@@ -639,26 +640,6 @@ fn meta(json: &str, published_at: i64) -> Result<DocumentMeta, CliError> {
         available_here: false,
         available_at: Vec::new(),
     })
-}
-
-/// What a person types, as a safe FTS5 query: the node's rule (`node/src/api/search.rs`,
-/// repeated here because the client does not depend on the node): every word quoted, words
-/// ANDed, a trailing `*` kept as a prefix search.
-fn fts_query(text: &str) -> Option<String> {
-    let terms: Vec<String> = text
-        .split(|c: char| c.is_whitespace() || c.is_control())
-        .filter(|w| !w.is_empty())
-        .filter_map(|word| {
-            let prefix = word.ends_with('*');
-            let core = word.trim_end_matches('*');
-            if !core.chars().any(char::is_alphanumeric) {
-                return None;
-            }
-            let quoted = format!("\"{}\"", core.replace('"', "\"\""));
-            Some(if prefix { format!("{quoted}*") } else { quoted })
-        })
-        .collect();
-    (!terms.is_empty()).then(|| terms.join(" "))
 }
 
 #[cfg(test)]

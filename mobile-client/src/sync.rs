@@ -20,7 +20,7 @@ use docfed_shared::hashing::StreamHash;
 use docfed_shared::wire::{ChangeFeed, DocumentVersion};
 use docfed_shared::ContentHasher;
 use futures::StreamExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::Serialize;
 
 use crate::client::Client;
@@ -197,18 +197,9 @@ async fn download(
     opts: &Options,
 ) -> Result<u64, CliError> {
     let part = replica.partial_dir().join(v.md5.as_str());
-    let bar = opts.progress.then(|| {
-        let b = ProgressBar::new(v.size);
-        b.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        b.set_message(v.filename.clone());
-        b
-    });
+    let bar = opts
+        .progress
+        .then(|| crate::fetch::progress_bar(v.size, &v.filename));
     let mut received = 0u64;
     let mut attempt = 0u32;
     let hash = loop {

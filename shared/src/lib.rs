@@ -11,6 +11,7 @@ pub mod keys;
 pub mod limits;
 pub mod messages;
 pub mod scope;
+pub mod search;
 pub mod topology;
 pub mod wire;
 
