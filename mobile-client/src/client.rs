@@ -7,6 +7,16 @@ use serde::de::DeserializeOwned;
 
 use crate::error::CliError;
 
+/// The HTTP client every command uses: a connection must open within 5 s, and a transfer that
+/// receives nothing for 60 s counts as broken.
+pub fn http_client() -> Result<reqwest::Client, CliError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .read_timeout(Duration::from_secs(60))
+        .build()
+        .map_err(|e| CliError::Local(e.to_string()))
+}
+
 pub struct Client {
     pub base: String,
     pub http: reqwest::Client,

@@ -1,15 +1,26 @@
 //! `docfed daemon`: keeps the replica caught up with a node until stopped (ARCHITECTURE.md §2.8).
 //!
-//! Three loops share two `Notify`s:
+//! Three loops:
 //! * the event stream (`GET /v1/events` with this device's secret) wakes a catch-up on any
 //!   event; it reconnects with backoff, sending `Last-Event-ID` (the newest seq seen) so the
 //!   node tells of changes missed meanwhile, and treats 45 s without a byte (three keep-alives)
 //!   as a dead connection;
-//! * the interface watcher (`if-watch`) wakes a catch-up when an address comes up and cuts the
-//!   event stream's backoff short;
+//! * the interface watcher (`if-watch`) reports an address coming up: the daemon drops its
+//!   connections (they may be bound to an address that is gone), reconnects the event stream
+//!   at once instead of waiting out its backoff, and catches up;
 //! * the catch-up loop runs `sync::sync`, one at a time, at start, when woken and every
 //!   `--catch-up-interval`. A `Notify` keeps one permit: events during a sync coalesce into one
 //!   more sync.
+//!
+//! Failover: when a catch-up cannot reach the node and its health check fails too, the daemon
+//! moves to another regional node of the same federation: one found over mDNS that the home
+//! node listed as a member of its topology (`Replica::peers`, learned at each sync), then the
+//! other learned members, then the configured fallbacks. There it uses the device's
+//! registration (or enrols, when that node has open enrollment), and the first catch-up gives
+//! that node the device's flags (`sync::reconcile_flags`), so it keeps their content and pushes
+//! their new versions. Without a registration there it still keeps the directory and the
+//! flagged files current, by catching up every `AWAY_CATCH_UP` instead of by push. The home
+//! node is probed every `HOME_PROBE`; when it answers, the daemon goes back.
 //!
 //! SIGINT/SIGTERM abandon the current sync: a download stops where it is and its partial file
 //! is resumed next time (its prefix re-hashed); the outbox and the change feed commit per item
@@ -22,9 +33,11 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use futures::StreamExt;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
-use crate::client::Client;
-use crate::device::Registration;
+use crate::client::{http_client, Client};
+use crate::device::{self, Registration};
+use crate::discover;
 use crate::error::CliError;
 use crate::replica::Replica;
 use crate::sync;
@@ -33,84 +46,277 @@ pub struct Options {
     pub catch_up_interval: Duration,
     pub sync: sync::Options,
     pub json: bool,
+    /// Servers to fail over to after the federation's own regional nodes.
+    pub fallbacks: Vec<String>,
+    /// Look for regional nodes over mDNS when failing over.
+    pub mdns: bool,
 }
 
 /// A stream silent this long is taken for dead (the node sends a comment every 15 s).
 const STREAM_IDLE: Duration = Duration::from_secs(45);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// While away from home: how often the home node is asked whether it is back.
+const HOME_PROBE: Duration = Duration::from_secs(5);
+/// While on a node that cannot push to this device (no registration there): catch-up period.
+const AWAY_CATCH_UP: Duration = Duration::from_secs(30);
+/// How long mDNS is listened to when looking for another node.
+const MDNS_WAIT: Duration = Duration::from_millis(1500);
 
-struct Shared {
-    /// Wakes the catch-up loop.
+/// What wakes the catch-up loop.
+#[derive(Default)]
+struct Wake {
+    /// A catch-up is due (an event, a reconnection).
     sync: Notify,
-    /// An interface came up: reconnect now.
+    /// An interface got an address: reconnect now.
     net_up: Notify,
-    /// The newest change-feed seq known (from events or a catch-up).
-    seen: AtomicI64,
 }
 
-pub async fn run(
-    client: Client,
-    reg: Registration,
-    replica: Replica,
-    opts: Options,
-) -> Result<(), CliError> {
-    let shared = Arc::new(Shared {
-        sync: Notify::new(),
-        net_up: Notify::new(),
-        seen: AtomicI64::new(replica.position(&client.base).await?),
-    });
-    let client = Arc::new(client);
-    let events = tokio::spawn(event_stream(client.clone(), reg, shared.clone()));
-    let interfaces = tokio::spawn(watch_interfaces(shared.clone()));
+/// The node the daemon follows right now, and the event stream from it.
+struct Link {
+    client: Arc<Client>,
+    /// This device's registration with that node, if it has one.
+    registered: bool,
+    /// The newest change-feed seq of that node known (from events or a catch-up).
+    seen: Arc<AtomicI64>,
+    events: Option<JoinHandle<()>>,
+}
+
+impl Link {
+    /// Follows `url` with a fresh HTTP client (no connection of an earlier network is reused),
+    /// enrolling there if needed and possible.
+    async fn open(
+        url: &str,
+        found_by: &str,
+        replica: &Replica,
+        wake: &Arc<Wake>,
+    ) -> Result<Link, CliError> {
+        let client = Arc::new(Client::new(
+            url.to_owned(),
+            http_client()?,
+            found_by.to_owned(),
+        ));
+        let reg = match device::load(url)? {
+            Some(reg) => Some(reg),
+            None => enrol(&client).await,
+        };
+        let seen = Arc::new(AtomicI64::new(replica.position(url).await?));
+        let events = reg.clone().map(|reg| {
+            tokio::spawn(event_stream(
+                client.clone(),
+                reg,
+                wake.clone(),
+                seen.clone(),
+            ))
+        });
+        Ok(Link {
+            client,
+            registered: reg.is_some(),
+            seen,
+            events,
+        })
+    }
+
+    fn close(&mut self) {
+        if let Some(e) = self.events.take() {
+            e.abort();
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// A registration with a node this device has none with, when the node has open enrollment
+/// (under the name of one of the device's other registrations).
+async fn enrol(client: &Client) -> Option<Registration> {
+    let name = device::any_name().ok().flatten();
+    let v = client
+        .send_json(
+            client
+                .http
+                .post(client.url("/v1/devices"))
+                .json(&docfed_shared::wire::RegisterDevice { name }),
+        )
+        .await;
+    match v {
+        Ok(v) => {
+            let reg = Registration {
+                device: v["device"].as_str()?.to_owned(),
+                secret: v["secret"].as_str()?.to_owned(),
+                name: v["name"].as_str().unwrap_or_default().to_owned(),
+            };
+            match device::save(&client.base, &reg) {
+                Ok(_) => {
+                    log(&format!(
+                        "docfed daemon: enrolled with {} as device {}",
+                        client.base, reg.device
+                    ));
+                    Some(reg)
+                }
+                Err(e) => {
+                    log(&format!(
+                        "docfed daemon: cannot keep the registration with {}: {e}",
+                        client.base
+                    ));
+                    None
+                }
+            }
+        }
+        Err(e) => {
+            log(&format!(
+                "docfed daemon: not registered with {} and it does not enrol this device ({e}); \
+                 following it without push or flags (run `docfed --server {} register` once to \
+                 have both there)",
+                client.base, client.base
+            ));
+            None
+        }
+    }
+}
+
+pub async fn run(home: Client, replica: Replica, opts: Options) -> Result<(), CliError> {
+    let wake = Arc::new(Wake::default());
+    let home_url = home.base.clone();
+    let mut link = Link::open(&home_url, &home.found_by, &replica, &wake).await?;
+    let interfaces = tokio::spawn(watch_interfaces(wake.clone()));
     let mut stop = std::pin::pin!(stop_signal());
     log(&format!(
-        "docfed daemon: following {} (catch-up every {})",
-        client.base,
+        "docfed daemon: following {home_url} (catch-up every {})",
         humantime::format_duration(opts.catch_up_interval)
     ));
 
-    shared.sync.notify_one();
+    wake.sync.notify_one();
     let mut next = tokio::time::Instant::now() + opts.catch_up_interval;
     let mut retry = Duration::from_secs(5);
+    let mut probe = tokio::time::interval(HOME_PROBE);
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let away = link.client.base != home_url;
         tokio::select! {
             sig = &mut stop => { log(&format!("docfed daemon: {sig}, stopping")); break }
-            () = shared.sync.notified() => {}
+            () = wake.sync.notified() => {}
+            () = wake.net_up.notified() => {
+                // Connections of the old network may hang until their timeouts: start afresh.
+                let (url, by) = (link.client.base.clone(), link.client.found_by.clone());
+                link.close();
+                link = Link::open(&url, &by, &replica, &wake).await?;
+            }
             () = tokio::time::sleep_until(next) => {}
+            _ = probe.tick(), if away => {
+                if !discover::healthy(&link.client.http, &home_url).await {
+                    continue;
+                }
+                log(&format!("docfed daemon: {home_url} answers again; back from {}", link.client.base));
+                link.close();
+                link = Link::open(&home_url, &home.found_by, &replica, &wake).await?;
+            }
         }
         let outcome = tokio::select! {
             sig = &mut stop => {
                 log(&format!("docfed daemon: {sig} during a catch-up, stopping; an unfinished download resumes next time"));
                 break;
             }
-            r = sync::sync(&client, &replica, &opts.sync) => r,
+            r = sync::sync(&link.client, &replica, &opts.sync) => r,
+        };
+        let period = if link.registered {
+            opts.catch_up_interval
+        } else {
+            opts.catch_up_interval.min(AWAY_CATCH_UP)
         };
         match outcome {
             Ok(report) => {
-                shared.seen.fetch_max(report.position, Ordering::Relaxed);
+                link.seen.fetch_max(report.position, Ordering::Relaxed);
                 if opts.json {
                     log(&serde_json::to_string(&report).expect("serialisable"));
                 } else {
                     log(&summary(&report));
                 }
-                next = tokio::time::Instant::now() + opts.catch_up_interval;
+                next = tokio::time::Instant::now() + period;
                 retry = Duration::from_secs(5);
+            }
+            Err(e @ CliError::Network(_))
+                if !discover::healthy(&link.client.http, &link.client.base).await =>
+            {
+                match failover(&link.client.base, &home_url, &replica, &opts).await {
+                    Some((url, by)) => {
+                        log(&format!(
+                            "docfed daemon: {} does not answer ({e}); failing over to {url} ({by})",
+                            link.client.base
+                        ));
+                        link.close();
+                        link = Link::open(&url, &by, &replica, &wake).await?;
+                        next = tokio::time::Instant::now();
+                        retry = Duration::from_secs(5);
+                    }
+                    None => {
+                        log(&format!(
+                            "docfed daemon: catch-up failed: {e}; no other node answers either; next try in {}",
+                            humantime::format_duration(retry.min(period))
+                        ));
+                        next = tokio::time::Instant::now() + retry.min(period);
+                        retry = (retry * 2).min(Duration::from_secs(300));
+                    }
+                }
             }
             Err(e) => {
                 log(&format!(
                     "docfed daemon: catch-up failed: {e}; next try in {}",
-                    humantime::format_duration(retry.min(opts.catch_up_interval))
+                    humantime::format_duration(retry.min(period))
                 ));
-                next = tokio::time::Instant::now() + retry.min(opts.catch_up_interval);
+                next = tokio::time::Instant::now() + retry.min(period);
                 retry = (retry * 2).min(Duration::from_secs(300));
             }
         }
     }
-    events.abort();
+    link.close();
     interfaces.abort();
     replica.close().await;
     Ok(())
+}
+
+/// Another node to follow while `current` does not answer: a member of the federation found
+/// over mDNS, another member, a configured fallback; the first that answers, with how it was
+/// found. The home node is not one: it is probed on its own schedule.
+async fn failover(
+    current: &str,
+    home: &str,
+    replica: &Replica,
+    opts: &Options,
+) -> Option<(String, String)> {
+    let members = replica.peers().await.unwrap_or_default();
+    let mut candidates: Vec<(String, String)> = Vec::new();
+    if opts.mdns {
+        for (id, url) in discover::browse(MDNS_WAIT).await {
+            // A node of another federation on the same network is no substitute.
+            if members.iter().any(|m| m.url == url) {
+                candidates.push((url, format!("mDNS found {id}, a member of the federation")));
+            }
+        }
+    }
+    for m in &members {
+        candidates.push((
+            m.url.clone(),
+            format!("{} listed it as {}", home, m.node_id),
+        ));
+    }
+    for url in &opts.fallbacks {
+        candidates.push((url.clone(), "a configured fallback".to_owned()));
+    }
+    let http = http_client().ok()?;
+    let mut tried = std::collections::HashSet::new();
+    for (url, by) in candidates {
+        if url == current || url == home || !tried.insert(url.clone()) {
+            continue;
+        }
+        if discover::healthy(&http, &url).await {
+            return Some((url, by));
+        }
+    }
+    None
 }
 
 fn log(line: &str) {
@@ -129,8 +335,14 @@ fn summary(r: &sync::Report) -> String {
         r.files_downloaded, ByteSize(r.bytes_downloaded), r.files_removed,
         r.outbox_sent, r.outbox_pending
     );
+    if r.flags_sent > 0 {
+        line.push_str(&format!("; {} flag changes sent to the node", r.flags_sent));
+    }
     for refused in &r.outbox_refused {
         line.push_str(&format!("; refused and dropped: {refused}"));
+    }
+    for refused in &r.flags_refused {
+        line.push_str(&format!("; refused here, kept: {refused}"));
     }
     line
 }
@@ -151,38 +363,43 @@ async fn stop_signal() -> &'static str {
 }
 
 /// Keeps an event stream open, waking a catch-up on every event.
-async fn event_stream(client: Arc<Client>, reg: Registration, shared: Arc<Shared>) {
+async fn event_stream(
+    client: Arc<Client>,
+    reg: Registration,
+    wake: Arc<Wake>,
+    seen: Arc<AtomicI64>,
+) {
     let mut backoff = BACKOFF_MIN;
     loop {
-        let why = match follow(&client, &reg, &shared).await {
+        let why = match follow(&client, &reg, &wake, &seen).await {
             Ok(()) => "the node ended the stream".to_owned(),
             Err(e) => e.to_string(),
         };
         // Reconnected after a failure: changes may have been missed before Last-Event-ID
         // could tell (an unreachable node says nothing), so catch up anyway.
-        shared.sync.notify_one();
+        wake.sync.notify_one();
         log(&format!(
             "docfed daemon: event stream: {why}; reconnecting in {}",
             humantime::format_duration(backoff)
         ));
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => backoff = (backoff * 2).min(BACKOFF_MAX),
-            () = shared.net_up.notified() => backoff = BACKOFF_MIN,
-        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
     }
 }
 
 /// One connection: returns when it ends.
-async fn follow(client: &Client, reg: &Registration, shared: &Shared) -> Result<(), CliError> {
+async fn follow(
+    client: &Client,
+    reg: &Registration,
+    wake: &Wake,
+    seen: &AtomicI64,
+) -> Result<(), CliError> {
     let resp = client
         .http
         .get(client.url("/v1/events"))
         .bearer_auth(&reg.secret)
         .header("Accept", "text/event-stream")
-        .header(
-            "Last-Event-ID",
-            shared.seen.load(Ordering::Relaxed).to_string(),
-        )
+        .header("Last-Event-ID", seen.load(Ordering::Relaxed).to_string())
         .send()
         .await
         .map_err(|e| client.network(e))?;
@@ -206,9 +423,9 @@ async fn follow(client: &Client, reg: &Registration, shared: &Shared) -> Result<
             let event: String = buf.drain(..end + 2).collect();
             if let Some(seq) = parse_event(&event) {
                 if let Some(s) = seq {
-                    shared.seen.fetch_max(s, Ordering::Relaxed);
+                    seen.fetch_max(s, Ordering::Relaxed);
                 }
-                shared.sync.notify_one();
+                wake.sync.notify_one();
             }
         }
     }
@@ -230,9 +447,9 @@ fn parse_event(text: &str) -> Option<Option<i64>> {
     is_event.then_some(id)
 }
 
-/// Wakes a catch-up and a reconnection when an interface gets an address. Without netlink
+/// Wakes a reconnection and a catch-up when an interface gets an address. Without netlink
 /// (a sandbox), the daemon still reconnects with backoff and catches up on its interval.
-async fn watch_interfaces(shared: Arc<Shared>) {
+async fn watch_interfaces(wake: Arc<Wake>) {
     let mut watcher = match if_watch::tokio::IfWatcher::new() {
         Ok(w) => w,
         Err(e) => {
@@ -245,8 +462,7 @@ async fn watch_interfaces(shared: Arc<Shared>) {
     while let Some(event) = watcher.next().await {
         if let Ok(if_watch::IfEvent::Up(net)) = event {
             if !net.addr().is_loopback() {
-                shared.net_up.notify_one();
-                shared.sync.notify_one();
+                wake.net_up.notify_one();
             }
         }
     }

@@ -59,6 +59,15 @@ pub fn load(server: &str) -> Result<Option<Registration>, CliError> {
     Ok(read()?.servers.get(server).cloned())
 }
 
+/// The name this device registered under anywhere, to enrol under the same name elsewhere.
+pub fn any_name() -> Result<Option<String>, CliError> {
+    Ok(read()?
+        .servers
+        .into_values()
+        .map(|r| r.name)
+        .find(|n| !n.is_empty()))
+}
+
 /// The registration with `server`, or an error that says how to register (exit code 6, as
 /// the node itself would refuse the request).
 pub fn require(server: &str) -> Result<Registration, CliError> {

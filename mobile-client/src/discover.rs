@@ -19,6 +19,8 @@ pub struct Resolved {
     pub tried: Vec<String>,
 }
 
+/// The first server that answers: `explicit`, else a regional node found over mDNS (unless
+/// `mdns_wait` is zero: `--no-mdns`), else the first of `fallbacks` that answers.
 pub async fn resolve(
     explicit: Option<&str>,
     fallbacks: &str,
@@ -32,24 +34,23 @@ pub async fn resolve(
         });
     }
     let mut tried = Vec::new();
-    match browse(mdns_wait).await {
-        Some(url) => {
-            if healthy(http, &url).await {
-                tried.push(format!("mDNS found {url}"));
-                return Ok(Resolved { url, tried });
+    if mdns_wait.is_zero() {
+        tried.push("mDNS: off (--no-mdns)".to_owned());
+    } else {
+        match browse(mdns_wait).await.into_iter().next() {
+            Some((id, url)) => {
+                if healthy(http, &url).await {
+                    tried.push(format!("mDNS found {id} at {url}"));
+                    return Ok(Resolved { url, tried });
+                }
+                tried.push(format!("mDNS found {id} at {url}, which did not answer"));
             }
-            tried.push(format!("mDNS found {url}, which did not answer"));
+            None => tried.push(format!(
+                "mDNS: no regional node answered within {mdns_wait:?}"
+            )),
         }
-        None => tried.push(format!(
-            "mDNS: no regional node answered within {mdns_wait:?}"
-        )),
     }
-    for url in fallbacks
-        .split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-    {
-        let url = url.trim_end_matches('/').to_owned();
+    for url in split_urls(fallbacks) {
         if healthy(http, &url).await {
             tried.push(format!("fallback {url}"));
             return Ok(Resolved { url, tried });
@@ -62,7 +63,17 @@ pub async fn resolve(
     )))
 }
 
-async fn healthy(http: &reqwest::Client, url: &str) -> bool {
+/// The URLs of a comma-separated list, without trailing slashes.
+pub fn split_urls(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.trim_end_matches('/').to_owned())
+        .collect()
+}
+
+/// Whether the node at `url` answers its health check within 2 s.
+pub async fn healthy(http: &reqwest::Client, url: &str) -> bool {
     http.get(format!("{url}/v1/health"))
         .timeout(Duration::from_secs(2))
         .send()
@@ -70,10 +81,16 @@ async fn healthy(http: &reqwest::Client, url: &str) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
-/// The first regional node advertised over mDNS (lowest id, so the choice is stable).
-async fn browse(wait: Duration) -> Option<String> {
-    let daemon = ServiceDaemon::new().ok()?;
-    let rx = daemon.browse(SERVICE_TYPE).ok()?;
+/// The regional nodes advertised over mDNS within `wait` as (id, URL), by id so that the first
+/// choice is stable.
+pub async fn browse(wait: Duration) -> Vec<(String, String)> {
+    let Ok(daemon) = ServiceDaemon::new() else {
+        return Vec::new();
+    };
+    let Ok(rx) = daemon.browse(SERVICE_TYPE) else {
+        let _ = daemon.shutdown();
+        return Vec::new();
+    };
     let deadline = Instant::now() + wait;
     let mut found: Vec<(String, String)> = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
@@ -82,7 +99,7 @@ async fn browse(wait: Duration) -> Option<String> {
                 let txt = |k: &str| s.txt_properties.get_property_val_str(k).map(str::to_owned);
                 if txt("tier").as_deref() == Some("regional") {
                     if let (Some(id), Some(http)) = (txt("id"), txt("http")) {
-                        found.push((id, http));
+                        found.push((id, http.trim_end_matches('/').to_owned()));
                         // One answer is enough once a little time passed for others to arrive.
                         if wait.saturating_sub(left) > Duration::from_millis(300) {
                             break;
@@ -96,5 +113,6 @@ async fn browse(wait: Duration) -> Option<String> {
     }
     let _ = daemon.shutdown();
     found.sort();
-    found.into_iter().next().map(|(_, http)| http)
+    found.dedup();
+    found
 }

@@ -36,6 +36,10 @@ struct Cli {
     /// Comma-separated URLs tried when mDNS finds no regional node.
     #[arg(long, global = true, env = "DOCFED_FALLBACK_SERVERS", default_value = discover::DEFAULT_FALLBACKS)]
     fallbacks: String,
+    /// Do not look for nodes over mDNS (only --server and the fallbacks), e.g. where several
+    /// federations share a network.
+    #[arg(long, global = true, env = "DOCFED_NO_MDNS")]
+    no_mdns: bool,
     /// Machine-readable JSON on stdout instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -223,6 +227,7 @@ async fn main() -> ExitCode {
 struct Ctx {
     server: Option<String>,
     fallbacks: String,
+    mdns: bool,
     json: bool,
     offline: bool,
     home: PathBuf,
@@ -238,7 +243,11 @@ impl Ctx {
         let resolved = discover::resolve(
             self.server.as_deref(),
             &self.fallbacks,
-            Duration::from_millis(1500),
+            if self.mdns {
+                Duration::from_millis(1500)
+            } else {
+                Duration::ZERO
+            },
             &self.http,
         )
         .await?;
@@ -303,11 +312,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         clap_complete::generate(shell, &mut Cli::command(), "docfed", &mut std::io::stdout());
         return Ok(());
     }
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .read_timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| CliError::Local(e.to_string()))?;
+    let http = client::http_client()?;
     let home = match cli.home {
         Some(h) => h,
         None => replica::default_home()?,
@@ -315,6 +320,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let ctx = Ctx {
         server: cli.server,
         fallbacks: cli.fallbacks,
+        mdns: !cli.no_mdns,
         json: cli.json,
         offline: cli.offline,
         home,
@@ -496,7 +502,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             retries,
         } => {
             let client = ctx.online().await?;
-            let reg = device::require(&client.base)?;
+            device::require(&client.base)?;
             let replica = Replica::open(&ctx.home).await?;
             let opts = daemon::Options {
                 catch_up_interval: catch_up_interval.max(Duration::from_secs(1)),
@@ -507,8 +513,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                     retries,
                 },
                 json,
+                fallbacks: discover::split_urls(&ctx.fallbacks),
+                mdns: ctx.mdns,
             };
-            daemon::run(client, reg, replica, opts).await?;
+            daemon::run(client, replica, opts).await?;
         }
         Command::Completions { .. } => unreachable!("handled above"),
     }

@@ -82,6 +82,21 @@ pub struct OutboxItem {
     pub body: String,
 }
 
+/// What a server must be told so that its flags for this device equal the replica's.
+#[derive(Debug, Default)]
+pub struct FlagPush {
+    pub flag: Vec<String>,
+    pub unflag: Vec<String>,
+}
+
+/// A regional node of the federation, as a server listed it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Peer {
+    pub url: String,
+    pub node_id: String,
+    pub region: Option<String>,
+}
+
 /// The search of `docfed search`, answered locally.
 #[derive(Debug, Default)]
 pub struct SearchQuery {
@@ -389,27 +404,110 @@ impl Replica {
         Ok(())
     }
 
-    /// Makes the replica's flags those the server lists, unless actions are still queued (which
-    /// the server has not seen yet).
-    pub async fn adopt_flags(&self, ids: &[String]) -> Result<bool, CliError> {
+    /// Merges the flags `server` lists for this device into the replica, three ways: against
+    /// what the server held at the last reconciliation (`server_flags`), a flag the server
+    /// gained since is adopted and one it lost (an operator's action, a revocation) is dropped;
+    /// everything else the replica says stands. Returns what the server must be told to make
+    /// its list equal the replica's, or `None` while actions are still queued (the server has
+    /// not seen them yet).
+    pub async fn merge_flags(
+        &self,
+        server: &str,
+        listed: &[String],
+    ) -> Result<Option<FlagPush>, CliError> {
+        use std::collections::BTreeSet;
         let mut tx = self.write.begin().await?;
         let queued: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
             .fetch_one(&mut *tx)
             .await?;
         if queued > 0 {
-            return Ok(false);
+            return Ok(None);
         }
-        let have: Vec<String> = sqlx::query_scalar("SELECT doc_id FROM flags")
+        let base: BTreeSet<String> =
+            sqlx::query_scalar("SELECT doc_id FROM server_flags WHERE url = ?")
+                .bind(server)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let listed: BTreeSet<String> = listed.iter().cloned().collect();
+        for gained in listed.difference(&base) {
+            set_flag(&mut tx, gained, true).await?;
+        }
+        for lost in base.difference(&listed) {
+            set_flag(&mut tx, lost, false).await?;
+        }
+        // Flags of documents the replica knows as deleted are not pushed: the node would
+        // refuse them, and their content is not wanted anyway.
+        let mine: BTreeSet<String> = sqlx::query_scalar(
+            "SELECT f.doc_id FROM flags f LEFT JOIN documents d ON d.doc_id = f.doc_id \
+             WHERE d.deleted IS NOT 1",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let all: BTreeSet<String> = sqlx::query_scalar("SELECT doc_id FROM flags")
             .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+        tx.commit().await?;
+        Ok(Some(FlagPush {
+            flag: mine.difference(&listed).cloned().collect(),
+            unflag: listed.difference(&all).cloned().collect(),
+        }))
+    }
+
+    /// Records the flags `server` holds for this device after a reconciliation.
+    pub async fn set_server_flags(&self, server: &str, held: &[String]) -> Result<(), CliError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM server_flags WHERE url = ?")
+            .bind(server)
+            .execute(&mut *tx)
             .await?;
-        for id in have.iter().filter(|h| !ids.contains(h)) {
-            set_flag(&mut tx, id, false).await?;
-        }
-        for id in ids.iter().filter(|i| !have.contains(i)) {
-            set_flag(&mut tx, id, true).await?;
+        for id in held {
+            sqlx::query("INSERT OR IGNORE INTO server_flags (url, doc_id) VALUES (?, ?)")
+                .bind(server)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(())
+    }
+
+    // --- peers --------------------------------------------------------------------------------
+
+    /// Replaces the regional nodes `server` listed as members of its federation.
+    pub async fn set_peers(&self, server: &str, peers: &[Peer]) -> Result<(), CliError> {
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM peers").execute(&mut *tx).await?;
+        let now = Timestamp::now().millis();
+        for p in peers {
+            sqlx::query(
+                "INSERT OR REPLACE INTO peers (url, node_id, region, learned_from, learned_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&p.url)
+            .bind(&p.node_id)
+            .bind(&p.region)
+            .bind(server)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The regional nodes learned by `set_peers`, by node id.
+    pub async fn peers(&self) -> Result<Vec<Peer>, CliError> {
+        Ok(
+            sqlx::query_as("SELECT url, node_id, region FROM peers ORDER BY node_id")
+                .fetch_all(&self.read)
+                .await?,
+        )
     }
 
     // --- files --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ use serde::Serialize;
 use crate::client::Client;
 use crate::device;
 use crate::error::CliError;
-use crate::replica::{Applied, Replica};
+use crate::replica::{Applied, Peer, Replica};
 
 pub struct Options {
     /// A progress bar per download on stderr.
@@ -56,6 +56,11 @@ pub struct Report {
     pub outbox_refused: Vec<String>,
     /// Actions still queued (the device is not registered with this node, or was revoked).
     pub outbox_pending: u64,
+    /// Flags (and unflags) the node was told to make its list equal the replica's, e.g. after
+    /// failing over to it.
+    pub flags_sent: u64,
+    /// Flags this node refused; they stay the device's and are offered again next time.
+    pub flags_refused: Vec<String>,
 }
 
 pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<Report, CliError> {
@@ -66,21 +71,7 @@ pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<
     flush_outbox(client, replica, &mut report).await?;
     if report.outbox_pending == 0 {
         if let Some(reg) = device::load(&client.base)? {
-            let v = client
-                .send_json(
-                    client
-                        .http
-                        .get(client.url(&format!("/v1/devices/{}/flags", reg.device)))
-                        .bearer_auth(&reg.secret),
-                )
-                .await?;
-            let ids: Vec<String> = v["documents"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|d| d["id"].as_str().map(str::to_owned))
-                .collect();
-            replica.adopt_flags(&ids).await?;
+            reconcile_flags(client, replica, &reg, &mut report).await?;
         }
     }
 
@@ -122,8 +113,91 @@ pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<
             }
         }
     }
+    learn_peers(client, replica).await;
     replica.mark_synced(&client.base).await?;
     Ok(report)
+}
+
+/// Makes the flags `client`'s node holds for this device and the replica's agree
+/// (`Replica::merge_flags`): the node's own changes are adopted, then the node is told the
+/// replica's. A node the device fails over to thus receives all of its flags, and the home node
+/// on return the ones made meanwhile.
+async fn reconcile_flags(
+    client: &Client,
+    replica: &Replica,
+    reg: &device::Registration,
+    report: &mut Report,
+) -> Result<(), CliError> {
+    let flags_url = client.url(&format!("/v1/devices/{}/flags", reg.device));
+    let v = client
+        .send_json(client.http.get(&flags_url).bearer_auth(&reg.secret))
+        .await?;
+    let listed: Vec<String> = v["documents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["id"].as_str().map(str::to_owned))
+        .collect();
+    let Some(push) = replica.merge_flags(&client.base, &listed).await? else {
+        return Ok(());
+    };
+    let mut held: HashSet<String> = listed.into_iter().collect();
+    for (id, on) in push
+        .flag
+        .iter()
+        .map(|id| (id, true))
+        .chain(push.unflag.iter().map(|id| (id, false)))
+    {
+        let url = format!("{flags_url}/{id}");
+        let req = if on {
+            client.http.put(url)
+        } else {
+            client.http.delete(url)
+        };
+        match client.send_json(req.bearer_auth(&reg.secret)).await {
+            Ok(_) | Err(CliError::NotFound(_)) if !on => {
+                held.remove(id);
+                report.flags_sent += 1;
+            }
+            Ok(_) => {
+                held.insert(id.clone());
+                report.flags_sent += 1;
+            }
+            // Refused here (a document outside this node's scope, its flag quota): the flag
+            // stays the device's and is offered again at the next sync, here or elsewhere.
+            Err(e @ (CliError::NotFound(_) | CliError::Refused(_))) => {
+                report.flags_refused.push(format!("flag {id}: {e}"));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let held: Vec<String> = held.into_iter().collect();
+    replica.set_server_flags(&client.base, &held).await
+}
+
+/// Remembers the regional nodes of `client`'s federation, where the daemon fails over to.
+/// Best effort: an older node without `/v1/peers` leaves the list as it was.
+async fn learn_peers(client: &Client, replica: &Replica) {
+    let Ok(v) = client.get_json::<serde_json::Value>("/v1/peers", &[]).await else {
+        return;
+    };
+    let peers: Vec<Peer> = v["peers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["in_topology"] == true && p["tier"] == "regional")
+        .filter_map(|p| {
+            Some(Peer {
+                url: p["http"].as_str()?.trim_end_matches('/').to_owned(),
+                node_id: p["id"].as_str()?.to_owned(),
+                region: p["region"].as_str().map(str::to_owned),
+            })
+        })
+        .filter(|p| p.url.starts_with("http://") || p.url.starts_with("https://"))
+        .collect();
+    if !peers.is_empty() {
+        let _ = replica.set_peers(&client.base, &peers).await;
+    }
 }
 
 pub async fn flush_outbox(

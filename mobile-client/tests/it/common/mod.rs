@@ -181,6 +181,8 @@ fn command(config: &Path, home: &Path, args: &[&str]) -> Command {
         // Never the user's replica (~/.local/share/docfed).
         .env("XDG_DATA_HOME", config.join("data"))
         .env("DOCFED_HOME", home)
+        // Other tests' federations advertise on the same network: only the nodes named.
+        .env("DOCFED_NO_MDNS", "true")
         .stdin(Stdio::null());
     c
 }
