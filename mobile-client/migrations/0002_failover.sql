@@ -15,6 +15,7 @@ CREATE TABLE peers (
     url          TEXT    PRIMARY KEY,
     node_id      TEXT    NOT NULL,
     region       TEXT,
+    backup       INTEGER NOT NULL,  -- 1: the backup of the node that listed it (tried first)
     learned_from TEXT    NOT NULL,
     learned_at   INTEGER NOT NULL
 ) WITHOUT ROWID;

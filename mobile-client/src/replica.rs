@@ -95,6 +95,8 @@ pub struct Peer {
     pub url: String,
     pub node_id: String,
     pub region: Option<String>,
+    /// The backup of the node that listed it: it holds that node's regional documents.
+    pub backup: bool,
 }
 
 /// The search of `docfed search`, answered locally.
@@ -486,12 +488,13 @@ impl Replica {
         let now = Timestamp::now().millis();
         for p in peers {
             sqlx::query(
-                "INSERT OR REPLACE INTO peers (url, node_id, region, learned_from, learned_at) \
-                 VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO peers (url, node_id, region, backup, learned_from, learned_at) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
             )
             .bind(&p.url)
             .bind(&p.node_id)
             .bind(&p.region)
+            .bind(p.backup)
             .bind(server)
             .bind(now)
             .execute(&mut *tx)
@@ -501,13 +504,13 @@ impl Replica {
         Ok(())
     }
 
-    /// The regional nodes learned by `set_peers`, by node id.
+    /// The regional nodes learned by `set_peers`: the backup first, then by node id.
     pub async fn peers(&self) -> Result<Vec<Peer>, CliError> {
-        Ok(
-            sqlx::query_as("SELECT url, node_id, region FROM peers ORDER BY node_id")
-                .fetch_all(&self.read)
-                .await?,
+        Ok(sqlx::query_as(
+            "SELECT url, node_id, region, backup FROM peers ORDER BY backup DESC, node_id",
         )
+        .fetch_all(&self.read)
+        .await?)
     }
 
     // --- files --------------------------------------------------------------------------------
@@ -838,6 +841,61 @@ mod tests {
             "an empty name becomes the id: {}",
             names[3]
         );
+    }
+
+    async fn flags(r: &Replica) -> Vec<String> {
+        let mut f: Vec<String> = sqlx::query_scalar("SELECT doc_id FROM flags")
+            .fetch_all(&r.read)
+            .await
+            .unwrap();
+        f.sort();
+        f
+    }
+
+    fn ids(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Three-way merge of flags: the server's changes since the last reconciliation are
+    /// adopted, the replica's are pushed, and a server never seen before receives them all.
+    #[tokio::test]
+    async fn flags_merge_three_ways_per_server() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Replica::open(dir.path()).await.unwrap();
+        // First contact: the server's flags (made before the replica existed) are adopted.
+        let push = r
+            .merge_flags("http://home", &ids(&["a", "b"]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(push.flag.is_empty() && push.unflag.is_empty());
+        assert_eq!(flags(&r).await, ids(&["a", "b"]));
+        r.set_server_flags("http://home", &ids(&["a", "b"]))
+            .await
+            .unwrap();
+
+        // Failing over: the other node holds nothing for this device and is given everything.
+        let push = r.merge_flags("http://backup", &[]).await.unwrap().unwrap();
+        assert_eq!(push.flag, ids(&["a", "b"]));
+        r.set_server_flags("http://backup", &ids(&["a", "b"]))
+            .await
+            .unwrap();
+
+        // Meanwhile: the device flags c and unflags a; home's operator dropped b.
+        r.set_flag("c", true).await.unwrap();
+        r.set_flag("a", false).await.unwrap();
+        let push = r
+            .merge_flags("http://home", &ids(&["a"]))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(flags(&r).await, ids(&["c"]), "b was dropped at home");
+        assert_eq!(push.flag, ids(&["c"]));
+        assert_eq!(push.unflag, ids(&["a"]));
+
+        // Nothing merges while actions are queued: the server has not seen them.
+        r.queue("flag", "d", "{}").await.unwrap();
+        assert!(r.merge_flags("http://home", &[]).await.unwrap().is_none());
     }
 
     #[test]

@@ -181,6 +181,7 @@ async fn learn_peers(client: &Client, replica: &Replica) {
     let Ok(v) = client.get_json::<serde_json::Value>("/v1/peers", &[]).await else {
         return;
     };
+    let backup = v["backup"].as_str();
     let peers: Vec<Peer> = v["peers"]
         .as_array()
         .into_iter()
@@ -191,6 +192,7 @@ async fn learn_peers(client: &Client, replica: &Replica) {
                 url: p["http"].as_str()?.trim_end_matches('/').to_owned(),
                 node_id: p["id"].as_str()?.to_owned(),
                 region: p["region"].as_str().map(str::to_owned),
+                backup: backup.is_some() && p["id"].as_str() == backup,
             })
         })
         .filter(|p| p.url.starts_with("http://") || p.url.starts_with("https://"))

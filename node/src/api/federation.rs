@@ -281,9 +281,13 @@ pub async fn peers(
     headers: axum::http::HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let peers = node.peers.snapshot();
+    // The regional node that holds this one's regional documents: where a device of this
+    // region fails over to first.
+    let backup = node.federation().and_then(|f| f.me.backup.clone());
     if !super::carries_token(&headers, &node) {
         return Ok(Json(serde_json::json!({
             "node": node.config.node_id,
+            "backup": backup,
             "peers": peers,
         })));
     }
@@ -291,6 +295,7 @@ pub async fn peers(
     let pending = fetch::pending_count(&node).await?;
     Ok(Json(serde_json::json!({
         "node": node.config.node_id,
+        "backup": backup,
         "inbox_connected": node.inbox_connected.load(std::sync::atomic::Ordering::Relaxed),
         "outbox_depth": outbox_depth,
         "pending_fetches": pending,
