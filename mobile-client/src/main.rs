@@ -191,6 +191,11 @@ enum Command {
         /// Changes asked for per request and applied per transaction.
         #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         page: u32,
+        /// Room for flagged content in --home/files/, e.g. `2GB`, kept for later syncs and the
+        /// daemon (`unlimited` lifts it). Documents flagged first are kept first; the others
+        /// stay metadata only until room is made.
+        #[arg(long, value_name = "SIZE", value_parser = parse_storage)]
+        max_storage: Option<StorageBudget>,
     },
     /// Stay running and keep the replica caught up (as `sync` does) whenever the node says
     /// something changed (`GET /v1/events`), at start, every --catch-up-interval and when a
@@ -206,6 +211,9 @@ enum Command {
         /// Retries (with resume) of a download after a network failure, per catch-up.
         #[arg(long, default_value_t = 3)]
         retries: u32,
+        /// Room for flagged content in --home/files/ (as for `sync`).
+        #[arg(long, value_name = "SIZE", value_parser = parse_storage)]
+        max_storage: Option<StorageBudget>,
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
@@ -391,10 +399,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 }
             };
             let local = match &replica {
-                Some(r) => r.local_path(&id).await?,
-                None => None,
+                Some(r) => output::LocalContent {
+                    path: r.local_path(&id).await?,
+                    deferred: r.deferred(&id).await?,
+                },
+                None => output::LocalContent::default(),
             };
-            output::info(&meta, local.as_deref(), json);
+            output::info(&meta, &local, json);
         }
         Command::Versions { id } => {
             let online = match ctx.online().await {
@@ -483,9 +494,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             limit_rate,
             retries,
             page,
+            max_storage,
         } => {
             let client = ctx.online().await?;
             let replica = Replica::open(&ctx.home).await?;
+            if let Some(StorageBudget(b)) = max_storage {
+                replica.set_storage_budget(b).await?;
+            }
             let opts = sync::Options {
                 progress: !quiet && !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 limit_rate: limit_rate.map(|r| r.as_u64()),
@@ -500,10 +515,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             catch_up_interval,
             limit_rate,
             retries,
+            max_storage,
         } => {
             let client = ctx.online().await?;
             device::require(&client.base)?;
             let replica = Replica::open(&ctx.home).await?;
+            if let Some(StorageBudget(b)) = max_storage {
+                replica.set_storage_budget(b).await?;
+            }
             let opts = daemon::Options {
                 catch_up_interval: catch_up_interval.max(Duration::from_secs(1)),
                 sync: sync::Options {
@@ -521,6 +540,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Completions { .. } => unreachable!("handled above"),
     }
     Ok(())
+}
+
+/// `--max-storage`: a size, or `unlimited` (`None`).
+#[derive(Debug, Clone, Copy)]
+struct StorageBudget(Option<u64>);
+
+fn parse_storage(s: &str) -> Result<StorageBudget, String> {
+    if s.eq_ignore_ascii_case("unlimited") {
+        return Ok(StorageBudget(None));
+    }
+    s.parse::<bytesize::ByteSize>()
+        .map(|b| StorageBudget(Some(b.as_u64())))
+        .map_err(|e| format!("{s:?} is not a size like 500MB or 2GiB, nor `unlimited`: {e}"))
 }
 
 fn not_in_replica(id: &str) -> CliError {

@@ -61,12 +61,25 @@ pub fn search(list: &DocumentList, json: bool) {
     }
 }
 
-/// `local_path`: where the replica keeps the content (flagged documents, after `sync`).
-pub fn info(d: &DocumentMeta, local_path: Option<&std::path::Path>, json: bool) {
+/// What the replica holds of a document's content.
+#[derive(Debug, Default)]
+pub struct LocalContent {
+    /// Where the replica keeps the content (flagged documents, after `sync`).
+    pub path: Option<std::path::PathBuf>,
+    /// Flagged but over the storage budget: (its size, the budget).
+    pub deferred: Option<(u64, u64)>,
+}
+
+pub fn info(d: &DocumentMeta, local: &LocalContent, json: bool) {
     if json {
         let mut v = serde_json::to_value(d).expect("serialisable");
-        if let Some(p) = local_path {
+        if let Some(p) = &local.path {
             v["local_path"] = p.display().to_string().into();
+        }
+        if let Some((size, budget)) = local.deferred {
+            v["local_content"] = serde_json::json!({
+                "state": "over_storage_budget", "size": size, "max_storage": budget,
+            });
         }
         return print_json(&v);
     }
@@ -92,8 +105,17 @@ pub fn info(d: &DocumentMeta, local_path: Option<&std::path::Path>, json: bool) 
     for (k, val) in rows {
         println!("{k:>13}: {val}");
     }
-    if let Some(p) = local_path {
+    if let Some(p) = &local.path {
         println!("{:>13}: {}", "local file", p.display());
+    }
+    if let Some((size, budget)) = local.deferred {
+        println!(
+            "{:>13}: not stored: {} does not fit in --max-storage {} with the documents flagged \
+             before it (unflag one or raise the budget; `docfed fetch` downloads it anyway)",
+            "local file",
+            ByteSize(size),
+            ByteSize(budget)
+        );
     }
 }
 
@@ -118,6 +140,26 @@ pub fn synced(r: &crate::sync::Report, json: bool) {
     );
     for refused in &r.outbox_refused {
         println!("refused by the server, dropped: {refused}");
+    }
+    if r.flags_sent > 0 {
+        println!("flags: {} changes sent to {}", r.flags_sent, r.server);
+    }
+    for refused in &r.flags_refused {
+        println!("refused by {}, kept for the next sync: {refused}", r.server);
+    }
+    if let Some(budget) = r.storage_budget {
+        println!(
+            "storage: {} of {} (--max-storage) for flagged content",
+            ByteSize(r.storage_kept),
+            ByteSize(budget)
+        );
+    }
+    if !r.deferred.is_empty() {
+        println!(
+            "not stored, over the storage budget (metadata only; unflag something or raise \
+             --max-storage, or `docfed fetch ID -o FILE`): {}",
+            r.deferred.join(", ")
+        );
     }
 }
 

@@ -89,6 +89,17 @@ pub struct FlagPush {
     pub unflag: Vec<String>,
 }
 
+/// What `files/` is to hold under the storage budget (`Replica::plan_content`).
+#[derive(Debug, Default)]
+pub struct ContentPlan {
+    /// Newest versions to download, oldest flag first.
+    pub download: Vec<DocumentVersion>,
+    /// Flagged documents whose content does not fit.
+    pub deferred: Vec<DocumentVersion>,
+    /// Bytes of the content kept (held or to download).
+    pub kept_bytes: u64,
+}
+
 /// A regional node of the federation, as a server listed it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Peer {
@@ -515,24 +526,88 @@ impl Replica {
 
     // --- files --------------------------------------------------------------------------------
 
-    /// The current versions of flagged, not deleted documents whose content `files/` lacks.
-    pub async fn wanted(&self) -> Result<Vec<DocumentVersion>, CliError> {
+    /// The storage budget for flagged content (`--max-storage`), if any.
+    pub async fn storage_budget(&self) -> Result<Option<u64>, CliError> {
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE key = 'max_storage'")
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(v.and_then(|v| v.parse().ok()))
+    }
+
+    /// Sets (or, with `None`, lifts) the storage budget; it holds for later syncs too.
+    pub async fn set_storage_budget(&self, budget: Option<u64>) -> Result<(), CliError> {
+        match budget {
+            Some(b) => {
+                sqlx::query(
+                    "INSERT INTO settings (key, value) VALUES ('max_storage', ?) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(b.to_string())
+                .execute(&self.write)
+                .await?
+            }
+            None => {
+                sqlx::query("DELETE FROM settings WHERE key = 'max_storage'")
+                    .execute(&self.write)
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
+    /// Decides which flagged documents' newest content `files/` holds: all of them, or under a
+    /// budget, each in the order they were flagged if it fits in what is left (a document
+    /// flagged long ago is never pushed out by a newer flag; a small one may use room a large
+    /// one could not). The rest are recorded as deferred, and
+    /// their older files leave `files/` at the next `prune_files`: what `files/` holds is
+    /// always a newest version. Returns the versions to download.
+    pub async fn plan_content(&self, budget: Option<u64>) -> Result<ContentPlan, CliError> {
         let rows: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
             "SELECT d.json, fi.md5, fi.name FROM flags f JOIN documents d ON d.doc_id = f.doc_id \
-             LEFT JOIN files fi ON fi.doc_id = f.doc_id WHERE d.deleted = 0 ORDER BY f.flagged_at",
+             LEFT JOIN files fi ON fi.doc_id = f.doc_id WHERE d.deleted = 0 \
+             ORDER BY f.flagged_at, f.doc_id",
         )
         .fetch_all(&self.read)
         .await?;
-        let mut out = Vec::new();
+        let mut plan = ContentPlan::default();
+        let mut tx = self.write.begin().await?;
+        sqlx::query("DELETE FROM deferred")
+            .execute(&mut *tx)
+            .await?;
         for (json, md5, name) in rows {
             let v = parse_version(&json)?;
+            if budget.is_some_and(|b| plan.kept_bytes + v.size > b) {
+                sqlx::query("INSERT INTO deferred (doc_id, size, budget, at) VALUES (?, ?, ?, ?)")
+                    .bind(v.id.to_string())
+                    .bind(v.size as i64)
+                    .bind(budget.unwrap_or_default() as i64)
+                    .bind(Timestamp::now().millis())
+                    .execute(&mut *tx)
+                    .await?;
+                plan.deferred.push(v);
+                continue;
+            }
+            plan.kept_bytes += v.size;
             let held = md5.as_deref() == Some(v.md5.as_str())
                 && name.is_some_and(|n| self.files_dir().join(n).is_file());
             if !held {
-                out.push(v);
+                plan.download.push(v);
             }
         }
-        Ok(out)
+        tx.commit().await?;
+        Ok(plan)
+    }
+
+    /// Why the content of flagged document `id` is not in `files/`, if the budget is why:
+    /// (its size, the budget).
+    pub async fn deferred(&self, id: &str) -> Result<Option<(u64, u64)>, CliError> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT size, budget FROM deferred WHERE doc_id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(row.map(|(s, b)| (s as u64, b as u64)))
     }
 
     /// Moves the verified content of `v` from `partial` to its place in `files/` (the same name
@@ -573,14 +648,16 @@ impl Replica {
         Ok(dest)
     }
 
-    /// Removes from `files/` the content of documents that are deleted or no longer flagged.
+    /// Removes from `files/` the content of documents that are deleted, no longer flagged, or
+    /// deferred by the storage budget.
     /// Returns the paths removed.
     pub async fn prune_files(&self) -> Result<Vec<PathBuf>, CliError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT fi.doc_id, fi.name FROM files fi \
              LEFT JOIN documents d ON d.doc_id = fi.doc_id \
              LEFT JOIN flags f ON f.doc_id = fi.doc_id \
-             WHERE f.doc_id IS NULL OR d.deleted IS NOT 0",
+             WHERE f.doc_id IS NULL OR d.deleted IS NOT 0 \
+             OR fi.doc_id IN (SELECT doc_id FROM deferred)",
         )
         .fetch_all(&self.read)
         .await?;

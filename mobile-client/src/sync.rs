@@ -3,13 +3,17 @@
 //! 1. The outbox is delivered in order, each action once: a row is deleted only after the node
 //!    confirmed it, and a repeat after a lost answer is harmless (flag and unflag are idempotent
 //!    `PUT`/`DELETE`; an annotation carries its outbox id as its client-chosen `id`).
-//! 2. With nothing left queued, the replica's flags become the node's list for this device.
+//! 2. With nothing left queued, the replica's flags and the node's list for this device are
+//!    merged three ways (`Replica::merge_flags`) and the node is told the result, so a node
+//!    the device fails over to gets its flags. The node's regional peers are remembered.
 //! 3. The change feed is read from the position reached at this node, page by page; each page
 //!    and the position after it commit together (`Replica::apply_page`).
 //! 4. Content of documents that are deleted or no longer flagged leaves `files/`; the newest
 //!    version of every flagged document is downloaded into `partial/<md5>` (resumed with
 //!    `Range`/`If-Range` after an interruption, the prefix re-hashed), verified by size, MD5
-//!    and, when the version has one, SHA-256, then renamed into `files/`.
+//!    and, when the version has one, SHA-256, then renamed into `files/`. Under a storage
+//!    budget (`--max-storage`), documents flagged first are kept first; the content of the
+//!    rest is deferred (`Replica::plan_content`).
 
 use std::collections::HashSet;
 use std::io::{Seek, Write};
@@ -61,6 +65,12 @@ pub struct Report {
     pub flags_sent: u64,
     /// Flags this node refused; they stay the device's and are offered again next time.
     pub flags_refused: Vec<String>,
+    /// The storage budget for flagged content (`--max-storage`), if any.
+    pub storage_budget: Option<u64>,
+    /// Bytes of flagged content `files/` holds (or will, once downloads finish).
+    pub storage_kept: u64,
+    /// Flagged documents whose content does not fit in the budget: metadata only.
+    pub deferred: Vec<String>,
 }
 
 pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<Report, CliError> {
@@ -98,10 +108,14 @@ pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<
     }
     report.position = since;
 
+    let budget = replica.storage_budget().await?;
+    let plan = replica.plan_content(budget).await?;
     report.files_removed = replica.prune_files().await?.len() as u64;
-    let wanted = replica.wanted().await?;
-    let keep: HashSet<String> = wanted.iter().map(|v| v.md5.to_string()).collect();
-    for v in &wanted {
+    report.storage_budget = budget;
+    report.storage_kept = plan.kept_bytes;
+    report.deferred = plan.deferred.iter().map(|v| v.id.to_string()).collect();
+    let keep: HashSet<String> = plan.download.iter().map(|v| v.md5.to_string()).collect();
+    for v in &plan.download {
         report.bytes_downloaded += download(client, replica, v, opts).await?;
         report.files_downloaded += 1;
     }

@@ -453,3 +453,129 @@ async fn a_sync_killed_mid_download_resumes_and_verifies() -> TestResult {
     );
     Ok(())
 }
+
+/// Sizes of the files in `dir`, by name.
+fn held_files(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    (
+                        e.file_name().to_string_lossy().into_owned(),
+                        e.metadata().map(|m| m.len()).unwrap_or(0),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Under `--max-storage`, documents flagged first are kept first; the rest stay metadata with a
+/// mark, and are fetched once room is made. `files/` never holds more than the budget.
+#[tokio::test]
+async fn flagged_content_beyond_the_storage_budget_stays_metadata_until_room_is_made() -> TestResult
+{
+    let fed = Fed::start().await?;
+    let primary = fed.url("primary-a");
+    let na = fed.url("na");
+    let token = fed.token();
+    let http = reqwest::Client::new();
+    let tmp = tempfile::tempdir()?;
+    let config = tmp.path().join("config");
+    let home = tmp.path().join("home");
+    let files = home.join("files");
+    let dcf = |args: &[&str]| docfed_at(&config, &home, args);
+
+    let mut ids = Vec::new();
+    for (i, name) in ["a.bin", "b.bin", "c.bin"].iter().enumerate() {
+        let id = publish(
+            &primary,
+            &token,
+            &format!("title=Budget%20{i}&scope=global&filename={name}"),
+            pattern(40 + i as u64, 300_000),
+        )
+        .await?;
+        await_json(&format!("{na}/v1/documents/{id}"), "the document", |v| {
+            v["available_here"] == true
+        })
+        .await?;
+        ids.push(id);
+    }
+    ok(&dcf(&[
+        "--server", &na, "--json", "register", "--token", &token,
+    ]));
+    for id in &ids {
+        ok(&dcf(&["--server", &na, "--json", "flag", id]));
+    }
+
+    // 700 kB: a and b (flagged first) fit, c does not.
+    let r = ok(&dcf(&[
+        "--server",
+        &na,
+        "--json",
+        "sync",
+        "--max-storage",
+        "700kB",
+    ]));
+    assert_eq!(r["deferred"], serde_json::json!([ids[2]]), "{r}");
+    assert_eq!(r["storage_budget"], 700_000, "{r}");
+    assert_eq!(
+        held_files(&files).into_keys().collect::<Vec<_>>(),
+        ["a.bin", "b.bin"]
+    );
+    let info = ok(&dcf(&["--server", &na, "--json", "info", &ids[2]]));
+    assert_eq!(
+        info["local_content"]["state"], "over_storage_budget",
+        "{info}"
+    );
+    assert!(info.get("local_path").is_none(), "{info}");
+    let human = dcf(&["--server", &na, "info", &ids[2]]);
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("not stored"),
+        "{human:?}"
+    );
+
+    // b grows to 500 kB: a and b would take 800 kB, over the budget kept from the last sync,
+    // so b is deferred (its old file goes: files/ only ever holds newest versions), a stays,
+    // and c, flagged later but small enough for the room left, is fetched.
+    let resp = http
+        .put(format!("{primary}/v1/documents/{}", ids[1]))
+        .bearer_auth(&token)
+        .body(pattern(50, 500_000))
+        .send()
+        .await?;
+    assert!(resp.status().is_success(), "{}", resp.text().await?);
+    await_json(&format!("{na}/v1/documents/{}", ids[1]), "version 2", |v| {
+        v["version"] == 2 && v["available_here"] == true
+    })
+    .await?;
+    let r = ok(&dcf(&["--server", &na, "--json", "sync"]));
+    assert_eq!(r["deferred"], serde_json::json!([ids[1]]), "{r}");
+    assert_eq!(
+        held_files(&files).into_keys().collect::<Vec<_>>(),
+        ["a.bin", "c.bin"]
+    );
+
+    // Room is made: a unflagged, b (500 kB, flagged before c) fits again and c no longer
+    // does; c comes back once the budget is lifted.
+    ok(&dcf(&["--server", &na, "--json", "unflag", &ids[0]]));
+    let r = ok(&dcf(&["--server", &na, "--json", "sync"]));
+    assert_eq!(r["deferred"], serde_json::json!([ids[2]]), "{r}");
+    let held = held_files(&files);
+    assert_eq!(held.keys().collect::<Vec<_>>(), ["b.bin"]);
+    assert!(std::fs::read(files.join("b.bin"))? == pattern(50, 500_000));
+    let r = ok(&dcf(&[
+        "--server",
+        &na,
+        "--json",
+        "sync",
+        "--max-storage",
+        "unlimited",
+    ]));
+    assert_eq!(r["deferred"], serde_json::json!([]), "{r}");
+    assert!(r["storage_budget"].is_null(), "{r}");
+    assert!(std::fs::read(files.join("c.bin"))? == pattern(42, 300_000));
+    let info = ok(&dcf(&["--server", &na, "--json", "info", &ids[2]]));
+    assert!(info.get("local_content").is_none(), "{info}");
+    Ok(())
+}

@@ -19,3 +19,18 @@ CREATE TABLE peers (
     learned_from TEXT    NOT NULL,
     learned_at   INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- Device settings that outlive one command (`--max-storage`).
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- Flagged documents whose newest content did not fit in the storage budget at the last sync:
+-- kept as metadata only (`docfed info` says so), fetched when room is made or with `docfed fetch`.
+CREATE TABLE deferred (
+    doc_id TEXT    PRIMARY KEY,
+    size   INTEGER NOT NULL,   -- bytes of the newest version
+    budget INTEGER NOT NULL,   -- the budget it did not fit in
+    at     INTEGER NOT NULL    -- Unix ms of the sync that deferred it
+) WITHOUT ROWID;
