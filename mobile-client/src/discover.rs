@@ -15,6 +15,8 @@ pub const DEFAULT_FALLBACKS: &str = "http://127.0.0.1:7121";
 
 pub struct Resolved {
     pub url: String,
+    /// The node's id when mDNS found it, so the user can be told which node answered.
+    pub mdns_id: Option<String>,
     /// What was tried, for error messages.
     pub tried: Vec<String>,
 }
@@ -30,6 +32,7 @@ pub async fn resolve(
     if let Some(url) = explicit {
         return Ok(Resolved {
             url: url.trim_end_matches('/').to_owned(),
+            mdns_id: None,
             tried: vec![format!("--server {url}")],
         });
     }
@@ -41,7 +44,11 @@ pub async fn resolve(
             Some((id, url)) => {
                 if healthy(http, &url).await {
                     tried.push(format!("mDNS found {id} at {url}"));
-                    return Ok(Resolved { url, tried });
+                    return Ok(Resolved {
+                        url,
+                        mdns_id: Some(id),
+                        tried,
+                    });
                 }
                 tried.push(format!("mDNS found {id} at {url}, which did not answer"));
             }
@@ -53,7 +60,11 @@ pub async fn resolve(
     for url in split_urls(fallbacks) {
         if healthy(http, &url).await {
             tried.push(format!("fallback {url}"));
-            return Ok(Resolved { url, tried });
+            return Ok(Resolved {
+                url,
+                mdns_id: None,
+                tried,
+            });
         }
         tried.push(format!("fallback {url}: unreachable"));
     }

@@ -259,6 +259,12 @@ impl Ctx {
             &self.http,
         )
         .await?;
+        if let Some(id) = &resolved.mdns_id {
+            eprintln!(
+                "docfed: using {id} at {} (found over mDNS; --server or --no-mdns to choose)",
+                resolved.url
+            );
+        }
         Ok(Client::new(
             resolved.url,
             self.http.clone(),
