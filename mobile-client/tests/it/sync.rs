@@ -342,6 +342,25 @@ async fn a_device_catches_up_works_offline_and_delivers_its_queue_once() -> Test
         (notes[0]["id"].as_str(), notes[0]["text"].as_str()),
         (Some(aid.as_str()), Some("Chart 4 is outdated"))
     );
+    // The annotation reaches the author's side: each primary holds it, once.
+    for role in ["primary-a", "primary-b"] {
+        let url = format!("{}/v1/annotations?state=any&doc_id={c}", fed.url(role));
+        let deadline = Instant::now() + T;
+        let list = loop {
+            let list = send(http.get(&url).bearer_auth(&token)).await?;
+            if list["annotations"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                break list;
+            }
+            assert!(Instant::now() < deadline, "{role} never got the annotation");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let notes = list["annotations"].as_array().ok_or("no list")?;
+        assert_eq!(notes.len(), 1, "{role}: {list}");
+        assert_eq!(notes[0]["id"].as_str(), Some(aid.as_str()), "{role}");
+    }
     let server_flags = ok(&dcf(&["--server", &na, "--json", "flags"]));
     assert!(
         server_flags["documents"]
