@@ -60,6 +60,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const HOME_PROBE: Duration = Duration::from_secs(5);
 /// While on a node that cannot push to this device (no registration there): catch-up period.
 const AWAY_CATCH_UP: Duration = Duration::from_secs(30);
+/// The interface watcher's report of the addresses already up ends after this much quiet.
+const INITIAL_ADDRESSES: Duration = Duration::from_millis(300);
 /// How long mDNS is listened to when looking for another node.
 const MDNS_WAIT: Duration = Duration::from_millis(1500);
 
@@ -459,11 +461,34 @@ async fn watch_interfaces(wake: Arc<Wake>) {
             return;
         }
     };
-    while let Some(event) = watcher.next().await {
-        if let Ok(if_watch::IfEvent::Up(net)) = event {
-            if !net.addr().is_loopback() {
-                wake.net_up.notify_one();
+    // The watcher first reports every address already up (its netlink dump): those are the
+    // network the daemon starts on, not a change. They arrive at once; the first quiet moment
+    // ends them.
+    let mut up = std::collections::HashSet::new();
+    loop {
+        match tokio::time::timeout(INITIAL_ADDRESSES, watcher.next()).await {
+            Ok(Some(Ok(if_watch::IfEvent::Up(net)))) => {
+                up.insert(net);
             }
+            Ok(Some(Ok(if_watch::IfEvent::Down(net)))) => {
+                up.remove(&net);
+            }
+            Ok(Some(Err(_))) => {}
+            Ok(None) => return,
+            Err(_) => break,
+        }
+    }
+    while let Some(event) = watcher.next().await {
+        match event {
+            Ok(if_watch::IfEvent::Up(net)) => {
+                if up.insert(net) && !net.addr().is_loopback() {
+                    wake.net_up.notify_one();
+                }
+            }
+            Ok(if_watch::IfEvent::Down(net)) => {
+                up.remove(&net);
+            }
+            Err(_) => {}
         }
     }
 }
