@@ -7,7 +7,8 @@
 //!   as a dead connection;
 //! * the interface watcher (`if-watch`) reports an address coming up: the daemon drops its
 //!   connections (they may be bound to an address that is gone), reconnects the event stream
-//!   at once instead of waiting out its backoff, and catches up;
+//!   at once instead of waiting out its backoff, and catches up; a catch-up running at that
+//!   moment is abandoned and started again on the fresh connections;
 //! * the catch-up loop runs `sync::sync`, one at a time, at start, when woken and every
 //!   `--catch-up-interval`. A `Notify` keeps one permit: events during a sync coalesce into one
 //!   more sync.
@@ -219,6 +220,18 @@ pub async fn run(home: Client, replica: Replica, opts: Options) -> Result<(), Cl
             sig = &mut stop => {
                 log(&format!("docfed daemon: {sig} during a catch-up, stopping; an unfinished download resumes next time"));
                 break;
+            }
+            // An address came up while catching up: the catch-up's connection may be bound to
+            // an address that is gone and would hang until its timeout (30 s for a request,
+            // 60 s for a read), leaving the device stale that long on the new network. It is
+            // abandoned (safe, as for SIGTERM) and started again at once on fresh connections.
+            () = wake.net_up.notified() => {
+                log("docfed daemon: a network interface came up during a catch-up; starting it again on fresh connections");
+                let (url, by) = (link.client.base.clone(), link.client.found_by.clone());
+                link.close();
+                link = Link::open(&url, &by, &replica, &wake).await?;
+                next = tokio::time::Instant::now();
+                continue;
             }
             r = sync::sync(&link.client, &replica, &opts.sync) => r,
         };
