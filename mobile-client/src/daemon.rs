@@ -61,6 +61,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const HOME_PROBE: Duration = Duration::from_secs(5);
 /// While on a node that cannot push to this device (no registration there): catch-up period.
 const AWAY_CATCH_UP: Duration = Duration::from_secs(30);
+/// The interface watcher's report of the addresses present at start ends when it pauses this
+/// long, or after `STARTUP_MAX`.
+const STARTUP_QUIET: Duration = Duration::from_millis(300);
+const STARTUP_MAX: Duration = Duration::from_secs(2);
 /// How long mDNS is listened to when looking for another node.
 const MDNS_WAIT: Duration = Duration::from_millis(1500);
 
@@ -472,6 +476,17 @@ async fn watch_interfaces(wake: Arc<Wake>) {
             return;
         }
     };
+    // The watcher first reports every address already there. They are not news (the daemon
+    // catches up at start anyway), and taken for news they would abandon the first catch-up:
+    // skipped until the reports pause for STARTUP_QUIET (at most STARTUP_MAX).
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < STARTUP_MAX {
+        match tokio::time::timeout(STARTUP_QUIET, watcher.next()).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return,
+            Err(_) => break,
+        }
+    }
     while let Some(event) = watcher.next().await {
         if let Ok(if_watch::IfEvent::Up(net)) = event {
             if !net.addr().is_loopback() {
