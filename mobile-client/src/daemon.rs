@@ -7,7 +7,8 @@
 //!   as a dead connection;
 //! * the interface watcher (`if-watch`) reports an address coming up: the daemon drops its
 //!   connections (they may be bound to an address that is gone), reconnects the event stream
-//!   at once instead of waiting out its backoff, and catches up;
+//!   at once instead of waiting out its backoff, and catches up; a catch-up running at that
+//!   moment is abandoned and started again on the fresh connections;
 //! * the catch-up loop runs `sync::sync`, one at a time, at start, when woken and every
 //!   `--catch-up-interval`. A `Notify` keeps one permit: events during a sync coalesce into one
 //!   more sync.
@@ -60,8 +61,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const HOME_PROBE: Duration = Duration::from_secs(5);
 /// While on a node that cannot push to this device (no registration there): catch-up period.
 const AWAY_CATCH_UP: Duration = Duration::from_secs(30);
-/// The interface watcher's report of the addresses already up ends after this much quiet.
-const INITIAL_ADDRESSES: Duration = Duration::from_millis(300);
+/// The interface watcher's report of the addresses present at start ends when it pauses this
+/// long, or after `STARTUP_MAX`.
+const STARTUP_QUIET: Duration = Duration::from_millis(300);
+const STARTUP_MAX: Duration = Duration::from_secs(2);
 /// How long mDNS is listened to when looking for another node.
 const MDNS_WAIT: Duration = Duration::from_millis(1500);
 
@@ -221,6 +224,18 @@ pub async fn run(home: Client, replica: Replica, opts: Options) -> Result<(), Cl
             sig = &mut stop => {
                 log(&format!("docfed daemon: {sig} during a catch-up, stopping; an unfinished download resumes next time"));
                 break;
+            }
+            // An address came up while catching up: the catch-up's connection may be bound to
+            // an address that is gone and would hang until its timeout (30 s for a request,
+            // 60 s for a read), leaving the device stale that long on the new network. It is
+            // abandoned (safe, as for SIGTERM) and started again at once on fresh connections.
+            () = wake.net_up.notified() => {
+                log("docfed daemon: a network interface came up during a catch-up; starting it again on fresh connections");
+                let (url, by) = (link.client.base.clone(), link.client.found_by.clone());
+                link.close();
+                link = Link::open(&url, &by, &replica, &wake).await?;
+                next = tokio::time::Instant::now();
+                continue;
             }
             r = sync::sync(&link.client, &replica, &opts.sync) => r,
         };
@@ -461,12 +476,14 @@ async fn watch_interfaces(wake: Arc<Wake>) {
             return;
         }
     };
-    // The watcher first reports every address already up (its netlink dump): those are the
-    // network the daemon starts on, not a change. They arrive at once; the first quiet moment
-    // ends them.
+    // The watcher first reports every address already there. They are not news (the daemon
+    // catches up at start anyway), and taken for news they would abandon the first catch-up:
+    // recorded, not signalled, until the reports pause for STARTUP_QUIET (at most
+    // STARTUP_MAX). After that, only an address that was not up wakes the daemon.
     let mut up = std::collections::HashSet::new();
-    loop {
-        match tokio::time::timeout(INITIAL_ADDRESSES, watcher.next()).await {
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < STARTUP_MAX {
+        match tokio::time::timeout(STARTUP_QUIET, watcher.next()).await {
             Ok(Some(Ok(if_watch::IfEvent::Up(net)))) => {
                 up.insert(net);
             }

@@ -3,4 +3,5 @@
 mod cli;
 mod common;
 mod daemon;
+mod resilience;
 mod sync;

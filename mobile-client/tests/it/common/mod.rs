@@ -173,7 +173,21 @@ pub fn docfed_with_config(config: &Path, args: &[&str]) -> Output {
 
 /// `docfed` with its own configuration directory and its own replica home (DOCFED_HOME).
 fn command(config: &Path, home: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_docfed"));
+    wrapped_command(&[], config, home, args)
+}
+
+/// The same, run by `wrapper` (a program and its arguments, e.g. `ip netns exec NS`), which
+/// is given the `docfed` binary and `args` and keeps the environment.
+fn wrapped_command(wrapper: &[&str], config: &Path, home: &Path, args: &[&str]) -> Command {
+    let bin = env!("CARGO_BIN_EXE_docfed");
+    let mut c = match wrapper {
+        [] => Command::new(bin),
+        [program, rest @ ..] => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(bin);
+            c
+        }
+    };
     c.args(args)
         .env_remove("DOCFED_SERVER")
         .env_remove("DOCFED_TOKEN")
@@ -201,6 +215,15 @@ pub fn docfed_at_child(config: &Path, home: &Path, args: &[&str]) -> Child {
         .expect("run docfed")
 }
 
+/// Starts `docfed` as [`docfed_at_child`] does, run by `wrapper` (e.g. `ip netns exec NS`).
+pub fn docfed_at_child_via(wrapper: &[&str], config: &Path, home: &Path, args: &[&str]) -> Child {
+    wrapped_command(wrapper, config, home, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run docfed")
+}
+
 pub fn docfed_child(args: &[&str]) -> Child {
     let config = shared_config();
     docfed_at_child(&config, &config.join("data").join("docfed"), args)
@@ -221,7 +244,7 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn rand_u32() -> u32 {
+pub fn rand_u32() -> u32 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
