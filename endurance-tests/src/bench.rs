@@ -19,7 +19,9 @@ pub struct Options {
     pub dir: PathBuf,
 }
 
-pub const SCENARIOS: [&str; 5] = ["large", "fanout", "directory", "memory", "broker"];
+mod device;
+
+pub const SCENARIOS: [&str; 6] = ["large", "fanout", "directory", "memory", "broker", "device"];
 
 pub async fn run(opts: Options) -> Result<()> {
     if let Some(only) = &opts.only {
@@ -41,13 +43,14 @@ pub async fn run(opts: Options) -> Result<()> {
             "directory" => directory(&dir, opts.quick).await?,
             "memory" => memory(&dir, opts.quick).await?,
             "broker" => broker(&dir, opts.quick).await?,
+            "device" => device::device(&dir, opts.quick).await?,
             _ => unreachable!(),
         }
     }
     Ok(())
 }
 
-fn amqp() -> BrokerChoice {
+pub(crate) fn amqp() -> BrokerChoice {
     BrokerChoice::Auto(
         std::env::var("DOCFED_AMQP_URL")
             .unwrap_or_else(|_| docfed_shared::topology::DEFAULT_AMQP_URL.into()),
@@ -83,7 +86,7 @@ fn body(size: u64, seed: u64) -> reqwest::Body {
     reqwest::Body::wrap_stream(stream)
 }
 
-async fn publish(
+pub(crate) async fn publish(
     http: &reqwest::Client,
     url: &str,
     token: &str,
@@ -104,7 +107,7 @@ async fn publish(
     Ok(resp.json().await?)
 }
 
-async fn await_available(
+pub(crate) async fn await_available(
     http: &reqwest::Client,
     url: &str,
     id: &str,
@@ -260,7 +263,7 @@ async fn single_hop(
     Ok(())
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -386,7 +389,7 @@ async fn fanout(dir: &Path, quick: bool) -> Result<()> {
     Ok(())
 }
 
-fn vmhwm(pid: u32) -> Option<u64> {
+pub(crate) fn vmhwm(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -483,16 +486,16 @@ async fn broker(dir: &Path, quick: bool) -> Result<()> {
 }
 
 /// A deterministic xorshift generator, so runs are comparable.
-struct Rng(u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
-    fn pick<'a>(&mut self, items: &'a [String]) -> &'a str {
+    pub fn pick<'a>(&mut self, items: &'a [String]) -> &'a str {
         &items[(self.next() % items.len() as u64) as usize]
     }
 }
@@ -513,12 +516,12 @@ fn vocabulary(n: usize, rng: &mut Rng) -> Vec<String> {
     words.into_iter().collect()
 }
 
-struct Standalone {
-    child: tokio::process::Child,
-    url: String,
+pub(crate) struct Standalone {
+    pub child: tokio::process::Child,
+    pub url: String,
 }
 
-async fn standalone(dir: &Path, token: &str) -> Result<Standalone> {
+pub(crate) async fn standalone(dir: &Path, token: &str) -> Result<Standalone> {
     let bin = topology::launch::find_program("docfed-node")
         .context("docfed-node not found: cargo build --release -p docfed-node")?;
     std::fs::create_dir_all(dir)?;
@@ -558,86 +561,127 @@ async fn standalone(dir: &Path, token: &str) -> Result<Standalone> {
     }
 }
 
-/// Scenario 3: a directory of a million documents: bulk load, search latency, change-feed
-/// catch-up of a new client, and incremental catch-up after 10,000 changes.
-async fn directory(dir: &Path, quick: bool) -> Result<()> {
-    use docfed_shared::wire::{DocumentVersion, Timestamp};
-    use docfed_shared::{DocId, Md5Hex, Scope};
-    let n: u64 = if quick { 100_000 } else { 1_000_000 };
-    let token = "bench-token-0123456789abcdef";
-    let mut node = standalone(&dir.join("node"), token).await?;
-    let http = reqwest::Client::new();
-    let mut rng = Rng(0x9e3779b97f4a7c15);
-    let words = std::sync::Arc::new(vocabulary(3000, &mut rng));
-    let tags: std::sync::Arc<Vec<String>> =
-        std::sync::Arc::new((0..50).map(|i| format!("tag{i}")).collect());
-    let scopes = ["global", "region:na", "region:eu", "region:asia"];
-    let now = Timestamp::now().millis();
-    let make = {
-        let (words, tags) = (words.clone(), tags.clone());
-        move |i: u64, version: i64, rng: &mut Rng| -> DocumentVersion {
-            let mut phrase = |k: usize| {
-                (0..k)
-                    .map(|_| rng.pick(&words).to_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            };
-            let title = phrase(4);
-            let description = phrase(12);
-            let filename = format!("{}.pdf", phrase(1));
-            let t1 = rng.pick(&tags).to_owned();
-            let t2 = rng.pick(&tags).to_owned();
-            let mut digest = [0u8; 16];
-            digest[..8].copy_from_slice(&rng.next().to_le_bytes());
-            digest[8..].copy_from_slice(&i.to_le_bytes());
-            DocumentVersion {
-                id: DocId::new(),
-                version,
-                origin: "bench".into(),
-                title,
-                description,
-                tags: if t1 == t2 { vec![t1] } else { vec![t1, t2] },
-                filename,
-                source: format!("source-{}", i % 20),
-                scope: scopes[(i % 4) as usize].parse::<Scope>().expect("valid"),
-                content_type: "application/pdf".into(),
-                md5: Md5Hex::from_digest(digest),
-                size: 10_000 + i % 1_000_000,
-                deleted: false,
-                created_at: Timestamp(now - (n - i) as i64 * 1000),
-                author: format!("author-{}", i % 100),
-                sha256: None,
-                signature: None,
-            }
+/// Realistic directory metadata: 4-word titles and 12-word descriptions from a 3,000-word
+/// vocabulary, 1-2 of 50 tags, 20 sources, 100 authors, 4 scopes; document `i` of `n` is
+/// created `n - i` seconds ago.
+#[derive(Clone)]
+pub(crate) struct DocGen {
+    pub words: std::sync::Arc<Vec<String>>,
+    pub tags: std::sync::Arc<Vec<String>>,
+    n: u64,
+    now: i64,
+}
+
+impl DocGen {
+    pub fn new(n: u64, rng: &mut Rng) -> Self {
+        Self {
+            words: std::sync::Arc::new(vocabulary(3000, rng)),
+            tags: std::sync::Arc::new((0..50).map(|i| format!("tag{i}")).collect()),
+            n,
+            now: docfed_shared::wire::Timestamp::now().millis(),
         }
-    };
-    // Stream the JSON lines: 1,000 documents per chunk, generated as they are sent.
-    let gen = make.clone();
-    let stream = futures::stream::unfold((0u64, Rng(42)), move |(i, mut rng)| {
-        let gen = gen.clone();
-        async move {
-            if i >= n {
-                return None;
-            }
-            let end = (i + 1000).min(n);
-            let mut chunk = Vec::with_capacity(1000 * 400);
-            for j in i..end {
-                serde_json::to_writer(&mut chunk, &gen(j, 1, &mut rng)).expect("serialises");
-                chunk.push(b'\n');
-            }
-            Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (end, rng)))
+    }
+
+    pub fn make(
+        &self,
+        i: u64,
+        version: i64,
+        rng: &mut Rng,
+    ) -> docfed_shared::wire::DocumentVersion {
+        use docfed_shared::wire::{DocumentVersion, Timestamp};
+        use docfed_shared::{DocId, Md5Hex, Scope};
+        const SCOPES: [&str; 4] = ["global", "region:na", "region:eu", "region:asia"];
+        let mut phrase = |k: usize| {
+            (0..k)
+                .map(|_| rng.pick(&self.words).to_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let title = phrase(4);
+        let description = phrase(12);
+        let filename = format!("{}.pdf", phrase(1));
+        let t1 = rng.pick(&self.tags).to_owned();
+        let t2 = rng.pick(&self.tags).to_owned();
+        let mut digest = [0u8; 16];
+        digest[..8].copy_from_slice(&rng.next().to_le_bytes());
+        digest[8..].copy_from_slice(&i.to_le_bytes());
+        DocumentVersion {
+            id: DocId::new(),
+            version,
+            origin: "bench".into(),
+            title,
+            description,
+            tags: if t1 == t2 { vec![t1] } else { vec![t1, t2] },
+            filename,
+            source: format!("source-{}", i % 20),
+            scope: SCOPES[(i % 4) as usize].parse::<Scope>().expect("valid"),
+            content_type: "application/pdf".into(),
+            md5: Md5Hex::from_digest(digest),
+            size: 10_000 + i % 1_000_000,
+            deleted: false,
+            created_at: Timestamp(self.now - (self.n as i64 - i as i64) * 1000),
+            author: format!("author-{}", i % 100),
+            sha256: None,
+            signature: None,
         }
-    });
-    let started = Instant::now();
+    }
+
+    /// Loads documents `0..n` into the node at `url` through `POST /v1/admin/import`, as JSON
+    /// lines generated while they are sent (1,000 per chunk).
+    pub async fn import(&self, http: &reqwest::Client, url: &str, token: &str) -> Result<()> {
+        let (gen, n) = (self.clone(), self.n);
+        let stream = futures::stream::unfold((0u64, Rng(42)), move |(i, mut rng)| {
+            let gen = gen.clone();
+            async move {
+                if i >= n {
+                    return None;
+                }
+                let end = (i + 1000).min(n);
+                let mut chunk = Vec::with_capacity(1000 * 400);
+                for j in i..end {
+                    serde_json::to_writer(&mut chunk, &gen.make(j, 1, &mut rng))
+                        .expect("serialises");
+                    chunk.push(b'\n');
+                }
+                Some((Ok::<_, std::io::Error>(Bytes::from(chunk)), (end, rng)))
+            }
+        });
+        import_body(http, url, token, reqwest::Body::wrap_stream(stream)).await
+    }
+}
+
+/// `POST /v1/admin/import` of JSON lines.
+pub(crate) async fn import_body(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: reqwest::Body,
+) -> Result<()> {
     let resp = http
-        .post(format!("{}/v1/admin/import", node.url))
+        .post(format!("{url}/v1/admin/import"))
         .bearer_auth(token)
-        .body(reqwest::Body::wrap_stream(stream))
+        .body(body)
         .send()
         .await?;
     if !resp.status().is_success() {
         bail!("import failed: {}", resp.text().await?);
     }
+    Ok(())
+}
+
+/// Scenario 3: a directory of a million documents: bulk load, search latency, change-feed
+/// catch-up of a new client, and incremental catch-up after 10,000 changes.
+async fn directory(dir: &Path, quick: bool) -> Result<()> {
+    let n: u64 = if quick { 100_000 } else { 1_000_000 };
+    let token = "bench-token-0123456789abcdef";
+    let mut node = standalone(&dir.join("node"), token).await?;
+    let http = reqwest::Client::new();
+    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let gen = DocGen::new(n, &mut rng);
+    let (words, tags) = (gen.words.clone(), gen.tags.clone());
+    let make = |i: u64, version: i64, rng: &mut Rng| gen.make(i, version, rng);
+    let started = Instant::now();
+    gen.import(&http, &node.url, token).await?;
     let load = started.elapsed();
     println!(
         "bulk load of {n} documents' metadata: {:.1} s ({:.0} docs/s)",
@@ -726,15 +770,7 @@ async fn directory(dir: &Path, quick: bool) -> Result<()> {
         serde_json::to_writer(&mut lines, &make(n + i, 1, &mut rng2))?;
         lines.push(b'\n');
     }
-    let resp = http
-        .post(format!("{}/v1/admin/import", node.url))
-        .bearer_auth(token)
-        .body(lines)
-        .send()
-        .await?;
-    if !resp.status().is_success() {
-        bail!("import failed: {}", resp.text().await?);
-    }
+    import_body(&http, &node.url, token, lines.into()).await?;
     let t = Instant::now();
     let (_, bytes, changes) = feed(last).await?;
     println!(

@@ -26,7 +26,7 @@ struct Cli {
 enum Command {
     /// Run the benchmarks against real federations on this machine and print their figures.
     Bench {
-        /// Only this scenario: large, fanout, memory or broker.
+        /// Only this scenario: large, fanout, directory, memory, broker or device.
         #[arg(long)]
         only: Option<String>,
         /// Smaller sizes and counts (minutes instead of tens of minutes).

@@ -196,10 +196,8 @@ impl Replica {
     /// transaction.
     pub async fn apply_page(&self, server: &str, feed: &ChangeFeed) -> Result<Applied, CliError> {
         let mut tx = self.write.begin().await?;
-        let mut applied = Applied::default();
-        for c in &feed.changes {
-            apply_version(&mut tx, &c.document, &mut applied).await?;
-        }
+        let versions: Vec<&DocumentVersion> = feed.changes.iter().map(|c| &c.document).collect();
+        let applied = apply_versions(&mut tx, &versions).await?;
         sqlx::query(
             "INSERT INTO servers (url, last_seq) VALUES (?, ?) \
              ON CONFLICT (url) DO UPDATE SET last_seq = MAX(last_seq, excluded.last_seq)",
@@ -696,73 +694,139 @@ async fn set_flag(tx: &mut SqliteConnection, id: &str, on: bool) -> Result<(), s
     Ok(())
 }
 
-/// Records a version and makes it current if it supersedes the current one: the node's rule
-/// (`node/src/db/documents.rs` `supersedes`), higher version, then higher origin id.
-async fn apply_version(
+/// Rows per multi-row statement of `apply_versions` (14 columns each: 7,000 parameters, well
+/// below SQLite's 32,766).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Records `versions` (in feed order) and makes each document's newest one current, by the
+/// node's rule (`node/src/db/documents.rs` `supersedes`): higher version, then higher origin
+/// id. The result is that of applying them one at a time, but the page is resolved in memory
+/// against its documents' current rows (read with one query per 500 documents) and written with
+/// multi-row statements: every version into `versions`, each changed document's final winner
+/// into `documents` (whose triggers keep `documents_fts`), instead of three statements per
+/// change. A version already in `versions` was applied when it came, so the current version is
+/// at least as new and the rule skips it again.
+async fn apply_versions(
     tx: &mut SqliteConnection,
-    v: &DocumentVersion,
-    applied: &mut Applied,
-) -> Result<(), CliError> {
-    let id = v.id.to_string();
-    let json = serde_json::to_string(v).expect("serialisable");
-    let inserted = sqlx::query(
-        "INSERT OR IGNORE INTO versions (doc_id, version, origin, json) VALUES (?, ?, ?, ?)",
-    )
-    .bind(&id)
-    .bind(v.version)
-    .bind(&v.origin)
-    .bind(&json)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(());
+    versions: &[&DocumentVersion],
+) -> Result<Applied, CliError> {
+    use sqlx::QueryBuilder;
+    use std::collections::HashMap;
+    let mut applied = Applied::default();
+    if versions.is_empty() {
+        return Ok(applied);
     }
-    let current: Option<(i64, String, bool)> =
-        sqlx::query_as("SELECT version, origin, deleted FROM documents WHERE doc_id = ?")
-            .bind(&id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    if let Some((cv, co, _)) = &current {
-        if (v.version, v.origin.as_str()) <= (*cv, co.as_str()) {
-            // A concurrent version that lost, or an old one arriving late: history only.
-            return Ok(());
+    let ids: Vec<String> = versions.iter().map(|v| v.id.to_string()).collect();
+
+    // The current (version, origin, deleted, published_at) of the page's documents.
+    let mut current: HashMap<&str, (i64, &str, bool, i64)> = HashMap::new();
+    let mut known: Vec<(String, i64, String, bool, i64)> = Vec::new();
+    let mut distinct: Vec<&str> = ids.iter().map(String::as_str).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for chunk in distinct.chunks(ROWS_PER_STATEMENT) {
+        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT doc_id, version, origin, deleted, published_at FROM documents \
+             WHERE doc_id IN (",
+        );
+        let mut list = qb.separated(", ");
+        for id in chunk {
+            list.push_bind(*id);
+        }
+        qb.push(")");
+        known.extend(
+            qb.build_query_as::<(String, i64, String, bool, i64)>()
+                .fetch_all(&mut *tx)
+                .await?,
+        );
+    }
+    for (id, version, origin, deleted, published_at) in &known {
+        current.insert(id, (*version, origin, *deleted, *published_at));
+    }
+
+    // Resolve in feed order; remember each changed document's winner, in the order the
+    // documents first changed (new documents get their `rid` in feed order, as before).
+    let mut winner: HashMap<&str, usize> = HashMap::new();
+    let mut changed: Vec<&str> = Vec::new();
+    for (i, v) in versions.iter().enumerate() {
+        let id = ids[i].as_str();
+        let created = v.created_at.millis();
+        match current.get_mut(id) {
+            Some(c) => {
+                if (v.version, v.origin.as_str()) <= (c.0, c.1) {
+                    // A concurrent version that lost, an old one arriving late, or one already
+                    // applied: history only.
+                    continue;
+                }
+                match (c.2, v.deleted) {
+                    (false, true) => applied.deleted += 1,
+                    (true, false) => applied.reactivated += 1,
+                    _ => applied.updated += 1,
+                }
+                *c = (v.version, v.origin.as_str(), v.deleted, c.3.min(created));
+            }
+            None => {
+                applied.new += 1;
+                current.insert(id, (v.version, v.origin.as_str(), v.deleted, created));
+            }
+        }
+        if winner.insert(id, i).is_none() {
+            changed.push(id);
         }
     }
-    sqlx::query(
-        "INSERT INTO documents (doc_id, version, origin, title, description, tags_text, \
-           filename, source, scope, author, md5, deleted, published_at, json) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, \
-           origin = excluded.origin, title = excluded.title, description = excluded.description, \
-           tags_text = excluded.tags_text, filename = excluded.filename, source = excluded.source, \
-           scope = excluded.scope, author = excluded.author, md5 = excluded.md5, \
-           deleted = excluded.deleted, json = excluded.json, \
-           published_at = MIN(documents.published_at, excluded.published_at)",
-    )
-    .bind(&id)
-    .bind(v.version)
-    .bind(&v.origin)
-    .bind(&v.title)
-    .bind(&v.description)
-    .bind(v.tags.join(" "))
-    .bind(&v.filename)
-    .bind(&v.source)
-    .bind(v.scope.to_string())
-    .bind(&v.author)
-    .bind(v.md5.as_str())
-    .bind(v.deleted)
-    .bind(v.created_at.millis())
-    .bind(&json)
-    .execute(&mut *tx)
-    .await?;
-    match current {
-        None => applied.new += 1,
-        Some((_, _, false)) if v.deleted => applied.deleted += 1,
-        Some((_, _, true)) if !v.deleted => applied.reactivated += 1,
-        Some(_) => applied.updated += 1,
+
+    let json: Vec<String> = versions
+        .iter()
+        .map(|v| serde_json::to_string(v).expect("serialisable"))
+        .collect();
+    let all: Vec<usize> = (0..versions.len()).collect();
+    for chunk in all.chunks(ROWS_PER_STATEMENT * 2) {
+        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT OR IGNORE INTO versions (doc_id, version, origin, json) ",
+        );
+        qb.push_values(chunk, |mut row, &i| {
+            row.push_bind(ids[i].as_str())
+                .push_bind(versions[i].version)
+                .push_bind(versions[i].origin.as_str())
+                .push_bind(json[i].as_str());
+        });
+        qb.build().execute(&mut *tx).await?;
     }
-    Ok(())
+    let rows: Vec<usize> = changed.iter().map(|id| winner[id]).collect();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO documents (doc_id, version, origin, title, description, tags_text, \
+               filename, source, scope, author, md5, deleted, published_at, json) ",
+        );
+        qb.push_values(chunk, |mut row, &i| {
+            let v = versions[i];
+            row.push_bind(ids[i].as_str())
+                .push_bind(v.version)
+                .push_bind(v.origin.as_str())
+                .push_bind(v.title.as_str())
+                .push_bind(v.description.as_str())
+                .push_bind(v.tags.join(" "))
+                .push_bind(v.filename.as_str())
+                .push_bind(v.source.as_str())
+                .push_bind(v.scope.to_string())
+                .push_bind(v.author.as_str())
+                .push_bind(v.md5.as_str())
+                .push_bind(v.deleted)
+                .push_bind(current[ids[i].as_str()].3)
+                .push_bind(json[i].as_str());
+        });
+        qb.push(
+            " ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, \
+               origin = excluded.origin, title = excluded.title, \
+               description = excluded.description, tags_text = excluded.tags_text, \
+               filename = excluded.filename, source = excluded.source, scope = excluded.scope, \
+               author = excluded.author, md5 = excluded.md5, deleted = excluded.deleted, \
+               json = excluded.json, \
+               published_at = MIN(documents.published_at, excluded.published_at)",
+        );
+        qb.build().execute(&mut *tx).await?;
+    }
+    Ok(applied)
 }
 
 /// The document's file name, reduced to a safe last component and made unique among the
@@ -889,6 +953,85 @@ mod tests {
         let versions = r.versions(&id.to_string()).await.unwrap().unwrap();
         assert_eq!(versions.versions.len(), 3);
         assert_eq!(versions.versions.iter().filter(|v| v.current).count(), 1);
+    }
+
+    /// A page applied at once leaves the directory exactly as its changes applied one page
+    /// each (same current versions, publication dates, `rid` order and counts).
+    #[tokio::test]
+    async fn a_page_applies_as_its_changes_one_by_one() {
+        let ids: Vec<_> = (0..6).map(|_| docfed_shared::DocId::new()).collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut vs = Vec::new();
+        for _ in 0..300 {
+            let id = ids[(next() % 6) as usize];
+            let origin = ["p-a", "p-b"][(next() % 2) as usize];
+            let mut v = version(id, 1 + (next() % 5) as i64, origin, next() % 4 == 0);
+            v.created_at = Timestamp((next() % 1000) as i64);
+            vs.push(v);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (one, whole) = (dir.path().join("one"), dir.path().join("whole"));
+        let (r1, r2) = (
+            Replica::open(&one).await.unwrap(),
+            Replica::open(&whole).await.unwrap(),
+        );
+        let mut a1 = Applied::default();
+        for (i, v) in vs.iter().enumerate() {
+            a1.add(
+                r1.apply_page("http://n", &page(i as i64, std::slice::from_ref(v)))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let mut a2 = Applied::default();
+        for chunk in vs.chunks(128) {
+            a2.add(r2.apply_page("http://n", &page(0, chunk)).await.unwrap());
+        }
+        assert_eq!(
+            (a1.new, a1.updated, a1.deleted, a1.reactivated),
+            (a2.new, a2.updated, a2.deleted, a2.reactivated)
+        );
+        let rows = |r: &Replica| {
+            let pool = r.read.clone();
+            async move {
+                sqlx::query_as::<_, (i64, String, i64, String, bool, i64, String)>(
+                    "SELECT rid, doc_id, version, origin, deleted, published_at, json \
+                     FROM documents ORDER BY rid",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        assert_eq!(rows(&r1).await, rows(&r2).await);
+        let count = |r: &Replica| {
+            let pool = r.read.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM versions")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert_eq!(count(&r1).await, count(&r2).await);
+        let hits = |r: &Replica| {
+            let pool = r.read.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(
+                    "SELECT rowid FROM documents_fts WHERE documents_fts MATCH 'p' ORDER BY rowid",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        assert_eq!(hits(&r1).await, hits(&r2).await);
     }
 
     #[tokio::test]
