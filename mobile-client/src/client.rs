@@ -89,6 +89,24 @@ impl Client {
         resp.json().await.map_err(|e| self.network(e))
     }
 
+    /// `GET` of version `v`'s content from byte `from` on: with `Range` and an `If-Range` on
+    /// its MD5 (the node's ETag) when resuming, so a changed content comes back whole (200).
+    pub fn content_request(
+        &self,
+        v: &docfed_shared::wire::DocumentVersion,
+        from: u64,
+    ) -> reqwest::RequestBuilder {
+        let req = self
+            .http
+            .get(self.url(&format!("/v1/documents/{}/content", v.id)))
+            .query(&[("version", v.version.to_string())]);
+        if from == 0 {
+            return req;
+        }
+        req.header("Range", format!("bytes={from}-"))
+            .header("If-Range", format!("\"{}\"", v.md5))
+    }
+
     pub async fn search(&self, query: &[(&str, String)]) -> Result<DocumentList, CliError> {
         self.get_json("/v1/documents", query).await
     }

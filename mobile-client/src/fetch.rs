@@ -162,16 +162,11 @@ async fn transfer(
     if from == v.size {
         return Ok((hash, from));
     }
-    let mut req = client
-        .http
-        .get(client.url(&format!("/v1/documents/{}/content", v.id)))
-        .query(&[("version", v.version.to_string())]);
-    if from > 0 {
-        req = req
-            .header("Range", format!("bytes={from}-"))
-            .header("If-Range", format!("\"{}\"", v.md5));
-    }
-    let resp = req.send().await.map_err(|e| (client.network(e), from))?;
+    let resp = client
+        .content_request(v, from)
+        .send()
+        .await
+        .map_err(|e| (client.network(e), from))?;
     let resp = client.check(resp).await.map_err(|e| (e, from))?;
     if resp.status() == reqwest::StatusCode::OK && from > 0 {
         // The server sent everything: start the file over.

@@ -374,16 +374,11 @@ async fn transfer(
     if from == v.size {
         return Ok(hash);
     }
-    let mut req = client
-        .http
-        .get(client.url(&format!("/v1/documents/{}/content", v.id)))
-        .query(&[("version", v.version.to_string())]);
-    if from > 0 {
-        req = req
-            .header("Range", format!("bytes={from}-"))
-            .header("If-Range", format!("\"{}\"", v.md5));
-    }
-    let resp = req.send().await.map_err(|e| client.network(e))?;
+    let resp = client
+        .content_request(v, from)
+        .send()
+        .await
+        .map_err(|e| client.network(e))?;
     let resp = client.check(resp).await?;
     if resp.status() == reqwest::StatusCode::OK && from > 0 {
         // The node sent everything: start over.
