@@ -7,8 +7,6 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use crate::common::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -71,12 +69,7 @@ async fn a_flagged_document_is_pushed_to_the_daemon_and_sigterm_stops_it() -> Te
         body1.clone(),
     )
     .await?;
-    let meta = format!("{na}/v1/documents/{id}");
-    let deadline = Instant::now() + T;
-    while !reqwest::get(&meta).await?.status().is_success() {
-        assert!(Instant::now() < deadline, "{id} never reached na");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    await_held(&na, &id, 1).await?;
     for args in [
         &["--server", &na, "--json", "register", "--token", &token][..],
         &["--server", &na, "--json", "flag", &id][..],
@@ -107,15 +100,7 @@ async fn a_flagged_document_is_pushed_to_the_daemon_and_sigterm_stops_it() -> Te
         .await?;
     assert!(resp.status().is_success(), "{}", resp.text().await?);
     // When na holds version 2, the file follows within 5 s: pushed, not the 120 s catch-up.
-    let deadline = Instant::now() + T;
-    loop {
-        let v: Value = reqwest::get(&meta).await?.json().await?;
-        if v["version"] == 2 && v["available_here"] == true {
-            break;
-        }
-        assert!(Instant::now() < deadline, "na never held version 2: {v}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_held(&na, &id, 2).await?;
     if let Err(e) = await_file(&file, &body2, Duration::from_secs(5)).await {
         let _ = daemon.0.kill();
         let _ = daemon.0.wait();
@@ -151,22 +136,14 @@ async fn a_flagged_document_is_pushed_to_the_daemon_and_sigterm_stops_it() -> Te
 
 /// Waits until the node at `url` holds version `version` of `id` with its content.
 async fn await_held(url: &str, id: &str, version: i64) -> TestResult {
-    let meta = format!("{url}/v1/documents/{id}");
-    let deadline = Instant::now() + T;
-    loop {
-        if let Ok(r) = reqwest::get(&meta).await {
-            if r.status().is_success() {
-                let v: Value = r.json().await?;
-                if v["version"] == version && v["available_here"] == true {
-                    return Ok(());
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{url} never held version {version} of {id}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    await_json(
+        &format!("{url}/v1/documents/{id}"),
+        &format!("version {version} of {id}"),
+        T,
+        |v| v["version"] == version && v["available_here"] == true,
+    )
+    .await
+    .map(drop)
 }
 
 /// A daemon whose stdout is collected as it runs, so a test can wait for what it says.

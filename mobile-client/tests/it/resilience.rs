@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,52 +20,6 @@ use serde_json::Value;
 use crate::common::*;
 
 const T: Duration = Duration::from_secs(120);
-
-fn ok(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "docfed failed ({:?}): {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    stdout_json(out)
-}
-
-/// Sends `req`, which must succeed; its JSON answer.
-async fn send(req: reqwest::RequestBuilder) -> TestResult<Value> {
-    let resp = req.send().await?;
-    let status = resp.status();
-    let text = resp.text().await?;
-    if !status.is_success() {
-        return Err(format!("{status}: {text}").into());
-    }
-    Ok(serde_json::from_str(&text)?)
-}
-
-/// Polls `url` until `pred` holds for its JSON answer, at most `limit`.
-async fn await_json(
-    url: &str,
-    what: &str,
-    limit: Duration,
-    pred: impl Fn(&Value) -> bool,
-) -> TestResult<Value> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(r) = reqwest::get(url).await {
-            if r.status().is_success() {
-                let v: Value = r.json().await?;
-                if pred(&v) {
-                    return Ok(v);
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {limit:?} waiting for {what} at {url}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 type Directory = BTreeMap<String, (i64, bool)>;
 

@@ -12,38 +12,8 @@ use crate::common::*;
 
 const T: Duration = Duration::from_secs(60);
 
-fn ok(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "docfed failed ({:?}): {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    stdout_json(out)
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Polls `url` until `pred` holds for its JSON answer.
-async fn await_json(url: &str, what: &str, pred: impl Fn(&Value) -> bool) -> TestResult<Value> {
-    let deadline = Instant::now() + T;
-    loop {
-        if let Ok(r) = reqwest::get(url).await {
-            if r.status().is_success() {
-                let v: Value = r.json().await?;
-                if pred(&v) {
-                    return Ok(v);
-                }
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what} at {url}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// (id, version, deleted) of every document a node lists.
@@ -85,14 +55,6 @@ fn replica_directory(config: &Path, home: &Path) -> BTreeSet<(String, i64, bool)
         ],
     );
     entries(&ok(&out))
-}
-
-async fn send(req: reqwest::RequestBuilder) -> TestResult<Value> {
-    let resp = req.send().await?;
-    let status = resp.status();
-    let v: Value = resp.json().await?;
-    assert!(status.is_success(), "{status}: {v}");
-    Ok(v)
 }
 
 #[tokio::test]
@@ -145,9 +107,15 @@ async fn a_device_catches_up_works_offline_and_delivers_its_queue_once() -> Test
     )
     .await?;
     for id in [&a, &b, &d] {
-        await_json(&format!("{na}/v1/documents/{id}"), "the document", |_| true).await?;
+        await_json(
+            &format!("{na}/v1/documents/{id}"),
+            "the document",
+            T,
+            |_| true,
+        )
+        .await?;
     }
-    await_json(&format!("{na}/v1/documents/{c}"), "the tombstone", |v| {
+    await_json(&format!("{na}/v1/documents/{c}"), "the tombstone", T, |v| {
         v["deleted"] == true
     })
     .await?;
@@ -224,17 +192,20 @@ async fn a_device_catches_up_works_offline_and_delivers_its_queue_once() -> Test
             .bearer_auth(&token),
     )
     .await?;
-    await_json(&format!("{na}/v1/documents/{a}"), "version 2", |v| {
+    await_json(&format!("{na}/v1/documents/{a}"), "version 2", T, |v| {
         v["version"] == 2
     })
     .await?;
-    await_json(&format!("{na}/v1/documents/{d}"), "the tombstone", |v| {
+    await_json(&format!("{na}/v1/documents/{d}"), "the tombstone", T, |v| {
         v["deleted"] == true
     })
     .await?;
-    await_json(&format!("{na}/v1/documents/{c}"), "the reactivation", |v| {
-        v["deleted"] == false
-    })
+    await_json(
+        &format!("{na}/v1/documents/{c}"),
+        "the reactivation",
+        T,
+        |v| v["deleted"] == false,
+    )
     .await?;
     let r = ok(&dcf(&["--server", &na, "--json", "sync"]));
     let docs = &r["documents"];
@@ -514,7 +485,7 @@ async fn flagged_content_beyond_the_storage_budget_stays_metadata_until_room_is_
             pattern(40 + i as u64, 300_000),
         )
         .await?;
-        await_json(&format!("{na}/v1/documents/{id}"), "the document", |v| {
+        await_json(&format!("{na}/v1/documents/{id}"), "the document", T, |v| {
             v["available_here"] == true
         })
         .await?;
@@ -564,9 +535,12 @@ async fn flagged_content_beyond_the_storage_budget_stays_metadata_until_room_is_
         .send()
         .await?;
     assert!(resp.status().is_success(), "{}", resp.text().await?);
-    await_json(&format!("{na}/v1/documents/{}", ids[1]), "version 2", |v| {
-        v["version"] == 2 && v["available_here"] == true
-    })
+    await_json(
+        &format!("{na}/v1/documents/{}", ids[1]),
+        "version 2",
+        T,
+        |v| v["version"] == 2 && v["available_here"] == true,
+    )
     .await?;
     let r = ok(&dcf(&["--server", &na, "--json", "sync"]));
     assert_eq!(r["deferred"], serde_json::json!([ids[1]]), "{r}");

@@ -260,3 +260,50 @@ pub fn stdout_json(out: &Output) -> serde_json::Value {
         )
     })
 }
+
+/// The JSON a `docfed --json` run printed; the run must have succeeded.
+pub fn ok(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "docfed failed ({:?}): {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    stdout_json(out)
+}
+
+/// Sends `req`, which must succeed; its JSON answer.
+pub async fn send(req: reqwest::RequestBuilder) -> TestResult<serde_json::Value> {
+    let resp = req.send().await?;
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        return Err(format!("{status}: {text}").into());
+    }
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Polls `url` until `pred` holds for its JSON answer, at most `limit`.
+pub async fn await_json(
+    url: &str,
+    what: &str,
+    limit: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> TestResult<serde_json::Value> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(r) = reqwest::get(url).await {
+            if r.status().is_success() {
+                let v: serde_json::Value = r.json().await?;
+                if pred(&v) {
+                    return Ok(v);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {limit:?} waiting for {what} at {url}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
