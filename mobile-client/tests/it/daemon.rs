@@ -150,12 +150,14 @@ async fn await_held(url: &str, id: &str, version: i64) -> TestResult {
 struct Watched {
     daemon: Daemon,
     said: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Copies stdout into `said` until the pipe closes.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watched {
     fn new(mut child: Child) -> Self {
         let said = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        if let Some(out) = child.stdout.take() {
+        let reader = child.stdout.take().map(|out| {
             let said = said.clone();
             std::thread::spawn(move || {
                 use std::io::BufRead;
@@ -164,11 +166,12 @@ impl Watched {
                     s.push_str(&line);
                     s.push('\n');
                 }
-            });
-        }
+            })
+        });
         Watched {
             daemon: Daemon(child),
             said,
+            reader,
         }
     }
 
@@ -210,8 +213,10 @@ impl Watched {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        // The reader thread finishes with the pipe.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The process is gone, so its stdout closes and the reader ends.
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
         let mut text = self.said();
         text.push_str(&output(&mut self.daemon.0));
         Ok(text)
