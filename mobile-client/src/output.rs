@@ -128,6 +128,12 @@ pub fn synced(r: &crate::sync::Report, json: bool) {
         "synced with {} up to change {}: {} new, {} updated, {} deleted, {} reactivated ({} changes read)",
         r.server, r.position, d.new, d.updated, d.deleted, d.reactivated, r.changes
     );
+    if r.snapshot {
+        println!(
+            "the server had compacted its change feed past this replica's position: read a \
+             snapshot of the documents changed since (deletions included) instead of every change"
+        );
+    }
     println!(
         "files: {} downloaded ({}), {} removed",
         r.files_downloaded,

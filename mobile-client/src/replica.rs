@@ -923,6 +923,7 @@ mod tests {
                 })
                 .collect(),
             last_seq,
+            horizon: 0,
         }
     }
 

@@ -71,6 +71,10 @@ pub struct Report {
     pub storage_kept: u64,
     /// Flagged documents whose content does not fit in the budget: metadata only.
     pub deferred: Vec<String>,
+    /// The node had compacted its change feed past this replica's position (retention): the
+    /// sync replayed a snapshot (each document changed since, once, with deletions) instead
+    /// of every change. The directory ends the same either way.
+    pub snapshot: bool,
 }
 
 pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<Report, CliError> {
@@ -98,6 +102,7 @@ pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<
     };
     let mut since = replica.position(&client.base).await?;
     let mut feed = page_of(since).await?;
+    report.snapshot = since > 0 && since < feed.horizon;
     loop {
         let n = feed.changes.len();
         let after = since.max(feed.last_seq);

@@ -133,6 +133,32 @@ pub struct Args {
     /// versions' sizes of the documents it flagged), e.g. `10GiB`; a flag beyond gets 429.
     #[arg(long, env = "DOCFED_MAX_FLAGGED_BYTES_PER_DEVICE")]
     pub max_flagged_bytes_per_device: Option<ByteSize>,
+    /// Superseded versions whose content is kept per document: a number or `all` (default: all
+    /// on primaries and standalone nodes, 1 elsewhere).
+    #[arg(long, env = "DOCFED_KEEP_VERSIONS", value_name = "N|all")]
+    pub keep_versions: Option<String>,
+    /// How long a superseded version's content is kept after it was replaced, or `forever`
+    /// (default: forever on primaries and standalone nodes, 1d elsewhere).
+    #[arg(long, env = "DOCFED_VERSION_GRACE", value_name = "DURATION|forever")]
+    pub version_grace: Option<String>,
+    /// How long a deleted document's content is kept after the deletion, or `forever`
+    /// (default: forever on primaries and standalone nodes, 1d elsewhere).
+    #[arg(long, env = "DOCFED_TOMBSTONE_GRACE", value_name = "DURATION|forever")]
+    pub tombstone_grace: Option<String>,
+    /// Age past which the change feed keeps only each document's latest change, or `forever`
+    /// (default 30d).
+    #[arg(long, env = "DOCFED_FEED_HORIZON", value_name = "DURATION|forever")]
+    pub feed_horizon: Option<String>,
+    /// How long completed-pull and collection log rows are kept (default 7d).
+    #[arg(long, env = "DOCFED_LOG_RETENTION", value_parser = humantime::parse_duration)]
+    pub log_retention: Option<Duration>,
+    /// How long a dead-lettered message stays in the dead-letter queue (default 14d).
+    #[arg(long, env = "DOCFED_DEAD_LETTER_RETENTION", value_parser = humantime::parse_duration)]
+    pub dead_letter_retention: Option<Duration>,
+    /// Time between collections of content and old rows, or `off` (default 10m; `POST
+    /// /v1/admin/gc` runs one at any time).
+    #[arg(long, env = "DOCFED_GC_INTERVAL", value_name = "DURATION|off")]
+    pub gc_interval: Option<String>,
 }
 
 /// The optional configuration file. Every field may be left out.
@@ -182,6 +208,24 @@ pub struct FileConfig {
     pub max_flags_per_device: Option<u64>,
     /// Most content one device may have kept here by its flags, e.g. "10GiB" (the default).
     pub max_flagged_bytes_per_device: Option<ByteSize>,
+    /// What history this node keeps (ARCHITECTURE.md §4.4); defaults depend on the tier.
+    pub retention: Option<RetentionFile>,
+}
+
+/// `[retention]` of the configuration file: the same settings as the flags, as strings
+/// (`keep_versions` may also be a number).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionFile {
+    pub keep_versions: Option<toml::Value>,
+    pub version_grace: Option<String>,
+    pub tombstone_grace: Option<String>,
+    pub feed_horizon: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub log_retention: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub dead_letter_retention: Option<Duration>,
+    pub gc_interval: Option<String>,
 }
 
 /// Validated configuration of a running node.
@@ -212,6 +256,8 @@ pub struct NodeConfig {
     pub pull_rate_limit: Option<u64>,
     /// Who may register devices, how many, and how much each may flag.
     pub devices: DeviceLimits,
+    /// How much history the node keeps, and how often it collects.
+    pub retention: crate::retention::Policy,
     /// Present when the node is a member of a federation.
     pub federation: Option<crate::federation::Federation>,
 }
@@ -271,6 +317,8 @@ pub enum ConfigError {
     BadToken,
     #[error("node id must be 1-64 characters of a-z, 0-9, `-`, `_`; got {0:?}")]
     BadNodeId(String),
+    #[error("retention: {0}")]
+    Retention(String),
     #[error("cannot prepare data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -293,6 +341,15 @@ impl NodeConfig {
     /// Merges flags/env over the file over defaults. Generates and persists a token when none
     /// was given, so a node is never writable without one.
     pub fn load(args: Args) -> Result<Self, ConfigError> {
+        let args_retention = RetentionFile {
+            keep_versions: args.keep_versions.clone().map(toml::Value::String),
+            version_grace: args.version_grace.clone(),
+            tombstone_grace: args.tombstone_grace.clone(),
+            feed_horizon: args.feed_horizon.clone(),
+            log_retention: args.log_retention,
+            dead_letter_retention: args.dead_letter_retention,
+            gc_interval: args.gc_interval.clone(),
+        };
         let file = match &args.config {
             Some(path) => {
                 let text =
@@ -399,12 +456,15 @@ impl NodeConfig {
         if !(16..=256).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::BadToken);
         }
+        let tier = federation
+            .as_ref()
+            .map_or("standalone", |f| f.me.tier.as_str())
+            .to_owned();
+        let retention =
+            retention_policy(&tier, &args_retention, file.retention.unwrap_or_default())?;
         Ok(NodeConfig {
             node_id,
-            tier: federation
-                .as_ref()
-                .map_or("standalone", |f| f.me.tier.as_str())
-                .to_owned(),
+            tier,
             region: federation.as_ref().and_then(|f| f.me.region.clone()),
             data_dir,
             http: args
@@ -469,6 +529,7 @@ impl NodeConfig {
                     .or(file.max_flagged_bytes_per_device)
                     .map_or(DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE, |b| b.as_u64()),
             },
+            retention,
             federation,
         })
     }
@@ -493,12 +554,68 @@ impl NodeConfig {
             mdns: false,
             pull_rate_limit: None,
             devices: DeviceLimits::default(),
+            retention: crate::retention::Policy::for_tier("standalone"),
             federation: None,
         }
     }
 }
 
 /// Parses `ID=VALUE` overrides of how peers are reached; every ID must be a peer in the topology.
+/// The tier's retention defaults, overlaid by the file's `[retention]`, overlaid by flags.
+fn retention_policy(
+    tier: &str,
+    flags: &RetentionFile,
+    file: RetentionFile,
+) -> Result<crate::retention::Policy, ConfigError> {
+    use crate::retention::{parse_count_or_all, parse_duration_or_forever, parse_interval};
+    let bad = |what: &str, e: String| ConfigError::Retention(format!("{what}: {e}"));
+    let mut p = crate::retention::Policy::for_tier(tier);
+    let keep = flags.keep_versions.clone().or(file.keep_versions);
+    if let Some(v) = keep {
+        let text = match &v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(n) => n.to_string(),
+            other => other.to_string(),
+        };
+        p.keep_versions = parse_count_or_all(&text).map_err(|e| bad("keep_versions", e))?;
+    }
+    let graces = [
+        (
+            "version_grace",
+            &flags.version_grace,
+            &file.version_grace,
+            &mut p.version_grace,
+        ),
+        (
+            "tombstone_grace",
+            &flags.tombstone_grace,
+            &file.tombstone_grace,
+            &mut p.tombstone_grace,
+        ),
+        (
+            "feed_horizon",
+            &flags.feed_horizon,
+            &file.feed_horizon,
+            &mut p.feed_horizon,
+        ),
+    ];
+    for (what, flag, from_file, slot) in graces {
+        if let Some(text) = flag.as_ref().or(from_file.as_ref()) {
+            *slot = parse_duration_or_forever(text).map_err(|e| bad(what, e))?;
+        }
+    }
+    if let Some(d) = flags.log_retention.or(file.log_retention) {
+        p.log_retention = d;
+    }
+    if let Some(d) = flags.dead_letter_retention.or(file.dead_letter_retention) {
+        p.dead_letter_retention = d;
+    }
+    if let Some(text) = flags.gc_interval.as_ref().or(file.gc_interval.as_ref()) {
+        p.interval = parse_interval(text).map_err(|e| bad("gc_interval", e))?;
+    }
+    Ok(p)
+}
+
 fn parse_routes(
     items: &[String],
     flag: &str,

@@ -9,6 +9,8 @@
 //!   transactions over database and store.
 //! * [`api`] — the HTTP API of ARCHITECTURE.md §6.2.
 //! * [`events`] — push hints for devices (`GET /v1/events`), fed after commits.
+//! * [`retention`] — collection of content the node no longer needs, pruning of old rows, change-feed
+//!   compaction.
 //!
 //! [`run`] serves a bound listener until the cancellation token fires, then shuts down in order:
 //! stop accepting, let in-flight requests finish (under a deadline), close the database.
@@ -21,6 +23,7 @@ pub mod error;
 pub mod events;
 pub mod federation;
 pub mod metrics;
+pub mod retention;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -57,6 +60,8 @@ pub struct Node {
     pub ondemand_slots: Arc<tokio::sync::Semaphore>,
     /// Hints for devices' event streams (`GET /v1/events`).
     pub events: events::Events,
+    /// Collections of content and old rows (ARCHITECTURE.md §4.4).
+    pub retention: retention::Retention,
 }
 
 impl Node {
@@ -156,6 +161,7 @@ pub async fn run(
             config.max_event_streams,
             cancel.clone(),
         ),
+        retention: Default::default(),
     });
     let tasks = tokio_util::task::TaskTracker::new();
     let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
@@ -177,6 +183,10 @@ pub async fn run(
             }
         });
     };
+    critical(
+        "retention".into(),
+        tokio::spawn(retention::run(node.clone(), cancel.clone())),
+    );
     if let Some(fed) = node.federation() {
         if fed.key.is_none() {
             tracing::warn!(

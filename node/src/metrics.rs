@@ -142,3 +142,78 @@ impl Metrics {
         out
     }
 }
+
+/// Retention's counters, and gauges from the last collection (disk use by class, table rows).
+pub fn render_retention(node: &str, r: &crate::retention::Retention) -> String {
+    let mut out = String::new();
+    let counters = [
+        (
+            "docfed_gc_runs_total",
+            "Collections of content and old rows that ran.",
+            &r.runs,
+        ),
+        (
+            "docfed_gc_objects_collected_total",
+            "Stored objects removed by collections (superseded, tombstoned, out of scope, unreferenced).",
+            &r.objects_collected,
+        ),
+        (
+            "docfed_gc_bytes_collected_total",
+            "Bytes of the objects removed by collections.",
+            &r.bytes_collected,
+        ),
+        (
+            "docfed_gc_files_removed_total",
+            "Files without a row removed (crash debris: orphan objects, stale partial files).",
+            &r.files_removed,
+        ),
+        (
+            "docfed_gc_rows_pruned_total",
+            "Rows of operational tables and change-feed entries removed by retention.",
+            &r.rows_pruned,
+        ),
+    ];
+    for (name, help, c) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name}{{node=\"{node}\"}} {}",
+            c.load(Ordering::Relaxed)
+        );
+    }
+    let Some(last) = r.last() else {
+        return out;
+    };
+    let _ = writeln!(
+        out,
+        "# HELP docfed_storage_bytes Object bytes by retention class at the last collection \
+         (live: current content; retained: old versions the policy keeps; collectable: what \
+         that collection found to remove).\n# TYPE docfed_storage_bytes gauge"
+    );
+    for (class, usage) in [
+        ("live", last.live),
+        ("retained", last.retained),
+        ("collectable", last.collectable),
+    ] {
+        let _ = writeln!(
+            out,
+            "docfed_storage_bytes{{node=\"{node}\",class=\"{class}\"}} {}",
+            usage.bytes
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP docfed_table_rows Rows per database table at the last collection.\n# TYPE docfed_table_rows gauge"
+    );
+    for (table, rows) in &last.tables {
+        let _ = writeln!(
+            out,
+            "docfed_table_rows{{node=\"{node}\",table=\"{table}\"}} {rows}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP docfed_gc_last_run_timestamp_seconds When the last collection ran.\n# TYPE docfed_gc_last_run_timestamp_seconds gauge\ndocfed_gc_last_run_timestamp_seconds{{node=\"{node}\"}} {}",
+        last.at / 1000
+    );
+    out
+}

@@ -214,6 +214,13 @@ pub struct ChangeFeed {
     /// The highest sequence number returned, or `since` when there was nothing newer: pass it as
     /// the next `since`.
     pub last_seq: i64,
+    /// The node's compaction horizon: at and below this seq the feed keeps only the latest
+    /// change of each document (retention, ARCHITECTURE.md §4.4). A client whose `since` is
+    /// below it gets a snapshot of the documents changed in between (one entry each, deletions
+    /// included) followed by every change since, and ends with the same directory as a client
+    /// that saw every change. 0 when nothing was compacted; absent from older nodes.
+    #[serde(default)]
+    pub horizon: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -313,6 +313,7 @@ pub async fn metrics(
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         node.metrics
-            .render(&node.config.node_id, outbox_depth, pending),
+            .render(&node.config.node_id, outbox_depth, pending)
+            + &crate::metrics::render_retention(&node.config.node_id, &node.retention),
     ))
 }

@@ -9,6 +9,7 @@ mod documents;
 mod events;
 mod federation;
 mod health;
+mod retention;
 pub mod search;
 
 use std::sync::Arc;
@@ -69,6 +70,7 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/changes", get(changes::changes))
         .route("/v1/events", get(events::events))
         .route("/v1/admin/import", post(admin::import))
+        .route("/v1/admin/gc", get(retention::preview).post(retention::run))
         .fallback(|| async { ApiError::not_found("route") })
         // Handlers that buffer a body (JSON) read at most this much; uploads take the raw
         // body, which this limit does not touch, and stream it under `max_upload_size`.

@@ -321,6 +321,12 @@ impl Db {
             .map(|c| format!("v.{c}"))
             .collect::<Vec<_>>()
             .join(", ");
+        // Read first: the horizon only grows, so the answer never claims less compaction than
+        // its rows show.
+        let horizon: i64 = sqlx::query_scalar("SELECT horizon FROM feed_horizon WHERE id = 1")
+            .fetch_optional(&self.read)
+            .await?
+            .unwrap_or(0);
         let rows: Vec<Row> = sqlx::query_as(&format!(
             "SELECT c.seq, c.kind, c.at, {cols} FROM changes c \
              JOIN versions v ON v.doc_id = c.doc_id AND v.version = c.version AND v.origin = c.origin \
@@ -343,7 +349,11 @@ impl Db {
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?;
-        Ok(ChangeFeed { changes, last_seq })
+        Ok(ChangeFeed {
+            changes,
+            last_seq,
+            horizon,
+        })
     }
 }
 

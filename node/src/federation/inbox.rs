@@ -165,7 +165,14 @@ async fn consume(
                 Ok(env) => envelopes.push(env),
                 Err(reason) => {
                     tracing::warn!(queue = %inbox, error = %reason, "dead-lettering a message");
-                    dead_letter(&dead_ch, &dead, &delivery.data, &reason).await?;
+                    dead_letter(
+                        &dead_ch,
+                        &dead,
+                        &delivery.data,
+                        &reason,
+                        node.config.retention.dead_letter_retention,
+                    )
+                    .await?;
                     Metrics::inc(&node.metrics.notifications_dead_lettered);
                 }
             }
@@ -255,6 +262,7 @@ async fn dead_letter(
     queue: &str,
     payload: &[u8],
     reason: &str,
+    ttl: std::time::Duration,
 ) -> Result<(), InboxError> {
     let mut headers = FieldTable::default();
     headers.insert(
@@ -272,7 +280,10 @@ async fn dead_letter(
             payload,
             BasicProperties::default()
                 .with_delivery_mode(2)
-                .with_headers(headers),
+                .with_headers(headers)
+                // The broker drops it after the retention (the queue is first in, first out,
+                // so expired messages reach its head and go in order).
+                .with_expiration(ttl.as_millis().to_string().into()),
         )
         .await?
         .await?;

@@ -8,6 +8,7 @@ mod events;
 mod federation;
 mod lifecycle;
 mod memory;
+mod retention;
 mod search;
 mod signed_versions;
 mod storage;

@@ -1,0 +1,838 @@
+//! Retention (ARCHITECTURE.md §4.4): a node's disk holds what its role requires and nothing
+//! else.
+//!
+//! # What is kept
+//! An object is **live** when it is the content of a document's current version that this node
+//! keeps (its routing keeps the scope, [`Federation::keeps_content`], or a device of this node
+//! flagged the document), or a pull of it is pending. It is **retained** when the policy keeps
+//! it: one of the last `keep_versions` superseded versions of a live document, superseded less
+//! than `version_grace` ago; or any version of a document deleted less than `tombstone_grace`
+//! ago. Everything else is **collectable**: superseded versions beyond the policy, tombstoned
+//! documents' content after the grace, content of documents this node no longer keeps, objects
+//! no version references. Primaries (and standalone nodes) keep every version and every
+//! tombstoned document's content by default, as the publication record.
+//!
+//! # Never racing a pull or a reader
+//! Every placement of a file into `objects/` happens while its writer holds the database's one
+//! writer connection (`Store::place` inside the writer transaction). A collection takes that
+//! connection for each batch, re-decides each candidate inside its transaction (a version that
+//! arrived since the candidates were listed may need the same bytes again), skips content a
+//! transfer is writing or streaming, deletes the rows, commits, and unlinks the files **before
+//! it gives the connection back**: no pull can place the same address between the decision and
+//! the unlink. A reader that opened a file keeps reading it after the unlink (POSIX); one that
+//! comes later no longer finds the row and is served from another node like any content not
+//! held here. The same holds for files in `objects/` without a row (a crash between the rename
+//! and the commit) and for partial files of pulls that no longer exist.
+//!
+//! # Operational tables and the change feed
+//! `fetch_log` and `collections` rows older than `log_retention` go, and so do receipts older
+//! than the newest one per node and document. Past `feed_horizon`, the change feed keeps only
+//! the latest change of each document (deletions included), so a client that asks from before
+//! the horizon replays one entry per document changed since (a snapshot) plus the changes
+//! after: it ends with the same directory and never resurrects a deleted document. Versions,
+//! documents and tombstones are the record and stay forever.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use docfed_shared::wire::Timestamp;
+use docfed_shared::{Md5Hex, Scope};
+use futures::TryStreamExt;
+use serde::Serialize;
+use sqlx::Connection;
+use tokio_util::sync::CancellationToken;
+
+use crate::Node;
+
+/// How much history a node keeps (flags `--keep-versions` … `--gc-interval`, `[retention]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    /// Superseded versions kept per live document (`None`: all).
+    pub keep_versions: Option<u32>,
+    /// How long a superseded version is kept after the version that replaced it (`None`: for
+    /// ever).
+    #[serde(with = "opt_duration")]
+    pub version_grace: Option<Duration>,
+    /// How long a deleted document's content is kept after the tombstone (`None`: for ever).
+    #[serde(with = "opt_duration")]
+    pub tombstone_grace: Option<Duration>,
+    /// Age past which the change feed keeps only each document's latest change (`None`: never
+    /// compacted).
+    #[serde(with = "opt_duration")]
+    pub feed_horizon: Option<Duration>,
+    /// Age past which `fetch_log` and `collections` rows go.
+    #[serde(serialize_with = "plain_duration")]
+    pub log_retention: Duration,
+    /// How long a message stays in the dead-letter queue before the broker drops it.
+    #[serde(serialize_with = "plain_duration")]
+    pub dead_letter_retention: Duration,
+    /// Time between collections (`None`: only when an operator asks, `POST /v1/admin/gc`).
+    #[serde(with = "opt_duration")]
+    pub interval: Option<Duration>,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+impl Policy {
+    /// The defaults of a tier: primaries and standalone nodes keep the whole publication
+    /// record; intermediate and regional nodes keep one superseded version for a day and a
+    /// deleted document's content for a day.
+    pub fn for_tier(tier: &str) -> Self {
+        let record = matches!(tier, "primary" | "standalone");
+        Policy {
+            keep_versions: if record { None } else { Some(1) },
+            version_grace: if record { None } else { Some(DAY) },
+            tombstone_grace: if record { None } else { Some(DAY) },
+            feed_horizon: Some(30 * DAY),
+            log_retention: 7 * DAY,
+            dead_letter_retention: 14 * DAY,
+            interval: Some(Duration::from_secs(600)),
+        }
+    }
+}
+
+/// Parses `N` or `all`.
+pub fn parse_count_or_all(s: &str) -> Result<Option<u32>, String> {
+    match s.trim() {
+        "all" | "unlimited" => Ok(None),
+        n => n
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| format!("expected a number of versions or `all`, got {s:?}")),
+    }
+}
+
+/// Parses a duration (`90s`, `7d`) or `forever`.
+pub fn parse_duration_or_forever(s: &str) -> Result<Option<Duration>, String> {
+    match s.trim() {
+        "forever" | "never" => Ok(None),
+        d => humantime::parse_duration(d)
+            .map(Some)
+            .map_err(|e| format!("{s:?}: {e} (a duration such as `12h`, or `forever`)")),
+    }
+}
+
+/// Parses a duration or `off`.
+pub fn parse_interval(s: &str) -> Result<Option<Duration>, String> {
+    match s.trim() {
+        "off" | "never" => Ok(None),
+        d => match humantime::parse_duration(d) {
+            Ok(d) if d >= Duration::from_secs(1) => Ok(Some(d)),
+            Ok(_) => Err(format!("{s:?}: at least 1s, or `off`")),
+            Err(e) => Err(format!("{s:?}: {e} (a duration such as `10m`, or `off`)")),
+        },
+    }
+}
+
+fn plain_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Count and bytes of a class of objects or files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Usage {
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl Usage {
+    fn add(&mut self, bytes: u64) {
+        self.count += 1;
+        self.bytes += bytes;
+    }
+}
+
+/// What a collection found and did (`GET`/`POST /v1/admin/gc`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// When it ran (Unix ms): the instant the policy's graces were measured from.
+    pub at: i64,
+    pub dry_run: bool,
+    pub policy: Option<Policy>,
+    /// Objects held, by class, before this collection.
+    pub live: Usage,
+    pub retained: Usage,
+    pub collectable: Usage,
+    /// Collectable objects by reason.
+    pub collectable_by_reason: BTreeMap<&'static str, Usage>,
+    /// What was removed (nothing on a dry run).
+    pub collected: Usage,
+    /// Files in `objects/` without a row (a crash between rename and commit).
+    pub orphan_files: Usage,
+    /// Partial files of pulls that no longer exist.
+    pub stale_partials: Usage,
+    /// Candidates that turned out to be needed again, or in use, when their batch was decided.
+    pub spared: u64,
+    /// Rows of operational tables that went (or would go): fetch_log, receipts, collections,
+    /// changes (feed compaction).
+    pub rows_pruned: BTreeMap<&'static str, u64>,
+    /// The change feed's horizon after this collection.
+    pub feed_horizon: i64,
+    /// Rows per table after this collection.
+    pub tables: BTreeMap<String, i64>,
+    pub duration_ms: u64,
+}
+
+/// Collections in progress and the last report, shared by the periodic task and the admin
+/// endpoint.
+#[derive(Debug, Default)]
+pub struct Retention {
+    running: tokio::sync::Mutex<()>,
+    last: std::sync::Mutex<Option<Arc<Report>>>,
+    pub runs: AtomicU64,
+    pub objects_collected: AtomicU64,
+    pub bytes_collected: AtomicU64,
+    pub files_removed: AtomicU64,
+    pub rows_pruned: AtomicU64,
+}
+
+impl Retention {
+    pub fn last(&self) -> Option<Arc<Report>> {
+        self.last.lock().expect("not poisoned").clone()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("storage: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Rows decided per writer transaction: short enough that pulls and inbox batches wait
+/// milliseconds, not seconds, for the writer.
+const BATCH: usize = 200;
+const PRUNE_BATCH: i64 = 5_000;
+
+/// Runs a collection every `interval` until cancelled. The first one, right after start, also
+/// removes what a crash left behind.
+pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
+    let policy = node.config.retention;
+    // Crash debris is never needed: it goes even when periodic collection is off.
+    match sweep_debris(&node, false).await {
+        Ok((orphans, partials)) if orphans.count + partials.count > 0 => {
+            tracing::info!(
+                orphan_files = orphans.count,
+                orphan_bytes = orphans.bytes,
+                stale_partials = partials.count,
+                "removed files a crash left behind"
+            )
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot sweep crash debris"),
+    }
+    let Some(interval) = policy.interval else {
+        cancel.cancelled().await;
+        return;
+    };
+    let mut next = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        next = tokio::time::Instant::now() + interval;
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = collect(&node, false) => r,
+        };
+        match outcome {
+            Ok(r) => tracing::info!(
+                collected = r.collected.count,
+                bytes = r.collected.bytes,
+                live_bytes = r.live.bytes,
+                retained_bytes = r.retained.bytes,
+                rows_pruned = r.rows_pruned.values().sum::<u64>(),
+                ms = started.elapsed().as_millis() as u64,
+                "collection done"
+            ),
+            Err(e) => tracing::warn!(error = %e, "collection failed; next one at the usual time"),
+        }
+    }
+}
+
+/// Runs one collection, or with `dry_run` says what it would do.
+pub async fn collect(node: &Node, dry_run: bool) -> Result<Arc<Report>, GcError> {
+    let _one_at_a_time = node.retention.running.lock().await;
+    let started = Instant::now();
+    let policy = node.config.retention;
+    let at = Timestamp::now().millis();
+    let params = Params::new(node, &policy, at).await?;
+    let mut report = Report {
+        at,
+        dry_run,
+        policy: Some(policy),
+        ..Report::default()
+    };
+
+    let candidates = classify(node, &params, &mut report).await?;
+    if !dry_run {
+        for batch in candidates.chunks(BATCH) {
+            remove_batch(node, &params, batch, &mut report).await?;
+        }
+    }
+    let (orphans, partials) = sweep_debris(node, dry_run).await?;
+    report.orphan_files = orphans;
+    report.stale_partials = partials;
+    prune_tables(node, &policy, at, dry_run, &mut report).await?;
+    report.tables = table_sizes(node).await?;
+    report.feed_horizon = sqlx::query_scalar("SELECT horizon FROM feed_horizon WHERE id = 1")
+        .fetch_one(node.db.reader())
+        .await?;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    let report = Arc::new(report);
+    if !dry_run {
+        node.retention.runs.fetch_add(1, Ordering::Relaxed);
+        *node.retention.last.lock().expect("not poisoned") = Some(report.clone());
+    }
+    Ok(report)
+}
+
+/// The policy turned into query parameters at one instant.
+struct Params {
+    /// JSON array of the scopes this node keeps content of.
+    kept_scopes: String,
+    keep_versions: i64,
+    version_cutoff: i64,
+    tombstone_cutoff: i64,
+}
+
+impl Params {
+    async fn new(node: &Node, policy: &Policy, at: i64) -> Result<Self, sqlx::Error> {
+        let scopes: Vec<String> = sqlx::query_scalar("SELECT DISTINCT scope FROM documents")
+            .fetch_all(node.db.reader())
+            .await?;
+        let kept: Vec<String> = scopes
+            .into_iter()
+            .filter(|s| match node.federation() {
+                // A scope this node cannot read is kept: better a stray object than a lost one.
+                Some(fed) => Scope::from_str(s).map_or(true, |s| fed.keeps_content(&s)),
+                // All content of a standalone node is its own.
+                None => true,
+            })
+            .collect();
+        let cutoff = |grace: Option<Duration>| {
+            grace.map_or(i64::MIN, |g| at.saturating_sub(g.as_millis() as i64))
+        };
+        Ok(Params {
+            kept_scopes: serde_json::to_string(&kept).expect("strings serialise"),
+            keep_versions: policy.keep_versions.map_or(i64::MAX, i64::from),
+            version_cutoff: cutoff(policy.version_grace),
+            tombstone_cutoff: cutoff(policy.tombstone_grace),
+        })
+    }
+}
+
+/// The `live` and `retained` content addresses as common table expressions. With `filtered`,
+/// only documents that have a version with one of the addresses in `?5` (a JSON array) are
+/// considered, which is all that deciding those addresses needs.
+fn required_ctes(filtered: bool) -> String {
+    let (docs_filter, pending_filter) = if filtered {
+        (
+            "WHERE d.doc_id IN (SELECT doc_id FROM versions \
+                                WHERE md5 IN (SELECT value FROM json_each(?5)))",
+            "WHERE md5 IN (SELECT value FROM json_each(?5))",
+        )
+    } else {
+        ("", "")
+    };
+    format!(
+        "WITH docs AS ( \
+           SELECT d.doc_id, d.version, d.origin, d.md5, d.deleted, d.created_at, \
+                  (d.scope IN (SELECT value FROM json_each(?1)) \
+                   OR EXISTS (SELECT 1 FROM device_flags f WHERE f.doc_id = d.doc_id)) AS kept \
+           FROM documents d {docs_filter}), \
+         hist AS ( \
+           SELECT v.doc_id, v.md5, v.deleted AS v_deleted, v.version, v.origin, \
+                  (v.version = d.version AND v.origin = d.origin) AS is_current, \
+                  LAG(v.created_at) OVER (PARTITION BY v.doc_id \
+                                          ORDER BY v.version DESC, v.origin DESC) AS superseded_at, \
+                  d.deleted AS doc_deleted, d.created_at AS doc_at, d.kept \
+           FROM versions v JOIN docs d ON d.doc_id = v.doc_id), \
+         old AS ( \
+           SELECT md5, superseded_at, kept, \
+                  ROW_NUMBER() OVER (PARTITION BY doc_id ORDER BY version DESC, origin DESC) AS n \
+           FROM hist WHERE is_current = 0 AND v_deleted = 0 AND doc_deleted = 0), \
+         live(md5) AS ( \
+           SELECT md5 FROM docs WHERE deleted = 0 AND kept \
+           UNION SELECT md5 FROM pending_fetches {pending_filter}), \
+         retained(md5) AS ( \
+           SELECT md5 FROM old WHERE kept AND n <= ?2 AND superseded_at >= ?3 \
+           UNION \
+           SELECT md5 FROM hist WHERE doc_deleted = 1 AND v_deleted = 0 AND kept AND doc_at >= ?4) "
+    )
+}
+
+/// Why an object is collectable, for the report and the `collections` log.
+const REASON_SQL: &str = "CASE \
+    WHEN NOT EXISTS (SELECT 1 FROM versions v WHERE v.md5 = o.md5) THEN 'unreferenced' \
+    WHEN EXISTS (SELECT 1 FROM documents d WHERE d.md5 = o.md5 AND d.deleted = 0) THEN 'out_of_scope' \
+    WHEN EXISTS (SELECT 1 FROM versions v JOIN documents d ON d.doc_id = v.doc_id \
+                 WHERE v.md5 = o.md5 AND d.deleted = 1 AND v.deleted = 0) THEN 'tombstoned' \
+    ELSE 'superseded' END";
+
+fn reason_name(s: &str) -> &'static str {
+    match s {
+        "unreferenced" => "unreferenced",
+        "out_of_scope" => "out_of_scope",
+        "tombstoned" => "tombstoned",
+        _ => "superseded",
+    }
+}
+
+/// Sorts every held object into live, retained and collectable, and returns the collectable
+/// ones (address, size, reason).
+async fn classify(
+    node: &Node,
+    p: &Params,
+    report: &mut Report,
+) -> Result<Vec<(String, u64, &'static str)>, sqlx::Error> {
+    let sql = format!(
+        "{} SELECT o.md5, o.size, \
+           CASE WHEN o.md5 IN (SELECT md5 FROM live) THEN 0 \
+                WHEN o.md5 IN (SELECT md5 FROM retained) THEN 1 ELSE 2 END AS class, \
+           {REASON_SQL} AS reason \
+         FROM objects o",
+        required_ctes(false)
+    );
+    let mut rows = sqlx::query_as::<_, (String, i64, i64, String)>(&sql)
+        .bind(&p.kept_scopes)
+        .bind(p.keep_versions)
+        .bind(p.version_cutoff)
+        .bind(p.tombstone_cutoff)
+        .fetch(node.db.reader());
+    let mut out = Vec::new();
+    while let Some((md5, size, class, reason)) = rows.try_next().await? {
+        let size = size.max(0) as u64;
+        match class {
+            0 => report.live.add(size),
+            1 => report.retained.add(size),
+            _ => {
+                let reason = reason_name(&reason);
+                report.collectable.add(size);
+                report
+                    .collectable_by_reason
+                    .entry(reason)
+                    .or_default()
+                    .add(size);
+                out.push((md5, size, reason));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Decides one batch again inside the writer transaction, deletes the rows of what is still
+/// collectable, commits, and unlinks the files while still holding the writer connection.
+async fn remove_batch(
+    node: &Node,
+    p: &Params,
+    batch: &[(String, u64, &'static str)],
+    report: &mut Report,
+) -> Result<(), GcError> {
+    let addresses: Vec<&str> = batch.iter().map(|(m, _, _)| m.as_str()).collect();
+    let json = serde_json::to_string(&addresses).expect("strings serialise");
+    let mut conn = node.db.writer().acquire().await?;
+    let mut tx = conn.begin().await?;
+    let sql = format!(
+        "{} SELECT md5 FROM live WHERE md5 IN (SELECT value FROM json_each(?5)) \
+         UNION SELECT md5 FROM retained WHERE md5 IN (SELECT value FROM json_each(?5))",
+        required_ctes(true)
+    );
+    let needed: HashSet<String> = sqlx::query_scalar(&sql)
+        .bind(&p.kept_scopes)
+        .bind(p.keep_versions)
+        .bind(p.version_cutoff)
+        .bind(p.tombstone_cutoff)
+        .bind(&json)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+    let now = Timestamp::now().millis();
+    let mut doomed = Vec::with_capacity(batch.len());
+    for (md5, _, reason) in batch {
+        let Ok(address) = md5.parse::<Md5Hex>() else {
+            continue;
+        };
+        if needed.contains(md5) || node.transfers.get(&address).is_some() {
+            report.spared += 1;
+            continue;
+        }
+        let size: Option<i64> =
+            sqlx::query_scalar("DELETE FROM objects WHERE md5 = ? RETURNING size")
+                .bind(md5)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(size) = size else { continue };
+        sqlx::query("INSERT INTO collections (md5, size, reason, at) VALUES (?, ?, ?, ?)")
+            .bind(md5)
+            .bind(size)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        doomed.push((address, size.max(0) as u64, *reason));
+    }
+    tx.commit().await?;
+    // Still holding the writer: nothing can place these addresses again before they are gone.
+    let paths: Vec<PathBuf> = doomed
+        .iter()
+        .map(|(m, _, _)| node.store.object_path(m))
+        .collect();
+    let unlinked = tokio::task::spawn_blocking(move || unlink_all(&paths))
+        .await
+        .map_err(io::Error::other)?;
+    drop(conn);
+    for ((md5, size, reason), ok) in doomed.iter().zip(unlinked) {
+        if ok {
+            report.collected.add(*size);
+            node.retention
+                .objects_collected
+                .fetch_add(1, Ordering::Relaxed);
+            node.retention
+                .bytes_collected
+                .fetch_add(*size, Ordering::Relaxed);
+            tracing::debug!(md5 = %md5, bytes = size, reason, "collected");
+        }
+        // A file that could not be unlinked has no row now: the next debris sweep takes it.
+    }
+    Ok(())
+}
+
+/// Unlinks files, saying for each whether it is gone (a file already gone counts as gone).
+fn unlink_all(paths: &[PathBuf]) -> Vec<bool> {
+    paths
+        .iter()
+        .map(|p| match std::fs::remove_file(p) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => true,
+            Err(e) => {
+                tracing::warn!(path = %p.display(), error = %e, "cannot remove a collected object");
+                false
+            }
+        })
+        .collect()
+}
+
+/// Files in `objects/` without a row and partial files without a pending fetch: what a crash
+/// (or a failed unlink) left behind. Each batch is decided and removed while holding the writer
+/// connection, so a placement in progress is never mistaken for debris.
+async fn sweep_debris(node: &Node, dry_run: bool) -> Result<(Usage, Usage), GcError> {
+    let objects_dir = node.config.data_dir.join("objects");
+    let partial_dir = node.config.data_dir.join("partial");
+    let (objects, partials) = tokio::task::spawn_blocking(move || {
+        Ok::<_, io::Error>((list_objects(&objects_dir)?, list_flat(&partial_dir)?))
+    })
+    .await
+    .map_err(io::Error::other)??;
+    let mut orphans = Usage::default();
+    for batch in objects.chunks(BATCH) {
+        orphans = add(
+            orphans,
+            remove_unrecorded(node, batch, "SELECT md5 FROM objects", dry_run).await?,
+        );
+    }
+    let mut stale = Usage::default();
+    for batch in partials.chunks(BATCH) {
+        stale = add(
+            stale,
+            remove_unrecorded(node, batch, "SELECT md5 FROM pending_fetches", dry_run).await?,
+        );
+    }
+    Ok((orphans, stale))
+}
+
+fn add(a: Usage, b: Usage) -> Usage {
+    Usage {
+        count: a.count + b.count,
+        bytes: a.bytes + b.bytes,
+    }
+}
+
+/// Removes the files of `batch` whose address `recorded_sql` (a `SELECT md5 FROM …`) does not
+/// list and no transfer is using.
+async fn remove_unrecorded(
+    node: &Node,
+    batch: &[(Md5Hex, PathBuf, u64)],
+    recorded_sql: &str,
+    dry_run: bool,
+) -> Result<Usage, GcError> {
+    let json = serde_json::to_string(&batch.iter().map(|(m, _, _)| m.as_str()).collect::<Vec<_>>())
+        .expect("strings serialise");
+    let sql = format!("{recorded_sql} WHERE md5 IN (SELECT value FROM json_each(?))");
+    let mut conn = node.db.writer().acquire().await?;
+    let recorded: HashSet<String> = sqlx::query_scalar(&sql)
+        .bind(&json)
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .collect();
+    let debris: Vec<&(Md5Hex, PathBuf, u64)> = batch
+        .iter()
+        .filter(|(m, _, _)| !recorded.contains(m.as_str()) && node.transfers.get(m).is_none())
+        .collect();
+    let mut usage = Usage::default();
+    if dry_run {
+        for (_, _, size) in &debris {
+            usage.add(*size);
+        }
+        return Ok(usage);
+    }
+    let paths: Vec<PathBuf> = debris.iter().map(|(_, p, _)| p.clone()).collect();
+    let gone = tokio::task::spawn_blocking(move || unlink_all(&paths))
+        .await
+        .map_err(io::Error::other)?;
+    drop(conn);
+    for ((md5, path, size), ok) in debris.into_iter().zip(gone) {
+        if ok {
+            usage.add(*size);
+            node.retention.files_removed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(md5 = %md5, path = %path.display(), bytes = size, "removed a file no row refers to");
+        }
+    }
+    Ok(usage)
+}
+
+/// `objects/<ab>/<md5>` files: (address, path, size). Anything else there is left alone.
+fn list_objects(dir: &Path) -> io::Result<Vec<(Md5Hex, PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let Ok(prefixes) = std::fs::read_dir(dir) else {
+        return Ok(out);
+    };
+    for prefix in prefixes {
+        let prefix = prefix?;
+        if !prefix.file_type()?.is_dir() {
+            continue;
+        }
+        for (md5, path, size) in list_flat(&prefix.path())? {
+            if md5.as_str()[..2] == *prefix.file_name().to_string_lossy() {
+                out.push((md5, path, size));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Regular files of `dir` named by a content address.
+fn list_flat(dir: &Path) -> io::Result<Vec<(Md5Hex, PathBuf, u64)>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if !meta.is_file() {
+            continue;
+        }
+        if let Some(md5) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<Md5Hex>().ok())
+        {
+            out.push((md5, entry.path(), meta.len()));
+        }
+    }
+    Ok(out)
+}
+
+/// Prunes (or, on a dry run, counts) the operational tables' old rows and compacts the change
+/// feed, each in short writer transactions.
+async fn prune_tables(
+    node: &Node,
+    policy: &Policy,
+    at: i64,
+    dry_run: bool,
+    report: &mut Report,
+) -> Result<(), sqlx::Error> {
+    let log_cutoff = at.saturating_sub(policy.log_retention.as_millis() as i64);
+    let tables: [(&'static str, &str, &str); 3] = [
+        (
+            "fetch_log",
+            "FROM fetch_log WHERE done_at < ?1",
+            "DELETE FROM fetch_log WHERE rowid IN (SELECT rowid FROM fetch_log WHERE done_at < ?1 LIMIT ?2)",
+        ),
+        (
+            "collections",
+            "FROM collections WHERE at < ?1",
+            "DELETE FROM collections WHERE rowid IN (SELECT rowid FROM collections WHERE at < ?1 LIMIT ?2)",
+        ),
+        (
+            "receipts",
+            "FROM receipts r WHERE ?1 = ?1 AND EXISTS (SELECT 1 FROM receipts n \
+               WHERE n.doc_id = r.doc_id AND n.node = r.node \
+                 AND (n.version > r.version OR (n.version = r.version AND n.origin > r.origin)))",
+            "DELETE FROM receipts WHERE (doc_id, node, version, origin) IN ( \
+               SELECT r.doc_id, r.node, r.version, r.origin FROM receipts r \
+               WHERE ?1 = ?1 AND EXISTS (SELECT 1 FROM receipts n \
+                 WHERE n.doc_id = r.doc_id AND n.node = r.node \
+                   AND (n.version > r.version OR (n.version = r.version AND n.origin > r.origin))) \
+               LIMIT ?2)",
+        ),
+    ];
+    for (table, pred, delete) in tables {
+        let n = if dry_run {
+            sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) {pred}"))
+                .bind(log_cutoff)
+                .fetch_one(node.db.reader())
+                .await?
+                .max(0) as u64
+        } else {
+            let mut total = 0u64;
+            loop {
+                let n = sqlx::query(delete)
+                    .bind(log_cutoff)
+                    .bind(PRUNE_BATCH)
+                    .execute(node.db.writer())
+                    .await?
+                    .rows_affected();
+                total += n;
+                if n < PRUNE_BATCH as u64 {
+                    break;
+                }
+            }
+            total
+        };
+        report.rows_pruned.insert(table, n);
+        if !dry_run {
+            node.retention.rows_pruned.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    let compacted = match policy.feed_horizon {
+        Some(h) => compact_feed(node, at.saturating_sub(h.as_millis() as i64), dry_run).await?,
+        None => 0,
+    };
+    report.rows_pruned.insert("changes", compacted);
+    Ok(())
+}
+
+/// Past the horizon, keeps only each document's latest change. The horizon is raised first,
+/// so a feed answer never claims less compaction than its rows show; rows go in seq ranges of
+/// [`PRUNE_BATCH`], each its own transaction.
+async fn compact_feed(node: &Node, cutoff: i64, dry_run: bool) -> Result<u64, sqlx::Error> {
+    let horizon: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes WHERE at < ?")
+        .bind(cutoff)
+        .fetch_one(node.db.reader())
+        .await?;
+    let Some(horizon) = horizon else {
+        return Ok(0);
+    };
+    const LATER: &str =
+        "EXISTS (SELECT 1 FROM changes n WHERE n.doc_id = c.doc_id AND n.seq > c.seq)";
+    if dry_run {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM changes c WHERE c.seq <= ? AND {LATER}"
+        ))
+        .bind(horizon)
+        .fetch_one(node.db.reader())
+        .await?;
+        return Ok(n.max(0) as u64);
+    }
+    sqlx::query("UPDATE feed_horizon SET horizon = MAX(horizon, ?) WHERE id = 1")
+        .bind(horizon)
+        .execute(node.db.writer())
+        .await?;
+    let first: i64 = sqlx::query_scalar("SELECT COALESCE(MIN(seq), 1) FROM changes")
+        .fetch_one(node.db.reader())
+        .await?;
+    let mut total = 0u64;
+    let mut lo = first - 1;
+    while lo < horizon {
+        let hi = (lo + PRUNE_BATCH).min(horizon);
+        total += sqlx::query(&format!(
+            "DELETE FROM changes WHERE seq IN (SELECT c.seq FROM changes c \
+             WHERE c.seq > ? AND c.seq <= ? AND {LATER})"
+        ))
+        .bind(lo)
+        .bind(hi)
+        .execute(node.db.writer())
+        .await?
+        .rows_affected();
+        lo = hi;
+    }
+    node.retention
+        .rows_pruned
+        .fetch_add(total, Ordering::Relaxed);
+    Ok(total)
+}
+
+/// Rows per table of the node's schema, for the status output and metrics.
+async fn table_sizes(node: &Node) -> Result<BTreeMap<String, i64>, sqlx::Error> {
+    const TABLES: [&str; 14] = [
+        "documents",
+        "versions",
+        "changes",
+        "objects",
+        "pending_fetches",
+        "fetch_waiters",
+        "outbox",
+        "receipts",
+        "annotations",
+        "devices",
+        "device_flags",
+        "fetch_log",
+        "collections",
+        "document_tags",
+    ];
+    let mut out = BTreeMap::new();
+    for t in TABLES {
+        let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {t}"))
+            .fetch_one(node.db.reader())
+            .await?;
+        out.insert(t.to_owned(), n);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_values_parse_with_their_words() {
+        assert_eq!(parse_count_or_all("3"), Ok(Some(3)));
+        assert_eq!(parse_count_or_all("all"), Ok(None));
+        assert!(parse_count_or_all("-1").is_err());
+        assert_eq!(
+            parse_duration_or_forever("2h"),
+            Ok(Some(Duration::from_secs(7200)))
+        );
+        assert_eq!(parse_duration_or_forever("forever"), Ok(None));
+        assert!(parse_duration_or_forever("soon").is_err());
+        assert_eq!(parse_interval("off"), Ok(None));
+        assert!(parse_interval("0s").is_err());
+    }
+
+    #[test]
+    fn primaries_keep_the_record_and_regionals_do_not() {
+        let p = Policy::for_tier("primary");
+        assert_eq!(
+            (p.keep_versions, p.version_grace, p.tombstone_grace),
+            (None, None, None)
+        );
+        let r = Policy::for_tier("regional");
+        assert_eq!(r.keep_versions, Some(1));
+        assert!(r.tombstone_grace.is_some());
+    }
+}
