@@ -707,6 +707,37 @@ mod tests {
     }
 
     #[test]
+    fn retention_follows_the_tier_then_the_file_then_the_flags() {
+        let file: RetentionFile = toml::from_str(
+            "keep_versions = 3\ntombstone_grace = \"forever\"\ngc_interval = \"off\"",
+        )
+        .unwrap();
+        let flags = RetentionFile {
+            tombstone_grace: Some("2h".into()),
+            ..RetentionFile::default()
+        };
+        let p = retention_policy("regional", &flags, file).unwrap();
+        assert_eq!(p.keep_versions, Some(3));
+        assert_eq!(p.tombstone_grace, Some(Duration::from_secs(7200)));
+        assert_eq!(p.version_grace, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(p.interval, None);
+        let p = retention_policy(
+            "primary",
+            &RetentionFile::default(),
+            RetentionFile::default(),
+        )
+        .unwrap();
+        assert_eq!((p.keep_versions, p.tombstone_grace), (None, None));
+        let bad = RetentionFile {
+            keep_versions: Some(toml::Value::String("lots".into())),
+            ..RetentionFile::default()
+        };
+        let e = retention_policy("regional", &bad, RetentionFile::default()).unwrap_err();
+        assert!(e.to_string().contains("keep_versions"), "{e}");
+        assert!(toml::from_str::<FileConfig>("[retention]\nkeep = 1").is_err());
+    }
+
+    #[test]
     fn unknown_config_keys_are_refused() {
         let err = toml::from_str::<FileConfig>("data_dri = \"/x\"").unwrap_err();
         assert!(err.to_string().contains("data_dri"), "{err}");

@@ -572,3 +572,60 @@ async fn flagged_content_beyond_the_storage_budget_stays_metadata_until_room_is_
     assert!(info.get("local_content").is_none(), "{info}");
     Ok(())
 }
+
+/// A node that compacted its change feed past a replica's position (retention's horizon) sends
+/// a snapshot: the replica ends with the node's directory, deletions included.
+#[tokio::test]
+async fn a_replica_behind_a_compacted_feed_reads_a_snapshot_and_ends_equal() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let node = Standalone::start_with(
+        &tmp.path().join("node"),
+        &["--feed-horizon", "0s", "--gc-interval", "off"],
+    )
+    .await?;
+    let url = node.url.clone();
+    let (config, home) = (tmp.path().join("config"), tmp.path().join("home"));
+    let dcf = |args: &[&str]| docfed_at(&config, &home, args);
+    let http = reqwest::Client::new();
+    let a = publish(&url, TOKEN, "title=A", pattern(1, 100)).await?;
+    let b = publish(&url, TOKEN, "title=B", pattern(2, 100)).await?;
+    let c = publish(&url, TOKEN, "title=C", pattern(3, 100)).await?;
+    let r = ok(&dcf(&["--server", &url, "--json", "sync"]));
+    assert_eq!(r["snapshot"], false, "{r}");
+
+    send(
+        http.put(format!("{url}/v1/documents/{a}?title=A2"))
+            .bearer_auth(TOKEN)
+            .body(pattern(4, 100)),
+    )
+    .await?;
+    send(
+        http.delete(format!("{url}/v1/documents/{b}"))
+            .bearer_auth(TOKEN),
+    )
+    .await?;
+    send(
+        http.delete(format!("{url}/v1/documents/{c}"))
+            .bearer_auth(TOKEN),
+    )
+    .await?;
+    send(
+        http.post(format!("{url}/v1/documents/{c}/reactivate"))
+            .bearer_auth(TOKEN),
+    )
+    .await?;
+    publish(&url, TOKEN, "title=D", pattern(5, 100)).await?;
+    let gc = send(http.post(format!("{url}/v1/admin/gc")).bearer_auth(TOKEN)).await?;
+    assert!(gc["rows_pruned"]["changes"].as_u64() >= Some(3), "{gc}");
+
+    let r = ok(&dcf(&["--server", &url, "--json", "sync"]));
+    assert_eq!(r["snapshot"], true, "{r}");
+    let replica = replica_directory(&config, &home);
+    assert_eq!(replica, node_directory(&url).await?);
+    assert!(replica.contains(&(b.clone(), 2, true)), "{replica:?}");
+    assert!(replica.contains(&(c.clone(), 3, false)), "{replica:?}");
+    // The next sync is an ordinary one.
+    let r = ok(&dcf(&["--server", &url, "--json", "sync"]));
+    assert_eq!(r["snapshot"], false, "{r}");
+    Ok(())
+}

@@ -54,7 +54,27 @@ impl Released {
     /// a failure would leave rows naming files that are gone.)
     pub async fn finish(self, node: &Node) {
         for (md5, size, doc) in &self.objects {
-            node.store.remove(md5).await;
+            // Under the writer connection, where every placement happens: a pull that placed
+            // these bytes again since the commit (a new version with the same content) keeps
+            // its file.
+            match node.db.writer().acquire().await {
+                Ok(mut conn) => {
+                    let placed_again: Result<Option<i64>, _> =
+                        sqlx::query_scalar("SELECT 1 FROM objects WHERE md5 = ?")
+                            .bind(md5.as_str())
+                            .fetch_optional(&mut *conn)
+                            .await;
+                    if !matches!(placed_again, Ok(None)) {
+                        continue;
+                    }
+                    node.store.remove(md5).await;
+                }
+                // The next collection removes a file without a row (retention's debris sweep).
+                Err(e) => {
+                    tracing::warn!(md5 = %md5, error = %e, "cannot remove a released object now");
+                    continue;
+                }
+            }
             Metrics::inc(&node.metrics.objects_released);
             Metrics::add(&node.metrics.bytes_released, *size);
             tracing::info!(doc_id = %doc, md5 = %md5, bytes = size,

@@ -248,11 +248,14 @@ async fn a_collection_during_a_large_pull_and_a_stream_through_read_loses_nothin
     let (small, s1) = publish_at(&primary, "title=Small&scope=global", pattern(12, 1000)).await?;
     let s2 = new_version(&primary, &small, pattern(13, 1000)).await?;
     await_stored(na, &[&s1, &s2]).await?;
+    // Content out of na's scope: a reader there gets it by an on-demand transfer.
+    let far = pattern(10, 6_000_000);
+    let (far_doc, _) = publish_at(&primary, "title=Far&scope=region:eu", far.clone()).await?;
     let big = pattern(11, 12_000_000);
     let (doc, md5) = publish_at(&primary, "title=Big&scope=global", big.clone()).await?;
-    // The reader follows na's pull as it arrives (stream-through) while collections run.
-    let reader = {
-        let url = na.url(&format!("/v1/documents/{doc}/content"));
+    // The readers follow na's pull as it arrives (stream-through) and the on-demand transfer
+    // while collections run.
+    let read = |url: String| {
         tokio::spawn(async move {
             let deadline = Instant::now() + T;
             loop {
@@ -267,10 +270,12 @@ async fn a_collection_during_a_large_pull_and_a_stream_through_read_loses_nothin
             }
         })
     };
+    let reader = read(na.url(&format!("/v1/documents/{doc}/content")));
+    let far_reader = read(na.url(&format!("/v1/documents/{far_doc}/content")));
     let mut collections = 0;
     let mut collected = 0;
     let mut edits = 0u64;
-    while !reader.is_finished() {
+    while !reader.is_finished() || !far_reader.is_finished() {
         // Something to collect each round: a superseded version of the small document.
         if edits < 20 {
             edits += 1;
@@ -280,6 +285,8 @@ async fn a_collection_during_a_large_pull_and_a_stream_through_read_loses_nothin
         collections += 1;
         collected += r["collected"]["count"].as_u64().unwrap_or(0);
     }
+    let got = far_reader.await??;
+    assert!(got == far, "the on-demand reader got other bytes");
     let got = reader.await??;
     assert_eq!(got.len(), big.len());
     assert!(got == big, "the reader got other bytes");

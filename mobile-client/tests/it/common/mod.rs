@@ -63,16 +63,23 @@ pub struct Standalone {
     pub dir: PathBuf,
     child: Option<Child>,
     pub url: String,
+    extra: Vec<String>,
 }
 
 pub const TOKEN: &str = "cli-test-token-0123456789";
 
 impl Standalone {
     pub async fn start(dir: &Path) -> TestResult<Self> {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// With more flags for `docfed-node`.
+    pub async fn start_with(dir: &Path, extra: &[&str]) -> TestResult<Self> {
         let mut s = Standalone {
             dir: dir.to_owned(),
             child: None,
             url: String::new(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         s.spawn().await?;
         Ok(s)
@@ -98,6 +105,7 @@ impl Standalone {
                 "--reserved-space",
                 "0",
             ])
+            .args(&self.extra)
             .env_remove("DOCFED_AMQP_URL")
             .stdout(log.try_clone()?)
             .stderr(log)
