@@ -42,7 +42,6 @@ use std::time::{Duration, Instant};
 
 use docfed_shared::wire::Timestamp;
 use docfed_shared::{Md5Hex, Scope};
-use futures::TryStreamExt;
 use serde::Serialize;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
@@ -283,12 +282,7 @@ pub async fn collect(node: &Node, dry_run: bool) -> Result<Arc<Report>, GcError>
         ..Report::default()
     };
 
-    let candidates = classify(node, &params, &mut report).await?;
-    if !dry_run {
-        for batch in candidates.chunks(BATCH) {
-            remove_batch(node, &params, batch, &mut report).await?;
-        }
-    }
+    classify_and_collect(node, &params, dry_run, &mut report).await?;
     let (orphans, partials) = sweep_debris(node, dry_run).await?;
     report.orphan_files = orphans;
     report.stale_partials = partials;
@@ -341,44 +335,40 @@ impl Params {
     }
 }
 
-/// The `live` and `retained` content addresses as common table expressions. With `filtered`,
-/// only documents that have a version with one of the addresses in `?5` (a JSON array) are
-/// considered, which is all that deciding those addresses needs.
-fn required_ctes(filtered: bool) -> String {
-    let (docs_filter, pending_filter) = if filtered {
-        (
-            "WHERE d.doc_id IN (SELECT doc_id FROM versions \
-                                WHERE md5 IN (SELECT value FROM json_each(?5)))",
-            "WHERE md5 IN (SELECT value FROM json_each(?5))",
-        )
-    } else {
-        ("", "")
-    };
-    format!(
-        "WITH docs AS ( \
-           SELECT d.doc_id, d.version, d.origin, d.md5, d.deleted, d.created_at, \
-                  (d.scope IN (SELECT value FROM json_each(?1)) \
-                   OR EXISTS (SELECT 1 FROM device_flags f WHERE f.doc_id = d.doc_id)) AS kept \
-           FROM documents d {docs_filter}), \
-         hist AS ( \
-           SELECT v.doc_id, v.md5, v.deleted AS v_deleted, v.version, v.origin, \
-                  (v.version = d.version AND v.origin = d.origin) AS is_current, \
-                  LAG(v.created_at) OVER (PARTITION BY v.doc_id \
-                                          ORDER BY v.version DESC, v.origin DESC) AS superseded_at, \
-                  d.deleted AS doc_deleted, d.created_at AS doc_at, d.kept \
-           FROM versions v JOIN docs d ON d.doc_id = v.doc_id), \
-         old AS ( \
-           SELECT md5, superseded_at, kept, \
-                  ROW_NUMBER() OVER (PARTITION BY doc_id ORDER BY version DESC, origin DESC) AS n \
-           FROM hist WHERE is_current = 0 AND v_deleted = 0 AND doc_deleted = 0), \
-         live(md5) AS ( \
-           SELECT md5 FROM docs WHERE deleted = 0 AND kept \
-           UNION SELECT md5 FROM pending_fetches {pending_filter}), \
-         retained(md5) AS ( \
-           SELECT md5 FROM old WHERE kept AND n <= ?2 AND superseded_at >= ?3 \
-           UNION \
-           SELECT md5 FROM hist WHERE doc_deleted = 1 AND v_deleted = 0 AND kept AND doc_at >= ?4) "
-    )
+/// Whether the document `d` is one whose content this node keeps: its scope is one of `?1` (a
+/// JSON array) or a device of this node flagged it.
+const KEPT: &str = "(d.scope IN (SELECT value FROM json_each(?1)) \
+    OR EXISTS (SELECT 1 FROM device_flags f WHERE f.doc_id = d.doc_id))";
+
+/// SQL conditions on the object `o` (an alias of `objects`): whether it is live, and whether
+/// the policy retains it (`?2` superseded versions kept, `?3` and `?4` the oldest superseding
+/// and tombstone times kept, Unix ms). Evaluated per object through the indexes on
+/// `documents.md5`, `versions.md5` and the versions' primary key, so a collection's memory and
+/// each page's time stay bounded whatever the size of the directory (a version of the same
+/// decision as one query with window functions over all versions took twice the CPU and 550 MB
+/// at a million documents).
+fn conditions() -> (String, String) {
+    let live = format!(
+        "(EXISTS (SELECT 1 FROM pending_fetches p WHERE p.md5 = o.md5) \
+          OR EXISTS (SELECT 1 FROM documents d WHERE d.md5 = o.md5 AND d.deleted = 0 AND {KEPT}))"
+    );
+    // A superseded version of a live document is retained while fewer than `?2` newer ones
+    // (not deleted, not current) exist and the version after it is recent enough; any version
+    // of a document whose tombstone is recent enough is retained.
+    let retained = format!(
+        "EXISTS (SELECT 1 FROM versions v JOIN documents d ON d.doc_id = v.doc_id \
+           WHERE v.md5 = o.md5 AND v.deleted = 0 AND {KEPT} \
+             AND ((d.deleted = 1 AND d.created_at >= ?4) \
+               OR (d.deleted = 0 AND NOT (v.version = d.version AND v.origin = d.origin) \
+                   AND (SELECT n.created_at FROM versions n \
+                        WHERE n.doc_id = v.doc_id AND (n.version, n.origin) > (v.version, v.origin) \
+                        ORDER BY n.version, n.origin LIMIT 1) >= ?3 \
+                   AND (SELECT COUNT(*) FROM versions n \
+                        WHERE n.doc_id = v.doc_id AND n.deleted = 0 \
+                          AND (n.version, n.origin) > (v.version, v.origin) \
+                          AND NOT (n.version = d.version AND n.origin = d.origin)) < ?2)))"
+    );
+    (live, retained)
 }
 
 /// Why an object is collectable, for the report and the `collections` log.
@@ -398,99 +388,117 @@ fn reason_name(s: &str) -> &'static str {
     }
 }
 
-/// Sorts every held object into live, retained and collectable, and returns the collectable
-/// ones (address, size, reason).
-async fn classify(
+/// Objects classified per page, in address order (keyset paging: no long read transaction, no
+/// list of a million candidates in memory).
+const PAGE: i64 = 2_000;
+
+/// Sorts every held object into live, retained and collectable and, unless `dry_run`, removes
+/// the collectable ones page by page.
+async fn classify_and_collect(
     node: &Node,
     p: &Params,
+    dry_run: bool,
     report: &mut Report,
-) -> Result<Vec<(String, u64, &'static str)>, sqlx::Error> {
+) -> Result<(), GcError> {
+    let (live, retained) = conditions();
     let sql = format!(
-        "{} SELECT o.md5, o.size, \
-           CASE WHEN o.md5 IN (SELECT md5 FROM live) THEN 0 \
-                WHEN o.md5 IN (SELECT md5 FROM retained) THEN 1 ELSE 2 END AS class, \
-           {REASON_SQL} AS reason \
-         FROM objects o",
-        required_ctes(false)
+        "SELECT o.md5, o.size, o.class, CASE WHEN o.class = 2 THEN {REASON_SQL} END \
+         FROM (SELECT o.md5, o.size, \
+                 CASE WHEN {live} THEN 0 WHEN {retained} THEN 1 ELSE 2 END AS class \
+               FROM objects o WHERE o.md5 > ?5 ORDER BY o.md5 LIMIT ?6) o"
     );
-    let mut rows = sqlx::query_as::<_, (String, i64, i64, String)>(&sql)
-        .bind(&p.kept_scopes)
-        .bind(p.keep_versions)
-        .bind(p.version_cutoff)
-        .bind(p.tombstone_cutoff)
-        .fetch(node.db.reader());
-    let mut out = Vec::new();
-    while let Some((md5, size, class, reason)) = rows.try_next().await? {
-        let size = size.max(0) as u64;
-        match class {
-            0 => report.live.add(size),
-            1 => report.retained.add(size),
-            _ => {
-                let reason = reason_name(&reason);
-                report.collectable.add(size);
-                report
-                    .collectable_by_reason
-                    .entry(reason)
-                    .or_default()
-                    .add(size);
-                out.push((md5, size, reason));
+    let mut after = String::new();
+    loop {
+        let page: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as(&sql)
+            .bind(&p.kept_scopes)
+            .bind(p.keep_versions)
+            .bind(p.version_cutoff)
+            .bind(p.tombstone_cutoff)
+            .bind(&after)
+            .bind(PAGE)
+            .fetch_all(node.db.reader())
+            .await?;
+        let Some(last) = page.last() else {
+            return Ok(());
+        };
+        after = last.0.clone();
+        let mut candidates = Vec::new();
+        for (md5, size, class, reason) in page {
+            let size = size.max(0) as u64;
+            match class {
+                0 => report.live.add(size),
+                1 => report.retained.add(size),
+                _ => {
+                    let reason = reason_name(reason.as_deref().unwrap_or_default());
+                    report.collectable.add(size);
+                    report
+                        .collectable_by_reason
+                        .entry(reason)
+                        .or_default()
+                        .add(size);
+                    candidates.push((md5, reason));
+                }
+            }
+        }
+        if !dry_run {
+            for batch in candidates.chunks(BATCH) {
+                remove_batch(node, p, batch, report).await?;
             }
         }
     }
-    Ok(out)
 }
 
-/// Decides one batch again inside the writer transaction, deletes the rows of what is still
-/// collectable, commits, and unlinks the files while still holding the writer connection.
+/// Removes one batch of candidates: inside the writer transaction, deletes the rows of those
+/// that are still collectable (the decision is taken again there: a version that arrived since
+/// may need the same bytes) and not used by a transfer, commits, and unlinks the files while
+/// still holding the writer connection.
 async fn remove_batch(
     node: &Node,
     p: &Params,
-    batch: &[(String, u64, &'static str)],
+    batch: &[(String, &'static str)],
     report: &mut Report,
 ) -> Result<(), GcError> {
-    let addresses: Vec<&str> = batch.iter().map(|(m, _, _)| m.as_str()).collect();
-    let json = serde_json::to_string(&addresses).expect("strings serialise");
+    let unused: Vec<&str> = batch
+        .iter()
+        .map(|(m, _)| m.as_str())
+        .filter(|m| {
+            m.parse::<Md5Hex>()
+                .is_ok_and(|a| node.transfers.get(&a).is_none())
+        })
+        .collect();
+    report.spared += (batch.len() - unused.len()) as u64;
+    let json = serde_json::to_string(&unused).expect("strings serialise");
+    let (live, retained) = conditions();
     let mut conn = node.db.writer().acquire().await?;
     let mut tx = conn.begin().await?;
-    let sql = format!(
-        "{} SELECT md5 FROM live WHERE md5 IN (SELECT value FROM json_each(?5)) \
-         UNION SELECT md5 FROM retained WHERE md5 IN (SELECT value FROM json_each(?5))",
-        required_ctes(true)
-    );
-    let needed: HashSet<String> = sqlx::query_scalar(&sql)
-        .bind(&p.kept_scopes)
-        .bind(p.keep_versions)
-        .bind(p.version_cutoff)
-        .bind(p.tombstone_cutoff)
-        .bind(&json)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
+    let deleted: Vec<(String, i64)> = sqlx::query_as(&format!(
+        "DELETE FROM objects AS o WHERE o.md5 IN (SELECT value FROM json_each(?5)) \
+         AND NOT {live} AND NOT {retained} RETURNING md5, size"
+    ))
+    .bind(&p.kept_scopes)
+    .bind(p.keep_versions)
+    .bind(p.version_cutoff)
+    .bind(p.tombstone_cutoff)
+    .bind(&json)
+    .fetch_all(&mut *tx)
+    .await?;
+    report.spared += (unused.len() - deleted.len()) as u64;
     let now = Timestamp::now().millis();
-    let mut doomed = Vec::with_capacity(batch.len());
-    for (md5, _, reason) in batch {
-        let Ok(address) = md5.parse::<Md5Hex>() else {
-            continue;
-        };
-        if needed.contains(md5) || node.transfers.get(&address).is_some() {
-            report.spared += 1;
-            continue;
-        }
-        let size: Option<i64> =
-            sqlx::query_scalar("DELETE FROM objects WHERE md5 = ? RETURNING size")
-                .bind(md5)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(size) = size else { continue };
+    let reasons: std::collections::HashMap<&str, &'static str> =
+        batch.iter().map(|(m, r)| (m.as_str(), *r)).collect();
+    let mut doomed = Vec::with_capacity(deleted.len());
+    for (md5, size) in deleted {
+        let reason = reasons.get(md5.as_str()).copied().unwrap_or("superseded");
         sqlx::query("INSERT INTO collections (md5, size, reason, at) VALUES (?, ?, ?, ?)")
-            .bind(md5)
+            .bind(&md5)
             .bind(size)
             .bind(reason)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        doomed.push((address, size.max(0) as u64, *reason));
+        if let Ok(address) = md5.parse::<Md5Hex>() {
+            doomed.push((address, size.max(0) as u64, reason));
+        }
     }
     tx.commit().await?;
     // Still holding the writer: nothing can place these addresses again before they are gone.
