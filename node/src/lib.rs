@@ -11,6 +11,8 @@
 //! * [`events`] — push hints for devices (`GET /v1/events`), fed after commits.
 //! * [`retention`] — collection of content the node no longer needs, pruning of old rows, change-feed
 //!   compaction.
+//! * [`supervisor`] — every background task by name, its state and last error; fail-stop; the
+//!   one retry backoff.
 //!
 //! [`run`] serves a bound listener until the cancellation token fires, then shuts down in order:
 //! stop accepting, let in-flight requests finish (under a deadline), close the database.
@@ -25,6 +27,7 @@ pub mod federation;
 pub mod metrics;
 pub mod retention;
 pub mod store;
+pub mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,6 +65,8 @@ pub struct Node {
     pub events: events::Events,
     /// Collections of content and old rows (ARCHITECTURE.md §4.4).
     pub retention: retention::Retention,
+    /// Every background task, by name, with its state (ARCHITECTURE.md §5.4).
+    pub supervisor: Arc<supervisor::Supervisor>,
 }
 
 impl Node {
@@ -162,31 +167,13 @@ pub async fn run(
             cancel.clone(),
         ),
         retention: Default::default(),
+        supervisor: Arc::new(supervisor::Supervisor::new(cancel.clone())),
     });
-    let tasks = tokio_util::task::TaskTracker::new();
-    let failed: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-    // Fail-stop: a background task that ends before shutdown (a panic, say) stops the whole
-    // node with an error, so that its supervisor restarts it, instead of leaving a process
-    // that answers HTTP but no longer pulls or relays.
-    let critical = |name: String, task: tokio::task::JoinHandle<()>| {
-        let (cancel, failed) = (cancel.clone(), failed.clone());
-        tasks.spawn(async move {
-            let outcome = task.await;
-            if !cancel.is_cancelled() {
-                let why = match outcome {
-                    Ok(()) => format!("background task {name} ended unexpectedly"),
-                    Err(e) => format!("background task {name} failed: {e}"),
-                };
-                tracing::error!("{why}; stopping the node");
-                failed.lock().expect("not poisoned").get_or_insert(why);
-                cancel.cancel();
-            }
-        });
-    };
-    critical(
-        "retention".into(),
-        tokio::spawn(retention::run(node.clone(), cancel.clone())),
-    );
+    let supervisor = node.supervisor.clone();
+    let sup = &node.supervisor;
+    sup.critical("retention", |task| {
+        retention::run(node.clone(), cancel.clone(), task)
+    });
     if let Some(fed) = node.federation() {
         if fed.key.is_none() {
             tracing::warn!(
@@ -195,30 +182,21 @@ pub async fn run(
                  (`docfed-topology keys` makes keys)"
             );
         }
-        critical(
-            "inbox".into(),
-            tokio::spawn(federation::inbox::run(node.clone(), cancel.clone())),
-        );
-        critical(
-            "fetch scheduler".into(),
-            tokio::spawn(federation::fetch::run(node.clone(), cancel.clone())),
-        );
-        critical(
-            "presence".into(),
-            tokio::spawn(federation::presence::run(node.clone(), cancel.clone())),
-        );
+        sup.critical("inbox", |task| {
+            federation::inbox::run(node.clone(), cancel.clone(), task)
+        });
+        sup.critical("fetch scheduler", |task| {
+            federation::fetch::run(node.clone(), cancel.clone(), task)
+        });
+        sup.critical("presence", |task| {
+            federation::presence::run(node.clone(), cancel.clone(), task)
+        });
         for peer in fed.topology.nodes.iter().filter(|n| n.id != fed.id()) {
-            critical(
-                format!("relay to {}", peer.id),
-                tokio::spawn(federation::outbox::run_relay(
-                    node.clone(),
-                    peer.id.clone(),
-                    cancel.clone(),
-                )),
-            );
+            sup.critical(format!("relay to {}", peer.id), |task| {
+                federation::outbox::run_relay(node.clone(), peer.id.clone(), cancel.clone(), task)
+            });
         }
     }
-    tasks.close();
 
     let addr = listener.local_addr()?;
     write_ready_file(&config.data_dir, &config.node_id, addr)?;
@@ -239,15 +217,12 @@ pub async fn run(
         () = deadline => tracing::warn!(timeout = ?config.shutdown_timeout, "in-flight requests cut off at shutdown deadline"),
     }
     cancel.cancel();
-    if tokio::time::timeout(config.shutdown_timeout, tasks.wait())
-        .await
-        .is_err()
-    {
+    if !supervisor.wait(config.shutdown_timeout).await {
         tracing::warn!("background tasks did not stop in time");
     }
     db.close().await;
     let _ = std::fs::remove_file(config.data_dir.join(READY_FILE));
-    if let Some(why) = failed.lock().expect("not poisoned").take() {
+    if let Some(why) = supervisor.failure() {
         anyhow::bail!(why);
     }
     tracing::info!("node stopped");

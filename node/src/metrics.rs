@@ -217,3 +217,30 @@ pub fn render_retention(node: &str, r: &crate::retention::Retention) -> String {
     );
     out
 }
+
+/// The supervisor's task table: whether each background task is at work, and its errors.
+pub fn render_tasks(node: &str, tasks: &[crate::supervisor::TaskView]) -> String {
+    use crate::supervisor::TaskState;
+    let mut out = String::from(
+        "# HELP docfed_task_up Whether a background task is at work (1) or starting, retrying, stopped or failed (0).\n# TYPE docfed_task_up gauge\n",
+    );
+    let label = |name: &str| name.replace('\\', "\\\\").replace('"', "\\\"");
+    for t in tasks {
+        let _ = writeln!(
+            out,
+            "docfed_task_up{{node=\"{node}\",task=\"{}\"}} {}",
+            label(&t.name),
+            u8::from(t.state == TaskState::Running)
+        );
+    }
+    out.push_str("# HELP docfed_task_errors_total Errors a background task reported (failed connections, failed rounds).\n# TYPE docfed_task_errors_total counter\n");
+    for t in tasks {
+        let _ = writeln!(
+            out,
+            "docfed_task_errors_total{{node=\"{node}\",task=\"{}\"}} {}",
+            label(&t.name),
+            t.errors
+        );
+    }
+    out
+}

@@ -46,6 +46,7 @@ use serde::Serialize;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
+use crate::supervisor::Task;
 use crate::Node;
 
 /// How much history a node keeps (flags `--keep-versions` … `--gc-interval`, `[retention]`).
@@ -222,7 +223,8 @@ const PRUNE_BATCH: i64 = 5_000;
 
 /// Runs a collection every `interval` until cancelled. The first one, right after start, also
 /// removes what a crash left behind.
-pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
+pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
+    task.running();
     let policy = node.config.retention;
     // Crash debris is never needed: it goes even when periodic collection is off.
     match sweep_debris(&node, false).await {
@@ -235,7 +237,10 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
             )
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot sweep crash debris"),
+        Err(e) => {
+            task.error(&format_args!("cannot sweep crash debris: {e}"));
+            tracing::warn!(error = %e, "cannot sweep crash debris")
+        }
     }
     let Some(interval) = policy.interval else {
         cancel.cancelled().await;
@@ -263,7 +268,10 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
                 ms = started.elapsed().as_millis() as u64,
                 "collection done"
             ),
-            Err(e) => tracing::warn!(error = %e, "collection failed; next one at the usual time"),
+            Err(e) => {
+                task.error(&format_args!("collection failed: {e}"));
+                tracing::warn!(error = %e, "collection failed; next one at the usual time")
+            }
         }
     }
 }

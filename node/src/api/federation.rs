@@ -300,6 +300,8 @@ pub async fn peers(
         "outbox_depth": outbox_depth,
         "pending_fetches": pending,
         "peers": peers,
+        // Background tasks: state, since when, errors and the last one (ARCHITECTURE.md §5.4).
+        "tasks": node.supervisor.tasks(),
     })))
 }
 
@@ -314,6 +316,7 @@ pub async fn metrics(
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         node.metrics
             .render(&node.config.node_id, outbox_depth, pending)
-            + &crate::metrics::render_retention(&node.config.node_id, &node.retention),
+            + &crate::metrics::render_retention(&node.config.node_id, &node.retention)
+            + &crate::metrics::render_tasks(&node.config.node_id, &node.supervisor.tasks()),
     ))
 }

@@ -1,23 +1,14 @@
 //! Connecting to RabbitMQ with a reconnect loop of our own: every component (the inbox
 //! consumer, one relay per target) owns its connection, and on any error drops it and connects
-//! again after a capped, jittered backoff, forever. Redelivery after a reconnect is harmless
+//! again after a capped, jittered backoff (`supervisor::Retry`), forever. Redelivery after a reconnect is harmless
 //! because every handler is idempotent.
 
 use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
-/// Capped exponential backoff with jitter (50-100 % of the step), so a fleet of nodes does not
-/// reconnect in lockstep after a broker restart.
-pub fn backoff(attempt: u32) -> Duration {
-    // Capped at 3 s: a broker back from a restart is found within ~3 s, and a fleet of nodes
-    // retrying every 1.5-3 s is no load for a broker.
-    let base_ms = 100u64.saturating_mul(1u64 << attempt.min(7)).min(3_000);
-    let jitter = rand::rng().random_range(base_ms / 2..=base_ms);
-    Duration::from_millis(jitter)
-}
+use crate::supervisor::{Backoff, Task};
 
 /// Longest a connection close may take: a broker that died never answers it.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -61,32 +52,6 @@ pub async fn close(conn: &lapin::Connection, why: &str) {
     }
 }
 
-/// A connection that stayed up this long was healthy: the next failure starts the backoff over.
-const HEALTHY_SESSION: Duration = Duration::from_secs(30);
-
-/// Delays between reconnections of one long-lived connection (inbox consumer, outbox relay):
-/// growing while connections keep failing, back to the shortest once one stayed up.
-#[derive(Debug)]
-pub struct Reconnect {
-    failures: u32,
-    cap: u32,
-}
-
-impl Reconnect {
-    pub fn new(cap: u32) -> Self {
-        Reconnect { failures: 0, cap }
-    }
-
-    /// How long to wait after a connection that lasted `session` failed.
-    pub fn after(&mut self, session: Duration) -> Duration {
-        if session >= HEALTHY_SESSION {
-            self.failures = 0;
-        }
-        self.failures = self.failures.saturating_add(1);
-        backoff(self.failures.min(self.cap))
-    }
-}
-
 /// The URL with its password hidden, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -99,8 +64,14 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Connects, retrying until it works or `cancel` fires (then `None`).
-pub async fn connect(url: &str, cancel: &CancellationToken, who: &str) -> Option<Connection> {
+/// Connects, retrying until it works or `cancel` fires (then `None`); failures are reported to
+/// `task`.
+pub async fn connect(
+    url: &str,
+    cancel: &CancellationToken,
+    who: &str,
+    task: &Task,
+) -> Option<Connection> {
     let mut attempt = 0u32;
     loop {
         let props = ConnectionProperties::default().with_connection_name(who.into());
@@ -116,17 +87,19 @@ pub async fn connect(url: &str, cancel: &CancellationToken, who: &str) -> Option
                 return Some(conn);
             }
             Ok(Err(e)) => {
+                task.retrying(&format_args!("cannot connect to broker: {e}"));
                 if attempt.is_multiple_of(10) {
                     tracing::warn!(broker = %redact(url), who, error = %e, attempt, "cannot connect to broker; retrying");
                 }
             }
             Err(_) => {
+                task.retrying(&"broker connection timed out");
                 tracing::warn!(broker = %redact(url), who, "broker connection timed out; retrying")
             }
         }
         attempt += 1;
         tokio::select! {
-            () = tokio::time::sleep(backoff(attempt)) => {}
+            () = tokio::time::sleep(Backoff::BROKER.delay(attempt)) => {}
             () = cancel.cancelled() => return None,
         }
     }
@@ -135,26 +108,6 @@ pub async fn connect(url: &str, cancel: &CancellationToken, who: &str) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_healthy_session_resets_the_backoff() {
-        let mut r = Reconnect::new(6);
-        for _ in 0..10 {
-            r.after(Duration::from_millis(10));
-        }
-        assert!(r.after(Duration::ZERO) >= Duration::from_millis(1500));
-        // A connection that stayed up for minutes: the next wait is the shortest again.
-        assert!(r.after(Duration::from_secs(300)) <= Duration::from_millis(200));
-    }
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        for a in 0..40 {
-            let d = backoff(a);
-            assert!(d <= Duration::from_secs(3), "{d:?}");
-            assert!(d >= Duration::from_millis(50));
-        }
-    }
 
     #[test]
     fn passwords_stay_out_of_logs() {

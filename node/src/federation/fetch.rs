@@ -29,12 +29,12 @@ use super::transfers::{Progress, Transfer};
 use crate::db::documents::{object_known, record_object};
 use crate::metrics::Metrics;
 use crate::store::{SpaceReservation, StoreError};
+use crate::supervisor::{Backoff, Task};
 use crate::Node;
 
 /// Pulls in flight per node: small documents are latency-bound (several fsyncs each), large
 /// ones share the disk either way.
 const MAX_CONCURRENT: usize = 16;
-const MAX_RETRY_DELAY_MS: i64 = 30_000;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct Pending {
@@ -138,7 +138,8 @@ pub async fn pending_count(node: &Node) -> Result<i64, sqlx::Error> {
 }
 
 /// Runs pulls until cancelled, at most `MAX_CONCURRENT` at a time.
-pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
+pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
+    task.running();
     let active: Arc<Mutex<HashSet<String>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
     loop {
@@ -159,8 +160,9 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
                         break;
                     };
                     active.lock().expect("not poisoned").insert(row.md5.clone());
+                    let supervisor = node.supervisor.clone();
                     let (node, active, cancel) = (node.clone(), active.clone(), cancel.clone());
-                    tokio::spawn(async move {
+                    supervisor.spawn(async move {
                         // Released on every way out, a panic included: an md5 left in
                         // `active` would never be pulled again.
                         let _slot = ActivePull {
@@ -180,7 +182,10 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
                     });
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot read pending fetches"),
+            Err(e) => {
+                task.error(&format_args!("cannot read pending fetches: {e}"));
+                tracing::warn!(error = %e, "cannot read pending fetches")
+            }
         }
         tokio::select! {
             () = node.fetch_wake.notified() => {}
@@ -377,8 +382,9 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
     node.transfers.end(&md5, &partial, Progress::Failed);
     Metrics::inc(&node.metrics.fetch_retries);
     let attempts = row.attempts + 1;
-    let delay = (250i64 << attempts.min(10)).min(MAX_RETRY_DELAY_MS);
-    let delay = delay / 2 + rand::random_range(0..=delay / 2);
+    let delay = Backoff::PULL
+        .delay(attempts.clamp(0, 32) as u32)
+        .as_millis() as i64;
     let error = errors.join("; ");
     tracing::warn!(md5 = %md5, doc_id = %doc_id, attempts, retry_in_ms = delay, error = %error, "pull failed everywhere; will retry");
     let _ = sqlx::query("UPDATE pending_fetches SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE md5 = ?")

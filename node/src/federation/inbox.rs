@@ -27,17 +27,19 @@ use super::routing::{fan_out, route};
 use super::{amqp, Federation};
 use crate::db::documents::{object_known, record_version};
 use crate::metrics::Metrics;
+use crate::supervisor::{Backoff, Retry, Task};
 use crate::Node;
 
 const PREFETCH: u16 = 64;
 
-pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
+pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
     let fed = node.federation().expect("federation").clone();
     let url = fed.amqp_url_of(fed.id());
-    let mut reconnect = amqp::Reconnect::new(6);
+    let mut reconnect = Retry::new(Backoff::BROKER);
     let mut connected_before = false;
     loop {
-        let Some(conn) = amqp::connect(&url, &cancel, &format!("{}-inbox", fed.id())).await else {
+        let Some(conn) = amqp::connect(&url, &cancel, &format!("{}-inbox", fed.id()), &task).await
+        else {
             return;
         };
         let session = std::time::Instant::now();
@@ -45,12 +47,13 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
             Metrics::inc(&node.metrics.broker_reconnects);
         }
         connected_before = true;
-        match consume(&node, &fed, &conn, &cancel).await {
+        match consume(&node, &fed, &conn, &cancel, &task).await {
             Ok(()) => {
                 amqp::close(&conn, "shutting down").await;
                 return;
             }
             Err(e) => {
+                task.retrying(&e);
                 tracing::warn!(error = %e, "inbox connection lost; reconnecting");
                 // Unacked deliveries go back to the queue when the connection closes. Bounded:
                 // closing a connection whose broker died waits for an answer that never comes
@@ -83,6 +86,7 @@ async fn consume(
     fed: &Federation,
     conn: &lapin::Connection,
     cancel: &CancellationToken,
+    task: &Task,
 ) -> Result<(), InboxError> {
     let inbox = inbox_queue(fed.id());
     let dead = dead_letter_queue(fed.id());
@@ -103,6 +107,7 @@ async fn consume(
         )
         .await?;
     tracing::info!(queue = %inbox, "consuming inbox");
+    task.running();
     node.inbox_connected
         .store(true, std::sync::atomic::Ordering::Relaxed);
     let result = 'deliveries: loop {
@@ -185,7 +190,7 @@ async fn consume(
                     failures += 1;
                     tracing::error!(messages = envelopes.len(), error = %e, "cannot record messages; retrying");
                     tokio::select! {
-                        () = tokio::time::sleep(amqp::backoff(failures.min(6))) => {}
+                        () = tokio::time::sleep(Backoff::BROKER.delay(failures)) => {}
                         // Not acked: redelivered after the restart.
                         () = cancel.cancelled() => break 'deliveries Ok(()),
                     }

@@ -62,10 +62,17 @@ pub fn start(node: &Arc<Node>, doc: &DocumentVersion) -> Start {
             .get(&doc.md5)
             .map_or(Start::NoSource, Start::Follow);
     };
+    let supervisor = node.supervisor.clone();
     let (node, doc, first) = (node.clone(), doc.clone(), t.clone());
-    tokio::spawn(async move {
+    let stop = supervisor.stopping();
+    supervisor.spawn(async move {
         let _slot = slot;
-        match run(&node, &doc, first, &sources).await {
+        let outcome = tokio::select! {
+            r = run(&node, &doc, first, &sources) => r,
+            // Its readers are gone with the HTTP server; its temporary file with the future.
+            () = stop.cancelled() => return,
+        };
+        match outcome {
             Ok(kept) => {
                 tracing::info!(doc_id = %doc.id, md5 = %doc.md5, kept, "cross-region fetch complete")
             }

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::amqp;
 use crate::metrics::Metrics;
+use crate::supervisor::{Backoff, Retry, Task};
 use crate::Node;
 
 /// Rows published per confirm round trip: waiting for every confirm costs ~6x throughput.
@@ -54,18 +55,18 @@ enum RelayError {
 }
 
 /// Relays `target`'s outbox rows until cancelled.
-pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToken) {
+pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToken, task: Task) {
     let fed = node
         .federation()
         .expect("relays run only in a federation")
         .clone();
     let url = fed.amqp_url_of(&target);
     let mut wake = node.outbox_wake.subscribe();
-    let mut reconnect = amqp::Reconnect::new(8);
+    let mut reconnect = Retry::new(Backoff::BROKER);
     let mut connected_before = false;
     loop {
         let who = format!("{}->{}", fed.id(), target);
-        let Some(conn) = amqp::connect(&url, &cancel, &who).await else {
+        let Some(conn) = amqp::connect(&url, &cancel, &who, &task).await else {
             return;
         };
         let session = std::time::Instant::now();
@@ -73,11 +74,13 @@ pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToke
             Metrics::inc(&node.metrics.broker_reconnects);
         }
         connected_before = true;
+        task.running();
         let result = relay_on(&node, &conn, &target, &mut wake, &cancel).await;
         amqp::close(&conn, "relay restarting").await;
         match result {
             Ok(()) => return,
             Err(e) => {
+                task.retrying(&e);
                 tracing::warn!(target = %target, error = %e, "outbox relay failed; reconnecting");
                 tokio::select! {
                     () = tokio::time::sleep(reconnect.after(session.elapsed())) => {}

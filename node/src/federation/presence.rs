@@ -12,6 +12,7 @@ use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::supervisor::Task;
 use crate::Node;
 
 pub const SERVICE_TYPE: &str = "_docfed._tcp.local.";
@@ -87,7 +88,8 @@ impl PeerTable {
 }
 
 /// Advertises this node, browses for peers and probes the topology's peers until cancelled.
-pub async fn run(node: Arc<Node>, cancel: CancellationToken) {
+pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
+    task.running();
     let fed = node.federation().expect("federation").clone();
     for n in fed.topology.nodes.iter().filter(|n| n.id != fed.id()) {
         node.peers.update(&n.id, |p| {
@@ -154,46 +156,49 @@ fn start_mdns(node: &Arc<Node>, fed: &super::Federation) -> Option<(ServiceDaemo
     }
     match daemon.browse(SERVICE_TYPE) {
         Ok(rx) => {
-            let node = node.clone();
+            let node_ref = node.clone();
             let me = fed.id().to_owned();
-            tokio::spawn(async move {
-                while let Ok(event) = rx.recv_async().await {
-                    match event {
-                        ServiceEvent::ServiceResolved(s) => {
-                            let Some(id) = s
-                                .txt_properties
-                                .get_property_val_str("id")
-                                .map(str::to_owned)
-                            else {
-                                continue;
-                            };
-                            if id == me {
-                                continue;
-                            }
-                            let txt = |k: &str| {
-                                s.txt_properties
-                                    .get_property_val_str(k)
-                                    .unwrap_or("")
-                                    .to_owned()
-                            };
-                            node.peers.update(&id, |p| {
-                                p.mdns = true;
-                                p.last_seen = Some(Instant::now());
-                                if !p.in_topology {
-                                    p.tier = txt("tier");
-                                    p.region = Some(txt("region")).filter(|r| !r.is_empty());
-                                    p.http = txt("http");
+            node.supervisor
+                .watched("mdns browser", move |task| async move {
+                    let node = node_ref;
+                    task.running();
+                    while let Ok(event) = rx.recv_async().await {
+                        match event {
+                            ServiceEvent::ServiceResolved(s) => {
+                                let Some(id) = s
+                                    .txt_properties
+                                    .get_property_val_str("id")
+                                    .map(str::to_owned)
+                                else {
+                                    continue;
+                                };
+                                if id == me {
+                                    continue;
                                 }
-                            });
+                                let txt = |k: &str| {
+                                    s.txt_properties
+                                        .get_property_val_str(k)
+                                        .unwrap_or("")
+                                        .to_owned()
+                                };
+                                node.peers.update(&id, |p| {
+                                    p.mdns = true;
+                                    p.last_seen = Some(Instant::now());
+                                    if !p.in_topology {
+                                        p.tier = txt("tier");
+                                        p.region = Some(txt("region")).filter(|r| !r.is_empty());
+                                        p.http = txt("http");
+                                    }
+                                });
+                            }
+                            ServiceEvent::ServiceRemoved(_, fullname) => {
+                                let id = fullname.split('.').next().unwrap_or("").to_owned();
+                                node.peers.update(&id, |p| p.mdns = false);
+                            }
+                            _ => {}
                         }
-                        ServiceEvent::ServiceRemoved(_, fullname) => {
-                            let id = fullname.split('.').next().unwrap_or("").to_owned();
-                            node.peers.update(&id, |p| p.mdns = false);
-                        }
-                        _ => {}
                     }
-                }
-            });
+                });
         }
         Err(e) => tracing::warn!(error = %e, "cannot browse mDNS"),
     }

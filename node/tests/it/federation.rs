@@ -837,6 +837,35 @@ async fn a_broker_killed_mid_flow_loses_nothing() -> TestResult {
             "{role} did not reconnect"
         );
     }
+    // The supervisor's table shows the outage: the inbox is at work again and remembers it.
+    let peers: Value = auth(client().get(fed.node("na").url("/v1/peers")))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let tasks = peers["tasks"].as_array().ok_or("no tasks")?;
+    let task = |name: &str| tasks.iter().find(|t| t["name"] == name).cloned();
+    let inbox = task("inbox").ok_or("no inbox task")?;
+    assert_eq!(inbox["state"], "running", "{inbox}");
+    assert!(inbox["errors"].as_u64() >= Some(1), "{inbox}");
+    assert!(inbox["last_error"].is_string(), "{inbox}");
+    for name in ["fetch scheduler", "presence", "retention"] {
+        let t = task(name).ok_or(format!("no {name} task"))?;
+        assert_eq!(t["state"], "running", "{t}");
+    }
+    let relays = tasks
+        .iter()
+        .filter(|t| {
+            t["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("relay to "))
+        })
+        .count();
+    assert_eq!(
+        relays,
+        crate::common::federation::ROLES.len() - 1,
+        "{peers}"
+    );
     Ok(())
 }
 

@@ -138,6 +138,17 @@ async fn operator_and_author_data_need_the_token() -> TestResult {
         .json()
         .await?;
     assert_eq!(operator["outbox_depth"], 0, "{operator}");
+    assert!(anonymous.get("tasks").is_none(), "{anonymous}");
+    assert_eq!(operator["tasks"][0]["name"], "retention", "{operator}");
+    let metrics = auth(c.get(node.url("/metrics")))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(
+        metrics.contains("docfed_task_up{node=\"standalone\",task=\"retention\"} 1"),
+        "{metrics}"
+    );
     Ok(())
 }
 
