@@ -5,12 +5,35 @@ use docfed_shared::wire::{DocumentList, DocumentMeta, VersionList};
 
 use crate::fetch::FetchOutcome;
 
-fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_owned()
+/// `s` cut to at most `width` terminal columns (an ellipsis marks the cut) and padded with
+/// spaces to exactly `width`. Columns, not characters: a CJK character or an emoji takes two,
+/// a combining accent none, so tables stay aligned whatever the titles are written in.
+fn fit(s: &str, width: usize) -> String {
+    use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+    // Control characters (a newline in a title) would break the row: shown as spaces.
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let mut out = String::new();
+    let mut used = 0;
+    if s.width() <= width {
+        out = s;
+        used = out.width();
     } else {
-        format!("{}…", s.chars().take(n - 1).collect::<String>())
+        for c in s.chars() {
+            let w = c.width().unwrap_or(0);
+            if used + w > width.saturating_sub(1) {
+                break;
+            }
+            out.push(c);
+            used += w;
+        }
+        out.push('…');
+        used += 1;
     }
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(used)));
+    out
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -47,11 +70,11 @@ pub fn search(list: &DocumentList, json: bool) {
             v.title.clone()
         };
         println!(
-            "{:<36}  {:>3}  {:<40}  {:<12}  {:>9}  {}",
+            "{:<36}  {:>3}  {}  {}  {:>9}  {}",
             v.id,
             v.version,
-            truncate(&title, 40),
-            truncate(&v.scope.to_string(), 12),
+            fit(&title, 40),
+            fit(&v.scope.to_string(), 12),
             ByteSize(v.size).to_string(),
             where_available(d)
         );
@@ -185,9 +208,9 @@ pub fn versions(list: &VersionList, json: bool) {
             _ => "",
         };
         println!(
-            "{:>3}  {:<12}  {:<24}  {:<8}  {:>9}  {}",
+            "{:>3}  {}  {:<24}  {:<8}  {:>9}  {}",
             v.version,
-            truncate(&v.origin, 12),
+            fit(&v.origin, 12),
             v.created_at.to_string(),
             state,
             ByteSize(v.size).to_string(),
@@ -258,12 +281,39 @@ pub fn peers(v: &serde_json::Value, json: bool) {
             None => "?",
         };
         println!(
-            "{:<20}  {:<12}  {:<8}  {:<28}  {:<5}  {state}",
-            p["id"].as_str().unwrap_or(""),
-            p["tier"].as_str().unwrap_or(""),
-            p["region"].as_str().unwrap_or("-"),
-            p["http"].as_str().unwrap_or(""),
+            "{}  {}  {}  {}  {:<5}  {state}",
+            fit(p["id"].as_str().unwrap_or(""), 20),
+            fit(p["tier"].as_str().unwrap_or(""), 12),
+            fit(p["region"].as_str().unwrap_or("-"), 8),
+            fit(p["http"].as_str().unwrap_or(""), 28),
             p["mdns"].as_bool().unwrap_or(false),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+    use unicode_width::UnicodeWidthStr;
+
+    #[test]
+    fn columns_are_measured_in_terminal_columns() {
+        for s in [
+            "Tide tables",
+            "地震観測データ 2026 年度版の全国集計",
+            "Rapport d'été",
+            "e\u{301}te\u{301}",
+            "🌊🌊 waves",
+            "line\nbreak",
+            "",
+        ] {
+            for width in [1, 5, 12, 40] {
+                let f = fit(s, width);
+                assert_eq!(f.width(), width, "{s:?} in {width}: {f:?}");
+            }
+        }
+        assert_eq!(fit("地震", 3), "地…");
+        assert_eq!(fit("abc", 5), "abc  ");
+        assert_eq!(fit("abcdef", 4), "abc…");
     }
 }
