@@ -88,12 +88,10 @@ impl Node {
     /// Tells event streams that the content of `id` version `version` is held here now, if a
     /// device of this node flags the document.
     pub async fn content_available(&self, id: docfed_shared::DocId, version: i64) {
-        let flagged: Result<Option<i64>, _> =
-            sqlx::query_scalar("SELECT 1 FROM device_flags WHERE doc_id = ? LIMIT 1")
-                .bind(id.to_string())
-                .fetch_optional(self.db.reader())
-                .await;
-        if matches!(flagged, Ok(Some(_))) {
+        if matches!(
+            db::devices::flagged_by_any(self.db.reader(), &id).await,
+            Ok(true)
+        ) {
             self.events.available(id, version);
         }
     }

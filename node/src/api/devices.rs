@@ -216,7 +216,7 @@ pub async fn flag(
     if !device_active(&mut tx, &device).await? {
         return Err(ApiError::DeviceUnauthorized);
     }
-    let new = !has_flag(&mut tx, &device, &id).await?;
+    let new = !has_flag(&mut *tx, &device, &id).await?;
     if new {
         let limits = node.config.devices;
         let usage = flag_usage(&mut tx, &device).await?;

@@ -41,11 +41,8 @@ async fn listener(node: &AppState, headers: &HeaderMap) -> Result<Option<String>
         .ok_or(ApiError::DeviceUnauthorized)?;
     // Looked up by the secret's hash: a secret is 32 random bytes, so there is nothing to learn
     // from how long a miss takes.
-    let device: Option<String> =
-        sqlx::query_scalar("SELECT id FROM devices WHERE secret_hash = ? AND revoked IS NULL")
-            .bind(secret_hash(presented))
-            .fetch_optional(node.db.reader())
-            .await?;
+    let device =
+        crate::db::devices::device_by_secret(node.db.reader(), &secret_hash(presented)).await?;
     device.map(Some).ok_or(ApiError::DeviceUnauthorized)
 }
 
@@ -74,14 +71,9 @@ impl Subscriber {
         let Some(device) = &self.device else {
             return true;
         };
-        let flagged: Result<Option<i64>, _> =
-            sqlx::query_scalar("SELECT 1 FROM device_flags WHERE device = ? AND doc_id = ?")
-                .bind(device)
-                .bind(a.id.to_string())
-                .fetch_optional(self.node.db.reader())
-                .await;
+        let flagged = crate::db::devices::has_flag(self.node.db.reader(), device, &a.id).await;
         // Unsure (the database is busy): tell; a needless catch-up costs little.
-        !matches!(flagged, Ok(None))
+        !matches!(flagged, Ok(false))
     }
 
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {

@@ -172,8 +172,8 @@ pub async fn flag_usage(
 }
 
 /// Whether `device` flags `doc`.
-pub async fn has_flag(
-    conn: &mut SqliteConnection,
+pub async fn has_flag<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
     device: &str,
     doc: &DocId,
 ) -> Result<bool, sqlx::Error> {
@@ -181,18 +181,32 @@ pub async fn has_flag(
         sqlx::query_scalar("SELECT COUNT(*) FROM device_flags WHERE device = ? AND doc_id = ?")
             .bind(device)
             .bind(doc.to_string())
-            .fetch_one(&mut *conn)
+            .fetch_one(db)
             .await?;
     Ok(n > 0)
 }
 
-/// Whether any device of this node flags `doc`, seen from a write transaction.
-pub async fn flagged_by_any(conn: &mut SqliteConnection, doc: &DocId) -> Result<bool, sqlx::Error> {
+/// Whether any device of this node flags `doc` (from a write transaction to see the latest).
+pub async fn flagged_by_any<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    doc: &DocId,
+) -> Result<bool, sqlx::Error> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_flags WHERE doc_id = ?")
         .bind(doc.to_string())
-        .fetch_one(&mut *conn)
+        .fetch_one(db)
         .await?;
     Ok(n > 0)
+}
+
+/// The active device whose secret hashes to `secret_hash`.
+pub async fn device_by_secret<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    secret_hash: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM devices WHERE secret_hash = ? AND revoked IS NULL")
+        .bind(secret_hash)
+        .fetch_optional(db)
+        .await
 }
 
 #[cfg(test)]

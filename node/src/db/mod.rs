@@ -8,6 +8,8 @@
 
 pub mod devices;
 pub mod documents;
+pub mod fetches;
+pub mod messages;
 
 use std::path::Path;
 use std::str::FromStr;

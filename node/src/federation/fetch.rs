@@ -27,6 +27,7 @@ use super::outbox::{send_notifications, send_receipt};
 use super::routing::route;
 use super::transfers::{Progress, Transfer};
 use crate::db::documents::{object_known, record_object};
+use crate::db::fetches::{self, Pending};
 use crate::metrics::Metrics;
 use crate::store::{SpaceReservation, StoreError};
 use crate::supervisor::{Backoff, Task};
@@ -36,17 +37,6 @@ use crate::Node;
 /// ones share the disk either way.
 const MAX_CONCURRENT: usize = 16;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct Pending {
-    md5: String,
-    doc_id: String,
-    version: i64,
-    size: i64,
-    sources: String,
-    attempts: i64,
-    sha256: Option<String>,
-}
-
 /// Records that this node must pull `md5`, adding `source` to the places to try. Idempotent.
 pub async fn enqueue_fetch(
     conn: &mut sqlx::SqliteConnection,
@@ -55,11 +45,7 @@ pub async fn enqueue_fetch(
     owed_targets: &[String],
 ) -> Result<(), sqlx::Error> {
     let d = &n.document;
-    let existing: Option<String> =
-        sqlx::query_scalar("SELECT sources FROM pending_fetches WHERE md5 = ?")
-            .bind(d.md5.as_str())
-            .fetch_optional(&mut *conn)
-            .await?;
+    let existing = fetches::sources(&mut *conn, &d.md5).await?;
     let mut sources: Vec<String> = existing
         .as_deref()
         .and_then(|s| serde_json::from_str(s).ok())
@@ -70,33 +56,15 @@ pub async fn enqueue_fetch(
         }
     }
     let sources = serde_json::to_string(&sources).expect("strings serialise");
-    sqlx::query(
-        "INSERT INTO pending_fetches (md5, doc_id, version, size, sources, next_attempt_at, created_at, sha256) \
-         VALUES (?, ?, ?, ?, ?, 0, ?, ?) ON CONFLICT (md5) DO UPDATE SET sources = excluded.sources, \
-           sha256 = COALESCE(pending_fetches.sha256, excluded.sha256)",
-    )
-    .bind(d.md5.as_str())
-    .bind(d.id.to_string())
-    .bind(d.version)
-    .bind(d.size as i64)
-    .bind(&sources)
-    .bind(Timestamp::now().millis())
-    .bind(d.sha256.as_ref().map(|h| h.as_str()))
-    .execute(&mut *conn)
-    .await?;
+    fetches::upsert(&mut *conn, d, &sources).await?;
     let mut owed = n.clone();
     owed.targets = owed_targets.to_vec();
-    sqlx::query(
-        "INSERT OR IGNORE INTO fetch_waiters (md5, doc_id, version, origin, notification) VALUES (?, ?, ?, ?, ?)",
+    fetches::add_waiter(
+        &mut *conn,
+        d,
+        &serde_json::to_string(&owed).expect("serialises"),
     )
-    .bind(d.md5.as_str())
-    .bind(d.id.to_string())
-    .bind(d.version)
-    .bind(&d.origin)
-    .bind(serde_json::to_string(&owed).expect("serialises"))
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Scheduled pulls in progress, each with a token that stops it: a pull whose fetch was
@@ -132,9 +100,7 @@ impl Running {
 }
 
 pub async fn pending_count(node: &Node) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM pending_fetches")
-        .fetch_one(node.db.reader())
-        .await
+    fetches::count(node.db.reader()).await
 }
 
 /// Runs pulls until cancelled, at most `MAX_CONCURRENT` at a time.
@@ -143,13 +109,7 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
     let active: Arc<Mutex<HashSet<String>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
     loop {
-        let due: Result<Vec<Pending>, _> = sqlx::query_as(
-            "SELECT md5, doc_id, version, size, sources, attempts, sha256 FROM pending_fetches \
-             WHERE next_attempt_at <= ? ORDER BY next_attempt_at, created_at LIMIT 64",
-        )
-        .bind(Timestamp::now().millis())
-        .fetch_all(node.db.reader())
-        .await;
+        let due = fetches::due(node.db.reader(), Timestamp::now().millis(), 64).await;
         match due {
             Ok(rows) => {
                 for row in rows {
@@ -277,22 +237,15 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
         sha256,
     ) else {
         tracing::error!(md5 = %row.md5, "corrupt pending fetch row; dropping it");
-        let _ = sqlx::query("DELETE FROM pending_fetches WHERE md5 = ?")
-            .bind(&row.md5)
-            .execute(node.db.writer())
-            .await;
+        let _ = fetches::forget(node.db.writer(), &row.md5).await;
         return;
     };
     // The scheduler reads through the reader pool, whose snapshot may predate the commit of a
     // pull that just finished; the writer connection always sees the latest state. Without
     // this, a finished pull could be repeated in full.
-    match sqlx::query_scalar::<_, i64>("SELECT 1 FROM pending_fetches WHERE md5 = ?")
-        .bind(md5.as_str())
-        .fetch_optional(node.db.writer())
-        .await
-    {
-        Ok(Some(_)) => {}
-        Ok(None) => return,
+    match fetches::is_pending(node.db.writer(), md5.as_str()).await {
+        Ok(true) => {}
+        Ok(false) => return,
         Err(e) => {
             tracing::warn!(md5 = %md5, error = %e, "cannot confirm a pending fetch; retrying later");
             return;
@@ -302,11 +255,7 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
     if node.transfers.get(&md5).is_some_and(|t| t.path != partial) {
         // A cross-region (on-demand) transfer of the same content is running: one transfer per
         // content address. Try again shortly; by then it is held, or that transfer is over.
-        let _ = sqlx::query("UPDATE pending_fetches SET next_attempt_at = ? WHERE md5 = ?")
-            .bind(Timestamp::now().millis() + 1_000)
-            .bind(md5.as_str())
-            .execute(node.db.writer())
-            .await;
+        let _ = fetches::postpone(node.db.writer(), &md5, Timestamp::now().millis() + 1_000).await;
         return;
     }
     if fed.stream_through {
@@ -387,25 +336,21 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
         .as_millis() as i64;
     let error = errors.join("; ");
     tracing::warn!(md5 = %md5, doc_id = %doc_id, attempts, retry_in_ms = delay, error = %error, "pull failed everywhere; will retry");
-    let _ = sqlx::query("UPDATE pending_fetches SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE md5 = ?")
-        .bind(attempts)
-        .bind(Timestamp::now().millis() + delay)
-        .bind(&error)
-        .bind(md5.as_str())
-        .execute(node.db.writer())
-        .await;
+    let _ = fetches::record_failure(
+        node.db.writer(),
+        &md5,
+        attempts,
+        Timestamp::now().millis() + delay,
+        &error,
+    )
+    .await;
 }
 
 /// Sends the notifications that waited for this pull to start.
 async fn release_forwards(node: &Node, md5: &Md5Hex) -> Result<(), sqlx::Error> {
     let fed = node.federation().expect("federation");
     let mut tx = node.db.begin_write().await?;
-    let owed: Vec<(String, i64, String, String)> = sqlx::query_as(
-        "SELECT doc_id, version, origin, notification FROM fetch_waiters WHERE md5 = ? AND forwarded = 0",
-    )
-    .bind(md5.as_str())
-    .fetch_all(&mut *tx)
-    .await?;
+    let owed = fetches::unforwarded(&mut *tx, md5).await?;
     if owed.is_empty() {
         return Ok(());
     }
@@ -414,13 +359,7 @@ async fn release_forwards(node: &Node, md5: &Md5Hex) -> Result<(), sqlx::Error> 
             let hops = route(&fed.topology, fed.id(), &n.targets, 1, doc_id);
             send_notifications(&mut tx, fed, &n, hops).await?;
         }
-        sqlx::query("UPDATE fetch_waiters SET forwarded = 1 WHERE md5 = ? AND doc_id = ? AND version = ? AND origin = ?")
-            .bind(md5.as_str())
-            .bind(doc_id)
-            .bind(version)
-            .bind(origin)
-            .execute(&mut *tx)
-            .await?;
+        fetches::mark_forwarded(&mut *tx, md5, doc_id, *version, origin).await?;
     }
     tx.commit().await?;
     node.wake_outbox();
@@ -650,11 +589,7 @@ async fn complete(
     // The fetch was dropped while the pull ran (the device flag that queued it went, see
     // `release`): keep nothing. Readers following the transfer hold the file open and may
     // read it to the end: its bytes are verified.
-    let wanted: Option<i64> = sqlx::query_scalar("SELECT 1 FROM pending_fetches WHERE md5 = ?")
-        .bind(md5.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-    if wanted.is_none() {
+    if !fetches::is_pending(&mut *tx, md5.as_str()).await? {
         drop(tx);
         node.transfers.end(md5, partial, Progress::Done);
         let _ = std::fs::remove_file(partial);
@@ -670,14 +605,11 @@ async fn complete(
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let result: Result<(), sqlx::Error> = async {
         record_object(&mut tx, md5, size).await?;
-        let waiters: Vec<(String, i64, String, String, bool)> = sqlx::query_as(
-            "SELECT doc_id, version, origin, notification, forwarded FROM fetch_waiters WHERE md5 = ?",
-        )
-        .bind(md5.as_str())
-        .fetch_all(&mut *tx)
-        .await?;
+        let waiters = fetches::waiters(&mut *tx, md5).await?;
         for (w_doc, w_version, w_origin, json, forwarded) in waiters {
-            let Ok(n) = serde_json::from_str::<Notification>(&json) else { continue };
+            let Ok(n) = serde_json::from_str::<Notification>(&json) else {
+                continue;
+            };
             if !forwarded {
                 let hops = route(&fed.topology, fed.id(), &n.targets, 1, &w_doc);
                 send_notifications(&mut tx, fed, &n, hops).await?;
@@ -691,19 +623,16 @@ async fn complete(
                 content: true,
                 at: Timestamp::now(),
             };
-            send_receipt(&mut tx, fed, &r, &format!("r:{}:{w_doc}:{w_version}:{w_origin}:c", fed.id())).await?;
-        }
-        sqlx::query("DELETE FROM fetch_waiters WHERE md5 = ?").bind(md5.as_str()).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM pending_fetches WHERE md5 = ?").bind(md5.as_str()).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO fetch_log (md5, source, bytes, attempts, started_at, done_at) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(md5.as_str())
-            .bind(src)
-            .bind(size as i64)
-            .bind(attempts + 1)
-            .bind(Timestamp::now().millis() - started.elapsed().as_millis() as i64)
-            .bind(Timestamp::now().millis())
-            .execute(&mut *tx)
+            send_receipt(
+                &mut tx,
+                fed,
+                &r,
+                &format!("r:{}:{w_doc}:{w_version}:{w_origin}:c", fed.id()),
+            )
             .await?;
+        }
+        let started_at = Timestamp::now().millis() - started.elapsed().as_millis() as i64;
+        fetches::complete(&mut tx, md5, src, size, attempts + 1, started_at).await?;
         tx.commit().await
     }
     .await;

@@ -340,13 +340,7 @@ async fn on_notify(
     }
     let salt = d.id.to_string();
     // A device of this node flagged the document: keep every version's bytes here too.
-    let flagged = !d.deleted && {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_flags WHERE doc_id = ?")
-            .bind(d.id.to_string())
-            .fetch_one(&mut *tx)
-            .await?;
-        n > 0
-    };
+    let flagged = !d.deleted && crate::db::devices::flagged_by_any(&mut *tx, &d.id).await?;
     let need = flagged || fed.needs_content(fed.id(), &d.scope, d.deleted, &n.targets);
     let held = object_known(tx, &d.md5).await?;
     if need && !held {
@@ -396,20 +390,7 @@ pub async fn on_annotation(
     a: &Annotation,
     msg_id: &str,
 ) -> Result<bool, sqlx::Error> {
-    let new = sqlx::query(
-        "INSERT OR IGNORE INTO annotations (id, doc_id, doc_version, author, text, created_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&a.id)
-    .bind(a.doc_id.to_string())
-    .bind(a.doc_version)
-    .bind(&a.author)
-    .bind(&a.text)
-    .bind(a.created_at.millis())
-    .bind(Timestamp::now().millis())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        > 0;
+    let new = crate::db::messages::record_annotation(&mut *tx, a).await?;
     // Intermediates send to every parent, so both primaries get it; a primary passes on only
     // annotations written on itself.
     let relay = new && (!fed.is_primary() || a.node == fed.id());

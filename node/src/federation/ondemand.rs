@@ -242,7 +242,7 @@ async fn keep_if_flagged(
     let mut tx = node.db.begin_write().await?;
     // Asked in the writer transaction: an unflag committed just before must not see its
     // released content come back.
-    if !flagged_by_any(&mut tx, &doc.id).await? {
+    if !flagged_by_any(&mut *tx, &doc.id).await? {
         return Ok(false);
     }
     let held = object_known(&mut tx, &doc.md5).await?;

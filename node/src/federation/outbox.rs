@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use docfed_shared::messages::{signing_input, Envelope, SIGNATURE_HEADER};
 use docfed_shared::topology::inbox_queue;
-use docfed_shared::wire::Timestamp;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
@@ -19,6 +18,7 @@ use sqlx::SqliteConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::amqp;
+use crate::db::messages;
 use crate::metrics::Metrics;
 use crate::supervisor::{Backoff, Retry, Task};
 use crate::Node;
@@ -31,19 +31,11 @@ pub async fn enqueue(
     target: &str,
     env: &Envelope,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO outbox (target, payload, created_at) VALUES (?, ?, ?)")
-        .bind(target)
-        .bind(env.to_bytes())
-        .bind(Timestamp::now().millis())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    messages::enqueue(&mut *conn, target, env.to_bytes()).await
 }
 
 pub async fn depth(node: &Node) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
-        .fetch_one(node.db.reader())
-        .await
+    messages::depth(node.db.reader()).await
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,12 +105,7 @@ async fn relay_on(
     )
     .await?;
     loop {
-        let rows: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT id, payload FROM outbox WHERE target = ? ORDER BY id LIMIT ?")
-                .bind(target)
-                .bind(BATCH)
-                .fetch_all(node.db.reader())
-                .await?;
+        let rows = messages::batch(node.db.reader(), target, BATCH).await?;
         if rows.is_empty() {
             tokio::select! {
                 _ = wake.changed() => {}
@@ -177,14 +164,8 @@ async fn delete(node: &Node, ids: &[i64]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
-    let mut qb = sqlx::QueryBuilder::new("DELETE FROM outbox WHERE id IN (");
-    let mut sep = qb.separated(", ");
-    for id in ids {
-        sep.push_bind(id);
-    }
-    qb.push(")");
     let mut tx = node.db.begin_write().await?;
-    qb.build().execute(&mut *tx).await?;
+    messages::delete_confirmed(&mut *tx, ids).await?;
     tx.commit().await
 }
 
@@ -223,34 +204,7 @@ pub async fn send_receipt(
     msg_id: &str,
 ) -> Result<bool, sqlx::Error> {
     use docfed_shared::messages::Body;
-    let new = sqlx::query(
-        "INSERT OR IGNORE INTO receipts (doc_id, node, version, origin, md5, at, content) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(r.doc_id.to_string())
-    .bind(&r.node)
-    .bind(r.version)
-    .bind(&r.origin)
-    .bind(r.md5.as_str())
-    .bind(r.at.millis())
-    .bind(r.content)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        > 0;
-    // A metadata-only receipt followed by a content one for the same version: upgrade it.
-    let upgraded = !new
-        && r.content
-        && sqlx::query("UPDATE receipts SET content = 1, at = ? WHERE doc_id = ? AND node = ? AND version = ? AND origin = ? AND content = 0")
-            .bind(r.at.millis())
-            .bind(r.doc_id.to_string())
-            .bind(&r.node)
-            .bind(r.version)
-            .bind(&r.origin)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected()
-            > 0;
-    if !new && !upgraded {
+    if !messages::record_receipt(&mut *conn, r).await? {
         return Ok(false);
     }
     // Intermediates send every receipt to all their parents, so both primaries get it; a

@@ -115,7 +115,7 @@ pub async fn release(
         return Ok(out);
     };
     for doc in docs {
-        if flagged_by_any(tx, doc).await? {
+        if flagged_by_any(&mut *tx, doc).await? {
             continue;
         }
         if let Some(cur) = current_version(tx, doc).await? {

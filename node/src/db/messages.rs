@@ -1,0 +1,119 @@
+//! The transactional outbox (`outbox`), delivery receipts (`receipts`) and annotations as they
+//! arrive (`annotations`): the relay's and the inbox's SQL (`federation::outbox`,
+//! `federation::inbox`).
+
+use docfed_shared::messages::{Annotation, Receipt};
+use docfed_shared::wire::Timestamp;
+use sqlx::SqliteExecutor;
+
+/// Queues `payload` for `target`, in the caller's transaction.
+pub async fn enqueue<'e>(
+    db: impl SqliteExecutor<'e>,
+    target: &str,
+    payload: Vec<u8>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO outbox (target, payload, created_at) VALUES (?, ?, ?)")
+        .bind(target)
+        .bind(payload)
+        .bind(Timestamp::now().millis())
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// Messages waiting in the outbox.
+pub async fn depth<'e>(db: impl SqliteExecutor<'e>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM outbox")
+        .fetch_one(db)
+        .await
+}
+
+/// The oldest `limit` messages for `target`: (id, payload).
+pub async fn batch<'e>(
+    db: impl SqliteExecutor<'e>,
+    target: &str,
+    limit: i64,
+) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as("SELECT id, payload FROM outbox WHERE target = ? ORDER BY id LIMIT ?")
+        .bind(target)
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+/// Forgets the messages a broker confirmed.
+pub async fn delete_confirmed<'e>(
+    db: impl SqliteExecutor<'e>,
+    ids: &[i64],
+) -> Result<(), sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut qb = sqlx::QueryBuilder::new("DELETE FROM outbox WHERE id IN (");
+    let mut sep = qb.separated(", ");
+    for id in ids {
+        sep.push_bind(id);
+    }
+    qb.push(")");
+    qb.build().execute(db).await.map(|_| ())
+}
+
+/// Records a receipt. Returns whether it is news: a new row, or a content receipt for a
+/// version only a metadata receipt was known for (upgraded).
+pub async fn record_receipt(
+    conn: &mut sqlx::SqliteConnection,
+    r: &Receipt,
+) -> Result<bool, sqlx::Error> {
+    let new = sqlx::query(
+        "INSERT OR IGNORE INTO receipts (doc_id, node, version, origin, md5, at, content) VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(r.doc_id.to_string())
+    .bind(&r.node)
+    .bind(r.version)
+    .bind(&r.origin)
+    .bind(r.md5.as_str())
+    .bind(r.at.millis())
+    .bind(r.content)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    if new || !r.content {
+        return Ok(new);
+    }
+    Ok(sqlx::query(
+        "UPDATE receipts SET content = 1, at = ? \
+         WHERE doc_id = ? AND node = ? AND version = ? AND origin = ? AND content = 0",
+    )
+    .bind(r.at.millis())
+    .bind(r.doc_id.to_string())
+    .bind(&r.node)
+    .bind(r.version)
+    .bind(&r.origin)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0)
+}
+
+/// Stores an annotation once (keyed by its id). Returns whether it was new.
+pub async fn record_annotation<'e>(
+    db: impl SqliteExecutor<'e>,
+    a: &Annotation,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query(
+        "INSERT OR IGNORE INTO annotations (id, doc_id, doc_version, author, text, created_at, received_at) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&a.id)
+    .bind(a.doc_id.to_string())
+    .bind(a.doc_version)
+    .bind(&a.author)
+    .bind(&a.text)
+    .bind(a.created_at.millis())
+    .bind(Timestamp::now().millis())
+    .execute(db)
+    .await?
+    .rows_affected()
+        > 0)
+}
