@@ -249,12 +249,7 @@ pub async fn flag(
                 ),
             });
         }
-        sqlx::query("INSERT INTO device_flags (device, doc_id, created_at) VALUES (?, ?, ?)")
-            .bind(&device)
-            .bind(id.to_string())
-            .bind(Timestamp::now().millis())
-            .execute(&mut *tx)
-            .await?;
+        crate::db::devices::add_flag(&mut *tx, &device, &id).await?;
     }
     let mut pulling = false;
     if let Some(fed) = node.federation() {
@@ -300,13 +295,7 @@ pub async fn unflag(
     let id = parse_id(&id)?;
     authorize(&node, &headers, &device).await?;
     let mut tx = node.db.begin_write().await?;
-    let n = sqlx::query("DELETE FROM device_flags WHERE device = ? AND doc_id = ?")
-        .bind(&device)
-        .bind(id.to_string())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if n == 0 {
+    if !crate::db::devices::remove_flag(&mut *tx, &device, &id).await? {
         return Err(ApiError::not_found(format!(
             "flag of document {id} by device {device}"
         )));
@@ -331,12 +320,7 @@ pub async fn flags(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let device = parse_device(&device)?;
     authorize(&node, &headers, &device).await?;
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT doc_id FROM device_flags WHERE device = ? ORDER BY created_at, doc_id",
-    )
-    .bind(&device)
-    .fetch_all(node.db.reader())
-    .await?;
+    let ids = crate::db::devices::flags_of(node.db.reader(), &device).await?;
     let mut documents: Vec<DocumentMeta> = Vec::with_capacity(ids.len());
     for id in ids {
         if let Ok(id) = id.parse() {

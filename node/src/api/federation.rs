@@ -9,6 +9,7 @@ use docfed_shared::wire::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{parse_id, ApiQuery, AppState, Authorized, JsonBody};
+use crate::db::messages;
 use crate::error::ApiError;
 use crate::federation::{fetch, outbox};
 
@@ -40,15 +41,8 @@ pub async fn propagation(
         .document(&id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
-    let mut rows: Vec<NodeHolding> = sqlx::query_as(
-        "SELECT node, version, origin, md5, content, at FROM receipts r WHERE doc_id = ? \
-         AND NOT EXISTS (SELECT 1 FROM receipts n WHERE n.doc_id = r.doc_id AND n.node = r.node \
-           AND (n.version > r.version OR (n.version = r.version AND n.origin > r.origin))) \
-         ORDER BY node",
-    )
-    .bind(id.to_string())
-    .fetch_all(node.db.reader())
-    .await?;
+    let mut rows: Vec<NodeHolding> =
+        messages::latest_receipts(node.db.reader(), &id.to_string()).await?;
     for r in &mut rows {
         r.at = Some(Timestamp(r.at_ms));
         r.current = r.version == doc.current.version && r.origin == doc.current.origin;
@@ -129,11 +123,7 @@ pub async fn annotate(
     };
     let mut tx = node.db.begin_write().await?;
     // Checked in the writer transaction, so two copies of one request cannot both insert.
-    let known: Option<(String, i64)> =
-        sqlx::query_as("SELECT doc_id, doc_version FROM annotations WHERE id = ?")
-            .bind(&a.id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let known = messages::annotation_target(&mut *tx, &a.id).await?;
     if let Some((doc_id, doc_version)) = known {
         if doc_id != id.to_string() {
             return Err(ApiError::Conflict(format!(
@@ -154,18 +144,7 @@ pub async fn annotate(
                 .await?;
         }
         None => {
-            sqlx::query(
-                "INSERT INTO annotations (id, doc_id, doc_version, author, text, created_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&a.id)
-            .bind(a.doc_id.to_string())
-            .bind(a.doc_version)
-            .bind(&a.author)
-            .bind(&a.text)
-            .bind(a.created_at.millis())
-            .bind(a.created_at.millis())
-            .execute(&mut *tx)
-            .await?;
+            messages::record_annotation(&mut *tx, &a).await?;
         }
     }
     tx.commit().await?;
@@ -220,19 +199,8 @@ pub async fn annotations(
         .map(parse_id)
         .transpose()?
         .map(|d| d.to_string());
-    let mut rows: Vec<AnnotationRow> = sqlx::query_as(
-        "SELECT a.id, a.doc_id, a.doc_version, a.author, a.text, a.state, a.created_at, \
-           d.title AS document_title, d.deleted AS document_deleted \
-         FROM annotations a LEFT JOIN documents d ON d.doc_id = a.doc_id \
-         WHERE (? = 'any' OR a.state = ?) AND (? IS NULL OR a.doc_id = ?) \
-         ORDER BY a.created_at LIMIT 1000",
-    )
-    .bind(&state)
-    .bind(&state)
-    .bind(&doc)
-    .bind(&doc)
-    .fetch_all(node.db.reader())
-    .await?;
+    let mut rows: Vec<AnnotationRow> =
+        messages::annotations(node.db.reader(), &state, doc.as_deref()).await?;
     for r in &mut rows {
         r.created = Some(Timestamp(r.created_at));
     }
@@ -245,13 +213,7 @@ async fn decide(
     state: &str,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let mut tx = node.db.begin_write().await?;
-    let n = sqlx::query("UPDATE annotations SET state = ? WHERE id = ?")
-        .bind(state)
-        .bind(aid)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    if n == 0 {
+    if !messages::set_annotation_state(&mut *tx, aid, state).await? {
         return Err(ApiError::not_found(format!("annotation {aid}")));
     }
     tx.commit().await?;

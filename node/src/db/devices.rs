@@ -209,6 +209,51 @@ pub async fn device_by_secret<'e>(
         .await
 }
 
+/// Records that `device` flags `doc`.
+pub async fn add_flag<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    device: &str,
+    doc: &DocId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO device_flags (device, doc_id, created_at) VALUES (?, ?, ?)")
+        .bind(device)
+        .bind(doc.to_string())
+        .bind(docfed_shared::wire::Timestamp::now().millis())
+        .execute(db)
+        .await
+        .map(|_| ())
+}
+
+/// Removes `device`'s flag on `doc`. Returns whether there was one.
+pub async fn remove_flag<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    device: &str,
+    doc: &DocId,
+) -> Result<bool, sqlx::Error> {
+    Ok(
+        sqlx::query("DELETE FROM device_flags WHERE device = ? AND doc_id = ?")
+            .bind(device)
+            .bind(doc.to_string())
+            .execute(db)
+            .await?
+            .rows_affected()
+            > 0,
+    )
+}
+
+/// The documents `device` flags, oldest flag first.
+pub async fn flags_of<'e>(
+    db: impl sqlx::SqliteExecutor<'e>,
+    device: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT doc_id FROM device_flags WHERE device = ? ORDER BY created_at, doc_id",
+    )
+    .bind(device)
+    .fetch_all(db)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

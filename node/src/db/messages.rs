@@ -117,3 +117,71 @@ pub async fn record_annotation<'e>(
     .rows_affected()
         > 0)
 }
+
+/// The newest receipt of each node for document `doc`, by node (the propagation view).
+pub async fn latest_receipts<'e, T>(
+    db: impl SqliteExecutor<'e>,
+    doc: &str,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    sqlx::query_as(
+        "SELECT node, version, origin, md5, content, at FROM receipts r WHERE doc_id = ? \
+         AND NOT EXISTS (SELECT 1 FROM receipts n WHERE n.doc_id = r.doc_id AND n.node = r.node \
+           AND (n.version > r.version OR (n.version = r.version AND n.origin > r.origin))) \
+         ORDER BY node",
+    )
+    .bind(doc)
+    .fetch_all(db)
+    .await
+}
+
+/// The document and version an annotation was written on, if it is known here.
+pub async fn annotation_target<'e>(
+    db: impl SqliteExecutor<'e>,
+    id: &str,
+) -> Result<Option<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT doc_id, doc_version FROM annotations WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Annotations in `state` (`any` for all), of one document or all, oldest first, at most 1,000,
+/// with their document's title and whether it is deleted.
+pub async fn annotations<'e, T>(
+    db: impl SqliteExecutor<'e>,
+    state: &str,
+    doc: Option<&str>,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    sqlx::query_as(
+        "SELECT a.id, a.doc_id, a.doc_version, a.author, a.text, a.state, a.created_at, \
+           d.title AS document_title, d.deleted AS document_deleted \
+         FROM annotations a LEFT JOIN documents d ON d.doc_id = a.doc_id \
+         WHERE (?1 = 'any' OR a.state = ?1) AND (?2 IS NULL OR a.doc_id = ?2) \
+         ORDER BY a.created_at LIMIT 1000",
+    )
+    .bind(state)
+    .bind(doc)
+    .fetch_all(db)
+    .await
+}
+
+/// Sets an annotation's state. Returns whether it exists.
+pub async fn set_annotation_state<'e>(
+    db: impl SqliteExecutor<'e>,
+    id: &str,
+    state: &str,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("UPDATE annotations SET state = ? WHERE id = ?")
+        .bind(state)
+        .bind(id)
+        .execute(db)
+        .await?
+        .rows_affected()
+        > 0)
+}
