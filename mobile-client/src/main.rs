@@ -174,6 +174,13 @@ enum Command {
         #[arg(long, env = "USER", default_value = "")]
         author: String,
     },
+    /// Read annotations: ID is an annotation's id (as `annotate` printed it: its text and
+    /// whether the author accepted or rejected it) or a document's id (the annotations its
+    /// author accepted). Any node answers: decisions reach every node.
+    Annotations {
+        #[arg(value_parser = doc_id)]
+        id: String,
+    },
     /// The node's presence table and queue depths.
     Peers,
     /// Catch the replica up with a node, then exit: deliver queued actions, apply the change
@@ -490,6 +497,21 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 },
                 json,
             );
+        }
+        Command::Annotations { id } => {
+            let client = ctx.online().await?;
+            let one: Result<serde_json::Value, CliError> =
+                client.get_json(&format!("/v1/annotations/{id}"), &[]).await;
+            match one {
+                Ok(a) => output::annotation(&a, json),
+                Err(CliError::NotFound(_)) => {
+                    let list: serde_json::Value = client
+                        .get_json(&format!("/v1/documents/{id}/annotations"), &[])
+                        .await?;
+                    output::annotations(&list, json);
+                }
+                Err(e) => return Err(e),
+            }
         }
         Command::Peers => {
             let v: serde_json::Value = ctx.online().await?.get_json("/v1/peers", &[]).await?;

@@ -291,6 +291,57 @@ pub fn peers(v: &serde_json::Value, json: bool) {
     }
 }
 
+/// One annotation and its state (`docfed annotations AID`).
+pub fn annotation(a: &serde_json::Value, json: bool) {
+    if json {
+        return print_json(a);
+    }
+    let state = a["state"].as_str().unwrap_or("?");
+    let decided = a["decided"]
+        .as_str()
+        .map(|t| format!(" ({t})"))
+        .unwrap_or_default();
+    println!(
+        "annotation {} on document {} v{}: {state}{decided}",
+        a["id"].as_str().unwrap_or("?"),
+        a["doc_id"].as_str().unwrap_or("?"),
+        a["doc_version"]
+    );
+    println!(
+        "by {} at {}:",
+        a["author"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("(anonymous)"),
+        a["created"].as_str().unwrap_or("?")
+    );
+    println!("{}", a["text"].as_str().unwrap_or(""));
+}
+
+/// A document's accepted annotations (`docfed annotations DOC_ID`).
+pub fn annotations(list: &serde_json::Value, json: bool) {
+    if json {
+        return print_json(list);
+    }
+    let all = list["annotations"].as_array().cloned().unwrap_or_default();
+    if all.is_empty() {
+        println!("no accepted annotations");
+        return;
+    }
+    for a in &all {
+        println!(
+            "{}  v{}  {}: {}",
+            a["created"].as_str().unwrap_or("?"),
+            a["doc_version"],
+            a["author"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .unwrap_or("(anonymous)"),
+            a["text"].as_str().unwrap_or("").replace('\n', " ")
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::fit;

@@ -44,6 +44,7 @@ pub enum Body {
     Notify(Box<Notification>),
     Receipt(Receipt),
     Annotation(Annotation),
+    Decision(Decision),
 }
 
 /// A version of a document exists; pull its bytes from `origin_url` if you need them.
@@ -82,6 +83,35 @@ pub struct Annotation {
     pub created_at: Timestamp,
     /// The node where the annotation was written.
     pub node: String,
+}
+
+/// An author's verdict on an annotation, taken at primary `by` and sent from there to every
+/// other node, so that every node (and the reader, wherever they ask) sees it. It carries the
+/// annotation, so nodes it never passed through can show it too. The latest decision wins
+/// (`decided_at`, then `by`), the same on every node. The annotation's `node` is the deciding
+/// primary (where it was first written is not kept).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    pub annotation: Annotation,
+    pub state: AnnotationState,
+    pub decided_at: Timestamp,
+    pub by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnnotationState {
+    Accepted,
+    Rejected,
+}
+
+impl AnnotationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnnotationState::Accepted => "accepted",
+            AnnotationState::Rejected => "rejected",
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,33 +192,41 @@ impl Envelope {
                     return invalid(format!("receipt version {} out of range", r.version));
                 }
             }
-            Body::Annotation(a) => {
-                use crate::limits::{MAX_ANNOTATION, MAX_ANNOTATION_AUTHOR};
-                if a.id.parse::<crate::DocId>().is_err() {
-                    return invalid(format!("annotation id {:?} is not a UUID", a.id));
-                }
-                if a.text.is_empty() || a.text.chars().count() > MAX_ANNOTATION {
-                    return invalid(format!(
-                        "annotation text must be 1-{MAX_ANNOTATION} characters"
-                    ));
-                }
-                if a.author.chars().count() > MAX_ANNOTATION_AUTHOR
-                    || a.author.chars().any(char::is_control)
-                {
-                    return invalid(format!(
-                        "annotation author must be at most {MAX_ANNOTATION_AUTHOR} printable characters"
-                    ));
-                }
-                if !(1..=crate::limits::MAX_VERSION).contains(&a.doc_version) {
-                    return invalid(format!("annotated version {} out of range", a.doc_version));
-                }
-                if !crate::scope::is_valid_region(&a.node) {
-                    return invalid(format!("bad node {:?}", a.node));
+            Body::Annotation(a) => check_annotation(a)?,
+            Body::Decision(d) => {
+                check_annotation(&d.annotation)?;
+                if !crate::scope::is_valid_region(&d.by) {
+                    return invalid(format!("bad deciding node {:?}", d.by));
                 }
             }
         }
         Ok(())
     }
+}
+
+fn check_annotation(a: &Annotation) -> Result<(), MessageError> {
+    use crate::limits::{MAX_ANNOTATION, MAX_ANNOTATION_AUTHOR};
+    let invalid = |m: String| Err(MessageError::Invalid(m));
+    if a.id.parse::<crate::DocId>().is_err() {
+        return invalid(format!("annotation id {:?} is not a UUID", a.id));
+    }
+    if a.text.is_empty() || a.text.chars().count() > MAX_ANNOTATION {
+        return invalid(format!(
+            "annotation text must be 1-{MAX_ANNOTATION} characters"
+        ));
+    }
+    if a.author.chars().count() > MAX_ANNOTATION_AUTHOR || a.author.chars().any(char::is_control) {
+        return invalid(format!(
+            "annotation author must be at most {MAX_ANNOTATION_AUTHOR} printable characters"
+        ));
+    }
+    if !(1..=crate::limits::MAX_VERSION).contains(&a.doc_version) {
+        return invalid(format!("annotated version {} out of range", a.doc_version));
+    }
+    if !crate::scope::is_valid_region(&a.node) {
+        return invalid(format!("bad node {:?}", a.node));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

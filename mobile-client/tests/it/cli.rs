@@ -442,3 +442,87 @@ async fn a_device_registers_once_per_node_and_flags_with_its_secret() -> TestRes
     assert!(out.status.success(), "{}", stderr(&out));
     Ok(())
 }
+
+/// `docfed annotations`: an annotation's state by its id, a document's accepted annotations by
+/// the document's id.
+#[tokio::test]
+async fn a_reader_sees_what_the_author_decided_on_an_annotation() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let node = Standalone::start(&tmp.path().join("node")).await?;
+    let id = publish(&node.url, TOKEN, "title=Charts", pattern(1, 100)).await?;
+    let sent = ok(&docfed(&[
+        "--server",
+        &node.url,
+        "--json",
+        "annotate",
+        &id,
+        "--text",
+        "地図の凡例が逆です",
+        "--author",
+        "reader",
+    ]));
+    let aid = sent["id"].as_str().ok_or("no annotation id")?.to_owned();
+    let a = ok(&docfed(&[
+        "--server",
+        &node.url,
+        "--json",
+        "annotations",
+        &aid,
+    ]));
+    assert_eq!(a["state"], "pending", "{a}");
+    let none = ok(&docfed(&[
+        "--server",
+        &node.url,
+        "--json",
+        "annotations",
+        &id,
+    ]));
+    assert_eq!(
+        none["annotations"].as_array().map(Vec::len),
+        Some(0),
+        "{none}"
+    );
+
+    send(
+        reqwest::Client::new()
+            .post(format!("{}/v1/annotations/{aid}/accept", node.url))
+            .bearer_auth(TOKEN),
+    )
+    .await?;
+    let a = ok(&docfed(&[
+        "--server",
+        &node.url,
+        "--json",
+        "annotations",
+        &aid,
+    ]));
+    assert_eq!(a["state"], "accepted", "{a}");
+    assert!(a["decided"].is_string(), "{a}");
+    let listed = ok(&docfed(&[
+        "--server",
+        &node.url,
+        "--json",
+        "annotations",
+        &id,
+    ]));
+    assert_eq!(
+        listed["annotations"][0]["text"], "地図の凡例が逆です",
+        "{listed}"
+    );
+    let human = docfed(&["--server", &node.url, "annotations", &aid]);
+    assert!(human.status.success());
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("accepted") && text.contains("地図の凡例が逆です"),
+        "{text}"
+    );
+    // An id that is neither: not found, exit 1 (as for a missing document).
+    let missing = docfed(&[
+        "--server",
+        &node.url,
+        "annotations",
+        "01890a5d-ac96-774b-bcce-b302099a8057",
+    ]);
+    assert!(!missing.status.success());
+    Ok(())
+}

@@ -12,6 +12,7 @@ use super::{parse_id, ApiQuery, AppState, Authorized, JsonBody};
 use crate::db::messages;
 use crate::error::ApiError;
 use crate::federation::{fetch, outbox};
+use docfed_shared::messages::AnnotationState;
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct NodeHolding {
@@ -207,17 +208,100 @@ pub async fn annotations(
     Ok(Json(serde_json::json!({ "annotations": rows })))
 }
 
+/// Records the decision here and, in the same transaction, queues it to every other node of
+/// the federation: the other primary, and every node where a reader may ask.
 async fn decide(
     node: &AppState,
     aid: &str,
-    state: &str,
+    state: AnnotationState,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    use docfed_shared::messages::{Body, Decision, Envelope};
     let mut tx = node.db.begin_write().await?;
-    if !messages::set_annotation_state(&mut *tx, aid, state).await? {
+    let Some(mut annotation) = messages::annotation(&mut *tx, aid).await? else {
         return Err(ApiError::not_found(format!("annotation {aid}")));
+    };
+    annotation.node = node.config.node_id.clone();
+    let decision = Decision {
+        annotation,
+        state,
+        decided_at: Timestamp::now(),
+        by: node.config.node_id.clone(),
+    };
+    messages::apply_decision(&mut tx, &decision).await?;
+    if let Some(fed) = node.federation() {
+        let env = Envelope::new(
+            format!("d:{aid}:{}:{}", fed.id(), decision.decided_at.millis()),
+            fed.id(),
+            Body::Decision(decision.clone()),
+        );
+        for peer in fed.topology.nodes.iter().filter(|n| n.id != fed.id()) {
+            outbox::enqueue(&mut tx, &peer.id, &env).await?;
+        }
     }
     tx.commit().await?;
-    Ok(Json(serde_json::json!({ "id": aid, "state": state })))
+    node.wake_outbox();
+    Ok(Json(
+        serde_json::json!({ "id": aid, "state": state.as_str(), "decided_at": decision.decided_at }),
+    ))
+}
+
+/// What anyone holding an annotation's id may read of it, on any node.
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct AnnotationStatus {
+    id: String,
+    doc_id: String,
+    doc_version: i64,
+    author: String,
+    text: String,
+    /// pending | accepted | rejected
+    state: String,
+    #[serde(skip)]
+    created_at: i64,
+    #[serde(skip)]
+    decided_at: Option<i64>,
+    #[sqlx(skip)]
+    created: Option<Timestamp>,
+    #[sqlx(skip)]
+    decided: Option<Timestamp>,
+}
+
+impl AnnotationStatus {
+    fn stamped(mut self) -> Self {
+        self.created = Some(Timestamp(self.created_at));
+        self.decided = self.decided_at.map(Timestamp);
+        self
+    }
+}
+
+/// `GET /v1/annotations/{aid}`: one annotation and its state. The id (a random UUID the
+/// writer got back) is what lets a reader see it; pending annotations are listed only to the
+/// token (`GET /v1/annotations`).
+pub async fn annotation(
+    State(node): State<AppState>,
+    Path(aid): Path<String>,
+) -> Result<Json<AnnotationStatus>, ApiError> {
+    let aid = parse_id(&aid)?.to_string();
+    messages::annotation_status::<AnnotationStatus>(node.db.reader(), &aid)
+        .await?
+        .map(|a| Json(a.stamped()))
+        .ok_or_else(|| ApiError::not_found(format!("annotation {aid}")))
+}
+
+/// `GET /v1/documents/{id}/annotations`: the annotations its author accepted, on any node.
+pub async fn accepted(
+    State(node): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = parse_id(&id)?;
+    if node.db.document(&id).await?.is_none() {
+        return Err(ApiError::not_found(format!("document or annotation {id}")));
+    }
+    let rows: Vec<AnnotationStatus> =
+        messages::accepted_annotations(node.db.reader(), &id.to_string()).await?;
+    let rows: Vec<AnnotationStatus> = rows.into_iter().map(AnnotationStatus::stamped).collect();
+    Ok(Json(
+        serde_json::json!({ "doc_id": id, "annotations": rows }),
+    ))
 }
 
 pub async fn accept(
@@ -225,7 +309,7 @@ pub async fn accept(
     _auth: Authorized,
     Path(aid): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    decide(&node, &aid, "accepted").await
+    decide(&node, &aid, AnnotationState::Accepted).await
 }
 
 pub async fn reject(
@@ -233,7 +317,7 @@ pub async fn reject(
     _auth: Authorized,
     Path(aid): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    decide(&node, &aid, "rejected").await
+    decide(&node, &aid, AnnotationState::Rejected).await
 }
 
 /// `GET /v1/peers`: presence for anyone (a device uses it to find other regional nodes); queue

@@ -50,8 +50,12 @@ pub fn router(node: AppState) -> Router {
             "/v1/documents/{id}/propagation",
             get(federation::propagation),
         )
-        .route("/v1/documents/{id}/annotations", post(federation::annotate))
+        .route(
+            "/v1/documents/{id}/annotations",
+            get(federation::accepted).post(federation::annotate),
+        )
         .route("/v1/annotations", get(federation::annotations))
+        .route("/v1/annotations/{aid}", get(federation::annotation))
         .route("/v1/annotations/{aid}/accept", post(federation::accept))
         .route("/v1/annotations/{aid}/reject", post(federation::reject))
         .route("/v1/objects/{md5}", get(content::object))

@@ -2,7 +2,7 @@
 //! arrive (`annotations`): the relay's and the inbox's SQL (`federation::outbox`,
 //! `federation::inbox`).
 
-use docfed_shared::messages::{Annotation, Receipt};
+use docfed_shared::messages::{Annotation, Decision, Receipt};
 use docfed_shared::wire::Timestamp;
 use sqlx::SqliteExecutor;
 
@@ -171,17 +171,96 @@ where
     .await
 }
 
-/// Sets an annotation's state. Returns whether it exists.
-pub async fn set_annotation_state<'e>(
+/// An annotation as stored here, to build the decision that replicates it.
+pub async fn annotation<'e>(
     db: impl SqliteExecutor<'e>,
     id: &str,
-    state: &str,
+) -> Result<Option<Annotation>, sqlx::Error> {
+    let row: Option<(String, String, i64, String, String, i64)> = sqlx::query_as(
+        "SELECT id, doc_id, doc_version, author, text, created_at FROM annotations WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(
+        row.and_then(|(id, doc, doc_version, author, text, created_at)| {
+            Some(Annotation {
+                id,
+                doc_id: doc.parse().ok()?,
+                doc_version,
+                author,
+                text,
+                created_at: Timestamp(created_at),
+                // Where it was written is not kept here: the caller names a node.
+                node: String::new(),
+            })
+        }),
+    )
+}
+
+/// Records a decision on an annotation (inserting the annotation if this node never saw it)
+/// unless a later one is known: the latest `(decided_at, by)` wins on every node, whatever
+/// order decisions arrive in. Returns whether it changed anything.
+pub async fn apply_decision(
+    conn: &mut sqlx::SqliteConnection,
+    d: &Decision,
 ) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query("UPDATE annotations SET state = ? WHERE id = ?")
-        .bind(state)
-        .bind(id)
-        .execute(db)
-        .await?
-        .rows_affected()
-        > 0)
+    let a = &d.annotation;
+    let n = sqlx::query(
+        "INSERT INTO annotations (id, doc_id, doc_version, author, text, created_at, received_at, \
+                                  state, decided_at, decided_by) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+         ON CONFLICT (id) DO UPDATE SET state = excluded.state, decided_at = excluded.decided_at, \
+           decided_by = excluded.decided_by \
+         WHERE annotations.decided_at IS NULL \
+            OR (excluded.decided_at, excluded.decided_by) > (annotations.decided_at, annotations.decided_by)",
+    )
+    .bind(&a.id)
+    .bind(a.doc_id.to_string())
+    .bind(a.doc_version)
+    .bind(&a.author)
+    .bind(&a.text)
+    .bind(a.created_at.millis())
+    .bind(Timestamp::now().millis())
+    .bind(d.state.as_str())
+    .bind(d.decided_at.millis())
+    .bind(&d.by)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(n > 0)
+}
+
+/// What a reader may see of one annotation: its state, and when it was decided.
+pub async fn annotation_status<'e, T>(
+    db: impl SqliteExecutor<'e>,
+    id: &str,
+) -> Result<Option<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    sqlx::query_as(
+        "SELECT id, doc_id, doc_version, author, text, state, created_at, decided_at \
+         FROM annotations WHERE id = ?",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The accepted annotations of document `doc`, oldest first, at most 1,000.
+pub async fn accepted_annotations<'e, T>(
+    db: impl SqliteExecutor<'e>,
+    doc: &str,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
+{
+    sqlx::query_as(
+        "SELECT id, doc_id, doc_version, author, text, state, created_at, decided_at \
+         FROM annotations WHERE doc_id = ? AND state = 'accepted' ORDER BY created_at LIMIT 1000",
+    )
+    .bind(doc)
+    .fetch_all(db)
+    .await
 }

@@ -152,6 +152,18 @@ pub fn admit(fed: &Federation, env: &Envelope) -> Result<(), Refusal> {
             }
             node_exists("the annotation's node", &a.node)?;
         }
+        Body::Decision(d) => {
+            // Each primary sends its own decisions to every node itself: nobody relays them,
+            // so nobody but a primary can claim one.
+            if from.tier != Tier::Primary || d.by != from.id {
+                return Err(Refusal::WrongSender {
+                    kind: "a decision on an annotation",
+                    from: from.id.clone(),
+                    allowed: "the primary that took it",
+                });
+            }
+            node_exists("the annotation's node", &d.annotation.node)?;
+        }
     }
     Ok(())
 }

@@ -314,6 +314,9 @@ async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result
             Body::Annotation(a) => {
                 on_annotation(fed, &mut tx, a, &env.id).await?;
             }
+            Body::Decision(d) => {
+                crate::db::messages::apply_decision(&mut tx, d).await?;
+            }
         }
     }
     tx.commit().await?;

@@ -795,6 +795,84 @@ async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
             .json()
             .await?;
     assert_eq!(list["annotations"][0]["id"], aid.as_str());
+
+    // The decision replicates: every node, those the annotation never passed through included,
+    // shows it accepted, to anyone holding its id, and lists it with the document.
+    let state_at = |role: &'static str| {
+        let url = fed.node(role).url(&format!("/v1/annotations/{aid}"));
+        async move {
+            let v: Value = client().get(&url).send().await.ok()?.json().await.ok()?;
+            v["state"].as_str().map(str::to_owned)
+        }
+    };
+    for role in crate::common::federation::ROLES {
+        wait_until_async(T, "the decision everywhere", || async {
+            (state_at(role).await.as_deref() == Some("accepted")).then_some(())
+        })
+        .await
+        .map_err(|e| format!("{role}: {e}"))?;
+    }
+    let listed: Value = client()
+        .get(
+            fed.node("na")
+                .url(&format!("/v1/documents/{id}/annotations")),
+        )
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        listed["annotations"][0]["text"], "Page 3 has a typo",
+        "{listed}"
+    );
+    // A later decision at the other primary wins everywhere.
+    let resp = auth(
+        client().post(
+            fed.node("primary-b")
+                .url(&format!("/v1/annotations/{aid}/reject")),
+        ),
+    )
+    .send()
+    .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    for role in crate::common::federation::ROLES {
+        wait_until_async(T, "the later decision everywhere", || async {
+            (state_at(role).await.as_deref() == Some("rejected")).then_some(())
+        })
+        .await
+        .map_err(|e| format!("{role}: {e}"))?;
+    }
+    // A regional node cannot decide for the author: its forged decision is dead-lettered.
+    let forged = docfed_shared::messages::Envelope::new(
+        "d:forged".into(),
+        &fed.id("na"),
+        docfed_shared::messages::Body::Decision(docfed_shared::messages::Decision {
+            annotation: docfed_shared::messages::Annotation {
+                id: aid.clone(),
+                doc_id: id.parse()?,
+                doc_version: 1,
+                author: "reader@eu".into(),
+                text: "Page 3 has a typo".into(),
+                created_at: docfed_shared::wire::Timestamp::now(),
+                node: fed.id("na"),
+            },
+            state: docfed_shared::messages::AnnotationState::Accepted,
+            decided_at: docfed_shared::wire::Timestamp::now(),
+            by: fed.id("na"),
+        }),
+    );
+    let conn = lapin::Connection::connect(
+        &crate::common::federation::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    fed.send_to_inbox(&ch, "eu", &forged.to_bytes(), Some("na"))
+        .await?;
+    fed.await_metric("eu", "docfed_notifications_dead_lettered_total", 1)
+        .await?;
+    assert_eq!(state_at("eu").await.as_deref(), Some("rejected"));
+    conn.close(200, "done".into()).await?;
     Ok(())
 }
 
