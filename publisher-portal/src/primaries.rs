@@ -337,12 +337,18 @@ impl Primaries {
         if down.is_empty() {
             return None;
         }
+        // Relative, like every time the portal shows ("went down 3 min ago").
+        let now = docfed_shared::wire::Timestamp::now().millis();
         let what = |(p, s): &(&Primary, Status)| {
+            let since = s
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(now, |d| d.as_millis() as i64);
             format!(
-                "{} ({}) is not reachable since {} ({})",
+                "{} ({}) is not reachable: it went down {} ({})",
                 p.name,
                 p.url,
-                humantime::format_rfc3339_seconds(s.since),
+                crate::views::relative(since, now),
                 s.error.as_deref().unwrap_or("no answer")
             )
         };
