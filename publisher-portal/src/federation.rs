@@ -85,7 +85,10 @@ pub fn nodes(config: &Config, primaries: &Primaries, presence: &Presence) -> Vec
         .collect();
     for a in presence.answers.iter().filter_map(|a| a.as_ref().ok()) {
         for p in a.peers.iter().filter(|p| p.in_topology) {
-            if !own_ids.contains(p.id.as_str()) && seen.insert(p.id.clone()) {
+            // Without a topology the portal names primaries by URL; the other primary is
+            // listed already.
+            let a_primary = primaries.all().iter().any(|q| q.url == p.http);
+            if !a_primary && !own_ids.contains(p.id.as_str()) && seen.insert(p.id.clone()) {
                 known.push((
                     p.id.clone(),
                     p.tier.clone(),
@@ -228,4 +231,98 @@ pub fn summary(rows: &[NodeRow]) -> String {
         if rows.len() == 1 { "" } else { "s" },
         parts.join(", ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Args, Config};
+    use crate::primaries::PeersAnswer;
+    use clap::Parser;
+
+    fn peer(id: &str, http: &str, healthy: Option<bool>, failed: u32) -> PeerState {
+        PeerState {
+            id: id.into(),
+            tier: "regional".into(),
+            region: Some(id.into()),
+            http: http.into(),
+            mdns: false,
+            in_topology: true,
+            healthy,
+            failed_probes: failed,
+            last_seen_ms_ago: Some(1000),
+            last_error: (failed > 0).then(|| "connection refused".into()),
+        }
+    }
+
+    #[test]
+    fn health_comes_from_the_portal_for_primaries_and_from_their_presence_for_the_rest() {
+        let args = Args::try_parse_from([
+            "docfed-portal",
+            "--primary",
+            "http://127.0.0.1:9",
+            "--primary",
+            "http://127.0.0.1:10",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        let config = Config::from_args("d".into(), args.serve).unwrap();
+        let primaries = Primaries::new(&config).unwrap();
+        primaries.mark_down(1, "connection refused".into());
+        let presence = Presence {
+            answers: vec![
+                Ok(PeersAnswer {
+                    node: "pa".into(),
+                    inbox_connected: Some(true),
+                    outbox_depth: Some(7),
+                    pending_fetches: Some(2),
+                    peers: vec![
+                        peer("pb", "http://127.0.0.1:10", Some(false), 3),
+                        peer("na", "http://127.0.0.1:11", Some(true), 0),
+                        peer("eu", "http://127.0.0.1:12", Some(false), 2),
+                        peer("asia", "http://127.0.0.1:13", Some(false), 1),
+                        PeerState {
+                            in_topology: false,
+                            ..peer("stranger", "http://127.0.0.1:14", None, 0)
+                        },
+                    ],
+                }),
+                Err("connection refused".into()),
+            ],
+            at_ms: 1_000_000,
+        };
+        let rows = nodes(&config, &primaries, &presence);
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["127.0.0.1:9", "127.0.0.1:10", "na", "eu", "asia"],
+            "the primaries once each, no mDNS-only stranger"
+        );
+        let health: Vec<Health> = rows.iter().map(|r| r.health).collect();
+        assert_eq!(
+            health,
+            [
+                Health::Unknown, // never probed in this test
+                Health::Down,
+                Health::Up,
+                Health::Down,
+                Health::Unknown, // one failed probe is not down yet
+            ]
+        );
+        assert_eq!(
+            (rows[0].outbox, rows[0].pending_fetches),
+            (Some(7), Some(2))
+        );
+        assert_eq!(rows[1].error.as_deref(), Some("connection refused"));
+        assert_eq!(
+            rows[3].error.as_deref(),
+            Some("127.0.0.1:9: connection refused")
+        );
+        assert_eq!(rows[2].last_seen_ms, Some(999_000));
+        assert_eq!(summary(&rows), "5 nodes: 1 up, 2 down, 2 unknown.");
+        assert!(presence.is_down(&primaries, "eu"));
+        assert!(!presence.is_down(&primaries, "asia"));
+        assert!(presence.is_down(&primaries, "127.0.0.1:10"));
+    }
 }
