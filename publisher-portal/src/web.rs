@@ -787,9 +787,27 @@ fn prop_view(
     published_ms: Option<i64>,
     tombstones: &[i64],
 ) -> PropView {
-    let now = now_ms();
-    let tier_of = |n: &str| st.config.tiers.get(n).cloned().unwrap_or_default();
-    let is_down = |n: &str| presence.is_some_and(|pr| pr.is_down(&st.primaries, n));
+    build_prop_view(
+        p,
+        &st.config.tiers,
+        &|n| presence.is_some_and(|pr| pr.is_down(&st.primaries, n)),
+        published_ms,
+        tombstones,
+        now_ms(),
+    )
+}
+
+/// [`prop_view`] with its inputs spelled out: the tier of each node, whether the primaries see
+/// a node as down, and the time now.
+fn build_prop_view(
+    p: Propagation,
+    tiers: &std::collections::HashMap<String, String>,
+    is_down: &dyn Fn(&str) -> bool,
+    published_ms: Option<i64>,
+    tombstones: &[i64],
+    now: i64,
+) -> PropView {
+    let tier_of = |n: &str| tiers.get(n).cloned().unwrap_or_default();
     let behind_ms = published_ms.map(|t| now - t).unwrap_or(0);
     let lagging = |n: &str, older: bool| -> (&'static str, String) {
         if is_down(n) {
@@ -1150,4 +1168,145 @@ async fn decide(
             "rejected"
         }
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primaries::Holding;
+
+    fn holding(node: &str, version: i64, current: bool) -> Holding {
+        Holding {
+            node: node.into(),
+            version,
+            content: true,
+            at: Some("2026-11-23T08:00:00Z".into()),
+            current,
+        }
+    }
+
+    /// pa and na hold version 2, pb holds version 1; eu and asia report nothing.
+    fn spreading(deleted: bool) -> Propagation {
+        Propagation {
+            version: 2,
+            origin: "pa".into(),
+            deleted,
+            nodes: vec![
+                holding("pa", 2, true),
+                holding("na", 2, true),
+                holding("pb", 1, false),
+            ],
+            not_yet_current: vec!["pb".into(), "eu".into(), "asia".into()],
+        }
+    }
+
+    fn states(v: &PropView) -> Vec<(String, String)> {
+        v.rows
+            .iter()
+            .map(|r| (r.node.clone(), r.state.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn down_slow_waiting_and_done_are_told_apart() {
+        let tiers: std::collections::HashMap<String, String> = [
+            ("pa", "primary"),
+            ("pb", "primary"),
+            ("na", "regional"),
+            ("eu", "regional"),
+            ("asia", "regional"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        let now = 1_800_000_000_000;
+        let eu_down = |n: &str| n == "eu";
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+
+        // Just published: whoever lacks it is waiting, unless the primaries see it down.
+        let v = build_prop_view(
+            spreading(false),
+            &tiers,
+            &eu_down,
+            Some(now - 5_000),
+            &[],
+            now,
+        );
+        assert_eq!(
+            states(&v),
+            [
+                pair("pa", "current"),
+                pair("pb", "older"),
+                pair("asia", "waiting"),
+                pair("eu", "down"),
+                pair("na", "current"),
+            ]
+        );
+        assert_eq!(
+            v.summary,
+            "2 of 5 nodes hold version 2; 1 down; still spreading…"
+        );
+        assert_eq!(v.short, "2/5 nodes, 1 down");
+        assert_eq!((v.down, v.complete), (1, false));
+        assert!(v
+            .rows
+            .iter()
+            .all(|r| r.label != "waiting…" || r.node == "asia"));
+
+        // Published three minutes ago: reachable but behind is slow; down stays down.
+        let v = build_prop_view(
+            spreading(false),
+            &tiers,
+            &eu_down,
+            Some(now - 180_000),
+            &[],
+            now,
+        );
+        assert_eq!(
+            states(&v),
+            [
+                pair("pa", "current"),
+                pair("pb", "slow"),
+                pair("asia", "slow"),
+                pair("eu", "down"),
+                pair("na", "current"),
+            ]
+        );
+        assert_eq!(v.short, "2/5 nodes, 1 down, 2 slow");
+        let asia = v
+            .rows
+            .iter()
+            .find(|r| r.node == "asia")
+            .map(|r| r.label.as_str());
+        assert_eq!(asia, Some("slow: published 3 min ago, not here yet"));
+
+        // A tombstone is held as a tombstone, not as bytes; so is an older tombstone version.
+        let v = build_prop_view(spreading(true), &tiers, &|_| false, None, &[1], now);
+        assert!(v
+            .rows
+            .iter()
+            .filter(|r| r.version.is_some())
+            .all(|r| r.holds == "tombstone"));
+        assert!(v
+            .summary
+            .starts_with("2 of 5 nodes hold version 2 (a tombstone)"));
+        let v = build_prop_view(spreading(true), &tiers, &|_| false, None, &[], now);
+        let pb = v
+            .rows
+            .iter()
+            .find(|r| r.node == "pb")
+            .map(|r| r.holds.as_str());
+        assert_eq!(pb, Some("bytes"), "version 1 is no tombstone");
+
+        // Everyone has it.
+        let done = Propagation {
+            not_yet_current: vec![],
+            nodes: vec![holding("pa", 2, true), holding("pb", 2, true)],
+            ..spreading(false)
+        };
+        let v = build_prop_view(done, &tiers, &eu_down, Some(now - 500_000), &[], now);
+        assert_eq!(v.summary, "2 of 2 nodes hold version 2.");
+        assert_eq!((v.short.as_str(), v.complete), ("2/2 nodes", true));
+        assert_eq!(v.rows[0].at_exact, "2026-11-23 08:00:00 UTC");
+    }
 }
