@@ -151,6 +151,15 @@ pub struct PrimarySpec {
     pub url: String,
 }
 
+/// A node of the topology, as the federation page lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub id: String,
+    pub tier: String,
+    pub region: Option<String>,
+    pub url: String,
+}
+
 /// Validated settings, shared as `Arc<Config>`.
 #[derive(Clone)]
 pub struct Config {
@@ -161,6 +170,9 @@ pub struct Config {
     pub regions: Vec<String>,
     /// Tier of each node id the topology names (for the propagation table).
     pub tiers: HashMap<String, String>,
+    /// Every node of the topology, in file order (empty without `--topology`: the federation
+    /// page then lists the primaries and what they see).
+    pub nodes: Vec<NodeInfo>,
     pub token: String,
     pub max_upload_size: u64,
     pub session_ttl: Duration,
@@ -220,12 +232,19 @@ pub enum ConfigError {
 impl Config {
     pub fn from_args(data_dir: PathBuf, a: ServeArgs) -> Result<Config, ConfigError> {
         let mut tiers = HashMap::new();
+        let mut nodes = Vec::new();
         let mut regions: Vec<String> = Vec::new();
         let primaries: Vec<PrimarySpec> = match &a.topology {
             Some(path) => {
                 let t = Topology::load_validated(path)?;
                 for n in &t.nodes {
                     tiers.insert(n.id.clone(), n.tier.to_string());
+                    nodes.push(NodeInfo {
+                        id: n.id.clone(),
+                        tier: n.tier.to_string(),
+                        region: n.region.clone(),
+                        url: n.base_url(),
+                    });
                 }
                 regions.extend(t.regionals().filter_map(|n| n.region.clone()));
                 let p: Vec<PrimarySpec> = t
@@ -291,6 +310,7 @@ impl Config {
             primaries,
             regions,
             tiers,
+            nodes,
             token,
             max_upload_size: parse_size(&a.max_upload_size).map_err(ConfigError::BadSize)?,
             session_ttl: a.session_ttl.into(),

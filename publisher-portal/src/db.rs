@@ -456,6 +456,24 @@ impl Db {
         Ok(ids.into_iter().collect())
     }
 
+    /// How many of `doc_ids` (one entry per pending annotation, so repeats count) are the
+    /// author's documents: one query whose cost follows the list, not the author's library.
+    pub async fn count_owned(&self, author_id: i64, doc_ids: &[String]) -> Result<u64, DbError> {
+        if doc_ids.is_empty() {
+            return Ok(0);
+        }
+        let list = serde_json::to_string(doc_ids).unwrap_or_else(|_| "[]".into());
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM json_each(?) j WHERE EXISTS \
+             (SELECT 1 FROM documents d WHERE d.author_id = ? AND d.doc_id = j.value)",
+        )
+        .bind(list)
+        .bind(author_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(n.max(0) as u64)
+    }
+
     /// One page of an author's documents, newest change first. Returns `limit + 1` rows at most,
     /// so the caller knows whether there is a next page.
     pub async fn list_documents(

@@ -13,7 +13,8 @@
 //! auth.rs       Argon2 passwords (capped verifier), session ids, CSRF tokens, login rate
 //!               limit, the `next=` check, cookies
 //! forwarded.rs  the client address behind trusted reverse proxies (X-Forwarded-For)
-//! primaries.rs  the failover pair: health, preference, retries, typed calls
+//! primaries.rs  the failover pair: health, preference, retries, typed calls, presence cache
+//! federation.rs every node's health, queues and last error, from what the primaries know
 //! upload.rs     multipart upload → bounded channel → streaming request to one primary
 //! web.rs        router, session middleware, handlers
 //! views.rs      HTML (maud, escaped), assets/ (CSS, a little JS)
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod federation;
 pub mod forwarded;
 pub mod primaries;
 pub mod upload;

@@ -147,6 +147,99 @@ struct AnnotationList {
     annotations: Vec<Annotation>,
 }
 
+/// `GET /v1/peers` of one primary, asked with the token: its presence table and its own queues.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeersAnswer {
+    pub node: String,
+    #[serde(default)]
+    pub inbox_connected: Option<bool>,
+    #[serde(default)]
+    pub outbox_depth: Option<i64>,
+    #[serde(default)]
+    pub pending_fetches: Option<i64>,
+    #[serde(default)]
+    pub peers: Vec<PeerState>,
+}
+
+/// One row of a primary's presence table (mDNS and its health probes).
+#[derive(Debug, Clone, Deserialize)]
+pub struct PeerState {
+    pub id: String,
+    #[serde(default)]
+    pub tier: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub http: String,
+    #[serde(default)]
+    pub mdns: bool,
+    #[serde(default)]
+    pub in_topology: bool,
+    /// The last probe's outcome, `None` before the first one.
+    #[serde(default)]
+    pub healthy: Option<bool>,
+    #[serde(default)]
+    pub failed_probes: u32,
+    #[serde(default)]
+    pub last_seen_ms_ago: Option<u64>,
+    /// Why the last probe failed (nodes that report it).
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+/// The node counts a peer as down after this many failed probes in a row (its `DOWN_AFTER`).
+pub const DOWN_AFTER_PROBES: u32 = 2;
+
+impl PeerState {
+    pub fn is_down(&self) -> bool {
+        self.failed_probes >= DOWN_AFTER_PROBES
+    }
+}
+
+/// What every primary said about the federation a moment ago: per primary (in configuration
+/// order) its `/v1/peers` answer or why there is none.
+#[derive(Debug, Clone)]
+pub struct Presence {
+    pub answers: Vec<Result<PeersAnswer, String>>,
+    /// Unix milliseconds when it was asked.
+    pub at_ms: i64,
+}
+
+impl Presence {
+    /// Whether the primaries that answered agree a node is down: every one that probes it
+    /// counts it as down (and at least one does). A primary the portal cannot reach is down
+    /// when the portal's own probes say so.
+    pub fn is_down(&self, primaries: &Primaries, id: &str) -> bool {
+        if let Some(p) = primaries.list.iter().find(|p| p.name == id) {
+            return p.status().up == Some(false);
+        }
+        let views: Vec<&PeerState> = self
+            .answers
+            .iter()
+            .filter_map(|a| a.as_ref().ok())
+            .filter_map(|a| a.peers.iter().find(|p| p.id == id))
+            .filter(|p| p.healthy.is_some())
+            .collect();
+        !views.is_empty() && views.iter().all(|p| p.is_down())
+    }
+}
+
+/// A value fetched from the primaries and reused for a few seconds by every page.
+struct Cached<T> {
+    value: tokio::sync::Mutex<Option<(std::time::Instant, Arc<T>)>>,
+}
+
+impl<T> Cached<T> {
+    fn new() -> Self {
+        Cached {
+            value: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// How long a presence snapshot or the pending-annotation list is reused.
+const CACHE_FOR: Duration = Duration::from_secs(3);
+
 pub struct Primaries {
     list: Vec<Primary>,
     preferred: AtomicUsize,
@@ -157,6 +250,9 @@ pub struct Primaries {
     upload_http: reqwest::Client,
     token: String,
     health_interval: Duration,
+    presence: Cached<Presence>,
+    /// Document id of every pending annotation (one entry per annotation).
+    pending: Cached<Vec<String>>,
 }
 
 impl Primaries {
@@ -188,6 +284,8 @@ impl Primaries {
             upload_http: base().build()?,
             token: config.token.clone(),
             health_interval: config.health_interval,
+            presence: Cached::new(),
+            pending: Cached::new(),
         })
     }
 
@@ -239,12 +337,18 @@ impl Primaries {
         if down.is_empty() {
             return None;
         }
+        // Relative, like every time the portal shows ("went down 3 min ago").
+        let now = docfed_shared::wire::Timestamp::now().millis();
         let what = |(p, s): &(&Primary, Status)| {
+            let since = s
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(now, |d| d.as_millis() as i64);
             format!(
-                "{} ({}) is not reachable since {} ({})",
+                "{} ({}) is not reachable: it went down {} ({})",
                 p.name,
                 p.url,
-                humantime::format_rfc3339_seconds(s.since),
+                crate::views::relative(since, now),
                 s.error.as_deref().unwrap_or("no answer")
             )
         };
@@ -335,15 +439,24 @@ impl Primaries {
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
+        self.call_with(&self.http, make, next_on_404).await
+    }
+
+    /// [`call`](Self::call) with a given client.
+    async fn call_with<F>(
+        &self,
+        client: &reqwest::Client,
+        make: F,
+        next_on_404: bool,
+    ) -> Result<(reqwest::Response, usize), NodeError>
+    where
+        F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
+    {
         let mut tried = Vec::new();
         let mut not_found = None;
         for i in self.order() {
             let p = &self.list[i];
-            match make(&self.http, &p.url)
-                .bearer_auth(&self.token)
-                .send()
-                .await
-            {
+            match make(client, &p.url).bearer_auth(&self.token).send().await {
                 Err(e) => {
                     let msg = transport_error(&e);
                     self.mark_down(i, msg.clone());
@@ -481,6 +594,113 @@ impl Primaries {
             (false, Some(e)) => Err(e),
             (false, None) => Err(NodeError::Unavailable(tried)),
         }
+    }
+
+    /// Every primary's `/v1/peers` (with the token, for its queue depths), asked at once and
+    /// cached for a few seconds. Each request is bounded by a short deadline, so a page that
+    /// shows presence waits at most that long for a primary that does not answer.
+    pub async fn presence(&self) -> Arc<Presence> {
+        let mut slot = self.presence.value.lock().await;
+        if let Some((at, v)) = slot.as_ref() {
+            if at.elapsed() < CACHE_FOR {
+                return v.clone();
+            }
+        }
+        let asks = self.list.iter().map(|p| async move {
+            let r = self
+                .http
+                .get(format!("{}/v1/peers", p.url))
+                .bearer_auth(&self.token)
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .map_err(|e| transport_error(&e))?;
+            if !r.status().is_success() {
+                return Err(format!("/v1/peers answers HTTP {}", r.status()));
+            }
+            r.json::<PeersAnswer>()
+                .await
+                .map_err(|e| format!("unreadable /v1/peers answer: {e}"))
+        });
+        let v = Arc::new(Presence {
+            answers: futures::future::join_all(asks).await,
+            at_ms: docfed_shared::wire::Timestamp::now().millis(),
+        });
+        *slot = Some((std::time::Instant::now(), v.clone()));
+        v
+    }
+
+    /// Document ids of the pending annotations, cached for a few seconds, for the count in the
+    /// navigation. `None` when the list is not at hand: no primary is up (nothing is asked
+    /// then), or the primary did not answer within `wait`; a refresh keeps running in the
+    /// background for the next page.
+    pub async fn pending_annotations(self: &Arc<Self>, wait: Duration) -> Option<Arc<Vec<String>>> {
+        if let Ok(slot) = self.pending.value.try_lock() {
+            if let Some((at, v)) = slot.as_ref() {
+                if at.elapsed() < CACHE_FOR {
+                    return Some(v.clone());
+                }
+            }
+        }
+        if self.list.iter().all(|p| p.status().up == Some(false)) {
+            return self.pending_cached();
+        }
+        let me = self.clone();
+        let refresh = tokio::spawn(async move {
+            let mut slot = me.pending.value.lock().await;
+            if let Some((at, v)) = slot.as_ref() {
+                if at.elapsed() < CACHE_FOR {
+                    return Some(v.clone());
+                }
+            }
+            let list = me
+                .annotations("pending", None)
+                .await
+                .ok()?
+                .into_iter()
+                .map(|a| a.doc_id)
+                .collect::<Vec<_>>();
+            let v = Arc::new(list);
+            *slot = Some((std::time::Instant::now(), v.clone()));
+            Some(v)
+        });
+        match tokio::time::timeout(wait, refresh).await {
+            Ok(Ok(v)) => v,
+            _ => self.pending_cached(),
+        }
+    }
+
+    /// The last pending list, however old, if no refresh holds the lock.
+    fn pending_cached(&self) -> Option<Arc<Vec<String>>> {
+        let slot = self.pending.value.try_lock().ok()?;
+        slot.as_ref().map(|(_, v)| v.clone())
+    }
+
+    /// Forgets the pending list (after a decision), so the next page counts again.
+    pub async fn forget_pending(&self) {
+        *self.pending.value.lock().await = None;
+    }
+
+    /// Starts `GET path?query` for content on a primary, with the token and the given request
+    /// headers (`Range`, …), without an overall deadline (a large file takes as long as it
+    /// takes). Moves to the next primary when one cannot be reached or does not hold the
+    /// document yet. The caller streams the body.
+    pub async fn download(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        headers: reqwest::header::HeaderMap,
+    ) -> Result<(reqwest::Response, usize), NodeError> {
+        self.call_with(
+            &self.upload_http,
+            |c, base| {
+                c.get(format!("{base}{path}"))
+                    .query(query)
+                    .headers(headers.clone())
+            },
+            true,
+        )
+        .await
     }
 
     /// Index of the primary requests go to next (for status displays).

@@ -377,7 +377,15 @@ impl Upload<'_> {
 
     /// The form again, with the author's values and what is wrong.
     fn form_again(&self, status: StatusCode, errors: Vec<FieldError>) -> Response {
-        let ctx = self.st.ctx(Some(self.s), None);
+        let ctx = self.st.ctx(
+            Some(self.s),
+            None,
+            if self.doc.is_none() {
+                views::Nav::Publish
+            } else {
+                views::Nav::None
+            },
+        );
         let page = match &self.doc {
             None => {
                 views::publish_page(&ctx, &publish_form(self.st, self.s, &self.values, &errors))

@@ -9,6 +9,7 @@ use maud::{html, Markup, DOCTYPE};
 
 use crate::config::human_size;
 use crate::db::{DocFilter, DocRow};
+use crate::federation::NodeRow;
 use crate::primaries::Annotation;
 use docfed_shared::wire::VersionEntry;
 
@@ -23,6 +24,77 @@ pub struct PageCtx {
     pub banner: Option<String>,
     /// One-line confirmation of what just happened (fixed texts, see `flash_text`).
     pub flash: Option<&'static str>,
+    /// The navigation entry of this page, marked `aria-current="page"`.
+    pub nav: Nav,
+    /// Pending annotations on the author's documents, when the count is at hand.
+    pub pending: Option<u64>,
+}
+
+/// The navigation's entries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Nav {
+    /// A page that is none of them (login, errors).
+    #[default]
+    None,
+    Documents,
+    Publish,
+    Annotations,
+    Federation,
+}
+
+/// How long ago (or, for a clock that runs ahead, how far ahead) `ms` is from `now_ms`, in the
+/// largest unit that fits: "just now", "40 s ago", "3 min ago", "5 h ago", "2 days ago",
+/// "4 months ago", "2 years ago".
+pub fn relative(ms: i64, now_ms: i64) -> String {
+    let d = now_ms - ms;
+    let s = d.unsigned_abs() / 1000;
+    if s < 10 {
+        return "just now".into();
+    }
+    let (n, unit) = match s {
+        s if s < 60 => (s, "s"),
+        s if s < 3600 => (s / 60, "min"),
+        s if s < 86_400 => (s / 3600, "h"),
+        s if s < 60 * 86_400 => (s / 86_400, if s < 2 * 86_400 { "day" } else { "days" }),
+        s if s < 730 * 86_400 => (s / (30 * 86_400), "months"),
+        s => (s / (365 * 86_400), "years"),
+    };
+    if d >= 0 {
+        format!("{n} {unit} ago")
+    } else {
+        format!("in {n} {unit}")
+    }
+}
+
+/// The exact time, as the hover text shows it: `2026-11-23 08:46:02 UTC`.
+pub fn exact(ms: i64) -> String {
+    let iso = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64),
+    )
+    .to_string();
+    format!("{} UTC", iso.trim_end_matches('Z').replacen('T', " ", 1))
+}
+
+/// A point in time as a page shows it: `<time datetime="ISO" title="exact">3 min ago</time>`.
+/// `portal.js` rewrites the title in the browser's time zone.
+pub fn when(ms: i64) -> Markup {
+    html! {
+        time datetime=(fmt_ms(ms)) title=(exact(ms)) { (relative(ms, crate::db::now_ms())) }
+    }
+}
+
+/// [`when`] of an RFC 3339 string from a node; the string itself if it cannot be read.
+pub fn when_str(iso: &str) -> Markup {
+    match parse_iso(iso) {
+        Some(ms) => when(ms),
+        None => html! { (iso) },
+    }
+}
+
+/// Unix milliseconds of an RFC 3339 time.
+pub fn parse_iso(iso: &str) -> Option<i64> {
+    let t = humantime::parse_rfc3339_weak(iso).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as i64)
 }
 
 /// The confirmation shown after a redirect with `?done=WHAT`. Only these fixed texts can be
@@ -41,6 +113,7 @@ pub fn flash_text(done: &str) -> Option<&'static str> {
 }
 
 pub fn layout(ctx: &PageCtx, title: &str, body: Markup) -> Markup {
+    let current = |n: Nav| (ctx.nav == n).then_some("page");
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -58,9 +131,16 @@ pub fn layout(ctx: &PageCtx, title: &str, body: Markup) -> Markup {
                         a.brand href="/" { "docfed" span { " portal" } }
                         @if let Some(name) = &ctx.author {
                             ul {
-                                li { a href="/documents" { "My documents" } }
-                                li { a href="/publish" { "Publish" } }
-                                li { a href="/annotations" { "Annotations" } }
+                                li { a href="/documents" aria-current=[current(Nav::Documents)] { "My documents" } }
+                                li { a href="/publish" aria-current=[current(Nav::Publish)] { "Publish" } }
+                                li { a href="/annotations" aria-current=[current(Nav::Annotations)] {
+                                    "Annotations"
+                                    @match ctx.pending {
+                                        Some(0) | None => {},
+                                        Some(n) => { " " span.count title={ (n) " pending" } { (n) span.visually-hidden { " pending" } } },
+                                    }
+                                } }
+                                li { a href="/federation" aria-current=[current(Nav::Federation)] { "Federation" } }
                             }
                             form.logout method="post" action="/logout" {
                                 input type="hidden" name="csrf" value=(ctx.csrf);
@@ -266,6 +346,9 @@ pub struct ListPage<'a> {
     pub rows: &'a [DocRow],
     pub has_more: bool,
     pub regions: &'a [String],
+    /// Propagation of each listed document's current version, by id (those a primary answered
+    /// for in time).
+    pub propagation: &'a std::collections::HashMap<String, PropView>,
 }
 
 pub fn documents_page(ctx: &PageCtx, p: &ListPage) -> Markup {
@@ -324,21 +407,29 @@ pub fn documents_page(ctx: &PageCtx, p: &ListPage) -> Markup {
                     " " a href="/publish" { "Publish your first document." } } }
             } @else {
                 div.table-wrap {
-                    table.docs {
+                    table.docs.stack {
                         caption.visually-hidden { "Your documents" }
                         thead { tr { th scope="col" { "Title" } th scope="col" { "Scope" } th scope="col" { "Tags" }
-                            th scope="col" { "Version" } th scope="col" { "Size" } th scope="col" { "Changed" } } }
+                            th scope="col" { "Version" } th scope="col" { "Size" } th scope="col" { "Changed" }
+                            th scope="col" { "Propagation" } } }
                         tbody {
                             @for d in p.rows {
                                 tr.deleted[d.deleted] {
-                                    td { a href={ "/documents/" (d.doc_id) } { (d.title) }
+                                    td data-label="Title" { a href={ "/documents/" (d.doc_id) } { (d.title) }
                                         @if d.deleted { " " span.badge.warn { "deleted" } }
                                         br; small.muted { (d.filename) } }
-                                    td { (scope_label(&d.scope)) }
-                                    td { @for t in &d.tags { span.tag { (t) } " " } }
-                                    td { (d.version) }
-                                    td { (human_size(d.size)) }
-                                    td { time datetime=(fmt_ms(d.updated_at)) { (fmt_ms(d.updated_at)) } }
+                                    td data-label="Scope" { (scope_label(&d.scope)) }
+                                    td data-label="Tags" { @for t in &d.tags { span.tag { (t) } " " } }
+                                    td data-label="Version" { (d.version) }
+                                    td data-label="Size" { (human_size(d.size)) }
+                                    td data-label="Changed" { (when(d.updated_at)) }
+                                    td data-label="Propagation" {
+                                        @match p.propagation.get(&d.doc_id) {
+                                            Some(v) => span class={ "prop " @if v.down > 0 { "prop-down" } @else if v.complete { "prop-done" } @else { "prop-spreading" } }
+                                                title=(v.summary) { (v.short) },
+                                            None => span.muted title="No primary answered in time." { "–" },
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -360,11 +451,17 @@ pub struct PropRow {
     pub tier: String,
     /// Version the node reported holding, if any.
     pub version: Option<i64>,
-    /// `bytes` or `metadata only`.
+    /// `bytes`, `metadata only` or `tombstone`.
     pub holds: String,
+    /// When the node reported it (RFC 3339, empty if it did not), as the page shows it:
+    /// relative, and exact for the hover text.
     pub at: String,
-    /// `current`, `older` or `waiting`.
+    pub at_rel: String,
+    pub at_exact: String,
+    /// `current`, `older`, `waiting`, `slow` or `down`.
     pub state: String,
+    /// What the status column says.
+    pub label: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -374,16 +471,12 @@ pub struct PropView {
     pub rows: Vec<PropRow>,
     /// e.g. "5 of 7 nodes hold version 3".
     pub summary: String,
+    /// e.g. "5/7 nodes, 1 down", for the document list.
+    pub short: String,
     /// Every node holds the current version.
     pub complete: bool,
-}
-
-fn state_label(state: &str) -> &'static str {
-    match state {
-        "current" => "✓ current",
-        "older" => "older version",
-        _ => "waiting…",
-    }
+    /// Nodes that have not caught up and that the primaries see as down.
+    pub down: usize,
 }
 
 pub fn propagation_table(doc_id: &str, p: Option<&PropView>) -> Markup {
@@ -394,7 +487,7 @@ pub fn propagation_table(doc_id: &str, p: Option<&PropView>) -> Markup {
                 @match p { Some(p) => (p.summary), None => "Propagation status is unavailable while no primary answers." }
             }
             div.table-wrap {
-                table.propagation #propagation data-url={ "/documents/" (doc_id) "/propagation.json" } {
+                table.propagation.stack #propagation data-url={ "/documents/" (doc_id) "/propagation.json" } {
                     caption.visually-hidden { "Which node holds which version" }
                     thead { tr { th scope="col" { "Node" } th scope="col" { "Tier" } th scope="col" { "Version" }
                         th scope="col" { "Holds" } th scope="col" { "Reported" } th scope="col" { "Status" } } }
@@ -402,16 +495,20 @@ pub fn propagation_table(doc_id: &str, p: Option<&PropView>) -> Markup {
                         @if let Some(p) = p {
                             @for r in &p.rows {
                                 tr class={ "state-" (r.state) } {
-                                    td { (r.node) } td { (r.tier) }
-                                    td { @if let Some(v) = r.version { (v) } @else { "–" } }
-                                    td { (r.holds) } td { (r.at) } td { (state_label(&r.state)) }
+                                    td data-label="Node" { (r.node) } td data-label="Tier" { (r.tier) }
+                                    td data-label="Version" { @if let Some(v) = r.version { (v) } @else { "–" } }
+                                    td data-label="Holds" { @if r.holds == "tombstone" { span.badge.warn { "tombstone" } } @else { (r.holds) } }
+                                    td data-label="Reported" { @if !r.at.is_empty() { (when_str(&r.at)) } }
+                                    td data-label="Status" { (r.label) }
                                 }
                             }
                         }
                     }
                 }
             }
-            p.hint { "Refreshes every few seconds while the document spreads." }
+            p.hint { "Refreshes every few seconds while the document spreads. "
+                strong { "down" } ": the primaries cannot reach the node; "
+                strong { "slow" } ": reachable, but still without the version a minute after it was published." }
         }
     }
 }
@@ -455,12 +552,19 @@ pub fn document_page(ctx: &PageCtx, p: &DocPage) -> Markup {
                     dt { "Version" } dd { (d.version) }
                     dt { "Scope" } dd { (scope_label(&d.scope)) }
                     dt { "Tags" } dd { @if d.tags.is_empty() { "–" } @for t in &d.tags { span.tag { (t) } " " } }
-                    dt { "File" } dd { (d.filename) " (" (human_size(d.size)) ")" }
+                    dt { "File" } dd {
+                        @if d.deleted {
+                            "– (the current version is a tombstone; earlier versions can be downloaded from the history below)"
+                        } @else {
+                            (d.filename) " (" (human_size(d.size)) ") "
+                            a.button href={ "/documents/" (d.doc_id) "/download" } download { "Download" }
+                        }
+                    }
                     dt { "MD5" } dd { code { (d.md5) } }
                     dt { "Source" } dd { @if d.source.is_empty() { "–" } @else { (d.source) } }
                     dt { "Description" } dd.pre { @if d.description.is_empty() { "–" } @else { (d.description) } }
-                    dt { "First published" } dd { (fmt_ms(d.published_at)) }
-                    dt { "Last change" } dd { (fmt_ms(d.updated_at)) }
+                    dt { "First published" } dd { (when(d.published_at)) }
+                    dt { "Last change" } dd { (when(d.updated_at)) }
                 }
             }
             (propagation_table(&d.doc_id, p.propagation))
@@ -468,21 +572,28 @@ pub fn document_page(ctx: &PageCtx, p: &DocPage) -> Markup {
                 h2 { "Version history" }
                 @match p.versions {
                     None => p.muted { "Unavailable while no primary answers." },
-                    Some(vs) => div.table-wrap { table {
+                    Some(vs) => div.table-wrap { table.versions.stack {
                         caption.visually-hidden { "Every version, newest first" }
                         thead { tr { th scope="col" { "Version" } th scope="col" { "Date" } th scope="col" { "Title" }
                             th scope="col" { "File" } th scope="col" { "Size" } th scope="col" { "Accepted by" } th scope="col" { "State" } } }
                         tbody {
                             @for v in vs.iter().rev() {
-                                tr {
-                                    td { (v.version.version) }
-                                    td { (v.version.created_at) }
-                                    td { (v.version.title) }
-                                    td { (v.version.filename) }
-                                    td { (human_size(v.version.size)) }
-                                    td { (v.version.origin) }
-                                    td {
-                                        @if v.version.deleted { span.badge.warn { "deleted" } " " }
+                                @let ver = &v.version;
+                                tr.deleted[ver.deleted] {
+                                    td data-label="Version" { (ver.version) }
+                                    td data-label="Date" { (when(ver.created_at.millis())) }
+                                    td data-label="Title" { (ver.title) }
+                                    @if ver.deleted {
+                                        td data-label="File" { span.badge.warn { "tombstone" } }
+                                        td data-label="Size" { "–" }
+                                    } @else {
+                                        td data-label="File" { a href={ "/documents/" (d.doc_id) "/download?version=" (ver.version) } download
+                                            title={ "Download version " (ver.version) } { (ver.filename) } }
+                                        td data-label="Size" { (human_size(ver.size)) }
+                                    }
+                                    td data-label="Accepted by" { (ver.origin) }
+                                    td data-label="State" {
+                                        @if ver.deleted { span.badge.warn { "deleted" } " " }
                                         @if v.current { span.badge.ok { "current" } }
                                     }
                                 }
@@ -551,7 +662,7 @@ pub fn annotations_page(ctx: &PageCtx, list: Option<&[Annotation]>) -> Markup {
                             }
                             blockquote { (a.text) }
                             p.muted { "— " (if a.author.is_empty() { "anonymous" } else { &a.author })
-                                @if let Some(c) = &a.created { ", " (c) } }
+                                @if let Some(c) = &a.created { ", " (when_str(c)) } }
                             div.actions {
                                 @if deleted {
                                     form method="post" action={ "/documents/" (a.doc_id) "/reactivate" } {
@@ -579,6 +690,59 @@ pub fn annotations_page(ctx: &PageCtx, list: Option<&[Annotation]>) -> Markup {
     )
 }
 
+/// The operator's view: every node, its health, queues and last error.
+pub fn federation_page(ctx: &PageCtx, rows: &[NodeRow], summary: &str, asked_ms: i64) -> Markup {
+    let depth = |v: Option<i64>| match v {
+        Some(n) => n.to_string(),
+        None => "–".into(),
+    };
+    layout(
+        ctx,
+        "Federation",
+        html! {
+            h1 { "Federation" }
+            p #federation-summary role="status" { (summary) }
+            section.card {
+                div.table-wrap {
+                    table.federation.stack #federation {
+                        caption.visually-hidden { "Every node of the federation" }
+                        thead { tr {
+                            th scope="col" { "Node" } th scope="col" { "Tier" } th scope="col" { "Region" }
+                            th scope="col" { "Health" } th scope="col" { "Last seen" }
+                            th scope="col" { "Outbox" } th scope="col" { "Pending fetches" } th scope="col" { "Last error" }
+                        } }
+                        tbody {
+                            @for r in rows {
+                                tr class={ "health-" (r.health.as_str()) } data-node=(r.id) {
+                                    th scope="row" data-label="Node" { (r.id) br; small.muted { (r.url) } }
+                                    td data-label="Tier" { (r.tier) }
+                                    td data-label="Region" { (r.region.as_deref().unwrap_or("–")) }
+                                    td data-label="Health" {
+                                        span class={ "health badge " (r.health.as_str()) } { (r.health.as_str()) }
+                                        @if !r.detail.is_empty() { br; small.muted { (r.detail) } }
+                                    }
+                                    td data-label="Last seen" { @match r.last_seen_ms { Some(t) => (when(t)), None => "–" } }
+                                    td data-label="Outbox" { (depth(r.outbox)) }
+                                    td data-label="Pending fetches" { (depth(r.pending_fetches)) }
+                                    td data-label="Last error" {
+                                        @if let Some(e) = &r.error { span.error-text { (e) } } @else { "–" }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                p.hint {
+                    "What the primaries know, as of " (when(asked_ms)) ": a primary's health is the portal's own probe; "
+                    "every other node's is the primaries' presence table (their health probes and mDNS). "
+                    "Queue depths are reported by the primaries for themselves (outbox: notifications and receipts "
+                    "not yet handed to the broker; pending fetches: content still to pull). Reload for a fresh view."
+                }
+            }
+        },
+    )
+}
+
 pub fn error_page(ctx: &PageCtx, title: &str, message: &str) -> Markup {
     layout(
         ctx,
@@ -591,4 +755,48 @@ pub fn error_page(ctx: &PageCtx, title: &str, message: &str) -> Markup {
             }
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn relative_times_use_the_largest_unit_that_fits() {
+        let now = 1_800_000_000_000;
+        let ago = |ms: i64| relative(now - ms, now);
+        assert_eq!(ago(0), "just now");
+        assert_eq!(ago(9_999), "just now");
+        assert_eq!(ago(40_000), "40 s ago");
+        assert_eq!(ago(3 * MIN + 20_000), "3 min ago");
+        assert_eq!(ago(5 * 60 * MIN), "5 h ago");
+        assert_eq!(ago(DAY + 1), "1 day ago");
+        assert_eq!(ago(2 * DAY), "2 days ago");
+        assert_eq!(ago(120 * DAY), "4 months ago");
+        assert_eq!(ago(800 * DAY), "2 years ago");
+        // A clock running ahead of the portal's.
+        assert_eq!(ago(-3 * MIN), "in 3 min");
+    }
+
+    #[test]
+    fn times_render_as_time_elements_with_the_exact_time_on_hover() {
+        assert_eq!(exact(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(exact(1_763_887_562_123), "2025-11-23 08:46:02 UTC");
+        let t = when(1_763_887_562_123).into_string();
+        assert!(
+            t.starts_with(
+                "<time datetime=\"2025-11-23T08:46:02.123Z\" title=\"2025-11-23 08:46:02 UTC\">"
+            ),
+            "{t}"
+        );
+        assert!(t.ends_with(" ago</time>"), "{t}");
+        assert_eq!(
+            parse_iso("2025-11-23T08:46:02.123Z"),
+            Some(1_763_887_562_123)
+        );
+        assert_eq!(when_str("not a time").into_string(), "not a time");
+    }
 }

@@ -10,6 +10,8 @@
 //! | `GET /documents/{id}/delete` · `POST /documents/{id}/delete` | confirmation, then tombstone |
 //! | `POST /documents/{id}/reactivate` | undo a tombstone |
 //! | `GET /documents/{id}/propagation.json` | what the page polls |
+//! | `GET /documents/{id}/download[?version=N]` | the author's file, streamed from a primary |
+//! | `GET /federation` | every node: presence, tier/region, queues, last error |
 //! | `GET /annotations` · `POST /annotations/{aid}/accept`/`reject` | annotations inbox |
 //! | `GET /healthz` | the portal's own health, each primary's state, password-verification counters (JSON) |
 //!
@@ -37,9 +39,9 @@ use crate::auth::{self, LOGIN_COOKIE, SESSION_COOKIE};
 use crate::config::Config;
 use crate::db::{now_ms, Attempt, Db, DocFilter, DocRow, SessionRow};
 use crate::error::{ErrorInfo, PortalError};
-use crate::primaries::{Primaries, Propagation};
+use crate::primaries::{Presence, Primaries, Propagation};
 use crate::upload;
-use crate::views::{self, FormValues, PageCtx, PropRow, PropView};
+use crate::views::{self, FormValues, Nav, PageCtx, PropRow, PropView};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -51,13 +53,39 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn ctx(&self, session: Option<&SessionRow>, done: Option<&str>) -> PageCtx {
+    /// What the layout needs, without the pending-annotation count (for pages rendered where
+    /// nothing may wait, such as a form sent back mid-upload).
+    pub fn ctx(&self, session: Option<&SessionRow>, done: Option<&str>, nav: Nav) -> PageCtx {
         PageCtx {
             author: session.map(|s| s.author_name.clone()),
             csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
             banner: self.primaries.banner(),
             flash: done.and_then(views::flash_text),
+            nav,
+            pending: None,
         }
+    }
+
+    /// [`ctx`](Self::ctx) with the count of pending annotations on the author's documents in
+    /// the navigation: from a list cached for a few seconds; waits at most half a second for
+    /// a primary to refresh it, and not at all while every primary is down.
+    pub async fn page(
+        &self,
+        session: Option<&SessionRow>,
+        done: Option<&str>,
+        nav: Nav,
+    ) -> PageCtx {
+        let mut ctx = self.ctx(session, done, nav);
+        if let Some(s) = session {
+            if let Some(list) = self
+                .primaries
+                .pending_annotations(Duration::from_millis(500))
+                .await
+            {
+                ctx.pending = self.db.count_owned(s.author_id, &list).await.ok();
+            }
+        }
+        ctx
     }
 }
 
@@ -73,6 +101,8 @@ pub fn router(state: AppState) -> Router {
         .route("/documents/{id}/delete", get(delete_form).post(delete))
         .route("/documents/{id}/reactivate", post(reactivate))
         .route("/documents/{id}/propagation.json", get(propagation_json))
+        .route("/documents/{id}/download", get(download))
+        .route("/federation", get(federation))
         .route("/annotations", get(annotations))
         .route("/annotations/{aid}/{decision}", post(decide))
         .route("/static/style.css", get(style))
@@ -115,7 +145,7 @@ async fn session_layer(State(st): State<AppState>, mut req: Request, next: Next)
         }
     }
     if req.method() == Method::POST && !same_origin(req.headers()) {
-        let ctx = st.ctx(session.as_ref(), None);
+        let ctx = st.ctx(session.as_ref(), None, Nav::None);
         let page = views::error_page(
             &ctx,
             "Refused",
@@ -130,7 +160,7 @@ async fn session_layer(State(st): State<AppState>, mut req: Request, next: Next)
     if let Some(info) = resp.extensions_mut().remove::<ErrorInfo>() {
         // The handler may have ended the session (logout) or not needed one; render with what
         // the request came with.
-        let ctx = st.ctx(session.as_ref(), None);
+        let ctx = st.ctx(session.as_ref(), None, Nav::None);
         let keep_close = resp.headers().get(header::CONNECTION).cloned();
         resp = (
             info.status,
@@ -335,7 +365,7 @@ fn render_login(
     done: Option<&str>,
 ) -> Response {
     let token = auth::random_token();
-    let ctx = st.ctx(None, done);
+    let ctx = st.ctx(None, done, Nav::None);
     let mut r = html(
         status,
         views::login(&ctx, &token, name, auth::safe_next(next), error),
@@ -551,7 +581,10 @@ async fn documents(
     let mut rows = st.db.list_documents(s.author_id, &filter).await?;
     let has_more = rows.len() > PAGE_SIZE as usize;
     rows.truncate(PAGE_SIZE as usize);
-    let ctx = st.ctx(Some(&s), Some(&q.done));
+    let (ctx, propagation) = tokio::join!(
+        st.page(Some(&s), Some(&q.done), Nav::Documents),
+        list_propagation(&st, &rows),
+    );
     Ok(html(
         StatusCode::OK,
         views::documents_page(
@@ -561,13 +594,60 @@ async fn documents(
                 rows: &rows,
                 has_more,
                 regions: &st.config.regions,
+                propagation: &propagation,
             },
         ),
     ))
 }
 
+/// The propagation of each listed document, asked of the primaries a few at a time. What has
+/// not come back within two seconds is left out (the list shows "–"), so a slow or dead primary
+/// never holds the list back for long; no primary is asked while all are known to be down.
+async fn list_propagation(
+    st: &AppState,
+    rows: &[DocRow],
+) -> std::collections::HashMap<String, PropView> {
+    use futures::StreamExt;
+    if rows.is_empty()
+        || st
+            .primaries
+            .all()
+            .iter()
+            .all(|p| p.status().up == Some(false))
+    {
+        return Default::default();
+    }
+    let presence = st.primaries.presence().await;
+    // Owned items: a stream of borrowed rows makes the handler's future not general enough
+    // for axum.
+    let items: Vec<(String, i64, i64)> = rows
+        .iter()
+        .map(|d| (d.doc_id.clone(), d.version, d.updated_at))
+        .collect();
+    futures::stream::iter(items)
+        .map(|(id, version, updated_at)| {
+            let (st, presence) = (st.clone(), presence.clone());
+            async move {
+                let path = format!("/v1/documents/{id}/propagation");
+                let (p, _) = st
+                    .primaries
+                    .get_json::<Propagation>(&path, &[])
+                    .await
+                    .ok()?;
+                let published = (version == p.version).then_some(updated_at);
+                let view = prop_view(&st, p, Some(&presence), published, &[]);
+                Some((id, view))
+            }
+        })
+        .buffer_unordered(8)
+        .filter_map(|v| async move { v })
+        .take_until(tokio::time::sleep(Duration::from_secs(2)))
+        .collect()
+        .await
+}
+
 async fn publish_form(State(st): State<AppState>, Author(s): Author) -> Response {
-    let ctx = st.ctx(Some(&s), None);
+    let ctx = st.page(Some(&s), None, Nav::Publish).await;
     let values = FormValues {
         scope: "global".into(),
         ..Default::default()
@@ -641,13 +721,23 @@ async fn document(
     let (doc, stale) = refresh(&st, cached).await?;
     let versions_path = format!("/v1/documents/{id}/versions");
     let propagation_path = format!("/v1/documents/{id}/propagation");
-    let (versions, prop, accepted) = tokio::join!(
+    let (versions, prop, accepted, presence) = tokio::join!(
         st.primaries.get_json::<VersionList>(&versions_path, &[]),
         st.primaries.get_json::<Propagation>(&propagation_path, &[]),
         st.primaries.annotations("accepted", Some(&id)),
+        st.primaries.presence(),
     );
     let versions = versions.ok().map(|(v, _)| v.versions);
-    let prop = prop.ok().map(|(p, _)| prop_view(&st, p));
+    let tombstones: Vec<i64> = versions
+        .iter()
+        .flatten()
+        .filter(|v| v.version.deleted)
+        .map(|v| v.version.version)
+        .collect();
+    let prop = prop.ok().map(|(p, _)| {
+        let published = (doc.version == p.version).then_some(doc.updated_at);
+        prop_view(&st, p, Some(&presence), published, &tombstones)
+    });
     let accepted = accepted.ok();
     let values = FormValues {
         title: doc.title.clone(),
@@ -656,7 +746,13 @@ async fn document(
         source: doc.source.clone(),
         scope: doc.scope.clone(),
     };
-    let ctx = st.ctx(Some(&s), q.as_ref().ok().map(|Query(q)| q.done.as_str()));
+    let ctx = st
+        .page(
+            Some(&s),
+            q.as_ref().ok().map(|Query(q)| q.done.as_str()),
+            Nav::None,
+        )
+        .await;
     let form = (!doc.deleted).then(|| upload::version_form(&st, &s, &doc, &values, &[]));
     Ok(html(
         StatusCode::OK,
@@ -674,31 +770,102 @@ async fn document(
     ))
 }
 
+/// A node that has not reported the current version this long after it was published counts
+/// as slow rather than merely waiting.
+const SLOW_AFTER_MS: i64 = 60_000;
+
 /// Rows for every node: those that reported, and those the primary lists as not holding the
-/// current version yet.
-fn prop_view(st: &AppState, p: Propagation) -> PropView {
-    let tier_of = |n: &str| st.config.tiers.get(n).cloned().unwrap_or_default();
+/// current version yet. A node that has not caught up is `down` when the primaries' presence
+/// says so, `slow` once the version is older than [`SLOW_AFTER_MS`], `waiting` before that
+/// (`older` when it holds an earlier version). `published_ms` is when the current version was
+/// published, `tombstones` the versions that are tombstones (from the version list, when at
+/// hand; the current one is known from the answer).
+fn prop_view(
+    st: &AppState,
+    p: Propagation,
+    presence: Option<&Presence>,
+    published_ms: Option<i64>,
+    tombstones: &[i64],
+) -> PropView {
+    build_prop_view(
+        p,
+        &st.config.tiers,
+        &|n| presence.is_some_and(|pr| pr.is_down(&st.primaries, n)),
+        published_ms,
+        tombstones,
+        now_ms(),
+    )
+}
+
+/// [`prop_view`] with its inputs spelled out: the tier of each node, whether the primaries see
+/// a node as down, and the time now.
+fn build_prop_view(
+    p: Propagation,
+    tiers: &std::collections::HashMap<String, String>,
+    is_down: &dyn Fn(&str) -> bool,
+    published_ms: Option<i64>,
+    tombstones: &[i64],
+    now: i64,
+) -> PropView {
+    let tier_of = |n: &str| tiers.get(n).cloned().unwrap_or_default();
+    let behind_ms = published_ms.map(|t| now - t).unwrap_or(0);
+    let lagging = |n: &str, older: bool| -> (&'static str, String) {
+        if is_down(n) {
+            ("down", "✗ down (not answering)".into())
+        } else if behind_ms > SLOW_AFTER_MS {
+            let since = views::relative(now - behind_ms, now);
+            ("slow", format!("slow: published {since}, not here yet"))
+        } else if older {
+            ("older", "older version…".into())
+        } else {
+            ("waiting", "waiting…".into())
+        }
+    };
     let mut rows: Vec<PropRow> = p
         .nodes
         .iter()
-        .map(|h| PropRow {
-            node: h.node.clone(),
-            tier: tier_of(&h.node),
-            version: Some(h.version),
-            holds: if h.content { "bytes" } else { "metadata only" }.into(),
-            at: h.at.clone().unwrap_or_default(),
-            state: if h.current { "current" } else { "older" }.into(),
+        .map(|h| {
+            let tombstone = (h.current && p.deleted) || tombstones.contains(&h.version);
+            let (state, label) = if h.current {
+                ("current", "✓ current".to_owned())
+            } else {
+                lagging(&h.node, true)
+            };
+            let at = h.at.clone().unwrap_or_default();
+            let at_ms = views::parse_iso(&at);
+            PropRow {
+                node: h.node.clone(),
+                tier: tier_of(&h.node),
+                version: Some(h.version),
+                holds: if tombstone {
+                    "tombstone"
+                } else if h.content {
+                    "bytes"
+                } else {
+                    "metadata only"
+                }
+                .into(),
+                at_rel: at_ms.map(|t| views::relative(t, now)).unwrap_or_default(),
+                at_exact: at_ms.map(views::exact).unwrap_or_default(),
+                at,
+                state: state.into(),
+                label,
+            }
         })
         .collect();
     for n in &p.not_yet_current {
         if !rows.iter().any(|r| &r.node == n) {
+            let (state, label) = lagging(n, false);
             rows.push(PropRow {
                 node: n.clone(),
                 tier: tier_of(n),
                 version: None,
                 holds: "–".into(),
                 at: String::new(),
-                state: "waiting".into(),
+                at_rel: String::new(),
+                at_exact: String::new(),
+                state: state.into(),
+                label,
             });
         }
     }
@@ -710,22 +877,38 @@ fn prop_view(st: &AppState, p: Propagation) -> PropView {
     };
     rows.sort_by(|a, b| (rank(&a.tier), &a.node).cmp(&(rank(&b.tier), &b.node)));
     let current = rows.iter().filter(|r| r.state == "current").count();
+    let down = rows.iter().filter(|r| r.state == "down").count();
+    let slow = rows.iter().filter(|r| r.state == "slow").count();
     let complete = p.not_yet_current.is_empty();
+    let mut short = format!("{current}/{} nodes", rows.len());
+    if down > 0 {
+        short += &format!(", {down} down");
+    }
+    if slow > 0 {
+        short += &format!(", {slow} slow");
+    }
     PropView {
         version: p.version,
         deleted: p.deleted,
         summary: format!(
-            "{current} of {} nodes hold version {}{}{}",
+            "{current} of {} nodes hold version {}{}{}{}",
             rows.len(),
             p.version,
             if p.deleted { " (a tombstone)" } else { "" },
+            if down > 0 {
+                format!("; {down} down")
+            } else {
+                String::new()
+            },
             if complete {
                 "."
             } else {
                 "; still spreading…"
             }
         ),
+        short,
         complete,
+        down,
         rows,
     }
 }
@@ -738,8 +921,8 @@ async fn propagation_json(
     let json_error = |status: StatusCode, msg: &str| {
         (status, Json(serde_json::json!({ "error": msg }))).into_response()
     };
-    match st.db.owned_document(s.author_id, &id).await {
-        Ok(Some(_)) => {}
+    let row = match st.db.owned_document(s.author_id, &id).await {
+        Ok(Some(row)) => row,
         Ok(None) => return json_error(StatusCode::NOT_FOUND, "no such document of yours"),
         Err(e) => {
             tracing::error!(error = %e, "portal database");
@@ -748,20 +931,101 @@ async fn propagation_json(
                 "portal database unavailable",
             );
         }
-    }
-    match st
-        .primaries
-        .get_json::<Propagation>(&format!("/v1/documents/{id}/propagation"), &[])
-        .await
-    {
+    };
+    let path = format!("/v1/documents/{id}/propagation");
+    let (prop, presence) = tokio::join!(
+        st.primaries.get_json::<Propagation>(&path, &[]),
+        st.primaries.presence(),
+    );
+    match prop {
         Ok((p, _)) => {
-            let mut r = Json(prop_view(&st, p)).into_response();
+            // The cached row's version may lag the primary's: its time is the current one's
+            // only when the numbers match.
+            let published = (row.version == p.version).then_some(row.updated_at);
+            let mut r = Json(prop_view(&st, p, Some(&presence), published, &[])).into_response();
             r.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
         Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct DownloadQuery {
+    version: Option<i64>,
+}
+
+/// The author's own file: the current version, or `?version=N`. Streamed from a primary (with
+/// the token, so old versions of a deleted document come too) chunk by chunk as it arrives,
+/// never held whole; `Range`, `If-Range` and `If-None-Match` go through, so a browser can resume.
+/// The primary's `Content-Disposition` (the author's file name, RFC 6266) is passed on, and the
+/// bytes are never rendered on the portal's origin: `attachment`, `nosniff` and a sandboxing CSP.
+async fn download(
+    State(st): State<AppState>,
+    Author(s): Author,
+    Path(id): Path<String>,
+    q: Result<Query<DownloadQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, PortalError> {
+    owned(&st, &s, &id).await?;
+    let Ok(Query(q)) = q else {
+        return Err(PortalError::NotFound);
+    };
+    let mut query = Vec::new();
+    if let Some(v) = q.version {
+        query.push(("version", v.to_string()));
+    }
+    let mut forward = reqwest::header::HeaderMap::new();
+    for h in [header::RANGE, header::IF_RANGE, header::IF_NONE_MATCH] {
+        if let Some(v) = headers.get(&h) {
+            forward.insert(h, v.clone());
+        }
+    }
+    let (r, i) = st
+        .primaries
+        .download(&format!("/v1/documents/{id}/content"), &query, forward)
+        .await?;
+    let status = r.status();
+    if !(status.is_success()
+        || status == StatusCode::NOT_MODIFIED
+        || status == StatusCode::RANGE_NOT_SATISFIABLE)
+    {
+        return Err(match status {
+            StatusCode::NOT_FOUND => PortalError::NotFound,
+            _ => crate::primaries::refused(st.primaries.get(i).name.clone(), r)
+                .await
+                .into(),
+        });
+    }
+    let mut resp = Response::new(axum::body::Body::empty());
+    *resp.status_mut() = status;
+    let out = resp.headers_mut();
+    for h in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_RANGE,
+        header::ACCEPT_RANGES,
+        header::ETAG,
+        header::CONTENT_DISPOSITION,
+    ] {
+        if let Some(v) = r.headers().get(&h) {
+            out.insert(h, v.clone());
+        }
+    }
+    out.entry(header::CONTENT_DISPOSITION)
+        .or_insert(HeaderValue::from_static("attachment"));
+    out.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    out.insert(
+        "content-security-policy",
+        HeaderValue::from_static("sandbox; default-src 'none'"),
+    );
+    *resp.body_mut() = axum::body::Body::from_stream(r.bytes_stream());
+    Ok(resp)
 }
 
 async fn delete_form(
@@ -773,7 +1037,7 @@ async fn delete_form(
     if doc.deleted {
         return Ok(see_other(&format!("/documents/{id}")));
     }
-    let ctx = st.ctx(Some(&s), None);
+    let ctx = st.page(Some(&s), None, Nav::None).await;
     Ok(html(StatusCode::OK, views::delete_confirm(&ctx, &doc)))
 }
 
@@ -833,6 +1097,19 @@ async fn metadata_write(
     Ok(())
 }
 
+// ---------------------------------------------------------------- federation
+
+async fn federation(State(st): State<AppState>, Author(s): Author) -> Response {
+    let presence = st.primaries.presence().await;
+    let rows = crate::federation::nodes(&st.config, &st.primaries, &presence);
+    let summary = crate::federation::summary(&rows);
+    let ctx = st.page(Some(&s), None, Nav::Federation).await;
+    html(
+        StatusCode::OK,
+        views::federation_page(&ctx, &rows, &summary, presence.at_ms),
+    )
+}
+
 // ---------------------------------------------------------------- annotations
 
 async fn annotations(
@@ -850,7 +1127,13 @@ async fn annotations(
         Err(crate::primaries::NodeError::Unavailable(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    let ctx = st.ctx(Some(&s), q.as_ref().ok().map(|Query(q)| q.done.as_str()));
+    let ctx = st
+        .page(
+            Some(&s),
+            q.as_ref().ok().map(|Query(q)| q.done.as_str()),
+            Nav::Annotations,
+        )
+        .await;
     Ok(html(
         StatusCode::OK,
         views::annotations_page(&ctx, list.as_deref()),
@@ -875,6 +1158,7 @@ async fn decide(
         return Err(PortalError::NotFound);
     }
     st.primaries.decide_annotation(&aid, &decision).await?;
+    st.primaries.forget_pending().await;
     tracing::info!(author = %s.author_name, annotation = %aid, decision, "annotation vetted");
     Ok(see_other(&format!(
         "/annotations?done={}",
@@ -884,4 +1168,145 @@ async fn decide(
             "rejected"
         }
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::primaries::Holding;
+
+    fn holding(node: &str, version: i64, current: bool) -> Holding {
+        Holding {
+            node: node.into(),
+            version,
+            content: true,
+            at: Some("2026-11-23T08:00:00Z".into()),
+            current,
+        }
+    }
+
+    /// pa and na hold version 2, pb holds version 1; eu and asia report nothing.
+    fn spreading(deleted: bool) -> Propagation {
+        Propagation {
+            version: 2,
+            origin: "pa".into(),
+            deleted,
+            nodes: vec![
+                holding("pa", 2, true),
+                holding("na", 2, true),
+                holding("pb", 1, false),
+            ],
+            not_yet_current: vec!["pb".into(), "eu".into(), "asia".into()],
+        }
+    }
+
+    fn states(v: &PropView) -> Vec<(String, String)> {
+        v.rows
+            .iter()
+            .map(|r| (r.node.clone(), r.state.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn down_slow_waiting_and_done_are_told_apart() {
+        let tiers: std::collections::HashMap<String, String> = [
+            ("pa", "primary"),
+            ("pb", "primary"),
+            ("na", "regional"),
+            ("eu", "regional"),
+            ("asia", "regional"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect();
+        let now = 1_800_000_000_000;
+        let eu_down = |n: &str| n == "eu";
+        let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+
+        // Just published: whoever lacks it is waiting, unless the primaries see it down.
+        let v = build_prop_view(
+            spreading(false),
+            &tiers,
+            &eu_down,
+            Some(now - 5_000),
+            &[],
+            now,
+        );
+        assert_eq!(
+            states(&v),
+            [
+                pair("pa", "current"),
+                pair("pb", "older"),
+                pair("asia", "waiting"),
+                pair("eu", "down"),
+                pair("na", "current"),
+            ]
+        );
+        assert_eq!(
+            v.summary,
+            "2 of 5 nodes hold version 2; 1 down; still spreading…"
+        );
+        assert_eq!(v.short, "2/5 nodes, 1 down");
+        assert_eq!((v.down, v.complete), (1, false));
+        assert!(v
+            .rows
+            .iter()
+            .all(|r| r.label != "waiting…" || r.node == "asia"));
+
+        // Published three minutes ago: reachable but behind is slow; down stays down.
+        let v = build_prop_view(
+            spreading(false),
+            &tiers,
+            &eu_down,
+            Some(now - 180_000),
+            &[],
+            now,
+        );
+        assert_eq!(
+            states(&v),
+            [
+                pair("pa", "current"),
+                pair("pb", "slow"),
+                pair("asia", "slow"),
+                pair("eu", "down"),
+                pair("na", "current"),
+            ]
+        );
+        assert_eq!(v.short, "2/5 nodes, 1 down, 2 slow");
+        let asia = v
+            .rows
+            .iter()
+            .find(|r| r.node == "asia")
+            .map(|r| r.label.as_str());
+        assert_eq!(asia, Some("slow: published 3 min ago, not here yet"));
+
+        // A tombstone is held as a tombstone, not as bytes; so is an older tombstone version.
+        let v = build_prop_view(spreading(true), &tiers, &|_| false, None, &[1], now);
+        assert!(v
+            .rows
+            .iter()
+            .filter(|r| r.version.is_some())
+            .all(|r| r.holds == "tombstone"));
+        assert!(v
+            .summary
+            .starts_with("2 of 5 nodes hold version 2 (a tombstone)"));
+        let v = build_prop_view(spreading(true), &tiers, &|_| false, None, &[], now);
+        let pb = v
+            .rows
+            .iter()
+            .find(|r| r.node == "pb")
+            .map(|r| r.holds.as_str());
+        assert_eq!(pb, Some("bytes"), "version 1 is no tombstone");
+
+        // Everyone has it.
+        let done = Propagation {
+            not_yet_current: vec![],
+            nodes: vec![holding("pa", 2, true), holding("pb", 2, true)],
+            ..spreading(false)
+        };
+        let v = build_prop_view(done, &tiers, &eu_down, Some(now - 500_000), &[], now);
+        assert_eq!(v.summary, "2 of 2 nodes hold version 2.");
+        assert_eq!((v.short.as_str(), v.complete), ("2/2 nodes", true));
+        assert_eq!(v.rows[0].at_exact, "2026-11-23 08:00:00 UTC");
+    }
 }

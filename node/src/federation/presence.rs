@@ -36,6 +36,8 @@ pub struct Peer {
     pub failed_probes: u32,
     /// Milliseconds since the peer was last seen answering or advertising.
     pub last_seen_ms_ago: Option<u64>,
+    /// Why the last failed health probe failed; cleared by a good one.
+    pub last_error: Option<String>,
     #[serde(skip)]
     last_seen: Option<Instant>,
 }
@@ -222,24 +224,33 @@ async fn probe_all(node: &Arc<Node>) {
     let probes = targets.into_iter().map(|(id, url)| {
         let http = node.http.clone();
         async move {
-            let ok = http
+            let outcome = match http
                 .get(format!("{url}/v1/health"))
                 .timeout(PROBE_TIMEOUT)
                 .send()
                 .await
-                .is_ok_and(|r| r.status().is_success());
-            (id, ok)
+            {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("health answers HTTP {}", r.status())),
+                Err(e) if e.is_timeout() => Err("health probe timed out".to_owned()),
+                Err(e) if e.is_connect() => Err("connection refused or unreachable".to_owned()),
+                Err(_) => Err("health probe failed".to_owned()),
+            };
+            (id, outcome)
         }
     });
-    for (id, ok) in futures::future::join_all(probes).await {
+    for (id, outcome) in futures::future::join_all(probes).await {
+        let ok = outcome.is_ok();
         node.peers.update(&id, |p| {
             let was_down = p.is_down();
             p.healthy = Some(ok);
             if ok {
                 p.failed_probes = 0;
                 p.last_seen = Some(Instant::now());
+                p.last_error = None;
             } else {
                 p.failed_probes = p.failed_probes.saturating_add(1);
+                p.last_error = outcome.err();
             }
             if was_down != p.is_down() {
                 tracing::info!(peer = %id, up = !p.is_down(), "peer state changed");

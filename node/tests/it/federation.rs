@@ -702,7 +702,8 @@ async fn presence_discovers_peers_and_notices_a_dead_one() -> TestResult {
     wait_until_async(T, "na to mark the killed mid-2 down", || async {
         let p: Value = client().get(&na).send().await.ok()?.json().await.ok()?;
         let m = peer(&p, &mid2)?;
-        (m["healthy"] == false && m["failed_probes"].as_u64()? >= 2).then_some(())
+        (m["healthy"] == false && m["failed_probes"].as_u64()? >= 2 && m["last_error"].is_string())
+            .then_some(())
     })
     .await?;
     // Pulls skip it and still complete.

@@ -70,24 +70,75 @@
     });
   }
 
+  // The exact time of a <time datetime> in the browser's time zone, for the hover text (the
+  // server writes it in UTC).
+  function localTime(iso) {
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) return '';
+    try {
+      // timeStyle 'long' names the time zone (dateStyle/timeStyle cannot take timeZoneName).
+      return d.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'long' });
+    } catch (e) {
+      return d.toString();
+    }
+  }
+
+  function localiseTimes(root) {
+    root.querySelectorAll('time[datetime]').forEach(function (t) {
+      var local = localTime(t.getAttribute('datetime'));
+      if (local) t.title = local;
+    });
+  }
+
   // Propagation table: poll the portal's JSON every 2 s while the document spreads, every 10 s
   // once every node holds the current version.
   function enhancePropagation(table) {
     var url = table.getAttribute('data-url');
     var body = table.querySelector('tbody');
     var summary = document.getElementById('propagation-summary');
-    var labels = { current: '✓ current', older: 'older version', waiting: 'waiting…' };
+    // The column names, for the stacked layout at phone width.
+    var heads = Array.prototype.map.call(table.querySelectorAll('thead th'), function (th) {
+      return th.textContent;
+    });
     function render(p) {
       var rows = document.createDocumentFragment();
       p.rows.forEach(function (r) {
         var tr = document.createElement('tr');
         tr.className = 'state-' + r.state;
-        [r.node, r.tier, r.version === null ? '–' : String(r.version), r.holds, r.at,
-          labels[r.state] || r.state].forEach(function (text) {
+        // never innerHTML: node names come from the network
+        var cells = [r.node, r.tier, r.version === null ? '–' : String(r.version)];
+        function cell(i) {
           var td = document.createElement('td');
-          td.textContent = text; // never innerHTML: node names come from the network
+          td.setAttribute('data-label', heads[i]);
+          return td;
+        }
+        cells.forEach(function (text, i) {
+          var td = cell(i);
+          td.textContent = text;
           tr.appendChild(td);
         });
+        var holds = cell(3);
+        if (r.holds === 'tombstone') {
+          var badge = document.createElement('span');
+          badge.className = 'badge warn';
+          badge.textContent = 'tombstone';
+          holds.appendChild(badge);
+        } else {
+          holds.textContent = r.holds;
+        }
+        tr.appendChild(holds);
+        var at = cell(4);
+        if (r.at) {
+          var t = document.createElement('time');
+          t.setAttribute('datetime', r.at);
+          t.title = localTime(r.at) || r.at_exact;
+          t.textContent = r.at_rel;
+          at.appendChild(t);
+        }
+        tr.appendChild(at);
+        var status = cell(5);
+        status.textContent = r.label;
+        tr.appendChild(status);
         rows.appendChild(tr);
       });
       body.replaceChildren(rows);
@@ -105,6 +156,7 @@
     setTimeout(poll, 2000);
   }
 
+  localiseTimes(document);
   document.querySelectorAll('form[data-upload]').forEach(enhanceUpload);
   var prop = document.getElementById('propagation');
   if (prop) enhancePropagation(prop);

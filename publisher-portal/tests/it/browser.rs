@@ -1,7 +1,9 @@
 //! A real browser: headless Chromium driven over WebDriver (chromedriver + fantoccini) logs in,
 //! uploads a file through the form (XHR with progress bar), sees it listed and its propagation
-//! status, deletes it (with the confirmation step) and reactivates it. Each page is saved as a
-//! PNG in `target/portal-screenshots/`.
+//! status, deletes it (with the confirmation step) and reactivates it; then, with a regional
+//! node killed, looks at the federation page at desktop and at phone width (390 px), where the
+//! node must read "down" and no table may be wider than the screen. Each page is saved as a PNG
+//! in `target/portal-screenshots/` (CI keeps them as artifacts).
 //!
 //! Needs `chromium` and `chromium-driver` (Debian packages; `.ci/run` installs them). Without
 //! chromedriver the test fails: a browser test that skips itself proves nothing.
@@ -117,7 +119,7 @@ async fn start_driver(log: &Path) -> TestResult<Driver> {
 #[tokio::test]
 async fn browser_publish_list_propagation_delete_reactivate() -> TestResult {
     // A small upload limit, to see the page refuse an over-size file before sending it.
-    let env = Env::start(&["--max-upload-size", "1MiB"]).await?;
+    let mut env = Env::start(&["--max-upload-size", "1MiB"]).await?;
     env.add_author("alice").await?;
     let driver = start_driver(&env.tmp.path().join("chromedriver.log")).await?;
     let profile = env.tmp.path().join("chromium-profile");
@@ -138,12 +140,12 @@ async fn browser_publish_list_propagation_delete_reactivate() -> TestResult {
         .capabilities(caps)
         .connect(&driver.url)
         .await?;
-    let result = run(&env, &b).await;
+    let result = run(&mut env, &b).await;
     let _ = b.close().await;
     result
 }
 
-async fn run(env: &Env, b: &Browser) -> TestResult {
+async fn run(env: &mut Env, b: &Browser) -> TestResult {
     let t = Duration::from_secs(60);
     let file = env.tmp.path().join("field-report.txt");
     std::fs::write(&file, "Field report\n".repeat(50_000))?; // ~650 KB
@@ -311,5 +313,77 @@ async fn run(env: &Env, b: &Browser) -> TestResult {
     b.goto(&env.url("/publish")).await?;
     b.find(Locator::Css("#title")).await?.click().await?;
     shot(b, "11-phone-publish-focus").await?;
+    assert_fits(b, "the publish page").await?;
+    b.goto(&env.url("/documents")).await?;
+    wait_text(b, "table.docs", "Field report <2025>", t).await?;
+    b.execute(
+        "document.querySelector('table.docs').scrollIntoView()",
+        vec![],
+    )
+    .await?;
+    shot(b, "12-phone-my-documents").await?;
+    assert_fits(b, "My documents").await?;
+
+    // A regional node dies: the federation page says so, at desktop and at phone width.
+    b.set_window_size(1280, 1000).await?;
+    let na = env.id("na");
+    env.fed.kill_node(&na).await?;
+    b.goto(&env.url("/federation")).await?;
+    let row = format!("#federation tr[data-node='{na}']");
+    // The page is a snapshot: reload until the primaries' probes have noticed.
+    let deadline = Instant::now() + t;
+    loop {
+        if b.find(Locator::Css(&format!("{row}.health-down")))
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            let text = b.find(Locator::Css("#federation")).await?.text().await?;
+            return Err(format!("{na} not shown as down: {text}").into());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        b.refresh().await?;
+    }
+    wait_text(b, &format!("{row} .health"), "down", t).await?;
+    shot(b, "13-federation-node-down").await?;
+    wait_text(b, "#federation-summary", "down", t).await?;
+    b.set_window_size(390, 844).await?;
+    b.refresh().await?;
+    wait_text(b, &format!("{row} .health"), "down", t).await?;
+    b.execute(
+        "document.querySelector(arguments[0]).scrollIntoView()",
+        vec![json!(row)],
+    )
+    .await?;
+    shot(b, "14-phone-federation-node-down").await?;
+    assert_fits(b, "the federation page").await?;
+    Ok(())
+}
+
+/// Nothing on the page is wider than the window: no table clipped or scrolling sideways.
+async fn assert_fits(b: &Browser, what: &str) -> TestResult {
+    let v = b
+        .execute(
+            "var w = document.documentElement.clientWidth; \
+             var wide = Array.prototype.filter.call(document.querySelectorAll('main *'), \
+               function (e) { \
+                 if (e.closest('thead, .visually-hidden')) return false; /* not shown */ \
+                 var r = e.getBoundingClientRect(); return r.right > w + 1; }); \
+             return [w, document.documentElement.scrollWidth, \
+               wide.slice(0, 5).map(function (e) { return e.tagName + '.' + e.className; })];",
+            vec![],
+        )
+        .await?;
+    let width = v[0].as_i64().unwrap_or(0);
+    let scroll = v[1].as_i64().unwrap_or(0);
+    if scroll > width || v[2].as_array().is_some_and(|a| !a.is_empty()) {
+        return Err(format!(
+            "{what} is wider than the {width} px window (scroll width {scroll}): {}",
+            v[2]
+        )
+        .into());
+    }
     Ok(())
 }

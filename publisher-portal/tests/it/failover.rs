@@ -68,7 +68,7 @@ async fn primary_down_banner_and_failover() -> TestResult {
         "{}",
         page.body
     );
-    assert!(page.body.contains("is not reachable since"));
+    assert!(page.body.contains("is not reachable: it went down "));
     assert!(page
         .body
         .contains(&format!("The portal uses {}", env.id(other(&first)))));

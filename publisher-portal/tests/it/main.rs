@@ -11,3 +11,4 @@ mod failover;
 mod lifecycle;
 mod login_hardening;
 mod memory;
+mod pages;

@@ -1,5 +1,6 @@
-//! The portal holds no upload in memory: its peak RSS while a large file streams through it to
-//! a primary stays far below the file's size.
+//! The portal holds no upload or download in memory: its peak RSS while a large file streams
+//! through it to a primary, and back from a primary to its author, stays far below the file's
+//! size.
 //!
 //! 256 MiB by default; `PORTAL_RSS_TEST_BYTES=1073741824 cargo test -p publisher-portal --test
 //! it constant_memory -- --nocapture` runs it with 1 GiB and prints the figure.
@@ -25,7 +26,7 @@ fn status_kib(pid: u32, field: &str) -> TestResult<u64> {
 }
 
 #[tokio::test]
-async fn constant_memory_upload() -> TestResult {
+async fn constant_memory_upload_and_download() -> TestResult {
     let size: u64 = std::env::var("PORTAL_RSS_TEST_BYTES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -99,6 +100,39 @@ async fn constant_memory_upload() -> TestResult {
     assert!(
         peak < LIMIT_KIB,
         "portal peak RSS {peak} KiB ≥ {LIMIT_KIB} KiB"
+    );
+
+    // And back: the author downloads it through the portal, read as it arrives.
+    let reset = std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok();
+    let started = Instant::now();
+    let r = alice
+        .http
+        .get(format!("{}/documents/{id}/download", alice.base))
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.content_length(), Some(size));
+    let mut body = r.bytes_stream();
+    let mut got = 0u64;
+    while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+        got += chunk?.len() as u64;
+    }
+    assert_eq!(got, size);
+    let peak = status_kib(pid, "VmHWM:")?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "portal peak RSS (VmHWM) while streaming {size} bytes back to the author: {peak} KiB \
+         ({:.1} MiB){}; {secs:.1} s",
+        peak as f64 / 1024.0,
+        if reset {
+            ""
+        } else {
+            " (high-water mark not reset)"
+        },
+    );
+    assert!(
+        peak < LIMIT_KIB,
+        "portal peak RSS {peak} KiB ≥ {LIMIT_KIB} KiB while downloading"
     );
     Ok(())
 }
