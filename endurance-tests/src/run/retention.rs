@@ -176,6 +176,8 @@ struct Holdings {
     live_collected: Vec<(String, String, i64, i64, String)>,
     /// Collections (md5, reason) a keep-everything policy must never make.
     history_collected: Vec<(String, String)>,
+    /// What the collection at `at` removed (md5, reason): none of it may be required at `at`.
+    collected_at: Vec<(String, String)>,
 }
 
 async fn holdings(
@@ -230,6 +232,11 @@ async fn holdings(
     .bind(&kept)
     .fetch_all(&db)
     .await?;
+    h.collected_at =
+        sqlx::query_as::<_, (String, String)>("SELECT md5, reason FROM collections WHERE at >= ?")
+            .bind(at)
+            .fetch_all(&db)
+            .await?;
     if policy.keeps_everything() {
         h.history_collected = sqlx::query_as::<_, (String, String)>(
             "SELECT md5, reason FROM collections WHERE reason IN ('superseded', 'tombstoned')",
@@ -324,9 +331,9 @@ pub async fn final_collections(
         "after a last collection, every node's objects table and its objects/ files are both \
          exactly the content its policy requires (live: current versions of kept or flagged \
          documents, pending pulls; retained: recent old versions and recently deleted documents' \
-         versions, when held), live content is held at primaries and regional nodes, no \
-         collection removed content that was live, and keep-everything nodes never collected \
-         history",
+         versions, when held), live content is held at primaries and regional nodes, the last \
+         collection removed nothing required and no collection removed content that was live, \
+         and keep-everything nodes never collected history",
     );
     let mut finals = Vec::new();
     for n in &cluster.topo.nodes {
@@ -385,6 +392,18 @@ pub async fn final_collections(
                  {doc} that it keeps by scope, {} ms after that version arrived",
                 c_at - arrived
             ));
+        }
+        for (md5, reason) in &h.collected_at {
+            inv.check(!h.live.contains(md5) && !h.retained.contains(md5), || {
+                format!(
+                    "{id}: the collection at {at} removed {md5} ({reason}), which is {} then",
+                    if h.live.contains(md5) {
+                        "live"
+                    } else {
+                        "retained"
+                    }
+                )
+            });
         }
         for (md5, reason) in &h.history_collected {
             inv.fail(format!(
