@@ -28,7 +28,7 @@
 //! `fetch_log` and `collections` rows older than `log_retention` go, and so do receipts older
 //! than the newest one per node and document. Past `feed_horizon`, the change feed keeps only
 //! the latest change of each document (deletions included) and the change of its current
-//! version (a concurrent version that lost may have come later), so a client that asks from
+//! version (an older or losing version may have come later), so a client that asks from
 //! before the horizon replays those entries of each document changed since (a snapshot) plus
 //! the changes after: it ends with the same directory and never resurrects a deleted document.
 //! Versions, documents and tombstones are the record and stay forever.
@@ -730,10 +730,11 @@ async fn prune_tables(
 
 /// A change row `c` that compaction may drop: the document has a later change, and `c` is not
 /// the change that made the document's current version current (`documents.last_seq`). A
-/// concurrent version that lost is recorded in the feed after the winner when it arrives
-/// later; dropping the winner's change then would leave a client replaying from before the
-/// horizon with the losing version as current (a losing update resurrects a deleted
-/// document, a losing deletion hides a live one).
+/// version that arrives after a newer one (an older version delivered late, or a concurrent
+/// version that lost) is recorded in the feed after the current one; dropping the current
+/// one's change then would leave a client replaying from before the horizon with the older
+/// version as current (a late update resurrects a deleted document, a late deletion hides a
+/// live one).
 const FOLDED: &str =
     "EXISTS (SELECT 1 FROM changes n WHERE n.doc_id = c.doc_id AND n.seq > c.seq) \
      AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND d.last_seq = c.seq)";
