@@ -27,10 +27,11 @@
 //! # Operational tables and the change feed
 //! `fetch_log` and `collections` rows older than `log_retention` go, and so do receipts older
 //! than the newest one per node and document. Past `feed_horizon`, the change feed keeps only
-//! the latest change of each document (deletions included), so a client that asks from before
-//! the horizon replays one entry per document changed since (a snapshot) plus the changes
-//! after: it ends with the same directory and never resurrects a deleted document. Versions,
-//! documents and tombstones are the record and stay forever.
+//! the latest change of each document (deletions included) and the change of its current
+//! version (an older or losing version may have come later), so a client that asks from
+//! before the horizon replays those entries of each document changed since (a snapshot) plus
+//! the changes after: it ends with the same directory and never resurrects a deleted document.
+//! Versions, documents and tombstones are the record and stay forever.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -743,7 +744,18 @@ async fn prune_tables(
     Ok(())
 }
 
-/// Past the horizon, keeps only each document's latest change. The horizon is raised first,
+/// A change row `c` that compaction may drop: the document has a later change, and `c` is not
+/// the change that made the document's current version current (`documents.last_seq`). A
+/// version that arrives after a newer one (an older version delivered late, or a concurrent
+/// version that lost) is recorded in the feed after the current one; dropping the current
+/// one's change then would leave a client replaying from before the horizon with the older
+/// version as current (a late update resurrects a deleted document, a late deletion hides a
+/// live one).
+const FOLDED: &str =
+    "EXISTS (SELECT 1 FROM changes n WHERE n.doc_id = c.doc_id AND n.seq > c.seq) \
+     AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND d.last_seq = c.seq)";
+
+/// Past the horizon, keeps only each document's latest change and its current version's. The horizon is raised first,
 /// so a feed answer never claims less compaction than its rows show; rows go in seq ranges of
 /// [`PRUNE_BATCH`], each its own transaction.
 async fn compact_feed(node: &Node, cutoff: i64, dry_run: bool) -> Result<u64, sqlx::Error> {
@@ -754,11 +766,9 @@ async fn compact_feed(node: &Node, cutoff: i64, dry_run: bool) -> Result<u64, sq
     let Some(horizon) = horizon else {
         return Ok(0);
     };
-    const LATER: &str =
-        "EXISTS (SELECT 1 FROM changes n WHERE n.doc_id = c.doc_id AND n.seq > c.seq)";
     if dry_run {
         let n: i64 = sqlx::query_scalar(&format!(
-            "SELECT COUNT(*) FROM changes c WHERE c.seq <= ? AND {LATER}"
+            "SELECT COUNT(*) FROM changes c WHERE c.seq <= ? AND {FOLDED}"
         ))
         .bind(horizon)
         .fetch_one(node.db.reader())
@@ -778,7 +788,7 @@ async fn compact_feed(node: &Node, cutoff: i64, dry_run: bool) -> Result<u64, sq
         let hi = (lo + PRUNE_BATCH).min(horizon);
         total += sqlx::query(&format!(
             "DELETE FROM changes WHERE seq IN (SELECT c.seq FROM changes c \
-             WHERE c.seq > ? AND c.seq <= ? AND {LATER})"
+             WHERE c.seq > ? AND c.seq <= ? AND {FOLDED})"
         ))
         .bind(lo)
         .bind(hi)
@@ -838,6 +848,35 @@ mod tests {
         assert!(parse_duration_or_forever("soon").is_err());
         assert_eq!(parse_interval("off"), Ok(None));
         assert!(parse_interval("0s").is_err());
+    }
+
+    /// Doc a: v1 (seq 1), v2 the winner (seq 2, current), then a concurrent v2 that lost
+    /// (seq 3). Doc b: v1, v2 (seq 4, 5). Compacting up to seq 5 keeps a's winner and loser and
+    /// b's v2.
+    #[tokio::test]
+    async fn compaction_keeps_the_current_versions_change_when_a_loser_came_later() {
+        let db = sqlx::SqlitePool::connect("sqlite::memory:").await.unwrap();
+        sqlx::raw_sql(
+            "CREATE TABLE changes (seq INTEGER PRIMARY KEY, doc_id TEXT NOT NULL); \
+             CREATE TABLE documents (doc_id TEXT NOT NULL UNIQUE, last_seq INTEGER NOT NULL); \
+             INSERT INTO changes VALUES (1, 'a'), (2, 'a'), (3, 'a'), (4, 'b'), (5, 'b'); \
+             INSERT INTO documents VALUES ('a', 2), ('b', 5);",
+        )
+        .execute(&db)
+        .await
+        .unwrap();
+        sqlx::query(&format!(
+            "DELETE FROM changes WHERE seq IN (SELECT c.seq FROM changes c \
+             WHERE c.seq > 0 AND c.seq <= 5 AND {FOLDED})"
+        ))
+        .execute(&db)
+        .await
+        .unwrap();
+        let left: Vec<i64> = sqlx::query_scalar("SELECT seq FROM changes ORDER BY seq")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        assert_eq!(left, [2, 3, 5]);
     }
 
     #[test]

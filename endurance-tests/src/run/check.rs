@@ -44,14 +44,14 @@ impl Invariant {
         }
     }
 
-    fn check(&mut self, ok: bool, violation: impl FnOnce() -> String) {
+    pub(super) fn check(&mut self, ok: bool, violation: impl FnOnce() -> String) {
         self.checked += 1;
         if !ok {
             self.fail(violation());
         }
     }
 
-    fn fail(&mut self, v: String) {
+    pub(super) fn fail(&mut self, v: String) {
         self.violation_count += 1;
         if self.violations.len() < LISTED {
             self.violations.push(v);
@@ -170,7 +170,8 @@ struct VersionRow {
 struct NodeState {
     docs: HashMap<String, Current>,
     objects: HashMap<String, i64>,
-    duplicate_pulls: Vec<(String, i64)>,
+    /// (md5, end of a pull, start of the next pull of it, collected in between).
+    repeated_pulls: Vec<(String, i64, i64, bool)>,
     pulls: u64,
     /// At primaries only.
     versions: HashMap<VersionKey, VersionRow>,
@@ -179,7 +180,7 @@ struct NodeState {
     annotations: HashSet<String>,
 }
 
-async fn open(path: &Path) -> Result<SqlitePool> {
+pub(super) async fn open(path: &Path) -> Result<SqlitePool> {
     let opts = SqliteConnectOptions::new()
         .filename(path)
         .read_only(true)
@@ -219,8 +220,17 @@ async fn read_node(dir: &Path, primary: bool) -> Result<NodeState> {
         .await?
         .into_iter()
         .collect();
-    let duplicate_pulls = sqlx::query_as::<_, (String, i64)>(
-        "SELECT md5, COUNT(*) FROM fetch_log GROUP BY md5 HAVING COUNT(*) > 1",
+    // Each pull of an address after an earlier one, and whether a collection removed the
+    // content in between (the earlier pull's end, the later one's start): pulling it again
+    // then is what the node must do, not a duplicate transfer.
+    let repeated_pulls = sqlx::query_as::<_, (String, i64, i64, bool)>(
+        "WITH p AS (SELECT md5, started_at, done_at, \
+                           ROW_NUMBER() OVER (PARTITION BY md5 ORDER BY started_at, done_at) AS n \
+                    FROM fetch_log) \
+         SELECT a.md5, a.done_at, b.started_at, \
+                EXISTS (SELECT 1 FROM collections c WHERE c.md5 = a.md5 \
+                          AND c.at >= a.done_at AND c.at <= b.started_at) \
+         FROM p a JOIN p b ON b.md5 = a.md5 AND b.n = a.n + 1",
     )
     .fetch_all(&db)
     .await?;
@@ -230,7 +240,7 @@ async fn read_node(dir: &Path, primary: bool) -> Result<NodeState> {
     let mut state = NodeState {
         docs,
         objects,
-        duplicate_pulls,
+        repeated_pulls,
         pulls: pulls as u64,
         versions: HashMap::new(),
         receipts: HashMap::new(),
@@ -288,6 +298,8 @@ pub struct Outcome {
     pub versions: u64,
     pub bytes_verified: u64,
     pub pulls: u64,
+    /// Pulls of content a collection had removed since its previous pull.
+    pub pulled_again_after_collection: u64,
 }
 
 /// Checks every invariant. `run_start_ms` is the run's start in Unix milliseconds.
@@ -296,6 +308,8 @@ pub async fn check(
     model: &Model,
     injector: &Injector,
     run_start_ms: i64,
+    retention: Invariant,
+    final_at: &HashMap<String, i64>,
 ) -> Result<Outcome> {
     let primaries = cluster.ids(Tier::Primary);
     let regionals = cluster.ids(Tier::Regional);
@@ -440,6 +454,11 @@ pub async fn check(
                             Err(e) => Err(format!("unreadable: {e}")),
                         },
                     };
+                    // Gone, not corrupted (see `collected_since` below).
+                    let verdict = match verdict {
+                        Err(_) if !path.exists() => Err(MISSING.to_owned()),
+                        v => v,
+                    };
                     (md5, size, verdict)
                 })
                 .collect::<Vec<_>>();
@@ -448,7 +467,24 @@ pub async fn check(
     });
     for joined in futures::future::join_all(verifications).await {
         let (id, verdicts) = joined?;
+        let missing: Vec<&String> = verdicts
+            .iter()
+            .filter(|(_, _, v)| v.as_ref().err().map(String::as_str) == Some(MISSING))
+            .map(|(m, _, _)| m)
+            .collect();
+        // Periodic collections go on while the checker reads: a file that a collection after
+        // the harness's last one removed is no corruption (the required set was checked at
+        // that last one).
+        let collected_since = collected_since(
+            &cluster.data_dir(&id),
+            &missing,
+            final_at.get(&id).copied().unwrap_or(i64::MAX),
+        )
+        .await?;
         for (md5, size, verdict) in verdicts {
+            if collected_since.contains(&md5) {
+                continue;
+            }
             bytes_verified += size.max(0) as u64;
             intact.check(verdict.is_ok(), || {
                 format!("object {md5} at {id}: {}", verdict.clone().unwrap_err())
@@ -491,14 +527,24 @@ pub async fn check(
     // 7. Redundant notifications caused no second transfer.
     let mut transfers = Invariant::new(
         "no duplicate transfers",
-        "no node completed two pulls of the same content (the redundant notification was deduplicated)",
+        "no node completed two pulls of the same content (the redundant notification was deduplicated), unless a collection removed it between the two",
     );
     let mut pulls = 0;
+    let mut pulled_again_after_collection = 0;
     for (id, state) in &nodes {
         pulls += state.pulls;
         transfers.checked += state.pulls;
-        for (md5, count) in &state.duplicate_pulls {
-            transfers.fail(format!("{id} pulled {md5} {count} times"));
+        for (md5, done, next, collected) in &state.repeated_pulls {
+            if *collected {
+                pulled_again_after_collection += 1;
+            } else {
+                transfers.fail(format!(
+                    "{id} pulled {md5} again at {:.1} s after a pull that ended at {:.1} s, \
+                     with no collection of it in between",
+                    (next - run_start_ms) as f64 / 1000.0,
+                    (done - run_start_ms) as f64 / 1000.0
+                ));
+            }
         }
     }
 
@@ -573,6 +619,7 @@ pub async fn check(
             directories,
             tombstones,
             placement,
+            retention,
             intact,
             receipts,
             annotations,
@@ -587,7 +634,31 @@ pub async fn check(
         versions: reference.versions.len() as u64,
         bytes_verified,
         pulls,
+        pulled_again_after_collection,
     })
+}
+
+const MISSING: &str = "missing";
+
+/// Those of `md5s` that a collection at or after `since` (Unix ms) removed.
+async fn collected_since(dir: &Path, md5s: &[&String], since: i64) -> Result<HashSet<String>> {
+    if md5s.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let db = open(&dir.join("node.sqlite")).await?;
+    let json = serde_json::to_string(md5s)?;
+    let out = sqlx::query_scalar::<_, String>(
+        "SELECT DISTINCT md5 FROM collections \
+         WHERE md5 IN (SELECT value FROM json_each(?)) AND at >= ?",
+    )
+    .bind(json)
+    .bind(since)
+    .fetch_all(&db)
+    .await?
+    .into_iter()
+    .collect();
+    db.close().await;
+    Ok(out)
 }
 
 fn placement_required(

@@ -32,6 +32,8 @@ pub struct Options {
     /// Size of the tmpfs holding the disk-fault node's data, if any.
     pub disk_size: Option<u64>,
     pub node_args: Vec<String>,
+    /// Extra flags for the nodes of a tier (after `node_args`).
+    pub tier_args: Vec<(Tier, Vec<String>)>,
 }
 
 pub struct BrokerSlot {
@@ -167,15 +169,18 @@ impl Cluster {
                 ));
                 amqp_links.insert((a.id.clone(), b.id.clone()), q);
             }
-            args_by_id.insert(
-                a.id.clone(),
-                vec![
-                    "--peer-http".into(),
-                    http_routes.join(","),
-                    "--peer-amqp".into(),
-                    amqp_routes.join(","),
-                ],
-            );
+            let mut args = vec![
+                "--peer-http".into(),
+                http_routes.join(","),
+                "--peer-amqp".into(),
+                amqp_routes.join(","),
+            ];
+            for (tier, extra) in &opts.tier_args {
+                if *tier == a.tier {
+                    args.extend(extra.iter().cloned());
+                }
+            }
+            args_by_id.insert(a.id.clone(), args);
         }
 
         // The small disk: the last regional node's data directory on a tmpfs.

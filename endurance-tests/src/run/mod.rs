@@ -10,6 +10,7 @@ mod diskwatch;
 mod faults;
 mod proxy;
 mod report;
+mod retention;
 mod workload;
 
 use std::collections::HashMap;
@@ -82,6 +83,11 @@ pub struct RunArgs {
     /// that then runs out of disk fails the run with that reason.
     #[arg(long)]
     pub disk_size: Option<bytesize::ByteSize>,
+    /// Retention: `on` (intermediate and regional nodes collect every 20 s with 30 s graces,
+    /// primaries keep everything, as by default) or `off` (every node keeps every version and
+    /// deleted documents' content for ever and never collects on its own).
+    #[arg(long, value_enum, default_value = "on")]
+    pub retention: retention::Mode,
     /// Keep the nodes' content and the brokers' data after a passing run (a failing run
     /// always keeps them; logs and databases are always kept).
     #[arg(long)]
@@ -98,6 +104,8 @@ struct Settings {
     budget: budget::Limits,
     /// What a node stores besides content: database, write-ahead log, log file.
     overhead: u64,
+    /// The retention flags of intermediate and regional nodes (with `--retention on`).
+    retention: retention::Settings,
 }
 
 impl Settings {
@@ -145,6 +153,16 @@ fn settings(args: &RunArgs) -> Settings {
                 faults: args.faults.unwrap_or(24).div_ceil(6) as u64 * (128 * MIB + 4 * MIB),
             },
             overhead: 256 * MIB,
+            // Collections every 20 s with graces of 30 s: a CI run sees several per node, with
+            // versions and deleted documents' content both retained and collected.
+            retention: retention::Settings {
+                gc_interval: s(20),
+                keep_versions: 1,
+                version_grace: s(30),
+                tombstone_grace: s(30),
+                log_retention: s(3600),
+                feed_horizon: s(60),
+            },
         },
         Profile::Soak => {
             let duration = args.duration.unwrap_or(s(30 * 60));
@@ -174,6 +192,14 @@ fn settings(args: &RunArgs) -> Settings {
                     faults: per_hour(3 << 30),
                 },
                 overhead: 256 * MIB + per_hour(256 * MIB),
+                retention: retention::Settings {
+                    gc_interval: s(20),
+                    keep_versions: 1,
+                    version_grace: s(30),
+                    tombstone_grace: s(30),
+                    log_retention: s(3600),
+                    feed_horizon: s(60),
+                },
             }
         }
     };
@@ -214,6 +240,10 @@ pub async fn run(args: RunArgs) -> Result<bool> {
         brokers: args.brokers,
         disk_size,
         node_args,
+        tier_args: [Tier::Primary, Tier::Intermediate, Tier::Regional]
+            .into_iter()
+            .map(|t| (t, set.retention.node_args(args.retention, t)))
+            .collect(),
     })
     .await?;
     eprintln!(
@@ -485,8 +515,47 @@ async fn drive(
         },
         quiescence.seconds
     );
+    // Retention: the disk used now, one last collection at every node (whose required set the
+    // checker recomputes), and the disk used after it.
+    let before = retention::disk_use(cluster).await;
+    let (retention_invariant, final_collections) =
+        retention::final_collections(cluster, &set.retention, args.retention).await?;
+    let after = retention::disk_use(cluster).await;
+    let disk: Vec<retention::NodeDisk> = before
+        .into_iter()
+        .zip(after)
+        .map(
+            |((node, tier, before, _), (_, _, after, objects))| retention::NodeDisk {
+                node,
+                tier,
+                before_final_collection: before,
+                after_final_collection: after,
+                objects_after: objects,
+            },
+        )
+        .collect();
+    eprintln!(
+        "endurance: [{:>6.1} s] last collection at every node done ({} collected)",
+        started.elapsed().as_secs_f64(),
+        final_collections
+            .iter()
+            .map(|f| f.collected_count)
+            .sum::<u64>()
+    );
+    let final_at: HashMap<String, i64> = final_collections
+        .iter()
+        .map(|f| (f.node.clone(), f.at))
+        .collect();
     let model = std::mem::take(&mut *ctx.model.lock().expect("not poisoned"));
-    let outcome = check::check(cluster, &model, &injector, run_start_ms).await?;
+    let outcome = check::check(
+        cluster,
+        &model,
+        &injector,
+        run_start_ms,
+        retention_invariant,
+        &final_at,
+    )
+    .await?;
     let volumes = disks.finish().await;
     let out_of_disk: Vec<diskwatch::OutOfDisk> = volumes
         .iter()
@@ -558,6 +627,10 @@ async fn drive(
         bytes_published: model.bytes_published,
         bytes_verified: outcome.bytes_verified,
         pulls: outcome.pulls,
+        pulled_again_after_collection: outcome.pulled_again_after_collection,
+        retention: args.retention,
+        final_collections,
+        disk,
         bytes_flipped_in_flight: cluster.http_links.values().map(|l| l.flipped()).sum(),
         quiescence,
         invariants,

@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::check::{Delivery, Invariant, Quiescence};
 use super::diskwatch::{OutOfDisk, Volume};
 use super::faults::{Fault, Kind, Reconnect};
+use super::retention::{FinalCollection, Mode, NodeDisk};
 use super::workload::OpStats;
 
 #[derive(Debug, Serialize)]
@@ -42,6 +43,13 @@ pub struct Report {
     pub bytes_published: u64,
     pub bytes_verified: u64,
     pub pulls: u64,
+    /// Pulls of content that a collection had removed since the previous pull of it.
+    pub pulled_again_after_collection: u64,
+    pub retention: Mode,
+    /// The collection the harness asked every node for at the end.
+    pub final_collections: Vec<FinalCollection>,
+    /// Disk use of every node's data directory at the end.
+    pub disk: Vec<NodeDisk>,
     pub bytes_flipped_in_flight: u64,
     pub quiescence: Quiescence,
     pub invariants: Vec<Invariant>,
@@ -138,6 +146,31 @@ impl Report {
                 v.nodes.join(", "),
                 v.least_free.map_or("?".to_owned(), human),
                 human(v.size),
+            );
+        }
+        let _ = writeln!(
+            s,
+            "\nRetention {} ({} pulls of content collected since its previous pull)",
+            match self.retention {
+                Mode::On => "on",
+                Mode::Off => "off",
+            },
+            self.pulled_again_after_collection
+        );
+        for (d, f) in self.disk.iter().zip(&self.final_collections) {
+            let _ = writeln!(
+                s,
+                "  {:<22} {:<12} data dir {:>10} → {:>10} after the last collection ({} objects, {}; {} live, {} retained; {} collections logged, {} in the last)",
+                d.node,
+                d.tier,
+                human(d.before_final_collection),
+                human(d.after_final_collection),
+                f.objects,
+                human(f.object_bytes),
+                f.live_count,
+                f.retained_count,
+                f.collections_logged,
+                f.collected_count
             );
         }
         let restarts = self.reconnects.len();
@@ -452,6 +485,10 @@ mod tests {
             bytes_published: 10,
             bytes_verified: 10,
             pulls: 1,
+            pulled_again_after_collection: 0,
+            retention: Mode::On,
+            final_collections: Vec::new(),
+            disk: Vec::new(),
             bytes_flipped_in_flight: 0,
             quiescence: Quiescence {
                 reached: true,
@@ -513,6 +550,10 @@ mod tests {
             bytes_published: 10,
             bytes_verified: 10,
             pulls: 1,
+            pulled_again_after_collection: 0,
+            retention: Mode::On,
+            final_collections: Vec::new(),
+            disk: Vec::new(),
             bytes_flipped_in_flight: 0,
             quiescence: Quiescence {
                 reached: false,
