@@ -287,11 +287,12 @@ impl Replica {
             .push_bind(offset as i64);
         let rows: Vec<(String, i64)> = qb.build_query_as().fetch_all(&self.read).await?;
         let more = rows.len() > q.limit as usize;
-        let documents = rows
-            .into_iter()
-            .take(q.limit as usize)
-            .map(|(json, published)| meta(&json, published))
-            .collect::<Result<_, _>>()?;
+        let mut documents = Vec::with_capacity(rows.len());
+        for (json, published) in rows.into_iter().take(q.limit as usize) {
+            let mut d = meta(&json, published)?;
+            d.available_here = self.holds_current(&d).await?;
+            documents.push(d);
+        }
         Ok(DocumentList {
             documents,
             next_cursor: more.then(|| format!("replica:{}", offset + u64::from(q.limit))),
@@ -304,7 +305,24 @@ impl Replica {
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?;
-        row.map(|(j, p)| meta(&j, p)).transpose()
+        let Some(mut d) = row.map(|(j, p)| meta(&j, p)).transpose()? else {
+            return Ok(None);
+        };
+        d.available_here = self.holds_current(&d).await?;
+        Ok(Some(d))
+    }
+
+    /// Whether `files/` holds the current version of `d`: offline, "here" is this device, so
+    /// that `info` and `flags` answered from the replica agree with each other and with the
+    /// local file they show.
+    async fn holds_current(&self, d: &DocumentMeta) -> Result<bool, CliError> {
+        let name: Option<String> =
+            sqlx::query_scalar("SELECT name FROM files WHERE doc_id = ? AND md5 = ?")
+                .bind(d.current.id.to_string())
+                .bind(d.current.md5.as_str())
+                .fetch_optional(&self.read)
+                .await?;
+        Ok(!d.current.deleted && name.is_some_and(|n| self.files_dir().join(n).is_file()))
     }
 
     pub async fn versions(&self, id: &str) -> Result<Option<VersionList>, CliError> {
@@ -346,7 +364,11 @@ impl Replica {
         let mut unknown = Vec::new();
         for (id, json, published) in rows {
             match (json, published) {
-                (Some(j), Some(p)) => known.push(meta(&j, p)?),
+                (Some(j), Some(p)) => {
+                    let mut d = meta(&j, p)?;
+                    d.available_here = self.holds_current(&d).await?;
+                    known.push(d);
+                }
                 _ => unknown.push(id),
             }
         }

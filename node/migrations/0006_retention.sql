@@ -6,7 +6,7 @@
 CREATE TABLE collections (
     md5    TEXT    NOT NULL,
     size   INTEGER NOT NULL,
-    reason TEXT    NOT NULL,  -- superseded | tombstoned | unreferenced | out_of_scope | orphan_file
+    reason TEXT    NOT NULL,  -- superseded | tombstoned | unreferenced | out_of_scope | released
     at     INTEGER NOT NULL   -- Unix ms
 );
 CREATE INDEX collections_md5 ON collections (md5, at);

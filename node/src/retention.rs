@@ -320,28 +320,37 @@ struct Params {
 
 impl Params {
     async fn new(node: &Node, policy: &Policy, at: i64) -> Result<Self, sqlx::Error> {
-        let scopes: Vec<String> = sqlx::query_scalar("SELECT DISTINCT scope FROM documents")
-            .fetch_all(node.db.reader())
-            .await?;
-        let kept: Vec<String> = scopes
-            .into_iter()
-            .filter(|s| match node.federation() {
-                // A scope this node cannot read is kept: better a stray object than a lost one.
-                Some(fed) => Scope::from_str(s).map_or(true, |s| fed.keeps_content(&s)),
-                // All content of a standalone node is its own.
-                None => true,
-            })
-            .collect();
+        let kept_scopes = kept_scopes(node, node.db.reader()).await?;
         let cutoff = |grace: Option<Duration>| {
             grace.map_or(i64::MIN, |g| at.saturating_sub(g.as_millis() as i64))
         };
         Ok(Params {
-            kept_scopes: serde_json::to_string(&kept).expect("strings serialise"),
+            kept_scopes,
             keep_versions: policy.keep_versions.map_or(i64::MAX, i64::from),
             version_cutoff: cutoff(policy.version_grace),
             tombstone_cutoff: cutoff(policy.tombstone_grace),
         })
     }
+}
+
+/// The scopes of documents held here whose content this node keeps, as a JSON array.
+async fn kept_scopes<'e>(
+    node: &Node,
+    db: impl sqlx::SqliteExecutor<'e>,
+) -> Result<String, sqlx::Error> {
+    let scopes: Vec<String> = sqlx::query_scalar("SELECT DISTINCT scope FROM documents")
+        .fetch_all(db)
+        .await?;
+    let kept: Vec<String> = scopes
+        .into_iter()
+        .filter(|s| match node.federation() {
+            // A scope this node cannot read is kept: better a stray object than a lost one.
+            Some(fed) => Scope::from_str(s).map_or(true, |s| fed.keeps_content(&s)),
+            // All content of a standalone node is its own.
+            None => true,
+        })
+        .collect();
+    Ok(serde_json::to_string(&kept).expect("strings serialise"))
 }
 
 /// Whether the document `d` is one whose content this node keeps: its scope is one of `?1` (a
@@ -480,11 +489,14 @@ async fn remove_batch(
     let (live, retained) = conditions();
     let mut conn = node.db.writer().acquire().await?;
     let mut tx = conn.begin().await?;
+    // Read again here: a document of a scope first seen since the page was classified may
+    // need one of these addresses.
+    let kept = kept_scopes(node, &mut *tx).await?;
     let deleted: Vec<(String, i64)> = sqlx::query_as(&format!(
         "DELETE FROM objects AS o WHERE o.md5 IN (SELECT value FROM json_each(?5)) \
          AND NOT {live} AND NOT {retained} RETURNING md5, size"
     ))
-    .bind(&p.kept_scopes)
+    .bind(&kept)
     .bind(p.keep_versions)
     .bind(p.version_cutoff)
     .bind(p.tombstone_cutoff)
@@ -755,8 +767,9 @@ const FOLDED: &str =
     "EXISTS (SELECT 1 FROM changes n WHERE n.doc_id = c.doc_id AND n.seq > c.seq) \
      AND NOT EXISTS (SELECT 1 FROM documents d WHERE d.doc_id = c.doc_id AND d.last_seq = c.seq)";
 
-/// Past the horizon, keeps only each document's latest change and its current version's. The horizon is raised first,
-/// so a feed answer never claims less compaction than its rows show; rows go in seq ranges of
+/// Past the horizon, keeps only each document's latest change and the change of its current
+/// version (not the same when an older version arrived late). The horizon is raised first, so
+/// a feed answer never claims less compaction than its rows show; rows go in seq ranges of
 /// [`PRUNE_BATCH`], each its own transaction.
 async fn compact_feed(node: &Node, cutoff: i64, dry_run: bool) -> Result<u64, sqlx::Error> {
     let horizon: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM changes WHERE at < ?")

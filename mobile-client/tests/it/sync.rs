@@ -135,6 +135,19 @@ async fn a_device_catches_up_works_offline_and_delivers_its_queue_once() -> Test
         replica_directory(&config, &home),
         node_directory(&na).await?
     );
+    // Offline, `info` and `flags` agree that the flagged content is here (on this device), and
+    // that the listed-only document is not.
+    let info = ok(&dcf(&["--offline", "--json", "info", &a]));
+    assert_eq!(info["available_here"], true, "{info}");
+    let info = ok(&dcf(&["--offline", "--json", "info", &b]));
+    assert_eq!(info["available_here"], false, "{info}");
+    let flags = ok(&dcf(&["--offline", "--json", "flags"]));
+    let listed = flags["documents"].as_array().ok_or("no documents")?;
+    assert_eq!(listed.len(), 2, "{flags}");
+    assert!(
+        listed.iter().all(|d| d["available_here"] == true),
+        "{flags}"
+    );
     let files = home.join("files");
     let mut held: Vec<Vec<u8>> = ["report.pdf", "report (2).pdf"]
         .iter()

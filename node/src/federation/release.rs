@@ -148,6 +148,16 @@ pub async fn release(
                     .fetch_optional(&mut *tx)
                     .await?;
             if let Some(size) = size {
+                // Logged like a collection: a later pull of the same bytes is then a re-pull,
+                // not a duplicate transfer.
+                sqlx::query(
+                    "INSERT INTO collections (md5, size, reason, at) VALUES (?, ?, 'released', ?)",
+                )
+                .bind(md5.as_str())
+                .bind(size)
+                .bind(docfed_shared::wire::Timestamp::now().millis())
+                .execute(&mut *tx)
+                .await?;
                 out.objects.push((md5, size.max(0) as u64, *doc));
             }
         }
