@@ -255,18 +255,42 @@ async fn a_collection_during_a_large_pull_and_a_stream_through_read_loses_nothin
     let (doc, md5) = publish_at(&primary, "title=Big&scope=global", big.clone()).await?;
     // The readers follow na's pull as it arrives (stream-through) and the on-demand transfer
     // while collections run.
+    // A reader resumes from where it was (Range) if its response breaks off, as curl -C or
+    // the docfed CLI would: what is asserted is the bytes it ends with.
     let read = |url: String| {
         tokio::spawn(async move {
+            use futures::StreamExt;
             let deadline = Instant::now() + T;
+            let mut got: Vec<u8> = Vec::new();
             loop {
-                let resp = client().get(&url).send().await?;
-                if resp.status() == StatusCode::OK {
-                    return Ok::<_, reqwest::Error>(resp.bytes().await?.to_vec());
-                }
                 if Instant::now() > deadline {
-                    return resp.bytes().await.map(|b| b.to_vec());
+                    return Err(format!("{url}: {} bytes after {T:?}", got.len()));
                 }
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                let mut req = client().get(&url);
+                if !got.is_empty() {
+                    req = req.header("range", format!("bytes={}-", got.len()));
+                }
+                let resp = match req.send().await {
+                    Ok(r) if r.status().is_success() => r,
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let mut body = resp.bytes_stream();
+                let mut broken = false;
+                while let Some(chunk) = body.next().await {
+                    match chunk {
+                        Ok(c) => got.extend_from_slice(&c),
+                        Err(_) => {
+                            broken = true;
+                            break;
+                        }
+                    }
+                }
+                if !broken {
+                    return Ok(got);
+                }
             }
         })
     };
