@@ -124,9 +124,14 @@ pub async fn annotate(
     };
     let mut tx = node.db.begin_write().await?;
     // Checked in the writer transaction, so two copies of one request cannot both insert.
-    let known = messages::annotation_target(&mut *tx, &a.id).await?;
-    if let Some((doc_id, doc_version)) = known {
-        if doc_id != id.to_string() {
+    let known = messages::annotation(&mut *tx, &a.id).await?;
+    if let Some(Annotation {
+        doc_id,
+        doc_version,
+        ..
+    }) = known
+    {
+        if doc_id != id {
             return Err(ApiError::Conflict(format!(
                 "annotation {} belongs to another document",
                 a.id

@@ -137,17 +137,6 @@ where
     .await
 }
 
-/// The document and version an annotation was written on, if it is known here.
-pub async fn annotation_target<'e>(
-    db: impl SqliteExecutor<'e>,
-    id: &str,
-) -> Result<Option<(String, i64)>, sqlx::Error> {
-    sqlx::query_as("SELECT doc_id, doc_version FROM annotations WHERE id = ?")
-        .bind(id)
-        .fetch_optional(db)
-        .await
-}
-
 /// Annotations in `state` (`any` for all), of one document or all, oldest first, at most 1,000,
 /// with their document's title and whether it is deleted.
 pub async fn annotations<'e, T>(
@@ -231,6 +220,9 @@ pub async fn apply_decision(
     Ok(n > 0)
 }
 
+/// The columns a reader may see of an annotation (`annotation_status`, `accepted_annotations`).
+const STATUS_COLUMNS: &str = "id, doc_id, doc_version, author, text, state, created_at, decided_at";
+
 /// What a reader may see of one annotation: its state, and when it was decided.
 pub async fn annotation_status<'e, T>(
     db: impl SqliteExecutor<'e>,
@@ -239,10 +231,9 @@ pub async fn annotation_status<'e, T>(
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
 {
-    sqlx::query_as(
-        "SELECT id, doc_id, doc_version, author, text, state, created_at, decided_at \
-         FROM annotations WHERE id = ?",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {STATUS_COLUMNS} FROM annotations WHERE id = ?"
+    ))
     .bind(id)
     .fetch_optional(db)
     .await
@@ -256,10 +247,10 @@ pub async fn accepted_annotations<'e, T>(
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
 {
-    sqlx::query_as(
-        "SELECT id, doc_id, doc_version, author, text, state, created_at, decided_at \
-         FROM annotations WHERE doc_id = ? AND state = 'accepted' ORDER BY created_at LIMIT 1000",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {STATUS_COLUMNS} FROM annotations \
+         WHERE doc_id = ? AND state = 'accepted' ORDER BY created_at LIMIT 1000"
+    ))
     .bind(doc)
     .fetch_all(db)
     .await
