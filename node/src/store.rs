@@ -32,6 +32,10 @@ pub enum StoreError {
         "not enough disk space (need {needed} bytes, {available} available after the reserve)"
     )]
     DiskFull { needed: u64, available: u64 },
+    /// The file system ran out of space during a write (ENOSPC), which the reserve should
+    /// prevent but cannot when something else fills the disk.
+    #[error("the disk filled up while writing: {0}")]
+    NoSpace(#[source] io::Error),
     #[error("the client stopped sending: {0}")]
     BodyAborted(String),
     #[error("the client sent nothing for {0:?}")]
@@ -44,10 +48,7 @@ impl StoreError {
     /// ENOSPC anywhere in a write means a full disk, which the API reports as 507.
     fn from_io(e: io::Error) -> Self {
         if e.kind() == io::ErrorKind::StorageFull || e.raw_os_error() == Some(nix::libc::ENOSPC) {
-            StoreError::DiskFull {
-                needed: 0,
-                available: 0,
-            }
+            StoreError::NoSpace(e)
         } else {
             StoreError::Io(e)
         }

@@ -1,35 +1,31 @@
 //! The fetch scheduler: pulls the content recorded in `pending_fetches`.
 //!
 //! Each pull tries its sources in order (the notification's origin, the other parents, the
-//! primaries), resumes a partial file with `Range` + `If-Range`, hashes while writing, and
-//! stores nothing whose MD5 or size is wrong. A pull that fails everywhere is retried with a
-//! capped, jittered backoff, forever: the row stays in SQLite until the content is held, so
-//! crashes and restarts only delay it. When a pull starts, the notifications it owes
-//! downstream are released, so children start pulling from this node while the bytes are still
-//! arriving (stream-through, see `transfers`).
-
+//! primaries); one attempt (`pull`) resumes the partial file, hashes while writing, and stores
+//! nothing whose MD5, SHA-256 or size is wrong. A connection that breaks after making progress is
+//! resumed at once, a few times, with the transfer kept open for its readers; a pull that fails
+//! everywhere is retried with a capped, jittered backoff, forever: the row stays in SQLite until
+//! the content is held, so crashes and restarts only delay it. When a pull starts, the
+//! notifications it owes downstream are released, so children start pulling from this node while
+//! the bytes are still arriving (stream-through, see `transfers`).
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use docfed_shared::hashing::{ParallelHasher, StreamHash};
 use docfed_shared::messages::{Notification, Receipt};
 use docfed_shared::wire::Timestamp;
-use docfed_shared::{ContentHasher, DocId, Md5Hex, Sha256Hex};
-use futures::StreamExt;
-use tokio::sync::{mpsc, Semaphore};
+use docfed_shared::{DocId, Md5Hex, Sha256Hex};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::{send_notifications, send_receipt};
+use super::pull::{pull, PullError};
 use super::routing::route;
-use super::transfers::{Progress, Transfer};
+use super::transfers::Progress;
 use crate::db::documents::{object_known, record_object};
 use crate::db::fetches::{self, Pending};
 use crate::metrics::Metrics;
-use crate::store::{SpaceReservation, StoreError};
 use crate::supervisor::{Backoff, Task};
 use crate::Node;
 
@@ -190,40 +186,6 @@ impl Drop for ActivePull {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum PullError {
-    #[error("{source_url}: {reason}")]
-    Source { source_url: String, reason: String },
-    #[error("MD5 mismatch from {source_url}: expected {expected}, got {actual}")]
-    Md5Mismatch {
-        source_url: String,
-        expected: Md5Hex,
-        actual: Md5Hex,
-    },
-    #[error("SHA-256 mismatch from {source_url}: the signed version says {expected}, the bytes hash to {actual}")]
-    Sha256Mismatch {
-        source_url: String,
-        expected: Sha256Hex,
-        actual: Sha256Hex,
-    },
-    #[error("{source_url} sent less than {MIN_PROGRESS} bytes ({received}) in {window:?}")]
-    Stalled {
-        source_url: String,
-        received: u64,
-        window: Duration,
-    },
-    #[error("{source_url} sent more than the declared {declared} bytes")]
-    Oversized { source_url: String, declared: u64 },
-    #[error(
-        "waiting for disk space: {needed} bytes needed, {available} available above the reserve"
-    )]
-    NoSpace { needed: u64, available: u64 },
-    #[error("local I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-}
-
 async fn fetch_one(node: &Arc<Node>, row: Pending) {
     let fed = node.federation().expect("federation").clone();
     let sha256 = row
@@ -273,11 +235,15 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
     let sources: Vec<String> = serde_json::from_str(&row.sources).unwrap_or_default();
     let started = Instant::now();
     let mut errors = Vec::new();
-    for src in &sources {
+    let mut resumes = 0;
+    let mut next = 0;
+    while let Some(src) = sources.get(next) {
+        next += 1;
         if node.presence_says_down(src) {
             errors.push(format!("{src}: peer is down"));
             continue;
         }
+        let before = partial_len(&partial);
         match pull(
             node,
             &md5,
@@ -324,7 +290,18 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
                     _ => {}
                 }
                 tracing::debug!(md5 = %md5, error = %e, "pull attempt failed");
+                // Only a broken connection: a source that stalls, sends too much or sends
+                // other bytes would do the same again.
+                let resumable = matches!(e, PullError::Source { .. });
                 errors.push(e.to_string());
+                // A connection that broke after making progress is resumed from the same source
+                // at once, as a download manager would: readers following this transfer keep
+                // following instead of seeing their body cut because one connection broke.
+                if resumable && resumes < MAX_IMMEDIATE_RESUMES && partial_len(&partial) > before {
+                    resumes += 1;
+                    next -= 1;
+                    tracing::info!(md5 = %md5, source = %src, resumes, error = %e, "pull broke off after progress; resuming at once");
+                }
             }
         }
     }
@@ -366,209 +343,12 @@ async fn release_forwards(node: &Node, md5: &Md5Hex) -> Result<(), sqlx::Error> 
     Ok(())
 }
 
-/// Pulls `md5` from `src` into `partial`, resuming what is already there, and verifies it: its
-/// MD5 and size always, its SHA-256 when the version that asked for it carries one.
-#[allow(clippy::too_many_arguments)]
-async fn pull(
-    node: &Arc<Node>,
-    md5: &Md5Hex,
-    sha256: Option<&Sha256Hex>,
-    size: u64,
-    src: &str,
-    partial: &Path,
-    stream_through: bool,
-) -> Result<(), PullError> {
-    let source_err = |reason: String| PullError::Source {
-        source_url: src.to_owned(),
-        reason,
-    };
-    std::fs::create_dir_all(partial.parent().expect("partial dir"))?;
-    // Hash what a previous attempt left, so a resumed pull is verified end to end.
-    let (file, mut hash) = {
-        let path = partial.to_owned();
-        tokio::task::spawn_blocking(move || {
-            docfed_shared::hashing::open_for_resume::<ContentHasher>(&path, size)
-        })
-        .await
-        .map_err(std::io::Error::other)??
-    };
-    let already = hash.len();
-    // `None` when an on-demand transfer took the address meanwhile: pull without readers.
-    let transfer = stream_through
-        .then(|| node.transfers.begin(md5, partial.to_owned(), size, already))
-        .flatten();
-    let result = async {
-        let (file, hash) = if already == size {
-            (file, hash)
-        } else {
-            let space = reserve_space(node, size - already)?;
-            let fed = node.federation().expect("pulls run in a federation");
-            let dial = fed.dial(src);
-            let mut req = fed.pull_request(&node.http, format!("{dial}/v1/objects/{md5}"), md5);
-            if already > 0 {
-                req = req
-                    .header("Range", format!("bytes={already}-"))
-                    .header("If-Range", format!("\"{md5}\""));
-            }
-            let resp = req.send().await.map_err(|e| source_err(e.to_string()))?;
-            let status = resp.status();
-            let file = match status.as_u16() {
-                206 => file,
-                200 => {
-                    // The source ignored the range: start over.
-                    file.set_len(0)?;
-                    hash = ContentHasher::new();
-                    if let Some(t) = &transfer {
-                        t.set(Progress::Written(0));
-                    }
-                    file
-                }
-                _ => return Err(source_err(format!("HTTP {status}"))),
-            };
-            write_stream(node, resp, file, hash, size, transfer.clone(), space, src).await?
-        };
-        let got = hash.finish();
-        if got.size != size || got.md5 != *md5 {
-            let _ = std::fs::remove_file(partial);
-            return Err(PullError::Md5Mismatch {
-                source_url: src.to_owned(),
-                expected: md5.clone(),
-                actual: got.md5,
-            });
-        }
-        if let Some(expected) = sha256.filter(|&h| *h != got.sha256) {
-            // Same MD5, other bytes: a collision crafted to pass the content address.
-            let _ = std::fs::remove_file(partial);
-            return Err(PullError::Sha256Mismatch {
-                source_url: src.to_owned(),
-                expected: expected.clone(),
-                actual: got.sha256,
-            });
-        }
-        tokio::task::spawn_blocking(move || file.sync_all())
-            .await
-            .map_err(std::io::Error::other)??;
-        Ok(())
-    }
-    .await;
-    if result.is_err() {
-        node.transfers.end(md5, partial, Progress::Failed);
-    }
-    result
-}
+/// How many times one round of a pull resumes a connection that broke after making progress,
+/// before it gives up and waits for the usual backoff.
+const MAX_IMMEDIATE_RESUMES: u32 = 3;
 
-/// Least a source must send per `pull_stall_timeout` to keep a pull slot: a source that trickles
-/// a byte a minute would otherwise hold it for ever.
-pub const MIN_PROGRESS: u64 = 64 * 1024;
-
-/// Reserves the disk space a pull will still write, so that pulls never eat into the reserve.
-pub(crate) fn reserve_space(node: &Node, needed: u64) -> Result<SpaceReservation, PullError> {
-    node.store.reserve(needed).map_err(|e| match e {
-        StoreError::DiskFull { needed, available } => PullError::NoSpace { needed, available },
-        StoreError::Io(e) => PullError::Io(e),
-        other => PullError::Io(std::io::Error::other(other.to_string())),
-    })
-}
-
-/// Appends the response body to `file` on a blocking thread that hashes as it writes and
-/// publishes progress to stream-through readers. Takes at most the declared `size` (counting
-/// what `hash` already covers): a source that sends more is cut there, so it can never fill
-/// the disk; a source that sends less than [`MIN_PROGRESS`] bytes per `pull_stall_timeout`
-/// is abandoned.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn write_stream(
-    node: &Arc<Node>,
-    resp: reqwest::Response,
-    file: std::fs::File,
-    hash: ContentHasher,
-    size: u64,
-    transfer: Option<Arc<Transfer>>,
-    space: SpaceReservation,
-    src: &str,
-) -> Result<(std::fs::File, ContentHasher), PullError> {
-    let mut remaining = size.saturating_sub(hash.len());
-    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
-    let writer =
-        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, ContentHasher)> {
-            let (mut file, mut hash) = (file, ParallelHasher::new(hash)?);
-            while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                space.written(chunk.len() as u64);
-                hash.update(chunk);
-                if let Some(t) = &transfer {
-                    t.set(Progress::Written(hash.len()));
-                }
-            }
-            Ok((file, hash.finish()?))
-        });
-    let mut body = resp.bytes_stream();
-    let mut received = 0u64;
-    let started = Instant::now();
-    let stall = node.config.pull_stall_timeout;
-    let (mut window_start, mut window_bytes) = (tokio::time::Instant::now(), 0u64);
-    let mut failure = None;
-    loop {
-        let next = match tokio::time::timeout_at(window_start + stall, body.next()).await {
-            Ok(next) => next,
-            Err(_) => {
-                Metrics::inc(&node.metrics.pulls_stalled);
-                failure = Some(PullError::Stalled {
-                    source_url: src.to_owned(),
-                    received: window_bytes,
-                    window: stall,
-                });
-                break;
-            }
-        };
-        let Some(chunk) = next else { break };
-        match chunk {
-            Ok(mut chunk) => {
-                if chunk.len() as u64 > remaining {
-                    Metrics::inc(&node.metrics.pulls_oversized);
-                    failure = Some(PullError::Oversized {
-                        source_url: src.to_owned(),
-                        declared: size,
-                    });
-                    chunk.truncate(remaining as usize);
-                }
-                remaining -= chunk.len() as u64;
-                received += chunk.len() as u64;
-                window_bytes += chunk.len() as u64;
-                if window_bytes >= MIN_PROGRESS {
-                    (window_start, window_bytes) = (tokio::time::Instant::now(), 0);
-                }
-                Metrics::add(&node.metrics.bytes_pulled, chunk.len() as u64);
-                if let Some(rate) = node.config.pull_rate_limit {
-                    // Pace to the limit: never ahead of where `rate` would have got us.
-                    let due = Duration::from_secs_f64(received as f64 / rate as f64);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        tokio::time::sleep(wait).await;
-                        // Our own pacing is not the source stalling.
-                        window_start += wait;
-                    }
-                }
-                if !chunk.is_empty() && tx.send(chunk).await.is_err() {
-                    break;
-                }
-                if failure.is_some() {
-                    break;
-                }
-            }
-            Err(e) => {
-                failure = Some(PullError::Source {
-                    source_url: src.to_owned(),
-                    reason: format!("transfer interrupted after {received} bytes: {e}"),
-                });
-                break;
-            }
-        }
-    }
-    drop(tx);
-    let (file, hash) = writer.await.map_err(std::io::Error::other)??;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok((file, hash)),
-    }
+fn partial_len(partial: &Path) -> u64 {
+    std::fs::metadata(partial).map_or(0, |m| m.len())
 }
 
 /// Moves a verified pull into the store and, in the same transaction, releases the forwards
@@ -598,11 +378,7 @@ async fn complete(
     }
     let size = std::fs::metadata(partial)?.len();
     let held = object_known(&mut tx, md5).await?;
-    let placed = node
-        .store
-        .place(partial, md5, held)
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let placed = node.store.place(partial, md5, held).await?;
     let result: Result<(), sqlx::Error> = async {
         record_object(&mut tx, md5, size).await?;
         let waiters = fetches::waiters(&mut *tx, md5).await?;

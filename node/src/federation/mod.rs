@@ -11,6 +11,7 @@ pub mod inbox;
 pub mod ondemand;
 pub mod outbox;
 pub mod presence;
+pub mod pull;
 pub mod release;
 pub mod routing;
 pub mod transfers;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use docfed_shared::wire::DocumentVersion;
 use docfed_shared::ContentHasher;
 
-use super::fetch::{reserve_space, write_stream, PullError};
+use super::pull::{reserve_space, verify, write_stream, PullError, SourceFailure};
 use super::transfers::{Progress, Transfer};
 use crate::db::devices::flagged_by_any;
 use crate::db::documents::{object_known, record_object};
@@ -116,7 +116,7 @@ async fn run(
     doc: &DocumentVersion,
     first: Arc<Transfer>,
     sources: &[String],
-) -> Result<bool, String> {
+) -> Result<bool, OnDemandError> {
     let mut errors = Vec::new();
     let mut next = Some(first);
     for src in sources {
@@ -133,7 +133,7 @@ async fn run(
                 Metrics::inc(&node.metrics.ondemand_abandoned);
                 node.transfers.end(&doc.md5, &t.path, Progress::Failed);
                 let _ = std::fs::remove_file(&t.path);
-                return Err(format!("abandoned: nobody followed it for {ABANDON_AFTER:?}"));
+                return Err(OnDemandError::Abandoned);
             }
         };
         let done = outcome.is_ok();
@@ -150,10 +150,20 @@ async fn run(
         let _ = std::fs::remove_file(&t.path);
         match outcome {
             Ok(kept) => return Ok(kept),
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
-    Err(errors.join("; "))
+    Err(OnDemandError::Failed(errors))
+}
+
+/// How an on-demand transfer ended without the content.
+#[derive(Debug, thiserror::Error)]
+enum OnDemandError {
+    #[error("abandoned: nobody followed it for {ABANDON_AFTER:?}")]
+    Abandoned,
+    /// Every source tried failed (none when another transfer took the address first).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Failed(Vec<PullError>),
 }
 
 /// Resolves once nobody has followed `t` for [`ABANDON_AFTER`] and no device of this node
@@ -179,9 +189,9 @@ async fn pull(
     t: &Arc<Transfer>,
     src: &str,
 ) -> Result<(), PullError> {
-    let err = |reason: String| PullError::Source {
+    let err = |failure: SourceFailure| PullError::Source {
         source_url: src.to_owned(),
-        reason,
+        failure,
     };
     let file = std::fs::OpenOptions::new().write(true).open(&t.path)?;
     let space = reserve_space(node, doc.size)?;
@@ -196,9 +206,9 @@ async fn pull(
         )
         .send()
         .await
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| err(SourceFailure::Request(e)))?;
     if resp.status() != reqwest::StatusCode::OK {
-        return Err(err(format!("HTTP {}", resp.status())));
+        return Err(err(SourceFailure::Status(resp.status())));
     }
     let (file, hash) = write_stream(
         node,
@@ -211,22 +221,11 @@ async fn pull(
         src,
     )
     .await?;
-    let got = hash.finish();
-    if got.md5 != doc.md5 || got.size != doc.size {
-        return Err(PullError::Md5Mismatch {
-            source_url: src.to_owned(),
-            expected: doc.md5.clone(),
-            actual: got.md5,
-        });
-    }
-    if let Some(expected) = doc.sha256.as_ref().filter(|&h| *h != got.sha256) {
+    let verified = verify(hash.finish(), &doc.md5, doc.size, doc.sha256.as_ref(), src);
+    if let Err(PullError::Sha256Mismatch { .. }) = &verified {
         Metrics::inc(&node.metrics.sha256_mismatches);
-        return Err(PullError::Sha256Mismatch {
-            source_url: src.to_owned(),
-            expected: expected.clone(),
-            actual: got.sha256,
-        });
     }
+    verified?;
     tokio::task::spawn_blocking(move || file.sync_all())
         .await
         .map_err(std::io::Error::other)??;
@@ -246,11 +245,7 @@ async fn keep_if_flagged(
         return Ok(false);
     }
     let held = object_known(&mut tx, &doc.md5).await?;
-    let placed = node
-        .store
-        .place(&t.path, &doc.md5, held)
-        .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let placed = node.store.place(&t.path, &doc.md5, held).await?;
     record_object(&mut tx, &doc.md5, doc.size).await?;
     if let Err(e) = tx.commit().await {
         if placed {

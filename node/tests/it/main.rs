@@ -12,4 +12,5 @@ mod retention;
 mod search;
 mod signed_versions;
 mod storage;
+mod stream_through;
 mod trust;

@@ -1,0 +1,301 @@
+//! One pull attempt from one source: resume a partial file with `Range` + `If-Range`, stream the
+//! bytes to disk through a bounded queue while hashing them (MD5 and SHA-256), enforce the
+//! declared size, a minimum rate and the disk reserve, and verify the result. `fetch` decides
+//! which source to try and when; `ondemand` uses the same writer for readers' cross-region
+//! transfers.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use docfed_shared::hashing::{Digests, ParallelHasher, StreamHash};
+use docfed_shared::{ContentHasher, Md5Hex, Sha256Hex};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use super::transfers::{Progress, Transfer};
+use crate::metrics::Metrics;
+use crate::store::{SpaceReservation, StoreError};
+use crate::Node;
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PullError {
+    #[error("{source_url}: {failure}")]
+    Source {
+        source_url: String,
+        failure: SourceFailure,
+    },
+    #[error("MD5 mismatch from {source_url}: expected {expected}, got {actual}")]
+    Md5Mismatch {
+        source_url: String,
+        expected: Md5Hex,
+        actual: Md5Hex,
+    },
+    #[error("SHA-256 mismatch from {source_url}: the signed version says {expected}, the bytes hash to {actual}")]
+    Sha256Mismatch {
+        source_url: String,
+        expected: Sha256Hex,
+        actual: Sha256Hex,
+    },
+    #[error("{source_url} sent less than {MIN_PROGRESS} bytes ({received}) in {window:?}")]
+    Stalled {
+        source_url: String,
+        received: u64,
+        window: Duration,
+    },
+    #[error("{source_url} sent more than the declared {declared} bytes")]
+    Oversized { source_url: String, declared: u64 },
+    #[error(
+        "waiting for disk space: {needed} bytes needed, {available} available above the reserve"
+    )]
+    NoSpace { needed: u64, available: u64 },
+    #[error("local I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("storing: {0}")]
+    Store(#[from] StoreError),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Why a source did not deliver content.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SourceFailure {
+    #[error("{0}")]
+    Request(#[source] reqwest::Error),
+    #[error("HTTP {0}")]
+    Status(reqwest::StatusCode),
+    #[error("transfer interrupted after {received} bytes: {error}")]
+    Interrupted {
+        received: u64,
+        #[source]
+        error: reqwest::Error,
+    },
+}
+
+/// Pulls `md5` from `src` into `partial`, resuming what is already there, and verifies it: its
+/// MD5 and size always, its SHA-256 when the version that asked for it carries one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn pull(
+    node: &Arc<Node>,
+    md5: &Md5Hex,
+    sha256: Option<&Sha256Hex>,
+    size: u64,
+    src: &str,
+    partial: &Path,
+    stream_through: bool,
+) -> Result<(), PullError> {
+    let source_err = |failure: SourceFailure| PullError::Source {
+        source_url: src.to_owned(),
+        failure,
+    };
+    std::fs::create_dir_all(partial.parent().expect("partial dir"))?;
+    // Hash what a previous attempt left, so a resumed pull is verified end to end.
+    let (file, mut hash) = {
+        let path = partial.to_owned();
+        tokio::task::spawn_blocking(move || {
+            docfed_shared::hashing::open_for_resume::<ContentHasher>(&path, size)
+        })
+        .await
+        .map_err(std::io::Error::other)??
+    };
+    let already = hash.len();
+    // `None` when an on-demand transfer took the address meanwhile: pull without readers.
+    let transfer = stream_through
+        .then(|| node.transfers.begin(md5, partial.to_owned(), size, already))
+        .flatten();
+    let result = async {
+        let (file, hash) = if already == size {
+            (file, hash)
+        } else {
+            let space = reserve_space(node, size - already)?;
+            let fed = node.federation().expect("pulls run in a federation");
+            let dial = fed.dial(src);
+            let mut req = fed.pull_request(&node.http, format!("{dial}/v1/objects/{md5}"), md5);
+            if already > 0 {
+                req = req
+                    .header("Range", format!("bytes={already}-"))
+                    .header("If-Range", format!("\"{md5}\""));
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| source_err(SourceFailure::Request(e)))?;
+            let status = resp.status();
+            let file = match status.as_u16() {
+                206 => file,
+                200 => {
+                    // The source ignored the range: start over.
+                    file.set_len(0)?;
+                    hash = ContentHasher::new();
+                    if let Some(t) = &transfer {
+                        t.set(Progress::Written(0));
+                    }
+                    file
+                }
+                _ => return Err(source_err(SourceFailure::Status(status))),
+            };
+            write_stream(node, resp, file, hash, size, transfer.clone(), space, src).await?
+        };
+        if let Err(e) = verify(hash.finish(), md5, size, sha256, src) {
+            let _ = std::fs::remove_file(partial);
+            return Err(e);
+        }
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+    .await;
+    if matches!(
+        result,
+        Err(PullError::Md5Mismatch { .. } | PullError::Sha256Mismatch { .. })
+    ) {
+        // The partial file is gone: its readers may hold bytes that were not the content.
+        node.transfers.end(md5, partial, Progress::Failed);
+    }
+    // Any other failure leaves the transfer registered: `fetch_one` resumes at once or tries the
+    // next source, and ends the transfer only when this round gives up.
+    result
+}
+
+/// Checks received bytes against the content address (MD5 and size) and, when the version
+/// carries one, its SHA-256.
+pub(crate) fn verify(
+    got: Digests,
+    md5: &Md5Hex,
+    size: u64,
+    sha256: Option<&Sha256Hex>,
+    src: &str,
+) -> Result<(), PullError> {
+    if got.size != size || got.md5 != *md5 {
+        return Err(PullError::Md5Mismatch {
+            source_url: src.to_owned(),
+            expected: md5.clone(),
+            actual: got.md5,
+        });
+    }
+    if let Some(expected) = sha256.filter(|&h| *h != got.sha256) {
+        // Same MD5, other bytes: a collision crafted to pass the content address.
+        return Err(PullError::Sha256Mismatch {
+            source_url: src.to_owned(),
+            expected: expected.clone(),
+            actual: got.sha256,
+        });
+    }
+    Ok(())
+}
+
+/// Least a source must send per `pull_stall_timeout` to keep a pull slot: a source that trickles
+/// a byte a minute would otherwise hold it for ever.
+pub const MIN_PROGRESS: u64 = 64 * 1024;
+
+/// Reserves the disk space a pull will still write, so that pulls never eat into the reserve.
+pub(crate) fn reserve_space(node: &Node, needed: u64) -> Result<SpaceReservation, PullError> {
+    node.store.reserve(needed).map_err(|e| match e {
+        StoreError::DiskFull { needed, available } => PullError::NoSpace { needed, available },
+        other => PullError::Store(other),
+    })
+}
+
+/// Appends the response body to `file` on a blocking thread that hashes as it writes and
+/// publishes progress to stream-through readers. Takes at most the declared `size` (counting
+/// what `hash` already covers): a source that sends more is cut there, so it can never fill
+/// the disk; a source that sends less than [`MIN_PROGRESS`] bytes per `pull_stall_timeout`
+/// is abandoned.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn write_stream(
+    node: &Arc<Node>,
+    resp: reqwest::Response,
+    file: std::fs::File,
+    hash: ContentHasher,
+    size: u64,
+    transfer: Option<Arc<Transfer>>,
+    space: SpaceReservation,
+    src: &str,
+) -> Result<(std::fs::File, ContentHasher), PullError> {
+    let mut remaining = size.saturating_sub(hash.len());
+    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
+    let writer =
+        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, ContentHasher)> {
+            let (mut file, mut hash) = (file, ParallelHasher::new(hash)?);
+            while let Some(chunk) = rx.blocking_recv() {
+                file.write_all(&chunk)?;
+                space.written(chunk.len() as u64);
+                hash.update(chunk);
+                if let Some(t) = &transfer {
+                    t.set(Progress::Written(hash.len()));
+                }
+            }
+            Ok((file, hash.finish()?))
+        });
+    let mut body = resp.bytes_stream();
+    let mut received = 0u64;
+    let started = Instant::now();
+    let stall = node.config.pull_stall_timeout;
+    let (mut window_start, mut window_bytes) = (tokio::time::Instant::now(), 0u64);
+    let mut failure = None;
+    loop {
+        let next = match tokio::time::timeout_at(window_start + stall, body.next()).await {
+            Ok(next) => next,
+            Err(_) => {
+                Metrics::inc(&node.metrics.pulls_stalled);
+                failure = Some(PullError::Stalled {
+                    source_url: src.to_owned(),
+                    received: window_bytes,
+                    window: stall,
+                });
+                break;
+            }
+        };
+        let Some(chunk) = next else { break };
+        match chunk {
+            Ok(mut chunk) => {
+                if chunk.len() as u64 > remaining {
+                    Metrics::inc(&node.metrics.pulls_oversized);
+                    failure = Some(PullError::Oversized {
+                        source_url: src.to_owned(),
+                        declared: size,
+                    });
+                    chunk.truncate(remaining as usize);
+                }
+                remaining -= chunk.len() as u64;
+                received += chunk.len() as u64;
+                window_bytes += chunk.len() as u64;
+                if window_bytes >= MIN_PROGRESS {
+                    (window_start, window_bytes) = (tokio::time::Instant::now(), 0);
+                }
+                Metrics::add(&node.metrics.bytes_pulled, chunk.len() as u64);
+                if let Some(rate) = node.config.pull_rate_limit {
+                    // Pace to the limit: never ahead of where `rate` would have got us.
+                    let due = Duration::from_secs_f64(received as f64 / rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                        // Our own pacing is not the source stalling.
+                        window_start += wait;
+                    }
+                }
+                if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+                    break;
+                }
+                if failure.is_some() {
+                    break;
+                }
+            }
+            Err(e) => {
+                failure = Some(PullError::Source {
+                    source_url: src.to_owned(),
+                    failure: SourceFailure::Interrupted { received, error: e },
+                });
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (file, hash) = writer.await.map_err(std::io::Error::other)??;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((file, hash)),
+    }
+}

@@ -1,0 +1,193 @@
+//! Stream-through across a broken connection: a reader following a pull in progress is not cut
+//! off because the pull's connection to its source broke, when the pull can resume.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use docfed_shared::messages::{Body, Envelope, Notification};
+use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
+use futures::StreamExt;
+use reqwest::StatusCode;
+use sha2::Digest;
+use tokio::sync::Notify;
+
+use crate::common::federation::{amqp_url, Federation};
+use crate::common::*;
+
+const SIZE: usize = 4 * 1024 * 1024;
+const CUT_AT: usize = SIZE / 4;
+
+/// What na's parent saw: the `Range` header of every request for the content, in order.
+type Requests = Arc<Mutex<Vec<Option<String>>>>;
+
+/// na's parent (mid-1, played by the test) breaks its first response off after a quarter of
+/// the bytes, once a reader follows na's pull. na resumes from the same parent at once with a
+/// `Range` request, and the reader, who never reconnects, gets every byte.
+#[tokio::test]
+async fn a_reader_outlives_a_broken_upstream_connection() -> TestResult {
+    let mut fed = Federation::start_with_impostor(&[], "mid-1").await?;
+    let listener = fed.impostor.take().ok_or("no impostor socket")?;
+    let mid1_url = format!("http://{}", listener.local_addr()?);
+    let data = Arc::new(pattern(77, SIZE));
+    let md5 = md5_hex(&data);
+
+    let requests: Requests = Arc::default();
+    let reader_attached = Arc::new(Notify::new());
+    type St = (
+        Requests,
+        Arc<Notify>,
+        Arc<Vec<u8>>,
+        String,
+        Arc<AtomicUsize>,
+    );
+    let first_cut = Arc::new(AtomicUsize::new(0));
+    let state: St = (
+        requests.clone(),
+        reader_attached.clone(),
+        data.clone(),
+        fed.id("mid-1"),
+        first_cut.clone(),
+    );
+    let app = axum::Router::new()
+        .route(
+            "/v1/health",
+            axum::routing::get(|State(s): State<St>| async move {
+                axum::Json(serde_json::json!({
+                    "node": s.3, "tier": "intermediate", "region": null, "status": "ok"
+                }))
+            }),
+        )
+        .route(
+            "/v1/objects/{md5}",
+            axum::routing::get(
+                |State(s): State<St>, Path(_m): Path<String>, headers: HeaderMap| async move {
+                    let range = headers
+                        .get("range")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    s.0.lock().unwrap().push(range.clone());
+                    let from = range
+                        .as_deref()
+                        .and_then(|r| r.strip_prefix("bytes="))
+                        .and_then(|r| r.strip_suffix('-'))
+                        .and_then(|n| n.parse::<usize>().ok());
+                    match from {
+                        None if s.4.fetch_add(1, Ordering::SeqCst) == 0 => {
+                            // First attempt: a quarter of the bytes, then (once a reader follows
+                            // na's pull) a broken connection.
+                            let head = bytes::Bytes::copy_from_slice(&s.2[..CUT_AT]);
+                            let attached = s.1.clone();
+                            let parts = futures::stream::iter([0, 1]).then(move |i| {
+                                let head = head.clone();
+                                let attached = attached.clone();
+                                async move {
+                                    if i == 0 {
+                                        Ok(head)
+                                    } else {
+                                        attached.notified().await;
+                                        Err(std::io::Error::other("connection broken"))
+                                    }
+                                }
+                            });
+                            axum::body::Body::from_stream(parts).into_response()
+                        }
+                        None => axum::body::Body::from(s.2.to_vec()).into_response(),
+                        Some(from) if from < SIZE => (
+                            StatusCode::PARTIAL_CONTENT,
+                            [("content-range", format!("bytes {from}-{}/{SIZE}", SIZE - 1))],
+                            s.2[from..].to_vec(),
+                        )
+                            .into_response(),
+                        Some(_) => StatusCode::RANGE_NOT_SATISFIABLE.into_response(),
+                    }
+                },
+            ),
+        )
+        .with_state(state);
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // A genuine version (signed by primary-a), announced by mid-1 as a relay would.
+    let mut d = DocumentVersion {
+        id: docfed_shared::DocId::new(),
+        version: 1,
+        origin: fed.id("primary-a"),
+        title: "broken upstream".into(),
+        description: String::new(),
+        tags: vec![],
+        filename: "f.bin".into(),
+        source: String::new(),
+        scope: docfed_shared::Scope::Global,
+        content_type: "application/octet-stream".into(),
+        md5: md5.parse()?,
+        size: SIZE as u64,
+        deleted: false,
+        created_at: Timestamp::now(),
+        author: String::new(),
+        sha256: Some(hex::encode(sha2::Sha256::digest(&*data)).parse()?),
+        signature: None,
+    };
+    d.signature = Some(fed.key("primary-a")?.sign(&d.signing_input()));
+    let doc_id = d.id.to_string();
+    let env = Envelope::new(
+        format!("n:{}:1:x", d.id),
+        &fed.id("mid-1"),
+        Body::Notify(Box::new(Notification {
+            document: d,
+            kind: ChangeKind::Published,
+            origin_url: mid1_url,
+            targets: vec![],
+        })),
+    );
+    let conn =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    fed.send_to_inbox(&ch, "na", &env.to_bytes(), Some("mid-1"))
+        .await?;
+
+    // The reader joins na's pull while the first connection is open, reads some bytes, and
+    // only then does mid-1 break that connection.
+    let object = fed.node("na").url(&format!("/v1/objects/{md5}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let resp = loop {
+        let resp = client().get(&object).send().await?;
+        if resp.status() == StatusCode::OK {
+            break resp;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("na never served the transfer: {}", resp.status()).into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut body = resp.bytes_stream();
+    let mut got = Vec::with_capacity(SIZE);
+    let mut released = false;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| format!("reader cut after {} bytes: {e}", got.len()))?;
+        got.extend_from_slice(&chunk);
+        if !released {
+            released = true;
+            reader_attached.notify_one();
+        }
+    }
+    assert_eq!(got.len(), SIZE, "the reader's body is short");
+    assert!(got == *data, "the reader got other bytes");
+    let seen = requests.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "requests for the content: {seen:?}");
+    assert_eq!(seen[0], None);
+    assert_eq!(
+        seen[1].as_deref(),
+        Some(format!("bytes={CUT_AT}-").as_str()),
+        "the pull did not resume where it broke"
+    );
+    fed.await_meta("na", &doc_id, Duration::from_secs(30), |m| {
+        m["available_here"] == true
+    })
+    .await?;
+    server.abort();
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
