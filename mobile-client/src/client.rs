@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use docfed_shared::wire::{DocumentList, DocumentMeta, ErrorBody, VersionList};
+use docfed_shared::wire::{DocumentList, DocumentMeta, ErrorBody, ErrorCode, VersionList};
 use serde::de::DeserializeOwned;
 
 use crate::error::CliError;
@@ -48,13 +48,16 @@ impl Client {
             return Ok(resp);
         }
         let body = resp.text().await.unwrap_or_default();
-        let msg = serde_json::from_str::<ErrorBody>(&body)
-            .map(|e| e.error)
-            .unwrap_or_else(|_| format!("HTTP {status}"));
-        Err(match status.as_u16() {
-            401 => CliError::Unauthorized(msg),
-            404 => CliError::NotFound(msg),
-            500..=599 => CliError::Network(format!("{}: {msg}", self.base)),
+        let (msg, code) = serde_json::from_str::<ErrorBody>(&body)
+            .map(|e| (e.error, e.code))
+            .unwrap_or_else(|_| (format!("HTTP {status}"), ErrorCode::Unknown));
+        let code = code.or_from_status(status.as_u16());
+        Err(match code {
+            ErrorCode::Unauthorized => CliError::Unauthorized(msg),
+            ErrorCode::NotFound => CliError::NotFound(msg),
+            c if c.is_transient() || status.is_server_error() => {
+                CliError::Network(format!("{}: {msg}", self.base))
+            }
             _ => CliError::Refused(msg),
         })
     }

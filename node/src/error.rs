@@ -4,7 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use docfed_shared::wire::ErrorBody;
+use docfed_shared::wire::{ErrorBody, ErrorCode};
 
 use crate::store::StoreError;
 
@@ -28,7 +28,7 @@ pub enum ApiError {
     /// A limit of the node's configuration was reached; `limit` names the setting.
     #[error("{message} (limit `{limit}` = {value})")]
     LimitReached {
-        code: &'static str,
+        code: ErrorCode,
         limit: &'static str,
         value: String,
         message: String,
@@ -99,26 +99,26 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::InvalidField { .. } => "invalid_field",
-            ApiError::BadRequest(_) => "bad_request",
+            ApiError::InvalidField { .. } => ErrorCode::InvalidField,
+            ApiError::BadRequest(_) => ErrorCode::BadRequest,
             ApiError::Unauthorized | ApiError::DeviceUnauthorized | ApiError::EnrollmentClosed => {
-                "unauthorized"
+                ErrorCode::Unauthorized
             }
-            ApiError::LimitReached { code, .. } => code,
-            ApiError::NotFound { .. } => "not_found",
-            ApiError::Conflict(_) => "conflict",
-            ApiError::WrongTier(_) => "wrong_tier",
-            ApiError::NotYet => "not_yet",
-            ApiError::Busy { .. } => "busy",
-            ApiError::Gone { .. } | ApiError::Withdrawn { .. } => "deleted",
-            ApiError::TooLarge { .. } => "too_large",
-            ApiError::RangeNotSatisfiable { .. } => "range_not_satisfiable",
-            ApiError::InsufficientStorage => "insufficient_storage",
-            ApiError::UploadAborted(_) => "upload_aborted",
-            ApiError::DbUnavailable(_) => "unavailable",
-            ApiError::Internal(_) => "internal",
+            ApiError::LimitReached { code, .. } => *code,
+            ApiError::NotFound { .. } => ErrorCode::NotFound,
+            ApiError::Conflict(_) => ErrorCode::Conflict,
+            ApiError::WrongTier(_) => ErrorCode::WrongTier,
+            ApiError::NotYet => ErrorCode::NotYet,
+            ApiError::Busy { .. } => ErrorCode::Busy,
+            ApiError::Gone { .. } | ApiError::Withdrawn { .. } => ErrorCode::Deleted,
+            ApiError::TooLarge { .. } => ErrorCode::TooLarge,
+            ApiError::RangeNotSatisfiable { .. } => ErrorCode::RangeNotSatisfiable,
+            ApiError::InsufficientStorage => ErrorCode::InsufficientStorage,
+            ApiError::UploadAborted(_) => ErrorCode::UploadAborted,
+            ApiError::DbUnavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -141,7 +141,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::TooLarge { limit } => ApiError::TooLarge { limit },
-            StoreError::DiskFull { .. } => ApiError::InsufficientStorage,
+            StoreError::DiskFull { .. } | StoreError::NoSpace(_) => ApiError::InsufficientStorage,
             StoreError::BodyAborted(_) | StoreError::IdleTimeout(_) => {
                 ApiError::UploadAborted(e.to_string())
             }
@@ -164,7 +164,7 @@ impl IntoResponse for ApiError {
         }
         let body = ErrorBody {
             error: self.to_string(),
-            code: self.code().to_owned(),
+            code: self.code(),
         };
         let mut resp = (status, Json(body)).into_response();
         match self {

@@ -1,12 +1,13 @@
 //! `PortalError`: what a page request can fail with, and the status and message the author sees.
 //!
 //! Handlers return `Result<_, PortalError>` and use `?`. The error turns into a response that
-//! carries an [`ErrorInfo`] extension; the session middleware (`web.rs`) renders it as a full
+//! carries an [`ErrorInfo`] extension; the session middleware (`web/session.rs`) renders it as a full
 //! page (navigation, primary-down banner) since it knows who is logged in. No page ever shows a
 //! stack trace or an internal error text: those go to the log.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use docfed_shared::wire::ErrorCode;
 
 use crate::db::DbError;
 use crate::primaries::NodeError;
@@ -99,17 +100,17 @@ pub fn node_info(e: &NodeError) -> ErrorInfo {
             status,
             error,
             code,
-        } => match status.as_u16() {
-            404 => info(
+        } => match code {
+            ErrorCode::NotFound => info(
                 StatusCode::NOT_FOUND,
                 "Not found",
                 format!("Primary {primary} does not know this document (yet): {error}."),
             ),
-            401 | 403 => {
+            ErrorCode::Unauthorized | ErrorCode::WrongTier => {
                 tracing::error!(
                     primary,
                     error,
-                    code,
+                    ?code,
                     "a primary refused the portal's token or role"
                 );
                 info(
@@ -121,22 +122,22 @@ pub fn node_info(e: &NodeError) -> ErrorInfo {
                     ),
                 )
             }
-            409 => info(
+            ErrorCode::Conflict => info(
                 StatusCode::CONFLICT,
                 "Not possible now",
                 format!("{error}."),
             ),
-            413 => info(
+            ErrorCode::TooLarge => info(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "File too large",
                 format!("Primary {primary} refused the file: {error}."),
             ),
-            507 => info(
+            ErrorCode::InsufficientStorage => info(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "Primary out of storage",
                 format!("Primary {primary} has no room for this file. Nothing was published."),
             ),
-            400..=499 => info(
+            _ if status.is_client_error() && !code.is_transient() => info(
                 StatusCode::BAD_REQUEST,
                 "Refused",
                 format!("Primary {primary} refused: {error}."),

@@ -10,14 +10,17 @@
 //! primary when one cannot be reached; repeating them is harmless (a second tombstone of the same
 //! document is refused with 409). Uploads are not: the browser's stream is consumed as it is
 //! forwarded, so [`Primaries::upload`] targets exactly one primary and the caller reports the
-//! outcome (see `upload.rs`).
+//! outcome (see `upload/`).
+//!
+//! Over 600 lines on purpose: every call the portal makes to the primaries goes through the same
+//! failover, health state and error reading, kept together.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
-use docfed_shared::wire::{ErrorBody, Health, PublishResponse};
+use docfed_shared::wire::{ErrorBody, ErrorCode, Health, PublishResponse};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
@@ -77,7 +80,8 @@ pub enum NodeError {
         primary: String,
         status: StatusCode,
         error: String,
-        code: String,
+        /// The node's code, or the one its status implies when the body is not a node's.
+        code: ErrorCode,
     },
     /// A primary answered something the portal cannot read.
     #[error("primary {primary} gave an unreadable answer: {error}")]
@@ -94,7 +98,13 @@ fn describe(tried: &[(String, String)]) -> String {
 
 impl NodeError {
     pub fn is_not_found(&self) -> bool {
-        matches!(self, NodeError::Refused { status, .. } if *status == StatusCode::NOT_FOUND)
+        matches!(
+            self,
+            NodeError::Refused {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        )
     }
 }
 
@@ -756,9 +766,10 @@ pub async fn refused(primary: String, r: reqwest::Response) -> NodeError {
         Ok(b) => (b.error, b.code),
         Err(_) => (
             body.chars().take(200).collect::<String>().trim().to_owned(),
-            String::new(),
+            ErrorCode::Unknown,
         ),
     };
+    let code = code.or_from_status(status.as_u16());
     NodeError::Refused {
         primary,
         status,

@@ -266,11 +266,81 @@ pub struct DeviceInfo {
     pub flags: u64,
 }
 
-/// The body of every error response.
+/// The body of every error response: `error` is for people, `code` for programs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
-    pub code: String,
+    pub code: ErrorCode,
+}
+
+/// What went wrong, as a node says it in [`ErrorBody::code`]: the portal and the command line
+/// decide on this, not on the HTTP status, which several codes share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// A field of the request is invalid; the message names it.
+    InvalidField,
+    BadRequest,
+    /// A token or device secret is missing or wrong (401).
+    Unauthorized,
+    /// The node registers no more devices (`--max-devices`).
+    DeviceLimit,
+    /// A device flags as much as it may.
+    FlagQuota,
+    NotFound,
+    /// Not possible in the document's present state (e.g. editing a deleted document).
+    Conflict,
+    /// Only another tier does this (e.g. publishing at a regional node).
+    WrongTier,
+    /// The content is still arriving here: retry shortly (503 with `Retry-After`).
+    NotYet,
+    /// A cap on concurrent work is reached: retry later.
+    Busy,
+    /// The document or content is deleted (410).
+    Deleted,
+    TooLarge,
+    RangeNotSatisfiable,
+    InsufficientStorage,
+    UploadAborted,
+    /// The node's database is unavailable for now.
+    Unavailable,
+    Internal,
+    /// A code this build does not know (a newer node): decide on the HTTP status.
+    #[serde(other)]
+    Unknown,
+}
+
+impl ErrorCode {
+    /// This code, or when it is [`Unknown`](Self::Unknown) (a newer node, or an answer that is
+    /// not a node's, such as a proxy's), the code a node gives with that HTTP status.
+    pub fn or_from_status(self, status: u16) -> ErrorCode {
+        if self != ErrorCode::Unknown {
+            return self;
+        }
+        match status {
+            401 => ErrorCode::Unauthorized,
+            403 => ErrorCode::WrongTier,
+            404 => ErrorCode::NotFound,
+            409 => ErrorCode::Conflict,
+            410 => ErrorCode::Deleted,
+            413 => ErrorCode::TooLarge,
+            416 => ErrorCode::RangeNotSatisfiable,
+            429 => ErrorCode::Busy,
+            503 => ErrorCode::Unavailable,
+            507 => ErrorCode::InsufficientStorage,
+            400..=499 => ErrorCode::BadRequest,
+            500..=599 => ErrorCode::Internal,
+            _ => ErrorCode::Unknown,
+        }
+    }
+
+    /// Whether asking again later may succeed without changing the request.
+    pub fn is_transient(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::NotYet | ErrorCode::Busy | ErrorCode::Unavailable | ErrorCode::Internal
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,5 +362,19 @@ mod tests {
         let json = serde_json::to_string(&t).unwrap();
         assert_eq!(json, "\"2025-11-21T23:33:20.123Z\"");
         assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn error_codes_are_snake_case_and_unknown_ones_are_tolerated() {
+        let body: ErrorBody =
+            serde_json::from_str(r#"{"error":"e","code":"range_not_satisfiable"}"#).unwrap();
+        assert_eq!(body.code, ErrorCode::RangeNotSatisfiable);
+        let newer: ErrorBody =
+            serde_json::from_str(r#"{"error":"e","code":"something_new"}"#).unwrap();
+        assert_eq!(newer.code, ErrorCode::Unknown);
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::NotYet).unwrap(),
+            "\"not_yet\""
+        );
     }
 }

@@ -18,10 +18,12 @@ use axum::Json;
 use bytesize::ByteSize;
 use docfed_shared::messages::Notification;
 use docfed_shared::wire::{
-    ChangeKind, DeviceInfo, DeviceRegistration, DocumentMeta, RegisterDevice, Timestamp,
+    ChangeKind, DeviceInfo, DeviceRegistration, DocumentMeta, ErrorCode, RegisterDevice, Timestamp,
 };
 
-use super::{carries_token, constant_time_eq, parse_id, AppState, Authorized, JsonBody};
+use docfed_shared::secrets::constant_time_eq;
+
+use super::{carries_token, parse_id, AppState, Authorized, JsonBody};
 use crate::db::devices::{
     device_active, flag_usage, has_flag, new_device_id, new_secret, revoke_device, secret_hash,
     RegisterError,
@@ -97,7 +99,7 @@ pub async fn register(
                 "device registration refused: --max-devices reached"
             );
             return Err(ApiError::LimitReached {
-                code: "device_limit",
+                code: ErrorCode::DeviceLimit,
                 limit: "max_devices",
                 value: max.to_string(),
                 message: format!(
@@ -189,7 +191,7 @@ async fn authorize(node: &AppState, headers: &HeaderMap, device: &str) -> Result
     // hash), so an unknown device takes as long as a wrong secret.
     let presented = secret_hash(presented);
     let expected = stored.unwrap_or_else(|| "-".repeat(64));
-    if constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+    if constant_time_eq(presented, expected) {
         Ok(())
     } else {
         Err(ApiError::DeviceUnauthorized)
@@ -222,7 +224,7 @@ pub async fn flag(
         let usage = flag_usage(&mut tx, &device).await?;
         if usage.flags + 1 > limits.max_flags {
             return Err(ApiError::LimitReached {
-                code: "flag_quota",
+                code: ErrorCode::FlagQuota,
                 limit: "max_flags_per_device",
                 value: limits.max_flags.to_string(),
                 message: format!(
@@ -235,7 +237,7 @@ pub async fn flag(
         let size = doc.current.size;
         if usage.bytes.saturating_add(size) > limits.max_flagged_bytes {
             return Err(ApiError::LimitReached {
-                code: "flag_quota",
+                code: ErrorCode::FlagQuota,
                 limit: "max_flagged_bytes_per_device",
                 value: format!(
                     "{} ({} bytes)",

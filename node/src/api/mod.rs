@@ -20,6 +20,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::routing::{get, post};
 use axum::Router;
+use docfed_shared::secrets::constant_time_eq;
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -192,11 +193,7 @@ pub fn carries_token(headers: &axum::http::HeaderMap, node: &AppState) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
-        .is_some_and(|t| constant_time_eq(t.as_bytes(), node.config.token.as_bytes()))
-}
-
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        .is_some_and(|t| constant_time_eq(t, &node.config.token))
 }
 
 /// Query-string parameters, with errors that name the offending field in the JSON error body
