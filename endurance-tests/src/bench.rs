@@ -1,6 +1,9 @@
 //! `docfed-endurance bench`: measurements of a real federation on this machine. Every figure
 //! is printed next to a baseline measured in the same run (curl, MD5 speed, the other mode), so
 //! ratios stay meaningful from one machine to the next.
+//!
+//! Over 600 lines on purpose: one function per scenario with its baseline and printout, sharing the
+//! helpers at the top; the device scenario, which has its own processes, is in `bench/device.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -12,6 +15,7 @@ use topology::broker::{free_broker_port, PrivateBroker};
 use topology::launch::BrokerChoice;
 
 use crate::fedgen::{self, Bench};
+use crate::stats::percentile;
 
 pub struct Options {
     pub only: Option<String>,
@@ -263,13 +267,6 @@ async fn single_hop(
     Ok(())
 }
 
-pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 /// Scenario 2: many small documents; latency until the directory of all three regional nodes
 /// has each one, at a fixed rate and at full speed.
 async fn fanout(dir: &Path, quick: bool) -> Result<()> {
@@ -416,7 +413,6 @@ async fn memory(dir: &Path, quick: bool) -> Result<()> {
             size >> 20
         );
     }
-    println!("    portal: not measured (docfed-portal is not part of this federation run yet)");
     let mut fed = b.fed;
     fed.shutdown().await?;
     // Benchmark federations on the shared broker leave no queues behind.

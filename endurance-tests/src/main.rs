@@ -5,6 +5,7 @@ mod bench;
 mod device;
 mod fedgen;
 mod run;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

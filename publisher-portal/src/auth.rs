@@ -48,30 +48,14 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 pub fn random_token() -> String {
     let mut b = [0u8; 32];
     rand::rng().fill_bytes(&mut b);
-    hex(&b)
+    hex::encode(b)
 }
 
 pub fn sha256_hex(s: &str) -> String {
-    hex(&Sha256::digest(s.as_bytes()))
+    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-fn hex(b: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(b.len() * 2);
-    for x in b {
-        let _ = write!(s, "{x:02x}");
-    }
-    s
-}
-
-/// Compares two secrets in time independent of where they differ.
-pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use docfed_shared::secrets::constant_time_eq;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PasswordError {
@@ -127,24 +111,29 @@ pub fn valid_author_name(name: &str) -> bool {
 }
 
 /// The value of cookie `name` in the request, if any.
-pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(axum::http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim())
+        .flat_map(cookie::Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        .map(|c| c.value().to_owned())
 }
 
-/// A `Set-Cookie` value. `max_age = 0` deletes the cookie.
+/// A `Set-Cookie` value: HTTP-only, same-site strict. `max_age = 0` deletes the cookie.
 pub fn set_cookie(name: &str, value: &str, path: &str, max_age: Duration, secure: bool) -> String {
-    format!(
-        "{name}={value}; Path={path}; Max-Age={}; HttpOnly; SameSite=Strict{}",
-        max_age.as_secs(),
-        if secure { "; Secure" } else { "" }
-    )
+    cookie::Cookie::build((name, value))
+        .path(path)
+        .max_age(cookie::time::Duration::seconds(
+            i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX),
+        ))
+        .http_only(true)
+        .same_site(cookie::SameSite::Strict)
+        .secure(secure)
+        .build()
+        .to_string()
 }
 
 /// Rate-limit keys of a login attempt.
@@ -350,15 +339,13 @@ mod tests {
         assert_eq!(t.len(), 64);
         assert_ne!(t, random_token());
         assert_eq!(sha256_hex("abc").len(), 64);
-        assert!(constant_time_eq("abc", "abc"));
-        assert!(!constant_time_eq("abc", "abd"));
-        assert!(!constant_time_eq("abc", "ab"));
         let mut h = HeaderMap::new();
         h.insert("cookie", "a=1; docfed_session=xyz; b=2".parse().unwrap());
-        assert_eq!(cookie(&h, SESSION_COOKIE), Some("xyz"));
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("xyz"));
         assert_eq!(cookie(&h, "c"), None);
         let c = set_cookie(SESSION_COOKIE, "v", "/", Duration::from_secs(60), true);
-        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.ends_with("Secure"));
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.contains("; Secure"));
+        assert!(c.starts_with("docfed_session=v;") && c.contains("Max-Age=60"));
     }
 
     #[test]

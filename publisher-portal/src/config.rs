@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytesize::ByteSize;
 use clap::{Parser, Subcommand};
 use docfed_shared::scope::is_valid_region;
 use docfed_shared::topology::Topology;
@@ -83,9 +84,10 @@ pub struct ServeArgs {
     #[arg(long, env = "DOCFED_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
 
-    /// Largest file an author may upload, e.g. `64GiB`, `500MB`, `1048576`.
+    /// Largest file an author may upload, e.g. `64GiB`, `500MB`, `1048576` (read as the nodes
+    /// read sizes: `KB`, `MB`… are powers of 1000, `KiB`, `MiB`… of 1024).
     #[arg(long, env = "DOCFED_PORTAL_MAX_UPLOAD_SIZE", default_value = "64GiB")]
-    pub max_upload_size: String,
+    pub max_upload_size: ByteSize,
 
     /// How long a login lasts without being used.
     #[arg(long, default_value = "12h")]
@@ -312,7 +314,10 @@ impl Config {
             tiers,
             nodes,
             token,
-            max_upload_size: parse_size(&a.max_upload_size).map_err(ConfigError::BadSize)?,
+            max_upload_size: match a.max_upload_size.as_u64() {
+                0 => return Err(ConfigError::BadSize("must be more than 0 bytes".into())),
+                n => n,
+            },
             session_ttl: a.session_ttl.into(),
             cookie_secure: a.cookie_secure,
             health_interval: a.health_interval.into(),
@@ -326,36 +331,6 @@ impl Config {
             max_concurrent_logins: usize::from(a.max_concurrent_logins),
         })
     }
-}
-
-/// Parses a byte size: a whole number with an optional unit (`B`, `KB`/`KiB`, `MB`/`MiB`,
-/// `GB`/`GiB`, `TB`/`TiB`; case-insensitive; `K`, `M`, `G`, `T` are binary).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size such as 64GiB or 500MB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1_000,
-        "k" | "kib" => 1 << 10,
-        "mb" => 1_000_000,
-        "m" | "mib" => 1 << 20,
-        "gb" => 1_000_000_000,
-        "g" | "gib" => 1 << 30,
-        "tb" => 1_000_000_000_000,
-        "t" | "tib" => 1 << 40,
-        other => return Err(format!("unknown unit {other:?} in {s:?}")),
-    };
-    let v = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
-    if v == 0 {
-        return Err("must be more than 0 bytes".into());
-    }
-    Ok(v)
 }
 
 /// Human form of a byte count, for pages and messages.
@@ -427,14 +402,33 @@ mod tests {
 
     #[test]
     fn sizes() {
-        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
-        assert_eq!(parse_size("64GiB").unwrap(), 64 << 30);
-        assert_eq!(parse_size("500 MB").unwrap(), 500_000_000);
-        assert_eq!(parse_size("2m").unwrap(), 2 << 20);
-        assert!(parse_size("").is_err());
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("99999999999TiB").is_err());
+        let size = |v: &str| {
+            let a = serve_args(&["--max-upload-size", v]);
+            Config::from_args(
+                "d".into(),
+                ServeArgs {
+                    token: Some("t".into()),
+                    ..a
+                },
+            )
+            .map(|c| c.max_upload_size)
+        };
+        assert_eq!(size("1048576").unwrap(), 1 << 20);
+        assert_eq!(size("64GiB").unwrap(), 64 << 30);
+        assert_eq!(size("500 MB").unwrap(), 500_000_000);
+        assert!(size("0").is_err());
+        let bad = |v: &str| {
+            Args::try_parse_from([
+                "docfed-portal",
+                "--primary",
+                "http://127.0.0.1:9",
+                "--max-upload-size",
+                v,
+            ])
+            .is_err()
+        };
+        assert!(bad(""));
+        assert!(bad("12 parsecs"));
         assert_eq!(human_size(10), "10 bytes");
         assert_eq!(human_size(1536), "1.5 KiB");
         assert_eq!(human_size(1 << 30), "1.0 GiB");

@@ -12,6 +12,7 @@ pub mod limits;
 pub mod messages;
 pub mod scope;
 pub mod search;
+pub mod secrets;
 pub mod topology;
 pub mod wire;
 

@@ -71,21 +71,7 @@ pub fn amqp_host_port(url: &str) -> Option<(String, u16)> {
     Some((host.to_owned(), port))
 }
 
-/// The URL with its password replaced by `***`, for printing.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+pub use docfed_shared::secrets::redact_url;
 
 /// Whether an AMQP 0-9-1 broker answers at `url`: connects, sends the protocol header and
 /// expects a Connection.Start method frame back. For `amqps://` URLs a TCP connection is all that
@@ -552,16 +538,6 @@ mod tests {
         assert_eq!(hp("amqp://u:p@:5674"), Some(("localhost".into(), 5674)));
         assert_eq!(hp("amqp://h:notaport/"), None);
         assert_eq!(hp("http://h:80/"), None);
-    }
-
-    #[test]
-    fn redacts_password() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(redact_url("amqp://h:5672/"), "amqp://h:5672/");
-        assert_eq!(redact_url("amqp://u@h/"), "amqp://u@h/");
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ use super::diskwatch::{OutOfDisk, Volume};
 use super::faults::{Fault, Kind, Reconnect};
 use super::retention::{FinalCollection, Mode, NodeDisk};
 use super::workload::OpStats;
+use crate::stats::percentile;
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -73,7 +74,7 @@ impl Latency {
             return None;
         }
         l.sort_by(f64::total_cmp);
-        let q = |p: f64| l[((l.len() as f64 * p).ceil() as usize).clamp(1, l.len()) - 1];
+        let q = |p: f64| percentile(&l, p);
         Some(Latency {
             count: l.len(),
             p50_s: q(0.50),

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use docfed_shared::secrets::redact_url;
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
@@ -52,18 +53,6 @@ pub async fn close(conn: &lapin::Connection, why: &str) {
     }
 }
 
-/// The URL with its password hidden, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Connects, retrying until it works or `cancel` fires (then `None`); failures are reported to
 /// `task`.
 pub async fn connect(
@@ -82,19 +71,19 @@ pub async fn connect(
         match outcome {
             Ok(Ok(conn)) => {
                 if attempt > 0 {
-                    tracing::info!(broker = %redact(url), who, attempts = attempt, "connected to broker");
+                    tracing::info!(broker = %redact_url(url), who, attempts = attempt, "connected to broker");
                 }
                 return Some(conn);
             }
             Ok(Err(e)) => {
                 task.retrying(&format_args!("cannot connect to broker: {e}"));
                 if attempt.is_multiple_of(10) {
-                    tracing::warn!(broker = %redact(url), who, error = %e, attempt, "cannot connect to broker; retrying");
+                    tracing::warn!(broker = %redact_url(url), who, error = %e, attempt, "cannot connect to broker; retrying");
                 }
             }
             Err(_) => {
                 task.retrying(&"broker connection timed out");
-                tracing::warn!(broker = %redact(url), who, "broker connection timed out; retrying")
+                tracing::warn!(broker = %redact_url(url), who, "broker connection timed out; retrying")
             }
         }
         attempt += 1;
@@ -102,19 +91,5 @@ pub async fn connect(
             () = tokio::time::sleep(Backoff::BROKER.delay(attempt)) => {}
             () = cancel.cancelled() => return None,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_stay_out_of_logs() {
-        assert_eq!(
-            redact("amqp://guest:secret@host:5672/%2f"),
-            "amqp://guest:***@host:5672/%2f"
-        );
-        assert_eq!(redact("amqp://host"), "amqp://host");
     }
 }
