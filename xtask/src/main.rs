@@ -49,6 +49,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` (a relative one from the current
+/// directory, as cargo reads it) or the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => std::env::current_dir()
+            .map(|cwd| cwd.join(&dir))
+            .unwrap_or_else(|_| PathBuf::from(dir)),
+        _ => root().join("target"),
+    }
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -171,9 +182,7 @@ fn endurance_ci() -> Result<()> {
     if !ok {
         bail!("building the endurance harness failed");
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
+    let target = target_dir();
     let dir = target.join("endurance-ci");
     eprintln!(
         "xtask: endurance run, CI profile (report in {})",
@@ -218,14 +227,14 @@ fn up(args: &[String]) -> Result<()> {
     if !ok {
         bail!("build failed");
     }
-    let bin = root().join("target/release");
+    let bin = target_dir().join("release");
     println!(
         "xtask: programs in {}: docfed (command line), docfed-node, docfed-portal, docfed-topology\n\
          xtask: to use them from another shell: export PATH=\"{}:$PATH\"",
         bin.display(),
         bin.display()
     );
-    let mut cmd = Command::new(root().join("target/release/docfed-topology"));
+    let mut cmd = Command::new(bin.join("docfed-topology"));
     cmd.current_dir(root()).arg("up").args(args);
     // Ctrl-C reaches docfed-topology too (same process group); it stops every node cleanly.
     let status = cmd.status().context("starting docfed-topology")?;
