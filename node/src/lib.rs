@@ -17,17 +17,17 @@
 //! [`run`] serves a bound listener until the cancellation token fires, then shuts down in order:
 //! stop accepting, let in-flight requests finish (under a deadline), close the database.
 
-pub mod api;
+pub(crate) mod api;
 pub mod config;
-pub mod db;
-pub mod edits;
-pub mod error;
-pub mod events;
-pub mod federation;
-pub mod metrics;
-pub mod retention;
-pub mod store;
-pub mod supervisor;
+pub(crate) mod db;
+pub(crate) mod edits;
+pub(crate) mod error;
+pub(crate) mod events;
+pub(crate) mod federation;
+pub(crate) mod metrics;
+pub(crate) mod retention;
+pub(crate) mod store;
+pub(crate) mod supervisor;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -5,6 +5,9 @@
 //! document's current metadata, refreshed whenever the portal writes to the document or shows
 //! its page; "My documents" (search, filters, paging) is a query over that cache, so listing
 //! costs no request per document and still works while both primaries are down.
+//!
+//! Over 600 lines with its tests (about 150): one function per query of the portal's own small
+//! schema.
 
 use std::path::Path;
 use std::str::FromStr;

@@ -15,8 +15,10 @@
 //! forwarded.rs  the client address behind trusted reverse proxies (X-Forwarded-For)
 //! primaries.rs  the failover pair: health, preference, retries, typed calls, presence cache
 //! federation.rs every node's health, queues and last error, from what the primaries know
-//! upload.rs     multipart upload → bounded channel → streaming request to one primary
-//! web.rs        router, session middleware, handlers
+//! upload/       multipart upload → bounded channel → streaming request to one primary;
+//!               form.rs: the text fields checked against the node's limits
+//! web/          router (mod.rs), session middleware (session.rs), login, documents,
+//!               propagation, annotations handlers
 //! views.rs      HTML (maud, escaped), assets/ (CSS, a little JS)
 //! error.rs      PortalError → status + page
 //! ```

@@ -17,6 +17,10 @@
 //!   there is no automatic retry; the primary is marked down, so the retry goes to the other
 //!   one. The node keeps nothing of an upload whose body did not end properly (the aborted
 //!   chunked body never gets its terminating chunk), so there is no half-published document.
+//!
+//! A little over 600 lines: the upload's phases (open, CSRF, fields, send) and every way it can end
+//! (refused, too large, broken off, primary failed, published) read together; the form's validation
+//! is in `form.rs`.
 
 use std::io;
 
@@ -24,8 +28,8 @@ use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use bytes::Bytes;
-use docfed_shared::wire::{DocumentMeta, PublishResponse};
-use docfed_shared::{Md5Hex, Md5Stream, Scope};
+use docfed_shared::wire::{DocumentMeta, ErrorCode, PublishResponse};
+use docfed_shared::{Md5Hex, Md5Stream};
 use tokio::sync::mpsc;
 
 use crate::config::human_size;
@@ -35,20 +39,23 @@ use crate::primaries::{refused, transport_error, NodeError};
 use crate::views::{self, FieldError, FormValues, UploadForm};
 use crate::web::AppState;
 
+mod form;
+
+use form::*;
+
 /// Chunks in flight between the browser side and the primary side.
 const CHANNEL_CHUNKS: usize = 8;
+
 /// Limit of each text field.
 const TEXT_FIELD_LIMIT: u64 = 64 * 1024;
+
 /// Room for the text fields and multipart framing on top of the file.
 const FORM_OVERHEAD: u64 = 1 << 20;
+
 /// How much of a refused upload the portal still reads (and discards) so that the client,
 /// which is still sending, reliably receives the answer: closing a socket with unread data
 /// resets the connection and can destroy the answer in flight. Beyond that, it closes.
 const DRAIN_CAP: u64 = 64 << 20;
-
-use docfed_shared::limits::{
-    MAX_DESCRIPTION, MAX_FILENAME, MAX_SOURCE, MAX_TAG, MAX_TAGS, MAX_TITLE,
-};
 
 pub fn publish_form<'a>(
     st: &'a AppState,
@@ -117,8 +124,31 @@ enum Pumped {
     BrowserFailed(String),
 }
 
+/// The form's fields before the file's bytes: validated, ready to send.
+struct FileField {
+    file: multer::Field<'static>,
+    filename: String,
+    content_type: Option<String>,
+    meta: Meta,
+}
+
 impl Upload<'_> {
+    /// The form is read in order: the CSRF token first (nothing else is looked at without it),
+    /// then the text fields up to the file, whose bytes then stream to one primary.
     async fn run(&mut self, req: Request) -> Response {
+        let result = async {
+            let mut mp = self.open(req).await?;
+            self.check_csrf(&mut mp).await?;
+            let form = self.read_fields(&mut mp).await?;
+            Ok(self.send(&mut mp, form).await)
+        }
+        .await;
+        result.unwrap_or_else(|refusal| refusal)
+    }
+
+    /// The multipart reader of the request, within the size limits; refuses a body that
+    /// declares more than the limit before reading it.
+    async fn open(&self, req: Request) -> Result<multer::Multipart<'static>, Response> {
         let limit = self.st.config.max_upload_size;
         let boundary = req
             .headers()
@@ -126,12 +156,12 @@ impl Upload<'_> {
             .and_then(|v| v.to_str().ok())
             .and_then(|ct| multer::parse_boundary(ct).ok());
         let Some(boundary) = boundary else {
-            return PortalError::BadRequest(
+            return Err(PortalError::BadRequest(
                 "The upload must be sent as multipart/form-data (the portal's publish form does \
                  that)."
                     .into(),
             )
-            .into_response();
+            .into_response());
         };
         let declared = req
             .headers()
@@ -150,7 +180,7 @@ impl Upload<'_> {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            return r;
+            return Err(r);
         }
         let constraints = multer::Constraints::new().size_limit(
             multer::SizeLimit::new()
@@ -158,13 +188,14 @@ impl Upload<'_> {
                 .per_field(TEXT_FIELD_LIMIT)
                 .for_field("file", u64::MAX),
         );
-        let mut mp = multer::Multipart::with_constraints(
+        Ok(multer::Multipart::with_constraints(
             req.into_body().into_data_stream(),
             boundary,
             constraints,
-        );
+        ))
+    }
 
-        // 1. The CSRF token must come first: nothing else is looked at without it.
+    async fn check_csrf(&self, mp: &mut multer::Multipart<'static>) -> Result<(), Response> {
         let csrf_ok = match mp.next_field().await {
             Ok(Some(f)) if f.name() == Some("csrf") => matches!(
                 f.text().await,
@@ -173,11 +204,17 @@ impl Upload<'_> {
             _ => false,
         };
         if !csrf_ok {
-            drain(&mut mp).await;
-            return PortalError::csrf().into_response();
+            drain(mp).await;
+            return Err(PortalError::csrf().into_response());
         }
+        Ok(())
+    }
 
-        // 2. Text fields, up to the file.
+    /// The text fields up to the file, validated, and the file field (not read yet).
+    async fn read_fields(
+        &mut self,
+        mp: &mut multer::Multipart<'static>,
+    ) -> Result<FileField, Response> {
         let mut errors = Vec::new();
         let mut file = None;
         loop {
@@ -209,11 +246,11 @@ impl Upload<'_> {
                                 ),
                             })
                         }
-                        (Err(e), _) => return self.broken(e),
+                        (Err(e), _) => return Err(self.broken(e)),
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return self.broken(e),
+                Err(e) => return Err(self.broken(e)),
             }
         }
         let filename = file
@@ -226,25 +263,34 @@ impl Upload<'_> {
             .map(|m| m.essence_str().to_owned())
             .filter(|ct| ct != "application/octet-stream" && plausible_media_type(ct));
         let meta = self.validate(&mut errors, filename.as_deref());
-        let (Some(mut file), Some(filename), true) = (file, filename, errors.is_empty()) else {
+        let (Some(file), Some(filename), true) = (file, filename, errors.is_empty()) else {
             if errors.is_empty() {
                 errors.push(FieldError {
                     field: "file",
                     message: "Choose a file to publish.".into(),
                 });
             }
-            drain(&mut mp).await;
-            return self.form_again(StatusCode::BAD_REQUEST, errors);
+            drain(mp).await;
+            return Err(self.form_again(StatusCode::BAD_REQUEST, errors));
         };
         let Some(meta) = meta else {
-            drain(&mut mp).await;
-            return self.form_again(StatusCode::BAD_REQUEST, errors);
+            drain(mp).await;
+            return Err(self.form_again(StatusCode::BAD_REQUEST, errors));
         };
+        Ok(FileField {
+            file,
+            filename,
+            content_type,
+            meta,
+        })
+    }
 
-        // 3. Stream the file to one primary.
+    /// Streams the file to one primary and answers with what came of it.
+    async fn send(&self, mp: &mut multer::Multipart<'static>, form: FileField) -> Response {
+        let limit = self.st.config.max_upload_size;
         let primaries = &self.st.primaries;
         let Some(i) = primaries.pick_for_upload().await else {
-            drain(&mut mp).await;
+            drain(mp).await;
             return self.form_again(
                 StatusCode::SERVICE_UNAVAILABLE,
                 vec![FieldError {
@@ -257,6 +303,12 @@ impl Upload<'_> {
                 }],
             );
         };
+        let FileField {
+            mut file,
+            filename,
+            content_type,
+            meta,
+        } = form;
         let primary = primaries.get(i).name.clone();
         let mut query: Vec<(&str, String)> = vec![
             ("title", meta.title),
@@ -294,10 +346,9 @@ impl Upload<'_> {
         ) = tokio::join!(pump(&mut file, tx, limit), send);
         drop(file);
         tracing::debug!(primary, "upload finished");
-
         match (pumped, sent) {
             (Pumped::TooLarge, _) => {
-                drain(&mut mp).await;
+                drain(mp).await;
                 self.too_large()
             }
             (Pumped::BrowserFailed(e), _) => {
@@ -317,19 +368,19 @@ impl Upload<'_> {
                     tracing::error!(primary, doc_id = %done.id, sent_md5 = %md5, stored_md5 = %done.md5,
                         "the primary stored other bytes than the portal sent");
                 }
-                drain(&mut mp).await;
+                drain(mp).await;
                 self.published(i, done, &filename).await
             }
             (_, Ok(Err(refusal))) => {
                 primaries.upload_outcome(i, Ok(()));
-                drain(&mut mp).await;
+                drain(mp).await;
                 self.refused(refusal)
             }
             (pumped, Err(e)) => {
                 let error = transport_error(&e);
                 primaries.upload_outcome(i, Err(error.clone()));
                 tracing::warn!(primary, error, "primary failed during an upload");
-                drain(&mut mp).await;
+                drain(mp).await;
                 match pumped {
                     // A connection that failed to open carried nothing: no doubt there.
                     Pumped::Complete { size, md5 } if !e.is_connect() => {
@@ -352,7 +403,7 @@ impl Upload<'_> {
             (Pumped::PrimaryStopped, Ok(Ok(done))) => {
                 // A primary that confirms an upload it did not read to the end is broken.
                 tracing::error!(primary, doc_id = %done.id, "primary confirmed an unfinished upload");
-                drain(&mut mp).await;
+                drain(mp).await;
                 self.form_again(
                     StatusCode::BAD_GATEWAY,
                     vec![FieldError {
@@ -427,7 +478,10 @@ impl Upload<'_> {
     fn refused(&self, e: NodeError) -> Response {
         let info = node_info(&e);
         let field = match &e {
-            NodeError::Refused { status, .. } if *status == StatusCode::PAYLOAD_TOO_LARGE => "file",
+            NodeError::Refused {
+                code: ErrorCode::TooLarge,
+                ..
+            } => "file",
             _ => "",
         };
         let message = if info.message.contains("Nothing was published") {
@@ -556,110 +610,6 @@ impl Upload<'_> {
     }
 }
 
-/// Checks the publish form's text fields against the bounds the node enforces (shared
-/// `limits`), so the portal never sends what a primary would refuse: every problem, or the
-/// metadata to send.
-fn validate_form(
-    v: &FormValues,
-    regions: &[String],
-    filename: Option<&str>,
-) -> Result<Meta, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    let mut err = |field: &'static str, message: String| errors.push(FieldError { field, message });
-    let title = v.title.trim();
-    if title.is_empty() {
-        err("title", "Enter a title.".into());
-    } else if title.chars().count() > MAX_TITLE {
-        err(
-            "title",
-            format!("The title is longer than {MAX_TITLE} characters."),
-        );
-    } else if title.chars().any(char::is_control) {
-        err("title", "The title must be one line of text.".into());
-    }
-    if v.description.chars().count() > MAX_DESCRIPTION {
-        err(
-            "description",
-            format!("The description is longer than {MAX_DESCRIPTION} characters."),
-        );
-    } else if v
-        .description
-        .chars()
-        .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t'))
-    {
-        err(
-            "description",
-            "The description contains control characters.".into(),
-        );
-    }
-    let source = v.source.trim();
-    if source.chars().count() > MAX_SOURCE {
-        err(
-            "source",
-            format!("The source is longer than {MAX_SOURCE} characters."),
-        );
-    } else if source.chars().any(char::is_control) {
-        err("source", "The source must be one line of text.".into());
-    }
-    let mut tags: Vec<String> = Vec::new();
-    for t in v.tags.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-        let t = t.to_lowercase();
-        if t.chars().count() > MAX_TAG || t.chars().any(char::is_control) {
-            err(
-                "tags",
-                format!("Each tag must be one line of at most {MAX_TAG} characters."),
-            );
-            break;
-        }
-        if !tags.contains(&t) {
-            tags.push(t);
-        }
-    }
-    if tags.len() > MAX_TAGS {
-        err("tags", format!("At most {MAX_TAGS} tags."));
-    }
-    let scope = v.scope.trim();
-    let scope_ok = match scope.parse::<Scope>() {
-        Ok(Scope::Global) => true,
-        Ok(Scope::Region(r)) => regions.contains(&r),
-        Err(_) => false,
-    };
-    if !scope_ok {
-        err(
-            "scope",
-            if regions.is_empty() {
-                "Choose the scope: global.".to_owned()
-            } else {
-                format!(
-                    "Choose the scope: global or one of the regions {}.",
-                    regions.join(", ")
-                )
-            },
-        );
-    }
-    if filename == Some("") {
-        err("file", "Choose a file to publish.".into());
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(Meta {
-        title: title.to_owned(),
-        description: v.description.clone(),
-        tags,
-        source: source.to_owned(),
-        scope: scope.to_owned(),
-    })
-}
-
-struct Meta {
-    title: String,
-    description: String,
-    tags: Vec<String>,
-    source: String,
-    scope: String,
-}
-
 /// Forwards the file part into the channel feeding the primary's request, counting and hashing
 /// it. The sender is dropped on return: after the last chunk that ends the request body
 /// properly; after an `Err` item the HTTP client aborts the request instead.
@@ -704,139 +654,5 @@ async fn pump(
 async fn drain(mp: &mut multer::Multipart<'static>) {
     while let Ok(Some(mut f)) = mp.next_field().await {
         while let Ok(Some(_)) = f.chunk().await {}
-    }
-}
-
-fn field_name(name: &str) -> &'static str {
-    match name {
-        "title" => "title",
-        "description" => "description",
-        "tags" => "tags",
-        "source" => "source",
-        "scope" => "scope",
-        _ => "",
-    }
-}
-
-fn label(name: &str) -> &'static str {
-    match name {
-        "title" => "The title",
-        "description" => "The description",
-        "tags" => "The tags",
-        "source" => "The source",
-        "scope" => "The scope",
-        _ => "A form field",
-    }
-}
-
-/// The file name as metadata: the last path component (old browsers send a full path), one
-/// line, at most 255 characters.
-fn clean_filename(raw: &str) -> String {
-    let base = raw.rsplit(['/', '\\']).next().unwrap_or("");
-    base.chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_FILENAME)
-        .collect::<String>()
-        .trim()
-        .to_owned()
-}
-
-/// A media type the node will accept (`type/subtype`, token characters); anything else is left
-/// out and the node guesses from the file name.
-fn plausible_media_type(ct: &str) -> bool {
-    let token = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
-    };
-    ct.len() <= 255 && matches!(ct.split_once('/'), Some((t, s)) if token(t) && token(s))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filenames() {
-        assert_eq!(clean_filename("C:\\Users\\me\\report.pdf"), "report.pdf");
-        assert_eq!(clean_filename("../../etc/passwd"), "passwd");
-        assert_eq!(clean_filename("a\nb.txt"), "ab.txt");
-        assert_eq!(clean_filename(""), "");
-        assert_eq!(clean_filename(&"x".repeat(300)).len(), 255);
-    }
-
-    use proptest::prelude::*;
-
-    /// Any text, control characters, combining marks and characters whose lower case is longer
-    /// included, at lengths around the limits.
-    fn text(max: usize) -> impl Strategy<Value = String> {
-        let chars = |c: Vec<char>| c.into_iter().collect::<String>();
-        prop_oneof![
-            proptest::collection::vec(any::<char>(), 0..max).prop_map(chars),
-            proptest::collection::vec(prop_oneof![Just('İ'), Just('a'), Just(' ')], 0..max)
-                .prop_map(chars),
-            (0..max).prop_map(|n| "x".repeat(n)),
-        ]
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(500))]
-
-        /// Whatever an author types, the form is either refused with a reason or yields metadata
-        /// the node accepts: the portal never sends a publication a primary refuses for its
-        /// fields.
-        #[test]
-        fn accepted_forms_pass_the_nodes_bounds(
-            title in text(600),
-            description in text(20_100),
-            tags in prop_oneof![text(200), proptest::collection::vec(text(70), 0..60).prop_map(|t| t.join(","))],
-            source in text(600),
-            scope in prop_oneof![Just("global".to_owned()), Just("region:na".to_owned()), text(20)],
-            filename in text(400),
-        ) {
-            let values = FormValues { title, description, tags, source, scope };
-            let regions = vec!["na".to_owned()];
-            let clean = clean_filename(&filename);
-            prop_assert!(clean.chars().count() <= MAX_FILENAME);
-            prop_assert!(!clean.contains(['/', '\\']));
-            if let Ok(meta) = validate_form(&values, &regions, Some(&filename)) {
-                let v = docfed_shared::wire::DocumentVersion {
-                    id: docfed_shared::DocId::new(),
-                    version: 1,
-                    origin: "primary".into(),
-                    title: meta.title,
-                    description: meta.description,
-                    tags: meta.tags,
-                    filename: clean,
-                    source: meta.source,
-                    scope: meta.scope.parse().map_err(|e| TestCaseError::fail(format!("{e}")))?,
-                    content_type: "application/octet-stream".into(),
-                    md5: Md5Hex::empty(),
-                    size: 0,
-                    deleted: false,
-                    created_at: docfed_shared::wire::Timestamp(0),
-                    author: String::new(),
-                    sha256: None,
-                    signature: None,
-                };
-                prop_assert_eq!(docfed_shared::limits::check_version(&v), Ok(()));
-            }
-        }
-
-        /// A media type the portal passes on is one the node's bounds accept.
-        #[test]
-        fn plausible_media_types_fit_the_node(ct in text(300)) {
-            if plausible_media_type(&ct) {
-                prop_assert!(ct.len() <= docfed_shared::limits::MAX_CONTENT_TYPE && ct.is_ascii());
-            }
-        }
-    }
-
-    #[test]
-    fn media_types() {
-        assert!(plausible_media_type("application/pdf"));
-        assert!(plausible_media_type("image/svg+xml"));
-        assert!(!plausible_media_type("nonsense"));
-        assert!(!plausible_media_type("text/plain; charset=\"x\""));
     }
 }
