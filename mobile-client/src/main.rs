@@ -1,5 +1,8 @@
 //! `docfed`: search, fetch, flag and annotate documents of a docfed federation from the command
 //! line, against a regional node (given, or discovered over mDNS).
+//!
+//! Over 600 lines on purpose: the command line's definition (clap) and one short function per
+//! command, each calling into the modules that do the work.
 
 mod client;
 mod daemon;

@@ -8,6 +8,8 @@
 //! writes through one connection. A page of the feed and the position after it commit in one
 //! transaction, so a process killed at any moment neither loses a change nor applies one twice
 //! in a way that matters (applying a version is idempotent anyway).
+//!
+//! Over 600 lines with its tests (about 240): the replica's schema and every query over it.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

@@ -32,6 +32,10 @@
 //! before the horizon replays those entries of each document changed since (a snapshot) plus
 //! the changes after: it ends with the same directory and never resurrects a deleted document.
 //! Versions, documents and tombstones are the record and stay forever.
+//!
+//! Over 600 lines on purpose: classification, batched removal, debris sweeping, row pruning and
+//! feed compaction share the policy and the writer-connection discipline that makes them race-free
+//! with pulls; splitting them would spread that discipline.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;

@@ -4,6 +4,9 @@
 //! receipts, annotations, the transfer log) and its content files, and compares every stored
 //! object byte for byte with the body its title names. The HTTP API is used for liveness
 //! (`/v1/peers`) and the brokers for queue depths.
+//!
+//! Over 600 lines on purpose: one function per invariant over the same read-only snapshot of every
+//! node; splitting them would separate each check from the snapshot it reads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;

@@ -1,6 +1,9 @@
 //! `docfed-endurance run`: a federation of real processes, a seeded workload, faults injected on
 //! a schedule, then quiescence and an invariant check that names the documents and nodes
 //! involved in any violation. See `--help` and README §Endurance.
+//!
+//! Over 600 lines on purpose: the run's phases in the order they happen (set-up, workload with
+//! faults, quiescence, checks, report), so reading the file is following one run.
 
 mod budget;
 mod check;

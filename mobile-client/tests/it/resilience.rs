@@ -5,6 +5,9 @@
 //!   it instead of starting over;
 //! * a daemon in a network namespace whose link goes down (and loses its address) catches up
 //!   within 3 s of the link coming back, without waiting for its catch-up interval.
+//!
+//! Over 600 lines on purpose: each scenario is long (a federation, a device, a fault, the checks)
+//! and reads best whole.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Read};

@@ -1,5 +1,8 @@
 //! The device replica: `docfed sync` against real nodes, offline answers and the offline
 //! outbox, and a sync killed mid-download that resumes.
+//!
+//! Over 600 lines on purpose: each scenario is long (a federation, a device, the checks) and reads
+//! best whole.
 
 use std::collections::BTreeSet;
 use std::path::Path;
