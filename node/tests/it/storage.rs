@@ -231,7 +231,8 @@ async fn full_disk_gives_507_and_leaves_nothing_half_written() -> TestResult {
         "two 507 answers in the node's log",
         || node.log().matches("status=507").count() >= 2,
     )
-    .await?;
+    .await
+    .map_err(|e| format!("{e}; node log:\n{}", node.log()))?;
     wait_until(
         Duration::from_secs(10),
         "temporary files to be removed",

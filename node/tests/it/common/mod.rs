@@ -12,6 +12,9 @@ pub const TOKEN: &str = "test-token-0123456789abcdef";
 
 pub struct TestNode {
     pub dir: PathBuf,
+    /// The node's stdout and stderr; beside the data dir, or elsewhere when the data dir is on a
+    /// file system a test fills (lines written to a full disk are lost).
+    log_path: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
     pub url: String,
@@ -27,27 +30,31 @@ impl TestNode {
     pub async fn start_with(extra_args: &[&str]) -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
         let dir = tmp.path().join("data");
-        Self::launch(&dir, Some(tmp), extra_args, false).await
+        Self::launch(&dir, Some(tmp), None, extra_args, false).await
     }
 
-    /// A node on a data dir the caller owns (e.g. a size-limited mount).
+    /// A node on a data dir the caller owns (e.g. a size-limited mount), with its log outside it.
     pub async fn start_in(dir: &Path, extra_args: &[&str]) -> TestResult<Self> {
-        Self::launch(dir, None, extra_args, false).await
+        let log_dir = tempfile::tempdir()?;
+        let log_path = log_dir.path().join("node.log");
+        Self::launch(dir, Some(log_dir), Some(log_path), extra_args, false).await
     }
 
     /// A member of a federation: its address comes from the topology, not port 0.
     pub async fn start_federated(dir: &Path, args: &[&str]) -> TestResult<Self> {
-        Self::launch(dir, None, args, true).await
+        Self::launch(dir, None, None, args, true).await
     }
 
     async fn launch(
         dir: &Path,
         tmp: Option<tempfile::TempDir>,
+        log_path: Option<PathBuf>,
         args: &[&str],
         federated: bool,
     ) -> TestResult<Self> {
         let mut node = TestNode {
             dir: dir.to_owned(),
+            log_path: log_path.unwrap_or_else(|| dir.join("node.log")),
             _tmp: tmp,
             child: None,
             url: String::new(),
@@ -65,7 +72,7 @@ impl TestNode {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("node.log"))?;
+            .open(&self.log_path)?;
         let child = Command::new(env!("CARGO_BIN_EXE_docfed-node"))
             .arg("--data-dir")
             .arg(&self.dir)
@@ -112,7 +119,7 @@ impl TestNode {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
     /// SIGKILL: no clean shutdown at all.
