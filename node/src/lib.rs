@@ -29,11 +29,10 @@ pub(crate) mod retention;
 pub(crate) mod store;
 pub(crate) mod supervisor;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use docfed_shared::ready::Ready;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -124,9 +123,6 @@ impl Node {
     }
 }
 
-/// Where a node that was asked for port 0 says which address it got, for launchers and tests.
-pub const READY_FILE: &str = "ready.json";
-
 /// Runs a node on an already bound listener until `cancel` fires.
 pub async fn run(
     config: Arc<NodeConfig>,
@@ -197,7 +193,7 @@ pub async fn run(
     }
 
     let addr = listener.local_addr()?;
-    write_ready_file(&config.data_dir, &config.node_id, addr)?;
+    Ready::for_this_process(Some(&config.node_id), addr).write(&config.data_dir)?;
     tracing::info!(node = %config.node_id, http = %format!("http://{addr}"), data_dir = %config.data_dir.display(), "node ready");
 
     let server = docfed_http::serve(
@@ -219,21 +215,10 @@ pub async fn run(
         tracing::warn!("background tasks did not stop in time");
     }
     db.close().await;
-    let _ = std::fs::remove_file(config.data_dir.join(READY_FILE));
+    Ready::remove(&config.data_dir);
     if let Some(why) = supervisor.failure() {
         anyhow::bail!(why);
     }
     tracing::info!("node stopped");
     Ok(())
-}
-
-fn write_ready_file(dir: &Path, node: &str, addr: SocketAddr) -> std::io::Result<()> {
-    let body = serde_json::json!({
-        "node": node,
-        "http": format!("http://{addr}"),
-        "pid": std::process::id(),
-    });
-    let tmp = dir.join(format!("{READY_FILE}.tmp"));
-    std::fs::write(&tmp, body.to_string())?;
-    std::fs::rename(tmp, dir.join(READY_FILE))
 }

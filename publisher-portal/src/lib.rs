@@ -34,8 +34,6 @@ pub mod upload;
 pub mod views;
 pub mod web;
 
-use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,12 +42,11 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use docfed_shared::ready::READY_FILE;
+
 use crate::config::Config;
 use crate::db::Db;
 use crate::primaries::Primaries;
-
-/// File the portal writes into its data directory once it listens.
-pub const READY_FILE: &str = "ready.json";
 
 /// Serves the portal on an already bound `listener` until `cancel` fires, then lets in-flight
 /// requests finish for up to `shutdown_timeout`.
@@ -68,12 +65,14 @@ pub async fn run(
     tracker.spawn(purge_loop(db.clone(), cancel.clone()));
 
     let addr = listener.local_addr()?;
-    write_ready_file(&config.data_dir, addr).with_context(|| {
-        format!(
-            "cannot write {}",
-            config.data_dir.join(READY_FILE).display()
-        )
-    })?;
+    docfed_shared::ready::Ready::for_this_process(None, addr)
+        .write(&config.data_dir)
+        .with_context(|| {
+            format!(
+                "cannot write {}",
+                config.data_dir.join(READY_FILE).display()
+            )
+        })?;
     tracing::info!(
         http = %addr,
         primaries = ?config.primaries.iter().map(|p| &p.url).collect::<Vec<_>>(),
@@ -149,16 +148,4 @@ async fn purge_loop(db: Db, cancel: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_secs(600)) => {}
         }
     }
-}
-
-/// `{"http": "http://ADDR", "pid": N}`, written atomically (temp file, rename) like the node's,
-/// so a launcher or test started with `--http 127.0.0.1:0` learns the port.
-fn write_ready_file(dir: &Path, addr: SocketAddr) -> std::io::Result<()> {
-    let body = serde_json::json!({
-        "http": format!("http://{addr}"),
-        "pid": std::process::id(),
-    });
-    let tmp = dir.join(format!("{READY_FILE}.tmp"));
-    std::fs::write(&tmp, body.to_string())?;
-    std::fs::rename(tmp, dir.join(READY_FILE))
 }

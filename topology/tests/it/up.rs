@@ -216,10 +216,7 @@ fn up_runs_the_demo_federation_until_sigterm() {
     assert_eq!(publish(None), 401);
 
     // A node killed under `up` is restarted, says so on stderr, and is healthy again.
-    let ready = |id: &str| -> Option<u64> {
-        let text = std::fs::read_to_string(run_dir.join(id).join("ready.json")).ok()?;
-        serde_json::from_str::<serde_json::Value>(&text).ok()?["pid"].as_u64()
-    };
+    let ready = |id: &str| docfed_shared::ready::Ready::read(&run_dir.join(id)).map(|r| r.pid);
     let old_pid = ready("eu").expect("eu wrote ready.json");
     kill(Pid::from_raw(old_pid as i32), Signal::SIGKILL).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
