@@ -16,6 +16,10 @@ use topology::launch::BrokerChoice;
 
 use crate::fedgen::{self, Bench};
 use crate::stats::percentile;
+use docfed_shared::ready::Ready;
+use docfed_test_kit::content::Xorshift;
+use docfed_test_kit::process::await_ready;
+use docfed_test_kit::procfs;
 
 pub struct Options {
     pub only: Option<String>,
@@ -386,14 +390,6 @@ async fn fanout(dir: &Path, quick: bool) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn vmhwm(pid: u32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| kb * 1024)
-}
-
 /// Scenario 4: peak RSS of each tier while a very large document is published and propagated.
 async fn memory(dir: &Path, quick: bool) -> Result<()> {
     let size: u64 = if quick { 1 << 30 } else { 4 << 30 };
@@ -406,7 +402,7 @@ async fn memory(dir: &Path, quick: bool) -> Result<()> {
         await_available(&http, &b.url(r), id, Duration::from_secs(7200)).await?;
     }
     for role in ["primary-a", "primary-b", "mid-1", "na"] {
-        let peak = b.pid(role).and_then(vmhwm).unwrap_or(0);
+        let peak = b.pid(role).and_then(procfs::peak_rss).unwrap_or(0);
         println!(
             "{role:>10}: peak RSS {:.1} MiB with a {} MiB document (goal < 100 MB)",
             peak as f64 / 1048576.0,
@@ -481,31 +477,16 @@ async fn broker(dir: &Path, quick: bool) -> Result<()> {
     Ok(())
 }
 
-/// A deterministic xorshift generator, so runs are comparable.
-pub(crate) struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    pub fn pick<'a>(&mut self, items: &'a [String]) -> &'a str {
-        &items[(self.next() % items.len() as u64) as usize]
-    }
-}
-
-fn vocabulary(n: usize, rng: &mut Rng) -> Vec<String> {
+fn vocabulary(n: usize, rng: &mut Xorshift) -> Vec<String> {
     const SYL: [&str; 24] = [
         "ka", "lo", "mi", "ne", "ru", "sa", "ti", "vo", "ber", "dan", "fel", "gor", "hal", "jin",
         "kor", "lum", "mar", "nor", "pel", "quin", "ros", "sul", "tar", "wen",
     ];
     let mut words = std::collections::BTreeSet::new();
     while words.len() < n {
-        let k = 2 + rng.next() % 3;
+        let k = 2 + rng.next_u64() % 3;
         let w: String = (0..k)
-            .map(|_| SYL[(rng.next() % SYL.len() as u64) as usize])
+            .map(|_| SYL[(rng.next_u64() % SYL.len() as u64) as usize])
             .collect();
         words.insert(w);
     }
@@ -521,10 +502,10 @@ pub(crate) async fn standalone(dir: &Path, token: &str) -> Result<Standalone> {
     let bin = topology::launch::find_program("docfed-node")
         .context("docfed-node not found: cargo build --release -p docfed-node")?;
     std::fs::create_dir_all(dir)?;
-    let ready = dir.join("ready.json");
-    let _ = std::fs::remove_file(&ready);
-    let log = std::fs::File::create(dir.join("node.log"))?;
-    let child = tokio::process::Command::new(bin)
+    Ready::remove(dir);
+    let log_path = dir.join("node.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut child = tokio::process::Command::new(bin)
         .arg("--data-dir")
         .arg(dir)
         .args([
@@ -539,22 +520,14 @@ pub(crate) async fn standalone(dir: &Path, token: &str) -> Result<Standalone> {
         .stderr(log)
         .kill_on_drop(true)
         .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(t) = std::fs::read_to_string(&ready) {
-            let v: serde_json::Value = serde_json::from_str(&t)?;
-            if let Some(url) = v["http"].as_str() {
-                return Ok(Standalone {
-                    child,
-                    url: url.to_owned(),
-                });
-            }
-        }
-        if Instant::now() > deadline {
-            bail!("standalone node not ready");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let pid = child.id().context("docfed-node exited at once")?;
+    let ready = await_ready(dir, pid, &log_path, || child.try_wait())
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Standalone {
+        child,
+        url: ready.http,
+    })
 }
 
 /// Realistic directory metadata: 4-word titles and 12-word descriptions from a 3,000-word
@@ -569,7 +542,7 @@ pub(crate) struct DocGen {
 }
 
 impl DocGen {
-    pub fn new(n: u64, rng: &mut Rng) -> Self {
+    pub fn new(n: u64, rng: &mut Xorshift) -> Self {
         Self {
             words: std::sync::Arc::new(vocabulary(3000, rng)),
             tags: std::sync::Arc::new((0..50).map(|i| format!("tag{i}")).collect()),
@@ -582,24 +555,24 @@ impl DocGen {
         &self,
         i: u64,
         version: i64,
-        rng: &mut Rng,
+        rng: &mut Xorshift,
     ) -> docfed_shared::wire::DocumentVersion {
         use docfed_shared::wire::{DocumentVersion, Timestamp};
         use docfed_shared::{DocId, Md5Hex, Scope};
         const SCOPES: [&str; 4] = ["global", "region:na", "region:eu", "region:asia"];
         let mut phrase = |k: usize| {
             (0..k)
-                .map(|_| rng.pick(&self.words).to_owned())
+                .map(|_| rng.pick(&self.words).clone())
                 .collect::<Vec<_>>()
                 .join(" ")
         };
         let title = phrase(4);
         let description = phrase(12);
         let filename = format!("{}.pdf", phrase(1));
-        let t1 = rng.pick(&self.tags).to_owned();
-        let t2 = rng.pick(&self.tags).to_owned();
+        let t1 = rng.pick(&self.tags).clone();
+        let t2 = rng.pick(&self.tags).clone();
         let mut digest = [0u8; 16];
-        digest[..8].copy_from_slice(&rng.next().to_le_bytes());
+        digest[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
         digest[8..].copy_from_slice(&i.to_le_bytes());
         DocumentVersion {
             id: DocId::new(),
@@ -626,7 +599,7 @@ impl DocGen {
     /// lines generated while they are sent (1,000 per chunk).
     pub async fn import(&self, http: &reqwest::Client, url: &str, token: &str) -> Result<()> {
         let (gen, n) = (self.clone(), self.n);
-        let stream = futures::stream::unfold((0u64, Rng(42)), move |(i, mut rng)| {
+        let stream = futures::stream::unfold((0u64, Xorshift::new(42)), move |(i, mut rng)| {
             let gen = gen.clone();
             async move {
                 if i >= n {
@@ -672,10 +645,10 @@ async fn directory(dir: &Path, quick: bool) -> Result<()> {
     let token = "bench-token-0123456789abcdef";
     let mut node = standalone(&dir.join("node"), token).await?;
     let http = reqwest::Client::new();
-    let mut rng = Rng(0x9e3779b97f4a7c15);
+    let mut rng = Xorshift::new(0x9e3779b97f4a7c15);
     let gen = DocGen::new(n, &mut rng);
     let (words, tags) = (gen.words.clone(), gen.tags.clone());
-    let make = |i: u64, version: i64, rng: &mut Rng| gen.make(i, version, rng);
+    let make = |i: u64, version: i64, rng: &mut Xorshift| gen.make(i, version, rng);
     let started = Instant::now();
     gen.import(&http, &node.url, token).await?;
     let load = started.elapsed();
@@ -689,9 +662,9 @@ async fn directory(dir: &Path, quick: bool) -> Result<()> {
     let mut lat = Vec::new();
     let mut hits = 0usize;
     for i in 0..200u64 {
-        let w1 = rng.pick(&words).to_owned();
-        let w2 = rng.pick(&words).to_owned();
-        let tag = rng.pick(&tags).to_owned();
+        let w1 = rng.pick(&words).clone();
+        let w2 = rng.pick(&words).clone();
+        let tag = rng.pick(&tags).clone();
         let q: Vec<(&str, String)> = match i % 8 {
             0 => vec![("q", w1)],
             1 => vec![("q", format!("{w1} {w2}"))],
@@ -761,7 +734,7 @@ async fn directory(dir: &Path, quick: bool) -> Result<()> {
     );
     // 10,000 changes later.
     let mut lines = Vec::new();
-    let mut rng2 = Rng(7);
+    let mut rng2 = Xorshift::new(7);
     for i in 0..10_000u64 {
         serde_json::to_writer(&mut lines, &make(n + i, 1, &mut rng2))?;
         lines.push(b'\n');

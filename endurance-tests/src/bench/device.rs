@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use docfed_shared::wire::{ChangeFeed, DocumentVersion};
 
-use super::{
-    amqp, await_available, import_body, percentile, publish, standalone, vmhwm, DocGen, Rng,
-};
+use docfed_test_kit::content::Xorshift;
+use docfed_test_kit::procfs;
+
+use super::{amqp, await_available, import_body, percentile, publish, standalone, DocGen};
 use crate::fedgen::{self, Bench};
 
 /// Small documents the device flags in the push-latency part.
@@ -123,7 +124,7 @@ impl Device {
         let status = loop {
             tokio::select! {
                 s = child.wait() => break s?,
-                _ = tick.tick() => peak = peak.max(vmhwm(pid).unwrap_or(0)),
+                _ = tick.tick() => peak = peak.max(procfs::peak_rss(pid).unwrap_or(0)),
             }
         };
         let elapsed = started.elapsed();
@@ -382,7 +383,7 @@ fn dir_size(p: &Path) -> u64 {
 
 async fn first_sync_in(url: &str, token: &str, dir: &Path, n: u64) -> Result<()> {
     let http = reqwest::Client::new();
-    let gen = DocGen::new(n, &mut Rng(0x9e3779b97f4a7c15));
+    let gen = DocGen::new(n, &mut Xorshift::new(0x9e3779b97f4a7c15));
     let started = Instant::now();
     gen.import(&http, url, token).await?;
     println!(
@@ -424,7 +425,7 @@ async fn first_sync_in(url: &str, token: &str, dir: &Path, n: u64) -> Result<()>
     if existing.len() < 6000 {
         bail!("the feed has only {} documents", existing.len());
     }
-    let mut rng = Rng(11);
+    let mut rng = Xorshift::new(11);
     let mut lines = Vec::new();
     for i in 0..4000u64 {
         serde_json::to_writer(&mut lines, &gen.make(n + i, 1, &mut rng))?;

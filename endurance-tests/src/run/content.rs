@@ -7,36 +7,10 @@ use std::io::Read;
 use std::path::Path;
 
 use bytes::Bytes;
+use docfed_test_kit::content::{block, block_len, BLOCK};
 use futures::Stream;
 
-/// Generation granularity; a multiple of 8.
-const BLOCK: usize = 64 * 1024;
 const TITLE_PREFIX: &str = "endurance-";
-
-/// Block `index` of the body `seed` (full length; the last block of a body is cut short).
-fn block(seed: u64, index: u64) -> Vec<u8> {
-    let mut x = splitmix(seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut out = Vec::with_capacity(BLOCK);
-    for _ in 0..BLOCK / 8 {
-        // xorshift64*
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
-    }
-    out
-}
-
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    (z ^ (z >> 31)) | 1
-}
-
-fn block_len(size: u64, index: u64) -> usize {
-    (size - index * BLOCK as u64).min(BLOCK as u64) as usize
-}
 
 /// The body as a stream of blocks: constant memory whatever the size.
 pub fn stream(seed: u64, size: u64) -> impl Stream<Item = Result<Bytes, std::io::Error>> {

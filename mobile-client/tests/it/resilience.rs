@@ -505,7 +505,7 @@ async fn a_daemon_killed_during_a_500_mib_download_resumes_it() -> TestResult {
     let home = tmp.path().join("home");
 
     // The body is made as it is sent, never held whole; its MD5 first.
-    let block = Arc::new(pattern(u64::from(rand_u32()), CHUNK));
+    let block = Arc::new(pattern(u64::from(unique_u32()), CHUNK));
     let chunks = BIG / CHUNK as u64;
     let mut ctx = md5::Context::new();
     for i in 0..chunks {
@@ -639,7 +639,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 impl Netns {
     fn create() -> TestResult<Netns> {
-        let r = rand_u32();
+        let r = unique_u32();
         let used = Command::new("ip")
             .args(["-4", "-o", "addr"])
             .output()

@@ -129,21 +129,17 @@ async fn global_and_regional_documents_reach_the_right_nodes_once() -> TestResul
     Ok(())
 }
 
+/// [`eventually`] for a condition whose check has no error of its own.
 async fn wait_until_async<F, Fut>(timeout: Duration, what: &str, mut f: F) -> TestResult
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<()>>,
 {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        if f().await.is_some() {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::common::eventually(timeout, what, || {
+        let check = f();
+        async move { Ok(check.await) }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -302,8 +298,7 @@ async fn a_refused_dead_letter_is_not_acked() -> TestResult {
 /// node records the document.
 #[tokio::test]
 async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
-    use docfed_shared::messages::{Body, Envelope, Notification};
-    use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
+    use crate::common::relay;
     use lapin::options::BasicGetOptions;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -320,37 +315,14 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
 
     let fed = Federation::start(&[]).await?;
     let (na, mid1) = (fed.id("na"), fed.id("mid-1"));
-    let doc = |version: i64| DocumentVersion {
-        id: docfed_shared::DocId::new(),
-        version,
-        origin: fed.id("primary-a"),
-        title: "forged".into(),
-        description: String::new(),
-        tags: vec![],
-        filename: "f.bin".into(),
-        source: String::new(),
-        scope: docfed_shared::Scope::Global,
-        content_type: "application/octet-stream".into(),
-        md5: "0123456789abcdef0123456789abcdef".parse().unwrap(),
-        size: 1000,
-        deleted: false,
-        created_at: Timestamp::now(),
-        author: String::new(),
-        sha256: Some("0".repeat(64).parse().unwrap()),
-        signature: None,
+    let doc = |version: i64| {
+        let mut d = relay::version(&fed, "forged", "0123456789abcdef0123456789abcdef", 1000)
+            .expect("a valid version");
+        d.version = version;
+        d.sha256 = Some("0".repeat(64).parse().unwrap());
+        d
     };
-    let notify = |from: &str, d: DocumentVersion, origin_url: String| {
-        Envelope::new(
-            format!("n:{}:{}:x", d.id, d.version),
-            from,
-            Body::Notify(Box::new(Notification {
-                document: d,
-                kind: ChangeKind::Published,
-                origin_url,
-                targets: vec![],
-            })),
-        )
-    };
+    let notify = relay::notification;
     let (unsigned, impersonated, ssrf, sibling, overflow) =
         (doc(1), doc(1), doc(1), doc(1), doc(i64::MAX));
     // Versions relayed by a member with its own valid key: one primary-a never signed, one it

@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use docfed_shared::hashing::StreamHash;
-use docfed_shared::messages::{Body, Envelope, Notification};
-use docfed_shared::wire::{ChangeKind, DocumentMeta, DocumentVersion, Timestamp};
+use docfed_shared::wire::{DocumentMeta, DocumentVersion};
 use docfed_shared::{ContentHasher, Digests};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::federation::{amqp_url, Federation};
+use crate::common::federation::Federation;
+use crate::common::relay;
 use crate::common::*;
 
 const T: Duration = Duration::from_secs(60);
@@ -143,42 +143,18 @@ async fn content_that_fails_the_signed_sha256_is_never_kept() -> TestResult {
         );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut d = DocumentVersion {
-        id: docfed_shared::DocId::new(),
-        version: 1,
-        origin: fed.id("primary-a"),
-        title: "collided".into(),
-        description: String::new(),
-        tags: vec![],
-        filename: "c.bin".into(),
-        source: String::new(),
-        scope: docfed_shared::Scope::Global,
-        content_type: "application/octet-stream".into(),
-        md5: bad.md5.clone(),
-        size: bad.size,
-        deleted: false,
-        created_at: Timestamp::now(),
-        author: String::new(),
-        sha256: Some(genuine.sha256.clone()),
-        signature: None,
-    };
-    d.signature = Some(fed.key("primary-a")?.sign(&d.signing_input()));
+    let mut d = relay::version(&fed, "collided", &bad.md5.to_string(), bad.size)?;
+    d.filename = "c.bin".into();
+    d.sha256 = Some(genuine.sha256.clone());
+    let d = relay::sign(&fed, "primary-a", d)?;
     let id = d.id.to_string();
-    let env = Envelope::new(
-        format!("n:{id}:1:x"),
-        &mid1,
-        Body::Notify(Box::new(Notification {
-            document: d,
-            kind: ChangeKind::Published,
-            origin_url: mid1_url,
-            targets: vec![],
-        })),
-    );
-    let conn =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
-    fed.send_to_inbox(&ch, "na", &env.to_bytes(), Some("mid-1"))
-        .await?;
+    relay::relay(
+        &fed,
+        "mid-1",
+        "na",
+        &relay::notification(&mid1, d, mid1_url),
+    )
+    .await?;
 
     // The version is genuine, so it is recorded; its bytes are refused, again and again.
     fed.await_metric("na", "docfed_sha256_mismatches_total", 2)
@@ -199,6 +175,5 @@ async fn content_that_fails_the_signed_sha256_is_never_kept() -> TestResult {
     assert!(!object.exists(), "the substituted bytes were stored");
     assert_eq!(fed.metric("na", "docfed_fetches_completed_total").await?, 0);
     server.abort();
-    conn.close(200, "done".into()).await?;
     Ok(())
 }

@@ -8,14 +8,13 @@ use std::time::Duration;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::IntoResponse;
-use docfed_shared::messages::{Body, Envelope, Notification};
-use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use sha2::Digest;
 use tokio::sync::Notify;
 
-use crate::common::federation::{amqp_url, Federation};
+use crate::common::federation::Federation;
+use crate::common::relay;
 use crate::common::*;
 
 const SIZE: usize = 4 * 1024 * 1024;
@@ -111,57 +110,17 @@ async fn a_reader_outlives_a_broken_upstream_connection() -> TestResult {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     // A genuine version (signed by primary-a), announced by mid-1 as a relay would.
-    let mut d = DocumentVersion {
-        id: docfed_shared::DocId::new(),
-        version: 1,
-        origin: fed.id("primary-a"),
-        title: "broken upstream".into(),
-        description: String::new(),
-        tags: vec![],
-        filename: "f.bin".into(),
-        source: String::new(),
-        scope: docfed_shared::Scope::Global,
-        content_type: "application/octet-stream".into(),
-        md5: md5.parse()?,
-        size: SIZE as u64,
-        deleted: false,
-        created_at: Timestamp::now(),
-        author: String::new(),
-        sha256: Some(hex::encode(sha2::Sha256::digest(&*data)).parse()?),
-        signature: None,
-    };
-    d.signature = Some(fed.key("primary-a")?.sign(&d.signing_input()));
+    let mut d = relay::version(&fed, "broken upstream", &md5, SIZE as u64)?;
+    d.sha256 = Some(hex::encode(sha2::Sha256::digest(&*data)).parse()?);
+    let d = relay::sign(&fed, "primary-a", d)?;
     let doc_id = d.id.to_string();
-    let env = Envelope::new(
-        format!("n:{}:1:x", d.id),
-        &fed.id("mid-1"),
-        Body::Notify(Box::new(Notification {
-            document: d,
-            kind: ChangeKind::Published,
-            origin_url: mid1_url,
-            targets: vec![],
-        })),
-    );
-    let conn =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
-    fed.send_to_inbox(&ch, "na", &env.to_bytes(), Some("mid-1"))
-        .await?;
+    let env = relay::notification(&fed.id("mid-1"), d, mid1_url);
+    relay::relay(&fed, "mid-1", "na", &env).await?;
 
     // The reader joins na's pull while the first connection is open, reads some bytes, and
     // only then does mid-1 break that connection.
     let object = fed.node("na").url(&format!("/v1/objects/{md5}"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let resp = loop {
-        let resp = client().get(&object).send().await?;
-        if resp.status() == StatusCode::OK {
-            break resp;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!("na never served the transfer: {}", resp.status()).into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let resp = relay::await_ok(&object).await?;
     let mut body = resp.bytes_stream();
     let mut got = Vec::with_capacity(SIZE);
     let mut released = false;
@@ -188,6 +147,5 @@ async fn a_reader_outlives_a_broken_upstream_connection() -> TestResult {
     })
     .await?;
     server.abort();
-    conn.close(200, "done".into()).await?;
     Ok(())
 }

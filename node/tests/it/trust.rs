@@ -178,11 +178,10 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
 
     use axum::extract::{Path, State};
     use axum::response::IntoResponse;
-    use docfed_shared::messages::{Body, Envelope, Notification};
-    use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
     use futures::StreamExt;
 
-    use crate::common::federation::{amqp_url, Federation};
+    use crate::common::federation::Federation;
+    use crate::common::relay;
 
     let victim = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let victim_url = format!("http://{}", victim.local_addr()?);
@@ -272,62 +271,21 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
         .with_state(state);
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let conn =
-        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
     // The versions are genuine (signed by primary-a, as a relay would pass them on); only the
     // bytes mid-1 serves are hostile.
-    let primary_a = fed.key("primary-a")?;
     for (_, m, size) in &plan {
-        let mut d = DocumentVersion {
-            id: docfed_shared::DocId::new(),
-            version: 1,
-            origin: fed.id("primary-a"),
-            title: format!("hostile {m}"),
-            description: String::new(),
-            tags: vec![],
-            filename: "f.bin".into(),
-            source: String::new(),
-            scope: docfed_shared::Scope::Global,
-            content_type: "application/octet-stream".into(),
-            md5: m.parse()?,
-            size: *size,
-            deleted: false,
-            created_at: Timestamp::now(),
-            author: String::new(),
-            sha256: Some("0".repeat(64).parse()?),
-            signature: None,
-        };
-        d.signature = Some(primary_a.sign(&d.signing_input()));
-        let env = Envelope::new(
-            format!("n:{}:1:x", d.id),
-            &fed.id("mid-1"),
-            Body::Notify(Box::new(Notification {
-                document: d,
-                kind: ChangeKind::Published,
-                origin_url: mid1_url.clone(),
-                targets: vec![],
-            })),
-        );
+        let mut d = relay::version(&fed, &format!("hostile {m}"), m, *size)?;
+        d.sha256 = Some("0".repeat(64).parse()?);
+        let d = relay::sign(&fed, "primary-a", d)?;
+        let env = relay::notification(&fed.id("mid-1"), d, mid1_url.clone());
         // The impostor holds mid-1's real key: a compromised member, not an outsider.
-        fed.send_to_inbox(&ch, "na", &env.to_bytes(), Some("mid-1"))
-            .await?;
+        relay::relay(&fed, "mid-1", "na", &env).await?;
     }
 
     // A reader following na's pull of the corrupt content (stream-through) gets every byte
     // but the last, then a cut connection: never a complete body that fails its MD5.
     let object = fed.node("na").url(&format!("/v1/objects/{}", md5('d')));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let resp = loop {
-        let resp = client().get(&object).send().await?;
-        if resp.status() == StatusCode::OK {
-            break resp;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!("na never served the transfer: {}", resp.status()).into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let resp = relay::await_ok(&object).await?;
     let mut body = resp.bytes_stream();
     let mut got = 0u64;
     let mut cut = false;
@@ -375,7 +333,6 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
     );
     server.abort();
     victim_task.abort();
-    conn.close(200, "done".into()).await?;
     Ok(())
 }
 

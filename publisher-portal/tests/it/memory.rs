@@ -17,11 +17,9 @@ const LIMIT_KIB: u64 = 64 * 1024;
 
 /// A field of `/proc/PID/status`, in KiB.
 fn status_kib(pid: u32, field: &str) -> TestResult<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    s.lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
+    let field = field.trim_end_matches(':');
+    docfed_test_kit::procfs::status_bytes(pid, field)
+        .map(|b| b / 1024)
         .ok_or_else(|| format!("no {field} in /proc/{pid}/status").into())
 }
 

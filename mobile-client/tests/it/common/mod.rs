@@ -5,14 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use docfed_shared::ready::Ready;
+use docfed_test_kit::process::await_ready;
 use topology::launch::{find_program, BrokerChoice, Federation, UpOptions};
 
-pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
-pub fn amqp_url() -> String {
-    std::env::var("DOCFED_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
+pub use docfed_test_kit::content::pattern;
+pub use docfed_test_kit::{amqp_url, TestResult};
 
 pub struct Fed {
     pub fed: Federation,
@@ -30,7 +28,7 @@ impl Fed {
     /// The demo shape with ids `<prefix>-<role>`.
     pub async fn start() -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
-        let prefix = format!("c{:08x}", rand_u32());
+        let prefix = format!("c{:08x}", unique_u32());
         let t = topology::demo::toml(&prefix, &topology::demo::free_ports()?, None, |_| None);
         let file = tmp.path().join("topology.toml");
         std::fs::write(&file, t)?;
@@ -88,8 +86,7 @@ impl Standalone {
     async fn spawn(&mut self) -> TestResult {
         let bin = find_program("docfed-node").ok_or("docfed-node is not built: run `cargo test --workspace` (or `cargo build -p docfed-node`)")?;
         std::fs::create_dir_all(&self.dir)?;
-        let ready = self.dir.join("ready.json");
-        let _ = std::fs::remove_file(&ready);
+        Ready::remove(&self.dir);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -111,21 +108,12 @@ impl Standalone {
             .stderr(log)
             .spawn()?;
         let pid = child.id();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                let v: serde_json::Value = serde_json::from_str(&text)?;
-                if v["pid"].as_u64() == Some(u64::from(pid)) {
-                    self.url = v["http"].as_str().unwrap().to_owned();
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err("standalone node not ready in 30 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = self.child.insert(child);
+        let log = self.dir.join("node.log");
+        self.url = await_ready(&self.dir, pid, &log, || child.try_wait())
+            .await?
+            .http;
+        Ok(())
     }
 
     pub fn kill(&mut self) {
@@ -237,27 +225,7 @@ pub fn docfed_child(args: &[&str]) -> Child {
     docfed_at_child(&config, &config.join("data").join("docfed"), args)
 }
 
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-pub fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    (t.subsec_nanos() ^ std::process::id().rotate_left(16)).wrapping_mul(2654435761)
-}
+pub use docfed_test_kit::unique_u32;
 
 pub fn stdout_json(out: &Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {

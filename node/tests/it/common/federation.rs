@@ -31,10 +31,7 @@ impl Drop for Federation {
 
 pub use topology::demo::ROLES;
 
-pub fn amqp_url() -> String {
-    std::env::var("DOCFED_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
+pub use docfed_test_kit::amqp_url;
 
 impl Federation {
     /// Starts every node of the demo shape. `extra` flags go to every node.
@@ -88,7 +85,7 @@ impl Federation {
         impostor: Option<&str>,
     ) -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
-        let prefix = format!("t{:08x}", rand_u32());
+        let prefix = format!("t{:08x}", docfed_test_kit::unique_u32());
         let id = |role: &str| topology::demo::node_id(&prefix, role);
         let ports = topology::demo::free_ports()?;
         let impostor = match impostor {
@@ -143,6 +140,11 @@ impl Federation {
             broker: broker.to_owned(),
             _tmp: tmp,
         })
+    }
+
+    /// The broker the nodes' inboxes are on (unless a role has its own).
+    pub fn broker(&self) -> &str {
+        &self.broker
     }
 
     pub fn id(&self, role: &str) -> String {
@@ -269,13 +271,6 @@ impl Federation {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn rand_u32() -> u32 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    (t.subsec_nanos() ^ std::process::id().rotate_left(16)).wrapping_mul(2654435761)
 }
 
 /// Messages ready in `queue` (unacked ones not counted).

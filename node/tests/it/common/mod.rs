@@ -1,12 +1,16 @@
 //! A real `docfed-node` process on an ephemeral port with its own temporary data dir.
 
 pub mod federation;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub use docfed_test_kit::content::pattern;
+pub use docfed_test_kit::wait::{eventually, wait_until};
+pub use docfed_test_kit::{md5_hex, TestResult};
+use docfed_test_kit::{process::await_ready, procfs};
 
 pub const TOKEN: &str = "test-token-0123456789abcdef";
 
@@ -67,8 +71,6 @@ impl TestNode {
 
     async fn spawn(&mut self) -> TestResult {
         std::fs::create_dir_all(&self.dir)?;
-        let ready = self.dir.join("ready.json");
-        let _ = std::fs::remove_file(&ready);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -91,31 +93,10 @@ impl TestNode {
             .stderr(log)
             .spawn()?;
         let pid = child.id();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&ready) {
-                let v: serde_json::Value = serde_json::from_str(&text)?;
-                if v["pid"].as_u64() == Some(u64::from(pid)) {
-                    self.url = v["http"]
-                        .as_str()
-                        .ok_or("ready.json without http")?
-                        .to_owned();
-                    return Ok(());
-                }
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait()? {
-                return Err(format!(
-                    "node exited with {status} before ready; log:\n{}",
-                    self.log()
-                )
-                .into());
-            }
-            if Instant::now() > deadline {
-                return Err(format!("node not ready after 30 s; log:\n{}", self.log()).into());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let child = self.child.insert(child);
+        let ready = await_ready(&self.dir, pid, &self.log_path, || child.try_wait()).await?;
+        self.url = ready.http;
+        Ok(())
     }
 
     pub fn log(&self) -> String {
@@ -169,13 +150,7 @@ impl TestNode {
 
     /// Peak resident memory of the node process so far, in bytes.
     pub fn peak_rss(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map_or(0, |kb| kb * 1024)
+        procfs::peak_rss(self.pid()).unwrap_or(0)
     }
 }
 
@@ -204,42 +179,6 @@ pub fn client() -> reqwest::Client {
 
 pub fn auth(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     rb.bearer_auth(TOKEN)
-}
-
-/// Deterministic bytes that do not compress or repeat in short cycles.
-pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407)
-        | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-pub fn md5_hex(data: &[u8]) -> String {
-    format!("{:x}", md5::compute(data))
-}
-
-/// Polls `cond` every 20 ms until it holds or `timeout` passes.
-pub async fn wait_until<F: FnMut() -> bool>(
-    timeout: Duration,
-    what: &str,
-    mut cond: F,
-) -> TestResult {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Ok(())
 }
 
 /// Every regular file under `dir`, recursively.

@@ -8,23 +8,21 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use docfed_shared::ready::Ready;
+use docfed_test_kit::process::await_ready;
 use reqwest::header::{HeaderMap, LOCATION};
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::process::{Child, Command};
 use topology::launch::{BrokerChoice, Federation, UpOptions};
 
-pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+pub use docfed_test_kit::wait::eventually;
+pub use docfed_test_kit::{amqp_url, TestResult};
 
 pub const PORTAL: &str = env!("CARGO_BIN_EXE_docfed-portal");
 pub const PASSWORD: &str = "correct horse battery";
-
-pub fn amqp_url() -> String {
-    std::env::var("DOCFED_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -34,17 +32,7 @@ fn free_port() -> u16 {
 }
 
 fn unique() -> String {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static N: AtomicU32 = AtomicU32::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!(
-        "{:08x}",
-        (t.subsec_nanos() ^ std::process::id().rotate_left(16))
-            .wrapping_mul(2_654_435_761)
-            .wrapping_add(N.fetch_add(1, Ordering::Relaxed))
-    )
+    format!("{:08x}", docfed_test_kit::unique_u32())
 }
 
 /// `target/debug/docfed-node`. `cargo test --workspace` builds it; `cargo test -p
@@ -321,8 +309,7 @@ async fn spawn_portal(
     data_dir: &Path,
 ) -> TestResult<Portal> {
     std::fs::create_dir_all(data_dir)?;
-    let ready = data_dir.join("ready.json");
-    let _ = std::fs::remove_file(&ready);
+    Ready::remove(data_dir);
     let log = data_dir.join("portal.log");
     let out = std::fs::File::create(&log)?;
     let mut child = Command::new(PORTAL)
@@ -341,33 +328,14 @@ async fn spawn_portal(
         .stderr(out)
         .kill_on_drop(true)
         .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(&ready) {
-            let v: Value = serde_json::from_str(&text)?;
-            let url = v["http"]
-                .as_str()
-                .ok_or("ready.json without http")?
-                .to_owned();
-            return Ok(Portal {
-                child: Some(child),
-                url,
-                data_dir: data_dir.to_owned(),
-                log,
-            });
-        }
-        if let Some(status) = child.try_wait()? {
-            return Err(format!(
-                "portal exited with {status}: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-            .into());
-        }
-        if Instant::now() > deadline {
-            return Err("portal did not write ready.json within 30 s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let pid = child.id().ok_or("the portal exited at once")?;
+    let ready = await_ready(data_dir, pid, &log, || child.try_wait()).await?;
+    Ok(Portal {
+        child: Some(child),
+        url: ready.http,
+        data_dir: data_dir.to_owned(),
+        log,
+    })
 }
 
 /// An HTTP answer, read whole (pages are small).
@@ -546,27 +514,7 @@ impl Client {
     }
 }
 
-/// Polls `f` until it returns `Some`, or fails after `timeout` with `what`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> TestResult<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = TestResult<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await? {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// Deterministic bytes of a given length.
 pub fn bytes(n: usize, seed: u8) -> Vec<u8> {
-    (0..n)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
-        .collect()
+    docfed_test_kit::content::pattern(seed.into(), n)
 }
