@@ -124,19 +124,8 @@ async fn content_that_fails_the_signed_sha256_is_never_kept() -> TestResult {
     let genuine = digests(b"the bytes primary-a accepted");
     let bad = digests(served);
 
-    let health_id = mid1.clone();
     let app = axum::Router::new()
-        .route(
-            "/v1/health",
-            axum::routing::get(move || {
-                let node = health_id.clone();
-                async move {
-                    axum::Json(serde_json::json!({
-                        "node": node, "tier": "intermediate", "region": null, "status": "ok"
-                    }))
-                }
-            }),
-        )
+        .route("/v1/health", relay::intermediate_health(mid1.clone()))
         .route(
             "/v1/objects/{md5}",
             axum::routing::get(move |Path(_m): Path<String>| async move { served }),

@@ -36,30 +36,16 @@ async fn a_reader_outlives_a_broken_upstream_connection() -> TestResult {
 
     let requests: Requests = Arc::default();
     let reader_attached = Arc::new(Notify::new());
-    type St = (
-        Requests,
-        Arc<Notify>,
-        Arc<Vec<u8>>,
-        String,
-        Arc<AtomicUsize>,
-    );
+    type St = (Requests, Arc<Notify>, Arc<Vec<u8>>, Arc<AtomicUsize>);
     let first_cut = Arc::new(AtomicUsize::new(0));
     let state: St = (
         requests.clone(),
         reader_attached.clone(),
         data.clone(),
-        fed.id("mid-1"),
         first_cut.clone(),
     );
     let app = axum::Router::new()
-        .route(
-            "/v1/health",
-            axum::routing::get(|State(s): State<St>| async move {
-                axum::Json(serde_json::json!({
-                    "node": s.3, "tier": "intermediate", "region": null, "status": "ok"
-                }))
-            }),
-        )
+        .route("/v1/health", relay::intermediate_health(fed.id("mid-1")))
         .route(
             "/v1/objects/{md5}",
             axum::routing::get(
@@ -75,7 +61,7 @@ async fn a_reader_outlives_a_broken_upstream_connection() -> TestResult {
                         .and_then(|r| r.strip_suffix('-'))
                         .and_then(|n| n.parse::<usize>().ok());
                     match from {
-                        None if s.4.fetch_add(1, Ordering::SeqCst) == 0 => {
+                        None if s.3.fetch_add(1, Ordering::SeqCst) == 0 => {
                             // First attempt: a quarter of the bytes, then (once a reader follows
                             // na's pull) a broken connection.
                             let head = bytes::Bytes::copy_from_slice(&s.2[..CUT_AT]);

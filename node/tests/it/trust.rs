@@ -209,22 +209,10 @@ async fn pulls_from_a_hostile_member_are_bounded() -> TestResult {
     let requests: Requests = Arc::default();
     let behaviour: HashMap<String, Misbehaviour> =
         plan.iter().map(|(b, m, _)| (m.clone(), *b)).collect();
-    let state = (
-        requests.clone(),
-        Arc::new(behaviour),
-        victim_url.clone(),
-        fed.id("mid-1"),
-    );
-    type St = (Requests, Arc<HashMap<String, Misbehaviour>>, String, String);
+    let state = (requests.clone(), Arc::new(behaviour), victim_url.clone());
+    type St = (Requests, Arc<HashMap<String, Misbehaviour>>, String);
     let app = axum::Router::new()
-        .route(
-            "/v1/health",
-            axum::routing::get(|State(s): State<St>| async move {
-                axum::Json(serde_json::json!({
-                    "node": s.3, "tier": "intermediate", "region": null, "status": "ok"
-                }))
-            }),
-        )
+        .route("/v1/health", relay::intermediate_health(fed.id("mid-1")))
         .route(
             "/v1/objects/{md5}",
             axum::routing::get(|State(s): State<St>, Path(m): Path<String>| async move {

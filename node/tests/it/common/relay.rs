@@ -80,3 +80,18 @@ pub async fn await_ok(url: &str) -> TestResult<reqwest::Response> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The `/v1/health` route of an intermediate `id` played by the test, so the node below takes
+/// it for up.
+pub fn intermediate_health<S: Clone + Send + Sync + 'static>(
+    id: String,
+) -> axum::routing::MethodRouter<S> {
+    axum::routing::get(move || {
+        let node = id.clone();
+        async move {
+            axum::Json(serde_json::json!({
+                "node": node, "tier": "intermediate", "region": null, "status": "ok"
+            }))
+        }
+    })
+}
