@@ -1,0 +1,96 @@
+//! Reads of another region's documents: capped, collapsed into one transfer, abandoned without
+//! readers.
+
+use super::*;
+
+/// Concurrent requests at na for content held only by eu and asia share one upstream transfer.
+/// Cross-region transfers started by anonymous readers are bounded: beyond the cap a request
+/// gets 503 instead of starting another pull, and a transfer whose reader went away is
+/// abandoned (no device flagged the document), which frees its slot.
+#[tokio::test]
+async fn cross_region_transfers_are_capped_and_abandoned_without_readers() -> TestResult {
+    use futures::StreamExt;
+    let fed = Federation::start(&["--pull-rate-limit", "1MB", "--max-ondemand-pulls", "1"]).await?;
+    let size = 12_000_000;
+    let mut ids = Vec::new();
+    for seed in [91, 92] {
+        let q = format!("title=Regional%20eu%20{seed}&scope=region:eu");
+        ids.push(publish(&fed, "primary-a", &q, pattern(seed, size)).await?);
+    }
+    for id in &ids {
+        fed.await_meta("eu", id, T, |m| m["available_here"] == true)
+            .await?;
+        fed.await_meta("na", id, T, |m| m["available_here"] == false)
+            .await?;
+    }
+    let url = |id: &str| fed.node("na").url(&format!("/v1/documents/{id}/content"));
+    // A reader starts a transfer of the first document, reads a little and goes away.
+    let resp = client().get(url(&ids[0])).send().await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.bytes_stream();
+    body.next().await.ok_or("no bytes")??;
+    // The one slot is taken: the second document cannot start a transfer now.
+    let resp = client().get(url(&ids[1])).send().await?;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    drop(body);
+    fed.await_metric("na", "docfed_ondemand_abandoned_total", 1)
+        .await?;
+    // The slot is free again.
+    wait_until_async(T, "the second document to be served", || async {
+        let resp = client().get(url(&ids[1])).send().await.ok()?;
+        (resp.status() == StatusCode::OK).then_some(())
+    })
+    .await?;
+    let pulled = fed.metric("na", "docfed_bytes_pulled_total").await?;
+    assert!(
+        pulled < 2 * size as u64,
+        "{pulled} bytes pulled: the abandoned transfer ran to its end"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn cross_region_requests_collapse_into_one_transfer() -> TestResult {
+    // Paced links keep the transfer open long enough for every request to join it.
+    let fed = Federation::start(&["--pull-rate-limit", "20MB"]).await?;
+    let size = 30_000_000;
+    let data = pattern(81, size);
+    let id = publish(
+        &fed,
+        "primary-a",
+        "title=Regional%20eu&scope=region:eu",
+        data.clone(),
+    )
+    .await?;
+    for role in ["eu", "asia"] {
+        fed.await_meta(role, &id, T, |m| m["available_here"] == true)
+            .await?;
+    }
+    let meta = fed.await_meta("na", &id, T, |_| true).await?;
+    assert_eq!(meta["available_here"], false);
+    let before = fed.metric("na", "docfed_bytes_pulled_total").await?;
+    let url = fed.node("na").url(&format!("/v1/documents/{id}/content"));
+    let requests = (0..4).map(|_| {
+        let url = url.clone();
+        async move {
+            let resp = client().get(&url).send().await?;
+            Ok::<_, reqwest::Error>((resp.status(), resp.bytes().await?))
+        }
+    });
+    for answer in futures::future::join_all(requests).await {
+        let (status, body) = answer?;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(500)])
+        );
+        assert!(body == data, "content through na differs");
+    }
+    let pulled = fed.metric("na", "docfed_bytes_pulled_total").await? - before;
+    assert_eq!(pulled, size as u64, "four requests, one upstream transfer");
+    // Not flagged: na did not keep it.
+    let meta = fed.await_meta("na", &id, T, |_| true).await?;
+    assert_eq!(meta["available_here"], false);
+    Ok(())
+}

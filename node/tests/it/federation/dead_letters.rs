@@ -1,0 +1,212 @@
+//! Messages a node must not act on: malformed, forged or impersonated ones go to the dead-letter
+//! queue with their reason and change nothing.
+
+use super::*;
+
+#[tokio::test]
+async fn malformed_messages_go_to_the_dead_letter_queue() -> TestResult {
+    let fed = Federation::start(&[]).await?;
+    let na = fed.id("na");
+    let conn = lapin::Connection::connect(
+        &crate::common::federation::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    for payload in [
+        &b"not json at all"[..],
+        br#"{"schema":99,"id":"x","from":"y","body":{}}"#,
+        br#"{"schema":1,"id":"x","from":"BAD ID","body":{"type":"receipt"}}"#,
+    ] {
+        fed.send_to_inbox(&ch, "na", payload, None).await?;
+    }
+    fed.await_metric("na", "docfed_notifications_dead_lettered_total", 3)
+        .await?;
+    assert_eq!(queue_depth(&ch, &format!("docfed.{na}.dead")).await?, 3);
+    // The node goes on working.
+    let id = publish(&fed, "primary-a", "title=after", b"ok".to_vec()).await?;
+    fed.await_meta("na", &id, T, |m| m["available_here"] == true)
+        .await?;
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// While the broker refuses every message for the dead-letter queue (a full queue that rejects
+/// publishes), a malformed message is not acked: it stays in the inbox, and reaches the
+/// dead-letter queue once the broker takes it again. Nothing is dropped on the floor.
+#[tokio::test]
+async fn a_refused_dead_letter_is_not_acked() -> TestResult {
+    let fed = Federation::start(&[]).await?;
+    let na = fed.id("na");
+    let dead = format!("docfed.{na}.dead");
+    let policy = Policy::set(
+        &format!("refuse-{na}"),
+        &format!("^{}$", dead.replace('.', "\\.")),
+        r#"{"max-length":0,"overflow":"reject-publish"}"#,
+    )?;
+    let conn = lapin::Connection::connect(
+        &crate::common::federation::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    fed.send_to_inbox(&ch, "na", b"not a docfed message", None)
+        .await?;
+    wait_until(T, "na to report the refusal", || {
+        fed.node("na")
+            .log()
+            .contains("the broker refused to take a message")
+    })
+    .await?;
+    assert_eq!(queue_depth(&ch, &dead).await?, 0);
+    policy.clear()?;
+    fed.await_metric("na", "docfed_notifications_dead_lettered_total", 1)
+        .await?;
+    assert_eq!(queue_depth(&ch, &dead).await?, 1);
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// Messages forged with a real AMQP client into a regional node's inbox: an unsigned one, one
+/// signed with another node's key than its sender's, and, signed with the sender's real key (a
+/// compromised member), a notification that names an outside server to pull from (SSRF), one
+/// from a node that is not a parent, one whose version would overflow the next edit, a version
+/// primary-a never signed, and one it signed that the relay altered. Each
+/// lands in the dead-letter queue with its reason; the outside server is never contacted and no
+/// node records the document.
+#[tokio::test]
+async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
+    use crate::common::relay;
+    use lapin::options::BasicGetOptions;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    // The "internal service" an attacker would like the node to fetch from.
+    let victim = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let victim_url = format!("http://{}", victim.local_addr()?);
+    let contacted = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = contacted.clone();
+    let victim_task = tokio::spawn(async move {
+        while let Ok((_conn, _)) = victim.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+
+    let fed = Federation::start(&[]).await?;
+    let (na, mid1) = (fed.id("na"), fed.id("mid-1"));
+    let doc = |version: i64| {
+        let mut d = relay::version(&fed, "forged", "0123456789abcdef0123456789abcdef", 1000)
+            .expect("a valid version");
+        d.version = version;
+        d.sha256 = Some("0".repeat(64).parse().unwrap());
+        d
+    };
+    let notify = relay::notification;
+    let (unsigned, impersonated, ssrf, sibling, overflow) =
+        (doc(1), doc(1), doc(1), doc(1), doc(i64::MAX));
+    // Versions relayed by a member with its own valid key: one primary-a never signed, one it
+    // signed and the relay then altered.
+    let (unsigned_version, mut altered) = (doc(1), doc(1));
+    altered.signature = Some(fed.key("primary-a")?.sign(&altered.signing_input()));
+    altered.title = "altered on the way".into();
+    let mid1_url = fed.node("mid-1").url("");
+    // (message, whose key signs it, what the dead letter must say)
+    let forged = [
+        (
+            notify(&mid1, unsigned.clone(), mid1_url.clone()),
+            None,
+            "unsigned",
+        ),
+        (
+            notify(&mid1, impersonated.clone(), mid1_url.clone()),
+            Some("mid-2"),
+            "does not verify",
+        ),
+        (
+            notify(&mid1, ssrf.clone(), victim_url.clone()),
+            Some("mid-1"),
+            "pull from",
+        ),
+        (
+            notify(&fed.id("eu"), sibling.clone(), fed.node("eu").url("")),
+            Some("eu"),
+            "only a parent",
+        ),
+        (
+            notify(&mid1, overflow.clone(), mid1_url.clone()),
+            Some("mid-1"),
+            "version",
+        ),
+        (
+            notify(&mid1, unsigned_version.clone(), mid1_url.clone()),
+            Some("mid-1"),
+            "is not signed",
+        ),
+        (
+            notify(&mid1, altered.clone(), mid1_url.clone()),
+            Some("mid-1"),
+            "does not match its origin's signature",
+        ),
+    ];
+    let conn = lapin::Connection::connect(
+        &crate::common::federation::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    for (env, signer, _) in &forged {
+        fed.send_to_inbox(&ch, "na", &env.to_bytes(), *signer)
+            .await?;
+    }
+    fed.await_metric("na", "docfed_notifications_dead_lettered_total", 7)
+        .await?;
+    let mut reasons = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            format!("docfed.{na}.dead").as_str().into(),
+            BasicGetOptions { no_ack: true },
+        )
+        .await?
+    {
+        let why = m.delivery.properties.headers().as_ref().and_then(|h| {
+            match h.inner().get("x-docfed-error") {
+                Some(lapin::types::AMQPValue::LongString(s)) => Some(s.to_string()),
+                _ => None,
+            }
+        });
+        reasons.push(why.unwrap_or_default());
+    }
+    assert_eq!(reasons.len(), 7, "{reasons:?}");
+    for (_, _, expected) in &forged {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no dead letter says {expected:?}: {reasons:?}"
+        );
+    }
+    // A real publication after the forgeries arrives, so the forgeries were handled first.
+    let id = publish(&fed, "primary-a", "title=after", b"ok".to_vec()).await?;
+    fed.await_meta("na", &id, T, |m| m["available_here"] == true)
+        .await?;
+    for d in [
+        &unsigned,
+        &impersonated,
+        &ssrf,
+        &sibling,
+        &overflow,
+        &unsigned_version,
+        &altered,
+    ] {
+        let resp = client()
+            .get(fed.node("na").url(&format!("/v1/documents/{}", d.id)))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+    assert_eq!(
+        contacted.load(Ordering::SeqCst),
+        0,
+        "the node contacted {victim_url}"
+    );
+    victim_task.abort();
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
