@@ -5,7 +5,7 @@ use docfed_shared::wire::{
     VersionEntry, VersionList,
 };
 use docfed_shared::{DocId, Md5Hex, Scope};
-use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::Db;
 
@@ -399,6 +399,30 @@ pub fn supersedes(a: &DocumentVersion, b: &DocumentVersion) -> bool {
     (a.version, a.origin.as_str()) > (b.version, b.origin.as_str())
 }
 
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds a version's columns in [`VERSION_COLUMNS`] order (`tags` is the JSON array), for the
+/// history row and the current-document row alike.
+fn bind_version<'q>(q: SqliteQuery<'q>, v: &'q DocumentVersion, tags: &'q str) -> SqliteQuery<'q> {
+    q.bind(v.id.to_string())
+        .bind(v.version)
+        .bind(&v.origin)
+        .bind(&v.title)
+        .bind(&v.description)
+        .bind(tags)
+        .bind(&v.filename)
+        .bind(&v.source)
+        .bind(v.scope.to_string())
+        .bind(&v.content_type)
+        .bind(v.md5.as_str())
+        .bind(v.size as i64)
+        .bind(v.deleted)
+        .bind(v.created_at.millis())
+        .bind(&v.author)
+        .bind(v.sha256.as_ref().map(|h| h.as_str()))
+        .bind(v.signature.as_deref())
+}
+
 /// Records a version: keeps it in the history, makes it current if it supersedes the current one,
 /// and appends it to the change feed. Returns false (and changes nothing) if this exact version
 /// was already known, which makes redelivered messages harmless.
@@ -408,30 +432,14 @@ pub async fn record_version(
     kind: ChangeKind,
 ) -> Result<bool, sqlx::Error> {
     let tags = serde_json::to_string(&v.tags).expect("strings serialise");
-    let inserted = sqlx::query(&format!(
+    let sql = format!(
         "INSERT OR IGNORE INTO versions ({VERSION_COLUMNS}) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    ))
-    .bind(v.id.to_string())
-    .bind(v.version)
-    .bind(&v.origin)
-    .bind(&v.title)
-    .bind(&v.description)
-    .bind(&tags)
-    .bind(&v.filename)
-    .bind(&v.source)
-    .bind(v.scope.to_string())
-    .bind(&v.content_type)
-    .bind(v.md5.as_str())
-    .bind(v.size as i64)
-    .bind(v.deleted)
-    .bind(v.created_at.millis())
-    .bind(&v.author)
-    .bind(v.sha256.as_ref().map(|h| h.as_str()))
-    .bind(v.signature.as_deref())
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    );
+    let inserted = bind_version(sqlx::query(&sql), v, &tags)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
     if inserted == 0 {
         return Ok(false);
     }
@@ -452,7 +460,7 @@ pub async fn record_version(
         return Ok(true);
     }
     let tags_text = v.tags.join(" ");
-    let rid: i64 = sqlx::query_scalar(&format!(
+    let sql = format!(
         "INSERT INTO documents ({VERSION_COLUMNS}, tags_text, published_at, last_seq) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, origin = excluded.origin, \
@@ -464,29 +472,14 @@ pub async fn record_version(
            published_at = MIN(documents.published_at, excluded.published_at), \
            last_seq = excluded.last_seq \
          RETURNING rid"
-    ))
-    .bind(v.id.to_string())
-    .bind(v.version)
-    .bind(&v.origin)
-    .bind(&v.title)
-    .bind(&v.description)
-    .bind(&tags)
-    .bind(&v.filename)
-    .bind(&v.source)
-    .bind(v.scope.to_string())
-    .bind(&v.content_type)
-    .bind(v.md5.as_str())
-    .bind(v.size as i64)
-    .bind(v.deleted)
-    .bind(v.created_at.millis())
-    .bind(&v.author)
-    .bind(v.sha256.as_ref().map(|h| h.as_str()))
-    .bind(v.signature.as_deref())
-    .bind(&tags_text)
-    .bind(v.created_at.millis())
-    .bind(seq)
-    .fetch_one(&mut *conn)
-    .await?;
+    );
+    let rid: i64 = bind_version(sqlx::query(&sql), v, &tags)
+        .bind(&tags_text)
+        .bind(v.created_at.millis())
+        .bind(seq)
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get(0)?;
     sqlx::query("DELETE FROM document_tags WHERE rid = ?")
         .bind(rid)
         .execute(&mut *conn)
