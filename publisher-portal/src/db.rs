@@ -372,28 +372,17 @@ impl Db {
     /// Records that `author_id` owns the document and caches its metadata. Never moves a
     /// document to another author.
     pub async fn own_document(&self, author_id: i64, d: &DocRow) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO documents (doc_id, author_id, title, description, tags, filename, source, \
-               scope, size, md5, version, deleted, published_at, updated_at) \
+        let insert = sqlx::query(
+            "INSERT INTO documents (title, description, tags, filename, source, scope, size, md5, \
+               version, deleted, published_at, updated_at, doc_id, author_id) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (doc_id) DO NOTHING",
-        )
-        .bind(&d.doc_id)
-        .bind(author_id)
-        .bind(&d.title)
-        .bind(&d.description)
-        .bind(tags_column(&d.tags))
-        .bind(&d.filename)
-        .bind(&d.source)
-        .bind(&d.scope)
-        .bind(d.size as i64)
-        .bind(&d.md5)
-        .bind(d.version)
-        .bind(d.deleted)
-        .bind(d.published_at)
-        .bind(d.updated_at)
-        .execute(&self.pool)
-        .await?;
+        );
+        bind_metadata(insert, d)
+            .bind(&d.doc_id)
+            .bind(author_id)
+            .execute(&self.pool)
+            .await?;
         self.refresh(d, Some(author_id)).await
     }
 
@@ -404,29 +393,18 @@ impl Db {
     }
 
     async fn refresh(&self, d: &DocRow, author_id: Option<i64>) -> Result<(), DbError> {
-        sqlx::query(
+        let update = sqlx::query(
             "UPDATE documents SET title = ?, description = ?, tags = ?, filename = ?, source = ?, \
                scope = ?, size = ?, md5 = ?, version = ?, deleted = ?, published_at = ?, updated_at = ? \
              WHERE doc_id = ? AND version <= ? AND (? IS NULL OR author_id = ?)",
-        )
-        .bind(&d.title)
-        .bind(&d.description)
-        .bind(tags_column(&d.tags))
-        .bind(&d.filename)
-        .bind(&d.source)
-        .bind(&d.scope)
-        .bind(d.size as i64)
-        .bind(&d.md5)
-        .bind(d.version)
-        .bind(d.deleted)
-        .bind(d.published_at)
-        .bind(d.updated_at)
-        .bind(&d.doc_id)
-        .bind(d.version)
-        .bind(author_id)
-        .bind(author_id)
-        .execute(&self.pool)
-        .await?;
+        );
+        bind_metadata(update, d)
+            .bind(&d.doc_id)
+            .bind(d.version)
+            .bind(author_id)
+            .bind(author_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -544,6 +522,26 @@ fn doc_row(r: &sqlx::sqlite::SqliteRow) -> DocRow {
         published_at: r.get(11),
         updated_at: r.get(12),
     }
+}
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds a cached document's metadata columns, in the order both the insert and the refresh
+/// name them: title, description, tags, filename, source, scope, size, md5, version, deleted,
+/// published_at, updated_at.
+fn bind_metadata<'q>(q: SqliteQuery<'q>, d: &'q DocRow) -> SqliteQuery<'q> {
+    q.bind(&d.title)
+        .bind(&d.description)
+        .bind(tags_column(&d.tags))
+        .bind(&d.filename)
+        .bind(&d.source)
+        .bind(&d.scope)
+        .bind(d.size as i64)
+        .bind(&d.md5)
+        .bind(d.version)
+        .bind(d.deleted)
+        .bind(d.published_at)
+        .bind(d.updated_at)
 }
 
 fn tags_column(tags: &[String]) -> String {
