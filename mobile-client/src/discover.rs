@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use mdns_sd::{ServiceDaemon, ServiceEvent};
 
-use crate::error::CliError;
+use docfed_shared::presence::{SERVICE_TYPE, TXT_HTTP, TXT_ID, TXT_TIER};
+use docfed_shared::Tier;
 
-const SERVICE_TYPE: &str = "_docfed._tcp.local.";
+use crate::error::CliError;
 
 /// Default fallback: the demo federation's `na` node.
 pub const DEFAULT_FALLBACKS: &str = "http://127.0.0.1:7121";
@@ -108,8 +109,8 @@ pub async fn browse(wait: Duration) -> Vec<(String, String)> {
         match tokio::time::timeout(left, rx.recv_async()).await {
             Ok(Ok(ServiceEvent::ServiceResolved(s))) => {
                 let txt = |k: &str| s.txt_properties.get_property_val_str(k).map(str::to_owned);
-                if txt("tier").as_deref() == Some("regional") {
-                    if let (Some(id), Some(http)) = (txt("id"), txt("http")) {
+                if txt(TXT_TIER).as_deref() == Some(Tier::Regional.as_str()) {
+                    if let (Some(id), Some(http)) = (txt(TXT_ID), txt(TXT_HTTP)) {
                         found.push((id, http.trim_end_matches('/').to_owned()));
                         // One answer is enough once a little time passed for others to arrive.
                         if wait.saturating_sub(left) > Duration::from_millis(300) {

@@ -10,6 +10,7 @@ pub mod ids;
 pub mod keys;
 pub mod limits;
 pub mod messages;
+pub mod presence;
 pub mod ready;
 pub mod scope;
 pub mod search;

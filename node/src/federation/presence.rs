@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use docfed_shared::presence::{SERVICE_TYPE, TXT_HTTP, TXT_ID, TXT_REGION, TXT_TIER};
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -15,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 use crate::supervisor::Task;
 use crate::Node;
 
-pub const SERVICE_TYPE: &str = "_docfed._tcp.local.";
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Consecutive failed probes after which a peer counts as down.
@@ -132,10 +132,10 @@ fn start_mdns(node: &Arc<Node>, fed: &super::Federation) -> Option<(ServiceDaemo
     };
     let region = fed.me.region.clone().unwrap_or_default();
     let props = [
-        ("id", fed.id().to_owned()),
-        ("tier", fed.me.tier.to_string()),
-        ("region", region),
-        ("http", fed.my_url()),
+        (TXT_ID, fed.id().to_owned()),
+        (TXT_TIER, fed.me.tier.to_string()),
+        (TXT_REGION, region),
+        (TXT_HTTP, fed.my_url()),
     ];
     let host = format!("{}.local.", fed.id());
     let info = match ServiceInfo::new(
@@ -169,7 +169,7 @@ fn start_mdns(node: &Arc<Node>, fed: &super::Federation) -> Option<(ServiceDaemo
                             ServiceEvent::ServiceResolved(s) => {
                                 let Some(id) = s
                                     .txt_properties
-                                    .get_property_val_str("id")
+                                    .get_property_val_str(TXT_ID)
                                     .map(str::to_owned)
                                 else {
                                     continue;
@@ -187,9 +187,9 @@ fn start_mdns(node: &Arc<Node>, fed: &super::Federation) -> Option<(ServiceDaemo
                                     p.mdns = true;
                                     p.last_seen = Some(Instant::now());
                                     if !p.in_topology {
-                                        p.tier = txt("tier");
-                                        p.region = Some(txt("region")).filter(|r| !r.is_empty());
-                                        p.http = txt("http");
+                                        p.tier = txt(TXT_TIER);
+                                        p.region = Some(txt(TXT_REGION)).filter(|r| !r.is_empty());
+                                        p.http = txt(TXT_HTTP);
                                     }
                                 });
                             }
