@@ -124,6 +124,48 @@ pub enum MessageError {
     Invalid(String),
 }
 
+// Message ids are what receivers deduplicate by: the same fact sent twice (the redundant
+// second notification, a resend after a crash, a relay's copy) carries the same id.
+
+impl Notification {
+    /// `n:{doc}:{version}:{origin}`: one per version, whoever relays it.
+    pub fn message_id(&self) -> String {
+        let d = &self.document;
+        format!("n:{}:{}:{}", d.id, d.version, d.origin)
+    }
+}
+
+impl Receipt {
+    /// `r:{node}:{doc}:{version}:{origin}:{c|m}`: one per node and version, `c` when the node
+    /// holds the content, `m` when it keeps the metadata only.
+    pub fn message_id(&self) -> String {
+        let kind = if self.content { "c" } else { "m" };
+        format!(
+            "r:{}:{}:{}:{}:{kind}",
+            self.node, self.doc_id, self.version, self.origin
+        )
+    }
+}
+
+impl Annotation {
+    /// `a:{annotation id}`.
+    pub fn message_id(&self) -> String {
+        format!("a:{}", self.id)
+    }
+}
+
+impl Decision {
+    /// `d:{annotation id}:{deciding primary}:{decided_at ms}`: a later decision is a new message.
+    pub fn message_id(&self) -> String {
+        format!(
+            "d:{}:{}:{}",
+            self.annotation.id,
+            self.by,
+            self.decided_at.millis()
+        )
+    }
+}
+
 impl Envelope {
     pub fn new(id: String, from: &str, body: Body) -> Self {
         Envelope {
@@ -232,6 +274,46 @@ fn check_annotation(a: &Annotation) -> Result<(), MessageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ids are a contract between releases: a node deduplicates what an older or newer
+    /// peer sends by them.
+    #[test]
+    fn message_ids_keep_their_format() {
+        let Body::Notify(n) = notify().body else {
+            unreachable!()
+        };
+        let d = &n.document;
+        assert_eq!(n.message_id(), format!("n:{}:1:primary-a", d.id));
+        let mut r = Receipt {
+            doc_id: d.id,
+            version: 1,
+            origin: "primary-a".into(),
+            md5: d.md5.clone(),
+            node: "eu".into(),
+            content: true,
+            at: Timestamp(5),
+        };
+        assert_eq!(r.message_id(), format!("r:eu:{}:1:primary-a:c", d.id));
+        r.content = false;
+        assert!(r.message_id().ends_with(":m"));
+        let a = Annotation {
+            id: "a1".into(),
+            doc_id: d.id,
+            doc_version: 1,
+            author: "x".into(),
+            text: "y".into(),
+            created_at: Timestamp(1),
+            node: "eu".into(),
+        };
+        assert_eq!(a.message_id(), "a:a1");
+        let dec = Decision {
+            annotation: a,
+            state: AnnotationState::Accepted,
+            decided_at: Timestamp(42),
+            by: "primary-b".into(),
+        };
+        assert_eq!(dec.message_id(), "d:a1:primary-b:42");
+    }
 
     fn notify() -> Envelope {
         Envelope::new(

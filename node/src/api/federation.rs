@@ -146,8 +146,7 @@ pub async fn annotate(
     }
     match node.federation() {
         Some(fed) => {
-            crate::federation::inbox::on_annotation(fed, &mut tx, &a, &format!("a:{}", a.id))
-                .await?;
+            crate::federation::inbox::on_annotation(fed, &mut tx, &a, &a.message_id()).await?;
         }
         None => {
             messages::record_annotation(&mut *tx, &a).await?;
@@ -235,7 +234,7 @@ async fn decide(
     messages::apply_decision(&mut tx, &decision).await?;
     if let Some(fed) = node.federation() {
         let env = Envelope::new(
-            format!("d:{aid}:{}:{}", fed.id(), decision.decided_at.millis()),
+            decision.message_id(),
             fed.id(),
             Body::Decision(decision.clone()),
         );

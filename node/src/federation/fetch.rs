@@ -399,13 +399,7 @@ async fn complete(
                 content: true,
                 at: Timestamp::now(),
             };
-            send_receipt(
-                &mut tx,
-                fed,
-                &r,
-                &format!("r:{}:{w_doc}:{w_version}:{w_origin}:c", fed.id()),
-            )
-            .await?;
+            send_receipt(&mut tx, fed, &r, &r.message_id()).await?;
         }
         let started_at = Timestamp::now().millis() - started.elapsed().as_millis() as i64;
         fetches::complete(&mut tx, md5, src, size, attempts + 1, started_at).await?;

@@ -374,15 +374,7 @@ async fn on_notify(
         content: held,
         at: Timestamp::now(),
     };
-    let id = format!(
-        "r:{}:{}:{}:{}:{}",
-        fed.id(),
-        d.id,
-        d.version,
-        d.origin,
-        if held { "c" } else { "m" }
-    );
-    send_receipt(tx, fed, &r, &id).await?;
+    send_receipt(tx, fed, &r, &r.message_id()).await?;
     Ok(false)
 }
 
@@ -436,7 +428,6 @@ pub async fn announce_local_edit(
         content: true,
         at: Timestamp::now(),
     };
-    let id = format!("r:{}:{}:{}:{}:c", fed.id(), v.id, v.version, v.origin);
-    send_receipt(tx, fed, &r, &id).await?;
+    send_receipt(tx, fed, &r, &r.message_id()).await?;
     Ok(())
 }

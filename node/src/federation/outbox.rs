@@ -181,7 +181,7 @@ pub async fn send_notifications(
     let d = &n.document;
     for hop in hops {
         let env = Envelope::new(
-            format!("n:{}:{}:{}", d.id, d.version, d.origin),
+            n.message_id(),
             fed.id(),
             Body::Notify(Box::new(Notification {
                 document: d.clone(),

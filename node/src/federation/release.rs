@@ -230,8 +230,7 @@ async fn drop_fetch(
         .execute(&mut *tx)
         .await?;
     for r in &receipts {
-        let id = format!("r:{}:{}:{}:{}:m", fed.id(), r.doc_id, r.version, r.origin);
-        send_receipt(tx, fed, r, &id).await?;
+        send_receipt(tx, fed, r, &r.message_id()).await?;
     }
     if dropped > 0 {
         out.fetches_dropped += dropped;
