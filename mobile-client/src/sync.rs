@@ -21,6 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use docfed_shared::hashing::StreamHash;
+use docfed_shared::topology::Tier;
 use docfed_shared::wire::{ChangeFeed, DocumentVersion};
 use docfed_shared::ContentHasher;
 use futures::StreamExt;
@@ -218,7 +219,7 @@ async fn learn_peers(client: &Client, replica: &Replica) {
         .as_array()
         .into_iter()
         .flatten()
-        .filter(|p| p["in_topology"] == true && p["tier"] == "regional")
+        .filter(|p| p["in_topology"] == true && p["tier"] == Tier::Regional.as_str())
         .filter_map(|p| {
             Some(Peer {
                 url: p["http"].as_str()?.trim_end_matches('/').to_owned(),

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use docfed_shared::topology::Tier;
 use serde::Deserialize;
 
 /// Command-line flags. Every flag also reads a `DOCFED_*` environment variable.
@@ -235,7 +236,8 @@ pub struct RetentionFile {
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     pub node_id: String,
-    pub tier: String,
+    /// `None`: a standalone node, outside any federation.
+    pub tier: Option<Tier>,
     pub region: Option<String>,
     pub data_dir: PathBuf,
     pub http: SocketAddr,
@@ -459,12 +461,9 @@ impl NodeConfig {
         if !(16..=256).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::BadToken);
         }
-        let tier = federation
-            .as_ref()
-            .map_or("standalone", |f| f.me.tier.as_str())
-            .to_owned();
+        let tier = federation.as_ref().map(|f| f.me.tier);
         let retention =
-            retention_policy(&tier, &args_retention, file.retention.unwrap_or_default())?;
+            retention_policy(tier, &args_retention, file.retention.unwrap_or_default())?;
         Ok(NodeConfig {
             node_id,
             tier,
@@ -540,7 +539,7 @@ impl NodeConfig {
 
 /// The tier's retention defaults, overlaid by the file's `[retention]`, overlaid by flags.
 fn retention_policy(
-    tier: &str,
+    tier: Option<Tier>,
     flags: &RetentionFile,
     file: RetentionFile,
 ) -> Result<crate::retention::Policy, ConfigError> {
@@ -681,13 +680,13 @@ mod tests {
             tombstone_grace: Some("2h".into()),
             ..RetentionFile::default()
         };
-        let p = retention_policy("regional", &flags, file).unwrap();
+        let p = retention_policy(Some(Tier::Regional), &flags, file).unwrap();
         assert_eq!(p.keep_versions, Some(3));
         assert_eq!(p.tombstone_grace, Some(Duration::from_secs(7200)));
         assert_eq!(p.version_grace, Some(Duration::from_secs(24 * 3600)));
         assert_eq!(p.interval, None);
         let p = retention_policy(
-            "primary",
+            Some(Tier::Primary),
             &RetentionFile::default(),
             RetentionFile::default(),
         )
@@ -697,7 +696,7 @@ mod tests {
             keep_versions: Some(toml::Value::String("lots".into())),
             ..RetentionFile::default()
         };
-        let e = retention_policy("regional", &bad, RetentionFile::default()).unwrap_err();
+        let e = retention_policy(Some(Tier::Regional), &bad, RetentionFile::default()).unwrap_err();
         assert!(e.to_string().contains("keep_versions"), "{e}");
         assert!(toml::from_str::<FileConfig>("[retention]\nkeep = 1").is_err());
     }

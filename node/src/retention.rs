@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use docfed_shared::topology::Tier;
 use docfed_shared::wire::Timestamp;
 use docfed_shared::{Md5Hex, Scope};
 use serde::Serialize;
@@ -86,9 +87,9 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 impl Policy {
     /// The defaults of a tier: primaries and standalone nodes keep the whole publication
     /// record; intermediate and regional nodes keep one superseded version for a day and a
-    /// deleted document's content for a day.
-    pub fn for_tier(tier: &str) -> Self {
-        let record = matches!(tier, "primary" | "standalone");
+    /// deleted document's content for a day. `None` is a standalone node (no federation).
+    pub fn for_tier(tier: Option<Tier>) -> Self {
+        let record = matches!(tier, None | Some(Tier::Primary));
         Policy {
             keep_versions: if record { None } else { Some(1) },
             version_grace: if record { None } else { Some(DAY) },
@@ -898,12 +899,12 @@ mod tests {
 
     #[test]
     fn primaries_keep_the_record_and_regionals_do_not() {
-        let p = Policy::for_tier("primary");
+        let p = Policy::for_tier(Some(Tier::Primary));
         assert_eq!(
             (p.keep_versions, p.version_grace, p.tombstone_grace),
             (None, None, None)
         );
-        let r = Policy::for_tier("regional");
+        let r = Policy::for_tier(Some(Tier::Regional));
         assert_eq!(r.keep_versions, Some(1));
         assert!(r.tombstone_grace.is_some());
     }

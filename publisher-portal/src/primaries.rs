@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
+use docfed_shared::topology::Tier;
 use docfed_shared::wire::{ErrorBody, ErrorCode, Health, PublishResponse};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -417,7 +418,7 @@ impl Primaries {
             Err(e) => Err(transport_error(&e)),
             Ok(r) if !r.status().is_success() => Err(format!("health answers HTTP {}", r.status())),
             Ok(r) => match r.json::<Health>().await {
-                Ok(h) if h.tier == "primary" => Ok(()),
+                Ok(h) if h.tier == Tier::Primary.as_str() => Ok(()),
                 Ok(h) => Err(format!("{} is a {} node, not a primary", h.node, h.tier)),
                 Err(e) => Err(format!("unreadable health answer: {e}")),
             },

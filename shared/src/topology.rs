@@ -65,8 +65,8 @@ pub struct Topology {
 }
 
 /// The role of a node. Every tier runs the same program; the tier only decides what a node does
-/// with notifications and content.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// with notifications and content. Ordered from the top of the tree down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// Accepts publications from authors; the top of the parent graph.
@@ -85,6 +85,17 @@ impl Tier {
             Tier::Intermediate => "intermediate",
             Tier::Regional => "regional",
         }
+    }
+}
+
+impl std::str::FromStr for Tier {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Tier, String> {
+        [Tier::Primary, Tier::Intermediate, Tier::Regional]
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown tier {s:?} (primary, intermediate or regional)"))
     }
 }
 
@@ -776,6 +787,15 @@ mod tests {
     use super::*;
 
     const DEMO: &str = include_str!("../../topology/demo.toml");
+
+    #[test]
+    fn tiers_parse_their_spelling_and_order_from_the_top() {
+        for t in [Tier::Primary, Tier::Intermediate, Tier::Regional] {
+            assert_eq!(t.as_str().parse::<Tier>(), Ok(t));
+        }
+        assert!("standalone".parse::<Tier>().is_err());
+        assert!(Tier::Primary < Tier::Intermediate && Tier::Intermediate < Tier::Regional);
+    }
 
     /// A valid three-tier topology with k = 2, which each test breaks in one place.
     const BASE: &str = r#"

@@ -3,6 +3,7 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use docfed_shared::topology::Tier;
 use docfed_shared::wire::Health;
 
 use super::AppState;
@@ -18,7 +19,11 @@ pub async fn health(State(node): State<AppState>) -> (StatusCode, Json<Health>) 
         status,
         Json(Health {
             node: node.config.node_id.clone(),
-            tier: node.config.tier.clone(),
+            tier: node
+                .config
+                .tier
+                .map_or("standalone", Tier::as_str)
+                .to_owned(),
             region: node.config.region.clone(),
             status: if db_ok {
                 "ok"

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use docfed_shared::topology::Tier;
 
 use crate::db::{now_ms, DocRow};
 use crate::primaries::{Presence, Propagation};
@@ -159,11 +160,10 @@ pub(super) fn build_prop_view(
             });
         }
     }
-    let rank = |t: &str| match t {
-        "primary" => 0,
-        "intermediate" => 1,
-        "regional" => 2,
-        _ => 3,
+    // Top of the tree first; a tier this portal does not know (a newer node) last.
+    let rank = |t: &str| {
+        let tier = t.parse::<Tier>().ok();
+        (tier.is_none(), tier)
     };
     rows.sort_by(|a, b| (rank(&a.tier), &a.node).cmp(&(rank(&b.tier), &b.node)));
     let current = rows.iter().filter(|r| r.state == "current").count();
