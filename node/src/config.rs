@@ -307,6 +307,8 @@ pub enum ConfigError {
     Topology(String),
     #[error("{0}")]
     Route(String),
+    #[error("broker URL {url}: {reason}")]
+    BrokerUrl { url: String, reason: String },
     #[error("{0} (the topology lists public keys, so this node needs its private key: `docfed-topology keys` makes them)")]
     Key(String),
     #[error("node {id:?} is not in topology {path}")]
@@ -414,6 +416,19 @@ impl NodeConfig {
             }
             _ => None,
         };
+        // Every broker this node may connect to is parsed now, so a bad URL stops the start with
+        // a clear error instead of a relay retrying for ever.
+        if let Some(f) = &federation {
+            for n in &f.topology.nodes {
+                let url = f.amqp_url_of(&n.id);
+                crate::federation::amqp::broker_uri(&url).map_err(|reason| {
+                    ConfigError::BrokerUrl {
+                        url: docfed_shared::secrets::redact_url(&url),
+                        reason,
+                    }
+                })?;
+            }
+        }
         let data_dir = match (args.data_dir.or(file.data_dir), &federation) {
             (Some(d), _) => d,
             (None, Some(f)) => PathBuf::from("docfed-data").join(f.id()),
@@ -739,6 +754,22 @@ mod tests {
                 .to_string();
             assert!(e.contains("--peer-http") && e.contains(why), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_broker_url_that_does_not_parse_stops_the_start_without_its_password() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Args {
+            topology: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology/demo.toml")),
+            id: Some("na".into()),
+            data_dir: Some(dir.path().join("data")),
+            amqp_url: Some("amqp://guest:hunter2@broker:notaport/%2f".into()),
+            ..Args::default()
+        };
+        let e = NodeConfig::load(args).unwrap_err();
+        assert!(matches!(e, ConfigError::BrokerUrl { .. }), "{e}");
+        let e = e.to_string();
+        assert!(e.contains("broker URL") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]
