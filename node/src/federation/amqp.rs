@@ -15,11 +15,14 @@ use crate::supervisor::{Backoff, Task};
 
 /// The largest AMQP frame a node negotiates unless its broker URL sets `frame_max`.
 ///
-/// lapin keeps a send and a receive buffer of 32 frames per connection, zero-filled. At
-/// RabbitMQ's default frame size (128 KiB) each connection therefore holds 8 MiB resident, and a
-/// node owns one connection per relay target besides its inbox: 56 of an idle regional node's
-/// 69 MiB in the demo federation. docfed's messages are a few kilobytes; a larger one travels
-/// as several body frames, which lapin and the broker reassemble.
+/// lapin keeps a send and a receive buffer of 32 frames per connection. When the client proposes
+/// no size it allocates them for the minimum frame and, once the broker's size is negotiated,
+/// grows them by writing zeros: at RabbitMQ's default (128 KiB) 8 MiB per connection become
+/// resident, and a node owns one connection per relay target besides its inbox (56 of an idle
+/// regional node's 69 MiB in the demo federation). With a proposed size the buffers are
+/// allocated once at their final size (1 MiB per connection here) and only touched where
+/// messages pass. docfed's messages are a few kilobytes; a larger one travels as several body
+/// frames, which lapin and the broker reassemble.
 const FRAME_MAX: FrameSize = 16 * 1024;
 
 /// The broker URL as lapin connects to it: `frame_max` capped at [`FRAME_MAX`] unless the

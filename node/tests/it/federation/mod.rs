@@ -6,6 +6,7 @@ mod annotations;
 mod cross_region;
 mod dead_letters;
 mod failures;
+mod memory;
 mod routing;
 
 use std::time::Duration;
