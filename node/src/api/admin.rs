@@ -4,8 +4,9 @@
 //! Every line is held to the bounds a version arriving by message is held to and, on a node of
 //! a keyed federation, must carry its primary's valid signature: the operator's token does not
 //! make a forged version true.
-//! Lines are recorded in transactions of a few thousand; a malformed line stops the import with
-//! its line number, after the lines before it were recorded (the import is idempotent, so it can
+//! Lines are recorded in transactions of a few thousand, each in a fixed number of set-based
+//! statements (`db::import`); a malformed line stops the import with its line number, after
+//! the lines before it were recorded (the import is idempotent, so it can
 //! simply be repeated once the input is fixed).
 
 use axum::body::Body;
@@ -15,7 +16,7 @@ use docfed_shared::wire::{ChangeKind, DocumentVersion};
 use futures::StreamExt;
 
 use super::{AppState, Authorized};
-use crate::db::documents::record_version;
+use crate::db::import::record_versions;
 use crate::error::ApiError;
 
 const BATCH: usize = 5_000;
@@ -48,10 +49,17 @@ pub async fn import(
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            let v: DocumentVersion = serde_json::from_slice(line)
-                .map_err(|e| ApiError::BadRequest(format!("line {line_no}: {e}")))?;
-            check(&node, &v).map_err(|e| ApiError::BadRequest(format!("line {line_no}: {e}")))?;
-            batch.push(v);
+            let parsed = serde_json::from_slice::<DocumentVersion>(line)
+                .map_err(|e| e.to_string())
+                .and_then(|v| check(&node, &v).map(|()| v));
+            match parsed {
+                Ok(v) => batch.push(v),
+                Err(e) => {
+                    // The lines before it are recorded, as the import's contract says.
+                    record(&node, &mut batch).await?;
+                    return Err(ApiError::BadRequest(format!("line {line_no}: {e}")));
+                }
+            }
             if batch.len() >= BATCH {
                 let (i, k) = record(&node, &mut batch).await?;
                 imported += i;
@@ -87,21 +95,20 @@ async fn record(node: &AppState, batch: &mut Vec<DocumentVersion>) -> Result<(u6
     if batch.is_empty() {
         return Ok((0, 0));
     }
+    let versions: Vec<(DocumentVersion, ChangeKind)> = batch
+        .drain(..)
+        .map(|v| {
+            let kind = match (v.version, v.deleted) {
+                (_, true) => ChangeKind::Deleted,
+                (1, false) => ChangeKind::Published,
+                _ => ChangeKind::Updated,
+            };
+            (v, kind)
+        })
+        .collect();
     let mut tx = node.db.begin_write().await?;
-    let (mut imported, mut known) = (0, 0);
-    for v in batch.drain(..) {
-        let kind = match (v.version, v.deleted) {
-            (_, true) => ChangeKind::Deleted,
-            (1, false) => ChangeKind::Published,
-            _ => ChangeKind::Updated,
-        };
-        if record_version(&mut tx, &v, kind).await? {
-            imported += 1;
-        } else {
-            known += 1;
-        }
-    }
+    let done = record_versions(&mut tx, &versions).await?;
     tx.commit().await?;
     node.changes_committed().await;
-    Ok((imported, known))
+    Ok((done.recorded, done.known))
 }

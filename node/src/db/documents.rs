@@ -9,7 +9,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::Db;
 
-const VERSION_COLUMNS: &str = "doc_id, version, origin, title, description, tags, filename, \
+pub(super) const VERSION_COLUMNS: &str =
+    "doc_id, version, origin, title, description, tags, filename, \
      source, scope, content_type, md5, size, deleted, created_at, author, sha256, signature";
 
 #[derive(sqlx::FromRow)]

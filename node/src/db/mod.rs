@@ -9,6 +9,7 @@
 pub mod devices;
 pub mod documents;
 pub mod fetches;
+pub mod import;
 pub mod messages;
 
 use std::path::Path;

@@ -261,3 +261,70 @@ fn the_planted_bug_switch_is_not_in_normal_builds() -> TestResult {
     assert!(err.contains("--plant-bug"), "{err}");
     Ok(())
 }
+
+#[tokio::test]
+async fn an_import_stops_at_a_malformed_line_after_recording_the_lines_before_it() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    let line = |i: u64| -> TestResult<String> {
+        let v = docfed_shared::wire::DocumentVersion {
+            id: docfed_shared::DocId::new(),
+            version: 1,
+            origin: "standalone".into(),
+            title: format!("Imported {i}"),
+            description: String::new(),
+            tags: vec!["imported".into()],
+            filename: format!("{i}.bin"),
+            source: String::new(),
+            scope: docfed_shared::Scope::Global,
+            content_type: "application/octet-stream".into(),
+            md5: md5_hex(&i.to_be_bytes()).parse()?,
+            size: 8,
+            deleted: false,
+            created_at: docfed_shared::wire::Timestamp::now(),
+            author: String::new(),
+            sha256: None,
+            signature: None,
+        };
+        Ok(serde_json::to_string(&v)?)
+    };
+    let good: Vec<String> = (0..3).map(line).collect::<TestResult<_>>()?;
+    let body = format!(
+        "{}\n{}\n{}\n{{\"id\": 42}}\n{}\n",
+        good[0],
+        good[1],
+        good[2],
+        line(3)?
+    );
+    let resp = auth(c.post(node.url("/v1/admin/import")))
+        .body(body)
+        .send()
+        .await?;
+    expect_error(resp, StatusCode::BAD_REQUEST, "bad_request", "line 4").await?;
+    let list: Value = c
+        .get(node.url("/v1/documents?tag=imported"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(
+        list["documents"].as_array().map(Vec::len),
+        Some(3),
+        "{list}"
+    );
+    // Repeated once fixed, the import records only what is new.
+    let resp = auth(c.post(node.url("/v1/admin/import")))
+        .body(format!("{}\n", good.join("\n")))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let counts: Value = resp.json().await?;
+    assert_eq!(
+        (
+            counts["imported"].as_u64(),
+            counts["already_known"].as_u64()
+        ),
+        (Some(0), Some(3))
+    );
+    Ok(())
+}
