@@ -424,6 +424,18 @@ fn bind_version<'q>(q: SqliteQuery<'q>, v: &'q DocumentVersion, tags: &'q str) -
         .bind(v.signature.as_deref())
 }
 
+/// The upsert clause that makes an inserted `documents` row the current version of its document:
+/// every column follows the new version except `published_at`, which keeps the earliest.
+pub(super) const MAKE_CURRENT: &str = "ON CONFLICT (doc_id) DO UPDATE SET \
+    version = excluded.version, origin = excluded.origin, title = excluded.title, \
+    description = excluded.description, tags = excluded.tags, tags_text = excluded.tags_text, \
+    filename = excluded.filename, source = excluded.source, scope = excluded.scope, \
+    content_type = excluded.content_type, md5 = excluded.md5, size = excluded.size, \
+    deleted = excluded.deleted, created_at = excluded.created_at, author = excluded.author, \
+    sha256 = excluded.sha256, signature = excluded.signature, \
+    published_at = MIN(documents.published_at, excluded.published_at), \
+    last_seq = excluded.last_seq";
+
 /// Records a version: keeps it in the history, makes it current if it supersedes the current one,
 /// and appends it to the change feed. Returns false (and changes nothing) if this exact version
 /// was already known, which makes redelivered messages harmless.
@@ -464,15 +476,7 @@ pub async fn record_version(
     let sql = format!(
         "INSERT INTO documents ({VERSION_COLUMNS}, tags_text, published_at, last_seq) \
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-         ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, origin = excluded.origin, \
-           title = excluded.title, description = excluded.description, tags = excluded.tags, \
-           tags_text = excluded.tags_text, filename = excluded.filename, source = excluded.source, \
-           scope = excluded.scope, content_type = excluded.content_type, md5 = excluded.md5, \
-           size = excluded.size, deleted = excluded.deleted, created_at = excluded.created_at, \
-           author = excluded.author, sha256 = excluded.sha256, signature = excluded.signature, \
-           published_at = MIN(documents.published_at, excluded.published_at), \
-           last_seq = excluded.last_seq \
-         RETURNING rid"
+         {MAKE_CURRENT} RETURNING rid"
     );
     let rid: i64 = bind_version(sqlx::query(&sql), v, &tags)
         .bind(&tags_text)

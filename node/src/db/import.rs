@@ -21,7 +21,7 @@
 use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
 use sqlx::SqliteConnection;
 
-use super::documents::VERSION_COLUMNS;
+use super::documents::{MAKE_CURRENT, VERSION_COLUMNS};
 
 /// What a batch did: versions recorded, and versions that were already known.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -210,14 +210,7 @@ pub async fn record_versions(
                 seq \
          FROM temp.import_batch b WHERE last \
          ORDER BY (SELECT MIN(f.n) FROM temp.import_batch f WHERE f.doc_id = b.doc_id AND f.applied) \
-         ON CONFLICT (doc_id) DO UPDATE SET version = excluded.version, origin = excluded.origin, \
-           title = excluded.title, description = excluded.description, tags = excluded.tags, \
-           tags_text = excluded.tags_text, filename = excluded.filename, source = excluded.source, \
-           scope = excluded.scope, content_type = excluded.content_type, md5 = excluded.md5, \
-           size = excluded.size, deleted = excluded.deleted, created_at = excluded.created_at, \
-           author = excluded.author, sha256 = excluded.sha256, signature = excluded.signature, \
-           published_at = MIN(documents.published_at, excluded.published_at), \
-           last_seq = excluded.last_seq"
+         {MAKE_CURRENT}"
     ))
     .execute(&mut *conn)
     .await?;
