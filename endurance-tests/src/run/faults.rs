@@ -540,15 +540,18 @@ fn growing_partial(data_dir: &std::path::Path) -> Option<u64> {
         .find(|&len| len > 1 << 20)
 }
 
-/// Resizes the tmpfs at `dir` to the bytes it holds (plus a page or so, as the nodes keep
-/// writing); returns that size.
+/// Resizes the tmpfs at `dir` to the bytes it holds plus some slack, as the nodes keep writing;
+/// returns that size. The ballast then fills the slack.
 fn shrink_to_used(dir: &std::path::Path) -> Result<u64> {
     let mut last = None;
-    for _ in 0..10 {
+    // The slack doubles with each attempt (64 KiB to 128 MiB): a pull writing at full speed
+    // outgrows a small slack between the measurement and the remount (CI saw ten attempts at
+    // 64 KiB all fail under load), and a larger slack only means more ballast to write.
+    for attempt in 0..12u32 {
         let st = nix::sys::statvfs::statvfs(dir)?;
         let frag = st.fragment_size();
         let used = (st.blocks() - st.blocks_free()) * frag;
-        let size = used + 64 * 1024;
+        let size = used + ((64 * 1024) << attempt);
         // Fails when the nodes wrote more in between: measure again.
         match crate::run::cluster::resize_tmpfs(dir, size) {
             Ok(()) => return Ok(size),
