@@ -170,6 +170,17 @@ fn nix_kill(pid: u32, sig: &str) {
         .status();
 }
 
+/// For conditions polled until they hold: a request's JSON body, or `None` on any failure.
+pub trait JsonOrNone {
+    fn json_or_none(self) -> impl std::future::Future<Output = Option<serde_json::Value>> + Send;
+}
+
+impl JsonOrNone for reqwest::RequestBuilder {
+    async fn json_or_none(self) -> Option<serde_json::Value> {
+        self.send().await.ok()?.json().await.ok()
+    }
+}
+
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(600))

@@ -23,13 +23,7 @@ async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
     for primary in ["primary-a", "primary-b"] {
         let url = fed.node(primary).url("/v1/annotations");
         wait_until_async(T, "the annotation at the primary", || async {
-            let list: Value = auth(client().get(&url))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let list: Value = auth(client().get(&url)).json_or_none().await?;
             (!list["annotations"].as_array()?.is_empty()).then_some(())
         })
         .await?;
@@ -38,12 +32,8 @@ async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
     wait_until_async(T, "both intermediates' outboxes to drain", || async {
         for mid in ["mid-1", "mid-2"] {
             let p: Value = auth(client().get(fed.node(mid).url("/v1/peers")))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+                .json_or_none()
+                .await?;
             if p["outbox_depth"] != 0 {
                 return None;
             }
@@ -85,7 +75,7 @@ async fn annotations_reach_both_primaries_exactly_once() -> TestResult {
     let state_at = |role: &'static str| {
         let url = fed.node(role).url(&format!("/v1/annotations/{aid}"));
         async move {
-            let v: Value = client().get(&url).send().await.ok()?.json().await.ok()?;
+            let v: Value = client().get(&url).json_or_none().await?;
             v["state"].as_str().map(str::to_owned)
         }
     };

@@ -84,12 +84,8 @@ async fn global_and_regional_documents_reach_the_right_nodes_once() -> TestResul
                 fed.node("primary-a")
                     .url(&format!("/v1/documents/{rid}/propagation")),
             )
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+            .json_or_none()
+            .await?;
         (p["not_yet_current"].as_array()?.is_empty()).then_some(())
     })
     .await?;
@@ -119,12 +115,8 @@ async fn delivery_survives_a_stopped_intermediate_and_a_stopped_regional_node() 
         .await?;
     wait_until_async(T, "mid-1's outbox to drain", || async {
         let p: Value = auth(client().get(fed.node("mid-1").url("/v1/peers")))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+            .json_or_none()
+            .await?;
         (p["outbox_depth"] == 0).then_some(())
     })
     .await?;
@@ -151,14 +143,14 @@ async fn presence_discovers_peers_and_notices_a_dead_one() -> TestResult {
     };
     let na = fed.node("na").url("/v1/peers");
     wait_until_async(T, "na to see mid-2 by mDNS and probe", || async {
-        let p: Value = client().get(&na).send().await.ok()?.json().await.ok()?;
+        let p: Value = client().get(&na).json_or_none().await?;
         let m = peer(&p, &mid2)?;
         (m["mdns"] == true && m["healthy"] == true && m["tier"] == "intermediate").then_some(())
     })
     .await?;
     fed.node_mut("mid-2").kill();
     wait_until_async(T, "na to mark the killed mid-2 down", || async {
-        let p: Value = client().get(&na).send().await.ok()?.json().await.ok()?;
+        let p: Value = client().get(&na).json_or_none().await?;
         let m = peer(&p, &mid2)?;
         (m["healthy"] == false && m["failed_probes"].as_u64()? >= 2 && m["last_error"].is_string())
             .then_some(())
