@@ -6,8 +6,8 @@
 //! make a forged version true.
 //! Lines are recorded in transactions of a few thousand, each in a fixed number of set-based
 //! statements (`db::import`); a malformed line stops the import with its line number, after
-//! the lines before it were recorded (the import is idempotent, so it can
-//! simply be repeated once the input is fixed).
+//! the lines before it were recorded (the import is idempotent, so it can simply be repeated
+//! once the input is fixed).
 
 use axum::body::Body;
 use axum::extract::State;

@@ -106,33 +106,13 @@ pub async fn record_versions(
             ])
         })
         .collect();
-    let fields = [
-        "doc_id",
-        "version",
-        "origin",
-        "title",
-        "description",
-        "tags",
-        "filename",
-        "source",
-        "scope",
-        "content_type",
-        "md5",
-        "size",
-        "deleted",
-        "created_at",
-        "author",
-        "sha256",
-        "signature",
-        "tags_text",
-        "kind",
-    ];
-    let extract: Vec<String> = (0..fields.len())
+    // Each row above holds the version's columns in `VERSION_COLUMNS` order, then these two.
+    let fields = format!("{VERSION_COLUMNS}, tags_text, kind");
+    let extract: Vec<String> = (0..fields.split(", ").count())
         .map(|i| format!("json_extract(value, '$[{i}]')"))
         .collect();
     sqlx::query(&format!(
-        "INSERT INTO temp.import_batch (n, {}) SELECT key, {} FROM json_each(?)",
-        fields.join(", "),
+        "INSERT INTO temp.import_batch (n, {fields}) SELECT key, {} FROM json_each(?)",
         extract.join(", ")
     ))
     .bind(serde_json::Value::Array(rows).to_string())

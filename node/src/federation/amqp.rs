@@ -83,16 +83,8 @@ pub async fn connect(
     who: &str,
     task: &Task,
 ) -> Option<Connection> {
-    let uri = match broker_uri(url) {
-        Ok(uri) => uri,
-        Err(e) => {
-            // The configuration was validated at start, so this is a bug, not an operator error.
-            task.retrying(&format_args!("invalid broker URL: {e}"));
-            tracing::error!(broker = %redact_url(url), who, error = %e, "invalid broker URL");
-            cancel.cancelled().await;
-            return None;
-        }
-    };
+    // `NodeConfig::load` parsed every broker URL of the topology before the node started.
+    let uri = broker_uri(url).expect("broker URLs are checked at start");
     let mut attempt = 0u32;
     loop {
         let props = ConnectionProperties::default().with_connection_name(who.into());
