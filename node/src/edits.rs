@@ -101,6 +101,48 @@ impl Node {
         .await
     }
 
+    /// Makes an item of a reachback source the current version of its derived document
+    /// (`sources::item_id`): version 1, the next version of a live document, or the revival of a
+    /// deleted one (an item that came back). Every field comes from `meta`.
+    pub async fn put_item(
+        &self,
+        id: DocId,
+        meta: MetaInput,
+        content: Ingested,
+    ) -> Result<DocumentVersion, ApiError> {
+        let origin = self.config.node_id.clone();
+        self.apply(id, Some(content), move |current, c| {
+            let (version, kind) = match &current {
+                None => (1, ChangeKind::Published),
+                Some(p) if p.deleted => (p.version + 1, ChangeKind::Reactivated),
+                Some(p) => (p.version + 1, ChangeKind::Updated),
+            };
+            let v = DocumentVersion {
+                id,
+                version,
+                origin,
+                title: meta.title.unwrap_or_default(),
+                description: meta.description.unwrap_or_default(),
+                tags: meta.tags.unwrap_or_default(),
+                filename: meta.filename.unwrap_or_default(),
+                source: meta.source.unwrap_or_default(),
+                scope: meta.scope.unwrap_or(Scope::Global),
+                content_type: meta
+                    .content_type
+                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
+                md5: c.md5,
+                size: c.size,
+                deleted: false,
+                created_at: Timestamp::now(),
+                author: meta.author.unwrap_or_default(),
+                sha256: c.sha256,
+                signature: None,
+            };
+            Ok((v, kind))
+        })
+        .await
+    }
+
     pub async fn tombstone(&self, id: DocId) -> Result<DocumentVersion, ApiError> {
         let origin = self.config.node_id.clone();
         self.apply(id, None, move |current, c| {

@@ -11,6 +11,8 @@
 //! * [`events`] — push hints for devices (`GET /v1/events`), fed after commits.
 //! * [`retention`] — collection of content the node no longer needs, pruning of old rows, change-feed
 //!   compaction.
+//! * [`reachback`] — external sources the primaries publish (watched folders, polled URLs,
+//!   operators' programs), each run by one primary under a broker lease.
 //! * [`supervisor`] — every background task by name, its state and last error; fail-stop; the
 //!   one retry backoff.
 //!
@@ -25,6 +27,7 @@ pub(crate) mod error;
 pub(crate) mod events;
 pub(crate) mod federation;
 pub(crate) mod metrics;
+pub(crate) mod reachback;
 pub(crate) mod retention;
 pub(crate) mod store;
 pub(crate) mod supervisor;
@@ -66,6 +69,8 @@ pub struct Node {
     pub retention: retention::Retention,
     /// Every background task, by name, with its state (ARCHITECTURE.md §5.4).
     pub supervisor: Arc<supervisor::Supervisor>,
+    /// Reachback sources this node runs now (ARCHITECTURE.md §2.9).
+    pub sources: reachback::Held,
 }
 
 impl Node {
@@ -162,6 +167,7 @@ pub async fn run(
         ),
         retention: Default::default(),
         supervisor: Arc::new(supervisor::Supervisor::new(cancel.clone())),
+        sources: Default::default(),
     });
     let supervisor = node.supervisor.clone();
     let sup = &node.supervisor;
@@ -190,6 +196,7 @@ pub async fn run(
                 federation::outbox::run_relay(node.clone(), peer.id.clone(), cancel.clone(), task)
             });
         }
+        reachback::start(&node, &cancel);
     }
 
     let addr = listener.local_addr()?;

@@ -16,8 +16,9 @@ pub enum ParseIdError {
     Sha256,
 }
 
-/// A document id: a UUIDv7, so ids sort by creation time, which keeps directory listings and
-/// keyset paging cheap.
+/// A document id: a UUIDv7 for documents published through the API, so ids sort by creation
+/// time, which keeps directory listings and keyset paging cheap; a UUIDv8 derived from the source
+/// and item for reachback documents (`sources::item_id`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct DocId(uuid::Uuid);
@@ -25,6 +26,11 @@ pub struct DocId(uuid::Uuid);
 impl DocId {
     pub fn new() -> Self {
         Self(uuid::Uuid::now_v7())
+    }
+
+    /// An id chosen by the caller (reachback items derive theirs, `sources::item_id`).
+    pub fn from_uuid(id: uuid::Uuid) -> Self {
+        Self(id)
     }
 }
 

@@ -15,6 +15,7 @@ pub mod ready;
 pub mod scope;
 pub mod search;
 pub mod secrets;
+pub mod sources;
 pub mod topology;
 pub mod wire;
 

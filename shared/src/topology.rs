@@ -62,6 +62,9 @@ pub struct Topology {
     /// The nodes, in file order (`[[node]]` tables).
     #[serde(rename = "node", default)]
     pub nodes: Vec<NodeSpec>,
+    /// Reachback sources the primaries run (`[[source]]` tables, `sources.rs`).
+    #[serde(rename = "source", default, skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<crate::sources::SourceSpec>,
 }
 
 /// The role of a node. Every tier runs the same program; the tier only decides what a node does
@@ -182,6 +185,12 @@ pub enum TopologyError {
     },
     #[error("the topology has no nodes (add [[node]] tables)")]
     NoNodes,
+    #[error("source `{name}`: {problem}")]
+    Source { name: String, problem: String },
+    #[error("source name `{name}` is used by more than one [[source]]")]
+    DuplicateSource { name: String },
+    #[error("the topology has sources but no primary to run them")]
+    SourcesWithoutPrimary,
     #[error(
         "some nodes have a public_key and these do not: {}; all or none (`docfed-topology keys` makes them)",
         missing.join(", ")
@@ -431,6 +440,22 @@ impl Topology {
         }
 
         errors.extend(self.find_cycles());
+
+        let mut source_names = HashSet::new();
+        for src in &self.sources {
+            if !source_names.insert(src.name.as_str()) {
+                errors.push(E::DuplicateSource {
+                    name: src.name.clone(),
+                });
+            }
+            errors.extend(src.problems().into_iter().map(|problem| E::Source {
+                name: src.name.clone(),
+                problem,
+            }));
+        }
+        if !self.sources.is_empty() && self.primaries().next().is_none() {
+            errors.push(E::SourcesWithoutPrimary);
+        }
 
         let keyed = self.nodes.iter().filter(|n| n.public_key.is_some()).count();
         if keyed > 0 && keyed < self.nodes.len() {

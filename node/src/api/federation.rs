@@ -362,11 +362,16 @@ pub async fn metrics(
 ) -> Result<impl IntoResponse, ApiError> {
     let outbox_depth = outbox::depth(&node).await?;
     let pending = fetch::pending_count(&node).await?;
+    let node_id = node.config.node_id.clone();
+    let sources = super::sources::sources(State(node.clone()), Authorized)
+        .await?
+        .0;
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         node.metrics
             .render(&node.config.node_id, outbox_depth, pending)
             + &crate::metrics::render_retention(&node.config.node_id, &node.retention)
-            + &crate::metrics::render_tasks(&node.config.node_id, &node.supervisor.tasks()),
+            + &crate::metrics::render_tasks(&node.config.node_id, &node.supervisor.tasks())
+            + &super::sources::render_metrics(&node_id, &sources.sources),
     ))
 }

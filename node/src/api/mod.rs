@@ -11,6 +11,7 @@ mod federation;
 mod health;
 mod retention;
 pub mod search;
+mod sources;
 
 use std::sync::Arc;
 
@@ -34,6 +35,7 @@ pub type AppState = Arc<Node>;
 pub fn router(node: AppState) -> Router {
     Router::new()
         .route("/v1/health", get(health::health))
+        .route("/v1/sources", get(sources::sources))
         .route(
             "/v1/documents",
             get(documents::list).post(documents::publish),

@@ -11,6 +11,7 @@ pub mod documents;
 pub mod fetches;
 pub mod import;
 pub mod messages;
+pub mod sources;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -54,7 +54,7 @@ impl Federation {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(extra, broker, own, None).await {
+            match Self::try_start(extra, broker, own, None, "").await {
                 Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -69,7 +69,21 @@ impl Federation {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(extra, &amqp_url(), &[], Some(role)).await {
+            match Self::try_start(extra, &amqp_url(), &[], Some(role), "").await {
+                Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
+                    continue
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Like `start`, with `[[source]]` tables (TOML) in the topology.
+    pub async fn start_with_sources(extra: &[&str], sources: &str) -> TestResult<Self> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(extra, &amqp_url(), &[], None, sources).await {
                 Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -83,6 +97,7 @@ impl Federation {
         broker: &str,
         own: &[(&str, String)],
         impostor: Option<&str>,
+        sources: &str,
     ) -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
         let prefix = format!("t{:08x}", docfed_test_kit::unique_u32());
@@ -101,11 +116,13 @@ impl Federation {
             }
             None => None,
         };
-        let toml = topology::demo::toml(&prefix, &ports, Some(broker), |role| {
+        let mut toml = topology::demo::toml(&prefix, &ports, Some(broker), |role| {
             own.iter()
                 .find(|(r, _)| *r == role)
                 .map(|(_, url)| url.clone())
         });
+        toml.push('\n');
+        toml.push_str(sources);
         // Every node gets a key in its data directory; the topology lists the public keys, so
         // messages between the nodes are signed.
         let keyed = topology::keys::provision(&docfed_shared::Topology::parse(&toml)?, |id| {

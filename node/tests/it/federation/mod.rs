@@ -7,6 +7,7 @@ mod cross_region;
 mod dead_letters;
 mod failures;
 mod memory;
+mod reachback;
 mod routing;
 
 use std::time::Duration;

@@ -1,0 +1,213 @@
+//! `exec` sources: an operator's program, in any language, run every `interval`
+//! (ARCHITECTURE.md §2.9). It prints the source's current items on stdout, one JSON object per
+//! line, and exits 0 when the listing is complete:
+//!
+//! ```json
+//! {"key": "station-42/2026-11-23", "title": "Station 42, 23 Nov", "path": "/var/feeds/42.csv",
+//!  "description": "daily readings", "tags": ["station-42"], "content_type": "text/csv"}
+//! ```
+//!
+//! * `key` (required): unique within the source; the same key is the same document.
+//! * the content: `path` (an absolute path of a regular file), `url` (http or https, fetched
+//!   without following redirects) or `text` (the content itself, UTF-8).
+//! * `title` (default: the key), `description`, `tags`, `content_type`, `filename`: optional.
+//! * `stamp`: optional change marker; an item with the stamp of last time is not read again.
+//!
+//! Items of the last complete listing that are missing now are removed (`on_remove`). A program
+//! that exits non-zero, is killed or runs past its time only publishes what it printed: no
+//! removals. Its stderr goes to the node's log; lines beyond [`MAX_LINE`] bytes are refused.
+//! `examples/reachback-exec.py` is an example.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use super::items::{Item, Publisher};
+
+/// Longest line of the program's output.
+pub const MAX_LINE: usize = 1024 * 1024;
+/// Longest a run may take before the program is killed.
+const RUN_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// One line of the protocol.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    key: String,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    filename: Option<String>,
+    #[serde(default)]
+    stamp: Option<String>,
+    #[serde(default)]
+    path: Option<PathBuf>,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+pub async fn run(p: Publisher, stop: CancellationToken) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .read_timeout(Duration::from_secs(60))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?;
+    loop {
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(RUN_TIMEOUT, run_once(&p, &client)) => {
+                r.unwrap_or_else(|_| Err(anyhow::anyhow!("the program ran longer than {RUN_TIMEOUT:?}; killed")))
+            }
+            () = stop.cancelled() => return Ok(()),
+        };
+        match outcome {
+            Ok(seen) => p.record_run(Some(seen), None).await,
+            Err(e) => {
+                let why = format!("{e:#}");
+                tracing::warn!(source = %p.name(), error = %why, "source program failed");
+                p.record_run(None, Some(&why)).await;
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(p.spec.interval()) => {}
+            () = stop.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Runs the program once; the number of items after a complete listing.
+async fn run_once(p: &Publisher, client: &reqwest::Client) -> anyhow::Result<u64> {
+    let argv = &p.spec.command;
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", argv[0]))?;
+    let stderr = child.stderr.take().expect("piped");
+    let name = p.name().to_owned();
+    let logger = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr.take(MAX_LINE as u64 * 16)).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!(source = %name, "program: {line}");
+        }
+    });
+    let mut out = BufReader::new(child.stdout.take().expect("piped"));
+    let mut present = HashSet::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = (&mut out)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await?;
+        if n == 0 {
+            break;
+        }
+        if line.len() > MAX_LINE {
+            anyhow::bail!("an output line is longer than {MAX_LINE} bytes");
+        }
+        let text = String::from_utf8_lossy(&line);
+        if text.trim().is_empty() {
+            continue;
+        }
+        let parsed: Line = match serde_json::from_str(text.trim()) {
+            Ok(l) => l,
+            Err(e) => {
+                p.failed("(output)", &anyhow::anyhow!("not an item line: {e}"))
+                    .await;
+                continue;
+            }
+        };
+        let key = parsed.key.clone();
+        present.insert(key.clone());
+        if let Err(e) = take(p, client, parsed).await {
+            p.failed(&key, &e).await;
+        }
+    }
+    let status = child.wait().await?;
+    let _ = logger.await;
+    if !status.success() {
+        anyhow::bail!("the program exited with {status}; its listing is incomplete");
+    }
+    p.sweep(&present).await?;
+    Ok(present.len() as u64)
+}
+
+async fn take(p: &Publisher, client: &reqwest::Client, l: Line) -> anyhow::Result<()> {
+    let stamp = l.stamp.clone().unwrap_or_default();
+    if !stamp.is_empty() && p.is_unchanged(&l.key, &stamp).await? {
+        return Ok(());
+    }
+    let filename = l.filename.clone().unwrap_or_else(|| {
+        l.path
+            .as_ref()
+            .and_then(|p| p.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    });
+    let content_type = l.content_type.clone().unwrap_or_else(|| {
+        mime_guess::from_path(&filename)
+            .first_or_octet_stream()
+            .essence_str()
+            .to_owned()
+    });
+    let item = Item {
+        title: l.title.clone().unwrap_or_else(|| l.key.clone()),
+        key: l.key,
+        filename,
+        tags: l.tags,
+        description: l.description,
+        content_type,
+        stamp,
+    };
+    match (l.path, l.url, l.text) {
+        (Some(path), None, None) => {
+            if !path.is_absolute() {
+                anyhow::bail!("path {} is not absolute", path.display());
+            }
+            let meta = tokio::fs::metadata(&path).await?;
+            if !meta.is_file() {
+                anyhow::bail!("{} is not a regular file", path.display());
+            }
+            let file = tokio::fs::File::open(&path).await?;
+            p.offer(item, tokio_util::io::ReaderStream::new(file))
+                .await?;
+        }
+        (None, Some(url), None) => {
+            let parsed = url::Url::parse(&url).with_context(|| format!("url {url:?}"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                anyhow::bail!("url {url:?} is not http(s)");
+            }
+            let resp = client.get(parsed).send().await?;
+            if !resp.status().is_success() {
+                anyhow::bail!("GET {url} answered {}", resp.status());
+            }
+            p.offer(item, resp.bytes_stream().boxed()).await?;
+        }
+        (None, None, Some(text)) => {
+            let body =
+                futures::stream::iter([Ok::<Bytes, std::convert::Infallible>(Bytes::from(text))]);
+            p.offer(item, body).await?;
+        }
+        _ => anyhow::bail!("an item needs exactly one of `path`, `url` and `text`"),
+    }
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Reachback (ARCHITECTURE.md §2.9): external data sources that the primaries publish into the
+//! federation, each run by exactly one primary at a time.
+//!
+//! * [`lease`]: which primary runs a source (a single-active-consumer queue).
+//! * [`items`]: an external item to a document version; the directory as the source's state.
+//! * [`watch`], [`http`], [`exec`]: the kinds of source.
+
+pub mod exec;
+pub mod http;
+pub mod items;
+pub mod lease;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use docfed_shared::sources::{SourceKind, SourceSpec};
+use docfed_shared::wire::Timestamp;
+use tokio_util::sync::CancellationToken;
+
+use crate::supervisor::Task;
+use crate::Node;
+use items::Publisher;
+use lease::Lease;
+
+/// The sources whose lease this node holds, and since when.
+#[derive(Debug, Default)]
+pub struct Held(Mutex<BTreeMap<String, Timestamp>>);
+
+impl Held {
+    fn set(&self, source: &str, held: bool) {
+        let mut m = self.0.lock().expect("not poisoned");
+        if held {
+            m.insert(source.to_owned(), Timestamp::now());
+        } else {
+            m.remove(source);
+        }
+    }
+
+    /// Since when this node runs `source`, if it does.
+    pub fn since(&self, source: &str) -> Option<Timestamp> {
+        self.0.lock().expect("not poisoned").get(source).copied()
+    }
+}
+
+/// Starts one task per source of the topology; only primaries run sources.
+pub(crate) fn start(node: &Arc<Node>, cancel: &CancellationToken) {
+    let Some(fed) = node.federation() else {
+        return;
+    };
+    if !fed.is_primary() {
+        return;
+    }
+    let topo = &fed.topology;
+    let Some(first) = topo.primaries().next() else {
+        return;
+    };
+    let broker = topo.amqp_url_for(&first.id);
+    for spec in &topo.sources {
+        let queue = lease::queue_name(&first.id, &spec.name);
+        let spec = Arc::new(spec.clone());
+        let (node, cancel, broker) = (node.clone(), cancel.clone(), broker.clone());
+        node.clone()
+            .supervisor
+            .critical(format!("source {}", spec.name), |task| {
+                run(node, spec, broker, queue, cancel, task)
+            });
+    }
+}
+
+/// Contends for the source's lease and runs the source while holding it, until `cancel`.
+async fn run(
+    node: Arc<Node>,
+    spec: Arc<SourceSpec>,
+    broker: String,
+    queue: String,
+    cancel: CancellationToken,
+    task: Task,
+) {
+    let who = format!("{} source {}", node.config.node_id, spec.name);
+    loop {
+        let Some(mut lease) = Lease::acquire(&broker, &queue, &who, &cancel, &task).await else {
+            return;
+        };
+        node.sources.set(&spec.name, true);
+        tracing::info!(source = %spec.name, kind = spec.kind.as_str(), "holding the source's lease; running it");
+        let publisher = Publisher {
+            node: node.clone(),
+            spec: spec.clone(),
+        };
+        let stop = cancel.child_token();
+        let outcome = tokio::select! {
+            r = run_kind(publisher, stop.clone()) => r.err().map(|e| format!("{e:#}")),
+            why = lease.lost() => {
+                tracing::warn!(source = %spec.name, reason = %why, "lost the source's lease; stopped it");
+                Some(format!("lease lost: {why}"))
+            }
+        };
+        stop.cancel();
+        node.sources.set(&spec.name, false);
+        if let Some(why) = &outcome {
+            task.error(why);
+            if let Err(e) = node.db.record_run(&spec.name, None, Some(why)).await {
+                tracing::warn!(source = %spec.name, error = %e, "cannot record the source's run");
+            }
+        }
+        lease.release().await;
+        if cancel.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(lease::RECONTEND_AFTER) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+async fn run_kind(p: Publisher, stop: CancellationToken) -> anyhow::Result<()> {
+    match p.spec.kind {
+        SourceKind::Watch => watch::run(p, stop).await,
+        SourceKind::Http => http::run(p, stop).await,
+        SourceKind::Exec => exec::run(p, stop).await,
+    }
+}
