@@ -74,7 +74,12 @@ async fn await_everywhere(fed: &Federation, id: &str, bytes: &[u8]) -> TestResul
                 }
             })
         })
-        .await?;
+        .await
+        .inspect_err(|_| {
+            for r in ["primary-a", "primary-b", role] {
+                eprintln!("----- {r}:\n{}", fed.node(r).log());
+            }
+        })?;
     }
     Ok(())
 }
@@ -224,5 +229,196 @@ async fn the_other_primary_takes_a_source_over_without_publishing_twice() -> Tes
         "only the new file: {view}"
     );
     eprintln!("takeover after kill -9: {took_over:?}");
+    Ok(())
+}
+
+/// A feed server whose bodies the test changes, answering conditional requests by ETag.
+#[derive(Clone, Default)]
+struct Feeds {
+    bodies: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    not_modified: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Feeds {
+    fn set(&self, path: &str, body: String) {
+        self.bodies.lock().unwrap().insert(path.to_owned(), body);
+    }
+
+    async fn serve(self) -> TestResult<String> {
+        use axum::extract::{Path as UrlPath, State};
+        use axum::http::{header, HeaderMap, StatusCode as S};
+        async fn feed(
+            State(feeds): State<Feeds>,
+            UrlPath(name): UrlPath<String>,
+            headers: HeaderMap,
+        ) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            let Some(body) = feeds.bodies.lock().unwrap().get(&name).cloned() else {
+                return S::NOT_FOUND.into_response();
+            };
+            let etag = format!("\"{}\"", docfed_test_kit::md5_hex(body.as_bytes()));
+            if headers
+                .get(header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                == Some(&etag)
+            {
+                feeds
+                    .not_modified
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return (S::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+            }
+            ([(header::ETAG, etag)], body).into_response()
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = axum::Router::new()
+            .route("/{name}", axum::routing::get(feed))
+            .with_state(self);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(url)
+    }
+}
+
+fn quakes(events: &[(&str, f64, &str)]) -> String {
+    let features: Vec<Value> = events
+        .iter()
+        .map(|(id, mag, place)| {
+            serde_json::json!({
+                "type": "Feature", "id": id,
+                "properties": {"mag": mag, "place": place, "time": 1763900000000u64},
+                "geometry": {"type": "Point", "coordinates": [-122.1, 37.4, 5.0]}
+            })
+        })
+        .collect();
+    serde_json::json!({"type": "FeatureCollection", "features": features}).to_string()
+}
+
+const ATOM: &str = r#"<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom">
+  <title>Bulletins</title><id>urn:bulletins</id><updated>2026-11-23T00:00:00Z</updated>
+  <entry><id>urn:bulletin:1</id><title>Storm warning</title><updated>2026-11-23T08:00:00Z</updated>
+    <category term="weather"/><content type="text">Winds up to 120 km/h</content></entry>
+  <entry><id>urn:bulletin:2</id><title>Road closure</title><updated>2026-11-23T09:00:00Z</updated>
+    <summary>Route 9 closed at km 40</summary></entry>
+</feed>"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_feeds_become_documents_and_unchanged_feeds_make_nothing() -> TestResult {
+    let feeds = Feeds::default();
+    feeds.set("bulletins.atom", ATOM.to_owned());
+    feeds.set(
+        "quakes.geojson",
+        quakes(&[
+            ("us7000a", 4.5, "10 km N of Ridge"),
+            ("us7000b", 2.1, "Bay"),
+        ]),
+    );
+    let base = feeds.clone().serve().await?;
+    let tag = format!("{:06x}", docfed_test_kit::unique_u32() & 0xffffff);
+    let (atom, geo) = (format!("atom{tag}"), format!("geo{tag}"));
+    let toml = format!(
+        "[[source]]\nname = {atom:?}\nkind = \"http\"\nurl = \"{base}/bulletins.atom\"\nformat = \"feed\"\ninterval = \"1s\"\n\n\
+         [[source]]\nname = {geo:?}\nkind = \"http\"\nurl = \"{base}/quakes.geojson\"\nformat = \"json\"\n\
+         items = \"/features\"\nitem_key = \"/id\"\nitem_title = \"/properties/place\"\ninterval = \"1s\"\n\
+         scope = \"region:eu\"\n\
+         fields = {{ magnitude = \"/properties/mag\", place = \"/properties/place\" }}\n"
+    );
+    let fed = Federation::start_with_sources(&[], &toml).await?;
+
+    let storm = item_id(&atom, "urn:bulletin:1").to_string();
+    let road = item_id(&atom, "urn:bulletin:2").to_string();
+    await_everywhere(&fed, &storm, b"Winds up to 120 km/h").await?;
+    await_everywhere(&fed, &road, b"Route 9 closed at km 40").await?;
+    let m = fed
+        .await_meta("na", &storm, T, |m| m["version"] == 1)
+        .await?;
+    assert_eq!(m["title"], "Storm warning");
+    assert_eq!(m["tags"], serde_json::json!(["weather"]));
+
+    // Regional scope: eu holds it; na has the metadata.
+    let a = item_id(&geo, "us7000a").to_string();
+    let meta = fed.await_meta("na", &a, T, |m| m["version"] == 1).await?;
+    assert_eq!(meta["title"], "10 km N of Ridge");
+    assert_eq!(meta["scope"], "region:eu");
+    let d = meta["description"].as_str().unwrap_or_default();
+    assert!(
+        d.contains("magnitude: 4.5") && d.contains("place: 10 km N of Ridge"),
+        "{d}"
+    );
+    eventually(T, "eu serving the event", || async {
+        let (status, body) = content(fed.node("eu"), &a).await?;
+        Ok((status == StatusCode::OK
+            && serde_json::from_slice::<Value>(&body)
+                .ok()
+                .map(|v| v["id"].clone())
+                == Some(Value::from("us7000a")))
+        .then_some(()))
+    })
+    .await?;
+
+    // Unchanged feeds are answered 304 and make no version.
+    let seen = feeds
+        .not_modified
+        .load(std::sync::atomic::Ordering::Relaxed);
+    eventually(T, "conditional polls answered 304", || async {
+        Ok((feeds
+            .not_modified
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= seen + 4)
+            .then_some(()))
+    })
+    .await?;
+    // A changed event makes exactly one version of it, none of the other; a vanished one is
+    // deleted.
+    feeds.set(
+        "quakes.geojson",
+        quakes(&[("us7000a", 4.7, "10 km N of Ridge")]),
+    );
+    fed.await_meta("na", &a, T, |m| m["version"] == 2).await?;
+    let b = item_id(&geo, "us7000b").to_string();
+    fed.await_meta("na", &b, T, |m| m["deleted"] == true)
+        .await?;
+    assert_eq!(versions(fed.node("na"), &storm).await?.len(), 1);
+    let d = fed.await_meta("na", &a, T, |m| m["version"] == 2).await?;
+    assert!(d["description"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("magnitude: 4.7"));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_exec_plugin_publishes_a_folder_of_readings() -> TestResult {
+    let stations = tempfile::tempdir()?;
+    std::fs::write(stations.path().join("north.csv"), "t,v\n1,2\n")?;
+    std::fs::write(stations.path().join("south.csv"), "t,v\n1,3\n2,4\n")?;
+    let plugin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/reachback-exec.py");
+    let name = format!("ex{:06x}", docfed_test_kit::unique_u32() & 0xffffff);
+    let toml = format!(
+        "[[source]]\nname = {name:?}\nkind = \"exec\"\ncommand = [\"python3\", {:?}, {:?}]\ninterval = \"1s\"\n",
+        plugin.display().to_string(),
+        stations.path().display().to_string()
+    );
+    let fed = Federation::start_with_sources(&[], &toml).await?;
+    let north = item_id(&name, "readings/north.csv").to_string();
+    let summary = item_id(&name, "summary").to_string();
+    await_everywhere(&fed, &north, b"t,v\n1,2\n").await?;
+    await_everywhere(&fed, &summary, b"2 stations, 5 rows\n").await?;
+    let m = fed
+        .await_meta("na", &north, T, |m| m["version"] == 1)
+        .await?;
+    assert_eq!(m["title"], "Readings of north");
+    assert_eq!(m["content_type"], "text/csv");
+
+    std::fs::remove_file(stations.path().join("south.csv"))?;
+    let south = item_id(&name, "readings/south.csv").to_string();
+    fed.await_meta("na", &south, T, |m| m["deleted"] == true)
+        .await?;
+    await_everywhere(&fed, &summary, b"1 stations, 2 rows\n").await?;
+    assert_eq!(
+        versions(fed.node("na"), &north).await?.len(),
+        1,
+        "unchanged, by its stamp"
+    );
     Ok(())
 }
