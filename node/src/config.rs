@@ -373,8 +373,15 @@ impl NodeConfig {
         };
         let mut federation = match (&args.topology, &args.id) {
             (Some(path), Some(id)) => {
-                let topo = docfed_shared::Topology::load_validated(path)
+                let mut topo = docfed_shared::Topology::load_validated(path)
                     .map_err(|e| ConfigError::Topology(e.to_string()))?;
+                let base = std::path::absolute(path)
+                    .ok()
+                    .and_then(|p| p.parent().map(std::path::Path::to_owned))
+                    .unwrap_or_default();
+                for source in &mut topo.sources {
+                    source.resolve_path(&base);
+                }
                 let me = topo
                     .node(id)
                     .cloned()

@@ -109,7 +109,8 @@ pub struct SourceSpec {
     #[serde(default)]
     pub on_remove: OnRemove,
 
-    /// `watch`: the folder.
+    /// `watch`: the folder; a relative path is relative to the topology file's folder
+    /// ([`SourceSpec::resolve_path`]; `docfed-topology up`: to its run directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// `watch`: what subfolders mean.
@@ -209,6 +210,15 @@ impl SourceSpec {
         self.interval.unwrap_or(DEFAULT_INTERVAL)
     }
 
+    /// Makes a relative `path` relative to `base` (the topology file's folder).
+    pub fn resolve_path(&mut self, base: &std::path::Path) {
+        if let Some(p) = &self.path {
+            if p.is_relative() {
+                self.path = Some(base.join(p));
+            }
+        }
+    }
+
     /// Every problem of this table, each a sentence naming the option.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -265,14 +275,11 @@ impl SourceSpec {
             }
         }
         match self.kind {
-            SourceKind::Watch => match &self.path {
-                None => out.push("a watch source needs `path`, the folder to watch".to_owned()),
-                Some(p) if !p.is_absolute() => out.push(format!(
-                    "path {} must be absolute (nodes run in their own directories)",
-                    p.display()
-                )),
-                Some(_) => {}
-            },
+            SourceKind::Watch => {
+                if self.path.is_none() {
+                    out.push("a watch source needs `path`, the folder to watch".to_owned());
+                }
+            }
             SourceKind::Http => {
                 match self.url.as_deref().map(url::Url::parse) {
                     None => out.push("an http source needs `url`".to_owned()),
@@ -349,6 +356,8 @@ pub fn item_source_field(source: &str, key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn parse(extra: &str) -> SourceSpec {
@@ -367,12 +376,14 @@ mod tests {
     }
 
     #[test]
-    fn a_watch_source_needs_an_absolute_path_and_only_its_options() {
+    fn a_watch_source_needs_a_path_and_only_its_options() {
         assert!(parse("kind = \"watch\"\npath = \"/srv/in\"")
             .problems()
             .is_empty());
+        let mut relative = parse("kind = \"watch\"\npath = \"in\"");
+        relative.resolve_path(Path::new("/etc/docfed"));
+        assert_eq!(relative.path.as_deref(), Some(Path::new("/etc/docfed/in")));
         let p = parse("kind = \"watch\"\npath = \"in\"\nurl = \"http://x\"").problems();
-        assert!(p.iter().any(|m| m.contains("absolute")), "{p:?}");
         assert!(
             p.iter()
                 .any(|m| m.contains("`url` is not an option of a watch")),

@@ -140,13 +140,14 @@ fn ensure_broker() -> Result<()> {
 fn deps() -> Result<()> {
     // mount/umount: the full-disk test mounts a small tmpfs. rabbitmq-server: the federation's
     // broker, and private brokers in fault tests. chromium + chromedriver: the portal's browser
-    // test. curl: benchmarks compare pulls with it.
+    // test. curl: benchmarks compare pulls with it. python3: the example reachback plug-in.
     apt_install(&[
         ("mount", "mount"),
         ("rabbitmq-server", "rabbitmq-server"),
         ("chromium", "chromium"),
         ("chromedriver", "chromium-driver"),
         ("curl", "curl"),
+        ("python3", "python3"),
     ])?;
     ensure_broker()
 }

@@ -71,7 +71,13 @@ pub async fn sources(
 pub fn render_metrics(node: &str, view: &[SourceView]) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&SourceView) -> i64); 5] = [
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&SourceView) -> i64,
+    );
+    let families: [Family; 5] = [
         (
             "docfed_source_active",
             "gauge",

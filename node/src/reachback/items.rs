@@ -47,7 +47,7 @@ pub struct Item {
 pub enum Offered {
     /// The current version already is this item.
     Unchanged,
-    Published(DocumentVersion),
+    Published(Box<DocumentVersion>),
 }
 
 /// One source's way into the node's edits.
@@ -158,7 +158,7 @@ impl Publisher {
         .await;
         tracing::info!(source = %self.spec.name, key = %item.key, doc_id = %id,
             version = version.version, size = version.size, "published source item");
-        Ok(Offered::Published(version))
+        Ok(Offered::Published(Box::new(version)))
     }
 
     /// The item is gone from its source: its document is deleted (unless the source keeps

@@ -97,6 +97,21 @@ impl Federation {
         // Every node signs what it sends: each gets a key in its data directory (kept across
         // runs from the same run directory), and the nodes read a copy of the topology that
         // lists the public keys.
+        // Watched folders named relative to the file are made in the run directory, so the
+        // demo's drop folder sits beside the nodes' data.
+        let mut topology = topology;
+        for source in &mut topology.sources {
+            source.resolve_path(&run_dir);
+            if let Some(folder) = &source.path {
+                std::fs::create_dir_all(folder).with_context(|| {
+                    format!(
+                        "cannot create the folder of source `{}`: {}",
+                        source.name,
+                        folder.display()
+                    )
+                })?;
+            }
+        }
         let topology = crate::keys::provision(&topology, |id| {
             run_dir.join(id).join(docfed_shared::keys::KEY_FILE)
         })

@@ -284,6 +284,15 @@ pub async fn run(opts: UpOptions) -> Result<()> {
     if let Some(url) = fed.amqp_url() {
         println!("broker: {}", broker::redact_url(url));
     }
+    for source in &fed.topology().sources {
+        if let Some(folder) = &source.path {
+            println!(
+                "source `{}`: files dropped into {} are published everywhere",
+                source.name,
+                folder.display()
+            );
+        }
+    }
     // The operator's own terminal: the token is what every write to a primary needs.
     println!("publish token: {}", fed.token());
     println!(
