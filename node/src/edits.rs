@@ -40,29 +40,10 @@ impl Node {
         let origin = self.config.node_id.clone();
         self.apply(id, Some(content), move |current, c| {
             debug_assert!(current.is_none(), "fresh ids are unknown");
-            let v = DocumentVersion {
-                id,
-                version: 1,
-                origin,
-                title: meta
-                    .title
-                    .ok_or_else(|| ApiError::invalid("title", "is required"))?,
-                description: meta.description.unwrap_or_default(),
-                tags: meta.tags.unwrap_or_default(),
-                filename: meta.filename.unwrap_or_default(),
-                source: meta.source.unwrap_or_default(),
-                scope: meta.scope.unwrap_or(Scope::Global),
-                content_type: meta
-                    .content_type
-                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
-                md5: c.md5,
-                size: c.size,
-                deleted: false,
-                created_at: Timestamp::now(),
-                author: meta.author.unwrap_or_default(),
-                sha256: c.sha256,
-                signature: None,
-            };
+            if meta.title.is_none() {
+                return Err(ApiError::invalid("title", "is required"));
+            }
+            let v = version_from(id, 1, origin, meta, c);
             Ok((v, ChangeKind::Published))
         })
         .await
@@ -117,27 +98,7 @@ impl Node {
                 Some(p) if p.deleted => (p.version + 1, ChangeKind::Reactivated),
                 Some(p) => (p.version + 1, ChangeKind::Updated),
             };
-            let v = DocumentVersion {
-                id,
-                version,
-                origin,
-                title: meta.title.unwrap_or_default(),
-                description: meta.description.unwrap_or_default(),
-                tags: meta.tags.unwrap_or_default(),
-                filename: meta.filename.unwrap_or_default(),
-                source: meta.source.unwrap_or_default(),
-                scope: meta.scope.unwrap_or(Scope::Global),
-                content_type: meta
-                    .content_type
-                    .unwrap_or_else(|| "application/octet-stream".to_owned()),
-                md5: c.md5,
-                size: c.size,
-                deleted: false,
-                created_at: Timestamp::now(),
-                author: meta.author.unwrap_or_default(),
-                sha256: c.sha256,
-                signature: None,
-            };
+            let v = version_from(id, version, origin, meta, c);
             Ok((v, kind))
         })
         .await
@@ -245,6 +206,38 @@ impl Node {
         tracing::info!(doc_id = %version.id, version = version.version, kind = kind.as_str(),
             md5 = %version.md5, size = version.size, "recorded local edit");
         Ok(version)
+    }
+}
+
+/// A version made of `meta` alone (defaults for what it leaves out) and `c`: a first
+/// publication, or a source item, which replaces every field.
+fn version_from(
+    id: DocId,
+    version: i64,
+    origin: String,
+    meta: MetaInput,
+    c: Content,
+) -> DocumentVersion {
+    DocumentVersion {
+        id,
+        version,
+        origin,
+        title: meta.title.unwrap_or_default(),
+        description: meta.description.unwrap_or_default(),
+        tags: meta.tags.unwrap_or_default(),
+        filename: meta.filename.unwrap_or_default(),
+        source: meta.source.unwrap_or_default(),
+        scope: meta.scope.unwrap_or(Scope::Global),
+        content_type: meta
+            .content_type
+            .unwrap_or_else(|| "application/octet-stream".to_owned()),
+        md5: c.md5,
+        size: c.size,
+        deleted: false,
+        created_at: Timestamp::now(),
+        author: meta.author.unwrap_or_default(),
+        sha256: c.sha256,
+        signature: None,
     }
 }
 
