@@ -605,6 +605,7 @@ impl DocGen {
             author: format!("author-{}", i % 100),
             sha256: None,
             signature: None,
+            lazy: false,
         }
     }
 

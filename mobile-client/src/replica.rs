@@ -931,6 +931,7 @@ mod tests {
             author: String::new(),
             sha256: None,
             signature: None,
+            lazy: false,
         }
     }
 

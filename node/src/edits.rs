@@ -38,7 +38,7 @@ impl Node {
     ) -> Result<DocumentVersion, ApiError> {
         let id = DocId::new();
         let origin = self.config.node_id.clone();
-        self.apply(id, Some(content), move |current, c| {
+        self.apply(id, Incoming::Bytes(content), move |current, c| {
             debug_assert!(current.is_none(), "fresh ids are unknown");
             if meta.title.is_none() {
                 return Err(ApiError::invalid("title", "is required"));
@@ -56,7 +56,7 @@ impl Node {
         content: Ingested,
     ) -> Result<DocumentVersion, ApiError> {
         let origin = self.config.node_id.clone();
-        self.apply(id, Some(content), move |current, c| {
+        self.apply(id, Incoming::Bytes(content), move |current, c| {
             let prev = live(id, current)?;
             let v = DocumentVersion {
                 id,
@@ -76,6 +76,7 @@ impl Node {
                 author: meta.author.unwrap_or(prev.author),
                 sha256: c.sha256,
                 signature: None,
+                lazy: false,
             };
             Ok((v, ChangeKind::Updated))
         })
@@ -91,8 +92,33 @@ impl Node {
         meta: MetaInput,
         content: Ingested,
     ) -> Result<DocumentVersion, ApiError> {
+        self.put_item_with(id, meta, Incoming::Bytes(content)).await
+    }
+
+    /// [`put_item`](Self::put_item) for an item whose bytes stay at its source until first read
+    /// (a lazy version, ARCHITECTURE.md §2.9).
+    pub async fn put_lazy_item(
+        &self,
+        id: DocId,
+        meta: MetaInput,
+        content: Content,
+    ) -> Result<DocumentVersion, ApiError> {
+        let content = Content {
+            lazy: true,
+            ..content
+        };
+        self.put_item_with(id, meta, Incoming::AtSource(content))
+            .await
+    }
+
+    async fn put_item_with(
+        &self,
+        id: DocId,
+        meta: MetaInput,
+        content: Incoming,
+    ) -> Result<DocumentVersion, ApiError> {
         let origin = self.config.node_id.clone();
-        self.apply(id, Some(content), move |current, c| {
+        self.apply(id, content, move |current, c| {
             let (version, kind) = match &current {
                 None => (1, ChangeKind::Published),
                 Some(p) if p.deleted => (p.version + 1, ChangeKind::Reactivated),
@@ -104,9 +130,43 @@ impl Node {
         .await
     }
 
+    /// The bytes of lazy version `md5` of `id` were fetched from their source, verified and
+    /// stored here: the same content becomes an ordinary version, which the tiers replicate as
+    /// any other. Nothing happens when the current version is no longer that lazy one.
+    pub async fn materialise(
+        &self,
+        id: DocId,
+        md5: &Md5Hex,
+    ) -> Result<Option<DocumentVersion>, ApiError> {
+        let current = self.db.document(&id).await?.map(|d| d.current);
+        if !current.is_some_and(|c| c.lazy && !c.deleted && c.md5 == *md5) {
+            return Ok(None);
+        }
+        let origin = self.config.node_id.clone();
+        let md5 = md5.clone();
+        let made = self
+            .apply(id, Incoming::Kept, move |current, c| {
+                let prev = live(id, current)?;
+                if !prev.lazy || prev.md5 != md5 {
+                    return Err(ApiError::Conflict(format!(
+                        "document {id} changed while its content was fetched"
+                    )));
+                }
+                let mut v = successor(prev, origin, false, c);
+                v.lazy = false;
+                Ok((v, ChangeKind::Updated))
+            })
+            .await;
+        match made {
+            Ok(v) => Ok(Some(v)),
+            Err(ApiError::Conflict(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn tombstone(&self, id: DocId) -> Result<DocumentVersion, ApiError> {
         let origin = self.config.node_id.clone();
-        self.apply(id, None, move |current, c| {
+        self.apply(id, Incoming::Kept, move |current, c| {
             let prev = live(id, current)?;
             Ok((successor(prev, origin, true, c), ChangeKind::Deleted))
         })
@@ -115,7 +175,7 @@ impl Node {
 
     pub async fn reactivate(&self, id: DocId) -> Result<DocumentVersion, ApiError> {
         let origin = self.config.node_id.clone();
-        self.apply(id, None, move |current, c| {
+        self.apply(id, Incoming::Kept, move |current, c| {
             let prev = current.ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
             if !prev.deleted {
                 return Err(ApiError::Conflict(format!("document {id} is not deleted")));
@@ -131,7 +191,7 @@ impl Node {
     async fn apply<F>(
         &self,
         id: DocId,
-        content: Option<Ingested>,
+        content: Incoming,
         make: F,
     ) -> Result<DocumentVersion, ApiError>
     where
@@ -150,18 +210,25 @@ impl Node {
             }
         }
         let legacy_sha256 = match &content {
-            Some(_) => None,
-            None => self.legacy_sha256(&id).await?,
+            Incoming::Kept => self.legacy_sha256(&id).await?,
+            Incoming::Bytes(_) | Incoming::AtSource(_) => None,
         };
         let mut tx = self.db.begin_write().await?;
         let current = current_version(&mut tx, &id).await?;
         let address = match (&content, &current) {
-            (Some(c), _) => Content {
+            (Incoming::Bytes(c), _) => Content {
                 md5: c.md5.clone(),
                 sha256: Some(c.sha256.clone()),
                 size: c.size,
+                lazy: false,
             },
-            (None, Some(cur)) => Content {
+            (Incoming::AtSource(c), _) => Content {
+                md5: c.md5.clone(),
+                sha256: c.sha256.clone(),
+                size: c.size,
+                lazy: true,
+            },
+            (Incoming::Kept, Some(cur)) => Content {
                 md5: cur.md5.clone(),
                 sha256: cur.sha256.clone().or_else(|| {
                     legacy_sha256
@@ -169,8 +236,9 @@ impl Node {
                         .map(|(_, h)| h)
                 }),
                 size: cur.size,
+                lazy: cur.lazy,
             },
-            (None, None) => return Err(ApiError::not_found(format!("document {id}"))),
+            (Incoming::Kept, None) => return Err(ApiError::not_found(format!("document {id}"))),
         };
         let (mut version, kind) = make(current, address)?;
         if let Some(key) = self.federation().and_then(|f| f.key.as_ref()) {
@@ -179,7 +247,7 @@ impl Node {
 
         let mut placed: Option<Md5Hex> = None;
         let result: Result<(), ApiError> = async {
-            if let Some(content) = content {
+            if let Incoming::Bytes(content) = content {
                 let held = object_known(&mut tx, &content.md5).await?;
                 let (md5, size) = (content.md5.clone(), content.size);
                 if self.store.commit(content, held).await? {
@@ -238,6 +306,7 @@ fn version_from(
         author: meta.author.unwrap_or_default(),
         sha256: c.sha256,
         signature: None,
+        lazy: c.lazy,
     }
 }
 
@@ -246,6 +315,17 @@ pub struct Content {
     pub md5: Md5Hex,
     pub sha256: Option<Sha256Hex>,
     pub size: u64,
+    /// The bytes stay at their source (a lazy reachback item): no object comes with the edit.
+    pub lazy: bool,
+}
+
+/// The content an edit brings.
+enum Incoming {
+    /// None: the version keeps the current one's.
+    Kept,
+    Bytes(Ingested),
+    /// Known by its digests only; the bytes stay at a reachback source.
+    AtSource(Content),
 }
 
 impl Node {

@@ -338,6 +338,7 @@ mod tests {
                     author: String::new(),
                     sha256: None,
                     signature: None,
+                    lazy: false,
                 },
                 kind: ChangeKind::Published,
                 origin_url: "http://127.0.0.1:1".into(),
@@ -350,6 +351,27 @@ mod tests {
     fn round_trips() {
         let m = notify();
         assert_eq!(Envelope::parse(&m.to_bytes()).unwrap(), m);
+    }
+
+    #[test]
+    fn a_lazy_version_signs_its_laziness_and_other_versions_sign_as_before() {
+        let Body::Notify(n) = notify().body else {
+            unreachable!()
+        };
+        let plain = n.document;
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json.get("lazy").is_none(), "absent unless set: {json}");
+        let lazy = DocumentVersion {
+            lazy: true,
+            ..plain.clone()
+        };
+        // A lazy version's input is the plain one's plus the flag, so no plain version's
+        // signature can pass for a lazy one, and signatures made before the flag still verify.
+        let (p, l) = (plain.signing_input(), lazy.signing_input());
+        assert!(l.starts_with(&p) && l.len() > p.len());
+        let back: DocumentVersion =
+            serde_json::from_value(serde_json::to_value(&lazy).unwrap()).unwrap();
+        assert!(back.lazy);
     }
 
     #[test]

@@ -162,6 +162,10 @@ pub struct SourceSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub interval: Option<Duration>,
+    /// `watch` and `exec`: the source's items are lazy: their bytes stay at the source until a
+    /// node is first asked for them (an `exec` line may also say `"lazy": true` itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lazy: Option<bool>,
     /// Largest item accepted, in bytes (default: the node's upload limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_item_size: Option<u64>,
@@ -252,9 +256,10 @@ impl SourceSpec {
             given(!self.fields.is_empty(), "fields"),
             given(!self.command.is_empty(), "command"),
             given(self.interval.is_some(), "interval"),
+            given(self.lazy.is_some(), "lazy"),
         ];
         let allowed: &[&str] = match self.kind {
-            SourceKind::Watch => &["path", "subfolders", "settle", "rescan"],
+            SourceKind::Watch => &["path", "subfolders", "settle", "rescan", "lazy"],
             SourceKind::Http => &[
                 "url",
                 "format",
@@ -264,7 +269,7 @@ impl SourceSpec {
                 "fields",
                 "interval",
             ],
-            SourceKind::Exec => &["command", "interval"],
+            SourceKind::Exec => &["command", "interval", "lazy"],
         };
         for option in options.into_iter().flatten() {
             if !allowed.contains(&option.as_str()) {

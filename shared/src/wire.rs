@@ -92,6 +92,11 @@ pub struct DocumentVersion {
     /// recording the version (ARCHITECTURE.md §7).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// The bytes stay at a reachback source until first read (ARCHITECTURE.md §2.9): no node
+    /// pulls them ahead of a request; the first request streams them from the source through
+    /// the tiers, and the primary then publishes the same content as an ordinary version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lazy: bool,
 }
 
 impl DocumentVersion {
@@ -124,6 +129,10 @@ impl DocumentVersion {
         field(&[u8::from(self.deleted)]);
         field(&self.created_at.millis().to_be_bytes());
         field(self.author.as_bytes());
+        // Only when set, so every signature made before lazy versions existed still verifies.
+        if self.lazy {
+            field(b"lazy");
+        }
         out
     }
 }

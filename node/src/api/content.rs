@@ -17,6 +17,7 @@ use tokio_util::io::ReaderStream;
 
 use super::{parse_id, ApiQuery, AppState};
 use crate::error::ApiError;
+use crate::federation::ondemand::{self, Asker, Start};
 use crate::federation::transfers::follow;
 use crate::metrics::Metrics;
 
@@ -78,6 +79,7 @@ pub async fn content(
             version: Some(v.version),
         },
         Some(&v),
+        Asker::Other,
     )
     .await
 }
@@ -92,21 +94,35 @@ pub async fn object(
     let md5: Md5Hex = md5
         .parse()
         .map_err(|e: docfed_shared::ParseIdError| ApiError::invalid("md5", e.to_string()))?;
-    if node.db.withdrawn(&md5).await?
-        && !super::carries_token(&headers, &node)
-        && !signed_by_a_peer(&node, &headers, &md5)
-    {
+    let peer = signing_peer(&node, &headers, &md5);
+    if node.db.withdrawn(&md5).await? && !super::carries_token(&headers, &node) && peer.is_none() {
         return Err(ApiError::Withdrawn {
             md5: md5.to_string(),
         });
     }
+    // Content of a lazy version (ARCHITECTURE.md §2.9) is fetched from above on this request.
+    let mut lazy = None;
     let size = match node.db.object_size(&md5).await? {
         Some(size) => size,
         None => match node.transfers.get(&md5) {
             Some(t) => t.size,
             None if node.db.fetch_pending(&md5).await? => return Err(ApiError::NotYet),
-            None => return Err(ApiError::not_found(format!("object {md5}"))),
+            None => match node.db.lazy_version(&md5).await? {
+                Some(v) => lazy.insert(v).size,
+                None => return Err(ApiError::not_found(format!("object {md5}"))),
+            },
         },
+    };
+    let asker = match (node.federation(), &peer) {
+        (Some(fed), Some(id))
+            if fed
+                .topology
+                .node(id)
+                .is_some_and(|n| n.tier == docfed_shared::topology::Tier::Primary) =>
+        {
+            Asker::Primary
+        }
+        _ => Asker::Other,
     };
     serve(
         &node,
@@ -118,33 +134,34 @@ pub async fn object(
             filename: String::new(),
             version: None,
         },
-        None,
+        lazy.as_ref(),
+        asker,
     )
     .await
 }
 
-/// Whether the request carries a fresh signature of a node of this federation (a pull).
-fn signed_by_a_peer(node: &AppState, headers: &HeaderMap, md5: &Md5Hex) -> bool {
+/// The node of this federation whose fresh signature the request carries (a pull), if any.
+fn signing_peer(node: &AppState, headers: &HeaderMap, md5: &Md5Hex) -> Option<String> {
     use docfed_shared::keys::{
         pull_signing_input, PULL_FRESHNESS_SECS, PULL_NODE_HEADER, PULL_SIGNATURE_HEADER,
         PULL_TIME_HEADER,
     };
-    let Some(fed) = node.federation() else {
-        return false;
-    };
+    let fed = node.federation()?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let (Some(from), Some(time), Some(signature)) = (
         header(PULL_NODE_HEADER),
         header(PULL_TIME_HEADER).and_then(|t| t.parse::<u64>().ok()),
         header(PULL_SIGNATURE_HEADER),
     ) else {
-        return false;
+        return None;
     };
     let now = docfed_shared::wire::Timestamp::now().millis() as u64 / 1000;
-    now.abs_diff(time) <= PULL_FRESHNESS_SECS
-        && fed.topology.public_key(from).is_some_and(|key| {
-            key.verifies(&pull_signing_input(from, md5.as_str(), time), signature)
-        })
+    let fresh = now.abs_diff(time) <= PULL_FRESHNESS_SECS;
+    let verified = fed
+        .topology
+        .public_key(from)
+        .is_some_and(|key| key.verifies(&pull_signing_input(from, md5.as_str(), time), signature));
+    (fresh && verified).then(|| from.to_owned())
 }
 
 pub struct ObjectRef {
@@ -162,6 +179,7 @@ async fn serve(
     headers: &HeaderMap,
     obj: ObjectRef,
     doc: Option<&DocumentVersion>,
+    asker: Asker,
 ) -> Result<Response, ApiError> {
     let etag = format!("\"{}\"", obj.md5);
     if headers
@@ -200,17 +218,19 @@ async fn serve(
             ))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use crate::federation::ondemand::{self, Start};
             // A transfer that ends as we join it removes its file (unless the store kept it):
             // then a second round starts a new one.
             let mut following = None;
             for _ in 0..2 {
                 let transfer = match node.transfers.get(&obj.md5) {
                     Some(t) => t,
-                    None => match doc.map(|d| ondemand::start(node, d)) {
-                        Some(Start::Follow(t)) => t,
-                        Some(Start::Busy) => return Err(ApiError::NotYet),
-                        Some(Start::NoSource) | None => break,
+                    None => match doc {
+                        Some(d) => match ondemand::start(node, d, asker).await {
+                            Start::Follow(t) => t,
+                            Start::Busy => return Err(ApiError::NotYet),
+                            Start::NoSource => break,
+                        },
+                        None => break,
                     },
                 };
                 if let Ok(stream) = follow(transfer, start, start + len).await {

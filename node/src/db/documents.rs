@@ -11,7 +11,7 @@ use super::Db;
 
 pub(super) const VERSION_COLUMNS: &str =
     "doc_id, version, origin, title, description, tags, filename, \
-     source, scope, content_type, md5, size, deleted, created_at, author, sha256, signature";
+     source, scope, content_type, md5, size, deleted, created_at, author, sha256, signature, lazy";
 
 #[derive(sqlx::FromRow)]
 struct VersionRow {
@@ -32,6 +32,7 @@ struct VersionRow {
     author: String,
     sha256: Option<String>,
     signature: Option<String>,
+    lazy: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -71,6 +72,7 @@ impl TryFrom<VersionRow> for DocumentVersion {
                 .transpose()
                 .map_err(|e| decode_err("sha256", e))?,
             signature: r.signature,
+            lazy: r.lazy,
         })
     }
 }
@@ -184,6 +186,18 @@ impl Db {
             })
             .collect::<Result<_, sqlx::Error>>()?;
         Ok(Some(VersionList { id: *id, versions }))
+    }
+
+    /// A current, live, lazy version whose content is `md5` (ARCHITECTURE.md §2.9): content
+    /// this node may fetch from above when asked for it.
+    pub async fn lazy_version(&self, md5: &Md5Hex) -> Result<Option<DocumentVersion>, sqlx::Error> {
+        let row: Option<VersionRow> = sqlx::query_as(&format!(
+            "SELECT {VERSION_COLUMNS} FROM documents WHERE md5 = ? AND lazy AND NOT deleted LIMIT 1"
+        ))
+        .bind(md5.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        row.map(TryInto::try_into).transpose()
     }
 
     /// A specific version's metadata, for content requests of older versions.
@@ -422,6 +436,7 @@ fn bind_version<'q>(q: SqliteQuery<'q>, v: &'q DocumentVersion, tags: &'q str) -
         .bind(&v.author)
         .bind(v.sha256.as_ref().map(|h| h.as_str()))
         .bind(v.signature.as_deref())
+        .bind(v.lazy)
 }
 
 /// The upsert clause that makes an inserted `documents` row the current version of its document:
@@ -432,7 +447,7 @@ pub(super) const MAKE_CURRENT: &str = "ON CONFLICT (doc_id) DO UPDATE SET \
     filename = excluded.filename, source = excluded.source, scope = excluded.scope, \
     content_type = excluded.content_type, md5 = excluded.md5, size = excluded.size, \
     deleted = excluded.deleted, created_at = excluded.created_at, author = excluded.author, \
-    sha256 = excluded.sha256, signature = excluded.signature, \
+    sha256 = excluded.sha256, signature = excluded.signature, lazy = excluded.lazy, \
     published_at = MIN(documents.published_at, excluded.published_at), \
     last_seq = excluded.last_seq";
 
@@ -447,7 +462,7 @@ pub async fn record_version(
     let tags = serde_json::to_string(&v.tags).expect("strings serialise");
     let sql = format!(
         "INSERT OR IGNORE INTO versions ({VERSION_COLUMNS}) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     );
     let inserted = bind_version(sqlx::query(&sql), v, &tags)
         .execute(&mut *conn)
@@ -475,7 +490,7 @@ pub async fn record_version(
     let tags_text = v.tags.join(" ");
     let sql = format!(
         "INSERT INTO documents ({VERSION_COLUMNS}, tags_text, published_at, last_seq) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          {MAKE_CURRENT} RETURNING rid"
     );
     let rid: i64 = bind_version(sqlx::query(&sql), v, &tags)

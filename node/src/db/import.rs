@@ -49,6 +49,7 @@ const STAGE: &str = "CREATE TEMP TABLE IF NOT EXISTS import_batch (
     author       TEXT    NOT NULL,
     sha256       TEXT,
     signature    TEXT,
+    lazy         INTEGER NOT NULL,
     tags_text    TEXT    NOT NULL,
     kind         TEXT    NOT NULL,
     fresh        INTEGER NOT NULL DEFAULT 0,
@@ -101,6 +102,7 @@ pub async fn record_versions(
                 v.author,
                 v.sha256.as_ref().map(|h| h.as_str()),
                 v.signature,
+                v.lazy,
                 v.tags.join(" "),
                 kind.as_str(),
             ])
@@ -265,6 +267,7 @@ mod tests {
             author: format!("author-{}", rng.below(3)),
             sha256: None,
             signature: (rng.below(2) == 0).then(|| "c2lnbmF0dXJl".to_owned()),
+            lazy: false,
         };
         let kind = match (v.version, v.deleted) {
             (_, true) => ChangeKind::Deleted,

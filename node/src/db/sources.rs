@@ -13,6 +13,17 @@ pub struct CachedItem {
     pub md5: Md5Hex,
     pub size: u64,
     pub stamp: String,
+    /// Where a lazy item's bytes are read (an absolute path or a URL); `None` when the item was
+    /// published with its bytes.
+    pub locator: Option<String>,
+}
+
+/// A lazy item whose bytes this node's source can read: where, and under which item.
+#[derive(Debug, Clone)]
+pub struct LazyItem {
+    pub source: String,
+    pub key: String,
+    pub locator: String,
 }
 
 /// The current version of one of a source's documents, as the directory holds it.
@@ -55,19 +66,36 @@ impl Db {
         source: &str,
         key: &str,
     ) -> Result<Option<CachedItem>, sqlx::Error> {
-        let row: Option<(String, i64, String)> = sqlx::query_as(
-            "SELECT md5, size, stamp FROM source_items WHERE source = ? AND key = ?",
+        let row: Option<(String, i64, String, Option<String>)> = sqlx::query_as(
+            "SELECT md5, size, stamp, locator FROM source_items WHERE source = ? AND key = ?",
         )
         .bind(source)
         .bind(key)
         .fetch_optional(&self.read)
         .await?;
-        Ok(row.and_then(|(md5, size, stamp)| {
+        Ok(row.and_then(|(md5, size, stamp, locator)| {
             Some(CachedItem {
                 md5: md5.parse().ok()?,
                 size: u64::try_from(size).ok()?,
                 stamp,
+                locator,
             })
+        }))
+    }
+
+    /// Where this node's sources read the bytes of lazy content `md5`, if one of them can.
+    pub async fn lazy_item(&self, md5: &Md5Hex) -> Result<Option<LazyItem>, sqlx::Error> {
+        let row: Option<(String, String, String)> = sqlx::query_as(
+            "SELECT source, key, locator FROM source_items \
+             WHERE md5 = ? AND locator IS NOT NULL ORDER BY seen_at DESC LIMIT 1",
+        )
+        .bind(md5.as_str())
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.map(|(source, key, locator)| LazyItem {
+            source,
+            key,
+            locator,
         }))
     }
 
@@ -78,10 +106,10 @@ impl Db {
         item: &CachedItem,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "INSERT INTO source_items (source, key, md5, size, stamp, seen_at) \
-             VALUES (?, ?, ?, ?, ?, ?) \
+            "INSERT INTO source_items (source, key, md5, size, stamp, seen_at, locator) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) \
              ON CONFLICT (source, key) DO UPDATE SET md5 = excluded.md5, size = excluded.size, \
-             stamp = excluded.stamp, seen_at = excluded.seen_at",
+             stamp = excluded.stamp, seen_at = excluded.seen_at, locator = excluded.locator",
         )
         .bind(source)
         .bind(key)
@@ -89,6 +117,7 @@ impl Db {
         .bind(item.size as i64)
         .bind(&item.stamp)
         .bind(Timestamp::now().millis())
+        .bind(item.locator.as_deref())
         .execute(&self.write)
         .await?;
         Ok(())

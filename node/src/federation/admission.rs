@@ -231,6 +231,7 @@ mod tests {
                     author: String::new(),
                     sha256: None,
                     signature: None,
+                    lazy: false,
                 },
                 kind: ChangeKind::Published,
                 origin_url,

@@ -344,7 +344,8 @@ async fn on_notify(
     let salt = d.id.to_string();
     // A device of this node flagged the document: keep every version's bytes here too.
     let flagged = !d.deleted && crate::db::devices::flagged_by_any(&mut *tx, &d.id).await?;
-    let need = flagged || fed.needs_content(fed.id(), &d.scope, d.deleted, &n.targets);
+    // Nobody pulls a lazy version ahead of a request, unless a device here asked for it.
+    let need = flagged || (!d.lazy && fed.needs_content(fed.id(), &d.scope, d.deleted, &n.targets));
     let held = object_known(tx, &d.md5).await?;
     if need && !held {
         // Targets that need the bytes hear of them when our own pull starts (stream-through)
@@ -353,7 +354,7 @@ async fn on_notify(
             .targets
             .iter()
             .cloned()
-            .partition(|t| fed.needs_content(t, &d.scope, d.deleted, &[]));
+            .partition(|t| !d.lazy && fed.needs_content(t, &d.scope, d.deleted, &[]));
         send_notifications(tx, fed, n, route(&fed.topology, fed.id(), &now, 1, &salt)).await?;
         enqueue_fetch(tx, fed, n, &later).await?;
         return Ok(true);
@@ -425,7 +426,8 @@ pub async fn announce_local_edit(
         origin: v.origin.clone(),
         md5: v.md5.clone(),
         node: fed.id().to_owned(),
-        content: true,
+        // A lazy version's bytes are still at its source.
+        content: !v.lazy,
         at: Timestamp::now(),
     };
     send_receipt(tx, fed, &r, &r.message_id()).await?;

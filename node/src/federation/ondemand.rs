@@ -4,30 +4,99 @@
 //! transfer (request collapsing, through the `transfers` registry). The bytes are kept only if
 //! one of this node's devices flagged the document; otherwise they live in `tmp/` for the
 //! transfer's duration.
+//!
+//! A lazy version (ARCHITECTURE.md §2.9) is fetched the same way, but only upward: a node asks
+//! its parents, then the primaries, and a primary reads the bytes from the reachback source
+//! running on it (else from the other primary, unless that one is who asks). Every node on the
+//! way follows its own transfer (stream-through end to end) and keeps the verified bytes where
+//! its scope would have kept them; the primary that read the source then publishes the same
+//! content as an ordinary version.
 
 use std::sync::Arc;
 
 use docfed_shared::wire::DocumentVersion;
 use docfed_shared::ContentHasher;
+use futures::StreamExt;
 
 use super::pull::{reserve_space, verify, write_stream, PullError, SourceFailure};
 use super::transfers::{Progress, Transfer};
 use crate::db::devices::flagged_by_any;
 use crate::db::documents::{object_known, record_object};
+use crate::db::sources::LazyItem;
 use crate::metrics::Metrics;
 use crate::Node;
 
-/// Sources for content of `doc`, other regional holders first, then the primaries.
+/// Sources for content of `doc`, other regional holders first, then the primaries. For a lazy
+/// version: the parents, then the primaries (up only: a node asked sideways could be asking
+/// us in turn).
 pub fn sources(node: &Node, doc: &DocumentVersion) -> Vec<String> {
     let Some(fed) = node.federation() else {
         return Vec::new();
     };
+    if doc.lazy {
+        let primaries = fed.topology.primaries().map(|p| p.id.clone());
+        let mut out: Vec<String> = Vec::new();
+        for id in fed.me.parents.iter().cloned().chain(primaries) {
+            if id == fed.id() {
+                continue;
+            }
+            if let Some(url) = fed.url_of(&id).filter(|u| !node.presence_says_down(u)) {
+                if !out.contains(&url) {
+                    out.push(url);
+                }
+            }
+        }
+        return out;
+    }
     node.holders(&doc.scope)
         .into_iter()
         .filter(|id| id != fed.id())
         .filter_map(|id| fed.url_of(&id))
         .filter(|url| !node.presence_says_down(url))
         .collect()
+}
+
+/// Where one attempt of an on-demand transfer reads from.
+#[derive(Debug, Clone)]
+enum Upstream {
+    /// Another node's `/v1/objects/{md5}`, by base URL.
+    Node(String),
+    /// A lazy item of a reachback source running on this primary.
+    Source(LazyItem),
+}
+
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::Node(url) => f.write_str(url),
+            Upstream::Source(i) => write!(f, "source {} item {:?}", i.source, i.key),
+        }
+    }
+}
+
+/// Who asks for content: a primary's request for a lazy version is answered from this
+/// node's own source only, never passed back to a primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asker {
+    Primary,
+    Other,
+}
+
+async fn upstreams(node: &Node, doc: &DocumentVersion, asker: Asker) -> Vec<Upstream> {
+    let mut out = Vec::new();
+    let primary = node.federation().is_some_and(|f| f.is_primary());
+    if doc.lazy && primary {
+        match node.db.lazy_item(&doc.md5).await {
+            Ok(Some(item)) => out.push(Upstream::Source(item)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(md5 = %doc.md5, error = %e, "cannot look up a lazy item"),
+        }
+        if asker == Asker::Primary {
+            return out;
+        }
+    }
+    out.extend(sources(node, doc).into_iter().map(Upstream::Node));
+    out
 }
 
 /// A transfer nobody follows any more is abandoned after this long (unless a device flagged
@@ -45,11 +114,11 @@ pub enum Start {
 
 /// Returns the transfer to follow for `doc`'s content, starting one if none is in progress and
 /// an on-demand slot is free.
-pub fn start(node: &Arc<Node>, doc: &DocumentVersion) -> Start {
+pub async fn start(node: &Arc<Node>, doc: &DocumentVersion, asker: Asker) -> Start {
     if let Some(t) = node.transfers.get(&doc.md5) {
         return Start::Follow(t);
     }
-    let sources = sources(node, doc);
+    let sources = upstreams(node, doc, asker).await;
     if sources.is_empty() {
         return Start::NoSource;
     }
@@ -115,7 +184,7 @@ async fn run(
     node: &Arc<Node>,
     doc: &DocumentVersion,
     first: Arc<Transfer>,
-    sources: &[String],
+    sources: &[Upstream],
 ) -> Result<bool, OnDemandError> {
     let mut errors = Vec::new();
     let mut next = Some(first);
@@ -126,7 +195,7 @@ async fn run(
         };
         let outcome = tokio::select! {
             r = pull(node, doc, &t, src) => match r {
-                Ok(()) => keep_if_flagged(node, doc, &t).await,
+                Ok(()) => keep_if_wanted(node, doc, &t).await,
                 Err(e) => Err(e),
             },
             () = unfollowed(node, doc, &t) => {
@@ -149,8 +218,18 @@ async fn run(
         // Readers keep their open file; the name goes unless the store took it.
         let _ = std::fs::remove_file(&t.path);
         match outcome {
-            Ok(kept) => return Ok(kept),
-            Err(e) => errors.push(e),
+            Ok(kept) => {
+                if let (Upstream::Source(item), true) = (src, kept) {
+                    materialise(node, doc, item).await;
+                }
+                return Ok(kept);
+            }
+            Err(e) => {
+                if let Upstream::Source(item) = src {
+                    crate::reachback::lazy::failed(node, item, &e.to_string()).await;
+                }
+                errors.push(e)
+            }
         }
     }
     Err(OnDemandError::Failed(errors))
@@ -187,32 +266,41 @@ async fn pull(
     node: &Arc<Node>,
     doc: &DocumentVersion,
     t: &Arc<Transfer>,
-    src: &str,
+    up: &Upstream,
 ) -> Result<(), PullError> {
+    let src = &up.to_string();
     let err = |failure: SourceFailure| PullError::Source {
         source_url: src.to_owned(),
         failure,
     };
     let file = std::fs::OpenOptions::new().write(true).open(&t.path)?;
     let space = reserve_space(node, doc.size)?;
-    let fed = node
-        .federation()
-        .expect("on-demand pulls run in a federation");
-    let resp = fed
-        .pull_request(
-            &node.http,
-            format!("{}/v1/objects/{}", fed.dial(src), doc.md5),
-            &doc.md5,
-        )
-        .send()
-        .await
-        .map_err(|e| err(SourceFailure::Request(e)))?;
-    if resp.status() != reqwest::StatusCode::OK {
-        return Err(err(SourceFailure::Status(resp.status())));
-    }
+    let body = match up {
+        Upstream::Node(url) => {
+            let fed = node
+                .federation()
+                .expect("on-demand pulls run in a federation");
+            let resp = fed
+                .pull_request(
+                    &node.http,
+                    format!("{}/v1/objects/{}", fed.dial(url), doc.md5),
+                    &doc.md5,
+                )
+                .send()
+                .await
+                .map_err(|e| err(SourceFailure::Request(e)))?;
+            if resp.status() != reqwest::StatusCode::OK {
+                return Err(err(SourceFailure::Status(resp.status())));
+            }
+            resp.bytes_stream().map(|r| r.map_err(Into::into)).boxed()
+        }
+        Upstream::Source(item) => crate::reachback::lazy::open(item)
+            .await
+            .map_err(|e| err(SourceFailure::Unreadable(e)))?,
+    };
     let (file, hash) = write_stream(
         node,
-        resp,
+        body,
         file,
         ContentHasher::new(),
         doc.size,
@@ -222,8 +310,10 @@ async fn pull(
     )
     .await?;
     let verified = verify(hash.finish(), &doc.md5, doc.size, doc.sha256.as_ref(), src);
-    if let Err(PullError::Sha256Mismatch { .. }) = &verified {
-        Metrics::inc(&node.metrics.sha256_mismatches);
+    match &verified {
+        Err(PullError::Md5Mismatch { .. }) => Metrics::inc(&node.metrics.md5_mismatches),
+        Err(PullError::Sha256Mismatch { .. }) => Metrics::inc(&node.metrics.sha256_mismatches),
+        _ => {}
     }
     verified?;
     tokio::task::spawn_blocking(move || file.sync_all())
@@ -232,16 +322,22 @@ async fn pull(
     Ok(())
 }
 
-/// Moves verified bytes into the store when a device of this node flagged the document.
-async fn keep_if_flagged(
+/// Moves verified bytes into the store when a device of this node flagged the document, or
+/// when they are a lazy version's that this node's scope keeps (a lazy document, once read,
+/// becomes an ordinary one).
+async fn keep_if_wanted(
     node: &Arc<Node>,
     doc: &DocumentVersion,
     t: &Transfer,
 ) -> Result<bool, PullError> {
+    let keeps = doc.lazy
+        && node
+            .federation()
+            .is_some_and(|f| f.keeps_content(&doc.scope));
     let mut tx = node.db.begin_write().await?;
     // Asked in the writer transaction: an unflag committed just before must not see its
     // released content come back.
-    if !flagged_by_any(&mut *tx, &doc.id).await? {
+    if !keeps && !flagged_by_any(&mut *tx, &doc.id).await? {
         return Ok(false);
     }
     let held = object_known(&mut tx, &doc.md5).await?;
@@ -255,4 +351,19 @@ async fn keep_if_flagged(
     }
     node.content_available(doc.id, doc.version).await;
     Ok(true)
+}
+
+/// This primary read a lazy version's bytes from its source and holds them now: the same
+/// content becomes an ordinary version, replicated like any other.
+async fn materialise(node: &Arc<Node>, doc: &DocumentVersion, item: &LazyItem) {
+    match node.materialise(doc.id, &doc.md5).await {
+        Ok(Some(v)) => {
+            tracing::info!(doc_id = %doc.id, version = v.version, source = %item.source,
+                key = %item.key, "lazy item read from its source; published as an ordinary version")
+        }
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(doc_id = %doc.id, error = %e, "cannot publish a fetched lazy item")
+        }
+    }
 }

@@ -70,8 +70,11 @@ pub(crate) enum SourceFailure {
     Interrupted {
         received: u64,
         #[source]
-        error: reqwest::Error,
+        error: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// A reachback source's item could not be opened (ARCHITECTURE.md §2.9).
+    #[error("{0}")]
+    Unreadable(String),
 }
 
 /// Pulls `md5` from `src` into `partial`, resuming what is already there, and verifies it: its
@@ -136,7 +139,17 @@ pub(crate) async fn pull(
                 }
                 _ => return Err(source_err(SourceFailure::Status(status))),
             };
-            write_stream(node, resp, file, hash, size, transfer.clone(), space, src).await?
+            write_stream(
+                node,
+                resp.bytes_stream(),
+                file,
+                hash,
+                size,
+                transfer.clone(),
+                space,
+                src,
+            )
+            .await?
         };
         if let Err(e) = verify(hash.finish(), md5, size, sha256, src) {
             let _ = std::fs::remove_file(partial);
@@ -205,16 +218,20 @@ pub(crate) fn reserve_space(node: &Node, needed: u64) -> Result<SpaceReservation
 /// the disk; a source that sends less than [`MIN_PROGRESS`] bytes per `pull_stall_timeout`
 /// is abandoned.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn write_stream(
+pub(crate) async fn write_stream<S, E>(
     node: &Arc<Node>,
-    resp: reqwest::Response,
+    mut body: S,
     file: std::fs::File,
     hash: ContentHasher,
     size: u64,
     transfer: Option<Arc<Transfer>>,
     space: SpaceReservation,
     src: &str,
-) -> Result<(std::fs::File, ContentHasher), PullError> {
+) -> Result<(std::fs::File, ContentHasher), PullError>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut remaining = size.saturating_sub(hash.len());
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let writer =
@@ -230,7 +247,6 @@ pub(crate) async fn write_stream(
             }
             Ok((file, hash.finish()?))
         });
-    let mut body = resp.bytes_stream();
     let mut received = 0u64;
     let started = Instant::now();
     let stall = node.config.pull_stall_timeout;
@@ -286,7 +302,10 @@ pub(crate) async fn write_stream(
             Err(e) => {
                 failure = Some(PullError::Source {
                     source_url: src.to_owned(),
-                    failure: SourceFailure::Interrupted { received, error: e },
+                    failure: SourceFailure::Interrupted {
+                        received,
+                        error: e.into(),
+                    },
                 });
                 break;
             }

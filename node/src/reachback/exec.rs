@@ -12,6 +12,10 @@
 //!   without following redirects) or `text` (the content itself, UTF-8).
 //! * `title` (default: the key), `description`, `tags`, `content_type`, `filename`: optional.
 //! * `stamp`: optional change marker; an item with the stamp of last time is not read again.
+//! * `lazy` (default: the source's `lazy`): the bytes stay at `path` or `url` until a node is
+//!   first asked for them. `size`, `md5` and `sha256` (hex) declare them; without them the node
+//!   reads the item once to hash it, and keeps nothing. A node that later reads other bytes
+//!   there refuses them.
 //!
 //! Items of the last complete listing that are missing now are removed (`on_remove`). A program
 //! that exits non-zero, is killed or runs past its time only publishes what it printed: no
@@ -31,6 +35,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::items::{Item, Publisher};
+use crate::edits::Content;
 
 /// Longest line of the program's output.
 pub const MAX_LINE: usize = 1024 * 1024;
@@ -60,6 +65,14 @@ struct Line {
     url: Option<String>,
     #[serde(default)]
     text: Option<String>,
+    #[serde(default)]
+    lazy: Option<bool>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    md5: Option<String>,
+    #[serde(default)]
+    sha256: Option<String>,
 }
 
 pub async fn run(p: Publisher, stop: CancellationToken) -> anyhow::Result<()> {
@@ -153,6 +166,11 @@ async fn run_once(p: &Publisher, client: &reqwest::Client) -> anyhow::Result<u64
 
 async fn take(p: &Publisher, client: &reqwest::Client, l: Line) -> anyhow::Result<()> {
     let stamp = l.stamp.clone().unwrap_or_default();
+    let lazy = l.lazy.unwrap_or_else(|| p.lazy());
+    let declared = declared_content(&l)?;
+    if declared.is_some() && !lazy {
+        anyhow::bail!("`size`, `md5` and `sha256` describe the bytes of a lazy item only");
+    }
     if !stamp.is_empty() && p.is_unchanged(&l.key, &stamp).await? {
         return Ok(());
     }
@@ -180,27 +198,44 @@ async fn take(p: &Publisher, client: &reqwest::Client, l: Line) -> anyhow::Resul
     };
     match (l.path, l.url, l.text) {
         (Some(path), None, None) => {
-            if !path.is_absolute() {
-                anyhow::bail!("path {} is not absolute", path.display());
+            let locator = path
+                .to_str()
+                .ok_or_else(|| anyhow::anyhow!("path {} is not UTF-8", path.display()))?
+                .to_owned();
+            let file = open_item_file(&path).await?;
+            if lazy {
+                let content = match declared {
+                    Some(c) => c,
+                    None => {
+                        p.learn(&item, tokio_util::io::ReaderStream::new(file))
+                            .await?
+                    }
+                };
+                p.commit_lazy(item, content, locator).await?;
+            } else {
+                p.offer(item, tokio_util::io::ReaderStream::new(file))
+                    .await?;
             }
-            let meta = tokio::fs::metadata(&path).await?;
-            if !meta.is_file() {
-                anyhow::bail!("{} is not a regular file", path.display());
-            }
-            let file = tokio::fs::File::open(&path).await?;
-            p.offer(item, tokio_util::io::ReaderStream::new(file))
-                .await?;
         }
         (None, Some(url), None) => {
-            let parsed = url::Url::parse(&url).with_context(|| format!("url {url:?}"))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                anyhow::bail!("url {url:?} is not http(s)");
+            let parsed = item_url(&url)?;
+            if let (true, Some(content)) = (lazy, declared) {
+                p.commit_lazy(item, content, url).await?;
+                return Ok(());
             }
             let resp = client.get(parsed).send().await?;
             if !resp.status().is_success() {
                 anyhow::bail!("GET {url} answered {}", resp.status());
             }
-            p.offer(item, resp.bytes_stream().boxed()).await?;
+            if lazy {
+                let content = p.learn(&item, resp.bytes_stream().boxed()).await?;
+                p.commit_lazy(item, content, url).await?;
+            } else {
+                p.offer(item, resp.bytes_stream().boxed()).await?;
+            }
+        }
+        (None, None, Some(_)) if lazy => {
+            anyhow::bail!("a lazy item's bytes are at a `path` or a `url`, not in `text`")
         }
         (None, None, Some(text)) => {
             let body =
@@ -210,4 +245,49 @@ async fn take(p: &Publisher, client: &reqwest::Client, l: Line) -> anyhow::Resul
         _ => anyhow::bail!("an item needs exactly one of `path`, `url` and `text`"),
     }
     Ok(())
+}
+
+/// The digests a lazy item's line declares: `size`, `md5` and `sha256` together, or none of
+/// them. The SHA-256 is not optional: a version's strong hash is what every node checks the
+/// bytes against (an MD5 alone can be matched by crafted bytes).
+fn declared_content(l: &Line) -> anyhow::Result<Option<Content>> {
+    match (&l.md5, &l.sha256, l.size) {
+        (None, None, None) => Ok(None),
+        (Some(md5), Some(sha256), Some(size)) => Ok(Some(Content {
+            md5: md5
+                .parse()
+                .map_err(|e| anyhow::anyhow!("md5 {md5:?}: {e}"))?,
+            sha256: Some(
+                sha256
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("sha256 {sha256:?}: {e}"))?,
+            ),
+            size,
+            lazy: true,
+        })),
+        _ => anyhow::bail!("declare a lazy item's `size`, `md5` and `sha256` together, or none"),
+    }
+}
+
+/// An item's file: an absolute path of a regular file.
+pub async fn open_item_file(path: &std::path::Path) -> anyhow::Result<tokio::fs::File> {
+    if !path.is_absolute() {
+        anyhow::bail!("path {} is not absolute", path.display());
+    }
+    let meta = tokio::fs::metadata(path)
+        .await
+        .with_context(|| format!("{}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!("{} is not a regular file", path.display());
+    }
+    Ok(tokio::fs::File::open(path).await?)
+}
+
+/// An item's URL: http or https.
+pub fn item_url(url: &str) -> anyhow::Result<url::Url> {
+    let parsed = url::Url::parse(url).with_context(|| format!("url {url:?}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        anyhow::bail!("url {url:?} is not http(s)");
+    }
+    Ok(parsed)
 }

@@ -18,7 +18,7 @@ use docfed_shared::DocId;
 use futures::Stream;
 
 use crate::db::sources::{CachedItem, Counts};
-use crate::edits::MetaInput;
+use crate::edits::{Content, MetaInput};
 use crate::error::ApiError;
 use crate::store::Ingested;
 use crate::Node;
@@ -113,10 +113,7 @@ impl Publisher {
         E: std::fmt::Display,
     {
         self.check(item)?;
-        let limit = self
-            .spec
-            .max_item_size
-            .unwrap_or(self.node.config.max_upload_size);
+        let limit = self.max_item_size();
         self.node
             .store
             .ingest(body, limit, ITEM_IDLE)
@@ -133,6 +130,7 @@ impl Publisher {
             md5: ingested.md5.clone(),
             size: ingested.size,
             stamp: item.stamp.clone(),
+            locator: None,
         };
         let current = node.db.document(&id).await?.map(|d| d.current);
         if current
@@ -148,6 +146,103 @@ impl Publisher {
         node.db
             .remember_item(&self.spec.name, &item.key, &cached)
             .await?;
+        self.published(&item, &version).await;
+        Ok(Offered::Published(Box::new(version)))
+    }
+
+    /// Whether the source's items are lazy unless an item says otherwise.
+    pub fn lazy(&self) -> bool {
+        self.spec.lazy.unwrap_or(false)
+    }
+
+    /// Hashes an item's bytes without keeping them: how a lazy item whose source does not
+    /// declare its digests gets them (its bytes are read once here, then stay at the source).
+    pub async fn learn<S, E>(&self, item: &Item, body: S) -> anyhow::Result<Content>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        use docfed_shared::hashing::StreamHash;
+        use futures::StreamExt;
+        self.check(item)?;
+        let limit = self.max_item_size();
+        let mut body = body;
+        let mut hasher = docfed_shared::ContentHasher::new();
+        loop {
+            let next = tokio::time::timeout(ITEM_IDLE, body.next())
+                .await
+                .map_err(|_| anyhow::anyhow!("item {:?}: no bytes for {ITEM_IDLE:?}", item.key))?;
+            let Some(chunk) = next else { break };
+            let chunk =
+                chunk.map_err(|e| anyhow::anyhow!("cannot read item {:?}: {e}", item.key))?;
+            if hasher.len() + chunk.len() as u64 > limit {
+                anyhow::bail!("item {:?} is larger than {limit} bytes", item.key);
+            }
+            hasher.update(&chunk);
+        }
+        let d = hasher.finish();
+        Ok(Content {
+            md5: d.md5,
+            sha256: Some(d.sha256),
+            size: d.size,
+            lazy: true,
+        })
+    }
+
+    /// Makes a lazy item (its digests, and where its bytes are read) the current version of its
+    /// document, unless the current version already has this content and metadata (lazy still,
+    /// or fetched since).
+    pub async fn commit_lazy(
+        &self,
+        item: Item,
+        content: Content,
+        locator: String,
+    ) -> anyhow::Result<Offered> {
+        self.check(&item)?;
+        if content.size > self.max_item_size() {
+            anyhow::bail!(
+                "item {:?} is larger than {} bytes",
+                item.key,
+                self.max_item_size()
+            );
+        }
+        let node = &self.node;
+        let id = self.id(&item.key);
+        let meta = self.meta(&item);
+        let cached = CachedItem {
+            md5: content.md5.clone(),
+            size: content.size,
+            stamp: item.stamp.clone(),
+            locator: Some(locator),
+        };
+        let current = node.db.document(&id).await?.map(|d| d.current);
+        let unchanged = current.as_ref().is_some_and(|c| {
+            !c.deleted && c.md5 == content.md5 && c.size == content.size && same_meta(c, &meta)
+        });
+        if !unchanged {
+            let version = node
+                .put_lazy_item(id, meta, content)
+                .await
+                .map_err(api_error)?;
+            node.db
+                .remember_item(&self.spec.name, &item.key, &cached)
+                .await?;
+            self.published(&item, &version).await;
+            return Ok(Offered::Published(Box::new(version)));
+        }
+        node.db
+            .remember_item(&self.spec.name, &item.key, &cached)
+            .await?;
+        Ok(Offered::Unchanged)
+    }
+
+    fn max_item_size(&self) -> u64 {
+        self.spec
+            .max_item_size
+            .unwrap_or(self.node.config.max_upload_size)
+    }
+
+    async fn published(&self, item: &Item, version: &DocumentVersion) {
         self.count(
             Counts {
                 published: 1,
@@ -156,9 +251,8 @@ impl Publisher {
             None,
         )
         .await;
-        tracing::info!(source = %self.spec.name, key = %item.key, doc_id = %id,
-            version = version.version, size = version.size, "published source item");
-        Ok(Offered::Published(Box::new(version)))
+        tracing::info!(source = %self.spec.name, key = %item.key, doc_id = %version.id,
+            version = version.version, size = version.size, lazy = version.lazy, "published source item");
     }
 
     /// The item is gone from its source: its document is deleted (unless the source keeps

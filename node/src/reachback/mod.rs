@@ -4,10 +4,12 @@
 //! * [`lease`]: which primary runs a source (a single-active-consumer queue).
 //! * [`items`]: an external item to a document version; the directory as the source's state.
 //! * [`watch`], [`http`], [`exec`]: the kinds of source.
+//! * [`lazy`]: reading a lazy item's bytes when a node is first asked for them.
 
 pub mod exec;
 pub mod http;
 pub mod items;
+pub mod lazy;
 pub mod lease;
 pub mod watch;
 

@@ -245,6 +245,9 @@ impl Watch {
             return Ok(Look::Later);
         }
         let item = self.item(path, key, before.clone())?;
+        if self.p.lazy() {
+            return self.take_lazy(path, item, &before).await;
+        }
         let file = tokio::fs::File::open(path).await?;
         let ingested = self
             .p
@@ -258,6 +261,26 @@ impl Watch {
         if let Offered::Published(v) = self.p.commit(item, ingested).await? {
             tracing::debug!(doc_id = %v.id, "watched file published");
         }
+        Ok(Look::Done)
+    }
+
+    /// A lazy source's file: hashed in place, published by its digests; its bytes are read
+    /// again only when a node is asked for them.
+    async fn take_lazy(&self, path: &Path, item: Item, before: &str) -> anyhow::Result<Look> {
+        let locator = path
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", path.display()))?
+            .to_owned();
+        let file = tokio::fs::File::open(path).await?;
+        let content = self
+            .p
+            .learn(&item, tokio_util::io::ReaderStream::new(file))
+            .await?;
+        let after = tokio::fs::symlink_metadata(path).await?;
+        if stamp(&after) != before {
+            return Ok(Look::Later);
+        }
+        self.p.commit_lazy(item, content, locator).await?;
         Ok(Look::Done)
     }
 

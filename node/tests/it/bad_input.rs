@@ -285,6 +285,7 @@ async fn an_import_stops_at_a_malformed_line_after_recording_the_lines_before_it
             author: String::new(),
             sha256: None,
             signature: None,
+            lazy: false,
         };
         Ok(serde_json::to_string(&v)?)
     };

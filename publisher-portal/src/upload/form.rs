@@ -226,6 +226,7 @@ mod tests {
                     author: String::new(),
                     sha256: None,
                     signature: None,
+                    lazy: false,
                 };
                 prop_assert_eq!(docfed_shared::limits::check_version(&v), Ok(()));
             }

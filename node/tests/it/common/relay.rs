@@ -31,6 +31,7 @@ pub fn version(fed: &Federation, title: &str, md5: &str, size: u64) -> TestResul
         author: String::new(),
         sha256: None,
         signature: None,
+        lazy: false,
     })
 }
 

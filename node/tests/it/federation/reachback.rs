@@ -422,3 +422,212 @@ async fn the_example_exec_plugin_publishes_a_folder_of_readings() -> TestResult 
     );
     Ok(())
 }
+
+/// Serves lazy items' bytes: `/blob` in two halves with a pause between them that the test
+/// ends (so a reader downstream can only see the first half early if every tier streams it
+/// through), `/liar` with other bytes than its item declares. Counts the requests of each.
+#[derive(Clone)]
+struct LazyOrigin {
+    blob: bytes::Bytes,
+    liar: bytes::Bytes,
+    second_half: std::sync::Arc<tokio::sync::Semaphore>,
+    blob_gets: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl LazyOrigin {
+    async fn serve(self) -> TestResult<String> {
+        use axum::extract::State;
+        async fn blob(State(o): State<LazyOrigin>) -> axum::body::Body {
+            use futures::StreamExt;
+            o.blob_gets
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let half = o.blob.len() / 2;
+            let (first, second) = (o.blob.slice(..half), o.blob.slice(half..));
+            let gate = o.second_half.clone();
+            let body = futures::stream::once(async move { Ok::<_, std::io::Error>(first) }).chain(
+                futures::stream::once(async move {
+                    // Held until the test saw the first half arrive at a regional node.
+                    let _ = gate.acquire().await;
+                    Ok(second)
+                }),
+            );
+            axum::body::Body::from_stream(body)
+        }
+        async fn liar(State(o): State<LazyOrigin>) -> bytes::Bytes {
+            o.liar.clone()
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = axum::Router::new()
+            .route("/blob", axum::routing::get(blob))
+            .route("/liar", axum::routing::get(liar))
+            .with_state(self);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(url)
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use docfed_shared::hashing::StreamHash;
+    let mut h = docfed_shared::ContentHasher::new();
+    h.update(bytes);
+    h.finish().sha256.to_string()
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lazy_item_streams_from_its_source_through_the_tiers_on_first_read() -> TestResult {
+    use futures::StreamExt;
+    use std::sync::atomic::Ordering;
+
+    let origin = LazyOrigin {
+        blob: pseudo_random(3 << 20, 7).into(),
+        liar: pseudo_random(64 * 1024, 11).into(),
+        second_half: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+        blob_gets: Default::default(),
+    };
+    let base = origin.clone().serve().await?;
+    let files = tempfile::tempdir()?;
+    let notes = b"field notes, read once to learn their digests\n".repeat(100);
+    std::fs::write(files.path().join("notes.txt"), &notes)?;
+    // What the liar claims: the digests of other bytes of the same length.
+    let claimed = pseudo_random(64 * 1024, 13);
+    let listing = [
+        serde_json::json!({"key": "blob", "url": format!("{base}/blob"), "lazy": true,
+            "size": origin.blob.len(), "md5": docfed_test_kit::md5_hex(&origin.blob),
+            "sha256": sha256_hex(&origin.blob),
+            "content_type": "application/octet-stream"}),
+        serde_json::json!({"key": "liar", "url": format!("{base}/liar"), "lazy": true,
+            "size": claimed.len(), "md5": docfed_test_kit::md5_hex(&claimed),
+            "sha256": sha256_hex(&claimed)}),
+        serde_json::json!({"key": "notes", "path": files.path().join("notes.txt"), "lazy": true}),
+    ]
+    .iter()
+    .map(|l| format!("{l}\n"))
+    .collect::<String>();
+    std::fs::write(files.path().join("listing.jsonl"), listing)?;
+    let name = format!("lz{:06x}", docfed_test_kit::unique_u32() & 0xffffff);
+    let toml = format!(
+        "[[source]]\nname = {name:?}\nkind = \"exec\"\ncommand = [\"cat\", {:?}]\ninterval = \"1s\"\n",
+        files.path().join("listing.jsonl").display().to_string()
+    );
+    let fed = Federation::start_with_sources(&[], &toml).await?;
+    let (blob, liar, notes_id) = (
+        item_id(&name, "blob").to_string(),
+        item_id(&name, "liar").to_string(),
+        item_id(&name, "notes").to_string(),
+    );
+
+    // Published by their digests: in every directory, held nowhere, nothing read yet.
+    for role in REGIONALS {
+        for id in [&blob, &liar, &notes_id] {
+            let m = match fed
+                .await_meta(role, id, T, |m| m["version"] == 1 && m["lazy"] == true)
+                .await
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    for p in ["primary-a", "primary-b"] {
+                        eprintln!(
+                            "----- {p}: {:?}\n{}",
+                            sources(&fed, p).await,
+                            fed.node(p).log()
+                        );
+                    }
+                    return Err(e);
+                }
+            };
+            assert_eq!(m["available_here"], false, "{role} {id}: {m}");
+        }
+    }
+    let runner = active_primary(&fed, &name, T).await?;
+    assert_eq!(
+        origin.blob_gets.load(Ordering::SeqCst),
+        0,
+        "nothing pulled ahead"
+    );
+
+    // The first read, at a regional node, follows the source through mid and primary: the
+    // first half arrives while the source still holds the second back.
+    let resp = client()
+        .get(
+            fed.node("asia")
+                .url(&format!("/v1/documents/{blob}/content")),
+        )
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut stream = resp.bytes_stream();
+    let mut got = Vec::new();
+    let early = tokio::time::timeout(T, async {
+        while got.len() < origin.blob.len() / 4 {
+            match stream.next().await {
+                Some(chunk) => got.extend_from_slice(&chunk?),
+                None => break,
+            }
+        }
+        TestResult::Ok(())
+    })
+    .await;
+    assert!(
+        matches!(early, Ok(Ok(()))) && got.len() >= origin.blob.len() / 4,
+        "the first half must reach asia before the source sends the rest: {} bytes",
+        got.len()
+    );
+    origin.second_half.add_permits(1);
+    while let Some(chunk) = stream.next().await {
+        got.extend_from_slice(&chunk?);
+    }
+    assert!(got == origin.blob, "byte-exact through the tiers");
+
+    // From then on an ordinary document: the primary publishes the content as version 2,
+    // which every regional node holds, and the source was read exactly once.
+    await_everywhere(&fed, &blob, &origin.blob).await?;
+    for role in REGIONALS {
+        let m = fed
+            .await_meta(role, &blob, T, |m| m["version"] == 2)
+            .await?;
+        assert!(m.get("lazy").is_none(), "{role}: {m}");
+    }
+    assert_eq!(origin.blob_gets.load(Ordering::SeqCst), 1);
+
+    // A source that answers with other bytes than its item declared: refused, kept nowhere,
+    // and the source's status says so.
+    let (status, body) = content(fed.node("eu"), &liar)
+        .await
+        .unwrap_or((StatusCode::BAD_GATEWAY, Vec::new()));
+    assert!(
+        !(status == StatusCode::OK && body == origin.liar),
+        "wrong bytes must never be served complete"
+    );
+    eventually(T, "the refusal in the source's status", || async {
+        let view = sources(&fed, &runner).await?;
+        let s = &view["sources"][0];
+        let err = s["last_error"].as_str().unwrap_or_default();
+        Ok((s["failed"].as_i64() >= Some(1) && err.contains("MD5 mismatch")).then_some(()))
+    })
+    .await?;
+    for role in ["eu", "mid-1", "mid-2", "primary-a", "primary-b"] {
+        let m = fed.await_meta(role, &liar, T, |_| true).await?;
+        assert_eq!(m["available_here"], false, "{role}: {m}");
+        assert_eq!(m["version"], 1, "{role}: {m}");
+    }
+
+    // An item published without declared digests: hashed once at the primary, then read on
+    // demand like the others.
+    let (status, body) = content(fed.node("na"), &notes_id).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == notes, "the learnt item, byte-exact");
+    Ok(())
+}
