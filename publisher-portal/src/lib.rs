@@ -15,6 +15,7 @@
 //! forwarded.rs  the client address behind trusted reverse proxies (X-Forwarded-For)
 //! primaries.rs  the failover pair: health, preference, retries, typed calls, presence cache
 //! federation.rs every node's health, queues and last error, from what the primaries know
+//! sources.rs    each reachback source: which primary runs it, each primary's record of its runs
 //! upload/       multipart upload → bounded channel → streaming request to one primary;
 //!               form.rs: the text fields checked against the node's limits
 //! web/          router (mod.rs), session middleware (session.rs), login, documents,
@@ -30,6 +31,7 @@ pub mod error;
 pub mod federation;
 pub mod forwarded;
 pub mod primaries;
+pub mod sources;
 pub mod upload;
 pub mod views;
 pub mod web;

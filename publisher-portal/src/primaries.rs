@@ -235,6 +235,60 @@ impl Presence {
     }
 }
 
+/// `GET /v1/sources` of one primary: the topology's reachback sources, whether this primary
+/// runs each one now, and its own record of their runs (while it held their lease).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SourcesAnswer {
+    pub node: String,
+    #[serde(default)]
+    pub sources: Vec<SourceState>,
+}
+
+/// One source as a primary reports it (the node's `SourceView` with its `StatusRow`
+/// flattened in).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct SourceState {
+    pub name: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub scope: String,
+    /// This primary holds the source's lease and runs it.
+    #[serde(default)]
+    pub active: bool,
+    /// Unix ms, when active.
+    #[serde(default)]
+    pub active_since: Option<i64>,
+    #[serde(default)]
+    pub runs: i64,
+    #[serde(default)]
+    pub last_run_at: Option<i64>,
+    #[serde(default)]
+    pub last_success_at: Option<i64>,
+    /// Items in the last complete run.
+    #[serde(default)]
+    pub items_seen: i64,
+    #[serde(default)]
+    pub published: i64,
+    #[serde(default)]
+    pub removed: i64,
+    #[serde(default)]
+    pub failed: i64,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub last_error_at: Option<i64>,
+}
+
+/// What every primary said about the sources: per primary (in configuration order) its
+/// `/v1/sources` answer or why there is none.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub answers: Vec<Result<SourcesAnswer, String>>,
+    /// Unix milliseconds when it was asked.
+    pub at_ms: i64,
+}
+
 /// A value fetched from the primaries and reused for a few seconds by every page.
 struct Cached<T> {
     value: tokio::sync::Mutex<Option<(std::time::Instant, Arc<T>)>>,
@@ -617,28 +671,46 @@ impl Primaries {
                 return v.clone();
             }
         }
+        let answers = self.ask_each::<PeersAnswer>("/v1/peers").await;
+        let v = Arc::new(Presence {
+            answers,
+            at_ms: docfed_shared::wire::Timestamp::now().millis(),
+        });
+        *slot = Some((std::time::Instant::now(), v.clone()));
+        v
+    }
+
+    /// Every primary's `/v1/sources` (with the token: a source's errors name its paths and
+    /// URLs), asked at once and not cached: each primary only knows its own runs, and the page
+    /// that shows them is reloaded to see progress. Bounded like [`presence`](Self::presence).
+    pub async fn sources(&self) -> Sources {
+        Sources {
+            answers: self.ask_each::<SourcesAnswer>("/v1/sources").await,
+            at_ms: docfed_shared::wire::Timestamp::now().millis(),
+        }
+    }
+
+    /// `GET path` with the token on every primary at once, each within a short deadline; per
+    /// primary (in configuration order) its answer or why there is none. The health state is
+    /// left to the prober: a page asking every primary must not move the preference.
+    async fn ask_each<T: DeserializeOwned>(&self, path: &str) -> Vec<Result<T, String>> {
         let asks = self.list.iter().map(|p| async move {
             let r = self
                 .http
-                .get(format!("{}/v1/peers", p.url))
+                .get(format!("{}{path}", p.url))
                 .bearer_auth(&self.token)
                 .timeout(Duration::from_secs(2))
                 .send()
                 .await
                 .map_err(|e| transport_error(&e))?;
             if !r.status().is_success() {
-                return Err(format!("/v1/peers answers HTTP {}", r.status()));
+                return Err(format!("{path} answers HTTP {}", r.status()));
             }
-            r.json::<PeersAnswer>()
+            r.json::<T>()
                 .await
-                .map_err(|e| format!("unreadable /v1/peers answer: {e}"))
+                .map_err(|e| format!("unreadable {path} answer: {e}"))
         });
-        let v = Arc::new(Presence {
-            answers: futures::future::join_all(asks).await,
-            at_ms: docfed_shared::wire::Timestamp::now().millis(),
-        });
-        *slot = Some((std::time::Instant::now(), v.clone()));
-        v
+        futures::future::join_all(asks).await
     }
 
     /// Document ids of the pending annotations, cached for a few seconds, for the count in the

@@ -12,6 +12,7 @@
 //! | `GET /documents/{id}/propagation.json` | what the page polls |
 //! | `GET /documents/{id}/download[?version=N]` | the author's file, streamed from a primary |
 //! | `GET /federation` | every node: presence, tier/region, queues, last error |
+//! | `GET /sources` | each reachback source: the primary running it, each primary's runs, counts, last error |
 //! | `GET /annotations` · `POST /annotations/{aid}/accept`/`reject` | annotations inbox |
 //! | `GET /healthz` | the portal's own health, each primary's state, password-verification counters (JSON) |
 //!
@@ -110,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/documents/{id}/propagation.json", get(propagation_json))
         .route("/documents/{id}/download", get(download))
         .route("/federation", get(federation))
+        .route("/sources", get(sources))
         .route("/annotations", get(annotations))
         .route("/annotations/{aid}/{decision}", post(decide))
         .route("/static/style.css", get(style))
@@ -201,6 +203,14 @@ async fn federation(State(st): State<AppState>, Author(s): Author) -> Response {
         StatusCode::OK,
         views::federation_page(&ctx, &rows, &summary, presence.at_ms),
     )
+}
+
+/// Both primaries are asked: each knows only the runs it made while holding a source's lease.
+async fn sources(State(st): State<AppState>, Author(s): Author) -> Response {
+    let asked = st.primaries.sources().await;
+    let view = crate::sources::view(&st.primaries, &asked);
+    let ctx = st.page(Some(&s), None, Nav::Sources).await;
+    html(StatusCode::OK, views::sources_page(&ctx, &view))
 }
 
 // ---------------------------------------------------------------- annotations

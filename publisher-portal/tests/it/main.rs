@@ -12,3 +12,4 @@ mod lifecycle;
 mod login_hardening;
 mod memory;
 mod pages;
+mod sources;

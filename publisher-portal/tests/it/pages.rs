@@ -16,7 +16,7 @@ const T: Duration = Duration::from_secs(60);
 
 /// Text of the page outside tags, where an RFC 3339 time (`2026-11-23T08:46:02`) must not
 /// appear: times are shown relative, the exact one only in attributes.
-fn raw_iso_in_text(html: &str) -> Option<String> {
+pub(crate) fn raw_iso_in_text(html: &str) -> Option<String> {
     let mut text = String::new();
     let mut in_tag = false;
     for c in html.chars() {
@@ -84,6 +84,7 @@ async fn navigation_times_downloads_tombstones_and_down_nodes() -> TestResult {
         ("/publish", "/publish"),
         ("/annotations", "/annotations"),
         ("/federation", "/federation"),
+        ("/sources", "/sources"),
     ] {
         let page = alice.get(path).await?;
         assert_eq!(page.status, StatusCode::OK, "{path}");
@@ -98,6 +99,14 @@ async fn navigation_times_downloads_tombstones_and_down_nodes() -> TestResult {
             "{path}: one entry is current"
         );
     }
+
+    // A topology without sources says so, and where they would be configured.
+    let page = alice.get("/sources").await?;
+    assert!(
+        page.body.contains("No sources are configured.") && page.body.contains("[[source]]"),
+        "{}",
+        page.body
+    );
 
     // Publish, then a new version.
     let v1 = bytes(200_000, 3);

@@ -110,6 +110,16 @@ impl Env {
     /// Two primaries (`pa`, `pb`) and regional nodes `na` and `eu`, plus a portal started with
     /// `portal_args`.
     pub async fn start(portal_args: &[&str]) -> TestResult<Env> {
+        Env::start_with_sources(portal_args, |_| String::new()).await
+    }
+
+    /// [`start`](Env::start) with `[[source]]` tables (TOML) appended to the topology;
+    /// `sources` gets the test's temporary directory, where watched folders belong (removed
+    /// with it).
+    pub async fn start_with_sources(
+        portal_args: &[&str],
+        sources: impl Fn(&Path) -> String,
+    ) -> TestResult<Env> {
         let node_binary = node_binary()?;
         let mut attempt = 0;
         loop {
@@ -117,7 +127,10 @@ impl Env {
             let tmp = tempfile::tempdir()?;
             let prefix = format!("pp{}", unique());
             let topology = tmp.path().join("topology.toml");
-            std::fs::write(&topology, topology_toml(&prefix))?;
+            let mut toml = topology_toml(&prefix);
+            toml.push('\n');
+            toml.push_str(&sources(tmp.path()));
+            std::fs::write(&topology, toml)?;
             let mut opts = UpOptions::new(&topology, tmp.path().join("run"));
             opts.broker = BrokerChoice::External(amqp_url());
             opts.node_binary = Some(node_binary.clone());
