@@ -113,7 +113,12 @@ pub async fn object(
             },
         },
     };
-    let asker = match (node.federation(), &peer) {
+    // The claim need not be verified: it only narrows where this node looks for a lazy item's
+    // bytes, so a false one can only fail its own request.
+    let claimed = headers
+        .get(docfed_shared::keys::PULL_NODE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let asker = match (node.federation(), claimed) {
         (Some(fed), Some(id))
             if fed
                 .topology

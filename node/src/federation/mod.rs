@@ -90,17 +90,17 @@ impl Federation {
         use docfed_shared::keys::{
             pull_signing_input, PULL_NODE_HEADER, PULL_SIGNATURE_HEADER, PULL_TIME_HEADER,
         };
-        let req = http.get(url);
+        // Named even unsigned: a primary asked by a primary for a lazy item reads only its own
+        // source (`ondemand::Asker`), which keeps two primaries from asking each other.
+        let req = http.get(url).header(PULL_NODE_HEADER, self.id());
         let Some(key) = &self.key else {
             return req;
         };
         let now = docfed_shared::wire::Timestamp::now().millis() as u64 / 1000;
-        req.header(PULL_NODE_HEADER, self.id())
-            .header(PULL_TIME_HEADER, now)
-            .header(
-                PULL_SIGNATURE_HEADER,
-                key.sign(&pull_signing_input(self.id(), md5.as_str(), now)),
-            )
+        req.header(PULL_TIME_HEADER, now).header(
+            PULL_SIGNATURE_HEADER,
+            key.sign(&pull_signing_input(self.id(), md5.as_str(), now)),
+        )
     }
 
     pub fn is_primary(&self) -> bool {
