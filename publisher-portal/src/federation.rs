@@ -236,9 +236,7 @@ pub fn summary(rows: &[NodeRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Args, Config};
     use crate::primaries::PeersAnswer;
-    use clap::Parser;
 
     fn peer(id: &str, http: &str, healthy: Option<bool>, failed: u32) -> PeerState {
         PeerState {
@@ -257,18 +255,7 @@ mod tests {
 
     #[test]
     fn health_comes_from_the_portal_for_primaries_and_from_their_presence_for_the_rest() {
-        let args = Args::try_parse_from([
-            "docfed-portal",
-            "--primary",
-            "http://127.0.0.1:9",
-            "--primary",
-            "http://127.0.0.1:10",
-            "--token",
-            "t",
-        ])
-        .unwrap();
-        let config = Config::from_args("d".into(), args.serve).unwrap();
-        let primaries = Primaries::new(&config).unwrap();
+        let (config, primaries) = Primaries::two_unreachable();
         primaries.mark_down(1, "connection refused".into());
         let presence = Presence {
             answers: vec![

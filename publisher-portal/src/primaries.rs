@@ -321,6 +321,26 @@ pub struct Primaries {
 }
 
 impl Primaries {
+    /// A configuration with two primaries at loopback ports nothing listens on, and its
+    /// `Primaries`, for unit tests of what pages make of their answers.
+    #[cfg(test)]
+    pub fn two_unreachable() -> (Config, Primaries) {
+        use clap::Parser;
+        let args = crate::config::Args::try_parse_from([
+            "docfed-portal",
+            "--primary",
+            "http://127.0.0.1:9",
+            "--primary",
+            "http://127.0.0.1:10",
+            "--token",
+            "t",
+        ])
+        .expect("valid arguments");
+        let config = Config::from_args("d".into(), args.serve).expect("valid configuration");
+        let primaries = Primaries::new(&config).expect("a client builds");
+        (config, primaries)
+    }
+
     pub fn new(config: &Config) -> Result<Primaries, reqwest::Error> {
         let base = || {
             reqwest::Client::builder()

@@ -162,22 +162,10 @@ impl SourceRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Args, Config};
     use crate::primaries::SourcesAnswer;
-    use clap::Parser;
 
     fn primaries() -> Primaries {
-        let args = Args::try_parse_from([
-            "docfed-portal",
-            "--primary",
-            "http://127.0.0.1:9",
-            "--primary",
-            "http://127.0.0.1:10",
-            "--token",
-            "t",
-        ])
-        .unwrap();
-        Primaries::new(&Config::from_args("d".into(), args.serve).unwrap()).unwrap()
+        Primaries::two_unreachable().1
     }
 
     fn state(name: &str, active: bool, published: i64, failed: i64) -> SourceState {

@@ -42,6 +42,13 @@ pub struct Item {
     pub stamp: String,
 }
 
+/// An item's bytes as a version gets them: read into the store, or left at the source (a lazy
+/// item: its digests and where the bytes are).
+enum ItemBytes {
+    Read(Ingested),
+    AtSource(Content, String),
+}
+
 /// What offering an item did.
 #[derive(Debug)]
 pub enum Offered {
@@ -123,31 +130,7 @@ impl Publisher {
 
     /// Makes read bytes the item's current version, unless it already is exactly this.
     pub async fn commit(&self, item: Item, ingested: Ingested) -> anyhow::Result<Offered> {
-        let node = &self.node;
-        let id = self.id(&item.key);
-        let meta = self.meta(&item);
-        let cached = CachedItem {
-            md5: ingested.md5.clone(),
-            size: ingested.size,
-            stamp: item.stamp.clone(),
-            locator: None,
-        };
-        let current = node.db.document(&id).await?.map(|d| d.current);
-        if current
-            .as_ref()
-            .is_some_and(|c| !c.deleted && c.md5 == ingested.md5 && same_meta(c, &meta))
-        {
-            node.db
-                .remember_item(&self.spec.name, &item.key, &cached)
-                .await?;
-            return Ok(Offered::Unchanged);
-        }
-        let version = node.put_item(id, meta, ingested).await.map_err(api_error)?;
-        node.db
-            .remember_item(&self.spec.name, &item.key, &cached)
-            .await?;
-        self.published(&item, &version).await;
-        Ok(Offered::Published(Box::new(version)))
+        self.make_current(item, ItemBytes::Read(ingested)).await
     }
 
     /// Whether the source's items are lazy unless an item says otherwise.
@@ -206,34 +189,49 @@ impl Publisher {
                 self.max_item_size()
             );
         }
+        self.make_current(item, ItemBytes::AtSource(content, locator))
+            .await
+    }
+
+    async fn make_current(&self, item: Item, bytes: ItemBytes) -> anyhow::Result<Offered> {
         let node = &self.node;
         let id = self.id(&item.key);
         let meta = self.meta(&item);
-        let cached = CachedItem {
-            md5: content.md5.clone(),
-            size: content.size,
-            stamp: item.stamp.clone(),
-            locator: Some(locator),
+        let cached = match &bytes {
+            ItemBytes::Read(i) => CachedItem {
+                md5: i.md5.clone(),
+                size: i.size,
+                stamp: item.stamp.clone(),
+                locator: None,
+            },
+            ItemBytes::AtSource(c, locator) => CachedItem {
+                md5: c.md5.clone(),
+                size: c.size,
+                stamp: item.stamp.clone(),
+                locator: Some(locator.clone()),
+            },
         };
         let current = node.db.document(&id).await?.map(|d| d.current);
         let unchanged = current.as_ref().is_some_and(|c| {
-            !c.deleted && c.md5 == content.md5 && c.size == content.size && same_meta(c, &meta)
+            !c.deleted && c.md5 == cached.md5 && c.size == cached.size && same_meta(c, &meta)
         });
-        if !unchanged {
-            let version = node
-                .put_lazy_item(id, meta, content)
-                .await
-                .map_err(api_error)?;
-            node.db
-                .remember_item(&self.spec.name, &item.key, &cached)
-                .await?;
-            self.published(&item, &version).await;
-            return Ok(Offered::Published(Box::new(version)));
-        }
+        let made = if unchanged {
+            None
+        } else {
+            let made = match bytes {
+                ItemBytes::Read(ingested) => node.put_item(id, meta, ingested).await,
+                ItemBytes::AtSource(content, _) => node.put_lazy_item(id, meta, content).await,
+            };
+            Some(made.map_err(api_error)?)
+        };
         node.db
             .remember_item(&self.spec.name, &item.key, &cached)
             .await?;
-        Ok(Offered::Unchanged)
+        let Some(version) = made else {
+            return Ok(Offered::Unchanged);
+        };
+        self.published(&item, &version).await;
+        Ok(Offered::Published(Box::new(version)))
     }
 
     fn max_item_size(&self) -> u64 {
