@@ -29,7 +29,15 @@ pub struct Options {
 
 mod device;
 
-pub const SCENARIOS: [&str; 6] = ["large", "fanout", "directory", "memory", "broker", "device"];
+pub const SCENARIOS: [&str; 7] = [
+    "large",
+    "deep",
+    "fanout",
+    "directory",
+    "memory",
+    "broker",
+    "device",
+];
 
 pub async fn run(opts: Options) -> Result<()> {
     if let Some(only) = &opts.only {
@@ -47,6 +55,7 @@ pub async fn run(opts: Options) -> Result<()> {
         let _ = std::fs::remove_dir_all(&dir);
         match name {
             "large" => large(&dir, opts.quick).await?,
+            "deep" => deep(&dir, opts.quick).await?,
             "fanout" => fanout(&dir, opts.quick).await?,
             "directory" => directory(&dir, opts.quick).await?,
             "memory" => memory(&dir, opts.quick).await?,
@@ -165,35 +174,22 @@ async fn large(dir: &Path, quick: bool) -> Result<()> {
     println!(
         "on one core: MD5 {md5:.0} MB/s; MD5 + SHA-256 {both:.0} MB/s (the ceiling of a verifying pull)"
     );
-    let rate = std::env::var("DOCFED_BENCH_LINK_RATE").unwrap_or_else(|_| "50MB".into());
     for paced in [false, true] {
         let mut times = Vec::new();
-        for (mode, extra) in [
-            ("stream-through", None),
-            ("store-and-forward", Some("--no-stream-through")),
-        ] {
-            let mut args: Vec<&str> = extra.into_iter().collect();
-            if paced {
-                args.extend(["--pull-rate-limit", rate.as_str()]);
-            }
-            let b = fedgen::start(&dir.join(format!("{mode}-{paced}")), amqp(), &args).await?;
-            let token = b.fed.token().to_owned();
-            let started = Instant::now();
-            let p = publish(&http, &b.url("primary-a"), &token, "title=large", size, 1).await?;
-            let published = started.elapsed();
-            let id = p["id"].as_str().context("id")?;
-            await_available(&http, &b.url("na"), id, Duration::from_secs(3600)).await?;
-            let t = started.elapsed() - published;
-            println!(
-                "{mode:>17} {}: {} MiB upload {:.1} s; publication -> verified at na (2 tiers below) {:.2} s",
-                if paced { format!("(links paced at {rate}/s)") } else { "(unpaced)".into() },
-                size >> 20,
-                published.as_secs_f64(),
-                t.as_secs_f64()
-            );
+        for stream_through in [true, false] {
+            let (b, t) = through_tiers(
+                &http,
+                dir,
+                &topology::demo::SHAPE,
+                "2 tiers below",
+                stream_through,
+                paced,
+                size,
+            )
+            .await?;
             times.push(t.as_secs_f64());
-            if mode == "stream-through" && !paced {
-                single_hop(&http, &b, &token, dir, size).await?;
+            if stream_through && !paced {
+                single_hop(&http, &b, b.fed.token(), dir, size).await?;
             }
             let mut fed = b.fed;
             fed.shutdown().await?;
@@ -207,6 +203,86 @@ async fn large(dir: &Path, quick: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Scenario 1b: the same on the four-tier shape (`topology/four-tier.toml`), where na is three
+/// pulls below the primary: store-and-forward takes three link times, stream-through about one.
+async fn deep(dir: &Path, quick: bool) -> Result<()> {
+    let size: u64 = if quick { 256 << 20 } else { 1 << 30 };
+    let http = reqwest::Client::new();
+    for paced in [false, true] {
+        let mut times = Vec::new();
+        for stream_through in [true, false] {
+            let (b, t) = through_tiers(
+                &http,
+                dir,
+                &topology::demo::FOUR_TIER,
+                "3 tiers below",
+                stream_through,
+                paced,
+                size,
+            )
+            .await?;
+            times.push(t.as_secs_f64());
+            let mut fed = b.fed;
+            fed.shutdown().await?;
+            fed.discard();
+        }
+        println!(
+            "four tiers, ratio stream-through / store-and-forward {}: {:.2} (goal <= 0.38{})",
+            if paced { "paced" } else { "unpaced" },
+            times[0] / times[1],
+            if paced { "; the limit is 1/3" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+/// Starts a federation of `shape` (links paced at `DOCFED_BENCH_LINK_RATE`, default 50 MB/s,
+/// when `paced`), publishes `size` bytes at primary-a and returns the running federation with the
+/// time from the end of the upload to the document verified at na.
+async fn through_tiers(
+    http: &reqwest::Client,
+    dir: &Path,
+    shape: &[topology::demo::Row],
+    depth: &str,
+    stream_through: bool,
+    paced: bool,
+    size: u64,
+) -> Result<(fedgen::Bench, Duration)> {
+    let rate = std::env::var("DOCFED_BENCH_LINK_RATE").unwrap_or_else(|_| "50MB".into());
+    let mode = if stream_through {
+        "stream-through"
+    } else {
+        "store-and-forward"
+    };
+    let mut args: Vec<&str> = Vec::new();
+    if !stream_through {
+        args.push("--no-stream-through");
+    }
+    if paced {
+        args.extend(["--pull-rate-limit", rate.as_str()]);
+    }
+    let b = fedgen::start_shape(&dir.join(format!("{mode}-{paced}")), amqp(), &args, shape).await?;
+    let token = b.fed.token().to_owned();
+    let started = Instant::now();
+    let p = publish(http, &b.url("primary-a"), &token, "title=large", size, 1).await?;
+    let published = started.elapsed();
+    let id = p["id"].as_str().context("id")?;
+    await_available(http, &b.url("na"), id, Duration::from_secs(3600)).await?;
+    let t = started.elapsed() - published;
+    println!(
+        "{mode:>17} {}: {} MiB upload {:.1} s; publication -> verified at na ({depth}) {:.2} s",
+        if paced {
+            format!("(links paced at {rate}/s)")
+        } else {
+            "(unpaced)".into()
+        },
+        size >> 20,
+        published.as_secs_f64(),
+        t.as_secs_f64()
+    );
+    Ok((b, t))
 }
 
 /// A single pull (na flags a region:eu document it does not hold and pulls it from eu) against

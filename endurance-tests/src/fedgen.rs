@@ -1,5 +1,5 @@
-//! Federations for measurements: the demo shape on free ports, ids prefixed so runs never share
-//! queues, started as real processes through `topology::launch`.
+//! Federations for measurements: the demo shape (or the four-tier one) on free ports, ids
+//! prefixed so runs never share queues, started as real processes through `topology::launch`.
 
 use std::path::Path;
 
@@ -30,6 +30,17 @@ impl Bench {
 
 /// Starts the demo shape under `dir` with `node_args` for every node.
 pub async fn start(dir: &Path, broker: BrokerChoice, node_args: &[&str]) -> Result<Bench> {
+    start_shape(dir, broker, node_args, &topology::demo::SHAPE).await
+}
+
+/// Starts `shape` (`topology::demo::SHAPE` or `FOUR_TIER`) under `dir` with `node_args` for
+/// every node.
+pub async fn start_shape(
+    dir: &Path,
+    broker: BrokerChoice,
+    node_args: &[&str],
+    shape: &[topology::demo::Row],
+) -> Result<Bench> {
     let prefix = format!(
         "b{:06x}",
         std::process::id()
@@ -38,7 +49,8 @@ pub async fn start(dir: &Path, broker: BrokerChoice, node_args: &[&str]) -> Resu
                 .subsec_nanos()
                 >> 8)
     );
-    let t = topology::demo::toml(&prefix, &topology::demo::free_ports()?, None, |_| None);
+    let ports = topology::demo::free_port_list(shape.len())?;
+    let t = topology::demo::shape_toml(shape, &prefix, &ports, None, |_| None);
     std::fs::create_dir_all(dir)?;
     let file = dir.join("topology.toml");
     std::fs::write(&file, t)?;
