@@ -229,10 +229,14 @@ async fn deep(dir: &Path, quick: bool) -> Result<()> {
             fed.discard();
         }
         println!(
-            "four tiers, ratio stream-through / store-and-forward {}: {:.2} (goal <= 0.38{})",
+            "four tiers, ratio stream-through / store-and-forward {}: {:.2}{}",
             if paced { "paced" } else { "unpaced" },
             times[0] / times[1],
-            if paced { "; the limit is 1/3" } else { "" }
+            if paced {
+                " (goal <= 0.38; the limit is 1/3)"
+            } else {
+                ""
+            }
         );
     }
     Ok(())
