@@ -209,9 +209,24 @@ async fn reconcile_flags(
 }
 
 /// Remembers the regional nodes of `client`'s federation, where the daemon fails over to.
-/// Best effort: an older node without `/v1/peers` leaves the list as it was.
+/// Best effort: an older node without `/v1/peers` leaves the list as it was. A request that
+/// fails on the network is tried twice more at once: the list is what lets a daemon leave a node that dies, and the
+/// next sync may be a catch-up interval away.
 async fn learn_peers(client: &Client, replica: &Replica) {
-    let Ok(v) = client.get_json::<serde_json::Value>("/v1/peers", &[]).await else {
+    let mut answer = None;
+    for attempt in 0..3u32 {
+        match client.get_json::<serde_json::Value>("/v1/peers", &[]).await {
+            Ok(v) => {
+                answer = Some(v);
+                break;
+            }
+            Err(CliError::Network(_)) => {
+                tokio::time::sleep(Duration::from_millis(250 << attempt)).await
+            }
+            Err(_) => return,
+        }
+    }
+    let Some(v) = answer else {
         return;
     };
     let backup = v["backup"].as_str();
