@@ -168,27 +168,48 @@ fn hash_speeds() -> (f64, f64) {
 /// Scenario 1: a large document through the tiers, stream-through vs store-and-forward, and a
 /// single verifying pull vs curl.
 async fn large(dir: &Path, quick: bool) -> Result<()> {
-    let size: u64 = if quick { 256 << 20 } else { 1 << 30 };
-    let http = reqwest::Client::new();
     let (md5, both) = hash_speeds();
     println!(
         "on one core: MD5 {md5:.0} MB/s; MD5 + SHA-256 {both:.0} MB/s (the ceiling of a verifying pull)"
     );
+    let shape = Depth {
+        shape: &topology::demo::SHAPE,
+        label: "2 tiers below",
+        paced_goal: "goal <= 0.45",
+    };
+    modes(dir, quick, shape, true).await
+}
+
+/// Scenario 1b: the same on the four-tier shape (`topology/four-tier.toml`), where na is three
+/// pulls below the primary: store-and-forward takes three link times, stream-through about one.
+async fn deep(dir: &Path, quick: bool) -> Result<()> {
+    let shape = Depth {
+        shape: &topology::demo::four_tier(),
+        label: "3 tiers below",
+        paced_goal: "goal <= 0.38; the limit is 1/3",
+    };
+    modes(dir, quick, shape, false).await
+}
+
+/// A shape, how deep `na` lies in it, and the goal of its paced ratio.
+struct Depth<'a> {
+    shape: &'a [topology::demo::Row],
+    label: &'a str,
+    paced_goal: &'a str,
+}
+
+/// Stream-through against store-and-forward on `d.shape`, unpaced and paced; with a single hop
+/// against curl on the unpaced stream-through federation when `single`.
+async fn modes(dir: &Path, quick: bool, d: Depth<'_>, single: bool) -> Result<()> {
+    let size: u64 = if quick { 256 << 20 } else { 1 << 30 };
+    let http = reqwest::Client::new();
     for paced in [false, true] {
         let mut times = Vec::new();
         for stream_through in [true, false] {
-            let (b, t) = through_tiers(
-                &http,
-                dir,
-                &topology::demo::SHAPE,
-                "2 tiers below",
-                stream_through,
-                paced,
-                size,
-            )
-            .await?;
+            let (b, t) =
+                through_tiers(&http, dir, d.shape, d.label, stream_through, paced, size).await?;
             times.push(t.as_secs_f64());
-            if stream_through && !paced {
+            if single && stream_through && !paced {
                 single_hop(&http, &b, b.fed.token(), dir, size).await?;
             }
             let mut fed = b.fed;
@@ -197,45 +218,14 @@ async fn large(dir: &Path, quick: bool) -> Result<()> {
             fed.discard();
         }
         println!(
-            "ratio stream-through / store-and-forward {}: {:.2} (goal <= 0.45)",
-            if paced { "paced" } else { "unpaced" },
-            times[0] / times[1]
-        );
-    }
-    Ok(())
-}
-
-/// Scenario 1b: the same on the four-tier shape (`topology/four-tier.toml`), where na is three
-/// pulls below the primary: store-and-forward takes three link times, stream-through about one.
-async fn deep(dir: &Path, quick: bool) -> Result<()> {
-    let size: u64 = if quick { 256 << 20 } else { 1 << 30 };
-    let http = reqwest::Client::new();
-    for paced in [false, true] {
-        let mut times = Vec::new();
-        for stream_through in [true, false] {
-            let (b, t) = through_tiers(
-                &http,
-                dir,
-                &topology::demo::FOUR_TIER,
-                "3 tiers below",
-                stream_through,
-                paced,
-                size,
-            )
-            .await?;
-            times.push(t.as_secs_f64());
-            let mut fed = b.fed;
-            fed.shutdown().await?;
-            fed.discard();
-        }
-        println!(
-            "four tiers, ratio stream-through / store-and-forward {}: {:.2}{}",
+            "{}, ratio stream-through / store-and-forward {}: {:.2}{}",
+            d.label,
             if paced { "paced" } else { "unpaced" },
             times[0] / times[1],
             if paced {
-                " (goal <= 0.38; the limit is 1/3)"
+                format!(" ({})", d.paced_goal)
             } else {
-                ""
+                String::new()
             }
         );
     }

@@ -33,7 +33,7 @@ pub async fn start(dir: &Path, broker: BrokerChoice, node_args: &[&str]) -> Resu
     start_shape(dir, broker, node_args, &topology::demo::SHAPE).await
 }
 
-/// Starts `shape` (`topology::demo::SHAPE` or `FOUR_TIER`) under `dir` with `node_args` for
+/// Starts `shape` (`topology::demo::SHAPE` or `four_tier()`) under `dir` with `node_args` for
 /// every node.
 pub async fn start_shape(
     dir: &Path,

@@ -24,50 +24,6 @@ pub type Row = (
     Option<&'static str>,
 );
 
-/// The four-tier shape: the demo's, with sub-1 and sub-2 (intermediates whose parents are mid-1
-/// and mid-2) as the regional nodes' parents.
-pub const FOUR_TIER: [Row; 9] = [
-    ("primary-a", "primary", None, &[], None),
-    ("primary-b", "primary", None, &[], None),
-    (
-        "mid-1",
-        "intermediate",
-        None,
-        &["primary-a", "primary-b"],
-        None,
-    ),
-    (
-        "mid-2",
-        "intermediate",
-        None,
-        &["primary-a", "primary-b"],
-        None,
-    ),
-    ("sub-1", "intermediate", None, &["mid-1", "mid-2"], None),
-    ("sub-2", "intermediate", None, &["mid-1", "mid-2"], None),
-    (
-        "na",
-        "regional",
-        Some("na"),
-        &["sub-1", "sub-2"],
-        Some("eu"),
-    ),
-    (
-        "eu",
-        "regional",
-        Some("eu"),
-        &["sub-1", "sub-2"],
-        Some("asia"),
-    ),
-    (
-        "asia",
-        "regional",
-        Some("asia"),
-        &["sub-1", "sub-2"],
-        Some("na"),
-    ),
-];
-
 pub const SHAPE: [Row; 7] = [
     ("primary-a", "primary", None, &[], None),
     ("primary-b", "primary", None, &[], None),
@@ -107,6 +63,22 @@ pub const SHAPE: [Row; 7] = [
         Some("na"),
     ),
 ];
+
+/// The four-tier shape (`topology/four-tier.toml`): the demo's, with sub-1 and sub-2
+/// (intermediates whose parents are mid-1 and mid-2) as the regional nodes' parents.
+pub fn four_tier() -> Vec<Row> {
+    const SUBS: &[&str] = &["sub-1", "sub-2"];
+    let mut rows = SHAPE[..4].to_vec();
+    for sub in SUBS {
+        rows.push((sub, "intermediate", None, &["mid-1", "mid-2"], None));
+    }
+    rows.extend(
+        SHAPE[4..]
+            .iter()
+            .map(|&(role, tier, region, _, backup)| (role, tier, region, SUBS, backup)),
+    );
+    rows
+}
 
 /// The node id of `role` under `prefix`.
 pub fn node_id(prefix: &str, role: &str) -> String {
@@ -235,7 +207,7 @@ mod tests {
     #[test]
     fn generated_four_tier_shape_is_valid_and_matches_its_file() {
         let ports = [7201, 7202, 7211, 7212, 7231, 7232, 7221, 7222, 7223];
-        let text = shape_toml(&FOUR_TIER, "t1", &ports, Some("amqp://h/%2f"), |_| None);
+        let text = shape_toml(&four_tier(), "t1", &ports, Some("amqp://h/%2f"), |_| None);
         let topo = docfed_shared::Topology::parse(&text).unwrap();
         topo.validate().unwrap();
         let file = docfed_shared::Topology::parse(include_str!("../four-tier.toml")).unwrap();
