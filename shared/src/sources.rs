@@ -119,14 +119,14 @@ pub struct SourceSpec {
     /// `watch`: how long a file must stay unchanged before it is taken when no close was seen.
     #[serde(
         default,
-        with = "humantime_opt",
+        with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
     pub settle: Option<Duration>,
     /// `watch`: time between full rescans.
     #[serde(
         default,
-        with = "humantime_opt",
+        with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
     pub rescan: Option<Duration>,
@@ -158,7 +158,7 @@ pub struct SourceSpec {
     /// `http` and `exec`: time between runs.
     #[serde(
         default,
-        with = "humantime_opt",
+        with = "humantime_serde",
         skip_serializing_if = "Option::is_none"
     )]
     pub interval: Option<Duration>,
@@ -169,26 +169,6 @@ pub struct SourceSpec {
     /// Largest item accepted, in bytes (default: the node's upload limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_item_size: Option<u64>,
-}
-
-mod humantime_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map(Some)
-            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not a duration: {e}")))
-    }
 }
 
 impl SourceSpec {

@@ -23,6 +23,14 @@ pub fn md5_hex(data: &[u8]) -> String {
     format!("{:x}", md5::compute(data))
 }
 
+/// SHA-256 of `data` as lowercase hex, as signed versions carry it.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use docfed_shared::hashing::StreamHash;
+    let mut h = docfed_shared::ContentHasher::new();
+    h.update(data);
+    h.finish().sha256.to_string()
+}
+
 /// A number unlikely to repeat across test processes and calls within one, for names on the
 /// shared broker (node ids, queue prefixes) that must not collide between concurrent tests.
 pub fn unique_u32() -> u32 {

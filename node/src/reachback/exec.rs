@@ -34,7 +34,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use super::items::{Item, Publisher};
+use super::items::{path_locator, Item, Publisher};
 use crate::edits::Content;
 
 /// Longest line of the program's output.
@@ -198,10 +198,7 @@ async fn take(p: &Publisher, client: &reqwest::Client, l: Line) -> anyhow::Resul
     };
     match (l.path, l.url, l.text) {
         (Some(path), None, None) => {
-            let locator = path
-                .to_str()
-                .ok_or_else(|| anyhow::anyhow!("path {} is not UTF-8", path.display()))?
-                .to_owned();
+            let locator = path_locator(&path)?;
             let file = open_item_file(&path).await?;
             if lazy {
                 let content = match declared {

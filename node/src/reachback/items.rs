@@ -44,7 +44,7 @@ pub struct Item {
 
 /// An item's bytes as a version gets them: read into the store, or left at the source (a lazy
 /// item: its digests and where the bytes are).
-enum ItemBytes {
+pub enum ItemBytes {
     Read(Ingested),
     AtSource(Content, String),
 }
@@ -193,7 +193,9 @@ impl Publisher {
             .await
     }
 
-    async fn make_current(&self, item: Item, bytes: ItemBytes) -> anyhow::Result<Offered> {
+    /// Makes the item's bytes, read or left at the source, its current version, unless the
+    /// current version already has this content and metadata (lazy still, or fetched since).
+    pub async fn make_current(&self, item: Item, bytes: ItemBytes) -> anyhow::Result<Offered> {
         let node = &self.node;
         let id = self.id(&item.key);
         let meta = self.meta(&item);
@@ -349,6 +351,13 @@ impl Publisher {
             author: Some(truncate(&self.spec.author(), limits::MAX_SOURCE, false)),
         }
     }
+}
+
+/// A lazy item's locator for a file: its path, which must be UTF-8.
+pub fn path_locator(path: &std::path::Path) -> anyhow::Result<String> {
+    path.to_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow::anyhow!("path {} is not UTF-8", path.display()))
 }
 
 fn same_meta(current: &DocumentVersion, meta: &MetaInput) -> bool {

@@ -28,7 +28,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::items::{truncate, Item, Offered, Publisher};
+use super::items::{path_locator, truncate, Item, ItemBytes, Offered, Publisher};
 
 /// Events buffered between the watcher's thread and the source; beyond, a rescan catches up.
 const EVENT_QUEUE: usize = 4096;
@@ -245,42 +245,22 @@ impl Watch {
             return Ok(Look::Later);
         }
         let item = self.item(path, key, before.clone())?;
-        if self.p.lazy() {
-            return self.take_lazy(path, item, &before).await;
-        }
-        let file = tokio::fs::File::open(path).await?;
-        let ingested = self
-            .p
-            .read(&item, tokio_util::io::ReaderStream::new(file))
-            .await?;
+        let body = tokio_util::io::ReaderStream::new(tokio::fs::File::open(path).await?);
+        // A lazy source's file is hashed in place; its bytes are read again only when a node is
+        // first asked for them.
+        let bytes = if self.p.lazy() {
+            ItemBytes::AtSource(self.p.learn(&item, body).await?, path_locator(path)?)
+        } else {
+            ItemBytes::Read(self.p.read(&item, body).await?)
+        };
         let after = tokio::fs::symlink_metadata(path).await?;
         if stamp(&after) != before {
             // Changed while read: these bytes may mix two states of the file.
             return Ok(Look::Later);
         }
-        if let Offered::Published(v) = self.p.commit(item, ingested).await? {
+        if let Offered::Published(v) = self.p.make_current(item, bytes).await? {
             tracing::debug!(doc_id = %v.id, "watched file published");
         }
-        Ok(Look::Done)
-    }
-
-    /// A lazy source's file: hashed in place, published by its digests; its bytes are read
-    /// again only when a node is asked for them.
-    async fn take_lazy(&self, path: &Path, item: Item, before: &str) -> anyhow::Result<Look> {
-        let locator = path
-            .to_str()
-            .ok_or_else(|| anyhow::anyhow!("{} is not UTF-8", path.display()))?
-            .to_owned();
-        let file = tokio::fs::File::open(path).await?;
-        let content = self
-            .p
-            .learn(&item, tokio_util::io::ReaderStream::new(file))
-            .await?;
-        let after = tokio::fs::symlink_metadata(path).await?;
-        if stamp(&after) != before {
-            return Ok(Look::Later);
-        }
-        self.p.commit_lazy(item, content, locator).await?;
         Ok(Look::Done)
     }
 

@@ -146,7 +146,7 @@ async fn registration_needs_the_token_unless_enrollment_is_open_and_then_it_is_c
     let stored = String::from_utf8_lossy(&stored);
     assert!(!stored.contains(secret), "the secret is stored in clear");
     assert!(
-        stored.contains(&sha256_hex(secret)),
+        stored.contains(&docfed_test_kit::sha256_hex(secret.as_bytes())),
         "the secret's SHA-256 is not stored"
     );
 
@@ -535,9 +535,4 @@ async fn unflagging_releases_what_a_regional_node_kept_only_for_the_flag() -> Te
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.bytes().await?.to_vec() == pattern(1, 200_000));
     Ok(())
-}
-
-fn sha256_hex(s: &str) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use docfed_shared::sources::item_id;
+use docfed_test_kit::content::pattern;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -467,33 +468,14 @@ impl LazyOrigin {
     }
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use docfed_shared::hashing::StreamHash;
-    let mut h = docfed_shared::ContentHasher::new();
-    h.update(bytes);
-    h.finish().sha256.to_string()
-}
-
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lazy_item_streams_from_its_source_through_the_tiers_on_first_read() -> TestResult {
     use futures::StreamExt;
     use std::sync::atomic::Ordering;
 
     let origin = LazyOrigin {
-        blob: pseudo_random(3 << 20, 7).into(),
-        liar: pseudo_random(64 * 1024, 11).into(),
+        blob: pattern(7, 3 << 20).into(),
+        liar: pattern(11, 64 * 1024).into(),
         second_half: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
         blob_gets: Default::default(),
     };
@@ -502,15 +484,15 @@ async fn a_lazy_item_streams_from_its_source_through_the_tiers_on_first_read() -
     let notes = b"field notes, read once to learn their digests\n".repeat(100);
     std::fs::write(files.path().join("notes.txt"), &notes)?;
     // What the liar claims: the digests of other bytes of the same length.
-    let claimed = pseudo_random(64 * 1024, 13);
+    let claimed = pattern(13, 64 * 1024);
     let listing = [
         serde_json::json!({"key": "blob", "url": format!("{base}/blob"), "lazy": true,
             "size": origin.blob.len(), "md5": docfed_test_kit::md5_hex(&origin.blob),
-            "sha256": sha256_hex(&origin.blob),
+            "sha256": docfed_test_kit::sha256_hex(&origin.blob),
             "content_type": "application/octet-stream"}),
         serde_json::json!({"key": "liar", "url": format!("{base}/liar"), "lazy": true,
             "size": claimed.len(), "md5": docfed_test_kit::md5_hex(&claimed),
-            "sha256": sha256_hex(&claimed)}),
+            "sha256": docfed_test_kit::sha256_hex(&claimed)}),
         serde_json::json!({"key": "notes", "path": files.path().join("notes.txt"), "lazy": true}),
     ]
     .iter()
@@ -518,9 +500,12 @@ async fn a_lazy_item_streams_from_its_source_through_the_tiers_on_first_read() -
     .collect::<String>();
     std::fs::write(files.path().join("listing.jsonl"), listing)?;
     let name = format!("lz{:06x}", docfed_test_kit::unique_u32() & 0xffffff);
+    let shelf = tempfile::tempdir()?;
+    let shelved = format!("{name}w");
     let toml = format!(
-        "[[source]]\nname = {name:?}\nkind = \"exec\"\ncommand = [\"cat\", {:?}]\ninterval = \"1s\"\n",
-        files.path().join("listing.jsonl").display().to_string()
+        "[[source]]\nname = {name:?}\nkind = \"exec\"\ncommand = [\"cat\", {:?}]\ninterval = \"1s\"\n\n{}lazy = true\n",
+        files.path().join("listing.jsonl").display().to_string(),
+        watch_source(&shelved, shelf.path())
     );
     let fed = Federation::start_with_sources(&[], &toml).await?;
     let (blob, liar, notes_id) = (
@@ -629,5 +614,21 @@ async fn a_lazy_item_streams_from_its_source_through_the_tiers_on_first_read() -
     let (status, body) = content(fed.node("na"), &notes_id).await?;
     assert_eq!(status, StatusCode::OK);
     assert!(body == notes, "the learnt item, byte-exact");
+
+    // A lazy watched folder: a dropped file is published by its digests, read from the folder
+    // at the first request, then an ordinary version everywhere.
+    let report = pattern(17, 200_000);
+    write_file(&shelf.path().join("report.bin"), &report)?;
+    let report_id = item_id(&shelved, "report.bin").to_string();
+    let m = fed
+        .await_meta("eu", &report_id, T, |m| m["lazy"] == true)
+        .await?;
+    assert_eq!(m["available_here"], false, "{m}");
+    let (status, body) = content(fed.node("eu"), &report_id).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == report, "the watched lazy file, byte-exact");
+    await_everywhere(&fed, &report_id, &report).await?;
+    fed.await_meta("asia", &report_id, T, |m| m["version"] == 2)
+        .await?;
     Ok(())
 }
