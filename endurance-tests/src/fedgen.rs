@@ -55,6 +55,8 @@ pub async fn start_shape(
     let file = dir.join("topology.toml");
     std::fs::write(&file, t)?;
     let mut opts = UpOptions::new(&file, dir.join("run"));
+    // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
+    opts.insecure = true;
     opts.broker = broker;
     opts.start_portal = false;
     opts.verbose = false;

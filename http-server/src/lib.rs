@@ -27,6 +27,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+pub mod tls;
+
 /// Bounds on what clients may hold of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -45,11 +47,13 @@ impl Default for Limits {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` fires and open connections are done.
+/// Serves `router` on `listener` until `shutdown` fires and open connections are done; over TLS
+/// when `tls` is given (every request then carries a [`tls::TlsPeer`]).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: CancellationToken,
 ) {
     // HTTP/1.1 only: hyper-util's automatic HTTP/2 detection first reads the connection's
@@ -60,6 +64,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -80,26 +85,69 @@ pub async fn serve(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service =
-            router
-                .clone()
-                .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(axum::body::Body::new);
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    req
-                });
-        let conn =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let conn = graceful.watch(conn);
+        let router = router.clone();
+        let builder = builder.clone();
+        // A watcher counts as a connection from now on: shutdown waits for it, and signals
+        // it once it serves, even if its TLS handshake is still under way.
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+            match acceptor {
+                None => serve_connection(stream, peer, None, router, &builder, watcher).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request header: a silent client
+                    // cannot hold its slot.
+                    let handshake = tokio::select! {
+                        h = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)) => h,
+                        () = shutdown.cancelled() => return,
+                    };
+                    match handshake {
+                        Ok(Ok(stream)) => {
+                            let node = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(tls::node_id_of);
+                            let tls_peer = tls::TlsPeer { node };
+                            serve_connection(stream, peer, Some(tls_peer), router, &builder, watcher)
+                                .await
+                        }
+                        Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(permit);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    peer: SocketAddr,
+    tls_peer: Option<tls::TlsPeer>,
+    router: Router,
+    builder: &http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = router.map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+        let mut req = req.map(axum::body::Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        if let Some(p) = &tls_peer {
+            req.extensions_mut().insert(p.clone());
+        }
+        req
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// The peer address type handlers extract (`ConnectInfo<SocketAddr>`).
@@ -122,7 +170,7 @@ mod tests {
             get(|ConnectInfo(peer): Peer| async move { peer.ip().to_string() }),
         );
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(serve(listener, router, limits, cancel.clone()));
+        let task = tokio::spawn(serve(listener, router, limits, None, cancel.clone()));
         (addr, cancel, task)
     }
 
@@ -189,7 +237,7 @@ mod tests {
         // No wait needed: the server accepts connections in the order they completed, so the
         // hogs take the slots before the request below.
         let started = Instant::now();
-        let got = reqwest::get(format!("http://{addr}/")).await.unwrap();
+        let got = crate::tls::get(format!("http://{addr}/")).await.unwrap();
         // Served once the header-read timeout freed a slot, not before.
         assert_eq!(got.status(), 200);
         assert!(

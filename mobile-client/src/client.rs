@@ -10,7 +10,7 @@ use crate::error::CliError;
 /// The HTTP client every command uses: a connection must open within 5 s, and a transfer that
 /// receives nothing for 60 s counts as broken.
 pub fn http_client() -> Result<reqwest::Client, CliError> {
-    reqwest::Client::builder()
+    docfed_http::tls::client_builder()
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(Duration::from_secs(60))
         .build()

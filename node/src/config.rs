@@ -163,6 +163,17 @@ pub struct Args {
     /// /v1/admin/gc` runs one at any time).
     #[arg(long, env = "DOCFED_GC_INTERVAL", value_name = "DURATION|off")]
     pub gc_interval: Option<String>,
+    /// This node's TLS certificate (PEM); default for a federated node: the topology's
+    /// `[tls] certs` folder's ID.pem. A standalone node serves HTTPS with it.
+    #[arg(long, env = "DOCFED_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's TLS private key (PEM); default: the `[tls] certs` folder's ID.key.
+    #[arg(long, env = "DOCFED_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve and pull in clear: needed for a federation whose topology has no `[tls]`, and for
+    /// a standalone node on an address other than loopback without --tls-cert.
+    #[arg(long, env = "DOCFED_INSECURE")]
+    pub insecure: bool,
 }
 
 /// The optional configuration file. Every field may be left out.
@@ -265,6 +276,19 @@ pub struct NodeConfig {
     pub retention: crate::retention::Policy,
     /// Present when the node is a member of a federation.
     pub federation: Option<crate::federation::Federation>,
+    /// HTTPS: what the node presents and trusts. `None`: plain HTTP (explicitly insecure, or a
+    /// standalone node on loopback).
+    pub tls: Option<NodeTls>,
+}
+
+/// A node's TLS set-up.
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The federation CA and CRL; `None` for a standalone node (no peers, no client
+    /// certificates).
+    pub trust: Option<std::sync::Arc<docfed_http::tls::Trust>>,
 }
 
 /// Device enrolment and flag quotas (README "Devices").
@@ -326,6 +350,8 @@ pub enum ConfigError {
     BadNodeId(String),
     #[error("retention: {0}")]
     Retention(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("cannot prepare data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -382,6 +408,9 @@ impl NodeConfig {
                 for source in &mut topo.sources {
                     source.resolve_path(&base);
                 }
+                if let Some(tls) = topo.tls.as_mut() {
+                    tls.resolve_paths(&base);
+                }
                 let me = topo
                     .node(id)
                     .cloned()
@@ -396,8 +425,9 @@ impl NodeConfig {
                 })?
                 .into_iter()
                 .map(|(id, addr)| {
-                    let advertised = topo.node(&id).expect("validated").base_url();
-                    (advertised, format!("http://{addr}"))
+                    let advertised = topo.url(topo.node(&id).expect("validated"));
+                    let scheme = if topo.tls.is_some() { "https" } else { "http" };
+                    (advertised, format!("{scheme}://{addr}"))
                 })
                 .collect();
                 let amqp_routes = parse_routes(&args.peer_amqp, "--peer-amqp", &topo, |u| {
@@ -483,6 +513,17 @@ impl NodeConfig {
         if !(16..=256).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(ConfigError::BadToken);
         }
+        let http = args
+            .http
+            .or(federation.as_ref().map(|f| f.me.http))
+            .or(file.http)
+            .unwrap_or_else(|| DEFAULT_HTTP.parse().expect("valid default"));
+        let tls = node_tls(
+            federation.as_ref(),
+            args.tls_cert.zip(args.tls_key),
+            args.insecure,
+            http,
+        )?;
         let tier = federation.as_ref().map(|f| f.me.tier);
         let retention =
             retention_policy(tier, &args_retention, file.retention.unwrap_or_default())?;
@@ -491,11 +532,7 @@ impl NodeConfig {
             tier,
             region: federation.as_ref().and_then(|f| f.me.region.clone()),
             data_dir,
-            http: args
-                .http
-                .or(federation.as_ref().map(|f| f.me.http))
-                .or(file.http)
-                .unwrap_or_else(|| DEFAULT_HTTP.parse().expect("valid default")),
+            http,
             token,
             max_upload_size: args
                 .max_upload_size
@@ -555,8 +592,77 @@ impl NodeConfig {
             },
             retention,
             federation,
+            tls,
         })
     }
+}
+
+/// Secure by default (ARCHITECTURE.md §2.10): a federated node uses its topology's `[tls]`, or
+/// runs in clear only when the topology or `--insecure` says so; a standalone node serves HTTPS
+/// with `--tls-cert`, and plain HTTP on loopback or with `--insecure`. Never a silent fallback.
+fn node_tls(
+    federation: Option<&crate::federation::Federation>,
+    files: Option<(PathBuf, PathBuf)>,
+    insecure: bool,
+    http: SocketAddr,
+) -> Result<Option<NodeTls>, ConfigError> {
+    let Some(fed) = federation else {
+        return match files {
+            Some((cert, key)) => Ok(Some(NodeTls {
+                cert,
+                key,
+                trust: None,
+            })),
+            None if insecure || http.ip().is_loopback() => Ok(None),
+            None => Err(ConfigError::Tls(format!(
+                "{http} is not a loopback address: serve HTTPS with --tls-cert and --tls-key, \
+                 or pass --insecure to serve plain HTTP there"
+            ))),
+        };
+    };
+    let Some(spec) = &fed.topology.tls else {
+        if fed.topology.insecure || insecure {
+            return Ok(None);
+        }
+        return Err(ConfigError::Tls(
+            "the topology has no [tls] table, so links would be in clear: run `docfed-topology \
+             certs FILE --out DIR` and use the topology it writes, or say `insecure = true` in \
+             the topology (or --insecure) to run without TLS"
+                .to_owned(),
+        ));
+    };
+    if insecure {
+        return Err(ConfigError::Tls(
+            "--insecure contradicts the topology's [tls] table: every peer speaks HTTPS to this \
+             node"
+                .to_owned(),
+        ));
+    }
+    let (cert, key) = files.unwrap_or_else(|| spec.node_files(fed.id()));
+    let trust = docfed_http::tls::Trust::load(&spec.ca, spec.crl.as_deref())
+        .map_err(|e| ConfigError::Tls(e.to_string()))?;
+    // Fails now, with the file named, rather than at the first handshake.
+    trust
+        .server_config(&cert, &key, true)
+        .map_err(|e| ConfigError::Tls(e.to_string()))?;
+    let der = &docfed_http::tls::load_certs(&cert, "certificate")
+        .map_err(|e| ConfigError::Tls(e.to_string()))?[0];
+    match docfed_http::tls::node_id_of(der) {
+        Some(id) if id == fed.id() => {}
+        other => {
+            return Err(ConfigError::Tls(format!(
+                "{} names node {:?}, not `{}`: peers would refuse it",
+                cert.display(),
+                other.unwrap_or_default(),
+                fed.id()
+            )))
+        }
+    }
+    Ok(Some(NodeTls {
+        cert,
+        key,
+        trust: Some(trust),
+    }))
 }
 
 /// The tier's retention defaults, overlaid by the file's `[retention]`, overlaid by flags.

@@ -39,6 +39,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     WrongTier(String),
+    /// A request only servers may make, from a client that is not one.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("content not here yet; retry shortly")]
     NotYet,
     /// A cap on concurrent work (`limit` names the setting) is reached; retry later.
@@ -88,7 +91,7 @@ impl ApiError {
             ApiError::LimitReached { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::WrongTier(_) => StatusCode::FORBIDDEN,
+            ApiError::WrongTier(_) | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotYet | ApiError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Gone { .. } | ApiError::Withdrawn { .. } => StatusCode::GONE,
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -110,6 +113,7 @@ impl ApiError {
             ApiError::NotFound { .. } => ErrorCode::NotFound,
             ApiError::Conflict(_) => ErrorCode::Conflict,
             ApiError::WrongTier(_) => ErrorCode::WrongTier,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::NotYet => ErrorCode::NotYet,
             ApiError::Busy { .. } => ErrorCode::Busy,
             ApiError::Gone { .. } | ApiError::Withdrawn { .. } => ErrorCode::Deleted,

@@ -140,7 +140,18 @@ pub async fn run(
         .with_context(|| format!("cannot open database {}", db_path.display()))?;
     let store = Store::open(&config.data_dir, config.reserved_space)
         .with_context(|| format!("cannot open content store in {}", config.data_dir.display()))?;
-    let http = reqwest::Client::builder()
+    // Peers are reached over TLS with this node's certificate (and only the federation CA is
+    // trusted); a standalone node pulls from no one.
+    let http = match config.tls.as_ref().and_then(|t| t.trust.as_ref().map(|tr| (t, tr))) {
+        Some((tls, trust)) => {
+            trust.watch_crl(cancel.clone());
+            trust
+                .reqwest(Some((&tls.cert, &tls.key)))
+                .context("TLS client")?
+        }
+        None => docfed_http::tls::client_builder(),
+    };
+    let http = http
         .connect_timeout(std::time::Duration::from_secs(5))
         .read_timeout(std::time::Duration::from_secs(60))
         // Pulls go to topology nodes only; a redirect could send them anywhere.
@@ -200,13 +211,27 @@ pub async fn run(
     }
 
     let addr = listener.local_addr()?;
-    Ready::for_this_process(Some(&config.node_id), addr).write(&config.data_dir)?;
-    tracing::info!(node = %config.node_id, http = %format!("http://{addr}"), data_dir = %config.data_dir.display(), "node ready");
+    let mut ready = Ready::for_this_process(Some(&config.node_id), addr);
+    if config.tls.is_some() {
+        ready.http = format!("https://{addr}");
+    }
+    ready.write(&config.data_dir)?;
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    tracing::info!(node = %config.node_id, http = %format!("{scheme}://{addr}"), data_dir = %config.data_dir.display(), "node ready");
 
+    let tls = match &config.tls {
+        Some(t) => Some(match &t.trust {
+            Some(trust) => trust.server_config(&t.cert, &t.key, true),
+            None => docfed_http::tls::server_config_without_clients(&t.cert, &t.key),
+        }
+        .context("TLS server")?),
+        None => None,
+    };
     let server = docfed_http::serve(
         listener,
         api::router(node),
         config.http_limits,
+        tls,
         cancel.clone(),
     );
     let deadline = async {

@@ -76,6 +76,19 @@ pub struct ServeArgs {
     #[arg(long, env = "DOCFED_PORTAL_HTTP", default_value = DEFAULT_HTTP)]
     pub http: SocketAddr,
 
+    /// The federation CA (PEM) to trust when talking to the primaries over HTTPS; default: the
+    /// topology's `[tls] ca`.
+    #[arg(long, env = "DOCFED_CA")]
+    pub ca: Option<PathBuf>,
+
+    /// Serve HTTPS with this certificate (PEM; `docfed-topology certs` writes portal.pem).
+    #[arg(long, env = "DOCFED_PORTAL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "DOCFED_PORTAL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
     /// The primaries' publish token (bearer).
     #[arg(long, env = "DOCFED_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -166,6 +179,10 @@ pub struct NodeInfo {
 #[derive(Clone)]
 pub struct Config {
     pub http: SocketAddr,
+    /// The federation CA the primaries' certificates must chain to (HTTPS primaries).
+    pub ca: Option<PathBuf>,
+    /// Certificate and key to serve HTTPS with; plain HTTP without.
+    pub tls: Option<(PathBuf, PathBuf)>,
     pub data_dir: PathBuf,
     pub primaries: Vec<PrimarySpec>,
     /// Regions an author may restrict a document to, sorted.
@@ -214,7 +231,7 @@ pub enum ConfigError {
     NoPrimary(String),
     #[error("no primaries: pass --topology FILE or --primary URL (twice for the failover pair)")]
     NoPrimaries,
-    #[error("--primary {0:?} is not an http:// URL")]
+    #[error("--primary {0:?} is not an http:// or https:// URL")]
     BadPrimaryUrl(String),
     #[error("--region {0:?} is not a region name (1-64 of a-z, 0-9, `-`, `_`)")]
     BadRegion(String),
@@ -236,16 +253,25 @@ impl Config {
         let mut tiers = HashMap::new();
         let mut nodes = Vec::new();
         let mut regions: Vec<String> = Vec::new();
+        let mut ca = a.ca.clone();
         let primaries: Vec<PrimarySpec> = match &a.topology {
             Some(path) => {
-                let t = Topology::load_validated(path)?;
+                let mut t = Topology::load_validated(path)?;
+                if let Some(tls) = t.tls.as_mut() {
+                    let base = std::path::absolute(path)
+                        .ok()
+                        .and_then(|p| p.parent().map(std::path::Path::to_owned))
+                        .unwrap_or_default();
+                    tls.resolve_paths(&base);
+                    ca.get_or_insert(tls.ca.clone());
+                }
                 for n in &t.nodes {
                     tiers.insert(n.id.clone(), n.tier.to_string());
                     nodes.push(NodeInfo {
                         id: n.id.clone(),
                         tier: n.tier.to_string(),
                         region: n.region.clone(),
-                        url: n.base_url(),
+                        url: t.url(n),
                     });
                 }
                 regions.extend(t.regionals().filter_map(|n| n.region.clone()));
@@ -253,7 +279,7 @@ impl Config {
                     .primaries()
                     .map(|n| PrimarySpec {
                         name: n.id.clone(),
-                        url: n.base_url(),
+                        url: t.url(n),
                     })
                     .collect();
                 if p.is_empty() {
@@ -266,13 +292,13 @@ impl Config {
                 .iter()
                 .map(|u| {
                     let url = u.trim_end_matches('/').to_owned();
-                    if !url.starts_with("http://") || url.len() <= "http://".len() {
-                        return Err(ConfigError::BadPrimaryUrl(u.clone()));
-                    }
-                    Ok(PrimarySpec {
-                        name: url.trim_start_matches("http://").to_owned(),
-                        url,
-                    })
+                    let name = url
+                        .strip_prefix("http://")
+                        .or_else(|| url.strip_prefix("https://"))
+                        .filter(|rest| !rest.is_empty())
+                        .ok_or_else(|| ConfigError::BadPrimaryUrl(u.clone()))?
+                        .to_owned();
+                    Ok::<_, ConfigError>(PrimarySpec { name, url })
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -308,6 +334,8 @@ impl Config {
 
         Ok(Config {
             http: a.http,
+            ca,
+            tls: a.tls_cert.clone().zip(a.tls_key.clone()),
             data_dir,
             primaries,
             regions,

@@ -97,7 +97,13 @@ pub async fn run(
     // (the panic hook prints them).
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_page));
     // Every request carries the peer's address as `ConnectInfo<SocketAddr>`.
-    let serve = docfed_http::serve(listener, app, config.http_limits, cancel.clone());
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(
+            docfed_http::tls::server_config_without_clients(cert, key).context("TLS server")?,
+        ),
+        None => None,
+    };
+    let serve = docfed_http::serve(listener, app, config.http_limits, tls, cancel.clone());
     let mut server = tokio::spawn(serve);
 
     let result = tokio::select! {

@@ -341,9 +341,18 @@ impl Primaries {
         (config, primaries)
     }
 
-    pub fn new(config: &Config) -> Result<Primaries, reqwest::Error> {
+    pub fn new(config: &Config) -> anyhow::Result<Primaries> {
+        // HTTPS primaries are trusted through the federation CA only.
+        let tls = match &config.ca {
+            Some(ca) => Some(docfed_http::tls::Trust::load(ca, None)?.client_config(None)?),
+            None => None,
+        };
         let base = || {
-            reqwest::Client::builder()
+            let builder = match &tls {
+                Some(t) => docfed_http::tls::client_builder().tls_backend_preconfigured(t.clone()),
+                None => docfed_http::tls::client_builder(),
+            };
+            builder
                 // The primaries are addressed directly; a proxy from the environment would only
                 // add a hop that can fail.
                 .no_proxy()

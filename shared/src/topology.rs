@@ -65,6 +65,56 @@ pub struct Topology {
     /// Reachback sources the primaries run (`[[source]]` tables, `sources.rs`).
     #[serde(rename = "source", default, skip_serializing_if = "Vec::is_empty")]
     pub sources: Vec<crate::sources::SourceSpec>,
+    /// TLS on every link between the nodes (`[tls]`, made by `docfed-topology certs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+    /// Links in clear, said explicitly: a node refuses to start with neither `[tls]` nor this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// The `[tls]` table: the federation CA and where each node finds its certificate. Relative
+/// paths are relative to the topology file's folder ([`TlsSpec::resolve_paths`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSpec {
+    /// The federation CA's certificate (PEM) every node trusts.
+    pub ca: PathBuf,
+    /// The revocation list (PEM); nodes read it again whenever it changes. Optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
+    /// The folder of the nodes' certificates and keys, `ID.pem` and `ID.key` (a node's
+    /// `--tls-cert`/`--tls-key` override it). Default: `nodes` beside the CA's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certs: Option<PathBuf>,
+}
+
+impl TlsSpec {
+    /// Makes relative paths relative to `base` (the topology file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut self.ca);
+        if let Some(p) = self.crl.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = self.certs.as_mut() {
+            resolve(p);
+        }
+    }
+
+    /// Node `id`'s certificate and key files.
+    pub fn node_files(&self, id: &str) -> (PathBuf, PathBuf) {
+        let dir = self.certs.clone().unwrap_or_else(|| {
+            self.ca
+                .parent()
+                .map_or_else(|| PathBuf::from("nodes"), |d| d.join("nodes"))
+        });
+        (dir.join(format!("{id}.pem")), dir.join(format!("{id}.key")))
+    }
 }
 
 /// The role of a node. Every tier runs the same program; the tier only decides what a node does
@@ -141,9 +191,11 @@ pub struct NodeSpec {
 }
 
 impl NodeSpec {
-    /// Base URL of the node's HTTP API, e.g. `http://127.0.0.1:7101`.
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.http)
+    /// Base URL of the node's HTTP API, e.g. `https://127.0.0.1:7101`: `https` when the
+    /// federation has TLS (`tls`), `http` otherwise.
+    pub fn base_url(&self, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.http)
     }
 }
 
@@ -200,6 +252,8 @@ pub enum TopologyError {
     BadPublicKey { node: String, key: String },
     #[error("redundancy must be at least 1 (each notification needs at least one path)")]
     ZeroRedundancy,
+    #[error("`insecure = true` and a `[tls]` table contradict each other: keep one")]
+    TlsAndInsecure,
     #[error("node id {id:?} is invalid: ids are 1-64 characters of a-z, 0-9, `-`, `_`")]
     InvalidId { id: String },
     #[error("node id `{id}` is used by more than one node")]
@@ -376,6 +430,9 @@ impl Topology {
         }
         if self.redundancy == 0 {
             errors.push(E::ZeroRedundancy);
+        }
+        if self.insecure && self.tls.is_some() {
+            errors.push(E::TlsAndInsecure);
         }
         if let Some(url) = &self.amqp_url {
             if !is_amqp_url(url) {
@@ -671,6 +728,11 @@ impl Topology {
     }
 
     /// The node with this id (the first one, should the file repeat an id).
+    /// Base URL of node `node` in this federation (`https` with `[tls]`).
+    pub fn url(&self, node: &NodeSpec) -> String {
+        node.base_url(self.tls.is_some())
+    }
+
     pub fn node(&self, id: &str) -> Option<&NodeSpec> {
         self.nodes.iter().find(|n| n.id == id)
     }
@@ -939,7 +1001,7 @@ backup = "ra"
         assert!(t.regions_held_by("mid-1").is_empty());
         let ports: Vec<u16> = t.nodes.iter().map(|n| n.http.port()).collect();
         assert_eq!(ports, [7101, 7102, 7111, 7112, 7121, 7122, 7123]);
-        assert_eq!(t.node("na").unwrap().base_url(), "http://127.0.0.1:7121");
+        assert_eq!(t.node("na").unwrap().base_url(false), "http://127.0.0.1:7121");
     }
 
     #[test]

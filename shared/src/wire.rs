@@ -301,6 +301,8 @@ pub enum ErrorCode {
     Conflict,
     /// Only another tier does this (e.g. publishing at a regional node).
     WrongTier,
+    /// Only a server of the federation may do this (a pull without a node's certificate).
+    Forbidden,
     /// The content is still arriving here: retry shortly (503 with `Retry-After`).
     NotYet,
     /// A cap on concurrent work is reached: retry later.

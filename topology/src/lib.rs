@@ -13,6 +13,7 @@
 //! [`docfed_shared::topology`], since nodes read them too.
 
 pub mod broker;
+pub mod certs;
 pub mod demo;
 pub mod keys;
 pub mod launch;

@@ -42,6 +42,38 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make the federation's certificates: a CA (or --ca-cert/--ca-key, the operator's), one
+    /// certificate per node, the portal's and the broker's, and an empty revocation list, in
+    /// OUT (existing ones are kept); writes OUT/topology.toml, FILE with a [tls] table that
+    /// points there. Give each node its nodes/<id>.pem and .key (or --tls-cert/--tls-key).
+    Certs {
+        /// The topology file (TOML).
+        file: PathBuf,
+        /// Directory for the certificates and the topology with [tls].
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra DNS name or IP address every server certificate carries (repeatable).
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// The operator's CA certificate (PEM) to sign with instead of a new CA.
+        #[arg(long, requires = "ca_key")]
+        ca_cert: Option<PathBuf>,
+        /// The operator's CA private key (PEM); it is never copied into OUT.
+        #[arg(long, requires = "ca_cert")]
+        ca_key: Option<PathBuf>,
+    },
+    /// Revoke node NODE's certificate: it joins OUT/crl.pem, which every node reloads within
+    /// seconds, so the node can no longer pull from or serve its peers. Remove the node (and
+    /// its public key) from the topology as well.
+    Revoke {
+        /// The topology file (TOML).
+        file: PathBuf,
+        /// The directory `certs` wrote.
+        #[arg(long)]
+        out: PathBuf,
+        /// The node whose certificate is revoked.
+        node: String,
+    },
     /// Start every node of FILE (and the portal when available), print their URLs, write
     /// RUN_DIR/federation.json, and stop them all on Ctrl-C or SIGTERM.
     Up {
@@ -74,6 +106,10 @@ enum Cmd {
         /// to 30 s, giving up after 5 crashes in a row within 10 s of their start).
         #[arg(long)]
         no_restart: bool,
+        /// Run a topology without [tls] in clear. By default `up` makes certificates for it in
+        /// RUN_DIR/certs and every node speaks HTTPS with mutual TLS between nodes.
+        #[arg(long)]
+        insecure: bool,
     },
 }
 
@@ -81,6 +117,23 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Cmd::Check { file } => check(&file),
         Cmd::Keys { file, out } => keys(&file, &out),
+        Cmd::Certs {
+            file,
+            out,
+            sans,
+            ca_cert,
+            ca_key,
+        } => certs(
+            &file,
+            &out,
+            topology::certs::CertOptions {
+                extra_sans: sans,
+                operator_ca: ca_cert
+                    .zip(ca_key)
+                    .map(|(cert, key)| topology::certs::OperatorCa { cert, key }),
+            },
+        ),
+        Cmd::Revoke { file, out, node } => revoke(&file, &out, &node),
         Cmd::Up {
             file,
             run_dir,
@@ -91,6 +144,7 @@ fn main() -> ExitCode {
             health_timeout,
             stop_timeout,
             no_restart,
+            insecure,
         } => {
             let mut opts = UpOptions::new(file, run_dir);
             opts.broker = if private_broker {
@@ -105,6 +159,7 @@ fn main() -> ExitCode {
             if no_restart {
                 opts.restart = None;
             }
+            opts.insecure = insecure;
             up(opts)
         }
     }
@@ -161,6 +216,69 @@ fn keys(file: &Path, out: &Path) -> ExitCode {
         }
         Err(e) => {
             eprintln!("docfed-topology keys: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn certs(file: &Path, out: &Path, opts: topology::certs::CertOptions) -> ExitCode {
+    let run = || -> anyhow::Result<(PathBuf, topology::certs::Issued)> {
+        let mut topology = Topology::load_validated(file)?;
+        let dir = topology::certs::CertDir(out.to_owned());
+        let issued = topology::certs::generate(&topology, &dir, &opts)?;
+        // The topology written beside the certificates names them relative to itself.
+        topology.insecure = false;
+        topology.tls = Some(docfed_shared::topology::TlsSpec {
+            ca: "ca.pem".into(),
+            crl: Some("crl.pem".into()),
+            certs: Some("nodes".into()),
+        });
+        let path = out.join("topology.toml");
+        topology::keys::write_topology(&topology, &path)?;
+        Ok((path, issued))
+    };
+    match run() {
+        Ok((path, issued)) => {
+            for what in &issued.created {
+                println!("issued  {what}");
+            }
+            for what in &issued.kept {
+                println!("kept    {what}");
+            }
+            println!(
+                "certificates in {}: CA {}; give each node nodes/<id>.pem and nodes/<id>.key \
+                 (or --tls-cert/--tls-key), keep ca.key off the nodes, and give every node, \
+                 the portal and the CLI users {} and the CA",
+                out.display(),
+                out.join("ca.pem").display(),
+                path.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("docfed-topology certs: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn revoke(file: &Path, out: &Path, node: &str) -> ExitCode {
+    let run = || -> anyhow::Result<String> {
+        let topology = Topology::load_validated(file)?;
+        topology::certs::revoke(&topology, &topology::certs::CertDir(out.to_owned()), node)
+    };
+    match run() {
+        Ok(serial) => {
+            println!(
+                "revoked {node} (serial {serial}); nodes reading {} refuse it within {} s. \
+                 Remove it and its public key from the topology too.",
+                out.join("crl.pem").display(),
+                docfed_http::tls::CRL_POLL.as_secs()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("docfed-topology revoke: {e:#}");
             ExitCode::FAILURE
         }
     }

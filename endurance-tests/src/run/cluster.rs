@@ -216,6 +216,8 @@ impl Cluster {
         };
 
         let mut up = UpOptions::new(&topo_file, &fed_dir);
+        // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
+        up.insecure = true;
         up.broker = BrokerChoice::AsWritten;
         up.start_portal = false;
         up.verbose = false;
@@ -236,7 +238,7 @@ impl Cluster {
             }
         };
         let token = fed.token().to_owned();
-        let http = reqwest::Client::builder()
+        let http = docfed_http::tls::client_builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(3))
             .build()?;
@@ -268,7 +270,7 @@ impl Cluster {
 
     /// Base URL of node `id`, reached directly (not through a proxy).
     pub fn url(&self, id: &str) -> String {
-        self.topo.node(id).map(|n| n.base_url()).unwrap_or_default()
+        self.topo.node(id).map(|n| self.topo.url(n)).unwrap_or_default()
     }
 
     pub fn data_dir(&self, id: &str) -> PathBuf {

@@ -435,7 +435,7 @@ async fn drive(
             .map(|n| {
                 (
                     n.id.clone(),
-                    n.base_url(),
+                    cluster.topo.url(n),
                     n.region.clone().unwrap_or_default(),
                 )
             })

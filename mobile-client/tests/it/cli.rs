@@ -5,7 +5,7 @@ use crate::common::*;
 async fn await_available(url: &str, id: &str, field: &str) -> TestResult {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok(r) = reqwest::get(format!("{url}/v1/documents/{id}")).await {
+        if let Ok(r) = docfed_http::tls::get(format!("{url}/v1/documents/{id}")).await {
             if r.status().is_success() {
                 let v: serde_json::Value = r.json().await?;
                 if field.is_empty() || v[field] == true {
@@ -76,7 +76,7 @@ async fn search_and_fetch_across_regions_from_every_regional_node() -> TestResul
     for (role, doc) in [("na", 2), ("eu", 3), ("asia", 1)] {
         let (id, scope, body) = &docs[doc];
         let url = fed.url(role);
-        let meta: serde_json::Value = reqwest::get(format!("{url}/v1/documents/{id}"))
+        let meta: serde_json::Value = docfed_http::tls::get(format!("{url}/v1/documents/{id}"))
             .await?
             .json()
             .await?;
@@ -141,7 +141,7 @@ async fn search_and_fetch_across_regions_from_every_regional_node() -> TestResul
     );
     assert_eq!(stdout_json(&out)["objects_released"], 1);
     await_available(&na, eu_doc, "").await?;
-    let meta: serde_json::Value = reqwest::get(format!("{na}/v1/documents/{eu_doc}"))
+    let meta: serde_json::Value = docfed_http::tls::get(format!("{na}/v1/documents/{eu_doc}"))
         .await?
         .json()
         .await?;
@@ -211,7 +211,7 @@ async fn errors_have_their_exit_codes_and_fts_syntax_is_harmless() -> TestResult
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("docfed"));
 
     // An earlier version by number; a version that does not exist is "not found".
-    let resp = reqwest::Client::new()
+    let resp = docfed_http::tls::client_builder().build().expect("HTTP client")
         .put(format!("{}/v1/documents/{id}", node.url))
         .bearer_auth(TOKEN)
         .body("hello, again")
@@ -240,7 +240,7 @@ async fn errors_have_their_exit_codes_and_fts_syntax_is_harmless() -> TestResult
 
     // Corrupted bytes on the server (the current version's): verification fails, nothing at
     // the output path.
-    let v: serde_json::Value = reqwest::get(format!("{}/v1/documents/{id}", node.url))
+    let v: serde_json::Value = docfed_http::tls::get(format!("{}/v1/documents/{id}", node.url))
         .await?
         .json()
         .await?;
@@ -420,7 +420,7 @@ async fn a_device_registers_once_per_node_and_flags_with_its_secret() -> TestRes
     );
 
     // Revoked by the operator: refused, with how to come back; registering again works.
-    let resp = reqwest::Client::new()
+    let resp = docfed_http::tls::client_builder().build().expect("HTTP client")
         .delete(format!("{}/v1/devices/{device}", node.url))
         .bearer_auth(TOKEN)
         .send()
@@ -484,7 +484,7 @@ async fn a_reader_sees_what_the_author_decided_on_an_annotation() -> TestResult 
     );
 
     send(
-        reqwest::Client::new()
+        docfed_http::tls::client_builder().build().expect("HTTP client")
             .post(format!("{}/v1/annotations/{aid}/accept", node.url))
             .bearer_auth(TOKEN),
     )

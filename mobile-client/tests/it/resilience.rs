@@ -47,7 +47,7 @@ async fn node_directory(url: &str) -> TestResult<Directory> {
             q.push(("cursor", c));
         }
         let list = send(
-            reqwest::Client::new()
+            docfed_http::tls::client_builder().build().expect("HTTP client")
                 .get(format!("{url}/v1/documents"))
                 .query(&q),
         )
@@ -211,7 +211,7 @@ async fn ten_thousand_changes_made_while_disconnected_are_caught_up_by_one_sync(
     let primary_b = fed.url("primary-b");
     let na = fed.url("na");
     let token = fed.token();
-    let http = reqwest::Client::new();
+    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
     let tmp = tempfile::tempdir()?;
     let config = tmp.path().join("config");
     let home = tmp.path().join("home");
@@ -517,7 +517,7 @@ async fn a_daemon_killed_during_a_500_mib_download_resumes_it() -> TestResult {
         futures::stream::iter(0..chunks).map(move |i| Ok::<_, std::io::Error>(big_chunk(&b, i)));
     let started = Instant::now();
     let v = send(
-        reqwest::Client::new()
+        docfed_http::tls::client_builder().build().expect("HTTP client")
             .post(format!(
                 "{primary}/v1/documents?title=Survey&scope=region:na&filename=survey.bin"
             ))
@@ -770,7 +770,7 @@ async fn a_daemon_catches_up_within_3_s_of_its_link_coming_back() -> TestResult 
     let primary = fed.url("primary-a");
     let na = fed.url("na");
     let token = fed.token();
-    let http = reqwest::Client::new();
+    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
     let tmp = tempfile::tempdir()?;
     let config = tmp.path().join("config");
     let home = tmp.path().join("home");

@@ -86,14 +86,47 @@ pub async fn content(
 
 /// `GET /v1/objects/{md5}`: content by address, for pulls between nodes. Serves what is held,
 /// or what is still arriving (stream-through).
+/// Pulls between servers (ARCHITECTURE.md §2.10): over TLS in a federation, only a client whose
+/// certificate names a node of the topology (or an operator with the node's token) is served,
+/// and a node may not claim to be another in the pull's node header.
+fn server_only(
+    node: &AppState,
+    tls_peer: Option<&docfed_http::tls::TlsPeer>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    let (Some(fed), Some(peer)) = (node.federation(), tls_peer) else {
+        return Ok(());
+    };
+    let claimed = headers
+        .get(docfed_shared::keys::PULL_NODE_HEADER)
+        .and_then(|v| v.to_str().ok());
+    match &peer.node {
+        Some(id) if fed.topology.node(id).is_some() => match claimed {
+            Some(c) if c != id => Err(ApiError::Forbidden(format!(
+                "the client certificate names `{id}`, the request claims `{c}`"
+            ))),
+            _ => Ok(()),
+        },
+        _ if super::carries_token(headers, node) => Ok(()),
+        Some(id) => Err(ApiError::Forbidden(format!(
+            "`{id}` is not a node of this federation"
+        ))),
+        None => Err(ApiError::Forbidden(
+            "pulls need a client certificate of a node of this federation".to_owned(),
+        )),
+    }
+}
+
 pub async fn object(
     State(node): State<AppState>,
     Path(md5): Path<String>,
+    tls_peer: Option<axum::Extension<docfed_http::tls::TlsPeer>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let md5: Md5Hex = md5
         .parse()
         .map_err(|e: docfed_shared::ParseIdError| ApiError::invalid("md5", e.to_string()))?;
+    server_only(&node, tls_peer.as_deref(), &headers)?;
     let peer = signing_peer(&node, &headers, &md5);
     if node.db.withdrawn(&md5).await? && !super::carries_token(&headers, &node) && peer.is_none() {
         return Err(ApiError::Withdrawn {

@@ -106,7 +106,7 @@ pub fn admit(fed: &Federation, env: &Envelope) -> Result<(), Refusal> {
                     allowed: "a parent (or the other primary, to a primary)",
                 });
             }
-            let expected = from.base_url();
+            let expected = topo.url(from);
             if n.origin_url != expected {
                 return Err(Refusal::ForeignOrigin {
                     from: from.id.clone(),

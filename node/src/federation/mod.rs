@@ -56,11 +56,11 @@ impl Federation {
     }
 
     pub fn url_of(&self, id: &str) -> Option<String> {
-        self.topology.node(id).map(|n| format!("http://{}", n.http))
+        self.topology.node(id).map(|n| self.topology.url(n))
     }
 
     pub fn my_url(&self) -> String {
-        format!("http://{}", self.me.http)
+        self.topology.url(&self.me)
     }
 
     /// URL of node `id`'s inbox broker, as reached from here.
@@ -161,7 +161,7 @@ impl Federation {
     pub fn sources(&self, origin_url: &str) -> Vec<String> {
         let mut out = vec![origin_url.to_owned()];
         let parents = self.me.parents.iter().filter_map(|p| self.url_of(p));
-        let primaries = self.topology.primaries().map(|p| p.base_url());
+        let primaries = self.topology.primaries().map(|p| self.topology.url(p));
         for url in parents.chain(primaries) {
             if url != self.my_url() && !out.contains(&url) {
                 out.push(url);

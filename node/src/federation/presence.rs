@@ -97,7 +97,7 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
         node.peers.update(&n.id, |p| {
             p.tier = n.tier.to_string();
             p.region = n.region.clone();
-            p.http = n.base_url();
+            p.http = fed.topology.url(n);
             p.in_topology = true;
         });
     }

@@ -47,7 +47,7 @@ struct Validators {
 }
 
 pub async fn run(p: Publisher, stop: CancellationToken) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
+    let client = docfed_http::tls::client_builder()
         .connect_timeout(Duration::from_secs(10))
         .read_timeout(Duration::from_secs(60))
         .redirect(reqwest::redirect::Policy::none())

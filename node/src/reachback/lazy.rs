@@ -56,7 +56,7 @@ pub async fn failed(node: &Node, item: &LazyItem, error: &str) {
 fn client() -> &'static reqwest::Client {
     static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
     CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
+        docfed_http::tls::client_builder()
             .connect_timeout(Duration::from_secs(10))
             .read_timeout(Duration::from_secs(60))
             .redirect(reqwest::redirect::Policy::none())

@@ -28,7 +28,7 @@ async fn annotations_inbox() -> TestResult {
         let url = format!("{}/v1/documents/{id}/annotations", env.node_url(role));
         let text = text.to_owned();
         async move {
-            let client = reqwest::Client::new();
+            let client = docfed_http::tls::client_builder().build().expect("HTTP client");
             // The regional node learns of the document a moment after it is published.
             eventually(
                 Duration::from_secs(20),
@@ -176,7 +176,7 @@ async fn annotations_inbox() -> TestResult {
 
     // Both primaries recorded the decision.
     for role in ["pa", "pb"] {
-        let v: serde_json::Value = reqwest::Client::new()
+        let v: serde_json::Value = docfed_http::tls::client_builder().build().expect("HTTP client")
             .get(format!(
                 "{}/v1/annotations?state=any&doc_id={kept}",
                 env.node_url(role)

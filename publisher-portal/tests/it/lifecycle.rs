@@ -178,6 +178,8 @@ async fn the_launcher_starts_the_portal() -> TestResult {
         ),
     )?;
     let mut opts = UpOptions::new(&topology, env_probe.path().join("run"));
+    // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
+    opts.insecure = true;
     opts.broker = BrokerChoice::External(amqp_url());
     opts.node_binary = Some(node_binary()?);
     opts.portal_binary = Some(PORTAL.into());

@@ -17,7 +17,7 @@ const TOKEN: &str = "login-hardening-double-submit-token";
 /// A client without cookies or redirects, connecting from `local` (any 127/8 address is this
 /// machine's loopback, so a second one stands for a reverse proxy).
 fn client_from(local: IpAddr) -> reqwest::Client {
-    reqwest::Client::builder()
+    docfed_http::tls::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
         .local_address(local)

@@ -112,6 +112,23 @@ impl Federation {
                 })?;
             }
         }
+        // Secure by default: a topology without [tls] (and not `insecure`) runs with
+        // certificates made for this run directory (kept across runs, like the keys).
+        if let Some(tls) = topology.tls.as_mut() {
+            let base = std::path::absolute(&opts.topology_file)?
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_default();
+            tls.resolve_paths(&base);
+        } else if opts.insecure {
+            topology.insecure = true;
+        } else if !topology.insecure {
+            let dir = crate::certs::CertDir(run_dir.join("certs"));
+            crate::certs::generate(&topology, &dir, &Default::default()).with_context(|| {
+                format!("cannot make certificates in {}", dir.0.display())
+            })?;
+            topology.tls = Some(dir.spec());
+        }
         let topology = crate::keys::provision(&topology, |id| {
             run_dir.join(id).join(docfed_shared::keys::KEY_FILE)
         })
@@ -142,6 +159,7 @@ impl Federation {
                 let data_dir = run_dir.join(&spec.id);
                 NodeProcess {
                     spec: spec.clone(),
+                    url: topology.url(spec),
                     log: data_dir.join("node.log"),
                     data_dir,
                     child: None,
@@ -150,7 +168,11 @@ impl Federation {
             })
             .collect();
 
-        let http = reqwest::Client::builder()
+        let http = match &topology.tls {
+            Some(tls) => docfed_http::tls::Trust::load(&tls.ca, tls.crl.as_deref())?.reqwest(None)?,
+            None => docfed_http::tls::client_builder(),
+        };
+        let http = http
             // Health checks go to loopback; a proxy from the environment must not intercept them.
             .no_proxy()
             .timeout(Duration::from_secs(2))
@@ -265,6 +287,7 @@ impl Federation {
                 .collect(),
             portal: self.portal_url().map(str::to_owned),
             token: self.token.clone(),
+            ca: self.topology.tls.as_ref().map(|t| t.ca.clone()),
         }
     }
 

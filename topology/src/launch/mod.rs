@@ -107,6 +107,9 @@ pub struct UpOptions {
     /// How the [`Supervisor`] of `up` restarts nodes that exit on their own; `None` leaves
     /// them stopped (`--no-restart`).
     pub restart: Option<RestartPolicy>,
+    /// Run a topology without `[tls]` in clear (`--insecure`); by default `up` makes
+    /// certificates for it in `RUN_DIR/certs` and every link uses TLS.
+    pub insecure: bool,
 }
 
 impl UpOptions {
@@ -126,6 +129,7 @@ impl UpOptions {
             stop_timeout: Duration::from_secs(15),
             verbose: true,
             restart: Some(RestartPolicy::default()),
+            insecure: false,
         }
     }
 }
@@ -138,6 +142,9 @@ pub struct Manifest {
     pub portal: Option<String>,
     /// The publish token of this federation.
     pub token: String,
+    /// The federation CA's certificate (PEM) when the links use TLS: what clients trust.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PathBuf>,
 }
 
 /// One node in `federation.json`.
@@ -146,7 +153,7 @@ pub struct ManifestNode {
     pub id: String,
     pub tier: Tier,
     pub region: Option<String>,
-    /// Base URL, `http://ADDR`.
+    /// Base URL, `https://ADDR` (`http://` without TLS).
     pub http: String,
 }
 
@@ -380,6 +387,7 @@ mod tests {
             ],
             portal: None,
             token: "t".into(),
+            ca: None,
         };
         let v: serde_json::Value = serde_json::to_value(&m).unwrap();
         assert_eq!(

@@ -47,6 +47,8 @@ impl std::fmt::Display for ProcessExit {
 #[derive(Debug)]
 pub struct NodeProcess {
     pub(super) spec: NodeSpec,
+    /// Base URL, `https://ADDR` (`http://` without TLS).
+    pub(super) url: String,
     pub(super) data_dir: PathBuf,
     pub(super) log: PathBuf,
     pub(super) child: Option<Child>,
@@ -61,9 +63,9 @@ impl NodeProcess {
     pub fn id(&self) -> &str {
         &self.spec.id
     }
-    /// Base URL, `http://ADDR`.
+    /// Base URL, `https://ADDR` (`http://` without TLS).
     pub fn url(&self) -> String {
-        self.spec.base_url()
+        self.url.clone()
     }
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

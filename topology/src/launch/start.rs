@@ -141,7 +141,8 @@ impl Federation {
             for &i in &pending {
                 let client = self.http.clone();
                 let spec = self.nodes[i].spec.clone();
-                probes.spawn(async move { (i, probe_health(&client, &spec).await) });
+                let url = self.nodes[i].url();
+                probes.spawn(async move { (i, probe_health(&client, &spec, &url).await) });
             }
             while let Some(joined) = probes.join_next().await {
                 let (i, outcome) = joined.context("health probe task failed")?;
@@ -273,8 +274,8 @@ pub(super) enum Health {
     Impostor(String),
 }
 
-pub(super) async fn probe_health(client: &reqwest::Client, spec: &NodeSpec) -> Health {
-    let url = format!("{}/v1/health", spec.base_url());
+pub(super) async fn probe_health(client: &reqwest::Client, spec: &NodeSpec, base: &str) -> Health {
+    let url = format!("{base}/v1/health");
     let resp = match client.get(&url).send().await {
         Ok(r) => r,
         Err(e) => return Health::NotYet(format!("{e}")),

@@ -21,6 +21,8 @@ fn options(dir: &Path, script: &str) -> UpOptions {
     std::fs::set_permissions(&node, perms).unwrap();
 
     let mut opts = UpOptions::new(file, dir.join("run"));
+    // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
+    opts.insecure = true;
     opts.node_binary = Some(node);
     // Never contacted: the stand-ins do not speak AMQP.
     opts.broker = BrokerChoice::External("amqp://guest:guest@127.0.0.1:1/%2f".to_owned());
@@ -90,6 +92,8 @@ async fn single_node_controls_on_a_real_federation() {
     let file = dir.path().join("demo.toml");
     std::fs::write(&file, demo_with_ports(&free_ports(7))).unwrap();
     let mut opts = UpOptions::new(&file, dir.path().join("run"));
+    // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
+    opts.insecure = true;
     opts.broker = BrokerChoice::Private;
     opts.start_portal = false;
     opts.verbose = false;
@@ -160,6 +164,8 @@ async fn the_supervisor_restarts_a_killed_node() {
     let file = dir.path().join("demo.toml");
     std::fs::write(&file, demo_with_ports(&free_ports(7))).unwrap();
     let mut opts = UpOptions::new(&file, dir.path().join("run"));
+    // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
+    opts.insecure = true;
     // The broker at DOCFED_AMQP_URL / 127.0.0.1:5672 when one answers, else a private one.
     opts.start_portal = false;
     opts.verbose = false;
@@ -199,7 +205,7 @@ async fn the_supervisor_restarts_a_killed_node() {
     assert_eq!(fed.running_nodes(), 7);
 
     // Healthy again, as itself.
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = docfed_http::tls::client_builder().no_proxy().build().unwrap();
     let url = format!("{}/v1/health", fed.node("eu").unwrap().url());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {

@@ -161,9 +161,13 @@ fn up_runs_the_demo_federation_until_sigterm() {
             "asia"
         ]
     );
+    // Secure by default: `up` made certificates for the demo, the nodes speak HTTPS, and the
+    // manifest names the CA to trust.
     for (n, port) in manifest.nodes.iter().zip(&ports) {
-        assert_eq!(n.http, format!("http://127.0.0.1:{port}"));
+        assert_eq!(n.http, format!("https://127.0.0.1:{port}"));
     }
+    let ca = manifest.ca.clone().expect("the manifest names the CA");
+    assert_eq!(ca, run_dir.join("certs").join("ca.pem"));
     assert_eq!(manifest.nodes[5].region.as_deref(), Some("eu"));
     assert_eq!(manifest.nodes[2].region, None);
     assert_eq!(manifest.token.len(), 40);
@@ -182,7 +186,19 @@ fn up_runs_the_demo_federation_until_sigterm() {
         .enable_all()
         .build()
         .unwrap();
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let client = docfed_http::tls::reqwest_trusting(Some(&ca))
+        .unwrap()
+        .no_proxy()
+        .build()
+        .unwrap();
+    // A client that does not trust the federation CA cannot talk to a node.
+    let stranger = docfed_http::tls::client_builder().no_proxy().build().unwrap();
+    let refused = runtime.block_on(
+        stranger
+            .get(format!("{}/v1/health", manifest.nodes[0].http))
+            .send(),
+    );
+    assert!(refused.is_err(), "{refused:?}");
     for n in &manifest.nodes {
         let body: serde_json::Value = runtime.block_on(async {
             let resp = client

@@ -33,6 +33,8 @@ impl Fed {
         let file = tmp.path().join("topology.toml");
         std::fs::write(&file, t)?;
         let mut opts = UpOptions::new(&file, tmp.path().join("run"));
+        // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
+        opts.insecure = true;
         opts.broker = BrokerChoice::External(amqp_url());
         opts.start_portal = false;
         opts.verbose = false;
@@ -136,7 +138,7 @@ impl Drop for Standalone {
 }
 
 pub async fn publish(url: &str, token: &str, query: &str, body: Vec<u8>) -> TestResult<String> {
-    let resp = reqwest::Client::new()
+    let resp = docfed_http::tls::client_builder().build().expect("HTTP client")
         .post(format!("{url}/v1/documents?{query}"))
         .bearer_auth(token)
         .body(body)
@@ -269,7 +271,7 @@ pub async fn await_json(
 ) -> TestResult<serde_json::Value> {
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok(r) = reqwest::get(url).await {
+        if let Ok(r) = docfed_http::tls::get(url).await {
             if r.status().is_success() {
                 let v: serde_json::Value = r.json().await?;
                 if pred(&v) {

@@ -17,6 +17,8 @@ pub struct Federation {
     pub impostor: Option<tokio::net::TcpListener>,
     /// The broker the nodes' inboxes are on (unless a role has its own).
     broker: String,
+    /// The federation's certificates, when its links use TLS ([`Federation::start_tls`]).
+    pub certs: Option<topology::certs::CertDir>,
     _tmp: tempfile::TempDir,
 }
 
@@ -54,7 +56,7 @@ impl Federation {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(extra, broker, own, None, "").await {
+            match Self::try_start(extra, broker, own, None, "", false).await {
                 Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -69,7 +71,22 @@ impl Federation {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(extra, &amqp_url(), &[], Some(role), "").await {
+            match Self::try_start(extra, &amqp_url(), &[], Some(role), "", false).await {
+                Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
+                    continue
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Like `start`, with every link over TLS: certificates from `docfed-topology certs` in
+    /// [`Federation::certs`], the topology's `[tls]` pointing there.
+    pub async fn start_tls(extra: &[&str]) -> TestResult<Self> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(extra, &amqp_url(), &[], None, "", true).await {
                 Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -83,7 +100,7 @@ impl Federation {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(extra, &amqp_url(), &[], None, sources).await {
+            match Self::try_start(extra, &amqp_url(), &[], None, sources, false).await {
                 Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -98,6 +115,7 @@ impl Federation {
         own: &[(&str, String)],
         impostor: Option<&str>,
         sources: &str,
+        tls: bool,
     ) -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
         let prefix = format!("t{:08x}", docfed_test_kit::unique_u32());
@@ -125,10 +143,20 @@ impl Federation {
         toml.push_str(sources);
         // Every node gets a key in its data directory; the topology lists the public keys, so
         // messages between the nodes are signed.
-        let keyed = topology::keys::provision(&docfed_shared::Topology::parse(&toml)?, |id| {
+        let mut keyed = topology::keys::provision(&docfed_shared::Topology::parse(&toml)?, |id| {
             let role = id.strip_prefix(&format!("{prefix}-")).unwrap_or(id);
             tmp.path().join(role).join(docfed_shared::keys::KEY_FILE)
         })?;
+        let certs = if tls {
+            let dir = topology::certs::CertDir(tmp.path().join("certs"));
+            topology::certs::generate(&keyed, &dir, &Default::default())?;
+            keyed.tls = Some(dir.spec());
+            Some(dir)
+        } else {
+            // Secure by default: a federation in clear must say so.
+            keyed.insecure = true;
+            None
+        };
         let topology = tmp.path().join("topology.toml");
         topology::keys::write_topology(&keyed, &topology)?;
         let mut nodes = BTreeMap::new();
@@ -155,6 +183,7 @@ impl Federation {
             nodes,
             impostor: impostor.map(|(_, l)| l),
             broker: broker.to_owned(),
+            certs,
             _tmp: tmp,
         })
     }
@@ -162,6 +191,11 @@ impl Federation {
     /// The broker the nodes' inboxes are on (unless a role has its own).
     pub fn broker(&self) -> &str {
         &self.broker
+    }
+
+    /// The topology file the nodes read.
+    pub fn topology_file(&self) -> std::path::PathBuf {
+        self._tmp.path().join("topology.toml")
     }
 
     pub fn id(&self, role: &str) -> String {

@@ -182,7 +182,7 @@ impl JsonOrNone for reqwest::RequestBuilder {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    docfed_http::tls::client_builder()
         .timeout(Duration::from_secs(600))
         .build()
         .expect("client")

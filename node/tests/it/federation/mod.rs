@@ -9,6 +9,7 @@ mod failures;
 mod memory;
 mod reachback;
 mod routing;
+mod tls;
 
 use std::time::Duration;
 

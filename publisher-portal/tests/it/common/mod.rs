@@ -132,6 +132,8 @@ impl Env {
             toml.push_str(&sources(tmp.path()));
             std::fs::write(&topology, toml)?;
             let mut opts = UpOptions::new(&topology, tmp.path().join("run"));
+            // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
+            opts.insecure = true;
             opts.broker = BrokerChoice::External(amqp_url());
             opts.node_binary = Some(node_binary.clone());
             opts.start_portal = false;
@@ -199,7 +201,7 @@ impl Env {
 
     /// A node's current metadata of a document (`None`: 404).
     pub async fn node_doc(&self, role: &str, id: &str) -> TestResult<Option<Value>> {
-        let r = reqwest::Client::new()
+        let r = docfed_http::tls::client_builder().build().expect("HTTP client")
             .get(format!("{}/v1/documents/{id}", self.node_url(role)))
             .send()
             .await?;
@@ -211,7 +213,7 @@ impl Env {
 
     /// Documents a node lists for a search, tombstones included.
     pub async fn node_search(&self, role: &str, q: &str) -> TestResult<Vec<Value>> {
-        let v: Value = reqwest::Client::new()
+        let v: Value = docfed_http::tls::client_builder().build().expect("HTTP client")
             .get(format!("{}/v1/documents", self.node_url(role)))
             .query(&[("q", q), ("deleted", "any"), ("limit", "100")])
             .send()
@@ -401,7 +403,7 @@ pub struct Client {
 impl Client {
     pub fn new(base: &str) -> Client {
         Client {
-            http: reqwest::Client::builder()
+            http: docfed_http::tls::client_builder()
                 .cookie_store(true)
                 .redirect(reqwest::redirect::Policy::none())
                 .no_proxy()

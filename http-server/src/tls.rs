@@ -1,0 +1,432 @@
+//! TLS for docfed's links (ARCHITECTURE.md §2.10): rustls with the ring provider, certificates
+//! from a federation CA (`docfed-topology certs`), a revocation list reloaded without restart.
+//!
+//! * A server offers client authentication but does not require it at the handshake: users
+//!   (browsers, `curl`, devices) have tokens, not certificates. A client that does present one
+//!   must present a valid, unrevoked certificate of the federation CA, or the handshake fails.
+//!   Which endpoints need a node's certificate is the handler's business ([`TlsPeer`]).
+//! * A node's identity is a URI SAN `urn:docfed:node:ID` in its certificate ([`node_id_of`]);
+//!   the portal's certificate names no node.
+//! * Revocation: the CRL file is read again whenever it changes ([`Trust::watch_crl`]); both
+//!   directions check it (a revoked node can neither pull from nor serve its peers). Verifiers
+//!   read the current CRL at each handshake, so configurations and clients are built once.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{
+    CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, UnixTime,
+};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tokio_util::sync::CancellationToken;
+
+/// The URI SAN prefix that names a node in its certificate: `urn:docfed:node:ID`.
+pub const NODE_URI_PREFIX: &str = "urn:docfed:node:";
+
+/// How often [`Trust::watch_crl`] looks at the CRL file.
+pub const CRL_POLL: Duration = Duration::from_secs(2);
+
+/// A TLS set-up that cannot be used, with the file it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {what} {path}: {why}")]
+    Read {
+        what: &'static str,
+        path: PathBuf,
+        why: String,
+    },
+    #[error("{path} holds no {what}")]
+    Empty { what: &'static str, path: PathBuf },
+    #[error("{0}")]
+    Config(String),
+}
+
+fn read_err(what: &'static str, path: &Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError {
+    let path = path.to_owned();
+    move |e| TlsError::Read {
+        what,
+        path,
+        why: e.to_string(),
+    }
+}
+
+/// The PEM files of one party: the federation CA it trusts, its own certificate chain and key,
+/// and the revocation list, if the federation has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub crl: Option<PathBuf>,
+}
+
+/// The provider every docfed TLS configuration uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A reqwest client builder. Every docfed HTTP client starts here: reqwest is built with
+/// rustls but no provider of its own (ring is ours, and aws-lc would need a C build), and
+/// panics building any client, even a plain-HTTP one, before a process default is installed.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // Err: another part of the process installed one first, which serves as well.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::builder()
+}
+
+/// Certificates in a PEM file (a chain, or a bundle of CA certificates).
+pub fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(read_err(what, path))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err(what, path))?;
+    if certs.is_empty() {
+        return Err(TlsError::Empty {
+            what,
+            path: path.to_owned(),
+        });
+    }
+    Ok(certs)
+}
+
+/// A private key in a PEM file (PKCS#8, SEC1 or PKCS#1).
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(read_err("private key", path))
+}
+
+/// Revocation lists in a PEM file; a missing file is an empty list (nothing revoked yet).
+pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(read_err("revocation list", path))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(read_err("revocation list", path))
+}
+
+/// The node a certificate names (its `urn:docfed:node:ID` SAN), if any.
+pub fn node_id_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let san = parsed.subject_alternative_name().ok().flatten()?;
+    san.value.general_names.iter().find_map(|name| match name {
+        x509_parser::extensions::GeneralName::URI(uri) => uri
+            .strip_prefix(NODE_URI_PREFIX)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned),
+        _ => None,
+    })
+}
+
+/// What the TLS layer learnt of a connection's client, inserted into every request it carries.
+/// Absent from requests over plain HTTP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// The node the client's verified certificate names; `None` for a client without one.
+    pub node: Option<String>,
+}
+
+/// The CA and the current revocation list: what both directions verify against.
+#[derive(Debug)]
+pub struct Trust {
+    roots: Arc<RootCertStore>,
+    crl_path: Option<PathBuf>,
+    /// The CRL file's modification time and length when last read.
+    crl_stamp: RwLock<Option<(SystemTime, u64)>>,
+    client_verifier: RwLock<Arc<dyn ClientCertVerifier>>,
+    server_verifier: RwLock<Arc<WebPkiServerVerifier>>,
+}
+
+fn verifiers(
+    roots: &Arc<RootCertStore>,
+    crls: Vec<CertificateRevocationListDer<'static>>,
+) -> Result<(Arc<dyn ClientCertVerifier>, Arc<WebPkiServerVerifier>), TlsError> {
+    let client = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        .with_crls(crls.clone())
+        .only_check_end_entity_revocation()
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::Config(format!("client verifier: {e}")))?;
+    let server = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider())
+        .with_crls(crls)
+        .only_check_end_entity_revocation()
+        .build()
+        .map_err(|e| TlsError::Config(format!("server verifier: {e}")))?;
+    Ok((client, server))
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+impl Trust {
+    /// Trusts the CA certificates in `ca`, minus what the CRL at `crl` revokes.
+    pub fn load(ca: &Path, crl: Option<&Path>) -> Result<Arc<Trust>, TlsError> {
+        let mut roots = RootCertStore::empty();
+        for cert in load_certs(ca, "CA certificate")? {
+            roots.add(cert).map_err(|e| TlsError::Read {
+                what: "CA certificate",
+                path: ca.to_owned(),
+                why: e.to_string(),
+            })?;
+        }
+        let roots = Arc::new(roots);
+        let crls = match crl {
+            Some(p) => load_crls(p)?,
+            None => Vec::new(),
+        };
+        let (client, server) = verifiers(&roots, crls)?;
+        Ok(Arc::new(Trust {
+            roots,
+            crl_path: crl.map(Path::to_owned),
+            crl_stamp: RwLock::new(crl.and_then(stamp)),
+            client_verifier: RwLock::new(client),
+            server_verifier: RwLock::new(server),
+        }))
+    }
+
+    /// Reads the CRL again if its file changed. A CRL that does not parse leaves the last good
+    /// one in force (and is reported), so a half-written file never lets a revoked node back.
+    pub fn reload_crl(&self) -> Result<bool, TlsError> {
+        let Some(path) = &self.crl_path else {
+            return Ok(false);
+        };
+        let now = stamp(path);
+        if *self.crl_stamp.read().expect("poisoned") == now {
+            return Ok(false);
+        }
+        let crls = load_crls(path)?;
+        let (client, server) = verifiers(&self.roots, crls)?;
+        *self.client_verifier.write().expect("poisoned") = client;
+        *self.server_verifier.write().expect("poisoned") = server;
+        *self.crl_stamp.write().expect("poisoned") = now;
+        Ok(true)
+    }
+
+    /// Reloads the CRL whenever its file changes, until `cancel` fires.
+    pub fn watch_crl(self: &Arc<Self>, cancel: CancellationToken) {
+        if self.crl_path.is_none() {
+            return;
+        }
+        let trust = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CRL_POLL);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = cancel.cancelled() => return,
+                }
+                match trust.reload_crl() {
+                    Ok(true) => tracing::info!(crl = ?trust.crl_path, "revocation list reloaded"),
+                    Ok(false) => {}
+                    Err(e) => tracing::error!(error = %e, "revocation list not reloaded; the previous one stays in force"),
+                }
+            }
+        });
+    }
+
+    fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {
+        self.client_verifier.read().expect("poisoned").clone()
+    }
+
+    fn server_verifier(&self) -> Arc<WebPkiServerVerifier> {
+        self.server_verifier.read().expect("poisoned").clone()
+    }
+
+    /// A server configuration presenting `cert`/`key`. With `client_auth`, clients may present a
+    /// certificate of the federation (checked against the current CRL); without, none is asked.
+    pub fn server_config(
+        self: &Arc<Self>,
+        cert: &Path,
+        key: &Path,
+        client_auth: bool,
+    ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+        if !client_auth {
+            return server_config_without_clients(cert, key);
+        }
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .with_client_cert_verifier(Arc::new(CurrentClientVerifier(self.clone())))
+            .with_single_cert(load_certs(cert, "certificate")?, load_key(key)?)
+            .map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    /// A client configuration that trusts the federation CA (and its CRL) only, presenting
+    /// `identity` (certificate and key files) when given.
+    pub fn client_config(
+        self: &Arc<Self>,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<rustls::ClientConfig, TlsError> {
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Config(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(CurrentServerVerifier(self.clone())));
+        let mut config = match identity {
+            Some((cert, key)) => builder
+                .with_client_auth_cert(load_certs(cert, "certificate")?, load_key(key)?)
+                .map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// A reqwest client builder whose TLS is [`Trust::client_config`].
+    pub fn reqwest(
+        self: &Arc<Self>,
+        identity: Option<(&Path, &Path)>,
+    ) -> Result<reqwest::ClientBuilder, TlsError> {
+        Ok(client_builder().tls_backend_preconfigured(self.client_config(identity)?))
+    }
+}
+
+/// `reqwest::get` through [`client_builder`] (which `reqwest::get` itself would not pass).
+pub async fn get<U: reqwest::IntoUrl>(url: U) -> reqwest::Result<reqwest::Response> {
+    client_builder().build()?.get(url).send().await
+}
+
+/// A server configuration presenting `cert`/`key` that asks clients for no certificate (a
+/// standalone node, the portal).
+pub fn server_config_without_clients(
+    cert: &Path,
+    key: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(load_certs(cert, "certificate")?, load_key(key)?)
+        .map_err(|e| TlsError::Config(format!("{}: {e}", cert.display())))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A reqwest client builder: trusting only the CA in `ca` when given, or with no TLS trust at all
+/// (plain HTTP) otherwise. What users' tools (CLI, portal) call.
+pub fn reqwest_trusting(ca: Option<&Path>) -> Result<reqwest::ClientBuilder, TlsError> {
+    match ca {
+        Some(ca) => Trust::load(ca, None)?.reqwest(None),
+        None => Ok(client_builder()),
+    }
+}
+
+/// The client verifier in force at each handshake (the CRL may have changed since the
+/// configuration was built).
+#[derive(Debug)]
+struct CurrentClientVerifier(Arc<Trust>);
+
+impl ClientCertVerifier for CurrentClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Hints are optional; a docfed client has exactly one certificate to offer.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0
+            .client_verifier()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .client_verifier()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .client_verifier()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.client_verifier().supported_verify_schemes()
+    }
+}
+
+/// The server verifier in force at each handshake.
+#[derive(Debug)]
+struct CurrentServerVerifier(Arc<Trust>);
+
+impl ServerCertVerifier for CurrentServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.0.server_verifier().verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .server_verifier()
+            .verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0
+            .server_verifier()
+            .verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.server_verifier().supported_verify_schemes()
+    }
+}
