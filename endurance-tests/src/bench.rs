@@ -202,7 +202,9 @@ struct Depth<'a> {
 /// against curl on the unpaced stream-through federation when `single`.
 async fn modes(dir: &Path, quick: bool, d: Depth<'_>, single: bool) -> Result<()> {
     let size: u64 = if quick { 256 << 20 } else { 1 << 30 };
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     for paced in [false, true] {
         let mut times = Vec::new();
         for stream_through in [true, false] {
@@ -345,7 +347,9 @@ async fn single_hop(
 /// has each one, at a fixed rate and at full speed.
 async fn fanout(dir: &Path, quick: bool) -> Result<()> {
     let count = if quick { 300 } else { 2000 };
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     for (label, rate) in [("fixed 50/s", Some(50.0)), ("full speed", None)] {
         let b = fedgen::start(&dir.join(label.replace([' ', '/'], "-")), amqp(), &[]).await?;
         let token = b.fed.token().to_owned();
@@ -467,7 +471,9 @@ const IDLE_SETTLE: Duration = Duration::from_secs(10);
 /// published and propagated.
 async fn memory(dir: &Path, quick: bool) -> Result<()> {
     let size: u64 = if quick { 1 << 30 } else { 4 << 30 };
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let b = fedgen::start(dir, amqp(), &[]).await?;
     let token = b.fed.token().to_owned();
     // Idle: every node connected, probed its peers and ran its first background rounds.
@@ -502,7 +508,9 @@ async fn memory(dir: &Path, quick: bool) -> Result<()> {
 /// Scenario 5: time from a broker restart until every node consumes its inbox again.
 async fn broker(dir: &Path, quick: bool) -> Result<()> {
     let rounds = if quick { 2 } else { 5 };
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let name = format!("bench-{:x}", std::process::id());
     let mut rmq = PrivateBroker::start(dir, &name, free_broker_port()?).await?;
     let b = fedgen::start(&dir.join("fed"), BrokerChoice::External(rmq.url()), &[]).await?;
@@ -728,7 +736,9 @@ async fn directory(dir: &Path, quick: bool) -> Result<()> {
     let n: u64 = if quick { 100_000 } else { 1_000_000 };
     let token = "bench-token-0123456789abcdef";
     let mut node = standalone(&dir.join("node"), token).await?;
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let mut rng = Xorshift::new(0x9e3779b97f4a7c15);
     let gen = DocGen::new(n, &mut rng);
     let (words, tags) = (gen.words.clone(), gen.tags.clone());

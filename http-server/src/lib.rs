@@ -53,7 +53,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<TlsServer>,
     shutdown: CancellationToken,
 ) {
     // HTTP/1.1 only: hyper-util's automatic HTTP/2 detection first reads the connection's
@@ -64,7 +64,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
-    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let trust = tls.as_ref().and_then(|t| t.trust.clone());
+    let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
@@ -91,6 +92,7 @@ pub async fn serve(
         // it once it serves, even if its TLS handshake is still under way.
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
+        let trust = trust.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             match acceptor {
@@ -104,17 +106,31 @@ pub async fn serve(
                     };
                     match handshake {
                         Ok(Ok(stream)) => {
-                            let node = stream
+                            let cert = stream
                                 .get_ref()
                                 .1
                                 .peer_certificates()
                                 .and_then(|c| c.first())
-                                .and_then(tls::node_id_of);
-                            let tls_peer = tls::TlsPeer { node };
-                            serve_connection(stream, peer, Some(tls_peer), router, &builder, watcher)
-                                .await
+                                .map(|c| c.clone().into_owned());
+                            let node = cert.as_ref().and_then(tls::node_id_of);
+                            let tls_peer = ConnectionPeer {
+                                peer: tls::TlsPeer { node },
+                                cert: cert.zip(trust),
+                                verified: std::sync::atomic::AtomicU64::new(0),
+                            };
+                            serve_connection(
+                                stream,
+                                peer,
+                                Some(tls_peer),
+                                router,
+                                &builder,
+                                watcher,
+                            )
+                            .await
                         }
-                        Ok(Err(e)) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(peer = %peer, "TLS handshake timed out"),
                     }
                 }
@@ -126,21 +142,57 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
+/// What a TLS server needs: its configuration, and the trust whose CRL revokes the client
+/// certificates of connections already open.
+#[derive(Clone)]
+pub struct TlsServer {
+    pub config: Arc<rustls::ServerConfig>,
+    pub trust: Option<Arc<tls::Trust>>,
+}
+
+/// A TLS connection's client, as its requests see it.
+struct ConnectionPeer {
+    peer: tls::TlsPeer,
+    /// The client's certificate and the trust to check it against again after a CRL reload.
+    cert: Option<(rustls::pki_types::CertificateDer<'static>, Arc<tls::Trust>)>,
+    /// The CRL generation the certificate was last found valid under.
+    verified: std::sync::atomic::AtomicU64,
+}
+
+impl ConnectionPeer {
+    /// The peer for the next request: without its node identity once its certificate is
+    /// revoked.
+    fn current(&self) -> tls::TlsPeer {
+        use std::sync::atomic::Ordering;
+        if let Some((cert, trust)) = &self.cert {
+            let now = trust.generation();
+            if self.verified.load(Ordering::SeqCst) != now {
+                if !trust.still_valid(cert) {
+                    return tls::TlsPeer { node: None };
+                }
+                self.verified.store(now, Ordering::SeqCst);
+            }
+        }
+        self.peer.clone()
+    }
+}
+
 async fn serve_connection<S>(
     stream: S,
     peer: SocketAddr,
-    tls_peer: Option<tls::TlsPeer>,
+    tls_peer: Option<ConnectionPeer>,
     router: Router,
     builder: &http1::Builder,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let tls_peer = tls_peer.map(Arc::new);
     let service = router.map_request(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(axum::body::Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
         if let Some(p) = &tls_peer {
-            req.extensions_mut().insert(p.clone());
+            req.extensions_mut().insert(p.current());
         }
         req
     });

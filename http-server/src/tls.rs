@@ -48,7 +48,10 @@ pub enum TlsError {
     Config(String),
 }
 
-fn read_err(what: &'static str, path: &Path) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError {
+fn read_err(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(rustls::pki_types::pem::Error) -> TlsError {
     let path = path.to_owned();
     move |e| TlsError::Read {
         what,
@@ -85,7 +88,10 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 }
 
 /// Certificates in a PEM file (a chain, or a bundle of CA certificates).
-pub fn load_certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(read_err(what, path))?
         .collect::<Result<Vec<_>, _>>()
@@ -145,6 +151,9 @@ pub struct Trust {
     crl_stamp: RwLock<Option<(SystemTime, u64)>>,
     client_verifier: RwLock<Arc<dyn ClientCertVerifier>>,
     server_verifier: RwLock<Arc<WebPkiServerVerifier>>,
+    /// Bumped at every CRL reload: connections verified under an older one check their peer
+    /// again at their next request ([`Trust::still_valid`]).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn verifiers(
@@ -193,6 +202,7 @@ impl Trust {
             crl_stamp: RwLock::new(crl.and_then(stamp)),
             client_verifier: RwLock::new(client),
             server_verifier: RwLock::new(server),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -211,7 +221,23 @@ impl Trust {
         *self.client_verifier.write().expect("poisoned") = client;
         *self.server_verifier.write().expect("poisoned") = server;
         *self.crl_stamp.write().expect("poisoned") = now;
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(true)
+    }
+
+    /// The CRL generation now in force.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether a client certificate accepted at a handshake is still valid under the CRL in
+    /// force now. A kept-alive connection outlives a revocation; this is what ends its
+    /// privileges at its next request.
+    pub fn still_valid(&self, end_entity: &CertificateDer<'_>) -> bool {
+        self.client_verifier()
+            .verify_client_cert(end_entity, &[], UnixTime::now())
+            .is_ok()
     }
 
     /// Reloads the CRL whenever its file changes, until `cancel` fires.
@@ -230,7 +256,9 @@ impl Trust {
                 match trust.reload_crl() {
                     Ok(true) => tracing::info!(crl = ?trust.crl_path, "revocation list reloaded"),
                     Ok(false) => {}
-                    Err(e) => tracing::error!(error = %e, "revocation list not reloaded; the previous one stays in force"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "revocation list not reloaded; the previous one stays in force")
+                    }
                 }
             }
         });

@@ -7,10 +7,35 @@ use serde::de::DeserializeOwned;
 
 use crate::error::CliError;
 
+/// The TLS configuration of every client of this process: trusting the federation CA only, when
+/// one was given (`--ca`, `DOCFED_CA`).
+static TLS: std::sync::OnceLock<Option<rustls::ClientConfig>> = std::sync::OnceLock::new();
+
+/// Trusts `ca` (a PEM file) for every https:// server from now on; without one, the system's
+/// trust store (rustls' platform verifier) decides, which a private federation CA is not in.
+pub fn trust_ca(ca: Option<std::path::PathBuf>) -> Result<(), CliError> {
+    let config = match ca {
+        Some(path) => Some(
+            docfed_http::tls::Trust::load(&path, None)
+                .and_then(|t| t.client_config(None))
+                .map_err(|e| CliError::Local(format!("--ca: {e}")))?,
+        ),
+        None => None,
+    };
+    let _ = TLS.set(config);
+    Ok(())
+}
+
 /// The HTTP client every command uses: a connection must open within 5 s, and a transfer that
 /// receives nothing for 60 s counts as broken.
 pub fn http_client() -> Result<reqwest::Client, CliError> {
-    docfed_http::tls::client_builder()
+    let builder = match TLS.get().and_then(Option::as_ref) {
+        Some(config) => {
+            docfed_http::tls::client_builder().tls_backend_preconfigured(config.clone())
+        }
+        None => docfed_http::tls::client_builder(),
+    };
+    builder
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(Duration::from_secs(60))
         .build()

@@ -54,6 +54,10 @@ struct Cli {
     /// and annotate are queued for the next `sync`.
     #[arg(long, global = true)]
     offline: bool,
+    /// The federation CA's certificate (PEM) to trust for https:// servers (`docfed-topology
+    /// up` prints its path and writes it to federation.json as `ca`).
+    #[arg(long, global = true, env = "DOCFED_CA", value_name = "FILE")]
+    ca: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -336,6 +340,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         clap_complete::generate(shell, &mut Cli::command(), "docfed", &mut std::io::stdout());
         return Ok(());
     }
+    client::trust_ca(cli.ca.clone())?;
     let http = client::http_client()?;
     let home = match cli.home {
         Some(h) => h,

@@ -142,7 +142,11 @@ pub async fn run(
         .with_context(|| format!("cannot open content store in {}", config.data_dir.display()))?;
     // Peers are reached over TLS with this node's certificate (and only the federation CA is
     // trusted); a standalone node pulls from no one.
-    let http = match config.tls.as_ref().and_then(|t| t.trust.as_ref().map(|tr| (t, tr))) {
+    let http = match config
+        .tls
+        .as_ref()
+        .and_then(|t| t.trust.as_ref().map(|tr| (t, tr)))
+    {
         Some((tls, trust)) => {
             trust.watch_crl(cancel.clone());
             trust
@@ -152,6 +156,9 @@ pub async fn run(
         None => docfed_http::tls::client_builder(),
     };
     let http = http
+        // A connection to a peer revoked since it opened is not checked again: idle ones are
+        // dropped soon, so a revocation also takes effect in this direction within seconds.
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
         .connect_timeout(std::time::Duration::from_secs(5))
         .read_timeout(std::time::Duration::from_secs(60))
         // Pulls go to topology nodes only; a redirect could send them anywhere.
@@ -216,15 +223,22 @@ pub async fn run(
         ready.http = format!("https://{addr}");
     }
     ready.write(&config.data_dir)?;
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(node = %config.node_id, http = %format!("{scheme}://{addr}"), data_dir = %config.data_dir.display(), "node ready");
 
     let tls = match &config.tls {
-        Some(t) => Some(match &t.trust {
-            Some(trust) => trust.server_config(&t.cert, &t.key, true),
-            None => docfed_http::tls::server_config_without_clients(&t.cert, &t.key),
-        }
-        .context("TLS server")?),
+        Some(t) => Some(docfed_http::TlsServer {
+            config: match &t.trust {
+                Some(trust) => trust.server_config(&t.cert, &t.key, true),
+                None => docfed_http::tls::server_config_without_clients(&t.cert, &t.key),
+            }
+            .context("TLS server")?,
+            trust: t.trust.clone(),
+        }),
         None => None,
     };
     let server = docfed_http::serve(

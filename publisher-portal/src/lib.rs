@@ -98,9 +98,11 @@ pub async fn run(
     .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_page));
     // Every request carries the peer's address as `ConnectInfo<SocketAddr>`.
     let tls = match &config.tls {
-        Some((cert, key)) => Some(
-            docfed_http::tls::server_config_without_clients(cert, key).context("TLS server")?,
-        ),
+        Some((cert, key)) => Some(docfed_http::TlsServer {
+            config: docfed_http::tls::server_config_without_clients(cert, key)
+                .context("TLS server")?,
+            trust: None,
+        }),
         None => None,
     };
     let serve = docfed_http::serve(listener, app, config.http_limits, tls, cancel.clone());

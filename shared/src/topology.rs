@@ -1001,7 +1001,10 @@ backup = "ra"
         assert!(t.regions_held_by("mid-1").is_empty());
         let ports: Vec<u16> = t.nodes.iter().map(|n| n.http.port()).collect();
         assert_eq!(ports, [7101, 7102, 7111, 7112, 7121, 7122, 7123]);
-        assert_eq!(t.node("na").unwrap().base_url(false), "http://127.0.0.1:7121");
+        assert_eq!(
+            t.node("na").unwrap().base_url(false),
+            "http://127.0.0.1:7121"
+        );
     }
 
     #[test]

@@ -132,8 +132,12 @@ fn load_issuer(dir: &CertDir) -> Result<Issuer<'static, KeyPair>> {
     };
     let key_pem = std::fs::read_to_string(&key_path)
         .with_context(|| format!("cannot read the CA key {}", key_path.display()))?;
-    let key = KeyPair::from_pem(&key_pem)
-        .with_context(|| format!("{} is not a private key rcgen can sign with", key_path.display()))?;
+    let key = KeyPair::from_pem(&key_pem).with_context(|| {
+        format!(
+            "{} is not a private key rcgen can sign with",
+            key_path.display()
+        )
+    })?;
     let ca_pem = std::fs::read_to_string(dir.ca())
         .with_context(|| format!("cannot read {}", dir.ca().display()))?;
     Issuer::from_ca_cert_pem(&ca_pem, key)
@@ -178,7 +182,10 @@ fn make_ca(dir: &CertDir, operator: Option<&OperatorCa>) -> Result<()> {
 fn san(name: &str) -> Result<SanType> {
     Ok(match name.parse::<IpAddr>() {
         Ok(ip) => SanType::IpAddress(ip),
-        Err(_) => SanType::DnsName(name.try_into().with_context(|| format!("{name:?} is not a DNS name"))?),
+        Err(_) => SanType::DnsName(
+            name.try_into()
+                .with_context(|| format!("{name:?} is not a DNS name"))?,
+        ),
     })
 }
 
@@ -198,7 +205,9 @@ fn issue(
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     for n in names {
         params.subject_alt_names.push(san(n)?);
     }
@@ -244,7 +253,8 @@ pub struct Issued {
 /// Writes the CA, every node's, the portal's and the broker's certificate, and an empty CRL, into
 /// `dir` (keeping what is there).
 pub fn generate(topology: &Topology, dir: &CertDir, opts: &CertOptions) -> Result<Issued> {
-    std::fs::create_dir_all(&dir.0).with_context(|| format!("cannot create {}", dir.0.display()))?;
+    std::fs::create_dir_all(&dir.0)
+        .with_context(|| format!("cannot create {}", dir.0.display()))?;
     make_ca(dir, opts.operator_ca.as_ref())?;
     let issuer = load_issuer(dir)?;
     let mut report = Issued::default();
@@ -301,14 +311,19 @@ fn read_revoked(dir: &CertDir) -> Result<BTreeSet<String>> {
     }
 }
 
-fn write_crl(dir: &CertDir, issuer: &Issuer<'_, KeyPair>, serials: &BTreeSet<String>) -> Result<()> {
+fn write_crl(
+    dir: &CertDir,
+    issuer: &Issuer<'_, KeyPair>,
+    serials: &BTreeSet<String>,
+) -> Result<()> {
     let now = time::OffsetDateTime::now_utc();
     let revoked = serials
         .iter()
         .map(|hex| {
             Ok(RevokedCertParams {
                 serial_number: SerialNumber::from_slice(
-                    &hex::decode(hex).with_context(|| format!("bad serial {hex:?} in revoked.txt"))?,
+                    &hex::decode(hex)
+                        .with_context(|| format!("bad serial {hex:?} in revoked.txt"))?,
                 ),
                 revocation_time: now,
                 reason_code: None,
@@ -389,7 +404,10 @@ mod tests {
         let der = &docfed_http::tls::load_certs(&cert, "certificate").unwrap()[0];
         assert_eq!(docfed_http::tls::node_id_of(der).as_deref(), Some("c-na"));
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let portal = &docfed_http::tls::load_certs(&dir.portal().0, "certificate").unwrap()[0];
         assert_eq!(docfed_http::tls::node_id_of(portal), None);
         let pem = std::fs::read(&cert).unwrap();
@@ -414,10 +432,9 @@ mod tests {
         assert_ne!(before, after);
         let crls = docfed_http::tls::load_crls(&dir.crl()).unwrap();
         use x509_parser::prelude::FromDer;
-        let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(
-            crls[0].as_ref(),
-        )
-        .unwrap();
+        let (_, crl) =
+            x509_parser::revocation_list::CertificateRevocationList::from_der(crls[0].as_ref())
+                .unwrap();
         let listed: Vec<String> = crl
             .iter_revoked_certificates()
             .map(|r| hex::encode(r.raw_serial()))

@@ -167,7 +167,9 @@ fn small_body(n: u64) -> Vec<u8> {
 }
 
 async fn push_latency_in(b: &Bench, dir: &Path, samples: usize) -> Result<()> {
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let token = b.fed.token().to_owned();
     let (primary, na) = (b.url("primary-a"), b.url("na"));
     let mut ids = Vec::new();
@@ -382,7 +384,9 @@ fn dir_size(p: &Path) -> u64 {
 }
 
 async fn first_sync_in(url: &str, token: &str, dir: &Path, n: u64) -> Result<()> {
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let gen = DocGen::new(n, &mut Xorshift::new(0x9e3779b97f4a7c15));
     let started = Instant::now();
     gen.import(&http, url, token).await?;

@@ -270,7 +270,10 @@ impl Cluster {
 
     /// Base URL of node `id`, reached directly (not through a proxy).
     pub fn url(&self, id: &str) -> String {
-        self.topo.node(id).map(|n| self.topo.url(n)).unwrap_or_default()
+        self.topo
+            .node(id)
+            .map(|n| self.topo.url(n))
+            .unwrap_or_default()
     }
 
     pub fn data_dir(&self, id: &str) -> PathBuf {

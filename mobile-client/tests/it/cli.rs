@@ -211,7 +211,9 @@ async fn errors_have_their_exit_codes_and_fts_syntax_is_harmless() -> TestResult
     assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("docfed"));
 
     // An earlier version by number; a version that does not exist is "not found".
-    let resp = docfed_http::tls::client_builder().build().expect("HTTP client")
+    let resp = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client")
         .put(format!("{}/v1/documents/{id}", node.url))
         .bearer_auth(TOKEN)
         .body("hello, again")
@@ -420,7 +422,9 @@ async fn a_device_registers_once_per_node_and_flags_with_its_secret() -> TestRes
     );
 
     // Revoked by the operator: refused, with how to come back; registering again works.
-    let resp = docfed_http::tls::client_builder().build().expect("HTTP client")
+    let resp = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client")
         .delete(format!("{}/v1/devices/{device}", node.url))
         .bearer_auth(TOKEN)
         .send()
@@ -484,7 +488,9 @@ async fn a_reader_sees_what_the_author_decided_on_an_annotation() -> TestResult 
     );
 
     send(
-        docfed_http::tls::client_builder().build().expect("HTTP client")
+        docfed_http::tls::client_builder()
+            .build()
+            .expect("HTTP client")
             .post(format!("{}/v1/annotations/{aid}/accept", node.url))
             .bearer_auth(TOKEN),
     )

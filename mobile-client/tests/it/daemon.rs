@@ -56,7 +56,9 @@ async fn a_flagged_document_is_pushed_to_the_daemon_and_sigterm_stops_it() -> Te
     let primary = fed.url("primary-a");
     let na = fed.url("na");
     let token = fed.token();
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let tmp = tempfile::tempdir()?;
     let config = tmp.path().join("config");
     let home = tmp.path().join("home");
@@ -233,7 +235,9 @@ async fn the_daemon_fails_over_to_the_backup_node_and_returns_home() -> TestResu
     let na = fed.url("na");
     let eu = fed.url("eu");
     let token = fed.token();
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let tmp = tempfile::tempdir()?;
     let config = tmp.path().join("config");
     let home = tmp.path().join("home");

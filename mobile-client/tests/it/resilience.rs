@@ -47,7 +47,9 @@ async fn node_directory(url: &str) -> TestResult<Directory> {
             q.push(("cursor", c));
         }
         let list = send(
-            docfed_http::tls::client_builder().build().expect("HTTP client")
+            docfed_http::tls::client_builder()
+                .build()
+                .expect("HTTP client")
                 .get(format!("{url}/v1/documents"))
                 .query(&q),
         )
@@ -211,7 +213,9 @@ async fn ten_thousand_changes_made_while_disconnected_are_caught_up_by_one_sync(
     let primary_b = fed.url("primary-b");
     let na = fed.url("na");
     let token = fed.token();
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let tmp = tempfile::tempdir()?;
     let config = tmp.path().join("config");
     let home = tmp.path().join("home");
@@ -517,7 +521,9 @@ async fn a_daemon_killed_during_a_500_mib_download_resumes_it() -> TestResult {
         futures::stream::iter(0..chunks).map(move |i| Ok::<_, std::io::Error>(big_chunk(&b, i)));
     let started = Instant::now();
     let v = send(
-        docfed_http::tls::client_builder().build().expect("HTTP client")
+        docfed_http::tls::client_builder()
+            .build()
+            .expect("HTTP client")
             .post(format!(
                 "{primary}/v1/documents?title=Survey&scope=region:na&filename=survey.bin"
             ))
@@ -770,7 +776,9 @@ async fn a_daemon_catches_up_within_3_s_of_its_link_coming_back() -> TestResult 
     let primary = fed.url("primary-a");
     let na = fed.url("na");
     let token = fed.token();
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let tmp = tempfile::tempdir()?;
     let config = tmp.path().join("config");
     let home = tmp.path().join("home");

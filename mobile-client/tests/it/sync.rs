@@ -66,7 +66,9 @@ async fn a_device_catches_up_works_offline_and_delivers_its_queue_once() -> Test
     let primary = fed.url("primary-a");
     let na = fed.url("na");
     let token = fed.token();
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let tmp = tempfile::tempdir()?;
     let config = tmp.path().join("config");
     let home = tmp.path().join("home");
@@ -361,7 +363,9 @@ async fn a_device_catches_up_works_offline_and_delivers_its_queue_once() -> Test
 }
 
 async fn bytes_served(url: &str) -> TestResult<u64> {
-    let text = docfed_http::tls::client_builder().build().expect("HTTP client")
+    let text = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client")
         .get(format!("{url}/metrics"))
         .bearer_auth(TOKEN)
         .send()
@@ -485,7 +489,9 @@ async fn flagged_content_beyond_the_storage_budget_stays_metadata_until_room_is_
     let primary = fed.url("primary-a");
     let na = fed.url("na");
     let token = fed.token();
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let tmp = tempfile::tempdir()?;
     let config = tmp.path().join("config");
     let home = tmp.path().join("home");
@@ -602,7 +608,9 @@ async fn a_replica_behind_a_compacted_feed_reads_a_snapshot_and_ends_equal() -> 
     let url = node.url.clone();
     let (config, home) = (tmp.path().join("config"), tmp.path().join("home"));
     let dcf = |args: &[&str]| docfed_at(&config, &home, args);
-    let http = docfed_http::tls::client_builder().build().expect("HTTP client");
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
     let a = publish(&url, TOKEN, "title=A", pattern(1, 100)).await?;
     let b = publish(&url, TOKEN, "title=B", pattern(2, 100)).await?;
     let c = publish(&url, TOKEN, "title=C", pattern(3, 100)).await?;

@@ -28,7 +28,9 @@ async fn annotations_inbox() -> TestResult {
         let url = format!("{}/v1/documents/{id}/annotations", env.node_url(role));
         let text = text.to_owned();
         async move {
-            let client = docfed_http::tls::client_builder().build().expect("HTTP client");
+            let client = docfed_http::tls::client_builder()
+                .build()
+                .expect("HTTP client");
             // The regional node learns of the document a moment after it is published.
             eventually(
                 Duration::from_secs(20),
@@ -176,7 +178,9 @@ async fn annotations_inbox() -> TestResult {
 
     // Both primaries recorded the decision.
     for role in ["pa", "pb"] {
-        let v: serde_json::Value = docfed_http::tls::client_builder().build().expect("HTTP client")
+        let v: serde_json::Value = docfed_http::tls::client_builder()
+            .build()
+            .expect("HTTP client")
             .get(format!(
                 "{}/v1/annotations?state=any&doc_id={kept}",
                 env.node_url(role)

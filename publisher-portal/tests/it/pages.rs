@@ -168,7 +168,9 @@ async fn navigation_times_downloads_tombstones_and_down_nodes() -> TestResult {
     // A reader's annotation: counted in the navigation (of alice, not of bob).
     let url = format!("{}/v1/documents/{id}/annotations", env.node_url("na"));
     eventually(T, "the annotation accepted by na", || async {
-        let r = docfed_http::tls::client_builder().build().expect("HTTP client")
+        let r = docfed_http::tls::client_builder()
+            .build()
+            .expect("HTTP client")
             .post(&url)
             .json(&json!({"text": "Page 3 is missing", "author": "reader"}))
             .send()

@@ -124,9 +124,8 @@ impl Federation {
             topology.insecure = true;
         } else if !topology.insecure {
             let dir = crate::certs::CertDir(run_dir.join("certs"));
-            crate::certs::generate(&topology, &dir, &Default::default()).with_context(|| {
-                format!("cannot make certificates in {}", dir.0.display())
-            })?;
+            crate::certs::generate(&topology, &dir, &Default::default())
+                .with_context(|| format!("cannot make certificates in {}", dir.0.display()))?;
             topology.tls = Some(dir.spec());
         }
         let topology = crate::keys::provision(&topology, |id| {
@@ -169,7 +168,9 @@ impl Federation {
             .collect();
 
         let http = match &topology.tls {
-            Some(tls) => docfed_http::tls::Trust::load(&tls.ca, tls.crl.as_deref())?.reqwest(None)?,
+            Some(tls) => {
+                docfed_http::tls::Trust::load(&tls.ca, tls.crl.as_deref())?.reqwest(None)?
+            }
             None => docfed_http::tls::client_builder(),
         };
         let http = http

@@ -205,7 +205,10 @@ async fn the_supervisor_restarts_a_killed_node() {
     assert_eq!(fed.running_nodes(), 7);
 
     // Healthy again, as itself.
-    let http = docfed_http::tls::client_builder().no_proxy().build().unwrap();
+    let http = docfed_http::tls::client_builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let url = format!("{}/v1/health", fed.node("eu").unwrap().url());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {

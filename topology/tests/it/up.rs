@@ -192,7 +192,10 @@ fn up_runs_the_demo_federation_until_sigterm() {
         .build()
         .unwrap();
     // A client that does not trust the federation CA cannot talk to a node.
-    let stranger = docfed_http::tls::client_builder().no_proxy().build().unwrap();
+    let stranger = docfed_http::tls::client_builder()
+        .no_proxy()
+        .build()
+        .unwrap();
     let refused = runtime.block_on(
         stranger
             .get(format!("{}/v1/health", manifest.nodes[0].http))

@@ -138,7 +138,9 @@ impl Drop for Standalone {
 }
 
 pub async fn publish(url: &str, token: &str, query: &str, body: Vec<u8>) -> TestResult<String> {
-    let resp = docfed_http::tls::client_builder().build().expect("HTTP client")
+    let resp = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client")
         .post(format!("{url}/v1/documents?{query}"))
         .bearer_auth(token)
         .body(body)

@@ -12,7 +12,15 @@ use crate::common::federation::ROLES;
 /// code and message when no HTTP answer came (a refused handshake, an unverified server).
 fn curl(url: &str, ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Result<u16, String> {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}"]);
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ]);
     if let Some(ca) = ca {
         cmd.arg("--cacert").arg(ca);
     }
@@ -20,7 +28,10 @@ fn curl(url: &str, ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Resul
         cmd.arg("--cert").arg(cert).arg("--key").arg(key);
     }
     let out = cmd.arg(url).output().map_err(|e| e.to_string())?;
-    let code = String::from_utf8_lossy(&out.stdout).trim().parse::<u16>().unwrap_or(0);
+    let code = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse::<u16>()
+        .unwrap_or(0);
     if out.status.success() && code != 0 {
         Ok(code)
     } else {
@@ -35,7 +46,10 @@ fn curl(url: &str, ca: Option<&Path>, identity: Option<(&Path, &Path)>) -> Resul
 #[tokio::test]
 async fn documents_travel_over_mutual_tls_and_a_revoked_node_is_locked_out() -> TestResult {
     let fed = Federation::start_tls(&[]).await?;
-    let certs = fed.certs.clone().expect("a TLS federation has certificates");
+    let certs = fed
+        .certs
+        .clone()
+        .expect("a TLS federation has certificates");
     let ca = certs.ca();
     // A user's client: it trusts the federation CA and has no certificate.
     let user = docfed_http::tls::reqwest_trusting(Some(&ca))?.build()?;
@@ -71,10 +85,19 @@ async fn documents_travel_over_mutual_tls_and_a_revoked_node_is_locked_out() -> 
     let (mid1_cert, mid1_key) = certs.node(&fed.id("mid-1"));
     // curl without the CA does not trust the node; plain HTTP gets no answer from it.
     assert!(curl(&fed.node("na").url("/v1/health"), None, None).is_err());
-    let plain = fed.node("na").url("/v1/health").replacen("https", "http", 1);
-    assert!(curl(&plain, None, None).is_err(), "plain HTTP is not served");
+    let plain = fed
+        .node("na")
+        .url("/v1/health")
+        .replacen("https", "http", 1);
+    assert!(
+        curl(&plain, None, None).is_err(),
+        "plain HTTP is not served"
+    );
     // Users' endpoints need only the CA; a pull needs a node's certificate.
-    assert_eq!(curl(&fed.node("na").url("/v1/health"), Some(&ca), None), Ok(200));
+    assert_eq!(
+        curl(&fed.node("na").url("/v1/health"), Some(&ca), None),
+        Ok(200)
+    );
     assert_eq!(curl(&object, Some(&ca), None), Ok(403));
     assert_eq!(
         curl(&object, Some(&ca), Some((&mid1_cert, &mid1_key))),
@@ -88,7 +111,14 @@ async fn documents_travel_over_mutual_tls_and_a_revoked_node_is_locked_out() -> 
         .arg(&mid1_cert)
         .arg("--key")
         .arg(&mid1_key)
-        .args(["-H", &format!("{}: {}", docfed_shared::keys::PULL_NODE_HEADER, fed.id("mid-2"))])
+        .args([
+            "-H",
+            &format!(
+                "{}: {}",
+                docfed_shared::keys::PULL_NODE_HEADER,
+                fed.id("mid-2")
+            ),
+        ])
         .arg(&object)
         .output()?;
     assert_eq!(String::from_utf8_lossy(&claimed.stdout), "403");
@@ -110,11 +140,15 @@ async fn documents_travel_over_mutual_tls_and_a_revoked_node_is_locked_out() -> 
     std::fs::copy(&mid1_key, &old_key)?;
     topology::certs::revoke(&topo, &certs, &fed.id("mid-1"))?;
     let primary_object = fed.node("primary-a").url(&format!("/v1/objects/{md5}"));
-    wait_until_async(T, "the primaries refuse mid-1's revoked certificate", || async {
-        curl(&primary_object, Some(&ca), Some((&old_cert, &old_key)))
-            .is_err()
-            .then_some(())
-    })
+    wait_until_async(
+        T,
+        "the primaries refuse mid-1's revoked certificate",
+        || async {
+            curl(&primary_object, Some(&ca), Some((&old_cert, &old_key)))
+                .is_err()
+                .then_some(())
+        },
+    )
     .await?;
     for role in ["primary-b", "mid-2", "na"] {
         let url = fed.node(role).url(&format!("/v1/objects/{md5}"));
@@ -135,10 +169,15 @@ async fn documents_travel_over_mutual_tls_and_a_revoked_node_is_locked_out() -> 
     // A document published now reaches the regional nodes through mid-2; mid-1, whose pulls
     // are refused, never holds its content.
     let body2 = pattern(22, 500_000);
-    let resp = auth(user.post(fed.node("primary-a").url("/v1/documents?title=After%20revocation")))
-        .body(body2.clone())
-        .send()
-        .await?;
+    let resp = auth(
+        user.post(
+            fed.node("primary-a")
+                .url("/v1/documents?title=After%20revocation"),
+        ),
+    )
+    .body(body2.clone())
+    .send()
+    .await?;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let doc2: Value = resp.json().await?;
     let id2 = doc2["id"].as_str().unwrap().to_owned();
@@ -150,7 +189,10 @@ async fn documents_travel_over_mutual_tls_and_a_revoked_node_is_locked_out() -> 
             (r.status() == StatusCode::OK).then_some(())
         })
         .await?;
-        assert!(user.get(&url).send().await?.bytes().await? == body2, "{role}");
+        assert!(
+            user.get(&url).send().await?.bytes().await? == body2,
+            "{role}"
+        );
     }
     let at_mid1 = auth(user.get(fed.node("mid-1").url(&format!("/v1/objects/{md5_2}"))))
         .send()

@@ -201,7 +201,9 @@ impl Env {
 
     /// A node's current metadata of a document (`None`: 404).
     pub async fn node_doc(&self, role: &str, id: &str) -> TestResult<Option<Value>> {
-        let r = docfed_http::tls::client_builder().build().expect("HTTP client")
+        let r = docfed_http::tls::client_builder()
+            .build()
+            .expect("HTTP client")
             .get(format!("{}/v1/documents/{id}", self.node_url(role)))
             .send()
             .await?;
@@ -213,7 +215,9 @@ impl Env {
 
     /// Documents a node lists for a search, tombstones included.
     pub async fn node_search(&self, role: &str, q: &str) -> TestResult<Vec<Value>> {
-        let v: Value = docfed_http::tls::client_builder().build().expect("HTTP client")
+        let v: Value = docfed_http::tls::client_builder()
+            .build()
+            .expect("HTTP client")
             .get(format!("{}/v1/documents", self.node_url(role)))
             .query(&[("q", q), ("deleted", "any"), ("limit", "100")])
             .send()
