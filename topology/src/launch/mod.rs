@@ -229,6 +229,13 @@ pub fn summary_table(fed: &Federation) -> String {
         out.push('\n');
         out.push_str(&line(&r.each_ref().map(String::as_str)));
     }
+    if let Some(ca) = fed.manifest().ca {
+        out.push_str(&format!(
+            "\nTLS: the nodes trust the federation CA {0}; clients too: `docfed --ca {0}`, \
+             `curl --cacert {0}`",
+            ca.display()
+        ));
+    }
     out
 }
 
