@@ -12,7 +12,7 @@ use docfed_shared::Tier;
 use crate::error::CliError;
 
 /// Default fallback: the demo federation's `na` node.
-pub const DEFAULT_FALLBACKS: &str = "http://127.0.0.1:7121";
+pub const DEFAULT_FALLBACKS: &str = "https://127.0.0.1:7121,http://127.0.0.1:7121";
 
 pub struct Resolved {
     pub url: String,
@@ -59,15 +59,17 @@ pub async fn resolve(
         }
     }
     for url in split_urls(fallbacks) {
-        if healthy(http, &url).await {
-            tried.push(format!("fallback {url}"));
-            return Ok(Resolved {
-                url,
-                mdns_id: None,
-                tried,
-            });
+        match health(http, &url).await {
+            Ok(()) => {
+                tried.push(format!("fallback {url}"));
+                return Ok(Resolved {
+                    url,
+                    mdns_id: None,
+                    tried,
+                });
+            }
+            Err(why) => tried.push(format!("fallback {url}: {why}")),
         }
-        tried.push(format!("fallback {url}: unreachable"));
     }
     Err(CliError::Network(format!(
         "no docfed server found; tried: {}. Use --server URL or set DOCFED_SERVER.",
@@ -86,11 +88,34 @@ pub fn split_urls(list: &str) -> Vec<String> {
 
 /// Whether the node at `url` answers its health check within 2 s.
 pub async fn healthy(http: &reqwest::Client, url: &str) -> bool {
-    http.get(format!("{url}/v1/health"))
+    health(http, url).await.is_ok()
+}
+
+/// The node at `url`'s health within 2 s, or why not; a server whose certificate is not
+/// trusted is named as such, since the remedy (`--ca`) differs from an unreachable one.
+pub async fn health(http: &reqwest::Client, url: &str) -> Result<(), String> {
+    match http
+        .get(format!("{url}/v1/health"))
         .timeout(Duration::from_secs(2))
         .send()
         .await
-        .is_ok_and(|r| r.status().is_success())
+    {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("HTTP {}", r.status())),
+        Err(e) => {
+            let mut chain = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                chain.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            if chain.contains("certificate") || chain.contains("UnknownIssuer") {
+                Err("its TLS certificate is not trusted (pass the federation CA with --ca FILE or DOCFED_CA)".to_owned())
+            } else {
+                Err("unreachable".to_owned())
+            }
+        }
+    }
 }
 
 /// The regional nodes advertised over mDNS within `wait` as (id, URL), by id so that the first

@@ -33,7 +33,7 @@ use crate::replica::{Replica, SearchQuery};
     after_help = const_format_help()
 )]
 struct Cli {
-    /// Base URL of a docfed node, e.g. http://127.0.0.1:7121. Without it: mDNS, then fallbacks.
+    /// Base URL of a docfed node, e.g. https://127.0.0.1:7121. Without it: mDNS, then fallbacks.
     #[arg(long, global = true, env = "DOCFED_SERVER")]
     server: Option<String>,
     /// Comma-separated URLs tried when mDNS finds no regional node.
@@ -64,18 +64,18 @@ struct Cli {
 
 const fn const_format_help() -> &'static str {
     "Examples:
-  docfed --server http://127.0.0.1:7121 search 'annual report'
+  docfed --server https://127.0.0.1:7121 search 'annual report'
   docfed search tides --region eu --tag maritime --limit 5
   docfed info 01890a5d-ac96-774b-bcce-b302099a8057
   docfed fetch 01890a5d-ac96-774b-bcce-b302099a8057 -o report.pdf
-  docfed --server http://127.0.0.1:7121 register --name 'my laptop' --token \"$OPERATOR_TOKEN\"
+  docfed --server https://127.0.0.1:7121 register --name 'my laptop' --token \"$OPERATOR_TOKEN\"
   docfed flag 01890a5d-ac96-774b-bcce-b302099a8057
   docfed annotate 01890a5d-ac96-774b-bcce-b302099a8057 --text 'Page 3: typo'
   docfed --json search finance | jq '.documents[].id'
   docfed completions bash > /etc/bash_completion.d/docfed
-  docfed --server http://127.0.0.1:7121 sync
+  docfed --server https://127.0.0.1:7121 sync
   docfed --offline search tides
-  docfed --server http://127.0.0.1:7121 daemon --catch-up-interval 15min
+  docfed --server https://127.0.0.1:7121 daemon --catch-up-interval 15min
 
 Exit codes:
   0  success

@@ -215,9 +215,9 @@ impl Cluster {
             }
         };
 
+        // Secure by default, as operators run it: `up` makes the certificates, every link is
+        // TLS (mutual between nodes), and this harness trusts the federation CA.
         let mut up = UpOptions::new(&topo_file, &fed_dir);
-        // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
-        up.insecure = true;
         up.broker = BrokerChoice::AsWritten;
         up.start_portal = false;
         up.verbose = false;
@@ -238,7 +238,7 @@ impl Cluster {
             }
         };
         let token = fed.token().to_owned();
-        let http = docfed_http::tls::client_builder()
+        let http = docfed_http::tls::reqwest_trusting(fed.manifest().ca.as_deref())?
             .no_proxy()
             .connect_timeout(Duration::from_secs(3))
             .build()?;

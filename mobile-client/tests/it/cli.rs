@@ -532,3 +532,68 @@ async fn a_reader_sees_what_the_author_decided_on_an_annotation() -> TestResult 
     assert!(!missing.status.success());
     Ok(())
 }
+
+/// Against an HTTPS node the command line trusts only the CA it is given (`--ca`, `DOCFED_CA`):
+/// without it the server is refused and the error says why; with it everything works.
+#[tokio::test]
+async fn an_https_server_is_trusted_through_the_federation_ca_only() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let topo = docfed_shared::Topology::parse(&topology::demo::toml(
+        "cli",
+        &topology::demo::free_ports()?,
+        None,
+        |_| None,
+    ))?;
+    let certs = topology::certs::CertDir(tmp.path().join("certs"));
+    topology::certs::generate(&topo, &certs, &Default::default())?;
+    let (cert, key) = certs.node("cli-na");
+    let node = Standalone::start_with(
+        &tmp.path().join("node"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await?;
+    assert!(node.url.starts_with("https://"), "{}", node.url);
+    let ca = certs.ca();
+    let ca = ca.to_str().unwrap();
+
+    let refused = docfed(&["--server", &node.url, "--json", "search", "anything"]);
+    assert_eq!(
+        refused.status.code(),
+        Some(4),
+        "a network error: {refused:?}"
+    );
+    let via_fallback = docfed(&[
+        "--no-mdns",
+        "--fallbacks",
+        &node.url,
+        "--json",
+        "search",
+        "anything",
+    ]);
+    assert_eq!(via_fallback.status.code(), Some(4));
+    let said = String::from_utf8_lossy(&via_fallback.stderr);
+    assert!(
+        said.contains("not trusted") && said.contains("--ca"),
+        "{said}"
+    );
+
+    let out = ok(&docfed(&[
+        "--ca", ca, "--server", &node.url, "--json", "search", "anything",
+    ]));
+    assert!(out["documents"].as_array().is_some(), "{out}");
+    let bad_ca = docfed(&[
+        "--ca",
+        "/nonexistent/ca.pem",
+        "--server",
+        &node.url,
+        "search",
+        "x",
+    ]);
+    assert_eq!(bad_ca.status.code(), Some(1), "a local error: {bad_ca:?}");
+    Ok(())
+}
