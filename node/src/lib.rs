@@ -218,11 +218,9 @@ pub async fn run(
     }
 
     let addr = listener.local_addr()?;
-    let mut ready = Ready::for_this_process(Some(&config.node_id), addr);
-    if config.tls.is_some() {
-        ready.http = format!("https://{addr}");
-    }
-    ready.write(&config.data_dir)?;
+    Ready::for_this_process(Some(&config.node_id), addr)
+        .over_tls(config.tls.is_some())
+        .write(&config.data_dir)?;
     let scheme = if config.tls.is_some() {
         "https"
     } else {

@@ -347,7 +347,8 @@ impl Config {
                 n => n,
             },
             session_ttl: a.session_ttl.into(),
-            cookie_secure: a.cookie_secure,
+            // A portal serving HTTPS keeps its session cookie off plain HTTP.
+            cookie_secure: a.cookie_secure || a.tls_cert.is_some(),
             health_interval: a.health_interval.into(),
             request_timeout: a.request_timeout.into(),
             shutdown_timeout: a.shutdown_timeout.into(),

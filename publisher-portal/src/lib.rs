@@ -68,6 +68,7 @@ pub async fn run(
 
     let addr = listener.local_addr()?;
     docfed_shared::ready::Ready::for_this_process(None, addr)
+        .over_tls(config.tls.is_some())
         .write(&config.data_dir)
         .with_context(|| {
             format!(

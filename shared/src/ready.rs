@@ -31,6 +31,16 @@ impl Ready {
         }
     }
 
+    /// The same, for a listener that serves HTTPS (`https://ADDR`).
+    pub fn over_tls(mut self, tls: bool) -> Self {
+        if tls {
+            if let Some(rest) = self.http.strip_prefix("http://") {
+                self.http = format!("https://{rest}");
+            }
+        }
+        self
+    }
+
     /// Writes `dir/ready.json` atomically.
     pub fn write(&self, dir: &Path) -> std::io::Result<()> {
         let tmp = dir.join(format!("{READY_FILE}.tmp"));

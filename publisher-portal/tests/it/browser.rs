@@ -119,7 +119,10 @@ async fn start_driver(log: &Path) -> TestResult<Driver> {
 #[tokio::test]
 async fn browser_publish_list_propagation_delete_reactivate() -> TestResult {
     // A small upload limit, to see the page refuse an over-size file before sending it.
-    let mut env = Env::start(&["--max-upload-size", "1MiB"]).await?;
+    // Over HTTPS, as `docfed-topology up` serves it: Chromium trusts exactly the portal's
+    // certificate (by its public key), nothing else.
+    let mut env = Env::start_tls(&["--max-upload-size", "1MiB"]).await?;
+    assert!(env.portal.url.starts_with("https://"), "{}", env.portal.url);
     env.add_author("alice").await?;
     let driver = start_driver(&env.tmp.path().join("chromedriver.log")).await?;
     let profile = env.tmp.path().join("chromium-profile");
@@ -129,6 +132,7 @@ async fn browser_publish_list_propagation_delete_reactivate() -> TestResult {
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--disable-dev-shm-usage", "--window-size=1280,1000",
             format!("--user-data-dir={}", profile.display()),
+            format!("--ignore-certificate-errors-spki-list={}", portal_spki(&env)?),
         ]
     });
     if let Some(bin) = find("chromium", "/usr/bin/chromium") {
@@ -143,6 +147,18 @@ async fn browser_publish_list_propagation_delete_reactivate() -> TestResult {
     let result = run(&mut env, &b).await;
     let _ = b.close().await;
     result
+}
+
+/// Base64 of the SHA-256 of the portal certificate's public key: what Chromium's
+/// `--ignore-certificate-errors-spki-list` pins.
+fn portal_spki(env: &Env) -> TestResult<String> {
+    use base64::Engine;
+    use sha2::Digest;
+    let certs = topology::certs::CertDir(env.tmp.path().join("run").join("certs"));
+    let der = docfed_http::tls::load_certs(&certs.portal().0, "certificate")?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der[0].as_ref())?;
+    let digest = sha2::Sha256::digest(cert.tbs_certificate.subject_pki.raw);
+    Ok(base64::engine::general_purpose::STANDARD.encode(digest))
 }
 
 async fn run(env: &mut Env, b: &Browser) -> TestResult {

@@ -240,6 +240,10 @@ impl Federation {
     pub fn topology(&self) -> &Topology {
         &self.topology
     }
+    /// The topology file the nodes read (the given one with keys and, with TLS, `[tls]`).
+    pub fn topology_file(&self) -> &Path {
+        &self.topology_file
+    }
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
     }

@@ -230,11 +230,25 @@ impl Federation {
             .arg(&data_dir)
             .stdout(out)
             .stderr(err);
+        // With TLS, the portal serves HTTPS with the certificate `certs` made beside the CA.
+        let portal_tls = self.topology.tls.as_ref().and_then(|tls| {
+            let dir = crate::certs::CertDir(tls.ca.parent()?.to_owned());
+            let (cert, key) = dir.portal();
+            (cert.exists() && key.exists()).then_some((cert, key))
+        });
+        if let Some((cert, key)) = &portal_tls {
+            cmd.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
         self.child_env(&mut cmd, amqp.as_deref());
         let child = spawn_supervised(&mut cmd)
             .map_err(|e| format!("not started (cannot run {}: {e})", binary.display()))?;
+        let scheme = if portal_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let mut portal = PortalProcess {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             log,
             child: Some(child),
         };

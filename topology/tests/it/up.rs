@@ -177,7 +177,7 @@ fn up_runs_the_demo_federation_until_sigterm() {
         .portal
         .clone()
         .expect("the portal runs with the federation");
-    assert!(portal.starts_with("http://127.0.0.1:"), "{portal}");
+    assert!(portal.starts_with("https://127.0.0.1:"), "{portal}");
     let mode =
         std::os::unix::fs::PermissionsExt::mode(&manifest_path.metadata().unwrap().permissions());
     assert_eq!(mode & 0o077, 0, "the manifest holds the token: owner-only");
@@ -215,6 +215,12 @@ fn up_runs_the_demo_federation_until_sigterm() {
         assert_eq!(body["node"], n.id.as_str(), "{body}");
         assert!(run_dir.join(&n.id).join("node.log").is_file());
     }
+
+    // The portal serves HTTPS with the certificate `up` made for it.
+    let login = runtime
+        .block_on(client.get(format!("{portal}/login")).send())
+        .unwrap();
+    assert_eq!(login.status(), 200);
 
     // The token of the manifest is the one the primaries accept for publishing.
     let publish = |token: Option<&str>| {

@@ -113,12 +113,26 @@ impl Env {
         Env::start_with_sources(portal_args, |_| String::new()).await
     }
 
+    /// [`start`](Env::start) with TLS on every link, as `docfed-topology up` runs by default:
+    /// certificates in `run/certs`, the portal serving HTTPS with `portal.pem`.
+    pub async fn start_tls(portal_args: &[&str]) -> TestResult<Env> {
+        Env::start_inner(portal_args, |_| String::new(), true).await
+    }
+
     /// [`start`](Env::start) with `[[source]]` tables (TOML) appended to the topology;
     /// `sources` gets the test's temporary directory, where watched folders belong (removed
     /// with it).
     pub async fn start_with_sources(
         portal_args: &[&str],
         sources: impl Fn(&Path) -> String,
+    ) -> TestResult<Env> {
+        Env::start_inner(portal_args, sources, false).await
+    }
+
+    async fn start_inner(
+        portal_args: &[&str],
+        sources: impl Fn(&Path) -> String,
+        tls: bool,
     ) -> TestResult<Env> {
         let node_binary = node_binary()?;
         let mut attempt = 0;
@@ -132,8 +146,8 @@ impl Env {
             toml.push_str(&sources(tmp.path()));
             std::fs::write(&topology, toml)?;
             let mut opts = UpOptions::new(&topology, tmp.path().join("run"));
-            // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
-            opts.insecure = true;
+            // Plain HTTP unless asked: this harness's page client does not load the CA.
+            opts.insecure = !tls;
             opts.broker = BrokerChoice::External(amqp_url());
             opts.node_binary = Some(node_binary.clone());
             opts.start_portal = false;
@@ -148,7 +162,20 @@ impl Env {
                 Err(e) => return Err(format!("{e:#}").into()),
             };
             let data_dir = tmp.path().join("portal");
-            let portal = start_portal(&topology, fed.token(), &data_dir, portal_args).await?;
+            let portal = if tls {
+                let certs = topology::certs::CertDir(tmp.path().join("run").join("certs"));
+                let (cert, key) = certs.portal();
+                let mut args: Vec<&str> = portal_args.to_vec();
+                args.extend([
+                    "--tls-cert",
+                    cert.to_str().unwrap(),
+                    "--tls-key",
+                    key.to_str().unwrap(),
+                ]);
+                start_portal(fed.topology_file(), fed.token(), &data_dir, &args).await?
+            } else {
+                start_portal(&topology, fed.token(), &data_dir, portal_args).await?
+            };
             return Ok(Env {
                 fed,
                 prefix,
