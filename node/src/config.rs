@@ -170,6 +170,14 @@ pub struct Args {
     /// This node's TLS private key (PEM); default: the `[tls] certs` folder's ID.key.
     #[arg(long, env = "DOCFED_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Seal content at rest with this key (a file of 64 hex digits, e.g. `openssl rand -hex 32`;
+    /// keep it outside the data directory). `DOCFED_CONTENT_KEY` may hold the digits instead.
+    #[arg(long, env = "DOCFED_CONTENT_KEY_FILE")]
+    pub content_key_file: Option<PathBuf>,
+    /// A previous content key (repeatable): content sealed with it stays readable and is sealed
+    /// again with the current key in the background.
+    #[arg(long, requires = "content_key_file")]
+    pub old_content_key_file: Vec<PathBuf>,
     /// Serve and pull in clear: needed for a federation whose topology has no `[tls]`, and for
     /// a standalone node on an address other than loopback without --tls-cert.
     #[arg(long, env = "DOCFED_INSECURE")]
@@ -276,6 +284,8 @@ pub struct NodeConfig {
     pub retention: crate::retention::Policy,
     /// Present when the node is a member of a federation.
     pub federation: Option<crate::federation::Federation>,
+    /// Content keys: content at rest is sealed when present (`atrest`).
+    pub content_keys: Option<crate::atrest::Keys>,
     /// HTTPS: what the node presents and trusts. `None`: plain HTTP (explicitly insecure, or a
     /// standalone node on loopback).
     pub tls: Option<NodeTls>,
@@ -352,6 +362,8 @@ pub enum ConfigError {
     Retention(String),
     #[error("{0}")]
     Tls(String),
+    #[error("{0}")]
+    ContentKey(String),
     #[error("cannot prepare data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -524,6 +536,8 @@ impl NodeConfig {
             args.insecure,
             http,
         )?;
+        let content_keys =
+            content_keys(args.content_key_file.as_deref(), &args.old_content_key_file)?;
         let tier = federation.as_ref().map(|f| f.me.tier);
         let retention =
             retention_policy(tier, &args_retention, file.retention.unwrap_or_default())?;
@@ -593,8 +607,31 @@ impl NodeConfig {
             retention,
             federation,
             tls,
+            content_keys,
         })
     }
+}
+
+/// The content keys from `--content-key-file` or `DOCFED_CONTENT_KEY`, and old ones.
+fn content_keys(
+    file: Option<&std::path::Path>,
+    old: &[PathBuf],
+) -> Result<Option<crate::atrest::Keys>, ConfigError> {
+    use crate::atrest::ContentKey;
+    let current = match (file, std::env::var("DOCFED_CONTENT_KEY").ok()) {
+        (Some(path), _) => ContentKey::load(path),
+        (None, Some(hex)) => {
+            ContentKey::from_hex(&hex).map_err(|e| format!("DOCFED_CONTENT_KEY: {e}"))
+        }
+        (None, None) => return Ok(None),
+    }
+    .map_err(ConfigError::ContentKey)?;
+    let old = old
+        .iter()
+        .map(|p| ContentKey::load(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ConfigError::ContentKey)?;
+    Ok(Some(crate::atrest::Keys { current, old }))
 }
 
 /// Secure by default (ARCHITECTURE.md §2.10): a federated node uses its topology's `[tls]`, or

@@ -341,9 +341,11 @@ impl Node {
             return Ok(None);
         }
         let path = self.store.object_path(&cur.md5);
-        let digests = tokio::task::spawn_blocking(move || docfed_shared::hashing::hash_file(&path))
-            .await
-            .map_err(|e| ApiError::Internal(e.into()))?;
+        let keys = self.store.keys().cloned();
+        let digests =
+            tokio::task::spawn_blocking(move || crate::atrest::hash_object(&path, keys.as_ref()))
+                .await
+                .map_err(|e| ApiError::Internal(e.into()))?;
         match digests {
             Ok(d) if d.md5 == cur.md5 => Ok(Some((d.md5, d.sha256))),
             Ok(_) => {

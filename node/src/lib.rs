@@ -20,6 +20,7 @@
 //! stop accepting, let in-flight requests finish (under a deadline), close the database.
 
 pub(crate) mod api;
+pub mod atrest;
 pub mod config;
 pub(crate) mod db;
 pub(crate) mod edits;
@@ -138,8 +139,14 @@ pub async fn run(
     let db = Db::open(&db_path)
         .await
         .with_context(|| format!("cannot open database {}", db_path.display()))?;
-    let store = Store::open(&config.data_dir, config.reserved_space)
-        .with_context(|| format!("cannot open content store in {}", config.data_dir.display()))?;
+    crate::atrest::check_data_dir(&config.data_dir, config.content_keys.as_ref())
+        .map_err(anyhow::Error::msg)?;
+    let store = Store::open(
+        &config.data_dir,
+        config.reserved_space,
+        config.content_keys.clone().map(Arc::new),
+    )
+    .with_context(|| format!("cannot open content store in {}", config.data_dir.display()))?;
     // Peers are reached over TLS with this node's certificate (and only the federation CA is
     // trusted); a standalone node pulls from no one.
     let http = match config
@@ -187,6 +194,20 @@ pub async fn run(
         supervisor: Arc::new(supervisor::Supervisor::new(cancel.clone())),
         sources: Default::default(),
     });
+    if node.store.keys().is_some() {
+        // After a key rotation (or encryption turned on), seal what is not sealed with the
+        // current key, in the background: reads go on meanwhile, with either key.
+        let store = node.store.clone();
+        tokio::spawn(async move {
+            match store.rekey().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(objects = n, "content sealed again with the current key"),
+                Err(e) => {
+                    tracing::error!(error = %e, "sealing content with the current key failed; it stays readable with the old key")
+                }
+            }
+        });
+    }
     let supervisor = node.supervisor.clone();
     let sup = &node.supervisor;
     sup.critical("retention", |task| {

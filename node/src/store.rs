@@ -62,6 +62,8 @@ pub struct Store {
     reserved_space: u64,
     /// Bytes that pulls in progress have yet to write: free space they will take.
     promised: Arc<AtomicU64>,
+    /// The content keys, when content is sealed at rest.
+    keys: Option<Arc<crate::atrest::Keys>>,
 }
 
 /// Space a pull will still write, counted against the free space until released (as bytes are
@@ -117,8 +119,13 @@ pub struct Ingested {
 }
 
 impl Store {
-    /// Opens the store under `data_dir`, removing temporary files left by a crash.
-    pub fn open(data_dir: &Path, reserved_space: u64) -> io::Result<Self> {
+    /// Opens the store under `data_dir`, removing temporary files left by a crash. With
+    /// `keys`, content is sealed at rest (`atrest`).
+    pub fn open(
+        data_dir: &Path,
+        reserved_space: u64,
+        keys: Option<Arc<crate::atrest::Keys>>,
+    ) -> io::Result<Self> {
         let objects = data_dir.join("objects");
         let tmp = data_dir.join("tmp");
         std::fs::create_dir_all(&objects)?;
@@ -131,6 +138,7 @@ impl Store {
             tmp,
             reserved_space,
             promised: Arc::default(),
+            keys,
         })
     }
 
@@ -188,7 +196,8 @@ impl Store {
             .map_err(StoreError::from_io)?;
         let temp = TempFile { path, armed: true };
         let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || write_chunks(file, rx));
+        let keys = self.keys.clone();
+        let writer = tokio::task::spawn_blocking(move || write_chunks(file, keys.as_deref(), rx));
 
         let outcome = pump(body, &tx, limit, idle).await;
         drop(tx);
@@ -269,8 +278,58 @@ impl Store {
         }
     }
 
-    pub async fn open_object(&self, md5: &Md5Hex) -> io::Result<tokio::fs::File> {
-        tokio::fs::File::open(self.object_path(md5)).await
+    /// The content keys when content is sealed at rest.
+    pub fn keys(&self) -> Option<&crate::atrest::Keys> {
+        self.keys.as_deref()
+    }
+
+    /// Where the store keeps files being written.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Seals again every object not sealed with the current key (after a key rotation, or when
+    /// encryption was just turned on). Returns how many.
+    pub async fn rekey(&self) -> io::Result<u64> {
+        let Some(keys) = self.keys.clone() else {
+            return Ok(0);
+        };
+        let (objects, tmp) = (self.objects.clone(), self.tmp.clone());
+        tokio::task::spawn_blocking(move || crate::atrest::rekey(&objects, &tmp, &keys))
+            .await
+            .map_err(io::Error::other)?
+    }
+
+    /// Content bytes `start..end` of the stored object `md5` of `size` bytes, decrypted when
+    /// sealed. `NotFound` when the store does not hold it.
+    pub async fn read_range(
+        &self,
+        md5: &Md5Hex,
+        size: u64,
+        start: u64,
+        end: u64,
+    ) -> io::Result<futures::stream::BoxStream<'static, io::Result<Bytes>>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let path = self.object_path(md5);
+        if let Some(keys) = self.keys.clone() {
+            let opened =
+                tokio::task::spawn_blocking(move || crate::atrest::Opened::open(&path, &keys))
+                    .await
+                    .map_err(io::Error::other)??;
+            if let Some(opened) = opened {
+                return Ok(crate::atrest::range_stream(opened, size, start, end).boxed());
+            }
+        }
+        // Plain: no key, or an object from before encryption was turned on (until `rekey`).
+        let mut file = tokio::fs::File::open(self.object_path(md5)).await?;
+        if start > 0 {
+            file.seek(io::SeekFrom::Start(start)).await?;
+        }
+        Ok(tokio_util::io::ReaderStream::with_capacity(
+            file.take(end.saturating_sub(start)),
+            crate::atrest::CHUNK as usize,
+        )
+        .boxed())
     }
 }
 
@@ -303,8 +362,21 @@ where
     }
 }
 
-fn write_chunks(file: std::fs::File, mut rx: mpsc::Receiver<Bytes>) -> io::Result<ContentHasher> {
+fn write_chunks(
+    file: std::fs::File,
+    keys: Option<&crate::atrest::Keys>,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> io::Result<ContentHasher> {
     let mut hash = ContentHasher::new();
+    if let Some(keys) = keys {
+        let mut out = crate::atrest::ContentFile::start(file, Some(keys))?;
+        while let Some(chunk) = rx.blocking_recv() {
+            hash.update(&chunk);
+            out.write_all(&chunk)?;
+        }
+        out.finish()?.sync_all()?;
+        return Ok(hash);
+    }
     let mut out = io::BufWriter::with_capacity(WRITE_BUFFER, file);
     while let Some(chunk) = rx.blocking_recv() {
         hash.update(&chunk);
@@ -315,7 +387,7 @@ fn write_chunks(file: std::fs::File, mut rx: mpsc::Receiver<Bytes>) -> io::Resul
     Ok(hash)
 }
 
-fn sync_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -339,7 +411,7 @@ mod tests {
     #[tokio::test]
     async fn ingest_then_commit_places_file_at_its_md5() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, None).unwrap();
         let data = vec![7u8; 300_000];
         let ing = store
             .ingest(chunks(&data, 65_536), u64::MAX, Duration::from_secs(5))
@@ -358,7 +430,7 @@ mod tests {
     #[tokio::test]
     async fn oversized_or_aborted_upload_leaves_no_file() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, None).unwrap();
         let err = store
             .ingest(chunks(&[1u8; 1000], 100), 999, Duration::from_secs(5))
             .await
@@ -388,7 +460,7 @@ mod tests {
     #[tokio::test]
     async fn already_held_content_is_not_rewritten() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), 0).unwrap();
+        let store = Store::open(dir.path(), 0, None).unwrap();
         let ing = store
             .ingest(chunks(b"same", 2), u64::MAX, Duration::from_secs(5))
             .await

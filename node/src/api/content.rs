@@ -12,16 +12,12 @@ use docfed_shared::wire::DocumentVersion;
 use docfed_shared::Md5Hex;
 use futures::StreamExt;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio_util::io::ReaderStream;
 
 use super::{parse_id, ApiQuery, AppState};
 use crate::error::ApiError;
 use crate::federation::ondemand::{self, Asker, Start};
 use crate::federation::transfers::follow;
 use crate::metrics::Metrics;
-
-const CHUNK: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,21 +235,18 @@ async fn serve(
         None => (StatusCode::OK, 0, size),
     };
 
-    let body = match node.store.open_object(&obj.md5).await {
-        Ok(mut file) => {
-            if start > 0 {
-                file.seek(std::io::SeekFrom::Start(start))
-                    .await
-                    .map_err(|e| ApiError::Internal(e.into()))?;
-            }
+    let body = match node
+        .store
+        .read_range(&obj.md5, size, start, start + len)
+        .await
+    {
+        Ok(stream) => {
             let metrics = node.clone();
-            Body::from_stream(ReaderStream::with_capacity(file.take(len), CHUNK).inspect(
-                move |c| {
-                    if let Ok(c) = c {
-                        Metrics::add(&metrics.metrics.bytes_served, c.len() as u64);
-                    }
-                },
-            ))
+            Body::from_stream(stream.inspect(move |c| {
+                if let Ok(c) = c {
+                    Metrics::add(&metrics.metrics.bytes_served, c.len() as u64);
+                }
+            }))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // A transfer that ends as we join it removes its file (unless the store kept it):
@@ -271,7 +264,9 @@ async fn serve(
                         None => break,
                     },
                 };
-                if let Ok(stream) = follow(transfer, start, start + len).await {
+                if let Ok(stream) =
+                    follow(transfer, start, start + len, node.store.keys().cloned()).await
+                {
                     following = Some(stream);
                     break;
                 }

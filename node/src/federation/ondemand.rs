@@ -273,7 +273,10 @@ async fn pull(
         source_url: src.to_owned(),
         failure,
     };
-    let file = std::fs::OpenOptions::new().write(true).open(&t.path)?;
+    let file = crate::atrest::ContentFile::start(
+        std::fs::OpenOptions::new().write(true).open(&t.path)?,
+        node.store.keys(),
+    )?;
     let space = reserve_space(node, doc.size)?;
     let body = match up {
         Upstream::Node(url) => {
@@ -316,7 +319,7 @@ async fn pull(
         _ => {}
     }
     verified?;
-    tokio::task::spawn_blocking(move || file.sync_all())
+    tokio::task::spawn_blocking(move || file.finish()?.sync_all())
         .await
         .map_err(std::io::Error::other)??;
     Ok(())

@@ -4,7 +4,6 @@
 //! which source to try and when; `ondemand` uses the same writer for readers' cross-region
 //! transfers.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -97,8 +96,9 @@ pub(crate) async fn pull(
     // Hash what a previous attempt left, so a resumed pull is verified end to end.
     let (file, mut hash) = {
         let path = partial.to_owned();
+        let keys = node.store.keys().cloned();
         tokio::task::spawn_blocking(move || {
-            docfed_shared::hashing::open_for_resume::<ContentHasher>(&path, size)
+            crate::atrest::open_for_resume(&path, size, keys.as_ref())
         })
         .await
         .map_err(std::io::Error::other)??
@@ -130,7 +130,7 @@ pub(crate) async fn pull(
                 206 => file,
                 200 => {
                     // The source ignored the range: start over.
-                    file.set_len(0)?;
+                    let file = file.restart(node.store.keys())?;
                     hash = ContentHasher::new();
                     if let Some(t) = &transfer {
                         t.set(Progress::Written(0));
@@ -155,7 +155,7 @@ pub(crate) async fn pull(
             let _ = std::fs::remove_file(partial);
             return Err(e);
         }
-        tokio::task::spawn_blocking(move || file.sync_all())
+        tokio::task::spawn_blocking(move || file.finish()?.sync_all())
             .await
             .map_err(std::io::Error::other)??;
         Ok(())
@@ -221,32 +221,34 @@ pub(crate) fn reserve_space(node: &Node, needed: u64) -> Result<SpaceReservation
 pub(crate) async fn write_stream<S, E>(
     node: &Arc<Node>,
     mut body: S,
-    file: std::fs::File,
+    file: crate::atrest::ContentFile,
     hash: ContentHasher,
     size: u64,
     transfer: Option<Arc<Transfer>>,
     space: SpaceReservation,
     src: &str,
-) -> Result<(std::fs::File, ContentHasher), PullError>
+) -> Result<(crate::atrest::ContentFile, ContentHasher), PullError>
 where
     S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut remaining = size.saturating_sub(hash.len());
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
-    let writer =
-        tokio::task::spawn_blocking(move || -> std::io::Result<(std::fs::File, ContentHasher)> {
+    let writer = tokio::task::spawn_blocking(
+        move || -> std::io::Result<(crate::atrest::ContentFile, ContentHasher)> {
             let (mut file, mut hash) = (file, ParallelHasher::new(hash)?);
             while let Some(chunk) = rx.blocking_recv() {
                 file.write_all(&chunk)?;
                 space.written(chunk.len() as u64);
                 hash.update(chunk);
                 if let Some(t) = &transfer {
-                    t.set(Progress::Written(hash.len()));
+                    // Sealed content is readable a whole chunk at a time.
+                    t.set(Progress::Written(file.readable(hash.len())));
                 }
             }
             Ok((file, hash.finish()?))
-        });
+        },
+    );
     let mut received = 0u64;
     let started = Instant::now();
     let stall = node.config.pull_stall_timeout;

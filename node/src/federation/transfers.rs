@@ -125,17 +125,23 @@ pub enum FollowError {
     Io(#[from] std::io::Error),
 }
 
-/// Streams bytes `start..end` of a transfer in progress, waiting for the writer as needed.
+/// Streams bytes `start..end` of a transfer in progress, waiting for the writer as needed. With
+/// `keys`, the file is sealed (`atrest`): it is read a whole chunk at a time, once the writer
+/// sealed it.
 pub async fn follow(
     t: Arc<Transfer>,
     start: u64,
     end: u64,
-) -> std::io::Result<impl Stream<Item = Result<Bytes, FollowError>>> {
+    keys: Option<crate::atrest::Keys>,
+) -> std::io::Result<std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, FollowError>> + Send>>> {
+    if let Some(keys) = keys {
+        return Ok(Box::pin(follow_sealed(t, start, end, keys)));
+    }
     let mut file = tokio::fs::File::open(&t.path).await?;
     file.seek(std::io::SeekFrom::Start(start)).await?;
     let rx = t.progress.subscribe();
     let state = (file, start, rx, t);
-    Ok(futures::stream::unfold(
+    Ok(Box::pin(futures::stream::unfold(
         Some(state),
         move |state| async move {
             let (mut file, pos, mut rx, t) = state?;
@@ -164,7 +170,77 @@ pub async fn follow(
                 }
             }
         },
-    ))
+    )))
+}
+
+/// [`follow`] for a sealed file: chunk `i` is read once the writer reports it sealed (the last
+/// one once the transfer is done, i.e. verified).
+fn follow_sealed(
+    t: Arc<Transfer>,
+    start: u64,
+    end: u64,
+    keys: crate::atrest::Keys,
+) -> impl Stream<Item = Result<Bytes, FollowError>> + Send {
+    use crate::atrest::CHUNK as SEALED;
+    let rx = t.progress.subscribe();
+    let keys = Arc::new(keys);
+    // The file is opened at the first chunk: by then its header is written.
+    let opened: Option<Arc<crate::atrest::Opened>> = None;
+    futures::stream::unfold(Some((opened, start, rx, t)), move |state| {
+        let keys = keys.clone();
+        async move {
+            let (mut opened, pos, mut rx, t) = state?;
+            if pos >= end {
+                return None;
+            }
+            let index = pos / SEALED;
+            let chunk_end = ((index + 1) * SEALED).min(t.size);
+            loop {
+                let ready = match *rx.borrow_and_update() {
+                    Progress::Written(n) => n >= chunk_end && chunk_end < t.size,
+                    Progress::Done => true,
+                    Progress::Failed => return Some((Err(FollowError::Failed), None)),
+                };
+                if ready {
+                    break;
+                }
+                if rx.changed().await.is_err() {
+                    return Some((Err(FollowError::Failed), None));
+                }
+            }
+            if opened.is_none() {
+                let (path, keys) = (t.path.clone(), keys.clone());
+                let o =
+                    tokio::task::spawn_blocking(move || crate::atrest::Opened::open(&path, &keys))
+                        .await
+                        .map_err(std::io::Error::other)
+                        .and_then(|r| r);
+                match o {
+                    Ok(Some(o)) => opened = Some(Arc::new(o)),
+                    Ok(None) => {
+                        return Some((
+                            Err(FollowError::Io(std::io::Error::other(
+                                "the transfer's file is not sealed with this node's key",
+                            ))),
+                            None,
+                        ))
+                    }
+                    Err(e) => return Some((Err(FollowError::Io(e)), None)),
+                }
+            }
+            let o = opened.clone().expect("opened above");
+            let size = t.size;
+            let chunk = match tokio::task::spawn_blocking(move || o.chunk(index, size)).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Some((Err(FollowError::Io(e)), None)),
+                Err(e) => return Some((Err(FollowError::Io(std::io::Error::other(e))), None)),
+            };
+            let from = (pos - index * SEALED) as usize;
+            let to = ((end.min(chunk_end)) - index * SEALED) as usize;
+            let piece = Bytes::copy_from_slice(&chunk[from..to]);
+            Some((Ok(piece), Some((opened, index * SEALED + to as u64, rx, t))))
+        }
+    })
 }
 
 #[cfg(test)]
@@ -205,7 +281,7 @@ mod tests {
         std::fs::write(&path, b"0123456789").unwrap();
         let transfers = Transfers::default();
         let t = transfers.begin(&md5(), path.clone(), 10, 10).unwrap();
-        let mut reader = Box::pin(follow(t.clone(), 0, 10).await.unwrap());
+        let mut reader = Box::pin(follow(t.clone(), 0, 10, None).await.unwrap());
         let first = reader.next().await.unwrap().unwrap();
         assert_eq!(&first[..], b"012345678");
         // Nothing more until the pull ends; a failed one cuts the reader.
@@ -218,7 +294,7 @@ mod tests {
         ));
         // A verified one gets it.
         let t = transfers.begin(&md5(), path.clone(), 10, 10).unwrap();
-        let mut reader = Box::pin(follow(t, 0, 10).await.unwrap());
+        let mut reader = Box::pin(follow(t, 0, 10, None).await.unwrap());
         let _ = reader.next().await.unwrap().unwrap();
         transfers.end(&md5(), &path, Progress::Done);
         assert_eq!(&reader.next().await.unwrap().unwrap()[..], b"9");

@@ -1,6 +1,7 @@
 //! Integration tests: a real `docfed-node` process, real sockets, real SQLite files.
 
 mod annotations;
+mod at_rest;
 mod bad_input;
 mod common;
 mod devices;

@@ -3,6 +3,7 @@
 //! in the submodules.
 
 mod annotations;
+mod at_rest;
 mod cross_region;
 mod dead_letters;
 mod failures;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::common::federation::{queue_depth, Federation};
+use crate::common::federation::{queue_depth, Federation, ROLES};
 use crate::common::*;
 
 const T: Duration = Duration::from_secs(60);

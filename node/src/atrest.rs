@@ -1,0 +1,709 @@
+//! Content encrypted at rest (ARCHITECTURE.md §4.5): AES-256-GCM in fixed-size chunks, so a
+//! Range request decrypts only the chunks it touches and a stream-through reader follows a file
+//! still being written chunk by chunk.
+//!
+//! A sealed file is a 32-byte header (`DFENC1`, two reserved bytes, the key's 8-byte id, a
+//! 16-byte random salt) followed by chunks of [`CHUNK`] plaintext bytes (the last one shorter),
+//! each followed by its 16-byte tag. Every file has its own key, HKDF-SHA256 of the node's
+//! content key and the file's salt, so the chunk index can be the nonce without ever repeating
+//! a (key, nonce) pair; the last chunk is sealed with a different associated datum than the
+//! others, so a file cut at a chunk boundary does not pass for a shorter complete one.
+//!
+//! The node's content key comes from a file or the environment and is never written under the
+//! data directory; only its id is (`content-key.id`), so that a node started without the key
+//! refuses to serve ciphertext as content.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use docfed_shared::hashing::StreamHash;
+use docfed_shared::ContentHasher;
+use futures::Stream;
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use ring::hkdf;
+
+/// Plaintext bytes per chunk.
+pub const CHUNK: u64 = 64 * 1024;
+/// The GCM tag after each chunk.
+pub const TAG: u64 = 16;
+/// The header before the first chunk.
+pub const HEADER: u64 = 32;
+const SEALED_CHUNK: u64 = CHUNK + TAG;
+const MAGIC: &[u8; 6] = b"DFENC1";
+/// The file under the data directory naming the key its content is sealed with.
+pub const KEY_ID_FILE: &str = "content-key.id";
+
+/// A content key: 32 secret bytes, and the id (first 8 bytes of its SHA-256) files name it by.
+#[derive(Clone)]
+pub struct ContentKey {
+    secret: [u8; 32],
+    id: [u8; 8],
+}
+
+impl std::fmt::Debug for ContentKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentKey({})", self.id_hex())
+    }
+}
+
+impl ContentKey {
+    /// A key from 64 hex digits (surrounding whitespace ignored).
+    pub fn from_hex(text: &str) -> Result<ContentKey, String> {
+        let bytes = hex::decode(text.trim())
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or("a content key is 64 hex digits (32 bytes), e.g. `openssl rand -hex 32`")?;
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(&bytes);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &secret);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&digest.as_ref()[..8]);
+        Ok(ContentKey { secret, id })
+    }
+
+    /// A key from a file of 64 hex digits.
+    pub fn load(path: &Path) -> Result<ContentKey, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read content key {}: {e}", path.display()))?;
+        ContentKey::from_hex(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+
+    fn file_key(&self, salt: &[u8]) -> LessSafeKey {
+        struct Len;
+        impl hkdf::KeyType for Len {
+            fn len(&self) -> usize {
+                32
+            }
+        }
+        let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(&self.secret);
+        let mut key = [0u8; 32];
+        prk.expand(&[b"docfed content v1"], Len)
+            .and_then(|okm| okm.fill(&mut key))
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &key).expect("32-byte AES-256 key"))
+    }
+}
+
+/// The keys of a node: the current one seals new files; old ones (after a rotation) still open
+/// files until [`rekey`] has sealed them again with the current one.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub current: ContentKey,
+    pub old: Vec<ContentKey>,
+}
+
+impl Keys {
+    fn find(&self, id: &[u8]) -> Option<&ContentKey> {
+        std::iter::once(&self.current)
+            .chain(&self.old)
+            .find(|k| k.id == id)
+    }
+}
+
+/// Checks the data directory against `keys`: content sealed before can only be served with its
+/// key, and plaintext content is never mistaken for sealed. Records the current key's id.
+pub fn check_data_dir(data_dir: &Path, keys: Option<&Keys>) -> Result<(), String> {
+    let path = data_dir.join(KEY_ID_FILE);
+    let recorded = std::fs::read_to_string(&path).ok();
+    match (keys, recorded) {
+        (None, Some(id)) => Err(format!(
+            "the content in {} is encrypted (key {}): start the node with its key \
+             (--content-key-file or DOCFED_CONTENT_KEY)",
+            data_dir.display(),
+            id.trim()
+        )),
+        (None, None) => Ok(()),
+        (Some(keys), recorded) => {
+            if let Some(id) = recorded.as_deref().map(str::trim) {
+                if keys.find(&hex::decode(id).unwrap_or_default()).is_none() {
+                    return Err(format!(
+                        "the content in {} is sealed with key {id}, which is neither the \
+                         content key ({}) nor an --old-content-key-file",
+                        data_dir.display(),
+                        keys.current.id_hex()
+                    ));
+                }
+            }
+            std::fs::write(&path, keys.current.id_hex())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+    }
+}
+
+fn nonce(index: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&index.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+fn aad(last: bool) -> Aad<[u8; 1]> {
+    Aad::from([u8::from(last)])
+}
+
+/// Bytes on disk of `size` bytes of content.
+pub fn sealed_len(size: u64) -> u64 {
+    HEADER + size.div_ceil(CHUNK) * TAG + size
+}
+
+/// Content bytes of a complete sealed file of `len` bytes on disk.
+pub fn plain_len(len: u64) -> u64 {
+    let body = len.saturating_sub(HEADER);
+    body.saturating_sub(body.div_ceil(SEALED_CHUNK) * TAG)
+}
+
+fn corrupt(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
+}
+
+/// Writes content as sealed chunks. A full chunk is sealed only once more content follows it,
+/// so that whichever chunk turns out to be last is sealed as the last.
+pub struct Sealer {
+    file: File,
+    key: LessSafeKey,
+    buf: Vec<u8>,
+    index: u64,
+    finished: bool,
+}
+
+impl Sealer {
+    /// Starts a sealed file in `file` (emptied first).
+    pub fn create(mut file: File, key: &ContentKey) -> io::Result<Sealer> {
+        file.set_len(0)?;
+        file.seek(io::SeekFrom::Start(0))?;
+        let salt: [u8; 16] = rand::random();
+        let mut header = Vec::with_capacity(HEADER as usize);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&[0, 0]);
+        header.extend_from_slice(&key.id);
+        header.extend_from_slice(&salt);
+        file.write_all(&header)?;
+        Ok(Sealer {
+            file,
+            key: key.file_key(&salt),
+            buf: Vec::with_capacity(CHUNK as usize),
+            index: 0,
+            finished: false,
+        })
+    }
+
+    fn seal_buf(&mut self, last: bool) -> io::Result<()> {
+        let mut data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK as usize));
+        self.key
+            .seal_in_place_append_tag(nonce(self.index), aad(last), &mut data)
+            .map_err(|_| io::Error::other("sealing failed"))?;
+        self.file.write_all(&data)?;
+        self.index += 1;
+        Ok(())
+    }
+
+    pub fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            if self.buf.len() as u64 == CHUNK {
+                self.seal_buf(false)?;
+            }
+            let n = (CHUNK as usize - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Content bytes sealed on disk so far: what a reader following the file may read.
+    pub fn sealed(&self) -> u64 {
+        if self.finished {
+            u64::MAX
+        } else {
+            self.index * CHUNK
+        }
+    }
+
+    /// Seals the last chunk; the file is complete (not yet fsynced).
+    pub fn finish(mut self) -> io::Result<File> {
+        if !self.finished && !self.buf.is_empty() {
+            self.seal_buf(true)?;
+        }
+        Ok(self.file)
+    }
+}
+
+/// A sealed file opened for reading.
+pub struct Opened {
+    file: File,
+    key: LessSafeKey,
+}
+
+/// Whether `header` begins a file sealed with one of `keys`, and with which.
+fn header_key<'k>(header: &[u8], keys: &'k Keys) -> Option<&'k ContentKey> {
+    if header.len() < HEADER as usize || &header[..6] != MAGIC {
+        return None;
+    }
+    keys.find(&header[8..16])
+}
+
+impl Opened {
+    /// Opens a sealed file; `Ok(None)` when it is not sealed with any of `keys` (plaintext
+    /// left from before encryption was turned on).
+    pub fn open(path: &Path, keys: &Keys) -> io::Result<Option<Opened>> {
+        let mut file = File::open(path)?;
+        let mut header = [0u8; HEADER as usize];
+        let mut got = 0;
+        while got < header.len() {
+            match file.read(&mut header[got..])? {
+                0 => return Ok(None),
+                n => got += n,
+            }
+        }
+        Ok(header_key(&header, keys).map(|k| Opened {
+            key: k.file_key(&header[16..32]),
+            file,
+        }))
+    }
+
+    /// Content of chunk `index` of a file of `size` content bytes.
+    pub fn chunk(&self, index: u64, size: u64) -> io::Result<Vec<u8>> {
+        let last = size.saturating_sub(1) / CHUNK;
+        if size == 0 || index > last {
+            return Err(corrupt("chunk past the end of the content"));
+        }
+        let plain = if index == last {
+            size - index * CHUNK
+        } else {
+            CHUNK
+        };
+        let mut buf = vec![0u8; (plain + TAG) as usize];
+        self.file
+            .read_exact_at(&mut buf, HEADER + index * SEALED_CHUNK)?;
+        self.key
+            .open_in_place(nonce(index), aad(index == last), &mut buf)
+            .map_err(|_| {
+                corrupt("stored content fails its authentication (wrong key, or altered)")
+            })?;
+        buf.truncate(plain as usize);
+        Ok(buf)
+    }
+}
+
+/// Content bytes `start..end` of the sealed file `opened` (of `size` bytes), chunk by chunk.
+pub fn range_stream(
+    opened: Opened,
+    size: u64,
+    start: u64,
+    end: u64,
+) -> impl Stream<Item = io::Result<Bytes>> + Send + 'static {
+    let opened = Arc::new(opened);
+    futures::stream::unfold(start, move |pos| {
+        let opened = opened.clone();
+        async move {
+            if pos >= end {
+                return None;
+            }
+            let index = pos / CHUNK;
+            let read = tokio::task::spawn_blocking(move || opened.chunk(index, size)).await;
+            let chunk = match read {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Some((Err(e), end)),
+                Err(e) => return Some((Err(io::Error::other(e)), end)),
+            };
+            let from = (pos - index * CHUNK) as usize;
+            let to = ((end - index * CHUNK) as usize).min(chunk.len());
+            let piece = Bytes::copy_from_slice(&chunk[from..to]);
+            Some((Ok(piece), index * CHUNK + to as u64))
+        }
+    })
+}
+
+/// A file the node writes content into: plain, or sealed with the content key.
+pub enum ContentFile {
+    Plain(File),
+    Sealed(Box<Sealer>),
+}
+
+impl ContentFile {
+    /// Starts `file` (empty) as content sealed with `keys`' current key, or plain.
+    pub fn start(file: File, keys: Option<&Keys>) -> io::Result<ContentFile> {
+        Ok(match keys {
+            Some(k) => ContentFile::Sealed(Box::new(Sealer::create(file, &k.current)?)),
+            None => ContentFile::Plain(file),
+        })
+    }
+
+    pub fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            ContentFile::Plain(f) => f.write_all(data),
+            ContentFile::Sealed(s) => s.write_all(data),
+        }
+    }
+
+    /// Content bytes a reader following the file may read, of `written` written.
+    pub fn readable(&self, written: u64) -> u64 {
+        match self {
+            ContentFile::Plain(_) => written,
+            ContentFile::Sealed(s) => s.sealed().min(written),
+        }
+    }
+
+    /// Empties the file to start the content over.
+    pub fn restart(self, keys: Option<&Keys>) -> io::Result<ContentFile> {
+        let file = match self {
+            ContentFile::Plain(f) => f,
+            ContentFile::Sealed(s) => s.file,
+        };
+        file.set_len(0)?;
+        let mut file = file;
+        file.seek(io::SeekFrom::Start(0))?;
+        ContentFile::start(file, keys)
+    }
+
+    /// The complete file (the last chunk sealed), for fsync.
+    pub fn finish(self) -> io::Result<File> {
+        match self {
+            ContentFile::Plain(f) => Ok(f),
+            ContentFile::Sealed(s) => s.finish(),
+        }
+    }
+}
+
+/// Opens a partial pull at `path` to continue it, hashing the content it already holds: with
+/// `keys`, the complete chunks of a file sealed with the current key (anything else starts
+/// over); plain otherwise. A file with more than `size` bytes of content starts over.
+pub fn open_for_resume(
+    path: &Path,
+    size: u64,
+    keys: Option<&Keys>,
+) -> io::Result<(ContentFile, ContentHasher)> {
+    let Some(keys) = keys else {
+        let (file, hash) = docfed_shared::hashing::open_for_resume::<ContentHasher>(path, size)?;
+        return Ok((ContentFile::Plain(file), hash));
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let fresh = |file: File| -> io::Result<(ContentFile, ContentHasher)> {
+        Ok((
+            ContentFile::Sealed(Box::new(Sealer::create(file, &keys.current)?)),
+            ContentHasher::new(),
+        ))
+    };
+    let len = file.metadata()?.len();
+    let mut header = [0u8; HEADER as usize];
+    if len < HEADER || file.read_exact_at(&mut header, 0).is_err() {
+        return fresh(file);
+    }
+    if header_key(&header, keys).is_none_or(|k| k.id != keys.current.id) {
+        return fresh(file);
+    }
+    let opened = Opened {
+        key: keys.current.file_key(&header[16..32]),
+        file,
+    };
+    let mut hash = ContentHasher::new();
+    // A complete file (all chunks, the last sealed as last) needs no more bytes.
+    if size > 0 && len == sealed_len(size) {
+        let chunks = size.div_ceil(CHUNK);
+        let all = (0..chunks).try_for_each(|i| opened.chunk(i, size).map(|c| hash.update(&c)));
+        if all.is_ok() {
+            let Opened { file, key } = opened;
+            return Ok((
+                ContentFile::Sealed(Box::new(Sealer {
+                    file,
+                    key,
+                    buf: Vec::new(),
+                    index: chunks,
+                    finished: true,
+                })),
+                hash,
+            ));
+        }
+        return fresh(opened.file);
+    }
+    // Otherwise keep the complete chunks before the last (each sealed as not last).
+    let full = ((len - HEADER) / SEALED_CHUNK).min(size / CHUNK);
+    let mut kept = 0;
+    for i in 0..full {
+        let mut buf = vec![0u8; SEALED_CHUNK as usize];
+        if opened
+            .file
+            .read_exact_at(&mut buf, HEADER + i * SEALED_CHUNK)
+            .is_err()
+            || opened
+                .key
+                .open_in_place(nonce(i), aad(false), &mut buf)
+                .is_err()
+        {
+            break;
+        }
+        hash.update(&buf[..CHUNK as usize]);
+        kept = i + 1;
+    }
+    let Opened { mut file, key } = opened;
+    file.set_len(HEADER + kept * SEALED_CHUNK)?;
+    file.seek(io::SeekFrom::End(0))?;
+    Ok((
+        ContentFile::Sealed(Box::new(Sealer {
+            file,
+            key,
+            buf: Vec::with_capacity(CHUNK as usize),
+            index: kept,
+            finished: false,
+        })),
+        hash,
+    ))
+}
+
+/// The digests of a stored object's content, decrypting it when sealed.
+pub fn hash_object(
+    path: &Path,
+    keys: Option<&Keys>,
+) -> io::Result<docfed_shared::hashing::Digests> {
+    if let Some(keys) = keys {
+        if let Some(opened) = Opened::open(path, keys)? {
+            let size = plain_len(opened.file.metadata()?.len());
+            let mut hash = ContentHasher::new();
+            for i in 0..size.div_ceil(CHUNK) {
+                hash.update(&opened.chunk(i, size)?);
+            }
+            return Ok(hash.finish());
+        }
+    }
+    docfed_shared::hashing::hash_file(path)
+}
+
+/// Seals again, with the current key, every object in `objects` that is sealed with an old key
+/// or still plain (a node that just turned encryption on). Each is written to `tmp`, fsynced
+/// and renamed over the original, so a reader holds either file whole and a crash loses
+/// nothing. Returns how many were sealed again.
+pub fn rekey(objects: &Path, tmp: &Path, keys: &Keys) -> io::Result<u64> {
+    let mut done = 0;
+    for shard in std::fs::read_dir(objects)? {
+        let shard = shard?.path();
+        if !shard.is_dir() {
+            continue;
+        }
+        for entry in std::fs::read_dir(&shard)? {
+            let path = entry?.path();
+            if rekey_one(&path, tmp, keys)? {
+                done += 1;
+            }
+        }
+        if done > 0 {
+            crate::store::sync_dir(&shard)?;
+        }
+    }
+    Ok(done)
+}
+
+fn rekey_one(path: &Path, tmp: &Path, keys: &Keys) -> io::Result<bool> {
+    let mut header = [0u8; HEADER as usize];
+    let file = match File::open(path) {
+        Ok(f) => f,
+        // Collected meanwhile.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let sealed_with = (len >= HEADER && file.read_exact_at(&mut header, 0).is_ok())
+        .then(|| header_key(&header, keys))
+        .flatten();
+    if sealed_with.is_some_and(|k| k.id == keys.current.id) {
+        return Ok(false);
+    }
+    let out_path = tmp.join(format!(
+        "rekey-{}",
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("object")
+    ));
+    let out = File::create(&out_path)?;
+    let result = (|| -> io::Result<()> {
+        let mut sealer = Sealer::create(out, &keys.current)?;
+        match sealed_with {
+            Some(k) => {
+                let opened = Opened {
+                    key: k.file_key(&header[16..32]),
+                    file,
+                };
+                let size = plain_len(len);
+                for i in 0..size.div_ceil(CHUNK) {
+                    sealer.write_all(&opened.chunk(i, size)?)?;
+                }
+            }
+            None => {
+                let mut file = file;
+                let mut buf = vec![0u8; CHUNK as usize];
+                loop {
+                    let n = file.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    sealer.write_all(&buf[..n])?;
+                }
+            }
+        }
+        sealer.finish()?.sync_all()?;
+        std::fs::rename(&out_path, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&out_path);
+    }
+    result.map(|()| true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(b: u8) -> ContentKey {
+        ContentKey::from_hex(&hex::encode([b; 32])).unwrap()
+    }
+
+    fn content(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 31 % 251) as u8).collect()
+    }
+
+    fn seal(path: &Path, data: &[u8], k: &ContentKey, piece: usize) {
+        let mut s = Sealer::create(File::create(path).unwrap(), k).unwrap();
+        for c in data.chunks(piece.max(1)) {
+            s.write_all(c).unwrap();
+        }
+        s.finish().unwrap();
+    }
+
+    #[test]
+    fn sealed_chunks_read_back_exactly_and_the_file_holds_no_plaintext() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys {
+            current: key(1),
+            old: vec![],
+        };
+        let c = CHUNK as usize;
+        for size in [0, 1, c - 1, c, c + 1, 3 * c, 3 * c + 7] {
+            let data = content(size);
+            let path = dir.path().join(format!("f{size}"));
+            seal(&path, &data, &keys.current, 1000);
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().len(),
+                sealed_len(size as u64)
+            );
+            assert_eq!(plain_len(sealed_len(size as u64)), size as u64);
+            let on_disk = std::fs::read(&path).unwrap();
+            if size >= 64 {
+                assert!(
+                    !on_disk.windows(64).any(|w| w == &data[..64]),
+                    "plaintext on disk"
+                );
+            }
+            let opened = Opened::open(&path, &keys).unwrap().unwrap();
+            let mut back = Vec::new();
+            for i in 0..(size as u64).div_ceil(CHUNK) {
+                back.extend(opened.chunk(i, size as u64).unwrap());
+            }
+            assert!(back == data, "size {size}");
+            assert_eq!(hash_object(&path, Some(&keys)).unwrap().size, size as u64);
+        }
+    }
+
+    #[test]
+    fn a_cut_altered_or_foreign_file_fails_authentication() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = key(2);
+        let keys = Keys {
+            current: k.clone(),
+            old: vec![],
+        };
+        let data = content(3 * CHUNK as usize);
+        let path = dir.path().join("f");
+        seal(&path, &data, &k, 4096);
+        // Cut after two chunks: the second is not sealed as the last.
+        let cut = dir.path().join("cut");
+        std::fs::write(
+            &cut,
+            &std::fs::read(&path).unwrap()[..(HEADER + 2 * SEALED_CHUNK) as usize],
+        )
+        .unwrap();
+        let opened = Opened::open(&cut, &keys).unwrap().unwrap();
+        assert!(opened.chunk(1, 2 * CHUNK).is_err());
+        // One flipped bit.
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[(HEADER + 10) as usize] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let opened = Opened::open(&path, &keys).unwrap().unwrap();
+        assert!(opened.chunk(0, 3 * CHUNK).is_err());
+        assert!(opened.chunk(1, 3 * CHUNK).is_ok());
+        // Another key does not recognise the file as its own.
+        let other = Keys {
+            current: key(3),
+            old: vec![],
+        };
+        assert!(Opened::open(&path, &other).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_partial_file_resumes_from_its_last_complete_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = Keys {
+            current: key(4),
+            old: vec![],
+        };
+        let size = 3 * CHUNK + 100;
+        let data = content(size as usize);
+        let path = dir.path().join("partial");
+        let mut s = Sealer::create(File::create(&path).unwrap(), &keys.current).unwrap();
+        s.write_all(&data[..(2 * CHUNK + 5) as usize]).unwrap();
+        assert_eq!(s.sealed(), CHUNK, "a full chunk waits for what follows it");
+        drop(s);
+        let (mut file, hash) = open_for_resume(&path, size, Some(&keys)).unwrap();
+        assert_eq!(hash.len(), CHUNK);
+        file.write_all(&data[CHUNK as usize..]).unwrap();
+        file.finish().unwrap();
+        assert_eq!(hash_object(&path, Some(&keys)).unwrap().size, size);
+        // Complete: nothing more to fetch, and it reads back whole.
+        let (_, hash) = open_for_resume(&path, size, Some(&keys)).unwrap();
+        assert_eq!(hash.len(), size);
+        let mut h = ContentHasher::new();
+        h.update(&data);
+        assert_eq!(hash_object(&path, Some(&keys)).unwrap().md5, h.finish().md5);
+    }
+
+    #[test]
+    fn rekeying_seals_old_and_plain_objects_with_the_current_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects");
+        let shard = objects.join("ab");
+        std::fs::create_dir_all(&shard).unwrap();
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let (old, new) = (key(5), key(6));
+        let data = content(2 * CHUNK as usize + 3);
+        seal(&shard.join("old"), &data, &old, 7000);
+        std::fs::write(shard.join("plain"), &data).unwrap();
+        let keys = Keys {
+            current: new.clone(),
+            old: vec![old],
+        };
+        assert_eq!(rekey(&objects, &tmp, &keys).unwrap(), 2);
+        assert_eq!(rekey(&objects, &tmp, &keys).unwrap(), 0);
+        let only_new = Keys {
+            current: new,
+            old: vec![],
+        };
+        for name in ["old", "plain"] {
+            let opened = Opened::open(&shard.join(name), &only_new).unwrap().unwrap();
+            let size = data.len() as u64;
+            let back: Vec<u8> = (0..size.div_ceil(CHUNK))
+                .flat_map(|i| opened.chunk(i, size).unwrap())
+                .collect();
+            assert!(back == data, "{name}");
+        }
+    }
+}
