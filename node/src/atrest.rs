@@ -159,6 +159,22 @@ pub fn plain_len(len: u64) -> u64 {
     body.saturating_sub(body.div_ceil(SEALED_CHUNK) * TAG)
 }
 
+/// Content bytes a file at `path` holds, and how many a reader may read while it is still being
+/// written: the file's length when plain; when sealed, its content length (complete file) and
+/// its complete chunks' content (partial file). `(0, 0)` when it does not exist.
+pub fn content_lens(path: &Path, keys: Option<&Keys>) -> (u64, u64) {
+    let Ok(file) = File::open(path) else {
+        return (0, 0);
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let mut header = [0u8; HEADER as usize];
+    if keys.is_none() || file.read_exact_at(&mut header, 0).is_err() || !is_sealed(&header) {
+        return (len, len);
+    }
+    let body = len.saturating_sub(HEADER);
+    (plain_len(len), body / SEALED_CHUNK * CHUNK)
+}
+
 fn corrupt(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_owned())
 }
@@ -242,27 +258,43 @@ pub struct Opened {
 
 /// Whether `header` begins a file sealed with one of `keys`, and with which.
 fn header_key<'k>(header: &[u8], keys: &'k Keys) -> Option<&'k ContentKey> {
-    if header.len() < HEADER as usize || &header[..6] != MAGIC {
+    if !is_sealed(header) {
         return None;
     }
     keys.find(&header[8..16])
 }
 
+/// Whether `header` begins a sealed file (with whatever key).
+fn is_sealed(header: &[u8]) -> bool {
+    header.len() >= HEADER as usize && &header[..6] == MAGIC
+}
+
+fn unknown_key(header: &[u8]) -> io::Error {
+    corrupt(&format!(
+        "stored content is sealed with key {}, which this node was not given",
+        hex::encode(&header[8..16])
+    ))
+}
+
 impl Opened {
-    /// Opens a sealed file; `Ok(None)` when it is not sealed with any of `keys` (plaintext
-    /// left from before encryption was turned on).
+    /// Opens a sealed file; `Ok(None)` when it is not sealed at all (plaintext left from
+    /// before encryption was turned on), an error when it is sealed with a key not in `keys`.
     pub fn open(path: &Path, keys: &Keys) -> io::Result<Option<Opened>> {
-        let mut file = File::open(path)?;
+        Opened::from_file(File::open(path)?, keys)
+    }
+
+    /// [`Opened::open`] for a file already open (one being written may be renamed meanwhile).
+    pub fn from_file(file: File, keys: &Keys) -> io::Result<Option<Opened>> {
         let mut header = [0u8; HEADER as usize];
-        let mut got = 0;
-        while got < header.len() {
-            match file.read(&mut header[got..])? {
-                0 => return Ok(None),
-                n => got += n,
-            }
+        if file.read_exact_at(&mut header, 0).is_err() {
+            return Ok(None);
         }
-        Ok(header_key(&header, keys).map(|k| Opened {
-            key: k.file_key(&header[16..32]),
+        if !is_sealed(&header) {
+            return Ok(None);
+        }
+        let key = header_key(&header, keys).ok_or_else(|| unknown_key(&header))?;
+        Ok(Some(Opened {
+            key: key.file_key(&header[16..32]),
             file,
         }))
     }
@@ -512,9 +544,13 @@ fn rekey_one(path: &Path, tmp: &Path, keys: &Keys) -> io::Result<bool> {
         Err(e) => return Err(e),
     };
     let len = file.metadata()?.len();
-    let sealed_with = (len >= HEADER && file.read_exact_at(&mut header, 0).is_ok())
-        .then(|| header_key(&header, keys))
-        .flatten();
+    let has_header = len >= HEADER && file.read_exact_at(&mut header, 0).is_ok();
+    if has_header && is_sealed(&header) && header_key(&header, keys).is_none() {
+        // Sealed with a key this node was not given: never mistake it for plaintext.
+        tracing::error!(path = %path.display(), error = %unknown_key(&header), "object not sealed again");
+        return Ok(false);
+    }
+    let sealed_with = has_header.then(|| header_key(&header, keys)).flatten();
     if sealed_with.is_some_and(|k| k.id == keys.current.id) {
         return Ok(false);
     }
@@ -645,6 +681,11 @@ mod tests {
             current: key(3),
             old: vec![],
         };
+        assert!(
+            Opened::open(&path, &other).is_err(),
+            "never read as plaintext"
+        );
+        std::fs::write(&path, b"plain bytes").unwrap();
         assert!(Opened::open(&path, &other).unwrap().is_none());
     }
 
@@ -659,12 +700,16 @@ mod tests {
         let data = content(size as usize);
         let path = dir.path().join("partial");
         let mut s = Sealer::create(File::create(&path).unwrap(), &keys.current).unwrap();
-        s.write_all(&data[..(2 * CHUNK + 5) as usize]).unwrap();
+        s.write_all(&data[..(2 * CHUNK) as usize]).unwrap();
         assert_eq!(s.sealed(), CHUNK, "a full chunk waits for what follows it");
+        s.write_all(&data[(2 * CHUNK) as usize..(2 * CHUNK + 5) as usize])
+            .unwrap();
+        assert_eq!(s.sealed(), 2 * CHUNK);
+        // Cut off (a crash): the 5 buffered bytes are lost, the sealed chunks are kept.
         drop(s);
         let (mut file, hash) = open_for_resume(&path, size, Some(&keys)).unwrap();
-        assert_eq!(hash.len(), CHUNK);
-        file.write_all(&data[CHUNK as usize..]).unwrap();
+        assert_eq!(hash.len(), 2 * CHUNK);
+        file.write_all(&data[(2 * CHUNK) as usize..]).unwrap();
         file.finish().unwrap();
         assert_eq!(hash_object(&path, Some(&keys)).unwrap().size, size);
         // Complete: nothing more to fetch, and it reads back whole.

@@ -222,8 +222,8 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
     }
     if fed.stream_through {
         // Register before telling children, so their first request finds the pull.
-        let on_disk = std::fs::metadata(&partial)
-            .map_or(0, |m| m.len())
+        let on_disk = crate::atrest::content_lens(&partial, node.store.keys())
+            .1
             .min(row.size as u64);
         let _ = node
             .transfers
@@ -376,7 +376,8 @@ async fn complete(
         tracing::info!(md5 = %md5, doc_id = %doc_id, "pull finished after its fetch was dropped; not kept");
         return Ok(());
     }
-    let size = std::fs::metadata(partial)?.len();
+    // Content bytes, not the file's length: a sealed file is longer (`atrest`).
+    let size = crate::atrest::content_lens(partial, node.store.keys()).0;
     let held = object_known(&mut tx, md5).await?;
     let placed = node.store.place(partial, md5, held).await?;
     let result: Result<(), sqlx::Error> = async {

@@ -225,6 +225,7 @@ async fn run(
                 return Ok(kept);
             }
             Err(e) => {
+                tracing::warn!(md5 = %doc.md5, source = %src, error = %e, "on-demand transfer attempt failed; its readers are cut");
                 if let Upstream::Source(item) = src {
                     crate::reachback::lazy::failed(node, item, &e.to_string()).await;
                 }

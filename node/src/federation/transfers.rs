@@ -135,7 +135,10 @@ pub async fn follow(
     keys: Option<crate::atrest::Keys>,
 ) -> std::io::Result<std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, FollowError>> + Send>>> {
     if let Some(keys) = keys {
-        return Ok(Box::pin(follow_sealed(t, start, end, keys)));
+        // Opened now, like a plain one: the file is renamed into the store when the transfer
+        // ends, and a reader that joins too late must learn it here, not halfway.
+        let file = tokio::fs::File::open(&t.path).await?.into_std().await;
+        return Ok(Box::pin(follow_sealed(t, file, start, end, keys)));
     }
     let mut file = tokio::fs::File::open(&t.path).await?;
     file.seek(std::io::SeekFrom::Start(start)).await?;
@@ -177,19 +180,21 @@ pub async fn follow(
 /// one once the transfer is done, i.e. verified).
 fn follow_sealed(
     t: Arc<Transfer>,
+    file: std::fs::File,
     start: u64,
     end: u64,
     keys: crate::atrest::Keys,
 ) -> impl Stream<Item = Result<Bytes, FollowError>> + Send {
-    use crate::atrest::CHUNK as SEALED;
+    use crate::atrest::{Opened, CHUNK as SEALED};
     let rx = t.progress.subscribe();
     let keys = Arc::new(keys);
-    // The file is opened at the first chunk: by then its header is written.
-    let opened: Option<Arc<crate::atrest::Opened>> = None;
-    futures::stream::unfold(Some((opened, start, rx, t)), move |state| {
+    // The header is read at the first chunk: by then it is written.
+    let unread: Option<std::fs::File> = Some(file);
+    let opened: Option<Arc<Opened>> = None;
+    futures::stream::unfold(Some((unread, opened, start, rx, t)), move |state| {
         let keys = keys.clone();
         async move {
-            let (mut opened, pos, mut rx, t) = state?;
+            let (mut unread, mut opened, pos, mut rx, t) = state?;
             if pos >= end {
                 return None;
             }
@@ -208,22 +213,22 @@ fn follow_sealed(
                     return Some((Err(FollowError::Failed), None));
                 }
             }
-            if opened.is_none() {
-                let (path, keys) = (t.path.clone(), keys.clone());
-                let o =
-                    tokio::task::spawn_blocking(move || crate::atrest::Opened::open(&path, &keys))
-                        .await
-                        .map_err(std::io::Error::other)
-                        .and_then(|r| r);
+            if let Some(f) = unread.take() {
+                let keys = keys.clone();
+                let o = tokio::task::spawn_blocking(move || Opened::from_file(f, &keys))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .and_then(|r| r);
                 match o {
                     Ok(Some(o)) => opened = Some(Arc::new(o)),
                     Ok(None) => {
+                        tracing::warn!(path = %t.path.display(), "a transfer's file is not sealed");
                         return Some((
                             Err(FollowError::Io(std::io::Error::other(
-                                "the transfer's file is not sealed with this node's key",
+                                "the transfer's file is not sealed",
                             ))),
                             None,
-                        ))
+                        ));
                     }
                     Err(e) => return Some((Err(FollowError::Io(e)), None)),
                 }
@@ -232,13 +237,19 @@ fn follow_sealed(
             let size = t.size;
             let chunk = match tokio::task::spawn_blocking(move || o.chunk(index, size)).await {
                 Ok(Ok(c)) => c,
-                Ok(Err(e)) => return Some((Err(FollowError::Io(e)), None)),
+                Ok(Err(e)) => {
+                    tracing::warn!(path = %t.path.display(), chunk = index, error = %e, "cannot read a sealed chunk of a transfer");
+                    return Some((Err(FollowError::Io(e)), None));
+                }
                 Err(e) => return Some((Err(FollowError::Io(std::io::Error::other(e))), None)),
             };
             let from = (pos - index * SEALED) as usize;
-            let to = ((end.min(chunk_end)) - index * SEALED) as usize;
+            let to = (end.min(chunk_end) - index * SEALED) as usize;
             let piece = Bytes::copy_from_slice(&chunk[from..to]);
-            Some((Ok(piece), Some((opened, index * SEALED + to as u64, rx, t))))
+            Some((
+                Ok(piece),
+                Some((unread, opened, index * SEALED + to as u64, rx, t)),
+            ))
         }
     })
 }
@@ -299,5 +310,46 @@ mod tests {
         transfers.end(&md5(), &path, Progress::Done);
         assert_eq!(&reader.next().await.unwrap().unwrap()[..], b"9");
         assert!(reader.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_sealed_transfer_is_followed_chunk_by_chunk() {
+        use crate::atrest::{ContentFile, ContentKey, Keys, CHUNK};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        std::fs::File::create(&path).unwrap();
+        let keys = Keys {
+            current: ContentKey::from_hex(&"ab".repeat(32)).unwrap(),
+            old: vec![],
+        };
+        let size = 3 * CHUNK + 10;
+        let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let transfers = Transfers::default();
+        let t = transfers
+            .begin_if_absent(&md5(), path.clone(), size)
+            .unwrap();
+        let reader = follow(t.clone(), 5, size, Some(keys.clone()))
+            .await
+            .unwrap();
+        let (writer_t, writer_data) = (t.clone(), data.clone());
+        let writer = tokio::task::spawn_blocking(move || {
+            let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            let mut f = ContentFile::start(f, Some(&keys)).unwrap();
+            for (i, piece) in writer_data.chunks(10_000).enumerate() {
+                f.write_all(piece).unwrap();
+                let written = ((i + 1) * 10_000).min(writer_data.len()) as u64;
+                writer_t.set(Progress::Written(f.readable(written)));
+            }
+            f.finish().unwrap().sync_all().unwrap();
+            writer_t.set(Progress::Done);
+        });
+        let got: Vec<u8> = reader
+            .map(|r| r.unwrap().to_vec())
+            .collect::<Vec<_>>()
+            .await
+            .concat();
+        writer.await.unwrap();
+        assert_eq!(got.len() as u64, size - 5);
+        assert!(got == data[5..]);
     }
 }

@@ -118,7 +118,7 @@ async fn bad_settings_are_refused_clearly() -> TestResult {
         (
             vec!["--primary".into(), "ftp://x".into()],
             Some("t"),
-            "not an http:// URL",
+            "is not an http:// or https:// URL",
         ),
         (
             vec!["--topology".into(), "/nonexistent.toml".into()],
