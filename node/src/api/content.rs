@@ -80,8 +80,6 @@ pub async fn content(
     .await
 }
 
-/// `GET /v1/objects/{md5}`: content by address, for pulls between nodes. Serves what is held,
-/// or what is still arriving (stream-through).
 /// Pulls between servers (ARCHITECTURE.md §2.10): over TLS in a federation, only a client whose
 /// certificate names a node of the topology (or an operator with the node's token) is served,
 /// and a node may not claim to be another in the pull's node header.
@@ -113,6 +111,8 @@ fn server_only(
     }
 }
 
+/// `GET /v1/objects/{md5}`: content by address, for pulls between nodes. Serves what is held,
+/// or what is still arriving (stream-through).
 pub async fn object(
     State(node): State<AppState>,
     Path(md5): Path<String>,
