@@ -493,6 +493,56 @@ pub fn open_for_resume(
     ))
 }
 
+/// A stored object's content as a reader, decrypted when sealed, and its content length: for
+/// tools that read a data directory (the endurance checker).
+pub fn open_content(path: &Path, keys: Option<&Keys>) -> io::Result<(Box<dyn Read + Send>, u64)> {
+    if let Some(keys) = keys {
+        if let Some(opened) = Opened::open(path, keys)? {
+            let size = plain_len(opened.file.metadata()?.len());
+            return Ok((
+                Box::new(ContentReader {
+                    opened,
+                    size,
+                    next: 0,
+                    buf: Vec::new(),
+                    at: 0,
+                }),
+                size,
+            ));
+        }
+    }
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    Ok((Box::new(file), size))
+}
+
+/// Reads a sealed file's content chunk by chunk.
+struct ContentReader {
+    opened: Opened,
+    size: u64,
+    /// The next chunk to decrypt.
+    next: u64,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ContentReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.at == self.buf.len() {
+            if self.next * CHUNK >= self.size {
+                return Ok(0);
+            }
+            self.buf = self.opened.chunk(self.next, self.size)?;
+            self.next += 1;
+            self.at = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 /// The digests of a stored object's content, decrypting it when sealed.
 pub fn hash_object(
     path: &Path,

@@ -462,6 +462,7 @@ pub async fn check(
             .collect();
         let bodies = bodies.clone();
         let id = n.id.clone();
+        let keys = cluster.content_keys.clone();
         tokio::task::spawn_blocking(move || {
             let verdicts = objects
                 .into_iter()
@@ -469,9 +470,10 @@ pub async fn check(
                     let path = dir.join("objects").join(&md5[..2]).join(&md5);
                     let verdict = match bodies.get(&md5) {
                         Some(&(seed, len)) => {
-                            content::compare_file(&path, seed, len).map_err(|d| d.to_string())
+                            content::compare_file(&path, keys.as_ref(), seed, len)
+                                .map_err(|d| d.to_string())
                         }
-                        None => match content::md5_of_file(&path) {
+                        None => match content::md5_of_file(&path, keys.as_ref()) {
                             Ok(m) if m == md5 => Ok(()),
                             Ok(m) => Err(format!("hashes to {m}")),
                             Err(e) => Err(format!("unreadable: {e}")),

@@ -66,6 +66,8 @@ pub struct Cluster {
     pub disk_note: Option<String>,
     pub http: reqwest::Client,
     pub token: String,
+    /// The key every node seals its content with (the checker reads objects through it).
+    pub content_keys: Option<docfed_node::atrest::Keys>,
 }
 
 impl Cluster {
@@ -221,7 +223,19 @@ impl Cluster {
         up.broker = BrokerChoice::AsWritten;
         up.start_portal = false;
         up.verbose = false;
+        // Content sealed at rest, with a key kept beside (not inside) the nodes' data.
+        let key_file = run_dir.join("content.key");
+        std::fs::write(&key_file, hex_key())?;
+        let content_keys = Some(docfed_node::atrest::Keys {
+            current: docfed_node::atrest::ContentKey::load(&key_file)
+                .map_err(anyhow::Error::msg)?,
+            old: Vec::new(),
+        });
         up.node_args = opts.node_args.clone();
+        up.node_args.extend([
+            "--content-key-file".to_owned(),
+            key_file.display().to_string(),
+        ]);
         up.node_args_by_id = args_by_id;
         up.health_timeout = Duration::from_secs(60);
         up.stop_timeout = Duration::from_secs(10);
@@ -252,6 +266,7 @@ impl Cluster {
             disk_note,
             http,
             token,
+            content_keys,
         })
     }
 
@@ -270,10 +285,8 @@ impl Cluster {
 
     /// Base URL of node `id`, reached directly (not through a proxy).
     pub fn url(&self, id: &str) -> String {
-        self.topo
-            .node(id)
-            .map(|n| self.topo.url(n))
-            .unwrap_or_default()
+        // The launcher's URL: `https` when it gave the federation certificates.
+        self.fed.node(id).map(|n| n.url()).unwrap_or_default()
     }
 
     pub fn data_dir(&self, id: &str) -> PathBuf {
@@ -387,4 +400,10 @@ fn clean_previous_run(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A random content key, as 64 hex digits.
+fn hex_key() -> String {
+    let bytes: [u8; 32] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

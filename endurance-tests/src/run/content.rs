@@ -67,13 +67,16 @@ impl std::fmt::Display for Difference {
     }
 }
 
-/// Compares the file at `path` with the body `(seed, size)`, block by block (blocking I/O).
-pub fn compare_file(path: &Path, seed: u64, size: u64) -> Result<(), Difference> {
-    let mut file = std::fs::File::open(path).map_err(|e| Difference::Missing(e.to_string()))?;
-    let actual = file
-        .metadata()
-        .map_err(|e| Difference::Missing(e.to_string()))?
-        .len();
+/// Compares the content of the object file at `path` (decrypted with `keys` when sealed) with
+/// the body `(seed, size)`, block by block (blocking I/O).
+pub fn compare_file(
+    path: &Path,
+    keys: Option<&docfed_node::atrest::Keys>,
+    seed: u64,
+    size: u64,
+) -> Result<(), Difference> {
+    let (mut file, actual) = docfed_node::atrest::open_content(path, keys)
+        .map_err(|e| Difference::Missing(e.to_string()))?;
     if actual != size {
         return Err(Difference::Length {
             expected: size,
@@ -100,9 +103,12 @@ pub fn compare_file(path: &Path, seed: u64, size: u64) -> Result<(), Difference>
     Ok(())
 }
 
-/// MD5 of a file, as hex (blocking I/O).
-pub fn md5_of_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+/// MD5 of an object file's content (decrypted with `keys` when sealed), as hex (blocking I/O).
+pub fn md5_of_file(
+    path: &Path,
+    keys: Option<&docfed_node::atrest::Keys>,
+) -> std::io::Result<String> {
+    let (mut file, _) = docfed_node::atrest::open_content(path, keys)?;
     let mut ctx = md5::Context::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -139,13 +145,13 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("f");
             std::fs::write(&path, &bytes).unwrap();
-            assert_eq!(compare_file(&path, 7, size), Ok(()));
-            assert_eq!(md5_of_file(&path).unwrap(), md5_hex(7, size));
+            assert_eq!(compare_file(&path, None, 7, size), Ok(()));
+            assert_eq!(md5_of_file(&path, None).unwrap(), md5_hex(7, size));
             if size > 10 {
                 bytes[size as usize / 2] ^= 1;
                 std::fs::write(&path, &bytes).unwrap();
                 assert_eq!(
-                    compare_file(&path, 7, size),
+                    compare_file(&path, None, 7, size),
                     Err(Difference::Byte { offset: size / 2 })
                 );
             }

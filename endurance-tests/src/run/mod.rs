@@ -435,7 +435,7 @@ async fn drive(
             .map(|n| {
                 (
                     n.id.clone(),
-                    cluster.topo.url(n),
+                    cluster.url(&n.id),
                     n.region.clone().unwrap_or_default(),
                 )
             })

@@ -52,6 +52,15 @@ async fn publish(node: &TestNode, body: Vec<u8>) -> TestResult<String> {
         .to_owned())
 }
 
+async fn whole(node: &TestNode, id: &str) -> TestResult<Vec<u8>> {
+    let resp = client()
+        .get(node.url(&format!("/v1/documents/{id}/content")))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    Ok(resp.bytes().await?.to_vec())
+}
+
 async fn range(node: &TestNode, id: &str, from: u64, to: u64) -> TestResult<Vec<u8>> {
     let resp = client()
         .get(node.url(&format!("/v1/documents/{id}/content")))
@@ -96,13 +105,7 @@ async fn sealed_content_reads_back_exactly_and_survives_a_key_rotation() -> Test
             "the key stays out"
         );
         // Whole, and every range around the chunk boundaries, byte-exact.
-        let whole = client()
-            .get(node.url(&format!("/v1/documents/{id}/content")))
-            .send()
-            .await?
-            .bytes()
-            .await?;
-        assert!(whole == body, "whole content differs");
+        assert!(whole(&node, &id).await? == body, "whole content differs");
         for (from, to) in [
             (0, 0),
             (c - 1, c - 1),
@@ -158,13 +161,7 @@ async fn sealed_content_reads_back_exactly_and_survives_a_key_rotation() -> Test
     // Only the new key from now on.
     let node = TestNode::start_in(&dir, &["--content-key-file", k2.to_str().unwrap()]).await?;
     for (doc, b) in more.iter().chain([(id.clone(), body.clone())].iter()) {
-        let got = client()
-            .get(node.url(&format!("/v1/documents/{doc}/content")))
-            .send()
-            .await?
-            .bytes()
-            .await?;
-        assert!(got == *b, "{doc} after the rotation");
+        assert!(whole(&node, doc).await? == *b, "{doc} after the rotation");
     }
     assert!(plaintext_files(&dir).is_empty());
     Ok(())

@@ -62,24 +62,8 @@ async fn documents_travel_over_mutual_tls_and_a_revoked_node_is_locked_out() -> 
 
     // Publication reaches every regional node, pulled over mutual TLS at every hop.
     let body = pattern(21, 2_000_000);
-    let resp = auth(user.post(fed.node("primary-a").url("/v1/documents?title=Over%20TLS")))
-        .body(body.clone())
-        .send()
-        .await?;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let doc: Value = resp.json().await?;
-    let id = doc["id"].as_str().unwrap().to_owned();
-    let md5 = doc["md5"].as_str().unwrap().to_owned();
-    for role in ["na", "eu", "asia"] {
-        let url = fed.node(role).url(&format!("/v1/documents/{id}/content"));
-        wait_until_async(T, &format!("{role} serves the document"), || async {
-            let r = user.get(&url).send().await.ok()?;
-            (r.status() == StatusCode::OK).then_some(())
-        })
-        .await?;
-        let got = user.get(&url).send().await?.bytes().await?;
-        assert!(got == body, "{role}: content differs");
-    }
+    let (id, md5) = publish_over_tls(&user, &fed, "Over%20TLS", &body).await?;
+    await_everywhere(&user, &fed, &id, &body).await?;
 
     let object = fed.node("na").url(&format!("/v1/objects/{md5}"));
     let (mid1_cert, mid1_key) = certs.node(&fed.id("mid-1"));
@@ -169,36 +153,52 @@ async fn documents_travel_over_mutual_tls_and_a_revoked_node_is_locked_out() -> 
     // A document published now reaches the regional nodes through mid-2; mid-1, whose pulls
     // are refused, never holds its content.
     let body2 = pattern(22, 500_000);
-    let resp = auth(
-        user.post(
-            fed.node("primary-a")
-                .url("/v1/documents?title=After%20revocation"),
-        ),
-    )
-    .body(body2.clone())
-    .send()
-    .await?;
-    assert_eq!(resp.status(), StatusCode::CREATED);
-    let doc2: Value = resp.json().await?;
-    let id2 = doc2["id"].as_str().unwrap().to_owned();
-    let md5_2 = doc2["md5"].as_str().unwrap().to_owned();
-    for role in ["na", "eu", "asia"] {
-        let url = fed.node(role).url(&format!("/v1/documents/{id2}/content"));
-        wait_until_async(T, &format!("{role} serves the second document"), || async {
-            let r = user.get(&url).send().await.ok()?;
-            (r.status() == StatusCode::OK).then_some(())
-        })
-        .await?;
-        assert!(
-            user.get(&url).send().await?.bytes().await? == body2,
-            "{role}"
-        );
-    }
+    let (id2, md5_2) = publish_over_tls(&user, &fed, "After%20revocation", &body2).await?;
+    await_everywhere(&user, &fed, &id2, &body2).await?;
     let at_mid1 = auth(user.get(fed.node("mid-1").url(&format!("/v1/objects/{md5_2}"))))
         .send()
         .await?
         .status();
     assert_ne!(at_mid1, StatusCode::OK, "mid-1 pulled after its revocation");
+    Ok(())
+}
+
+/// Publishes `body` at primary-a over HTTPS; its id and MD5.
+async fn publish_over_tls(
+    user: &reqwest::Client,
+    fed: &Federation,
+    title: &str,
+    body: &[u8],
+) -> TestResult<(String, String)> {
+    let url = fed
+        .node("primary-a")
+        .url(&format!("/v1/documents?title={title}"));
+    let resp = auth(user.post(url)).body(body.to_vec()).send().await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let doc: Value = resp.json().await?;
+    Ok((
+        doc["id"].as_str().unwrap().to_owned(),
+        doc["md5"].as_str().unwrap().to_owned(),
+    ))
+}
+
+/// Waits until every regional node serves document `id`, then checks its bytes.
+async fn await_everywhere(
+    user: &reqwest::Client,
+    fed: &Federation,
+    id: &str,
+    body: &[u8],
+) -> TestResult {
+    for role in ["na", "eu", "asia"] {
+        let url = fed.node(role).url(&format!("/v1/documents/{id}/content"));
+        wait_until_async(T, &format!("{role} serves {id}"), || async {
+            let r = user.get(&url).send().await.ok()?;
+            (r.status() == StatusCode::OK).then_some(())
+        })
+        .await?;
+        let got = user.get(&url).send().await?.bytes().await?;
+        assert!(got == body, "{role}: content of {id} differs");
+    }
     Ok(())
 }
 

@@ -66,6 +66,8 @@ pub fn node_binary() -> TestResult<PathBuf> {
 /// A federation and its portal, for one test. Dropping it kills every process.
 pub struct Env {
     pub fed: Federation,
+    /// A client for the nodes' APIs: it trusts the federation CA when the links use TLS.
+    pub nodes_http: reqwest::Client,
     pub prefix: String,
     pub topology: PathBuf,
     pub portal: Portal,
@@ -176,8 +178,11 @@ impl Env {
             } else {
                 start_portal(&topology, fed.token(), &data_dir, portal_args).await?
             };
+            let nodes_http =
+                docfed_http::tls::reqwest_trusting(fed.manifest().ca.as_deref())?.build()?;
             return Ok(Env {
                 fed,
+                nodes_http,
                 prefix,
                 topology,
                 portal,
@@ -228,9 +233,8 @@ impl Env {
 
     /// A node's current metadata of a document (`None`: 404).
     pub async fn node_doc(&self, role: &str, id: &str) -> TestResult<Option<Value>> {
-        let r = docfed_http::tls::client_builder()
-            .build()
-            .expect("HTTP client")
+        let r = self
+            .nodes_http
             .get(format!("{}/v1/documents/{id}", self.node_url(role)))
             .send()
             .await?;
@@ -242,9 +246,8 @@ impl Env {
 
     /// Documents a node lists for a search, tombstones included.
     pub async fn node_search(&self, role: &str, q: &str) -> TestResult<Vec<Value>> {
-        let v: Value = docfed_http::tls::client_builder()
-            .build()
-            .expect("HTTP client")
+        let v: Value = self
+            .nodes_http
             .get(format!("{}/v1/documents", self.node_url(role)))
             .query(&[("q", q), ("deleted", "any"), ("limit", "100")])
             .send()
