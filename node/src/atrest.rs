@@ -548,17 +548,15 @@ pub fn hash_object(
     path: &Path,
     keys: Option<&Keys>,
 ) -> io::Result<docfed_shared::hashing::Digests> {
-    if let Some(keys) = keys {
-        if let Some(opened) = Opened::open(path, keys)? {
-            let size = plain_len(opened.file.metadata()?.len());
-            let mut hash = ContentHasher::new();
-            for i in 0..size.div_ceil(CHUNK) {
-                hash.update(&opened.chunk(i, size)?);
-            }
-            return Ok(hash.finish());
+    let (mut reader, _) = open_content(path, keys)?;
+    let mut hash = ContentHasher::new();
+    let mut buf = vec![0u8; CHUNK as usize];
+    loop {
+        match reader.read(&mut buf)? {
+            0 => return Ok(hash.finish()),
+            n => hash.update(&buf[..n]),
         }
     }
-    docfed_shared::hashing::hash_file(path)
 }
 
 /// Seals again, with the current key, every object in `objects` that is sealed with an old key
@@ -613,27 +611,13 @@ fn rekey_one(path: &Path, tmp: &Path, keys: &Keys) -> io::Result<bool> {
     let out = File::create(&out_path)?;
     let result = (|| -> io::Result<()> {
         let mut sealer = Sealer::create(out, &keys.current)?;
-        match sealed_with {
-            Some(k) => {
-                let opened = Opened {
-                    key: k.file_key(&header[16..32]),
-                    file,
-                };
-                let size = plain_len(len);
-                for i in 0..size.div_ceil(CHUNK) {
-                    sealer.write_all(&opened.chunk(i, size)?)?;
-                }
-            }
-            None => {
-                let mut file = file;
-                let mut buf = vec![0u8; CHUNK as usize];
-                loop {
-                    let n = file.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    sealer.write_all(&buf[..n])?;
-                }
+        // Old key or plain: `open_content` reads either.
+        let (mut reader, _) = open_content(path, Some(keys))?;
+        let mut buf = vec![0u8; CHUNK as usize];
+        loop {
+            match reader.read(&mut buf)? {
+                0 => break,
+                n => sealer.write_all(&buf[..n])?,
             }
         }
         sealer.finish()?.sync_all()?;
