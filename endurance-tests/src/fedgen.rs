@@ -23,6 +23,18 @@ impl Bench {
             .url()
     }
 
+    /// The federation CA, and an HTTP client that trusts it (a federation started with TLS).
+    pub fn tls_client(&self) -> Result<(std::path::PathBuf, reqwest::Client)> {
+        let ca = self
+            .fed
+            .manifest()
+            .ca
+            .clone()
+            .context("a TLS federation names its CA")?;
+        let http = docfed_http::tls::reqwest_trusting(Some(&ca))?.build()?;
+        Ok((ca, http))
+    }
+
     pub fn pid(&self, role: &str) -> Option<u32> {
         self.fed.node(&self.id(role)).and_then(|n| n.pid())
     }
@@ -41,6 +53,18 @@ pub async fn start_shape(
     node_args: &[&str],
     shape: &[topology::demo::Row],
 ) -> Result<Bench> {
+    start_shape_as(dir, broker, node_args, shape, false).await
+}
+
+/// [`start_shape`], with TLS on every link when `tls` (certificates and the federation's own
+/// broker from `up`; clients trust `fed.manifest().ca`), in clear otherwise.
+pub async fn start_shape_as(
+    dir: &Path,
+    broker: BrokerChoice,
+    node_args: &[&str],
+    shape: &[topology::demo::Row],
+    tls: bool,
+) -> Result<Bench> {
     let prefix = format!(
         "b{:06x}",
         std::process::id()
@@ -55,8 +79,8 @@ pub async fn start_shape(
     let file = dir.join("topology.toml");
     std::fs::write(&file, t)?;
     let mut opts = UpOptions::new(&file, dir.join("run"));
-    // Plain HTTP: this harness's clients do not load the federation CA (TLS: topology tests `tls`).
-    opts.insecure = true;
+    // In clear unless measuring TLS itself (`bench --only secure`).
+    opts.insecure = !tls;
     opts.broker = broker;
     opts.start_portal = false;
     opts.verbose = false;

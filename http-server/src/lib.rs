@@ -65,6 +65,7 @@ pub async fn serve(
         .header_read_timeout(limits.header_read_timeout);
     let builder = Arc::new(builder);
     let trust = tls.as_ref().and_then(|t| t.trust.clone());
+    let also_plain = tls.as_ref().is_some_and(|t| t.also_plain);
     let acceptor = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config));
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -95,6 +96,23 @@ pub async fn serve(
         let trust = trust.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            // During a migration to TLS a client in clear is served too: a TLS client opens
+            // with a handshake record (first byte 0x16), an HTTP request with a method name.
+            let acceptor = match acceptor {
+                Some(a) if also_plain => {
+                    let mut first = [0u8; 1];
+                    let peeked = tokio::select! {
+                        p = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)) => p,
+                        () = shutdown.cancelled() => return,
+                    };
+                    match peeked {
+                        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD => Some(a),
+                        Ok(Ok(1)) => None,
+                        _ => return,
+                    }
+                }
+                other => other,
+            };
             match acceptor {
                 None => serve_connection(stream, peer, None, router, &builder, watcher).await,
                 Some(acceptor) => {
@@ -142,12 +160,19 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
+/// The TLS record type a client's first byte carries (a handshake).
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// What a TLS server needs: its configuration, and the trust whose CRL revokes the client
 /// certificates of connections already open.
 #[derive(Clone)]
 pub struct TlsServer {
     pub config: Arc<rustls::ServerConfig>,
     pub trust: Option<Arc<tls::Trust>>,
+    /// Serve plain HTTP on the same port as well (a federation switching to TLS node by node):
+    /// a connection that does not open with a TLS handshake is served in clear, without a
+    /// [`tls::TlsPeer`].
+    pub also_plain: bool,
 }
 
 /// A TLS connection's client, as its requests see it.

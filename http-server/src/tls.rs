@@ -79,12 +79,18 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// rustls but no provider of its own (ring is ours, and aws-lc would need a C build), and
 /// panics building any client, even a plain-HTTP one, before a process default is installed.
 pub fn client_builder() -> reqwest::ClientBuilder {
+    install_provider();
+    reqwest::Client::builder()
+}
+
+/// Installs ring as the process's rustls provider, once; every TLS client that takes the
+/// process default (reqwest, lapin's `amqps://`) must come after this.
+pub fn install_provider() {
     static INSTALL: std::sync::Once = std::sync::Once::new();
     INSTALL.call_once(|| {
         // Err: another part of the process installed one first, which serves as well.
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
-    reqwest::Client::builder()
 }
 
 /// Certificates in a PEM file (a chain, or a bundle of CA certificates).

@@ -26,6 +26,62 @@ pub fn trust_ca(ca: Option<std::path::PathBuf>) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Where the federation CA is pinned when this device registers with `--ca`:
+/// `$XDG_CONFIG_HOME/docfed/ca.pem`.
+pub fn pinned_ca_path() -> Result<std::path::PathBuf, CliError> {
+    Ok(crate::device::config_dir()?.join("ca.pem"))
+}
+
+/// The CA to trust: `given` (`--ca`, `DOCFED_CA`), else the one pinned at registration. A
+/// given CA other than the pinned one is refused (a server presenting another federation's
+/// certificates, or a changed CA, must not be trusted by a mistyped path), unless `repin`:
+/// registering again is how a device moves to a new CA.
+pub fn choose_ca(
+    given: Option<std::path::PathBuf>,
+    repin: bool,
+) -> Result<Option<std::path::PathBuf>, CliError> {
+    let pinned = pinned_ca_path()?;
+    if !pinned.exists() {
+        return Ok(given);
+    }
+    let Some(given) = given else {
+        return Ok(Some(pinned));
+    };
+    if repin {
+        return Ok(Some(given));
+    }
+    let load = |p: &std::path::Path| {
+        docfed_http::tls::load_certs(p, "CA certificate")
+            .map_err(|e| CliError::Local(format!("--ca: {e}")))
+    };
+    if load(&given)? != load(&pinned)? {
+        return Err(CliError::Local(format!(
+            "--ca {} is not the federation CA this device pinned when it registered ({}); to \
+             trust the new one, register again with it (`docfed --ca FILE register`)",
+            given.display(),
+            pinned.display()
+        )));
+    }
+    Ok(Some(given))
+}
+
+/// Pins `ca` for later commands (written beside this device's registrations).
+pub fn pin_ca(ca: &std::path::Path) -> Result<(), CliError> {
+    let pinned = pinned_ca_path()?;
+    let text =
+        std::fs::read(ca).map_err(|e| CliError::Local(format!("--ca {}: {e}", ca.display())))?;
+    let tmp = pinned.with_extension("pem.tmp");
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = pinned.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&tmp, &text)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &pinned)
+    };
+    write().map_err(|e| CliError::Local(format!("cannot pin the CA in {}: {e}", pinned.display())))
+}
+
 /// The HTTP client every command uses: a connection must open within 5 s, and a transfer that
 /// receives nothing for 60 s counts as broken.
 pub fn http_client() -> Result<reqwest::Client, CliError> {

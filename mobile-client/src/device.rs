@@ -28,7 +28,7 @@ struct File {
 }
 
 /// The directory of the client's configuration.
-fn config_dir() -> Result<PathBuf, CliError> {
+pub(crate) fn config_dir() -> Result<PathBuf, CliError> {
     std::env::var_os("XDG_CONFIG_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)

@@ -55,7 +55,8 @@ struct Cli {
     #[arg(long, global = true)]
     offline: bool,
     /// The federation CA's certificate (PEM) to trust for https:// servers (`docfed-topology
-    /// up` prints its path and writes it to federation.json as `ca`).
+    /// up` prints its path and writes it to federation.json as `ca`). `register` pins it:
+    /// later commands trust it without --ca, and refuse another one.
     #[arg(long, global = true, env = "DOCFED_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
     #[command(subcommand)]
@@ -340,7 +341,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         clap_complete::generate(shell, &mut Cli::command(), "docfed", &mut std::io::stdout());
         return Ok(());
     }
-    client::trust_ca(cli.ca.clone())?;
+    let registering = matches!(cli.command, Command::Register { .. });
+    let given_ca = cli.ca.clone();
+    client::trust_ca(client::choose_ca(cli.ca.clone(), registering)?)?;
     let http = client::http_client()?;
     let home = match cli.home {
         Some(h) => h,
@@ -473,7 +476,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             output::fetched(&done, json);
         }
         Command::Register { name, token } => {
-            register(&ctx.online().await?, name, token, json).await?
+            register(&ctx.online().await?, name, token, json).await?;
+            // Enrolled through this CA: later commands trust it without --ca, and no other.
+            if let Some(ca) = &given_ca {
+                client::pin_ca(ca)?;
+            }
         }
         Command::Flag { id } => action(&ctx, Action::Flag, &id).await?,
         Command::Unflag { id } => action(&ctx, Action::Unflag, &id).await?,

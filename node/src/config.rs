@@ -182,6 +182,11 @@ pub struct Args {
     /// a standalone node on an address other than loopback without --tls-cert.
     #[arg(long, env = "DOCFED_INSECURE")]
     pub insecure: bool,
+    /// A step of switching a running federation to TLS node by node (README "Switching to
+    /// TLS"): `accept` serves HTTPS and plain HTTP on the same port and still reaches peers in
+    /// clear; `prefer` serves both and reaches peers over TLS. Without it, TLS only.
+    #[arg(long, value_enum, env = "DOCFED_TLS_MIGRATION")]
+    pub tls_migration: Option<crate::federation::TlsMigration>,
 }
 
 /// The optional configuration file. Every field may be left out.
@@ -461,6 +466,8 @@ impl NodeConfig {
                     #[cfg(not(feature = "plant-bug"))]
                     planted_bug: None,
                     key: None,
+                    broker_tls: None,
+                    tls_migration: args.tls_migration,
                 })
             }
             _ => None,
@@ -530,12 +537,32 @@ impl NodeConfig {
             .or(federation.as_ref().map(|f| f.me.http))
             .or(file.http)
             .unwrap_or_else(|| DEFAULT_HTTP.parse().expect("valid default"));
+        if let (Some(_), Some(f)) = (args.tls_migration, &federation) {
+            if f.topology.tls.is_none() {
+                return Err(ConfigError::Tls(
+                    "--tls-migration needs the topology with [tls] (`docfed-topology certs`): it \
+                     is a step from clear to TLS"
+                        .to_owned(),
+                ));
+            }
+        }
         let tls = node_tls(
             federation.as_ref(),
             args.tls_cert.zip(args.tls_key),
             args.insecure,
             http,
         )?;
+        if let (Some(fed), Some(tls)) = (federation.as_mut(), &tls) {
+            let spec = fed
+                .topology
+                .tls
+                .as_ref()
+                .expect("node_tls needs [tls] in a federation");
+            fed.broker_tls = Some(
+                crate::federation::amqp::BrokerTls::load(&tls.cert, &tls.key, &spec.ca)
+                    .map_err(ConfigError::Tls)?,
+            );
+        }
         let content_keys =
             content_keys(args.content_key_file.as_deref(), &args.old_content_key_file)?;
         let tier = federation.as_ref().map(|f| f.me.tier);

@@ -33,6 +33,10 @@ pub(crate) mod retention;
 pub(crate) mod store;
 pub(crate) mod supervisor;
 
+/// Connecting to a federation's broker as a node does (`amqps://` with a certificate), for
+/// harnesses and tests.
+pub use federation::amqp;
+
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -257,6 +261,10 @@ pub async fn run(
             }
             .context("TLS server")?,
             trust: t.trust.clone(),
+            also_plain: config
+                .federation
+                .as_ref()
+                .is_some_and(|f| f.tls_migration.is_some()),
         }),
         None => None,
     };

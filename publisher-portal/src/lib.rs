@@ -103,6 +103,7 @@ pub async fn run(
             config: docfed_http::tls::server_config_without_clients(cert, key)
                 .context("TLS server")?,
             trust: None,
+            also_plain: false,
         }),
         None => None,
     };

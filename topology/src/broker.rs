@@ -11,9 +11,11 @@
 //! every 50 ms: an open TCP port alone is not enough, because the listener is up a moment before
 //! the broker accepts connections.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -23,6 +25,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::{sleep, timeout, Instant};
+
+use crate::certs::CertDir;
+use docfed_shared::topology::Topology;
 
 /// Directory of the RabbitMQ server scripts on Debian; `DOCFED_RABBITMQ_DIR` overrides it.
 pub const DEFAULT_RABBITMQ_DIR: &str = "/usr/lib/rabbitmq/bin";
@@ -85,11 +90,34 @@ pub async fn amqp_answers(url: &str, within: Duration) -> bool {
         if url.starts_with("amqps://") {
             return Some(true);
         }
-        stream.write_all(PROTOCOL_HEADER).await.ok()?;
-        // Frame header (type 1 = method, channel 0, size) then class 10 / method 10.
-        let mut frame = [0u8; 11];
-        stream.read_exact(&mut frame).await.ok()?;
-        Some(frame[0] == 1 && frame[1..3] == [0, 0] && frame[7..11] == [0, 10, 0, 10])
+        starts_connection(&mut stream).await
+    };
+    matches!(timeout(within, probe).await, Ok(Some(true)))
+}
+
+/// Sends the protocol header on `stream` and reads whether a Connection.Start comes back.
+async fn starts_connection<S>(stream: &mut S) -> Option<bool>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(PROTOCOL_HEADER).await.ok()?;
+    // Frame header (type 1 = method, channel 0, size) then class 10 / method 10.
+    let mut frame = [0u8; 11];
+    stream.read_exact(&mut frame).await.ok()?;
+    Some(frame[0] == 1 && frame[1..3] == [0, 0] && frame[7..11] == [0, 10, 0, 10])
+}
+
+/// Whether the TLS listener on `127.0.0.1:port` completes a handshake with `tls` and answers
+/// the protocol header with Connection.Start.
+async fn amqps_answers(port: u16, tls: Arc<rustls::ClientConfig>, within: Duration) -> bool {
+    let probe = async {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let name = rustls_pki_types::ServerName::try_from("localhost").ok()?;
+        let mut stream = tokio_rustls::TlsConnector::from(tls)
+            .connect(name, tcp)
+            .await
+            .ok()?;
+        starts_connection(&mut stream).await
     };
     matches!(timeout(within, probe).await, Ok(Some(true)))
 }
@@ -194,12 +222,69 @@ pub struct PrivateBroker {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    secure: Option<Secure>,
+}
+
+/// A broker set up for one federation ([`PrivateBroker::start_secure`]).
+#[derive(Debug)]
+struct Secure {
+    topology: Topology,
+    /// Nodes whose broker user was deleted; kept out of the definitions a restart re-imports.
+    revoked: BTreeSet<String>,
+    /// TLS for the readiness probe: the administrator's certificate, the CA.
+    probe: Arc<rustls::ClientConfig>,
 }
 
 impl PrivateBroker {
     /// Starts an instance named `name` (letters, digits, `-`, `_`) listening on
     /// `127.0.0.1:port`, with its files in `run_dir/rmq-NAME`, and waits until it answers AMQP.
     pub async fn start(run_dir: &Path, name: &str, port: u16) -> Result<PrivateBroker> {
+        let mut broker = Self::prepare(run_dir, name, port, None)?;
+        broker.write_files(&[
+            ("enabled_plugins", "[].\n".to_owned()),
+            // `guest` may only log in from loopback by default; tests in other network
+            // namespaces need it too.
+            ("rabbitmq.conf", "loopback_users = none\n".to_owned()),
+        ])?;
+        broker.spawn_and_wait().await?;
+        Ok(broker)
+    }
+
+    /// Checks the name and port and makes the instance's directories; nothing runs yet.
+    fn prepare(
+        run_dir: &Path,
+        name: &str,
+        port: u16,
+        secure: Option<Secure>,
+    ) -> Result<PrivateBroker> {
+        Self::validate(name, port)?;
+        let dir = std::path::absolute(run_dir.join(format!("rmq-{name}")))
+            .with_context(|| format!("cannot resolve {}", run_dir.display()))?;
+        for sub in ["mnesia", "log", "home"] {
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
+        }
+        Ok(PrivateBroker {
+            name: name.to_owned(),
+            port,
+            dir,
+            child: None,
+            secure,
+        })
+    }
+
+    /// Writes `(file, text)` pairs into the instance's directory.
+    fn write_files(&self, files: &[(&str, String)]) -> Result<()> {
+        for (file, text) in files {
+            let path = self.dir.join(file);
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    fn validate(name: &str, port: u16) -> Result<()> {
         if name.is_empty()
             || !name
                 .bytes()
@@ -214,35 +299,130 @@ impl PrivateBroker {
                 u16::MAX - DIST_PORT_OFFSET
             );
         }
-        let dir = std::path::absolute(run_dir.join(format!("rmq-{name}")))
-            .with_context(|| format!("cannot resolve {}", run_dir.display()))?;
-        for sub in ["mnesia", "log", "home"] {
-            let d = dir.join(sub);
-            std::fs::create_dir_all(&d)
-                .with_context(|| format!("cannot create {}", d.display()))?;
-        }
-        for (file, text) in [
-            ("enabled_plugins", "[].\n"),
-            // `guest` may only log in from loopback by default; tests in other network
-            // namespaces need it too.
-            ("rabbitmq.conf", "loopback_users = none\n"),
-        ] {
-            let path = dir.join(file);
-            std::fs::write(&path, text)
-                .with_context(|| format!("cannot write {}", path.display()))?;
-        }
-        let mut broker = PrivateBroker {
-            name: name.to_owned(),
-            port,
-            dir,
-            child: None,
+        Ok(())
+    }
+
+    /// Like [`start`](Self::start), set up for `topology`'s federation the way an operator's
+    /// broker should be (README "Broker"): AMQP over TLS only (no plain listener), every client
+    /// authenticated by a certificate of `certs`' CA and logged in as its common name (EXTERNAL),
+    /// no password accounts (no `guest`), a user per node with the permissions of
+    /// [`crate::broker_policy`], and every node's queues declared.
+    pub async fn start_secure(
+        run_dir: &Path,
+        name: &str,
+        port: u16,
+        certs: &CertDir,
+        topology: &Topology,
+    ) -> Result<PrivateBroker> {
+        let probe = {
+            let trust = docfed_http::tls::Trust::load(&certs.ca(), None)?;
+            let (cert, key) = certs.admin();
+            let mut config = trust.client_config(Some((&cert, &key)))?;
+            config.alpn_protocols.clear();
+            Arc::new(config)
         };
+        let secure = Secure {
+            topology: topology.clone(),
+            revoked: BTreeSet::new(),
+            probe,
+        };
+        let mut broker = Self::prepare(run_dir, name, port, Some(secure))?;
+        let (cert, key) = certs.broker();
+        let abs = |p: PathBuf| std::path::absolute(&p).unwrap_or(p).display().to_string();
+        // A random default password that nobody learns: RabbitMQ creates the default user on a
+        // fresh database, and the definitions then take its password away.
+        let unknown = crate::launch::generate_token();
+        let conf = format!(
+            "listeners.tcp = none\n\
+             listeners.ssl.default = 127.0.0.1:{port}\n\
+             ssl_options.cacertfile = {ca}\n\
+             ssl_options.certfile = {cert}\n\
+             ssl_options.keyfile = {key}\n\
+             ssl_options.verify = verify_peer\n\
+             ssl_options.fail_if_no_peer_cert = true\n\
+             auth_mechanisms.1 = EXTERNAL\n\
+             ssl_cert_login_from = common_name\n\
+             load_definitions = {defs}\n\
+             default_user = {admin}\n\
+             default_pass = {unknown}\n\
+             loopback_users = none\n",
+            ca = abs(certs.ca()),
+            cert = abs(cert),
+            key = abs(key),
+            defs = broker.dir.join("definitions.json").display(),
+            admin = crate::certs::BROKER_ADMIN,
+        );
+        broker.write_files(&[
+            (
+                "enabled_plugins",
+                "[rabbitmq_auth_mechanism_ssl].\n".to_owned(),
+            ),
+            ("rabbitmq.conf", conf),
+        ])?;
+        broker.write_definitions()?;
         broker.spawn_and_wait().await?;
         Ok(broker)
     }
 
-    /// AMQP URL of this broker (guest account, default vhost).
+    fn write_definitions(&self) -> Result<()> {
+        let Some(secure) = &self.secure else {
+            return Ok(());
+        };
+        let defs = crate::broker_policy::definitions(&secure.topology, &secure.revoked)?;
+        let path = self.dir.join("definitions.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&defs)?)
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Locks node `id` out of this broker ([`start_secure`](Self::start_secure) only): deletes
+    /// its user, closes its connections, and keeps it out of the definitions a restart loads.
+    /// Its certificate is refused from then on, whatever the CRL says.
+    pub async fn revoke(&mut self, id: &str) -> Result<()> {
+        let Some(secure) = &mut self.secure else {
+            bail!("broker {} has no per-node users to revoke", self.name);
+        };
+        secure.revoked.insert(id.to_owned());
+        self.write_definitions()?;
+        self.ctl(&["delete_user", id]).await?;
+        // Deleting a user leaves its open connections; close them.
+        self.ctl(&["close_all_user_connections", id, "certificate revoked"])
+            .await
+            .map(drop)
+    }
+
+    /// Runs `rabbitmqctl ARGS` against this broker.
+    pub async fn ctl(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(rabbitmq_dir().join("rabbitmqctl"))
+            .env("HOME", self.dir.join("home"))
+            .env("RABBITMQ_CONF_ENV_FILE", "/dev/null")
+            .arg("-n")
+            .arg(self.node_name())
+            .args(args)
+            .kill_on_drop(true)
+            .output();
+        let out = timeout(Duration::from_secs(60), out)
+            .await
+            .context("rabbitmqctl did not finish within 60 s")??;
+        if !out.status.success() {
+            bail!(
+                "rabbitmqctl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// AMQP URL of this broker: the guest account on the default vhost, or for a
+    /// [`start_secure`](Self::start_secure) broker `amqps://` with the EXTERNAL mechanism (the
+    /// client's certificate says who it is).
     pub fn url(&self) -> String {
+        if self.secure.is_some() {
+            return format!(
+                "amqps://localhost:{}/%2f?auth_mechanism=external",
+                self.port
+            );
+        }
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
@@ -392,14 +572,18 @@ impl PrivateBroker {
             .open(&log_path)
             .with_context(|| format!("cannot open {}", log_path.display()))?;
         let log_err = log.try_clone()?;
-        let child = Command::new(&server)
+        let mut cmd = Command::new(&server);
+        if self.secure.is_none() {
+            // These make a plain listener; a secure broker's listener is in its rabbitmq.conf.
+            cmd.env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+                .env("RABBITMQ_NODE_PORT", self.port.to_string());
+        }
+        let child = cmd
             // Erlang writes crash dumps (MnesiaCore.*, erl_crash.dump) into its working
             // directory: keep them with the instance, not wherever the caller runs.
             .current_dir(d)
             .env("HOME", d.join("home"))
             .env("RABBITMQ_NODENAME", self.node_name())
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", self.port.to_string())
             .env(
                 "RABBITMQ_DIST_PORT",
                 (self.port + DIST_PORT_OFFSET).to_string(),
@@ -426,7 +610,11 @@ impl PrivateBroker {
         let deadline = Instant::now() + within;
         let url = self.url();
         loop {
-            if amqp_answers(&url, Duration::from_secs(1)).await {
+            let answers = match &self.secure {
+                Some(s) => amqps_answers(self.port, s.probe.clone(), Duration::from_secs(1)).await,
+                None => amqp_answers(&url, Duration::from_secs(1)).await,
+            };
+            if answers {
                 return Ok(());
             }
             if let Some(status) = self.try_exited() {
@@ -500,6 +688,11 @@ pub fn delete_node_queues(url: &str, ids: &[String]) {
                     let ch = conn.create_channel().await?;
                     let _ = ch
                         .queue_delete(name.as_str().into(), Default::default())
+                        .await;
+                    // Each queue's own exchange (the node's amqp::declare_bound).
+                    let ch = conn.create_channel().await?;
+                    let _ = ch
+                        .exchange_delete(name.as_str().into(), Default::default())
                         .await;
                 }
                 let _ = conn.close(200, "test queues deleted".into()).await;

@@ -51,11 +51,34 @@ pub struct CertOptions {
     pub operator_ca: Option<OperatorCa>,
 }
 
+/// Common name, and so broker user name, of the broker administrator's certificate.
+pub const BROKER_ADMIN: &str = "docfed-admin";
+
 /// The files of the folder `certs` writes.
 #[derive(Debug, Clone)]
 pub struct CertDir(pub PathBuf);
 
 impl CertDir {
+    /// The folder `certs` wrote for a `[tls]` table (the CA's folder), checked to hold the
+    /// broker's and the administrator's certificates as well.
+    pub fn of(tls: &TlsSpec) -> Result<CertDir> {
+        let dir = CertDir(tls.ca.parent().map(Path::to_owned).unwrap_or_default());
+        for (what, (cert, key)) in [
+            ("broker", dir.broker()),
+            ("broker administrator", dir.admin()),
+        ] {
+            if !cert.is_file() || !key.is_file() {
+                bail!(
+                    "{} has no {what} certificate ({}): run `docfed-topology certs FILE --out {}` \
+                     again to issue what is missing",
+                    dir.0.display(),
+                    cert.display(),
+                    dir.0.display()
+                );
+            }
+        }
+        Ok(dir)
+    }
     pub fn ca(&self) -> PathBuf {
         self.0.join("ca.pem")
     }
@@ -80,6 +103,11 @@ impl CertDir {
     }
     pub fn broker(&self) -> (PathBuf, PathBuf) {
         (self.0.join("broker.pem"), self.0.join("broker.key"))
+    }
+    /// The broker administrator's client certificate (common name [`BROKER_ADMIN`]): what
+    /// the launcher and harnesses log in with to a broker that knows no passwords.
+    pub fn admin(&self) -> (PathBuf, PathBuf) {
+        (self.0.join("admin.pem"), self.0.join("admin.key"))
     }
     /// The `[tls]` table that points at this folder.
     pub fn spec(&self) -> TlsSpec {
@@ -286,6 +314,8 @@ pub fn generate(topology: &Topology, dir: &CertDir, opts: &CertOptions) -> Resul
     }
     let created = issue(&issuer, "docfed broker", &broker_names, None, dir.broker())?;
     note("broker".into(), created);
+    let created = issue(&issuer, BROKER_ADMIN, &BTreeSet::new(), None, dir.admin())?;
+    note("broker administrator".into(), created);
     if !dir.crl().exists() {
         write_crl(dir, &issuer, &BTreeSet::new())?;
     }
@@ -399,7 +429,8 @@ mod tests {
         let dir = CertDir(tmp.path().join("certs"));
         let topo = demo();
         let first = generate(&topo, &dir, &CertOptions::default()).unwrap();
-        assert_eq!(first.created.len(), topo.nodes.len() + 2);
+        // Every node, the portal, the broker and its administrator.
+        assert_eq!(first.created.len(), topo.nodes.len() + 3);
         let (cert, key) = dir.node("c-na");
         let der = &docfed_http::tls::load_certs(&cert, "certificate").unwrap()[0];
         assert_eq!(docfed_http::tls::node_id_of(der).as_deref(), Some("c-na"));

@@ -4,6 +4,8 @@
 //!
 //! * [`broker`]: probe a broker URL; run a private `rabbitmq-server` (start, stop, kill -9,
 //!   restart) on its own port and data directory.
+//! * [`broker_policy`]: what a federation's broker lets each node do (users, permissions,
+//!   queues), as RabbitMQ definitions.
 //! * [`launch`]: start every node of a topology file as a `docfed-node` process, wait until all
 //!   are healthy, write `federation.json`, supervise, stop.
 //! * [`keys`]: a key pair per node, public keys in the topology (signed messages).
@@ -13,6 +15,7 @@
 //! [`docfed_shared::topology`], since nodes read them too.
 
 pub mod broker;
+pub mod broker_policy;
 pub mod certs;
 pub mod demo;
 pub mod keys;

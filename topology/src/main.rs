@@ -74,6 +74,17 @@ enum Cmd {
         /// The node whose certificate is revoked.
         node: String,
     },
+    /// Print the RabbitMQ definitions (JSON) of FILE's broker: a user per node, logged in by
+    /// its certificate (EXTERNAL, no password), permissions that confine it to its own queues,
+    /// every node's queues declared, and `docfed-admin`. Load them with `rabbitmqctl
+    /// import_definitions FILE.json` or `load_definitions` (README "Broker").
+    BrokerDefinitions {
+        /// The topology file (TOML).
+        file: PathBuf,
+        /// A revoked node: no user (repeatable).
+        #[arg(long = "without", value_name = "NODE")]
+        without: Vec<String>,
+    },
     /// Start every node of FILE (and the portal when available), print their URLs, write
     /// RUN_DIR/federation.json, and stop them all on Ctrl-C or SIGTERM.
     Up {
@@ -134,6 +145,7 @@ fn main() -> ExitCode {
             },
         ),
         Cmd::Revoke { file, out, node } => revoke(&file, &out, &node),
+        Cmd::BrokerDefinitions { file, without } => broker_definitions(&file, without),
         Cmd::Up {
             file,
             run_dir,
@@ -271,7 +283,9 @@ fn revoke(file: &Path, out: &Path, node: &str) -> ExitCode {
         Ok(serial) => {
             println!(
                 "revoked {node} (serial {serial}); nodes reading {} refuse it within {} s. \
-                 Remove it and its public key from the topology too.",
+                 Remove it and its public key from the topology too.\n\
+                 On each broker: rabbitmqctl delete_user {node} && \
+                 rabbitmqctl close_all_user_connections {node} revoked",
                 out.join("crl.pem").display(),
                 docfed_http::tls::CRL_POLL.as_secs()
             );
@@ -279,6 +293,29 @@ fn revoke(file: &Path, out: &Path, node: &str) -> ExitCode {
         }
         Err(e) => {
             eprintln!("docfed-topology revoke: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn broker_definitions(file: &Path, without: Vec<String>) -> ExitCode {
+    let run = || -> anyhow::Result<String> {
+        let topology = Topology::load_validated(file)?;
+        for id in &without {
+            if topology.node(id).is_none() {
+                anyhow::bail!("--without {id}: no such node in {}", file.display());
+            }
+        }
+        let defs = topology::broker_policy::definitions(&topology, &without.into_iter().collect())?;
+        Ok(serde_json::to_string_pretty(&defs)?)
+    };
+    match run() {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("docfed-topology broker-definitions: {e:#}");
             ExitCode::FAILURE
         }
     }

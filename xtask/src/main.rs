@@ -208,7 +208,8 @@ fn endurance_ci() -> Result<()> {
 }
 
 fn up(args: &[String]) -> Result<()> {
-    // rabbitmq-server: used when no broker answers at DOCFED_AMQP_URL (a private instance).
+    // rabbitmq-server: the federation's own broker (TLS only, a user per node), started in the
+    // run directory; with --insecure, used when no broker answers at DOCFED_AMQP_URL.
     apt_install(&[("rabbitmq-server", "rabbitmq-server")])?;
     let ok = cargo()
         .args([

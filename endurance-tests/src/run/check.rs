@@ -104,7 +104,7 @@ pub async fn await_quiescence(cluster: &Cluster, deadline: Duration) -> Quiescen
                 Err(e) => busy.push(format!("{}: {e:#}", n.id)),
             }
             let url = n.amqp_url.clone().unwrap_or_default();
-            match faults::inbox_state(&url, &n.id).await {
+            match faults::inbox_state(&url, &cluster.broker_admin, &n.id).await {
                 Ok((0, _)) => {}
                 Ok((ready, _)) => busy.push(format!("{}: {ready} messages in inbox", n.id)),
                 Err(e) => busy.push(format!("{}: inbox queue: {e:#}", n.id)),
@@ -612,7 +612,8 @@ pub async fn check(
     );
     for n in &cluster.topo.nodes {
         let url = n.amqp_url.clone().unwrap_or_default();
-        match faults::queue_state(&url, &docfed_shared::topology::dead_letter_queue(&n.id)).await {
+        let dead_letters = docfed_shared::topology::dead_letter_queue(&n.id);
+        match faults::queue_state(&url, &cluster.broker_admin, &dead_letters).await {
             Ok((count, _)) => {
                 dead.check(count == 0, || format!("{count} dead letters at {}", n.id));
             }

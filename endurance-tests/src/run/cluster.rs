@@ -68,6 +68,9 @@ pub struct Cluster {
     pub token: String,
     /// The key every node seals its content with (the checker reads objects through it).
     pub content_keys: Option<docfed_node::atrest::Keys>,
+    /// The broker administrator's certificate: how the harness reads queues on brokers that
+    /// admit certificates only.
+    pub broker_admin: docfed_node::amqp::BrokerTls,
 }
 
 impl Cluster {
@@ -89,7 +92,19 @@ impl Cluster {
         std::fs::create_dir_all(&run_dir)
             .with_context(|| format!("cannot create {}", run_dir.display()))?;
 
-        // Brokers, started together (each takes seconds).
+        // Secure by default, as operators run it: certificates for every node, the brokers and
+        // their administrator (this harness); every link, HTTP and AMQP, is TLS.
+        let certs = topology::certs::CertDir(run_dir.join("certs"));
+        topology::certs::generate(&topo, &certs, &Default::default())
+            .context("making the federation's certificates")?;
+        topo.tls = Some(certs.spec());
+        let broker_admin = {
+            let (cert, key) = certs.admin();
+            docfed_node::amqp::BrokerTls::load(&cert, &key, &certs.ca())
+                .map_err(anyhow::Error::msg)?
+        };
+
+        // Brokers, started together (each takes seconds): TLS only, a user per node.
         let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for n in &topo.nodes {
             let key = match opts.brokers {
@@ -117,7 +132,8 @@ impl Cluster {
         let starts = groups.keys().zip(&ports).map(|(g, &port)| {
             let dir = broker_dir.clone();
             let name = format!("docfed-e{tag}-{g}");
-            async move { PrivateBroker::start(&dir, &name, port).await }
+            let (certs, topo) = (&certs, &topo);
+            async move { PrivateBroker::start_secure(&dir, &name, port, certs, topo).await }
         });
         let started = futures::future::join_all(starts).await;
         let mut brokers = Vec::new();
@@ -165,7 +181,7 @@ impl Cluster {
                 let port = brokers[broker_index[&b.id]].broker.port();
                 let q = Link::start(([127, 0, 0, 1], port).into()).await?;
                 amqp_routes.push(format!(
-                    "{}=amqp://guest:guest@127.0.0.1:{}/%2f",
+                    "{}=amqps://localhost:{}/%2f?auth_mechanism=external",
                     b.id,
                     q.addr().port()
                 ));
@@ -217,8 +233,7 @@ impl Cluster {
             }
         };
 
-        // Secure by default, as operators run it: `up` makes the certificates, every link is
-        // TLS (mutual between nodes), and this harness trusts the federation CA.
+        // The topology names the certificates made above; this harness trusts their CA.
         let mut up = UpOptions::new(&topo_file, &fed_dir);
         up.broker = BrokerChoice::AsWritten;
         up.start_portal = false;
@@ -267,6 +282,7 @@ impl Cluster {
             http,
             token,
             content_keys,
+            broker_admin,
         })
     }
 

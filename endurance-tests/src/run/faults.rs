@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use docfed_node::amqp::BrokerTls;
 use docfed_shared::topology::Tier;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -347,7 +348,7 @@ impl Injector {
         let deadline = back + Duration::from_secs(60);
         while nodes.iter().any(|(_, t)| t.is_none()) && Instant::now() < deadline {
             for (id, t) in nodes.iter_mut().filter(|(_, t)| t.is_none()) {
-                if let Ok((_, consumers)) = inbox_state(&url, id).await {
+                if let Ok((_, consumers)) = inbox_state(&url, &cluster.broker_admin, id).await {
                     if consumers > 0 {
                         *t = Some(back.elapsed().as_secs_f64());
                     }
@@ -592,22 +593,25 @@ fn fill(path: &std::path::Path) -> Result<u64> {
     Ok(written)
 }
 
-/// Ready messages and consumers of node `id`'s inbox queue on the broker at `url`.
-pub async fn inbox_state(url: &str, id: &str) -> Result<(u32, u32)> {
-    queue_state(url, &docfed_shared::topology::inbox_queue(id)).await
+/// Ready messages and consumers of node `id`'s inbox queue on the broker at `url`, logged in
+/// as `admin`.
+pub async fn inbox_state(url: &str, admin: &BrokerTls, id: &str) -> Result<(u32, u32)> {
+    queue_state(url, admin, &docfed_shared::topology::inbox_queue(id)).await
 }
 
-/// Ready messages and consumers of queue `name` (which must exist) on the broker at `url`.
-pub async fn queue_state(url: &str, name: &str) -> Result<(u32, u32)> {
-    tokio::time::timeout(Duration::from_secs(10), queue_state_now(url, name))
+/// Ready messages and consumers of queue `name` (which must exist) on the broker at `url`,
+/// logged in as `admin`.
+pub async fn queue_state(url: &str, admin: &BrokerTls, name: &str) -> Result<(u32, u32)> {
+    tokio::time::timeout(Duration::from_secs(10), queue_state_now(url, admin, name))
         .await
         .context("broker did not answer within 10 s")?
 }
 
-async fn queue_state_now(url: &str, name: &str) -> Result<(u32, u32)> {
+async fn queue_state_now(url: &str, admin: &BrokerTls, name: &str) -> Result<(u32, u32)> {
+    let uri = docfed_node::amqp::broker_uri(url).map_err(anyhow::Error::msg)?;
     let conn = tokio::time::timeout(
         Duration::from_secs(3),
-        lapin::Connection::connect(url, lapin::ConnectionProperties::default()),
+        docfed_node::amqp::open(uri, lapin::ConnectionProperties::default(), Some(admin)),
     )
     .await
     .context("broker connection timed out")??;

@@ -595,5 +595,40 @@ async fn an_https_server_is_trusted_through_the_federation_ca_only() -> TestResu
         "x",
     ]);
     assert_eq!(bad_ca.status.code(), Some(1), "a local error: {bad_ca:?}");
+
+    // Registering with --ca pins the CA: later commands need no --ca, and refuse another CA.
+    let config = tmp.path().join("config");
+    let registered = docfed_with_config(
+        &config,
+        &[
+            "--ca", ca, "--server", &node.url, "--json", "register", "--token", TOKEN,
+        ],
+    );
+    assert!(registered.status.success(), "{registered:?}");
+    assert!(config.join("docfed").join("ca.pem").is_file());
+    let pinned = docfed_with_config(&config, &["--server", &node.url, "--json", "search", "x"]);
+    assert!(
+        pinned.status.success(),
+        "the pinned CA is trusted: {pinned:?}"
+    );
+    let other = topology::certs::CertDir(tmp.path().join("other"));
+    topology::certs::generate(&topo, &other, &Default::default())?;
+    let other_ca = other.ca();
+    let refused = docfed_with_config(
+        &config,
+        &[
+            "--ca",
+            other_ca.to_str().unwrap(),
+            "--server",
+            &node.url,
+            "search",
+            "x",
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("pinned"),
+        "{refused:?}"
+    );
     Ok(())
 }

@@ -106,8 +106,12 @@ pub fn admit(fed: &Federation, env: &Envelope) -> Result<(), Refusal> {
                     allowed: "a parent (or the other primary, to a primary)",
                 });
             }
+            // Either scheme: a node switching to TLS advertises itself in clear for a while
+            // (`--tls-migration accept`), and a node that reaches peers over TLS dials it so
+            // anyway (`Federation::dial`).
             let expected = topo.url(from);
-            if n.origin_url != expected {
+            let other_scheme = from.base_url(!expected.starts_with("https://"));
+            if n.origin_url != expected && (topo.tls.is_none() || n.origin_url != other_scheme) {
                 return Err(Refusal::ForeignOrigin {
                     from: from.id.clone(),
                     origin_url: n.origin_url.clone(),
@@ -197,6 +201,8 @@ mod tests {
             amqp_routes: Default::default(),
             planted_bug: None,
             key: None,
+            broker_tls: None,
+            tls_migration: None,
         }
     }
 

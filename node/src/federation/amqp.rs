@@ -3,11 +3,13 @@
 //! again after a capped, jittered backoff (`supervisor::Retry`), forever. Redelivery after a reconnect is harmless
 //! because every handler is idempotent.
 
+use std::path::Path;
 use std::time::Duration;
 
 use docfed_shared::secrets::redact_url;
+use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FrameSize;
-use lapin::uri::AMQPUri;
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
@@ -27,10 +29,118 @@ const FRAME_MAX: FrameSize = 16 * 1024;
 
 /// The broker URL as lapin connects to it: `frame_max` capped at [`FRAME_MAX`] unless the
 /// operator chose a value in the URL.
-pub(crate) fn broker_uri(url: &str) -> Result<AMQPUri, String> {
+pub fn broker_uri(url: &str) -> Result<AMQPUri, String> {
     let mut uri: AMQPUri = url.parse()?;
     uri.query.frame_max.get_or_insert(FRAME_MAX);
     Ok(uri)
+}
+
+/// What a node presents to, and trusts in, a broker reached by `amqps://`: its own certificate
+/// (the broker logs it in as the certificate's common name, the node id, with the EXTERNAL
+/// mechanism) and the federation CA, the only authority its broker certificate may chain to.
+/// Public roots are never trusted for a broker.
+#[derive(Clone)]
+pub struct BrokerTls(OwnedTLSConfig);
+
+impl std::fmt::Debug for BrokerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The identity holds the private key.
+        f.write_str("BrokerTls(..)")
+    }
+}
+
+impl BrokerTls {
+    /// Reads the certificate, key and CA (PEM). Fails with the file named.
+    pub fn load(cert: &Path, key: &Path, ca: &Path) -> Result<BrokerTls, String> {
+        let read =
+            |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+        let ca_pem = String::from_utf8(read(ca)?)
+            .map_err(|_| format!("{} is not a PEM file", ca.display()))?;
+        Ok(BrokerTls(OwnedTLSConfig {
+            identity: Some(OwnedIdentity::PKCS8 {
+                pem: read(cert)?,
+                key: read(key)?,
+            }),
+            cert_chain: Some(ca_pem),
+        }))
+    }
+}
+
+/// Opens one connection to `uri`: in clear for `amqp://`, and for `amqps://` over TLS with
+/// `tls` (without it, an `amqps://` broker is refused rather than trusted blindly).
+pub async fn open(
+    uri: AMQPUri,
+    props: ConnectionProperties,
+    tls: Option<&BrokerTls>,
+) -> lapin::Result<Connection> {
+    match (uri.scheme.clone(), tls) {
+        (AMQPScheme::AMQP, _) => Connection::connect_uri(uri, props).await,
+        (AMQPScheme::AMQPS, Some(tls)) => {
+            // rustls-connector installs a process provider only when none is; install ours
+            // (ring) first so every TLS client in the process agrees.
+            docfed_http::tls::install_provider();
+            let runtime = lapin::runtime::default_runtime()?;
+            Connection::connect_uri_with_config(uri, props, tls.0.clone(), runtime).await
+        }
+        (AMQPScheme::AMQPS, None) => Err(lapin::ErrorKind::IOError(std::sync::Arc::new(
+            std::io::Error::other(
+                "an amqps:// broker needs the federation's [tls] (a node certificate and the CA)",
+            ),
+        ))
+        .into()),
+    }
+}
+
+/// Declares queue `name` (returned as declared: its message count), the fanout exchange of the same name and the binding between them.
+///
+/// docfed publishes to these exchanges and never to the default one. A broker grants write
+/// permission on exchanges, not queues, and write on the default exchange reaches every queue;
+/// with an exchange per queue, a broker can let a node fill exactly the queues it should
+/// (`docfed-topology up`'s broker: ARCHITECTURE §2.11).
+pub async fn declare_bound(
+    ch: &lapin::Channel,
+    name: &str,
+    queue: lapin::options::QueueDeclareOptions,
+    args: lapin::types::FieldTable,
+) -> lapin::Result<lapin::Queue> {
+    use lapin::options::{ExchangeDeclareOptions, QueueBindOptions};
+    use lapin::types::FieldTable;
+    let declared = ch.queue_declare(name.into(), queue, args).await?;
+    ch.exchange_declare(
+        name.into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: queue.durable,
+            auto_delete: queue.auto_delete,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_bind(
+        name.into(),
+        name.into(),
+        "".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    Ok(declared)
+}
+
+/// A durable queue with its exchange ([`declare_bound`]): inboxes and dead-letter queues.
+pub async fn declare_durable(ch: &lapin::Channel, name: &str) -> lapin::Result<()> {
+    declare_bound(
+        ch,
+        name,
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .map(drop)
 }
 
 /// Longest a connection close may take: a broker that died never answers it.
@@ -79,6 +189,7 @@ pub async fn close(conn: &lapin::Connection, why: &str) {
 /// `task`.
 pub async fn connect(
     url: &str,
+    tls: Option<&BrokerTls>,
     cancel: &CancellationToken,
     who: &str,
     task: &Task,
@@ -88,7 +199,7 @@ pub async fn connect(
     let mut attempt = 0u32;
     loop {
         let props = ConnectionProperties::default().with_connection_name(who.into());
-        let connecting = Connection::connect_uri(uri.clone(), props);
+        let connecting = open(uri.clone(), props, tls);
         let outcome = tokio::select! {
             r = tokio::time::timeout(Duration::from_secs(10), connecting) => r,
             () = cancel.cancelled() => return None,

@@ -13,7 +13,7 @@ use docfed_shared::wire::Timestamp;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
@@ -38,7 +38,8 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
     let mut reconnect = Retry::new(Backoff::BROKER);
     let mut connected_before = false;
     loop {
-        let Some(conn) = amqp::connect(&url, &cancel, &format!("{}-inbox", fed.id()), &task).await
+        let who = format!("{}-inbox", fed.id());
+        let Some(conn) = amqp::connect(&url, fed.broker_tls.as_ref(), &cancel, &who, &task).await
         else {
             return;
         };
@@ -68,19 +69,6 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
     }
 }
 
-async fn declare(ch: &Channel, name: &str) -> Result<(), lapin::Error> {
-    ch.queue_declare(
-        name.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .map(|_| ())
-}
-
 async fn consume(
     node: &Arc<Node>,
     fed: &Federation,
@@ -91,8 +79,8 @@ async fn consume(
     let inbox = inbox_queue(fed.id());
     let dead = dead_letter_queue(fed.id());
     let ch = conn.create_channel().await?;
-    declare(&ch, &inbox).await?;
-    declare(&ch, &dead).await?;
+    amqp::declare_durable(&ch, &inbox).await?;
+    amqp::declare_durable(&ch, &dead).await?;
     ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
     let dead_ch = conn.create_channel().await?;
     dead_ch
@@ -276,8 +264,9 @@ async fn dead_letter(
     );
     let confirm = ch
         .basic_publish(
-            "".into(),
+            // The queue's own exchange (amqp::declare_bound).
             queue.into(),
+            "".into(),
             BasicPublishOptions {
                 mandatory: true,
                 ..Default::default()

@@ -40,6 +40,22 @@ pub struct Federation {
     /// This node's private key when the topology lists public keys: every message it sends is
     /// signed, and every message it receives must be signed by its sender.
     pub key: Option<std::sync::Arc<docfed_shared::keys::NodeKey>>,
+    /// This node's certificate and the CA, for `amqps://` brokers (from the topology's `[tls]`).
+    pub broker_tls: Option<amqp::BrokerTls>,
+    /// A step of switching the federation to TLS node by node (`--tls-migration`).
+    pub tls_migration: Option<TlsMigration>,
+}
+
+/// Steps of switching a running federation from clear to TLS without stopping it: every node
+/// goes through `accept`, then every node through `prefer`, then every node to TLS only, one
+/// node at a time (README "Switching to TLS").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsMigration {
+    /// Serve HTTPS and plain HTTP on the same port; reach peers and advertise in clear (some
+    /// peers may not serve TLS yet).
+    Accept,
+    /// Serve both; reach peers and advertise over TLS (every peer serves it by now).
+    Prefer,
 }
 
 /// Defects the endurance harness can plant (`--plant-bug`), each breaking one promise.
@@ -55,12 +71,22 @@ impl Federation {
         &self.me.id
     }
 
+    /// Whether this node reaches its peers over TLS (and advertises itself so).
+    pub fn dials_tls(&self) -> bool {
+        self.topology.tls.is_some() && self.tls_migration != Some(TlsMigration::Accept)
+    }
+
+    /// Node `n`'s base URL as this node reaches it.
+    pub fn url(&self, n: &NodeSpec) -> String {
+        n.base_url(self.dials_tls())
+    }
+
     pub fn url_of(&self, id: &str) -> Option<String> {
-        self.topology.node(id).map(|n| self.topology.url(n))
+        self.topology.node(id).map(|n| self.url(n))
     }
 
     pub fn my_url(&self) -> String {
-        self.topology.url(&self.me)
+        self.url(&self.me)
     }
 
     /// URL of node `id`'s inbox broker, as reached from here.
@@ -75,8 +101,27 @@ impl Federation {
 
     /// The base URL to connect to for a peer's advertised base URL. Routing decisions and
     /// notifications keep advertised URLs; only the connection goes elsewhere.
-    pub fn dial<'a>(&'a self, url: &'a str) -> &'a str {
-        self.http_routes.get(url).map_or(url, String::as_str)
+    ///
+    /// A peer's URL advertised in clear during a migration to TLS (`--tls-migration accept`)
+    /// is reached over TLS once this node reaches its peers so: a node never falls back to
+    /// clear because a message said `http://`.
+    pub fn dial<'a>(&'a self, url: &'a str) -> std::borrow::Cow<'a, str> {
+        if let Some(route) = self.http_routes.get(url) {
+            return route.as_str().into();
+        }
+        if self.dials_tls() {
+            if let Some(rest) = url.strip_prefix("http://") {
+                let secure = format!("https://{rest}");
+                if let Some(route) = self.http_routes.get(&secure) {
+                    return route.clone().into();
+                }
+                let base = secure.split('/').take(3).collect::<Vec<_>>().join("/");
+                if self.topology.nodes.iter().any(|n| n.base_url(true) == base) {
+                    return secure.into();
+                }
+            }
+        }
+        url.into()
     }
 
     /// A request for content at `url`, signed by this node when it has a key, so the source
@@ -161,7 +206,7 @@ impl Federation {
     pub fn sources(&self, origin_url: &str) -> Vec<String> {
         let mut out = vec![origin_url.to_owned()];
         let parents = self.me.parents.iter().filter_map(|p| self.url_of(p));
-        let primaries = self.topology.primaries().map(|p| self.topology.url(p));
+        let primaries = self.topology.primaries().map(|p| self.url(p));
         for url in parents.chain(primaries) {
             if url != self.my_url() && !out.contains(&url) {
                 out.push(url);

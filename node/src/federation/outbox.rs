@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use docfed_shared::messages::{signing_input, Envelope, SIGNATURE_HEADER};
 use docfed_shared::topology::inbox_queue;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use sqlx::SqliteConnection;
@@ -42,6 +42,8 @@ pub async fn depth(node: &Node) -> Result<i64, sqlx::Error> {
 enum RelayError {
     #[error("broker: {0}")]
     Amqp(#[from] lapin::Error),
+    #[error("cannot find or declare {queue} on its broker ({error}); waiting for its node to declare it")]
+    NoInbox { queue: String, error: lapin::Error },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -58,7 +60,8 @@ pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToke
     let mut connected_before = false;
     loop {
         let who = format!("{}->{}", fed.id(), target);
-        let Some(conn) = amqp::connect(&url, &cancel, &who, &task).await else {
+        let Some(conn) = amqp::connect(&url, fed.broker_tls.as_ref(), &cancel, &who, &task).await
+        else {
             return;
         };
         let session = std::time::Instant::now();
@@ -90,20 +93,12 @@ async fn relay_on(
     wake: &mut tokio::sync::watch::Receiver<u64>,
     cancel: &CancellationToken,
 ) -> Result<(), RelayError> {
-    let ch = conn.create_channel().await?;
-    ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let queue = inbox_queue(target);
-    // Declaring the target's inbox here means a message is never dropped by the default
-    // exchange because its consumer has not started yet.
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
+    let provisioned = node
+        .federation()
+        .is_some_and(|f| f.broker_tls.is_some() && f.amqp_url_of(target).starts_with("amqps://"));
+    let ch = inbox_channel(conn, &queue, provisioned).await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
     loop {
         let rows = messages::batch(node.db.reader(), target, BATCH).await?;
         if rows.is_empty() {
@@ -133,9 +128,14 @@ async fn relay_on(
             }
             let confirm = ch
                 .basic_publish(
-                    "".into(),
+                    // The inbox's own exchange (amqp::declare_bound).
                     queue.as_str().into(),
-                    BasicPublishOptions::default(),
+                    "".into(),
+                    BasicPublishOptions {
+                        // Unroutable (the queue was deleted): returned, so not counted as sent.
+                        mandatory: true,
+                        ..Default::default()
+                    },
                     payload,
                     props,
                 )
@@ -144,20 +144,65 @@ async fn relay_on(
         }
         let mut confirmed = Vec::with_capacity(pending.len());
         for (id, confirm) in pending {
-            if confirm.await?.is_ack() {
+            let confirmation = confirm.await?;
+            if confirmation.is_ack() && confirmation.take_message().is_none() {
                 confirmed.push(id);
             }
         }
+        delete(node, &confirmed).await?;
+        Metrics::add(&node.metrics.messages_published, confirmed.len() as u64);
         if confirmed.len() < rows.len() {
             tracing::warn!(
                 target,
-                nacked = rows.len() - confirmed.len(),
-                "broker refused messages; will retry"
+                refused = rows.len() - confirmed.len(),
+                "broker refused or could not route messages; retrying in a second"
             );
+            // Not at once: a refusal that lasts (a deleted queue) would spin.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = cancel.cancelled() => {
+                    amqp::close_channel(&ch, "shutting down").await;
+                    return Ok(());
+                }
+            }
         }
-        delete(node, &confirmed).await?;
-        Metrics::add(&node.metrics.messages_published, confirmed.len() as u64);
     }
+}
+
+/// A channel on which the target's inbox exchange exists.
+///
+/// On a broker reached with this node's certificate, every inbox was declared when the broker
+/// was set up for the federation (`docfed-topology broker-definitions`), and a node may declare
+/// only its own: the exchange is only checked (passively; if it is missing, the relay retries
+/// until its node has started and declared it). On a broker shared under one account, the
+/// relay declares the target's inbox itself, so a message is never lost to a target that has
+/// not started yet.
+async fn inbox_channel(
+    conn: &lapin::Connection,
+    queue: &str,
+    provisioned: bool,
+) -> Result<lapin::Channel, RelayError> {
+    let ch = conn.create_channel().await?;
+    let declared = if provisioned {
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        ch.exchange_declare(
+            queue.into(),
+            lapin::ExchangeKind::Fanout,
+            passive,
+            FieldTable::default(),
+        )
+        .await
+    } else {
+        amqp::declare_durable(&ch, queue).await
+    };
+    declared.map_err(|error| RelayError::NoInbox {
+        queue: queue.to_owned(),
+        error,
+    })?;
+    Ok(ch)
 }
 
 async fn delete(node: &Node, ids: &[i64]) -> Result<(), sqlx::Error> {

@@ -97,7 +97,7 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
         node.peers.update(&n.id, |p| {
             p.tier = n.tier.to_string();
             p.region = n.region.clone();
-            p.http = fed.topology.url(n);
+            p.http = fed.url(n);
             p.in_topology = true;
         });
     }
@@ -216,8 +216,7 @@ async fn probe_all(node: &Arc<Node>) {
         .map(|p| {
             let dial = node
                 .federation()
-                .map_or(p.http.as_str(), |f| f.dial(&p.http))
-                .to_owned();
+                .map_or_else(|| p.http.clone(), |f| f.dial(&p.http).into_owned());
             (p.id, dial)
         })
         .collect();

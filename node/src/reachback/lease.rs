@@ -52,6 +52,7 @@ impl Lease {
     /// failures; `None` when `cancel` fires first.
     pub async fn acquire(
         broker: &str,
+        tls: Option<&amqp::BrokerTls>,
         queue: &str,
         who: &str,
         cancel: &CancellationToken,
@@ -60,7 +61,7 @@ impl Lease {
         let mut retry = Retry::new(Backoff::BROKER);
         loop {
             let started = std::time::Instant::now();
-            match Self::try_acquire(broker, queue, who, cancel, task).await {
+            match Self::try_acquire(broker, tls, queue, who, cancel, task).await {
                 Ok(Some(lease)) => return Some(lease),
                 Ok(None) => return None,
                 Err(e) => {
@@ -77,6 +78,7 @@ impl Lease {
 
     async fn try_acquire(
         broker: &str,
+        tls: Option<&amqp::BrokerTls>,
         queue: &str,
         who: &str,
         cancel: &CancellationToken,
@@ -86,7 +88,7 @@ impl Lease {
         uri.query.heartbeat.get_or_insert(HEARTBEAT);
         let props = ConnectionProperties::default().with_connection_name(who.into());
         let conn = tokio::select! {
-            c = Connection::connect_uri(uri, props) => c?,
+            c = amqp::open(uri, props, tls) => c?,
             () = cancel.cancelled() => return Ok(None),
         };
         let channel = conn.create_channel().await?;
@@ -94,23 +96,19 @@ impl Lease {
         let mut args = FieldTable::default();
         args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
         args.insert("x-max-length".into(), AMQPValue::LongInt(1));
-        let declared = channel
-            .queue_declare(
-                queue.into(),
-                QueueDeclareOptions {
-                    durable: false,
-                    auto_delete: true,
-                    ..Default::default()
-                },
-                args,
-            )
-            .await?;
+        let options = QueueDeclareOptions {
+            durable: false,
+            auto_delete: true,
+            ..Default::default()
+        };
+        let declared = amqp::declare_bound(&channel, queue, options, args).await?;
         if declared.message_count() == 0 {
             // Published before consuming, so that an auto-deleted queue is never left empty.
             channel
                 .basic_publish(
-                    "".into(),
+                    // The queue's own exchange (amqp::declare_bound).
                     queue.into(),
+                    "".into(),
                     BasicPublishOptions::default(),
                     b"lease",
                     BasicProperties::default(),

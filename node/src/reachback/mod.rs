@@ -57,7 +57,8 @@ pub(crate) fn start(node: &Arc<Node>, cancel: &CancellationToken) {
     let Some(first) = topo.primaries().next() else {
         return;
     };
-    let broker = topo.amqp_url_for(&first.id);
+    // As reached from here (the launcher's one broker, `--peer-amqp`), like the inboxes.
+    let broker = fed.amqp_url_of(&first.id);
     for spec in &topo.sources {
         let queue = lease::queue_name(&first.id, &spec.name);
         let spec = Arc::new(spec.clone());
@@ -80,8 +81,11 @@ async fn run(
     task: Task,
 ) {
     let who = format!("{} source {}", node.config.node_id, spec.name);
+    let tls = node.federation().and_then(|f| f.broker_tls.clone());
     loop {
-        let Some(mut lease) = Lease::acquire(&broker, &queue, &who, &cancel, &task).await else {
+        let Some(mut lease) =
+            Lease::acquire(&broker, tls.as_ref(), &queue, &who, &cancel, &task).await
+        else {
             return;
         };
         node.sources.set(&spec.name, true);

@@ -123,6 +123,16 @@ async fn search_filters_and_pages() -> TestResult {
         titles(&c, &node, "q=monsoon&deleted=any").await?,
         set(&["Monsoon forecast"])
     );
+    // Full text alone (ranked from the index, tombstones told apart by their row ids) and with
+    // a filter (joined to the documents) agree on tombstones.
+    assert!(titles(&c, &node, "q=monsoon").await?.is_empty());
+    assert_eq!(
+        titles(&c, &node, "q=monsoon&deleted=true").await?,
+        set(&["Monsoon forecast"])
+    );
+    assert!(titles(&c, &node, "q=forecast&deleted=true&tag=annual")
+        .await?
+        .is_empty());
 
     // A new version's metadata replaces the old one in the index.
     auth(c.put(node.url(&format!(

@@ -475,7 +475,12 @@ impl Federation {
     /// leave nothing behind in a shared broker.
     pub fn discard(&mut self) {
         self.kill_now();
-        if let Some(url) = self.amqp_url().map(str::to_owned) {
+        // A private broker went with kill_now, data and all; only a shared one keeps queues.
+        if let Some(url) = self
+            .amqp_url()
+            .filter(|u| u.starts_with("amqp://"))
+            .map(str::to_owned)
+        {
             let ids: Vec<String> = self.nodes.iter().map(|n| n.spec.id.clone()).collect();
             crate::broker::delete_node_queues(&url, &ids);
         }

@@ -38,12 +38,18 @@ impl Federation {
                 return Ok(());
             }
             BrokerChoice::External(url) => url,
-            BrokerChoice::Auto(url) if broker::amqp_answers(&url, Duration::from_secs(2)).await => {
+            // With TLS the federation gets a broker of its own, set up like an operator's
+            // should be (TLS only, a user per node, no guest): a machine's shared broker in
+            // clear would carry every notification readable and forgeable by anyone there.
+            BrokerChoice::Auto(url)
+                if self.topology.tls.is_none()
+                    && broker::amqp_answers(&url, Duration::from_secs(2)).await =>
+            {
                 self.note(format!("using the broker at {}", broker::redact_url(&url)));
                 url
             }
             choice => {
-                if let BrokerChoice::Auto(url) = &choice {
+                if let (BrokerChoice::Auto(url), None) = (&choice, &self.topology.tls) {
                     self.note(format!(
                         "no AMQP broker answers at {}; starting a private rabbitmq-server (≈ 10 s)",
                         broker::redact_url(url)
@@ -51,9 +57,25 @@ impl Federation {
                 }
                 let port = broker::free_broker_port()?;
                 let name = format!("docfed-{}", short_hash(&self.run_dir));
-                let b = PrivateBroker::start(&self.run_dir, &name, port)
-                    .await
-                    .context("cannot start a private broker")?;
+                let b = match &self.topology.tls {
+                    Some(tls) => {
+                        let certs = crate::certs::CertDir::of(tls)?;
+                        self.note(
+                            "starting the federation's broker (rabbitmq-server, ≈ 10 s): TLS only, \
+                             a user per node",
+                        );
+                        PrivateBroker::start_secure(
+                            &self.run_dir,
+                            &name,
+                            port,
+                            &certs,
+                            &self.topology,
+                        )
+                        .await
+                    }
+                    None => PrivateBroker::start(&self.run_dir, &name, port).await,
+                }
+                .context("cannot start a private broker")?;
                 self.note(format!(
                     "private broker {} ready on port {port} (files in {})",
                     b.node_name(),

@@ -293,6 +293,11 @@ fn up_runs_the_demo_federation_until_sigterm() {
         stdout.contains(&portal),
         "the table names the portal: {stdout}"
     );
+    // With TLS, the federation's own broker: AMQP over TLS, nodes logged in by certificate.
+    assert!(
+        stdout.contains("broker: amqps://localhost:") && stdout.contains("auth_mechanism=external"),
+        "{stdout}"
+    );
     assert!(
         !manifest_path.exists(),
         "the manifest of a stopped federation is removed"

@@ -19,13 +19,29 @@ pub struct Federation {
     broker: String,
     /// The federation's certificates, when its links use TLS ([`Federation::start_tls`]).
     pub certs: Option<topology::certs::CertDir>,
+    /// The federation's own broker ([`Federation::start_secure`]); dropped (killed) after
+    /// the nodes.
+    pub private_broker: Option<topology::broker::PrivateBroker>,
     _tmp: tempfile::TempDir,
+}
+
+/// How a test federation's links are secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Links {
+    Clear,
+    /// HTTPS between nodes; inboxes on the shared broker in clear.
+    Tls,
+    /// HTTPS, and the inboxes on a private broker reached over TLS, a user per node.
+    TlsAndBroker,
 }
 
 impl Drop for Federation {
     fn drop(&mut self) {
         // Nodes first (killed and reaped), so none declares its queues again.
         self.nodes.clear();
+        if self.private_broker.is_some() {
+            return;
+        }
         let ids: Vec<String> = ROLES.iter().map(|r| self.id(r)).collect();
         topology::broker::delete_node_queues(&self.broker, &ids);
     }
@@ -56,7 +72,7 @@ impl Federation {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(extra, broker, own, None, "", false).await {
+            match Self::try_start(extra, broker, own, None, "", Links::Clear).await {
                 Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -71,7 +87,7 @@ impl Federation {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(extra, &amqp_url(), &[], Some(role), "", false).await {
+            match Self::try_start(extra, &amqp_url(), &[], Some(role), "", Links::Clear).await {
                 Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -86,7 +102,7 @@ impl Federation {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(extra, &amqp_url(), &[], None, "", true).await {
+            match Self::try_start(extra, &amqp_url(), &[], None, "", Links::Tls).await {
                 Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -95,12 +111,21 @@ impl Federation {
         }
     }
 
+    /// Like [`Federation::start_tls`], with the inboxes on a broker of the federation's own
+    /// ([`topology::broker::PrivateBroker::start_secure`]): AMQP over TLS only, each node logged
+    /// in by its certificate, confined to its own queues.
+    pub async fn start_secure(extra: &[&str]) -> TestResult<Self> {
+        let port = topology::broker::free_broker_port()?;
+        let url = format!("amqps://localhost:{port}/%2f?auth_mechanism=external");
+        Self::try_start(extra, &url, &[], None, "", Links::TlsAndBroker).await
+    }
+
     /// Like `start`, with `[[source]]` tables (TOML) in the topology.
     pub async fn start_with_sources(extra: &[&str], sources: &str) -> TestResult<Self> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match Self::try_start(extra, &amqp_url(), &[], None, sources, false).await {
+            match Self::try_start(extra, &amqp_url(), &[], None, sources, Links::Clear).await {
                 Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
                     continue
                 }
@@ -115,7 +140,7 @@ impl Federation {
         own: &[(&str, String)],
         impostor: Option<&str>,
         sources: &str,
-        tls: bool,
+        links: Links,
     ) -> TestResult<Self> {
         let tmp = tempfile::tempdir()?;
         let prefix = format!("t{:08x}", docfed_test_kit::unique_u32());
@@ -147,7 +172,7 @@ impl Federation {
             let role = id.strip_prefix(&format!("{prefix}-")).unwrap_or(id);
             tmp.path().join(role).join(docfed_shared::keys::KEY_FILE)
         })?;
-        let certs = if tls {
+        let certs = if links != Links::Clear {
             let dir = topology::certs::CertDir(tmp.path().join("certs"));
             topology::certs::generate(&keyed, &dir, &Default::default())?;
             keyed.tls = Some(dir.spec());
@@ -156,6 +181,22 @@ impl Federation {
             // Secure by default: a federation in clear must say so.
             keyed.insecure = true;
             None
+        };
+        let private_broker = match (&certs, links) {
+            (Some(certs), Links::TlsAndBroker) => {
+                let (_, port) = topology::broker::amqp_host_port(broker).ok_or("bad broker URL")?;
+                Some(
+                    topology::broker::PrivateBroker::start_secure(
+                        tmp.path(),
+                        &prefix,
+                        port,
+                        certs,
+                        &keyed,
+                    )
+                    .await?,
+                )
+            }
+            _ => None,
         };
         let topology = tmp.path().join("topology.toml");
         topology::keys::write_topology(&keyed, &topology)?;
@@ -184,6 +225,7 @@ impl Federation {
             impostor: impostor.map(|(_, l)| l),
             broker: broker.to_owned(),
             certs,
+            private_broker,
             _tmp: tmp,
         })
     }
@@ -196,6 +238,20 @@ impl Federation {
     /// The topology file the nodes read.
     pub fn topology_file(&self) -> std::path::PathBuf {
         self._tmp.path().join("topology.toml")
+    }
+
+    /// The federation's scratch directory (nodes' data directories are `ROLE/` in it).
+    pub fn dir(&self) -> &std::path::Path {
+        self._tmp.path()
+    }
+
+    /// Stops `role` (SIGTERM) and starts it again on its data directory with `args` instead of
+    /// the ones it was started with.
+    pub async fn restart_with(&mut self, role: &str, args: &[&str]) -> TestResult {
+        self.node_mut(role).stop().await?;
+        let node = TestNode::start_federated(&self._tmp.path().join(role), args).await?;
+        self.nodes.insert(role.to_owned(), node);
+        Ok(())
     }
 
     pub fn id(&self, role: &str) -> String {
