@@ -235,22 +235,9 @@ async fn serve(
         None => (StatusCode::OK, 0, size),
     };
 
-    let body = match node
-        .store
-        .read_range(&obj.md5, size, start, start + len)
-        .await
-    {
-        Ok(stream) => {
-            let metrics = node.clone();
-            Body::from_stream(stream.inspect(move |c| {
-                if let Ok(c) = c {
-                    Metrics::add(&metrics.metrics.bytes_served, c.len() as u64);
-                }
-            }))
-        }
+    let body = match stored_body(node, &obj.md5, size, start, start + len).await {
+        Ok(body) => body,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            // A transfer that ends as we join it removes its file (unless the store kept it):
-            // then a second round starts a new one.
             let mut following = None;
             for _ in 0..2 {
                 let transfer = match node.transfers.get(&obj.md5) {
@@ -264,15 +251,24 @@ async fn serve(
                         None => break,
                     },
                 };
-                if let Ok(stream) =
-                    follow(transfer, start, start + len, node.store.keys().cloned()).await
-                {
-                    following = Some(stream);
-                    break;
+                match follow(transfer, start, start + len, node.store.keys().cloned()).await {
+                    Ok(stream) => {
+                        following = Some(Body::from_stream(stream));
+                        break;
+                    }
+                    // The transfer ended as we joined it and removed its file: the store may
+                    // have kept it; otherwise a second round starts a new one.
+                    Err(_) => {
+                        if let Ok(body) = stored_body(node, &obj.md5, size, start, start + len).await
+                        {
+                            following = Some(body);
+                            break;
+                        }
+                    }
                 }
             }
             match following {
-                Some(stream) => Body::from_stream(stream),
+                Some(body) => body,
                 None if node.db.fetch_pending(&obj.md5).await? => return Err(ApiError::NotYet),
                 None => {
                     return Err(ApiError::not_found(format!(
@@ -310,6 +306,23 @@ async fn serve(
         );
     }
     Ok(resp)
+}
+
+/// Bytes `start..end` of stored content, counted as served.
+async fn stored_body(
+    node: &AppState,
+    md5: &Md5Hex,
+    size: u64,
+    start: u64,
+    end: u64,
+) -> std::io::Result<Body> {
+    let stream = node.store.read_range(md5, size, start, end).await?;
+    let metrics = node.clone();
+    Ok(Body::from_stream(stream.inspect(move |c| {
+        if let Ok(c) = c {
+            Metrics::add(&metrics.metrics.bytes_served, c.len() as u64);
+        }
+    })))
 }
 
 /// The one range a request asks for and may have: `None` for the whole document (no `Range`,

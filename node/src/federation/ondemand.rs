@@ -161,20 +161,23 @@ fn begin(node: &Node, doc: &DocumentVersion) -> Option<Arc<Transfer>> {
         doc.md5,
         rand::random::<u64>()
     ));
-    let t = node
-        .transfers
-        .begin_if_absent(&doc.md5, path.clone(), doc.size)?;
-    // Created before anyone follows it.
+    // Created before the transfer is registered: a request on another thread may find the
+    // transfer the moment it is, and must be able to open its file then.
     if let Err(e) = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(&path)
     {
         tracing::warn!(error = %e, "cannot create cross-region fetch file");
-        node.transfers.end(&doc.md5, &path, Progress::Failed);
         return None;
     }
-    Some(t)
+    let t = node
+        .transfers
+        .begin_if_absent(&doc.md5, path.clone(), doc.size);
+    if t.is_none() {
+        let _ = std::fs::remove_file(&path);
+    }
+    t
 }
 
 /// Tries each source in turn. An attempt that fails ends its transfer as failed (its readers'
