@@ -259,7 +259,8 @@ async fn serve(
                     // The transfer ended as we joined it and removed its file: the store may
                     // have kept it; otherwise a second round starts a new one.
                     Err(_) => {
-                        if let Ok(body) = stored_body(node, &obj.md5, size, start, start + len).await
+                        if let Ok(body) =
+                            stored_body(node, &obj.md5, size, start, start + len).await
                         {
                             following = Some(body);
                             break;
