@@ -28,8 +28,9 @@ pub struct Options {
 }
 
 mod device;
+mod peers;
 
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "large",
     "secure",
     "deep",
@@ -38,6 +39,7 @@ pub const SCENARIOS: [&str; 8] = [
     "memory",
     "broker",
     "device",
+    "peers",
 ];
 
 pub async fn run(opts: Options) -> Result<()> {
@@ -63,6 +65,7 @@ pub async fn run(opts: Options) -> Result<()> {
             "memory" => memory(&dir, opts.quick).await?,
             "broker" => broker(&dir, opts.quick).await?,
             "device" => device::device(&dir, opts.quick).await?,
+            "peers" => peers::peers(&dir, opts.quick).await?,
             _ => unreachable!(),
         }
     }
@@ -80,9 +83,9 @@ fn mb_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
 
-/// A generated body of `size` bytes: one random MiB, stamped with the chunk number so no two
-/// chunks are equal, streamed without ever holding the document.
-fn body(size: u64, seed: u64) -> reqwest::Body {
+/// A generated payload of `size` bytes, one MiB at a time: one random MiB, stamped with the
+/// chunk number so no two chunks are equal, never holding the whole document.
+pub(crate) fn payload(size: u64, seed: u64) -> impl Iterator<Item = Bytes> + Send + 'static {
     const CHUNK: u64 = 1 << 20;
     let mut block = vec![0u8; CHUNK as usize];
     let mut x = seed | 1;
@@ -93,16 +96,21 @@ fn body(size: u64, seed: u64) -> reqwest::Body {
         *b = (x >> 24) as u8;
     }
     let block = Bytes::from(block);
-    let chunks = size.div_ceil(CHUNK);
-    let stream = futures::stream::iter(0..chunks).map(move |i| {
+    (0..size.div_ceil(CHUNK)).map(move |i| {
         let len = (size - i * CHUNK).min(CHUNK) as usize;
         let mut c = block.slice(..len).to_vec();
         if len >= 8 {
             c[..8].copy_from_slice(&i.to_le_bytes());
         }
-        Ok::<_, std::io::Error>(Bytes::from(c))
-    });
-    reqwest::Body::wrap_stream(stream)
+        Bytes::from(c)
+    })
+}
+
+/// [`payload`] as a streamed request body.
+fn body(size: u64, seed: u64) -> reqwest::Body {
+    reqwest::Body::wrap_stream(futures::stream::iter(
+        payload(size, seed).map(Ok::<_, std::io::Error>),
+    ))
 }
 
 pub(crate) async fn publish(
@@ -631,7 +639,7 @@ async fn fanout(dir: &Path, quick: bool) -> Result<()> {
 }
 
 /// How long the memory scenario lets a started federation run before reading its idle RSS.
-const IDLE_SETTLE: Duration = Duration::from_secs(10);
+pub(super) const IDLE_SETTLE: Duration = Duration::from_secs(10);
 
 /// Scenario 4: RSS of each tier when idle, and its peak while a very large document is
 /// published and propagated.

@@ -141,6 +141,7 @@ fn deps() -> Result<()> {
     // mount/umount: the full-disk test mounts a small tmpfs. rabbitmq-server: the federation's
     // broker, and private brokers in fault tests. chromium + chromedriver: the portal's browser
     // test. curl: benchmarks compare pulls with it. python3: the example reachback plug-in.
+    // syncthing: the peer `docfed-endurance bench --only peers` measures docfed against.
     apt_install(&[
         ("mount", "mount"),
         ("rabbitmq-server", "rabbitmq-server"),
@@ -148,6 +149,7 @@ fn deps() -> Result<()> {
         ("chromedriver", "chromium-driver"),
         ("curl", "curl"),
         ("python3", "python3"),
+        ("syncthing", "syncthing"),
     ])?;
     ensure_broker()
 }

@@ -1,0 +1,653 @@
+//! Scenario `peers`: docfed against Syncthing, which many operators would deploy instead, in the
+//! same tree shape, on the same payloads, in the same run.
+//!
+//! Syncthing (Debian's package) runs one device per node of docfed's demo shape but the second
+//! primary: a publisher, two relays that share the folder with it, and three regional devices
+//! that share it with both relays. Each device listens on loopback only (no discovery, relays,
+//! NAT or usage reports), talks TLS to its neighbours, fsyncs what it writes (`disableFsync` is
+//! false) and is told to rescan at once, so neither its watcher delay nor its rescan interval is
+//! measured. docfed runs its demo shape (two primaries, two intermediates, three regional nodes)
+//! in clear, publishing at primary-a.
+//!
+//! Both are timed the same way: from the start of the ingest (docfed: the upload begins;
+//! Syncthing: the file starts being written into the publisher's folder) until the file is on
+//! disk under its final name at all three regional nodes (docfed: `objects/<ab>/<md5>`, renamed
+//! there once verified and fsynced; Syncthing: the file, renamed from its temporary once its
+//! blocks are verified and fsynced), polled every 5 ms.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use docfed_test_kit::procfs;
+
+use super::{amqp, payload, percentile, publish};
+use crate::fedgen::{self, Bench};
+
+const REGIONALS: [&str; 3] = ["na", "eu", "asia"];
+/// Syncthing's devices and the devices each shares the folder with upward.
+const SYNCTHING_TREE: [(&str, &[&str]); 6] = [
+    ("publisher", &[]),
+    ("relay-1", &["publisher"]),
+    ("relay-2", &["publisher"]),
+    ("na", &["relay-1", "relay-2"]),
+    ("eu", &["relay-1", "relay-2"]),
+    ("asia", &["relay-1", "relay-2"]),
+];
+const SMALL: u64 = 10_000;
+const RATE: f64 = 50.0;
+/// Concurrent publishers of the burst (docfed's HTTP uploads).
+const BURST_PUBLISHERS: usize = 8;
+const DEADLINE: Duration = Duration::from_secs(900);
+
+/// What one system did on the four workloads.
+#[derive(Debug, Default)]
+struct Figures {
+    large_unpaced: f64,
+    large_paced: f64,
+    /// Latencies (ms) of the documents published at a fixed rate, sorted.
+    steady: Vec<f64>,
+    burst_per_s: f64,
+    /// Largest resident set of one process, idle after the work and at its peak.
+    rss: u64,
+    peak_rss: u64,
+}
+
+pub async fn peers(dir: &Path, quick: bool) -> Result<()> {
+    if topology::launch::find_program("syncthing").is_none() && !on_path("syncthing") {
+        bail!("syncthing not found: apt-get install syncthing (cargo xtask deps installs it)");
+    }
+    let large: u64 = if quick { 64 << 20 } else { 256 << 20 };
+    let count = if quick { 100 } else { 300 };
+    let rate = std::env::var("DOCFED_BENCH_LINK_RATE").unwrap_or_else(|_| "50MB".into());
+    let rate_bytes = rate
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| anyhow::anyhow!("DOCFED_BENCH_LINK_RATE {rate:?}: {e}"))?
+        .as_u64();
+    let result = async {
+        let d = docfed(dir, large, count, &rate).await?;
+        let s = syncthing(dir, large, count, rate_bytes).await?;
+        report(&d, &s, large, count, &rate);
+        Ok(())
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(dir);
+    result
+}
+
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+}
+
+fn report(d: &Figures, s: &Figures, large: u64, count: usize, rate: &str) {
+    let mib = large >> 20;
+    println!("\ndocfed / Syncthing, same shape, same payloads, this run:");
+    println!(
+        "  {mib} MiB, links paced at {rate}/s, to all three regionals: docfed {:.2} s, Syncthing {:.2} s, ratio {:.2} (goal <= 0.55)",
+        d.large_paced,
+        s.large_paced,
+        d.large_paced / s.large_paced
+    );
+    println!(
+        "  {mib} MiB unpaced: docfed {:.2} s, Syncthing {:.2} s, ratio {:.2} (goal <= 1.0)",
+        d.large_unpaced,
+        s.large_unpaced,
+        d.large_unpaced / s.large_unpaced
+    );
+    let p = |v: &[f64], q| percentile(v, q);
+    println!(
+        "  {count} x 10 KB at {RATE}/s, p50 / p99: docfed {:.0} / {:.0} ms, Syncthing {:.0} / {:.0} ms, p99 ratio {:.2} (goal <= 0.5 and under 250 ms)",
+        p(&d.steady, 0.5),
+        p(&d.steady, 0.99),
+        p(&s.steady, 0.5),
+        p(&s.steady, 0.99),
+        p(&d.steady, 0.99) / p(&s.steady, 0.99)
+    );
+    println!(
+        "  {count} x 10 KB at once: docfed {:.0} docs/s, Syncthing {:.0} files/s, ratio {:.2} (goal >= 2 and >= 1,000 docs/s)",
+        d.burst_per_s,
+        s.burst_per_s,
+        d.burst_per_s / s.burst_per_s
+    );
+    println!(
+        "  largest RSS of one process, idle after the work / peak: docfed {} / {} MiB, Syncthing {} / {} MiB",
+        d.rss >> 20,
+        d.peak_rss >> 20,
+        s.rss >> 20,
+        s.peak_rss >> 20
+    );
+}
+
+/// A file expected at these paths, and when its clock started.
+type Expected = (Vec<PathBuf>, Instant);
+
+/// Waits for items (files expected at several paths) and returns, per item, the milliseconds
+/// from its start to the moment the last of its paths existed. Items are sent while earlier
+/// ones are awaited; the result comes once the sender is dropped and every item arrived.
+fn arrivals() -> (
+    mpsc::UnboundedSender<Expected>,
+    tokio::task::JoinHandle<Result<Vec<f64>>>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Expected>();
+    let task = tokio::spawn(async move {
+        let deadline = Instant::now() + DEADLINE;
+        let mut pending: Vec<Expected> = Vec::new();
+        let mut done = Vec::new();
+        let mut open = true;
+        loop {
+            while open {
+                match rx.try_recv() {
+                    Ok(item) => pending.push(item),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            let now = Instant::now();
+            pending.retain_mut(|(paths, start)| {
+                paths.retain(|p| !p.exists());
+                if paths.is_empty() {
+                    done.push((now - *start).as_secs_f64() * 1000.0);
+                }
+                !paths.is_empty()
+            });
+            if !open && pending.is_empty() {
+                done.sort_by(f64::total_cmp);
+                return Ok(done);
+            }
+            if now > deadline {
+                bail!(
+                    "{} items still missing after {DEADLINE:?}, e.g. {:?}",
+                    pending.len(),
+                    pending.first().map(|p| &p.0)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    (tx, task)
+}
+
+async fn docfed(dir: &Path, large: u64, count: usize, rate: &str) -> Result<Figures> {
+    let http = docfed_http::tls::client_builder()
+        .build()
+        .expect("HTTP client");
+    let mut f = Figures::default();
+    for paced in [false, true] {
+        let args: Vec<&str> = if paced {
+            vec!["--pull-rate-limit", rate]
+        } else {
+            Vec::new()
+        };
+        let name = if paced { "docfed-paced" } else { "docfed" };
+        let b = fedgen::start(&dir.join(name), amqp(), &args).await?;
+        let work = async {
+            let t = docfed_large(&http, &b, large).await?;
+            println!(
+                "docfed {}: {} MiB to all three regionals {t:.2} s",
+                if paced { "paced" } else { "unpaced" },
+                large >> 20
+            );
+            if paced {
+                f.large_paced = t;
+                return Ok(());
+            }
+            f.large_unpaced = t;
+            f.steady = docfed_small(&http, &b, count, Some(RATE)).await?;
+            println!(
+                "docfed: {count} x 10 KB at {RATE}/s, p50 {:.0} ms, p99 {:.0} ms",
+                percentile(&f.steady, 0.5),
+                percentile(&f.steady, 0.99)
+            );
+            let started = Instant::now();
+            let burst = docfed_small(&http, &b, count, None).await?;
+            let total = burst.last().copied().unwrap_or_default() / 1000.0;
+            f.burst_per_s = count as f64 / total;
+            println!(
+                "docfed: {count} x 10 KB at once, all at all three regionals after {total:.2} s ({:.0} docs/s; {:.2} s with the uploads)",
+                f.burst_per_s,
+                started.elapsed().as_secs_f64()
+            );
+            tokio::time::sleep(super::IDLE_SETTLE).await;
+            for role in ["primary-a", "primary-b", "mid-1", "mid-2", "na", "eu", "asia"] {
+                if let Some(pid) = b.pid(role) {
+                    f.rss = f.rss.max(procfs::rss(pid).unwrap_or(0));
+                    f.peak_rss = f.peak_rss.max(procfs::peak_rss(pid).unwrap_or(0));
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        let mut fed = b.fed;
+        fed.shutdown().await?;
+        // Benchmark federations on the shared broker leave no queues behind.
+        fed.discard();
+        work?;
+    }
+    Ok(f)
+}
+
+/// Where the regional nodes of `b` keep the content `md5`.
+fn docfed_objects(b: &Bench, md5: &str) -> Vec<PathBuf> {
+    REGIONALS
+        .iter()
+        .map(|r| {
+            b.fed
+                .node(&b.id(r))
+                .expect("node of the demo shape")
+                .data_dir()
+                .join("objects")
+                .join(&md5[..2])
+                .join(md5)
+        })
+        .collect()
+}
+
+async fn docfed_large(http: &reqwest::Client, b: &Bench, size: u64) -> Result<f64> {
+    let (tx, task) = arrivals();
+    let started = Instant::now();
+    let p = publish(http, &b.url("primary-a"), b.fed.token(), "title=large", size, 1).await?;
+    let md5 = p["md5"].as_str().context("md5")?;
+    tx.send((docfed_objects(b, md5), started))?;
+    drop(tx);
+    Ok(task.await??[0] / 1000.0)
+}
+
+/// `count` 10 KB documents published at primary-a, at `rate` per second or all at once by
+/// [`BURST_PUBLISHERS`] publishers; returns their latencies (ms, sorted), each from its own
+/// upload's start at a fixed rate, from the burst's start otherwise.
+async fn docfed_small(
+    http: &reqwest::Client,
+    b: &Bench,
+    count: usize,
+    rate: Option<f64>,
+) -> Result<Vec<f64>> {
+    let (tx, task) = arrivals();
+    let url = b.url("primary-a");
+    let token = b.fed.token().to_owned();
+    let seed = if rate.is_some() { 1_000 } else { 100_000 };
+    let started = Instant::now();
+    let results: Vec<Result<()>> = futures::stream::iter(0..count)
+        .map(|i| {
+            let (http, url, token, tx) = (http.clone(), url.clone(), token.clone(), tx.clone());
+            async move {
+                let mut t0 = started;
+                if let Some(r) = rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / r);
+                    tokio::time::sleep_until(due.into()).await;
+                    t0 = Instant::now();
+                }
+                let q = format!("title=small%20{i}");
+                let p = publish(&http, &url, &token, &q, SMALL, seed + i as u64).await?;
+                let md5 = p["md5"].as_str().context("md5")?;
+                tx.send((docfed_objects(b, md5), t0))?;
+                Ok(())
+            }
+        })
+        .buffer_unordered(if rate.is_some() { 64 } else { BURST_PUBLISHERS })
+        .collect()
+        .await;
+    drop(tx);
+    for r in results {
+        r?;
+    }
+    task.await?
+}
+
+async fn syncthing(dir: &Path, large: u64, count: usize, rate_bytes: u64) -> Result<Figures> {
+    let mut f = Figures::default();
+    for paced in [false, true] {
+        let name = if paced { "syncthing-paced" } else { "syncthing" };
+        let cluster = Cluster::start(&dir.join(name), paced.then_some(rate_bytes)).await?;
+        let work = async {
+            let t = cluster.large(large).await?;
+            println!(
+                "Syncthing {}: {} MiB to all three regionals {t:.2} s",
+                if paced { "paced" } else { "unpaced" },
+                large >> 20
+            );
+            if paced {
+                f.large_paced = t;
+                return Ok(());
+            }
+            f.large_unpaced = t;
+            f.steady = cluster.small(count, Some(RATE)).await?;
+            println!(
+                "Syncthing: {count} x 10 KB at {RATE}/s, p50 {:.0} ms, p99 {:.0} ms",
+                percentile(&f.steady, 0.5),
+                percentile(&f.steady, 0.99)
+            );
+            let burst = cluster.small(count, None).await?;
+            let total = burst.last().copied().unwrap_or_default() / 1000.0;
+            f.burst_per_s = count as f64 / total;
+            println!(
+                "Syncthing: {count} x 10 KB at once, all at all three regionals after {total:.2} s ({:.0} files/s)",
+                f.burst_per_s
+            );
+            tokio::time::sleep(super::IDLE_SETTLE).await;
+            for d in &cluster.devices {
+                if let Some(pid) = d.child.id() {
+                    f.rss = f.rss.max(procfs::rss(pid).unwrap_or(0));
+                    f.peak_rss = f.peak_rss.max(procfs::peak_rss(pid).unwrap_or(0));
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        cluster.stop().await;
+        work?;
+    }
+    Ok(f)
+}
+
+/// One Syncthing process.
+struct Device {
+    name: &'static str,
+    id: String,
+    folder: PathBuf,
+    gui: String,
+    child: tokio::process::Child,
+}
+
+/// Syncthing devices in [`SYNCTHING_TREE`], each with its own home, folder and ports.
+struct Cluster {
+    devices: Vec<Device>,
+    http: reqwest::Client,
+    key: String,
+}
+
+impl Cluster {
+    /// Generates a key and certificate per device, writes each one's configuration (the
+    /// folder `docs` shared along the tree's edges; every device's incoming traffic limited to
+    /// `recv_limit` bytes/s when given, on loopback too), starts them and waits until every
+    /// edge is connected.
+    async fn start(dir: &Path, recv_limit: Option<u64>) -> Result<Cluster> {
+        let key = format!("bench{:016x}", rand::random::<u64>());
+        let ports = topology::demo::free_port_list(2 * SYNCTHING_TREE.len())?;
+        let mut ids = HashMap::new();
+        for (name, _) in SYNCTHING_TREE {
+            let home = dir.join(name).join("home");
+            let out = tokio::process::Command::new("syncthing")
+                .args(["generate", "--no-default-folder", "--home"])
+                .arg(&home)
+                .output()
+                .await
+                .context("running syncthing generate")?;
+            if !out.status.success() {
+                bail!(
+                    "syncthing generate: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let out = tokio::process::Command::new("syncthing")
+                .args(["serve", "--device-id", "--home"])
+                .arg(&home)
+                .output()
+                .await?;
+            ids.insert(name, String::from_utf8(out.stdout)?.trim().to_owned());
+        }
+        let port = |name: &str, gui: bool| {
+            let i = SYNCTHING_TREE
+                .iter()
+                .position(|(n, _)| *n == name)
+                .expect("device of the tree");
+            ports[2 * i + usize::from(gui)]
+        };
+        let neighbours = |name: &str| -> Vec<&'static str> {
+            SYNCTHING_TREE
+                .iter()
+                .filter(|(n, ups)| *n == name || ups.contains(&name))
+                .flat_map(|(n, ups)| {
+                    if *n == name {
+                        ups.to_vec()
+                    } else {
+                        vec![*n]
+                    }
+                })
+                .collect()
+        };
+        let mut devices = Vec::new();
+        for (name, ups) in SYNCTHING_TREE {
+            let home = dir.join(name).join("home");
+            let folder = dir.join(name).join("docs");
+            std::fs::create_dir_all(folder.join(".stfolder"))?;
+            let mut devs = format!(
+                "<device id=\"{}\" name=\"{name}\" compression=\"metadata\"><address>dynamic</address></device>\n",
+                ids[name]
+            );
+            let mut shared = format!("<device id=\"{}\"></device>", ids[name]);
+            for n in neighbours(name) {
+                devs.push_str(&format!(
+                    "<device id=\"{}\" name=\"{n}\" compression=\"metadata\"><address>tcp://127.0.0.1:{}</address></device>\n",
+                    ids[n],
+                    port(n, false)
+                ));
+                shared.push_str(&format!("<device id=\"{}\"></device>", ids[n]));
+            }
+            let kib = recv_limit.map_or(0, |b| b / 1024);
+            let config = format!(
+                r#"<configuration version="36">
+<folder id="docs" label="docs" path="{folder}" type="{kind}" rescanIntervalS="3600" fsWatcherEnabled="false" fsWatcherDelayS="10" ignorePerms="false" autoNormalize="true">
+<filesystemType>basic</filesystemType>{shared}<disableFsync>false</disableFsync><markerName>.stfolder</markerName>
+</folder>
+{devs}<gui enabled="true" tls="false"><address>127.0.0.1:{gui}</address><apikey>{key}</apikey></gui>
+<options>
+<listenAddress>tcp://127.0.0.1:{listen}</listenAddress>
+<globalAnnounceEnabled>false</globalAnnounceEnabled>
+<localAnnounceEnabled>false</localAnnounceEnabled>
+<relaysEnabled>false</relaysEnabled>
+<natEnabled>false</natEnabled>
+<startBrowser>false</startBrowser>
+<urAccepted>-1</urAccepted>
+<autoUpgradeIntervalH>0</autoUpgradeIntervalH>
+<crashReportingEnabled>false</crashReportingEnabled>
+<reconnectionIntervalS>1</reconnectionIntervalS>
+<setLowPriority>false</setLowPriority>
+<limitBandwidthInLan>true</limitBandwidthInLan>
+<maxRecvKbps>{kib}</maxRecvKbps>
+</options>
+</configuration>
+"#,
+                folder = folder.display(),
+                kind = if ups.is_empty() { "sendonly" } else { "sendreceive" },
+                gui = port(name, true),
+                listen = port(name, false),
+            );
+            std::fs::write(home.join("config.xml"), config)?;
+            let child = tokio::process::Command::new("syncthing")
+                .args(["serve", "--no-browser", "--no-restart", "--no-upgrade"])
+                .arg(format!("--home={}", home.display()))
+                .arg(format!("--logfile={}", home.join("syncthing.log").display()))
+                .env("STNOUPGRADE", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting syncthing")?;
+            devices.push(Device {
+                name,
+                id: ids[name].clone(),
+                folder,
+                gui: format!("http://127.0.0.1:{}", port(name, true)),
+                child,
+            });
+        }
+        let cluster = Cluster {
+            devices,
+            http: reqwest::Client::new(),
+            key,
+        };
+        cluster.await_connected(&neighbours).await?;
+        Ok(cluster)
+    }
+
+    async fn get(&self, d: &Device, path: &str) -> Result<serde_json::Value> {
+        Ok(self
+            .http
+            .get(format!("{}{path}", d.gui))
+            .header("X-API-Key", &self.key)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// Every device sees each of its neighbours connected and its folder idle.
+    async fn await_connected(&self, neighbours: &dyn Fn(&str) -> Vec<&'static str>) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        for d in &self.devices {
+            loop {
+                let ready = async {
+                    let c = self.get(d, "/rest/system/connections").await?;
+                    let connected = neighbours(d.name).iter().all(|n| {
+                        let id = &self.device(n).id;
+                        c["connections"][id]["connected"] == true
+                    });
+                    let s = self.get(d, "/rest/db/status?folder=docs").await?;
+                    Ok::<_, anyhow::Error>(connected && s["state"] == "idle")
+                }
+                .await
+                .unwrap_or(false);
+                if ready {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "Syncthing device {} not connected to {:?} after 120 s",
+                        d.name,
+                        neighbours(d.name)
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        Ok(())
+    }
+
+    fn device(&self, name: &str) -> &Device {
+        self.devices
+            .iter()
+            .find(|d| d.name == name)
+            .expect("device of the tree")
+    }
+
+    fn publisher(&self) -> &Device {
+        self.device("publisher")
+    }
+
+    fn at_regionals(&self, file: &str) -> Vec<PathBuf> {
+        REGIONALS
+            .iter()
+            .map(|r| self.device(r).folder.join(file))
+            .collect()
+    }
+
+    /// Asks the publisher to scan `sub` of its folder now (returns when the scan is done).
+    async fn scan(&self, sub: Option<&str>) -> Result<()> {
+        let mut url = format!("{}/rest/db/scan?folder=docs", self.publisher().gui);
+        if let Some(s) = sub {
+            url.push_str(&format!("&sub={s}"));
+        }
+        self.http
+            .post(url)
+            .header("X-API-Key", &self.key)
+            .send()
+            .await?
+            .error_for_status()?;
+        Ok(())
+    }
+
+    async fn large(&self, size: u64) -> Result<f64> {
+        let (tx, task) = arrivals();
+        let started = Instant::now();
+        let folder = self.publisher().folder.clone();
+        tokio::task::spawn_blocking(move || write_into(&folder, "large", size, 1)).await??;
+        tx.send((self.at_regionals("large"), started))?;
+        drop(tx);
+        self.scan(Some("large")).await?;
+        Ok(task.await??[0] / 1000.0)
+    }
+
+    /// `count` 10 KB files at `rate` per second (each written and scanned on its own) or all
+    /// at once (written, then one scan); latencies as [`docfed_small`]'s.
+    async fn small(&self, count: usize, rate: Option<f64>) -> Result<Vec<f64>> {
+        let (tx, task) = arrivals();
+        let started = Instant::now();
+        let prefix = if rate.is_some() { "steady" } else { "burst" };
+        let seed = if rate.is_some() { 1_000 } else { 100_000 };
+        match rate {
+            Some(r) => {
+                let results: Vec<Result<()>> = futures::stream::iter(0..count)
+                    .map(|i| {
+                        let tx = tx.clone();
+                        async move {
+                            let due = started + Duration::from_secs_f64(i as f64 / r);
+                            tokio::time::sleep_until(due.into()).await;
+                            let t0 = Instant::now();
+                            let name = format!("{prefix}-{i}");
+                            write_into(&self.publisher().folder, &name, SMALL, seed + i as u64)?;
+                            tx.send((self.at_regionals(&name), t0))?;
+                            self.scan(Some(&name)).await
+                        }
+                    })
+                    .buffer_unordered(64)
+                    .collect()
+                    .await;
+                for r in results {
+                    r?;
+                }
+            }
+            None => {
+                for i in 0..count {
+                    let name = format!("{prefix}-{i}");
+                    write_into(&self.publisher().folder, &name, SMALL, seed + i as u64)?;
+                    tx.send((self.at_regionals(&name), started))?;
+                }
+                self.scan(None).await?;
+            }
+        }
+        drop(tx);
+        task.await?
+    }
+
+    /// Asks every device to shut down, and kills those that do not within 10 s.
+    async fn stop(mut self) {
+        for d in &self.devices {
+            let _ = self
+                .http
+                .post(format!("{}/rest/system/shutdown", d.gui))
+                .header("X-API-Key", &self.key)
+                .send()
+                .await;
+        }
+        for d in &mut self.devices {
+            if tokio::time::timeout(Duration::from_secs(10), d.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = d.child.kill().await;
+            }
+        }
+    }
+}
+
+/// Writes `name` into `folder` through a temporary name beside it, so a scan never sees it
+/// half-written.
+fn write_into(folder: &Path, name: &str, size: u64, seed: u64) -> Result<()> {
+    use std::io::Write;
+    let tmp = folder.with_file_name(format!("{name}.writing"));
+    let mut file = std::fs::File::create(&tmp)?;
+    for chunk in payload(size, seed) {
+        file.write_all(&chunk)?;
+    }
+    drop(file);
+    std::fs::rename(&tmp, folder.join(name))?;
+    Ok(())
+}
