@@ -61,9 +61,58 @@ impl Db {
         self.write.begin().await
     }
 
+    /// The writer connection with `synchronous = NORMAL` until [`Unflushed::finish`]: its
+    /// commits are not flushed to disk. Only for changes whose loss in a power cut is harmless;
+    /// the next ordinary commit flushes the same write-ahead log, so it never becomes durable
+    /// ahead of them.
+    pub async fn unflushed(&self) -> Result<Unflushed, sqlx::Error> {
+        let mut conn = self.write.acquire().await?;
+        sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(&mut *conn)
+            .await?;
+        Ok(Unflushed { conn: Some(conn) })
+    }
+
     pub async fn close(&self) {
         self.read.close().await;
         self.write.close().await;
+    }
+}
+
+/// The writer connection, committing without flushing (see [`Db::unflushed`]).
+pub struct Unflushed {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
+}
+
+impl Unflushed {
+    pub fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        self.conn.as_mut().expect("present until finished")
+    }
+
+    /// Gives the connection back with `synchronous = FULL`.
+    pub async fn finish(mut self) -> Result<(), sqlx::Error> {
+        let mut conn = self.conn.take().expect("present until finished");
+        match sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Closed, never pooled: the pool opens a replacement that flushes.
+                drop(conn.detach());
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for Unflushed {
+    /// Not finished (an error, a cancelled future): the connection would commit without
+    /// flushing, so it is closed instead of going back to the pool.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
     }
 }
 
@@ -178,5 +227,38 @@ impl Db {
             .fetch_one(&self.read)
             .await?;
         Ok(n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn writer_synchronous(db: &Db) -> i64 {
+        let mut tx = db.begin_write().await.unwrap();
+        sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap()
+    }
+
+    /// 2 is FULL, 1 NORMAL: every commit but an unflushed one's is flushed, whether the
+    /// unflushed writer was finished or dropped half-way.
+    #[tokio::test]
+    async fn the_writer_flushes_again_after_an_unflushed_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("node.sqlite")).await.unwrap();
+        assert_eq!(writer_synchronous(&db).await, 2);
+        let mut w = db.unflushed().await.unwrap();
+        let inside: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(w.conn())
+            .await
+            .unwrap();
+        assert_eq!(inside, 1);
+        w.finish().await.unwrap();
+        assert_eq!(writer_synchronous(&db).await, 2);
+        let w = db.unflushed().await.unwrap();
+        drop(w);
+        assert_eq!(writer_synchronous(&db).await, 2);
     }
 }
