@@ -59,20 +59,23 @@ pub async fn upsert<'e>(
     .map(|_| ())
 }
 
-/// Records that the notification `json` of `d` waits for the pull (once per version).
+/// Records that the notification `json` of `d` waits for the pull (once per version);
+/// `forwarded` when it owes no forwards at the pull's start (nothing below needs them).
 pub async fn add_waiter<'e>(
     db: impl SqliteExecutor<'e>,
     d: &DocumentVersion,
     json: &str,
+    forwarded: bool,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT OR IGNORE INTO fetch_waiters (md5, doc_id, version, origin, notification) VALUES (?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO fetch_waiters (md5, doc_id, version, origin, notification, forwarded) VALUES (?, ?, ?, ?, ?, ?)",
     )
     .bind(d.md5.as_str())
     .bind(d.id.to_string())
     .bind(d.version)
     .bind(&d.origin)
     .bind(json)
+    .bind(forwarded)
     .execute(db)
     .await
     .map(|_| ())

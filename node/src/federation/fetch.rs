@@ -55,10 +55,13 @@ pub async fn enqueue_fetch(
     fetches::upsert(&mut *conn, d, &sources).await?;
     let mut owed = n.clone();
     owed.targets = owed_targets.to_vec();
+    // Owing nobody (a regional node): nothing to release when the pull starts, and no commit
+    // (no fsync) to record that it was.
     fetches::add_waiter(
         &mut *conn,
         d,
         &serde_json::to_string(&owed).expect("serialises"),
+        owed_targets.is_empty(),
     )
     .await
 }
