@@ -46,6 +46,10 @@ impl From<sqlx::Error> for CliError {
     }
 }
 
+/// How many of its newest matches a full-text search with no other filter ranks, as on the
+/// node: bm25 for every match of a broad word was the slow tail at a million documents.
+const FTS_CANDIDATES: u32 = 10_000;
+
 impl From<sqlx::migrate::MigrateError> for CliError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
         CliError::Local(format!("replica database: {e}"))
@@ -262,9 +266,10 @@ impl Replica {
         let mut qb =
             sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT d.json, d.published_at FROM (");
         if fts_only {
+            // The newest matches only, as the node ranks them (`Db::FTS_CANDIDATES` there).
             qb.push(
-                "SELECT documents_fts.rowid AS rid, documents_fts.rank AS score \
-                 FROM documents_fts WHERE 1 = 1",
+                "SELECT rid, score FROM (SELECT documents_fts.rowid AS rid, \
+                 documents_fts.rank AS score FROM documents_fts WHERE 1 = 1",
             );
         } else if fts.is_some() {
             qb.push(
@@ -284,7 +289,11 @@ impl Replica {
                 " AND d.deleted = 0"
             });
         }
-        if !fts_only {
+        if fts_only {
+            qb.push(format!(
+                " ORDER BY documents_fts.rowid DESC LIMIT {FTS_CANDIDATES})"
+            ));
+        } else {
             for (col, val) in [
                 ("d.scope", &q.scope),
                 ("d.source", &q.source),
@@ -301,7 +310,7 @@ impl Replica {
             }
         }
         qb.push(match (fts_only, fts.is_some()) {
-            (true, _) => " ORDER BY documents_fts.rank, documents_fts.rowid DESC",
+            (true, _) => " ORDER BY score, rid DESC",
             (false, true) => " ORDER BY documents_fts.rank, d.rid DESC",
             (false, false) => " ORDER BY d.rid DESC",
         });

@@ -14,8 +14,11 @@ pub fn fts_query(text: &str) -> Option<String> {
         .split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|word| !word.is_empty())
         .filter_map(|word| {
-            let prefix = word.ends_with('*');
             let core = word.trim_end_matches('*');
+            // A one-character prefix would match a large share of any directory and has no
+            // prefix index (prefixes of 2-4 characters do): it is searched as a word.
+            let prefix =
+                word.ends_with('*') && core.chars().filter(|c| c.is_alphanumeric()).count() >= 2;
             // Words with no letters or digits would match nothing (the tokenizer drops them).
             if !core.chars().any(char::is_alphanumeric) {
                 return None;

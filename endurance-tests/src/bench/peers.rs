@@ -251,7 +251,15 @@ fn docfed_objects(b: &Bench, md5: &str) -> Vec<PathBuf> {
 async fn docfed_large(http: &reqwest::Client, b: &Bench, size: u64) -> Result<f64> {
     let (tx, task) = arrivals();
     let started = Instant::now();
-    let p = publish(http, &b.url("primary-a"), b.fed.token(), "title=large", size, 1).await?;
+    let p = publish(
+        http,
+        &b.url("primary-a"),
+        b.fed.token(),
+        "title=large",
+        size,
+        1,
+    )
+    .await?;
     let md5 = p["md5"].as_str().context("md5")?;
     tx.send((docfed_objects(b, md5), started))?;
     drop(tx);
@@ -302,7 +310,11 @@ async fn docfed_small(
 async fn syncthing(dir: &Path, large: u64, count: usize, rate_bytes: u64) -> Result<Figures> {
     let mut f = Figures::default();
     for paced in [false, true] {
-        let name = if paced { "syncthing-paced" } else { "syncthing" };
+        let name = if paced {
+            "syncthing-paced"
+        } else {
+            "syncthing"
+        };
         let cluster = Cluster::start(&dir.join(name), paced.then_some(rate_bytes)).await?;
         let work = async {
             let t = cluster.large(large).await?;
@@ -402,13 +414,7 @@ impl Cluster {
             SYNCTHING_TREE
                 .iter()
                 .filter(|(n, ups)| *n == name || ups.contains(&name))
-                .flat_map(|(n, ups)| {
-                    if *n == name {
-                        ups.to_vec()
-                    } else {
-                        vec![*n]
-                    }
-                })
+                .flat_map(|(n, ups)| if *n == name { ups.to_vec() } else { vec![*n] })
                 .collect()
         };
         let mut devices = Vec::new();
@@ -454,7 +460,11 @@ impl Cluster {
 </configuration>
 "#,
                 folder = folder.display(),
-                kind = if ups.is_empty() { "sendonly" } else { "sendreceive" },
+                kind = if ups.is_empty() {
+                    "sendonly"
+                } else {
+                    "sendreceive"
+                },
                 gui = port(name, true),
                 listen = port(name, false),
             );
@@ -462,7 +472,10 @@ impl Cluster {
             let child = tokio::process::Command::new("syncthing")
                 .args(["serve", "--no-browser", "--no-restart", "--no-upgrade"])
                 .arg(format!("--home={}", home.display()))
-                .arg(format!("--logfile={}", home.join("syncthing.log").display()))
+                .arg(format!(
+                    "--logfile={}",
+                    home.join("syncthing.log").display()
+                ))
                 .env("STNOUPGRADE", "1")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

@@ -11,6 +11,8 @@ mod tests {
     fn operators_become_literals() {
         assert_eq!(fts_query("annual report").unwrap(), r#""annual" "report""#);
         assert_eq!(fts_query("rep*").unwrap(), r#""rep"*"#);
+        assert_eq!(fts_query("re*").unwrap(), r#""re"*"#);
+        assert_eq!(fts_query("r*").unwrap(), r#""r""#);
         assert_eq!(
             fts_query(r#"a"b NEAR -c"#).unwrap(),
             r#""a""b" "NEAR" "-c""#

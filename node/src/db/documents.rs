@@ -218,6 +218,12 @@ impl Db {
         row.map(TryInto::try_into).transpose()
     }
 
+    /// How many matches of a full-text search with no other filter are ranked: the newest
+    /// ones. Broad words match a large share of a big directory, and bm25 for every match was
+    /// the slow tail of searches at a million documents (BENCHMARKS.md §3); a narrower query
+    /// (more words, or any filter) reaches older documents.
+    pub const FTS_CANDIDATES: u32 = 10_000;
+
     pub async fn list(&self, f: &ListFilter) -> Result<DocumentList, sqlx::Error> {
         // The inner query finds and orders only row ids (and scores), so sorting many matches of
         // a broad search moves small rows; the outer query fetches the page's columns.
@@ -243,15 +249,18 @@ impl Db {
             && f.since.is_none()
             && f.until.is_none();
         let (rid, rank) = if fts_only {
-            ("documents_fts.rowid", "documents_fts.rank")
+            ("rid", "score")
         } else {
             ("d.rid", "documents_fts.rank")
         };
         if let Some(fts) = &f.fts {
             if fts_only {
+                // Ranks only the newest FTS_CANDIDATES matches: FTS5 walks its doclist in row
+                // id order and stops there, so bm25 is computed for a bounded number of rows
+                // however broad the words.
                 qb.push(
-                    "SELECT documents_fts.rowid AS rid, documents_fts.rank AS score \
-                     FROM documents_fts WHERE documents_fts MATCH ",
+                    "SELECT rid, score FROM (SELECT documents_fts.rowid AS rid, \
+                     documents_fts.rank AS score FROM documents_fts WHERE documents_fts MATCH ",
                 );
             } else {
                 qb.push(
@@ -281,6 +290,12 @@ impl Db {
                 );
             }
             (DeletedFilter::Include, _) => {}
+        }
+        if fts_only {
+            qb.push(format!(
+                " ORDER BY documents_fts.rowid DESC LIMIT {})",
+                Self::FTS_CANDIDATES
+            ));
         }
         if let Some(scope) = &f.scope {
             qb.push(" AND d.scope = ").push_bind(scope.to_string());
