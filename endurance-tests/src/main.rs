@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// Run the benchmarks against real federations on this machine and print their figures.
     Bench {
-        /// Only this scenario: large, fanout, directory, memory, broker or device.
+        /// Only this scenario: large, secure, deep, fanout, directory, memory, broker, device or
+        /// peers (docfed against Syncthing).
         #[arg(long)]
         only: Option<String>,
         /// Smaller sizes and counts (minutes instead of tens of minutes).
