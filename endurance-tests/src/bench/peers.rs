@@ -58,6 +58,24 @@ struct Figures {
     peak_rss: u64,
 }
 
+impl Figures {
+    /// Prints and keeps the time `t` (s) of the large document; true when paced (the paced
+    /// federation does nothing else).
+    fn record_large(&mut self, system: &str, paced: bool, size: u64, t: f64) -> bool {
+        let how = if paced { "paced" } else { "unpaced" };
+        println!(
+            "{system} {how}: {} MiB to all three regionals {t:.2} s",
+            size >> 20
+        );
+        if paced {
+            self.large_paced = t;
+        } else {
+            self.large_unpaced = t;
+        }
+        paced
+    }
+}
+
 pub async fn peers(dir: &Path, quick: bool) -> Result<()> {
     if topology::launch::find_program("syncthing").is_none() && !on_path("syncthing") {
         bail!("syncthing not found: apt-get install syncthing (cargo xtask deps installs it)");
@@ -188,16 +206,9 @@ async fn docfed(dir: &Path, large: u64, count: usize, rate: &str) -> Result<Figu
         let b = fedgen::start(&dir.join(name), amqp(), &args).await?;
         let work = async {
             let t = docfed_large(&http, &b, large).await?;
-            println!(
-                "docfed {}: {} MiB to all three regionals {t:.2} s",
-                if paced { "paced" } else { "unpaced" },
-                large >> 20
-            );
-            if paced {
-                f.large_paced = t;
+            if f.record_large("docfed", paced, large, t) {
                 return Ok(());
             }
-            f.large_unpaced = t;
             f.steady = docfed_small(&http, &b, count, Some(RATE)).await?;
             println!(
                 "docfed: {count} x 10 KB at {RATE}/s, p50 {:.0} ms, p99 {:.0} ms",
@@ -318,16 +329,9 @@ async fn syncthing(dir: &Path, large: u64, count: usize, rate_bytes: u64) -> Res
         let cluster = Cluster::start(&dir.join(name), paced.then_some(rate_bytes)).await?;
         let work = async {
             let t = cluster.large(large).await?;
-            println!(
-                "Syncthing {}: {} MiB to all three regionals {t:.2} s",
-                if paced { "paced" } else { "unpaced" },
-                large >> 20
-            );
-            if paced {
-                f.large_paced = t;
+            if f.record_large("Syncthing", paced, large, t) {
                 return Ok(());
             }
-            f.large_unpaced = t;
             f.steady = cluster.small(count, Some(RATE)).await?;
             println!(
                 "Syncthing: {count} x 10 KB at {RATE}/s, p50 {:.0} ms, p99 {:.0} ms",
