@@ -79,6 +79,11 @@ pub(crate) fn amqp() -> BrokerChoice {
     )
 }
 
+/// The pace of the "paced" runs' links: `DOCFED_BENCH_LINK_RATE`, default `50MB` (per second).
+pub(crate) fn link_rate() -> String {
+    std::env::var("DOCFED_BENCH_LINK_RATE").unwrap_or_else(|_| "50MB".into())
+}
+
 fn mb_s(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
@@ -221,7 +226,7 @@ async fn secure(dir: &Path, quick: bool) -> Result<()> {
         } else {
             "store-and-forward"
         };
-        let rate = std::env::var("DOCFED_BENCH_LINK_RATE").unwrap_or_else(|_| "50MB".into());
+        let rate = link_rate();
         let mut args = vec!["--pull-rate-limit", rate.as_str()];
         if !stream_through {
             args.push("--no-stream-through");
@@ -409,7 +414,7 @@ async fn through_tiers(
     paced: bool,
     size: u64,
 ) -> Result<(fedgen::Bench, Duration)> {
-    let rate = std::env::var("DOCFED_BENCH_LINK_RATE").unwrap_or_else(|_| "50MB".into());
+    let rate = link_rate();
     let mode = if stream_through {
         "stream-through"
     } else {

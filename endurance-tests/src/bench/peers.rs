@@ -77,12 +77,12 @@ impl Figures {
 }
 
 pub async fn peers(dir: &Path, quick: bool) -> Result<()> {
-    if topology::launch::find_program("syncthing").is_none() && !on_path("syncthing") {
+    if topology::launch::find_program("syncthing").is_none() {
         bail!("syncthing not found: apt-get install syncthing (cargo xtask deps installs it)");
     }
     let large: u64 = if quick { 64 << 20 } else { 256 << 20 };
     let count = if quick { 100 } else { 300 };
-    let rate = std::env::var("DOCFED_BENCH_LINK_RATE").unwrap_or_else(|_| "50MB".into());
+    let rate = super::link_rate();
     let rate_bytes = rate
         .parse::<bytesize::ByteSize>()
         .map_err(|e| anyhow::anyhow!("DOCFED_BENCH_LINK_RATE {rate:?}: {e}"))?
@@ -96,11 +96,6 @@ pub async fn peers(dir: &Path, quick: bool) -> Result<()> {
     .await;
     let _ = std::fs::remove_dir_all(dir);
     result
-}
-
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }
 
 fn report(d: &Figures, s: &Figures, large: u64, count: usize, rate: &str) {

@@ -248,6 +248,9 @@ impl Db {
             && f.content_type.is_none()
             && f.since.is_none()
             && f.until.is_none();
+        // A listing by tag without full text is read from the tag's key, in listing order.
+        let by_tag = f.fts.is_none() && f.tag.is_some();
+        let listing_col = if by_tag { "t.rid" } else { "d.rid" };
         let (rid, rank) = if fts_only {
             ("rid", "score")
         } else {
@@ -313,13 +316,7 @@ impl Db {
         if let Some(scope) = &f.scope {
             qb.push(" AND d.scope = ").push_bind(scope.to_string());
         }
-        // Without full text, the tag chose the rows above.
-        let listing_col = if f.fts.is_none() && f.tag.is_some() {
-            "t.rid"
-        } else {
-            "d.rid"
-        };
-        if let Some(tag) = f.tag.as_ref().filter(|_| f.fts.is_some()) {
+        if let Some(tag) = f.tag.as_ref().filter(|_| !by_tag) {
             qb.push(" AND d.rid IN (SELECT rid FROM document_tags WHERE tag = ")
                 .push_bind(tag.clone())
                 .push(")");
