@@ -219,7 +219,9 @@ async fn full_disk_gives_507_and_leaves_nothing_half_written() -> TestResult {
     // No size announced: the disk fills mid-write.
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         (0..40).map(|i| Ok(pattern(i, 1024 * 1024))).collect();
-    let resp = auth(c.post(node.url("/v1/documents?title=big2")))
+    // A new client: the node closed the first request's connection without reading its body,
+    // and a request sent on that pooled connection could fail before reaching the node.
+    let resp = auth(client().post(node.url("/v1/documents?title=big2")))
         .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
         .send()
         .await;
