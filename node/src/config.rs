@@ -38,6 +38,12 @@ pub struct Args {
     /// for measurements).
     #[arg(long, env = "DOCFED_NO_STREAM_THROUGH")]
     pub no_stream_through: bool,
+    /// Most queued messages for one node sent as one broker message (default 64, at most
+    /// 256). 1 sends each alone, as nodes before batching expect: keep it at 1 until every node
+    /// of the federation runs a release that reads batches (README, `docfed-node`).
+    #[arg(long, env = "DOCFED_MESSAGE_BATCH", default_value_t = 64,
+        value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub message_batch: u16,
     /// Cap on the bytes per second of each pull from another node, e.g. `20MB` (keeps WAN
     /// links usable for others; also emulates slow links in measurements).
     #[arg(long, env = "DOCFED_PULL_RATE_LIMIT")]
@@ -459,6 +465,7 @@ impl NodeConfig {
                     me,
                     amqp_override: args.amqp_url.clone(),
                     stream_through: !args.no_stream_through,
+                    message_batch: usize::from(args.message_batch),
                     http_routes,
                     amqp_routes,
                     #[cfg(feature = "plant-bug")]

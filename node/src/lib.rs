@@ -62,8 +62,10 @@ pub struct Node {
     pub pulls: federation::fetch::Running,
     /// Wakes the fetch scheduler when a pull was queued.
     pub fetch_wake: tokio::sync::Notify,
-    /// Bumped when outbox rows were committed; each relay watches it.
+    /// Bumped when outbox rows were committed; the outbox dispatcher watches it.
     pub outbox_wake: tokio::sync::watch::Sender<u64>,
+    /// Per target node: wakes its relay when rows for it are queued (`outbox::dispatch`).
+    pub relay_wakes: std::collections::HashMap<String, tokio::sync::Notify>,
     pub inbox_connected: std::sync::atomic::AtomicBool,
     pub peers: federation::presence::PeerTable,
     /// Slots for cross-region transfers started by readers (`max_ondemand_pulls`).
@@ -186,6 +188,12 @@ pub async fn run(
         pulls: Default::default(),
         fetch_wake: tokio::sync::Notify::new(),
         outbox_wake: tokio::sync::watch::Sender::new(0),
+        relay_wakes: config
+            .federation
+            .iter()
+            .flat_map(|f| f.topology.nodes.iter().filter(|n| n.id != f.id()))
+            .map(|n| (n.id.clone(), tokio::sync::Notify::new()))
+            .collect(),
         inbox_connected: std::sync::atomic::AtomicBool::new(false),
         peers: Default::default(),
         ondemand_slots: Arc::new(tokio::sync::Semaphore::new(config.max_ondemand_pulls)),
@@ -233,6 +241,9 @@ pub async fn run(
         });
         sup.critical("presence", |task| {
             federation::presence::run(node.clone(), cancel.clone(), task)
+        });
+        sup.critical("outbox dispatcher", |task| {
+            federation::outbox::dispatch(node.clone(), cancel.clone(), task)
         });
         for peer in fed.topology.nodes.iter().filter(|n| n.id != fed.id()) {
             sup.critical(format!("relay to {}", peer.id), |task| {

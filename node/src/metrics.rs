@@ -10,6 +10,7 @@ pub struct Metrics {
     pub notifications_deduplicated: AtomicU64,
     pub notifications_dead_lettered: AtomicU64,
     pub messages_published: AtomicU64,
+    pub broker_messages_published: AtomicU64,
     pub bytes_pulled: AtomicU64,
     pub bytes_served: AtomicU64,
     pub fetches_completed: AtomicU64,
@@ -38,7 +39,7 @@ impl Metrics {
     /// Renders the counters plus the gauges the caller measured (outbox and fetch depth).
     pub fn render(&self, node: &str, outbox_depth: i64, pending_fetches: i64) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 18] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             (
                 "docfed_objects_released_total",
                 "Stored objects deleted because the last device flag that kept them here went.",
@@ -93,6 +94,11 @@ impl Metrics {
                 "docfed_messages_published_total",
                 "Outbox messages confirmed by a broker.",
                 &self.messages_published,
+            ),
+            (
+                "docfed_broker_messages_published_total",
+                "Broker messages confirmed, each carrying one or more outbox messages.",
+                &self.broker_messages_published,
             ),
             (
                 "docfed_bytes_pulled_total",

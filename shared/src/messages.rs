@@ -23,6 +23,68 @@ pub fn signing_input(to: &str, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// AMQP content type of a message that carries several envelopes for one receiver: a JSON
+/// array of envelopes, as a relay sends the rows it found queued together (ARCHITECTURE.md §2.3).
+/// One signature, one broker round trip and one acknowledgement then cover them all.
+pub const BATCH_CONTENT_TYPE: &str = "application/vnd.docfed.batch+json";
+
+/// The most envelopes one batch message may carry; a receiver dead-letters a larger one whole.
+pub const MAX_BATCH: usize = 256;
+
+/// The most bytes a relay puts in one batch message (an envelope larger than this travels
+/// alone, as a plain message).
+pub const MAX_BATCH_BYTES: usize = 1 << 20;
+
+/// Joins serialised envelopes into a batch payload (see [`BATCH_CONTENT_TYPE`]).
+pub fn join_batch<'a>(envelopes: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = vec![b'['];
+    for (i, e) in envelopes.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(e);
+    }
+    out.push(b']');
+    out
+}
+
+/// Splits a batch payload into its envelopes' bytes, each to be parsed (and, if it must be,
+/// refused) on its own with [`Envelope::parse`]. Fails for anything but a JSON array of 1 to
+/// [`MAX_BATCH`] JSON values.
+pub fn split_batch(bytes: &[u8]) -> Result<Vec<&[u8]>, MessageError> {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    use serde_json::value::RawValue;
+
+    /// Collects the elements' raw bytes, refusing the array at its element past `MAX_BATCH`
+    /// rather than after collecting however many a hostile sender packed in.
+    struct Elements;
+    impl<'de> Visitor<'de> for Elements {
+        type Value = Vec<&'de RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            write!(f, "an array of 1-{MAX_BATCH} messages")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                if items.len() == MAX_BATCH {
+                    return Err(serde::de::Error::custom(format!(
+                        "a batch carries at most {MAX_BATCH} messages"
+                    )));
+                }
+                items.push(item);
+            }
+            if items.is_empty() {
+                return Err(serde::de::Error::custom("an empty batch"));
+            }
+            Ok(items)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let items = (&mut de).deserialize_seq(Elements)?;
+    de.end()?;
+    Ok(items.into_iter().map(|raw| raw.get().as_bytes()).collect())
+}
+
 /// The message format this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -274,6 +336,34 @@ fn check_annotation(a: &Annotation) -> Result<(), MessageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_splits_into_the_envelopes_it_joined() {
+        let a = notify().to_bytes();
+        let mut second = notify();
+        second.id = "a:2".into();
+        let b = second.to_bytes();
+        let joined = join_batch([a.as_slice(), b.as_slice()]);
+        let parts = split_batch(&joined).unwrap();
+        assert_eq!(parts, vec![a.as_slice(), b.as_slice()]);
+        assert_eq!(Envelope::parse(parts[1]).unwrap().id, "a:2");
+    }
+
+    #[test]
+    fn a_batch_that_is_not_an_array_of_one_to_max_is_refused() {
+        let one = notify().to_bytes();
+        let too_many = join_batch(std::iter::repeat_n(one.as_slice(), MAX_BATCH + 1));
+        for bad in [&b"[]"[..], b"{}", b"[1,", b"not json", &too_many] {
+            assert!(
+                split_batch(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // An element that is not an envelope is refused on its own, by `Envelope::parse`.
+        let parts = split_batch(br#"[1, {"x": 2}]"#).unwrap();
+        assert!(parts.iter().all(|p| Envelope::parse(p).is_err()));
+    }
 
     /// The ids are a contract between releases: a node deduplicates what an older or newer
     /// peer sends by them.

@@ -28,6 +28,21 @@ pub async fn depth<'e>(db: impl SqliteExecutor<'e>) -> Result<i64, sqlx::Error> 
         .await
 }
 
+/// The targets that have queued messages: one index probe per target (a skip scan), however
+/// many rows wait for a target that is down.
+pub async fn targets_waiting<'e>(db: impl SqliteExecutor<'e>) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "WITH RECURSIVE t(target) AS ( \
+             SELECT MIN(target) FROM outbox \
+             UNION ALL \
+             SELECT (SELECT MIN(target) FROM outbox WHERE target > t.target) FROM t \
+             WHERE t.target IS NOT NULL) \
+         SELECT target FROM t WHERE target IS NOT NULL",
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// The oldest `limit` messages for `target`: (id, payload).
 pub async fn batch<'e>(
     db: impl SqliteExecutor<'e>,
@@ -41,21 +56,19 @@ pub async fn batch<'e>(
         .await
 }
 
-/// Forgets the messages a broker confirmed.
-pub async fn delete_confirmed<'e>(
-    db: impl SqliteExecutor<'e>,
-    ids: &[i64],
-) -> Result<(), sqlx::Error> {
+/// Forgets the messages a broker confirmed, committed without a flush (see
+/// [`super::Db::execute_unflushed`] and `outbox::delete`).
+pub async fn delete_confirmed(db: &super::Db, ids: &[i64]) -> Result<(), sqlx::Error> {
     if ids.is_empty() {
         return Ok(());
     }
-    let mut qb = sqlx::QueryBuilder::new("DELETE FROM outbox WHERE id IN (");
-    let mut sep = qb.separated(", ");
-    for id in ids {
-        sep.push_bind(id);
-    }
-    qb.push(")");
-    qb.build().execute(db).await.map(|_| ())
+    // Row ids from this table, integers: nothing to escape.
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    db.execute_unflushed(&format!(
+        "DELETE FROM outbox WHERE id IN ({})",
+        list.join(",")
+    ))
+    .await
 }
 
 /// Records a receipt. Returns whether it is news: a new row, or a content receipt for a

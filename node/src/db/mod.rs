@@ -41,7 +41,11 @@ impl Db {
             .foreign_keys(true)
             .pragma("temp_store", "memory")
             .optimize_on_close(true, None);
+        // No ping before handing out a connection (sqlx's default): a file on a local disk
+        // does not go away like a server connection, and each ping is a round trip to the
+        // connection's thread, on every query.
         let write = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(60))
             .after_release(|conn, _| Box::pin(async move { Ok(!left_in_transaction(conn).await) }))
@@ -49,6 +53,7 @@ impl Db {
             .await?;
         sqlx::migrate!("./migrations").run(&write).await?;
         let read = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
@@ -61,16 +66,23 @@ impl Db {
         self.write.begin().await
     }
 
-    /// The writer connection with `synchronous = NORMAL` until [`Unflushed::finish`]: its
-    /// commits are not flushed to disk. Only for changes whose loss in a power cut is harmless;
-    /// the next ordinary commit flushes the same write-ahead log, so it never becomes durable
-    /// ahead of them.
-    pub async fn unflushed(&self) -> Result<Unflushed, sqlx::Error> {
-        let mut conn = self.write.acquire().await?;
-        sqlx::query("PRAGMA synchronous = NORMAL")
-            .execute(&mut *conn)
+    /// Runs `sql` (statements without parameters) on the writer connection with
+    /// `synchronous = NORMAL`: its commit is not flushed to disk. Only for changes whose loss
+    /// in a power cut is harmless; the next ordinary commit flushes the same write-ahead log,
+    /// so it never becomes durable ahead of them. One round trip to the connection's thread
+    /// for the three statements.
+    pub async fn execute_unflushed(&self, sql: &str) -> Result<(), sqlx::Error> {
+        let mut conn = Unflushed(Some(self.write.acquire().await?));
+        let c = conn.0.as_mut().expect("present until the end");
+        let all = format!("PRAGMA synchronous = NORMAL; {sql}; PRAGMA synchronous = FULL;");
+        // Not kept in the statement cache: `sql` differs from call to call.
+        sqlx::query(&all)
+            .persistent(false)
+            .execute(&mut **c)
             .await?;
-        Ok(Unflushed { conn: Some(conn) })
+        // Back to FULL: it may go back to the pool.
+        conn.0.take();
+        Ok(())
     }
 
     pub async fn close(&self) {
@@ -79,38 +91,16 @@ impl Db {
     }
 }
 
-/// The writer connection, committing without flushing (see [`Db::unflushed`]).
-pub struct Unflushed {
-    conn: Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>,
-}
-
-impl Unflushed {
-    pub fn conn(&mut self) -> &mut sqlx::SqliteConnection {
-        self.conn.as_mut().expect("present until finished")
-    }
-
-    /// Gives the connection back with `synchronous = FULL`.
-    pub async fn finish(mut self) -> Result<(), sqlx::Error> {
-        let mut conn = self.conn.take().expect("present until finished");
-        match sqlx::query("PRAGMA synchronous = FULL")
-            .execute(&mut *conn)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                // Closed, never pooled: the pool opens a replacement that flushes.
-                drop(conn.detach());
-                Err(e)
-            }
-        }
-    }
-}
+/// The writer connection while it may be set to commit without flushing (see
+/// [`Db::execute_unflushed`]).
+struct Unflushed(Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>);
 
 impl Drop for Unflushed {
-    /// Not finished (an error, a cancelled future): the connection would commit without
-    /// flushing, so it is closed instead of going back to the pool.
+    /// Not set back to FULL (an error, a cancelled future): the connection might commit
+    /// without flushing, so it is closed instead of going back to the pool, and the pool
+    /// opens a replacement that flushes.
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(conn) = self.0.take() {
             drop(conn.detach());
         }
     }
@@ -242,23 +232,27 @@ mod tests {
             .unwrap()
     }
 
-    /// 2 is FULL, 1 NORMAL: every commit but an unflushed one's is flushed, whether the
-    /// unflushed writer was finished or dropped half-way.
+    /// 2 is FULL: every commit but an unflushed one's is flushed, whether the unflushed
+    /// statements succeeded or failed half-way.
     #[tokio::test]
     async fn the_writer_flushes_again_after_an_unflushed_change() {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("node.sqlite")).await.unwrap();
         assert_eq!(writer_synchronous(&db).await, 2);
-        let mut w = db.unflushed().await.unwrap();
-        let inside: i64 = sqlx::query_scalar("PRAGMA synchronous")
-            .fetch_one(w.conn())
+        db.execute_unflushed("CREATE TABLE t (x); INSERT INTO t VALUES (1)")
             .await
             .unwrap();
-        assert_eq!(inside, 1);
-        w.finish().await.unwrap();
         assert_eq!(writer_synchronous(&db).await, 2);
-        let w = db.unflushed().await.unwrap();
-        drop(w);
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(db.writer())
+            .await
+            .unwrap();
+        assert_eq!(rows, 1);
+        // Failing half-way, after NORMAL was set: the connection is replaced.
+        assert!(db
+            .execute_unflushed("INSERT INTO nowhere VALUES (1)")
+            .await
+            .is_err());
         assert_eq!(writer_synchronous(&db).await, 2);
     }
 }

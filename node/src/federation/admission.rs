@@ -197,6 +197,7 @@ mod tests {
             me,
             amqp_override: None,
             stream_through: true,
+            message_batch: 64,
             http_routes: Default::default(),
             amqp_routes: Default::default(),
             planted_bug: None,

@@ -108,7 +108,20 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
     let active: Arc<Mutex<HashSet<String>>> = Arc::default();
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
     loop {
-        let due = fetches::due(node.db.reader(), Timestamp::now().millis(), 64).await;
+        // Rows come oldest first, so the pulls running now are among them: read as many more
+        // as there are free slots. With none free, wait: a finishing pull wakes this loop.
+        let free = slots.available_permits();
+        let running = active.lock().expect("not poisoned").len();
+        let due = if free == 0 {
+            Ok(Vec::new())
+        } else {
+            fetches::due(
+                node.db.reader(),
+                Timestamp::now().millis(),
+                (running + free) as i64,
+            )
+            .await
+        };
         match due {
             Ok(rows) => {
                 for row in rows {

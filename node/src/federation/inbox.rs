@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use docfed_shared::messages::{
-    signing_input, Annotation, Body, Envelope, Notification, SIGNATURE_HEADER,
+    signing_input, split_batch, Annotation, Body, Envelope, Notification, BATCH_CONTENT_TYPE,
+    SIGNATURE_HEADER,
 };
 use docfed_shared::topology::{dead_letter_queue, inbox_queue};
 use docfed_shared::wire::Timestamp;
@@ -146,28 +147,23 @@ async fn consume(
         }
         let mut envelopes = Vec::with_capacity(deliveries.len());
         for delivery in &deliveries {
-            Metrics::inc(&node.metrics.notifications_received);
-            let admitted = Envelope::parse(&delivery.data)
-                .map_err(|e| e.to_string())
-                .and_then(|env| {
-                    check_signature(fed, &env.from, delivery)?;
-                    admit(fed, &env).map_err(|refusal| refusal.to_string())?;
-                    Ok(env)
-                });
-            match admitted {
-                Ok(env) => envelopes.push(env),
-                Err(reason) => {
-                    tracing::warn!(queue = %inbox, error = %reason, "dead-lettering a message");
-                    dead_letter(
-                        &dead_ch,
-                        &dead,
-                        &delivery.data,
-                        &reason,
-                        node.config.retention.dead_letter_retention,
-                    )
-                    .await?;
-                    Metrics::inc(&node.metrics.notifications_dead_lettered);
-                }
+            let (admitted, refused) = unpack(fed, delivery);
+            Metrics::add(
+                &node.metrics.notifications_received,
+                (admitted.len() + refused.len()) as u64,
+            );
+            envelopes.extend(admitted);
+            for (payload, reason) in refused {
+                tracing::warn!(queue = %inbox, error = %reason, "dead-lettering a message");
+                dead_letter(
+                    &dead_ch,
+                    &dead,
+                    payload,
+                    &reason,
+                    node.config.retention.dead_letter_retention,
+                )
+                .await?;
+                Metrics::inc(&node.metrics.notifications_dead_lettered);
             }
         }
         let mut failures = 0u32;
@@ -205,6 +201,61 @@ async fn consume(
         amqp::close_channel(&ch, "shutting down").await;
     }
     result
+}
+
+/// The envelopes a delivery carries that may be acted on, and what must be dead-lettered with
+/// its reason: the whole delivery, or one envelope of a batch ([`BATCH_CONTENT_TYPE`]). A batch
+/// is signed as a whole by its one sender; each of its envelopes is then parsed and admitted on
+/// its own, so one bad envelope does not hold back the others.
+fn unpack<'d>(
+    fed: &Federation,
+    delivery: &'d lapin::message::Delivery,
+) -> (Vec<Envelope>, Vec<(&'d [u8], String)>) {
+    let whole = |reason: String| (Vec::new(), vec![(delivery.data.as_slice(), reason)]);
+    let is_batch = delivery
+        .properties
+        .content_type()
+        .as_ref()
+        .is_some_and(|t| t.as_str() == BATCH_CONTENT_TYPE);
+    if !is_batch {
+        let admitted = Envelope::parse(&delivery.data)
+            .map_err(|e| e.to_string())
+            .and_then(|env| {
+                check_signature(fed, &env.from, delivery)?;
+                admit(fed, &env).map_err(|refusal| refusal.to_string())?;
+                Ok(env)
+            });
+        return match admitted {
+            Ok(env) => (vec![env], Vec::new()),
+            Err(reason) => whole(reason),
+        };
+    }
+    let parts = match split_batch(&delivery.data) {
+        Ok(parts) => parts,
+        Err(e) => return whole(e.to_string()),
+    };
+    let parsed: Vec<_> = parts.iter().map(|p| Envelope::parse(p)).collect();
+    let mut senders = parsed.iter().flatten().map(|env| env.from.as_str());
+    let Some(from) = senders.next() else {
+        return whole("a batch without one valid message".to_owned());
+    };
+    if senders.any(|other| other != from) {
+        return whole("a batch carries messages from more than one sender".to_owned());
+    }
+    if let Err(reason) = check_signature(fed, from, delivery) {
+        return whole(reason);
+    }
+    let (mut admitted, mut refused) = (Vec::new(), Vec::new());
+    for (part, env) in parts.into_iter().zip(parsed) {
+        match env.map_err(|e| e.to_string()).and_then(|env| {
+            admit(fed, &env).map_err(|refusal| refusal.to_string())?;
+            Ok(env)
+        }) {
+            Ok(env) => admitted.push(env),
+            Err(reason) => refused.push((part, format!("in a batch: {reason}"))),
+        }
+    }
+    (admitted, refused)
 }
 
 /// In a federation whose topology lists keys, a message must carry its sender's signature of

@@ -31,6 +31,8 @@ pub struct Federation {
     pub amqp_override: Option<String>,
     /// Pull only after the upstream pull completed (for measuring what stream-through buys).
     pub stream_through: bool,
+    /// Most outbox rows the relay sends as one broker message (`--message-batch`).
+    pub message_batch: usize,
     /// Where to connect for a peer's advertised base URL, when not there (`--peer-http`).
     pub http_routes: HashMap<String, String>,
     /// Where to reach a peer's inbox broker, when not at its topology URL (`--peer-amqp`).

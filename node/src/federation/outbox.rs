@@ -9,7 +9,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use docfed_shared::messages::{signing_input, Envelope, SIGNATURE_HEADER};
+use docfed_shared::messages::{
+    join_batch, signing_input, Envelope, BATCH_CONTENT_TYPE, MAX_BATCH_BYTES, SIGNATURE_HEADER,
+};
 use docfed_shared::topology::inbox_queue;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -55,7 +57,6 @@ pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToke
         .expect("relays run only in a federation")
         .clone();
     let url = fed.amqp_url_of(&target);
-    let mut wake = node.outbox_wake.subscribe();
     let mut reconnect = Retry::new(Backoff::BROKER);
     let mut connected_before = false;
     loop {
@@ -70,7 +71,7 @@ pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToke
         }
         connected_before = true;
         task.running();
-        let result = relay_on(&node, &conn, &target, &mut wake, &cancel).await;
+        let result = relay_on(&node, &conn, &target, &cancel).await;
         amqp::close(&conn, "relay restarting").await;
         match result {
             Ok(()) => return,
@@ -86,11 +87,45 @@ pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToke
     }
 }
 
+/// Wakes the relays of the targets that have rows queued, after every commit that queued
+/// some (`Node::wake_outbox`): one query per commit, instead of one per relay (a node has a
+/// relay per other node of the federation, and most commits queue rows for one or two).
+pub async fn dispatch(node: Arc<Node>, cancel: CancellationToken, task: Task) {
+    let mut wake = node.outbox_wake.subscribe();
+    task.running();
+    let mut failing = false;
+    loop {
+        match messages::targets_waiting(node.db.reader()).await {
+            Ok(targets) => {
+                if std::mem::take(&mut failing) {
+                    task.running();
+                }
+                for target in targets {
+                    if let Some(relay) = node.relay_wakes.get(&target) {
+                        relay.notify_one();
+                    }
+                }
+            }
+            // The relays still look every 2 s.
+            Err(e) => {
+                failing = true;
+                task.error(&format_args!(
+                    "cannot read which targets have messages: {e}"
+                ));
+                tracing::warn!(error = %e, "cannot read which outbox targets have messages");
+            }
+        }
+        tokio::select! {
+            changed = wake.changed() => if changed.is_err() { return },
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
 async fn relay_on(
     node: &Node,
     conn: &lapin::Connection,
     target: &str,
-    wake: &mut tokio::sync::watch::Receiver<u64>,
     cancel: &CancellationToken,
 ) -> Result<(), RelayError> {
     let queue = inbox_queue(target);
@@ -99,25 +134,35 @@ async fn relay_on(
         .is_some_and(|f| f.broker_tls.is_some() && f.amqp_url_of(target).starts_with("amqps://"));
     let ch = inbox_channel(conn, &queue, provisioned).await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let wake = node.relay_wakes.get(target);
+    let mut queued = true;
     loop {
+        if !queued && !rows_queued(wake, cancel).await {
+            // Before the caller closes the connection: see amqp::close_channel.
+            amqp::close_channel(&ch, "shutting down").await;
+            return Ok(());
+        }
         let rows = messages::batch(node.db.reader(), target, BATCH).await?;
+        // A full batch may leave more behind; a shorter one took everything committed when it
+        // was read, and whatever is committed later wakes this relay (`dispatch`).
+        queued = rows.len() as i64 == BATCH;
         if rows.is_empty() {
-            tokio::select! {
-                _ = wake.changed() => {}
-                () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                () = cancel.cancelled() => {
-                    // Before the caller closes the connection: see amqp::close_channel.
-                    amqp::close_channel(&ch, "shutting down").await;
-                    return Ok(());
-                }
-            }
             continue;
         }
-        let mut pending = Vec::with_capacity(rows.len());
-        for (id, payload) in &rows {
+        let batch = node.federation().map_or(1, |f| f.message_batch);
+        let mut pending = Vec::new();
+        for group in batches(&rows, batch) {
+            let joined;
+            let (payload, content_type) = match group {
+                [(_, one)] => (one.as_slice(), "application/json"),
+                many => {
+                    joined = join_batch(many.iter().map(|(_, p)| p.as_slice()));
+                    (joined.as_slice(), BATCH_CONTENT_TYPE)
+                }
+            };
             let mut props = BasicProperties::default()
                 .with_delivery_mode(2)
-                .with_content_type("application/json".into());
+                .with_content_type(content_type.into());
             if let Some(key) = node.federation().and_then(|f| f.key.as_ref()) {
                 let mut headers = FieldTable::default();
                 headers.insert(
@@ -140,13 +185,14 @@ async fn relay_on(
                     props,
                 )
                 .await?;
-            pending.push((*id, confirm));
+            pending.push((group, confirm));
         }
-        let mut confirmed = Vec::with_capacity(pending.len());
-        for (id, confirm) in pending {
+        let mut confirmed = Vec::with_capacity(rows.len());
+        for (group, confirm) in pending {
             let confirmation = confirm.await?;
             if confirmation.is_ack() && confirmation.take_message().is_none() {
-                confirmed.push(id);
+                confirmed.extend(group.iter().map(|(id, _)| *id));
+                Metrics::inc(&node.metrics.broker_messages_published);
             }
         }
         delete(node, &confirmed).await?;
@@ -165,8 +211,45 @@ async fn relay_on(
                     return Ok(());
                 }
             }
+            queued = true;
         }
     }
+}
+
+/// Waits until rows are queued for the relay's target (`dispatch` wakes it) or 2 s passed, should
+/// a wake be missed; false when cancelled.
+async fn rows_queued(wake: Option<&tokio::sync::Notify>, cancel: &CancellationToken) -> bool {
+    let woken = async {
+        match wake {
+            Some(w) => w.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = woken => true,
+        () = tokio::time::sleep(Duration::from_secs(2)) => true,
+        () = cancel.cancelled() => false,
+    }
+}
+
+/// Splits queued rows, in order, into the groups sent as one broker message each: at most
+/// `most` rows and, unless a row alone is larger, [`MAX_BATCH_BYTES`] of payload.
+fn batches(rows: &[(i64, Vec<u8>)], most: usize) -> Vec<&[(i64, Vec<u8>)]> {
+    let most = most.max(1);
+    let mut groups = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, (_, payload)) in rows.iter().enumerate() {
+        let full = i - start == most || (i > start && bytes + payload.len() > MAX_BATCH_BYTES);
+        if full {
+            groups.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += payload.len();
+    }
+    if start < rows.len() {
+        groups.push(&rows[start..]);
+    }
+    groups
 }
 
 /// A channel on which the target's inbox exchange exists.
@@ -212,9 +295,7 @@ async fn delete(node: &Node, ids: &[i64]) -> Result<(), sqlx::Error> {
     // Not flushed: a delete lost in a power cut only sends the messages again, which receivers
     // drop as duplicates (as they must anyway: a crash between the broker's confirm and this
     // commit does the same). One fsync fewer per message and target.
-    let mut w = node.db.unflushed().await?;
-    messages::delete_confirmed(w.conn(), ids).await?;
-    w.finish().await
+    messages::delete_confirmed(&node.db, ids).await
 }
 
 /// Queues notifications of `doc` from this node toward `targets`, `width` next hops per target,
@@ -265,4 +346,47 @@ pub async fn send_receipt(
         enqueue(conn, &up, &env).await?;
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(sizes: &[usize]) -> Vec<(i64, Vec<u8>)> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| (i as i64, vec![b'x'; n]))
+            .collect()
+    }
+
+    fn shape(groups: &[&[(i64, Vec<u8>)]]) -> Vec<Vec<i64>> {
+        groups
+            .iter()
+            .map(|g| g.iter().map(|(id, _)| *id).collect())
+            .collect()
+    }
+
+    #[test]
+    fn rows_are_grouped_in_order_by_count_and_bytes() {
+        let small = rows(&[10; 5]);
+        assert_eq!(
+            shape(&batches(&small, 2)),
+            [vec![0, 1], vec![2, 3], vec![4]]
+        );
+        assert_eq!(shape(&batches(&small, 1)), [[0], [1], [2], [3], [4]]);
+        assert_eq!(
+            shape(&batches(&small, 0)).len(),
+            5,
+            "at least one row per message"
+        );
+        assert!(batches(&[], 64).is_empty());
+        // A row larger than a batch may be still travels, alone.
+        let half = MAX_BATCH_BYTES / 2;
+        let mixed = rows(&[half, half, 1, MAX_BATCH_BYTES + 1, 1]);
+        assert_eq!(
+            shape(&batches(&mixed, 64)),
+            [vec![0, 1], vec![2], vec![3], vec![4]]
+        );
+    }
 }

@@ -278,7 +278,22 @@ impl Federation {
         payload: &[u8],
         signer: Option<&str>,
     ) -> TestResult {
+        self.send_to_inbox_as(ch, to, payload, signer, None).await
+    }
+
+    /// [`Self::send_to_inbox`] with an AMQP content type (a batch's, say).
+    pub async fn send_to_inbox_as(
+        &self,
+        ch: &lapin::Channel,
+        to: &str,
+        payload: &[u8],
+        signer: Option<&str>,
+        content_type: Option<&str>,
+    ) -> TestResult {
         let mut props = lapin::BasicProperties::default().with_delivery_mode(2);
+        if let Some(t) = content_type {
+            props = props.with_content_type(t.into());
+        }
         if let Some(signer) = signer {
             let mut headers = lapin::types::FieldTable::default();
             headers.insert(

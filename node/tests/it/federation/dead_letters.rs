@@ -77,7 +77,6 @@ async fn a_refused_dead_letter_is_not_acked() -> TestResult {
 #[tokio::test]
 async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     use crate::common::relay;
-    use lapin::options::BasicGetOptions;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     // The "internal service" an attacker would like the node to fetch from.
@@ -159,22 +158,7 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     }
     fed.await_metric("na", "docfed_notifications_dead_lettered_total", 7)
         .await?;
-    let mut reasons = Vec::new();
-    while let Some(m) = ch
-        .basic_get(
-            format!("docfed.{na}.dead").as_str().into(),
-            BasicGetOptions { no_ack: true },
-        )
-        .await?
-    {
-        let why = m.delivery.properties.headers().as_ref().and_then(|h| {
-            match h.inner().get("x-docfed-error") {
-                Some(lapin::types::AMQPValue::LongString(s)) => Some(s.to_string()),
-                _ => None,
-            }
-        });
-        reasons.push(why.unwrap_or_default());
-    }
+    let reasons = dead_letter_reasons(&ch, &format!("docfed.{na}.dead")).await?;
     assert_eq!(reasons.len(), 7, "{reasons:?}");
     for (_, _, expected) in &forged {
         assert!(
@@ -209,4 +193,114 @@ async fn forged_messages_are_dead_lettered_and_change_nothing() -> TestResult {
     victim_task.abort();
     conn.close(200, "done".into()).await?;
     Ok(())
+}
+
+/// Batches forged into a regional node's inbox with a real AMQP client: in a batch its sender
+/// signed, a good notification is recorded and a bad one beside it dead-lettered alone; a batch
+/// signed with another key, one mixing senders, one too large and one that is not an array are
+/// dead-lettered whole, and nothing in them is recorded.
+#[tokio::test]
+async fn batches_are_signed_whole_and_admitted_message_by_message() -> TestResult {
+    use crate::common::relay;
+    use docfed_shared::messages::{join_batch, BATCH_CONTENT_TYPE, MAX_BATCH};
+
+    let fed = Federation::start(&[]).await?;
+    let (na, mid1, mid2) = (fed.id("na"), fed.id("mid-1"), fed.id("mid-2"));
+    let (mid1_url, mid2_url) = (fed.node("mid-1").url(""), fed.node("mid-2").url(""));
+    // Genuine versions (signed by primary-a) whose bytes nobody holds: recording the metadata
+    // is what shows a notification was acted on.
+    let genuine = |title: &str| -> TestResult<docfed_shared::wire::DocumentVersion> {
+        let mut d = relay::version(&fed, title, "0123456789abcdef0123456789abcdef", 1000)?;
+        d.sha256 = Some("0".repeat(64).parse()?);
+        relay::sign(&fed, "primary-a", d)
+    };
+    let (kept, also_kept, unsigned) = (genuine("kept")?, genuine("also kept")?, {
+        let mut d = genuine("unsigned")?;
+        d.signature = None;
+        d
+    });
+    let (wrong_key, mixed) = (genuine("wrong key")?, genuine("mixed")?);
+    let from_mid1 = |d: &docfed_shared::wire::DocumentVersion| {
+        relay::notification(&mid1, d.clone(), mid1_url.clone()).to_bytes()
+    };
+    let conn = lapin::Connection::connect(
+        &crate::common::federation::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    let batch = Some(BATCH_CONTENT_TYPE);
+    let one_bad = join_batch([
+        from_mid1(&kept).as_slice(),
+        from_mid1(&unsigned).as_slice(),
+        from_mid1(&also_kept).as_slice(),
+    ]);
+    fed.send_to_inbox_as(&ch, "na", &one_bad, Some("mid-1"), batch)
+        .await?;
+    let signed_by_another = join_batch([from_mid1(&wrong_key).as_slice()]);
+    fed.send_to_inbox_as(&ch, "na", &signed_by_another, Some("mid-2"), batch)
+        .await?;
+    let from_mid2 = relay::notification(&mid2, mixed.clone(), mid2_url).to_bytes();
+    let two_senders = join_batch([from_mid1(&mixed).as_slice(), from_mid2.as_slice()]);
+    fed.send_to_inbox_as(&ch, "na", &two_senders, Some("mid-1"), batch)
+        .await?;
+    let one = from_mid1(&mixed);
+    let too_many = join_batch(std::iter::repeat_n(one.as_slice(), MAX_BATCH + 1));
+    fed.send_to_inbox_as(&ch, "na", &too_many, Some("mid-1"), batch)
+        .await?;
+    fed.send_to_inbox_as(&ch, "na", &one, Some("mid-1"), batch)
+        .await?;
+
+    fed.await_metric("na", "docfed_notifications_dead_lettered_total", 5)
+        .await?;
+    let reasons = dead_letter_reasons(&ch, &format!("docfed.{na}.dead")).await?;
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
+    for expected in [
+        "in a batch: version 1 of",
+        "does not verify",
+        "more than one sender",
+        "at most 256",
+        "not a docfed message",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no dead letter says {expected:?}: {reasons:?}"
+        );
+    }
+    for d in [&kept, &also_kept] {
+        fed.await_meta("na", &d.id.to_string(), T, |m| {
+            m["title"] == d.title.as_str()
+        })
+        .await?;
+    }
+    for d in [&unsigned, &wrong_key, &mixed] {
+        let resp = client()
+            .get(fed.node("na").url(&format!("/v1/documents/{}", d.id)))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{}", d.title);
+    }
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// What the dead letters in `queue` say, taking them off the queue.
+async fn dead_letter_reasons(ch: &lapin::Channel, queue: &str) -> TestResult<Vec<String>> {
+    let mut reasons = Vec::new();
+    while let Some(m) = ch
+        .basic_get(
+            queue.into(),
+            lapin::options::BasicGetOptions { no_ack: true },
+        )
+        .await?
+    {
+        let why = m.delivery.properties.headers().as_ref().and_then(|h| {
+            match h.inner().get("x-docfed-error") {
+                Some(lapin::types::AMQPValue::LongString(s)) => Some(s.to_string()),
+                _ => None,
+            }
+        });
+        reasons.push(why.unwrap_or_default());
+    }
+    Ok(reasons)
 }

@@ -168,3 +168,27 @@ async fn presence_discovers_peers_and_notices_a_dead_one() -> TestResult {
         .await?;
     Ok(())
 }
+
+/// A primary's edit queues, in one transaction, its notification and its own receipt for the
+/// other primary: the relay sends the two as one broker message, or, with `--message-batch 1`
+/// (a federation with nodes that do not read batches yet), as two.
+#[tokio::test]
+async fn messages_queued_together_travel_as_one_broker_message() -> TestResult {
+    for (args, broker_messages) in [(&[][..], 3), (&["--message-batch", "1"][..], 4)] {
+        let fed = Federation::start(args).await?;
+        let id = publish(&fed, "primary-a", "title=together", b"x".to_vec()).await?;
+        // To primary-b: notification and receipt; to each intermediate: a notification.
+        fed.await_metric("primary-a", "docfed_messages_published_total", 4)
+            .await?;
+        let sent = |name| fed.metric("primary-a", name);
+        assert_eq!(sent("docfed_messages_published_total").await?, 4);
+        assert_eq!(
+            sent("docfed_broker_messages_published_total").await?,
+            broker_messages,
+            "{args:?}"
+        );
+        fed.await_meta("primary-b", &id, T, |m| m["available_here"] == true)
+            .await?;
+    }
+    Ok(())
+}
