@@ -19,7 +19,12 @@ use super::{AppState, Authorized};
 use crate::db::import::record_versions;
 use crate::error::ApiError;
 
+/// Versions recorded per transaction (each holds the writer for about 0.3 s at a million
+/// documents; 20,000 was not measurably faster, BENCHMARKS.md §3).
 const BATCH: usize = 5_000;
+/// ... or fewer, once their lines add up to this: a batch of the largest versions the limits
+/// allow stays bounded in memory.
+const BATCH_BYTES: usize = 32 << 20;
 const MAX_LINE: usize = 1 << 20;
 
 pub async fn import(
@@ -31,6 +36,7 @@ pub async fn import(
     let mut buf: Vec<u8> = Vec::new();
     let mut batch: Vec<DocumentVersion> = Vec::with_capacity(BATCH);
     let (mut line_no, mut imported, mut known) = (0u64, 0u64, 0u64);
+    let mut batch_bytes = 0usize;
     let mut done = false;
     while !done {
         match stream.next().await {
@@ -53,17 +59,21 @@ pub async fn import(
                 .map_err(|e| e.to_string())
                 .and_then(|v| check(&node, &v).map(|()| v));
             match parsed {
-                Ok(v) => batch.push(v),
+                Ok(v) => {
+                    batch.push(v);
+                    batch_bytes += line.len();
+                }
                 Err(e) => {
                     // The lines before it are recorded, as the import's contract says.
                     record(&node, &mut batch).await?;
                     return Err(ApiError::BadRequest(format!("line {line_no}: {e}")));
                 }
             }
-            if batch.len() >= BATCH {
+            if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
                 let (i, k) = record(&node, &mut batch).await?;
                 imported += i;
                 known += k;
+                batch_bytes = 0;
             }
         }
         buf.drain(..start);

@@ -238,9 +238,14 @@ async fn decide(
             fed.id(),
             Body::Decision(decision.clone()),
         );
-        for peer in fed.topology.nodes.iter().filter(|n| n.id != fed.id()) {
-            outbox::enqueue(&mut tx, &peer.id, &env).await?;
-        }
+        let everyone: Vec<String> = fed
+            .topology
+            .nodes
+            .iter()
+            .filter(|n| n.id != fed.id())
+            .map(|n| n.id.clone())
+            .collect();
+        outbox::enqueue_to_all(&mut tx, &everyone, &env).await?;
     }
     tx.commit().await?;
     node.wake_outbox();

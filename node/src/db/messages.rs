@@ -6,19 +6,21 @@ use docfed_shared::messages::{Annotation, Decision, Receipt};
 use docfed_shared::wire::Timestamp;
 use sqlx::SqliteExecutor;
 
-/// Queues `payload` for `target`, in the caller's transaction.
-pub async fn enqueue<'e>(
+/// Queues several messages, `(target, payload)`, in the caller's transaction with one statement:
+/// one round trip to the connection's thread for a notification's hops or a receipt's parents.
+pub async fn enqueue_all<'e>(
     db: impl SqliteExecutor<'e>,
-    target: &str,
-    payload: Vec<u8>,
+    rows: &[(&str, &[u8])],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO outbox (target, payload, created_at) VALUES (?, ?, ?)")
-        .bind(target)
-        .bind(payload)
-        .bind(Timestamp::now().millis())
-        .execute(db)
-        .await
-        .map(|_| ())
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let now = Timestamp::now().millis();
+    let mut qb = sqlx::QueryBuilder::new("INSERT INTO outbox (target, payload, created_at) ");
+    qb.push_values(rows, |mut row, (target, payload)| {
+        row.push_bind(*target).push_bind(*payload).push_bind(now);
+    });
+    qb.build().execute(db).await.map(|_| ())
 }
 
 /// Messages waiting in the outbox.

@@ -244,8 +244,12 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
         let _ = node
             .transfers
             .begin(&md5, partial.clone(), row.size as u64, on_disk);
-        if let Err(e) = release_forwards(node, &md5).await {
-            tracing::warn!(md5 = %md5, error = %e, "could not release downstream notifications");
+        // A node without children (a regional one) never owes a forward: no transaction.
+        let owes = fed.topology.children(fed.id()).next().is_some();
+        if owes {
+            if let Err(e) = release_forwards(node, &md5).await {
+                tracing::warn!(md5 = %md5, error = %e, "could not release downstream notifications");
+            }
         }
     }
     let sources: Vec<String> = serde_json::from_str(&row.sources).unwrap_or_default();

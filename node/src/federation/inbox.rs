@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::admit;
 use super::fetch::enqueue_fetch;
-use super::outbox::{enqueue, send_notifications, send_receipt};
+use super::outbox::{enqueue_to_all, send_notifications, send_receipt};
 use super::routing::{fan_out, route};
 use super::{amqp, Federation};
 use crate::db::documents::{object_known, record_version};
@@ -432,9 +432,7 @@ pub async fn on_annotation(
     let relay = new && (!fed.is_primary() || a.node == fed.id());
     if relay {
         let env = Envelope::new(msg_id.to_owned(), fed.id(), Body::Annotation(a.clone()));
-        for up in fed.upstream() {
-            enqueue(tx, &up, &env).await?;
-        }
+        enqueue_to_all(tx, &fed.upstream(), &env).await?;
     }
     Ok(new)
 }

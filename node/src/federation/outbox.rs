@@ -28,12 +28,23 @@ use crate::Node;
 /// Rows published per confirm round trip: waiting for every confirm costs ~6x throughput.
 const BATCH: i64 = 256;
 
-pub async fn enqueue(
+/// Queues `env` for each of `targets`, in one statement.
+pub async fn enqueue_to_all(
     conn: &mut SqliteConnection,
-    target: &str,
+    targets: &[String],
     env: &Envelope,
 ) -> Result<(), sqlx::Error> {
-    messages::enqueue(&mut *conn, target, env.to_bytes()).await
+    let payload = env.to_bytes();
+    let rows: Vec<(&str, &[u8])> = targets.iter().map(|t| (t.as_str(), &payload[..])).collect();
+    messages::enqueue_all(&mut *conn, &rows).await
+}
+
+async fn enqueue_rows(
+    conn: &mut SqliteConnection,
+    rows: &[(String, Vec<u8>)],
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<(&str, &[u8])> = rows.iter().map(|(t, p)| (t.as_str(), &p[..])).collect();
+    messages::enqueue_all(&mut *conn, &rows).await
 }
 
 pub async fn depth(node: &Node) -> Result<i64, sqlx::Error> {
@@ -308,20 +319,23 @@ pub async fn send_notifications(
 ) -> Result<(), sqlx::Error> {
     use docfed_shared::messages::{Body, Notification};
     let d = &n.document;
-    for hop in hops {
-        let env = Envelope::new(
-            n.message_id(),
-            fed.id(),
-            Body::Notify(Box::new(Notification {
-                document: d.clone(),
-                kind: n.kind,
-                origin_url: fed.my_url(),
-                targets: hop.targets,
-            })),
-        );
-        enqueue(conn, &hop.next, &env).await?;
-    }
-    Ok(())
+    let rows: Vec<(String, Vec<u8>)> = hops
+        .into_iter()
+        .map(|hop| {
+            let env = Envelope::new(
+                n.message_id(),
+                fed.id(),
+                Body::Notify(Box::new(Notification {
+                    document: d.clone(),
+                    kind: n.kind,
+                    origin_url: fed.my_url(),
+                    targets: hop.targets,
+                })),
+            );
+            (hop.next, env.to_bytes())
+        })
+        .collect();
+    enqueue_rows(conn, &rows).await
 }
 
 /// Records a receipt here and queues it upward (to the parents, or from a primary to the other
@@ -342,9 +356,7 @@ pub async fn send_receipt(
         return Ok(true);
     }
     let env = Envelope::new(msg_id.to_owned(), fed.id(), Body::Receipt(r.clone()));
-    for up in fed.upstream() {
-        enqueue(conn, &up, &env).await?;
-    }
+    enqueue_to_all(conn, &fed.upstream(), &env).await?;
     Ok(true)
 }
 
