@@ -909,6 +909,47 @@ pub(crate) async fn import_body(
     Ok(())
 }
 
+/// The kinds of query in the directory's search mix, in the order they cycle.
+pub(crate) const SEARCH_KINDS: [&str; 8] = [
+    "word",
+    "two words",
+    "prefix",
+    "word + tag",
+    "word + region",
+    "tag",
+    "region + author",
+    "date + source",
+];
+
+/// Query `i` of the search mix (kind `i % 8` of [`SEARCH_KINDS`]) as `GET /v1/documents`
+/// parameters, words and tags drawn from `rng`.
+pub(crate) fn search_query(
+    i: u64,
+    rng: &mut Xorshift,
+    words: &[String],
+    tags: &[String],
+) -> Vec<(&'static str, String)> {
+    let w1 = rng.pick(words).clone();
+    let w2 = rng.pick(words).clone();
+    let tag = rng.pick(tags).clone();
+    match i % 8 {
+        0 => vec![("q", w1)],
+        1 => vec![("q", format!("{w1} {w2}"))],
+        2 => vec![("q", format!("{}*", &w1[..w1.len().min(4)]))],
+        3 => vec![("q", w1), ("tag", tag)],
+        4 => vec![("q", w1), ("region", "eu".into())],
+        5 => vec![("tag", tag)],
+        6 => vec![
+            ("region", "asia".into()),
+            ("author", format!("author-{}", i % 100)),
+        ],
+        _ => vec![
+            ("since", "2026-01-01".into()),
+            ("source", format!("source-{}", i % 20)),
+        ],
+    }
+}
+
 /// Scenario 3: a directory of a million documents: bulk load, search latency, change-feed
 /// catch-up of a new client, and incremental catch-up after 10,000 changes.
 async fn directory(dir: &Path, quick: bool) -> Result<()> {
@@ -932,39 +973,11 @@ async fn directory(dir: &Path, quick: bool) -> Result<()> {
     );
 
     // A mix of searches.
-    const KINDS: [&str; 8] = [
-        "word",
-        "two words",
-        "prefix",
-        "word + tag",
-        "word + region",
-        "tag",
-        "region + author",
-        "date + source",
-    ];
     let mut slowest = [0f64; 8];
     let mut lat = Vec::new();
     let mut hits = 0usize;
     for i in 0..200u64 {
-        let w1 = rng.pick(&words).clone();
-        let w2 = rng.pick(&words).clone();
-        let tag = rng.pick(&tags).clone();
-        let q: Vec<(&str, String)> = match i % 8 {
-            0 => vec![("q", w1)],
-            1 => vec![("q", format!("{w1} {w2}"))],
-            2 => vec![("q", format!("{}*", &w1[..w1.len().min(4)]))],
-            3 => vec![("q", w1), ("tag", tag)],
-            4 => vec![("q", w1), ("region", "eu".into())],
-            5 => vec![("tag", tag)],
-            6 => vec![
-                ("region", "asia".into()),
-                ("author", format!("author-{}", i % 100)),
-            ],
-            _ => vec![
-                ("since", "2026-01-01".into()),
-                ("source", format!("source-{}", i % 20)),
-            ],
-        };
+        let q = search_query(i, &mut rng, &words, &tags);
         let t = Instant::now();
         let r: serde_json::Value = http
             .get(format!("{}/v1/documents", node.url))
@@ -981,7 +994,7 @@ async fn directory(dir: &Path, quick: bool) -> Result<()> {
         hits += r["documents"].as_array().map_or(0, Vec::len);
     }
     lat.sort_by(f64::total_cmp);
-    let by_kind: Vec<String> = KINDS
+    let by_kind: Vec<String> = SEARCH_KINDS
         .iter()
         .zip(slowest)
         .map(|(k, ms)| format!("{k} {ms:.0}"))

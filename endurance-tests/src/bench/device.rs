@@ -417,6 +417,8 @@ async fn first_sync_in(url: &str, token: &str, dir: &Path, n: u64) -> Result<()>
         feed_alone.as_secs_f64()
     );
 
+    offline_search(&dev, &gen, n).await?;
+
     // 10,000 changes: 4,000 new documents, 4,000 new versions, 2,000 deletions.
     let first: ChangeFeed = http
         .get(format!("{url}/v1/changes?since=0&limit=6000"))
@@ -457,6 +459,65 @@ async fn first_sync_in(url: &str, token: &str, dir: &Path, n: u64) -> Result<()>
         d["new"], d["updated"], d["deleted"],
         took.as_secs_f64(),
         peak as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+/// The directory scenario's search mix against the device's replica, as a user runs it offline:
+/// `docfed --offline --json search`, one process per query, its start included. The CLI has no
+/// date filter, so "date + source" searches by source alone. A query that matches nothing,
+/// repeated, gives the process's own share.
+async fn offline_search(dev: &Device, gen: &DocGen, n: u64) -> Result<()> {
+    let search = |args: Vec<String>| async move {
+        let mut all = vec![
+            "--offline".to_owned(),
+            "--json".to_owned(),
+            "search".to_owned(),
+        ];
+        all.extend(args);
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        let t = Instant::now();
+        dev.run(&all).await?;
+        Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
+    };
+    let mut start = Vec::new();
+    for _ in 0..20 {
+        start.push(search(vec!["zzqxjv".to_owned()]).await?);
+    }
+    start.sort_by(f64::total_cmp);
+    let mut rng = Xorshift::new(0x5eed_0ff1);
+    let (mut lat, mut slowest) = (Vec::new(), [0f64; 8]);
+    for i in 0..200u64 {
+        let mut args = Vec::new();
+        for (key, value) in super::search_query(i, &mut rng, &gen.words, &gen.tags) {
+            match key {
+                "q" => args.extend(value.split(' ').map(str::to_owned)),
+                "since" => {}
+                flag => args.extend([format!("--{flag}"), value]),
+            }
+        }
+        let ms = search(args).await?;
+        lat.push(ms);
+        let kind = (i % 8) as usize;
+        slowest[kind] = slowest[kind].max(ms);
+    }
+    lat.sort_by(f64::total_cmp);
+    let by_kind: Vec<String> = super::SEARCH_KINDS
+        .iter()
+        .zip(slowest)
+        .map(|(k, ms)| format!("{k} {ms:.0}"))
+        .collect();
+    println!(
+        "offline search of the replica ({n} documents), 200 mixed queries through `docfed --offline --json search`: \
+         p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; a query that matches nothing (process start, replica opened): p50 {:.1} ms",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        lat.last().copied().unwrap_or(f64::NAN),
+        percentile(&start, 0.5)
+    );
+    println!(
+        "slowest offline query of each kind, ms: {}",
+        by_kind.join(", ")
     );
     Ok(())
 }
