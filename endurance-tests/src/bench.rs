@@ -921,6 +921,16 @@ pub(crate) const SEARCH_KINDS: [&str; 8] = [
     "date + source",
 ];
 
+/// "word 12, two words 3, …": the slowest query of each kind of the mix, in ms.
+pub(crate) fn slowest_by_kind(slowest: &[f64; 8]) -> String {
+    SEARCH_KINDS
+        .iter()
+        .zip(slowest)
+        .map(|(k, ms)| format!("{k} {ms:.0}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Query `i` of the search mix (kind `i % 8` of [`SEARCH_KINDS`]) as `GET /v1/documents`
 /// parameters, words and tags drawn from `rng`.
 pub(crate) fn search_query(
@@ -994,12 +1004,10 @@ async fn directory(dir: &Path, quick: bool) -> Result<()> {
         hits += r["documents"].as_array().map_or(0, Vec::len);
     }
     lat.sort_by(f64::total_cmp);
-    let by_kind: Vec<String> = SEARCH_KINDS
-        .iter()
-        .zip(slowest)
-        .map(|(k, ms)| format!("{k} {ms:.0}"))
-        .collect();
-    println!("slowest query of each kind, ms: {}", by_kind.join(", "));
+    println!(
+        "slowest query of each kind, ms: {}",
+        slowest_by_kind(&slowest)
+    );
     println!(
         "search over {n} documents, 200 mixed queries (full text, prefix, tag, region, author, date): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (goal p99 < 50 ms); {:.1} hits per page",
         percentile(&lat, 0.5),

@@ -191,7 +191,7 @@ pub async fn run(
         relay_wakes: config
             .federation
             .iter()
-            .flat_map(|f| f.topology.nodes.iter().filter(|n| n.id != f.id()))
+            .flat_map(|f| f.others())
             .map(|n| (n.id.clone(), tokio::sync::Notify::new()))
             .collect(),
         inbox_connected: std::sync::atomic::AtomicBool::new(false),
@@ -245,7 +245,7 @@ pub async fn run(
         sup.critical("outbox dispatcher", |task| {
             federation::outbox::dispatch(node.clone(), cancel.clone(), task)
         });
-        for peer in fed.topology.nodes.iter().filter(|n| n.id != fed.id()) {
+        for peer in fed.others() {
             sup.critical(format!("relay to {}", peer.id), |task| {
                 federation::outbox::run_relay(node.clone(), peer.id.clone(), cancel.clone(), task)
             });

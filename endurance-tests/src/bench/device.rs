@@ -502,11 +502,6 @@ async fn offline_search(dev: &Device, gen: &DocGen, n: u64) -> Result<()> {
         slowest[kind] = slowest[kind].max(ms);
     }
     lat.sort_by(f64::total_cmp);
-    let by_kind: Vec<String> = super::SEARCH_KINDS
-        .iter()
-        .zip(slowest)
-        .map(|(k, ms)| format!("{k} {ms:.0}"))
-        .collect();
     println!(
         "offline search of the replica ({n} documents), 200 mixed queries through `docfed --offline --json search`: \
          p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; a query that matches nothing (process start, replica opened): p50 {:.1} ms",
@@ -517,7 +512,7 @@ async fn offline_search(dev: &Device, gen: &DocGen, n: u64) -> Result<()> {
     );
     println!(
         "slowest offline query of each kind, ms: {}",
-        by_kind.join(", ")
+        super::slowest_by_kind(&slowest)
     );
     Ok(())
 }

@@ -238,13 +238,7 @@ async fn decide(
             fed.id(),
             Body::Decision(decision.clone()),
         );
-        let everyone: Vec<String> = fed
-            .topology
-            .nodes
-            .iter()
-            .filter(|n| n.id != fed.id())
-            .map(|n| n.id.clone())
-            .collect();
+        let everyone: Vec<String> = fed.others().map(|n| n.id.clone()).collect();
         outbox::enqueue_to_all(&mut tx, &everyone, &env).await?;
     }
     tx.commit().await?;

@@ -8,9 +8,9 @@ use sqlx::SqliteExecutor;
 
 /// Queues several messages, `(target, payload)`, in the caller's transaction with one statement:
 /// one round trip to the connection's thread for a notification's hops or a receipt's parents.
-pub async fn enqueue_all<'e>(
+pub async fn enqueue_all<'e, T: AsRef<str>, P: AsRef<[u8]>>(
     db: impl SqliteExecutor<'e>,
-    rows: &[(&str, &[u8])],
+    rows: &[(T, P)],
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
@@ -18,7 +18,9 @@ pub async fn enqueue_all<'e>(
     let now = Timestamp::now().millis();
     let mut qb = sqlx::QueryBuilder::new("INSERT INTO outbox (target, payload, created_at) ");
     qb.push_values(rows, |mut row, (target, payload)| {
-        row.push_bind(*target).push_bind(*payload).push_bind(now);
+        row.push_bind(target.as_ref())
+            .push_bind(payload.as_ref())
+            .push_bind(now);
     });
     qb.build().execute(db).await.map(|_| ())
 }

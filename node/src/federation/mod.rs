@@ -217,6 +217,11 @@ impl Federation {
         out
     }
 
+    /// Every other node of the topology.
+    pub fn others(&self) -> impl Iterator<Item = &NodeSpec> {
+        self.topology.nodes.iter().filter(|n| n.id != self.me.id)
+    }
+
     /// Where messages going up (receipts, annotations) are sent from here.
     pub fn upstream(&self) -> Vec<String> {
         if self.is_primary() {

@@ -35,15 +35,7 @@ pub async fn enqueue_to_all(
     env: &Envelope,
 ) -> Result<(), sqlx::Error> {
     let payload = env.to_bytes();
-    let rows: Vec<(&str, &[u8])> = targets.iter().map(|t| (t.as_str(), &payload[..])).collect();
-    messages::enqueue_all(&mut *conn, &rows).await
-}
-
-async fn enqueue_rows(
-    conn: &mut SqliteConnection,
-    rows: &[(String, Vec<u8>)],
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<(&str, &[u8])> = rows.iter().map(|(t, p)| (t.as_str(), &p[..])).collect();
+    let rows: Vec<(&String, &[u8])> = targets.iter().map(|t| (t, &payload[..])).collect();
     messages::enqueue_all(&mut *conn, &rows).await
 }
 
@@ -146,6 +138,7 @@ async fn relay_on(
     let ch = inbox_channel(conn, &queue, provisioned).await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let wake = node.relay_wakes.get(target);
+    let most_per_message = node.federation().map_or(1, |f| f.message_batch);
     let mut queued = true;
     loop {
         if !queued && !rows_queued(wake, cancel).await {
@@ -160,9 +153,8 @@ async fn relay_on(
         if rows.is_empty() {
             continue;
         }
-        let batch = node.federation().map_or(1, |f| f.message_batch);
         let mut pending = Vec::new();
-        for group in batches(&rows, batch) {
+        for group in batches(&rows, most_per_message) {
             let joined;
             let (payload, content_type) = match group {
                 [(_, one)] => (one.as_slice(), "application/json"),
@@ -300,9 +292,6 @@ async fn inbox_channel(
 }
 
 async fn delete(node: &Node, ids: &[i64]) -> Result<(), sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(());
-    }
     // Not flushed: a delete lost in a power cut only sends the messages again, which receivers
     // drop as duplicates (as they must anyway: a crash between the broker's confirm and this
     // commit does the same). One fsync fewer per message and target.
@@ -335,7 +324,7 @@ pub async fn send_notifications(
             (hop.next, env.to_bytes())
         })
         .collect();
-    enqueue_rows(conn, &rows).await
+    messages::enqueue_all(&mut *conn, &rows).await
 }
 
 /// Records a receipt here and queues it upward (to the parents, or from a primary to the other
