@@ -374,6 +374,14 @@ impl ContentFile {
         }
     }
 
+    /// The file written to.
+    pub fn as_file(&self) -> &File {
+        match self {
+            ContentFile::Plain(f) => f,
+            ContentFile::Sealed(s) => &s.file,
+        }
+    }
+
     /// Content bytes a reader following the file may read, of `written` written.
     pub fn readable(&self, written: u64) -> u64 {
         match self {

@@ -108,40 +108,64 @@ impl StreamHash for ContentHasher {
 }
 
 /// A [`ContentHasher`] whose SHA-256 runs on a thread of its own while MD5 stays on the
-/// caller's: a pull's writer thread then takes about the time of writing and MD5, as before
-/// SHA-256 was added, instead of the sum of all three. Chunks go to the SHA-256 thread by
-/// reference count, not by copy, through a bounded queue (memory stays bounded).
+/// caller's: a pull's or an upload's writer thread then takes about the time of writing and MD5
+/// instead of the sum of all three. Chunks go to the SHA-256 thread by reference count, not by
+/// copy, through a bounded queue (memory stays bounded).
+///
+/// The thread starts only once the content passes [`PARALLEL_FROM`]: below it SHA-256 takes
+/// less than starting, waking and joining a thread costs, and most documents are small.
 pub struct ParallelHasher {
     md5: Md5Stream,
-    chunks: std::sync::mpsc::SyncSender<bytes::Bytes>,
-    sha256: std::thread::JoinHandle<sha2::Sha256>,
+    sha256: Sha256Side,
+}
+
+/// Content bytes hashed on the caller's thread before SHA-256 moves to its own (about half a
+/// millisecond of SHA-256 here).
+pub const PARALLEL_FROM: u64 = 1 << 20;
+
+enum Sha256Side {
+    Here(sha2::Sha256),
+    Thread {
+        chunks: std::sync::mpsc::SyncSender<bytes::Bytes>,
+        handle: std::thread::JoinHandle<sha2::Sha256>,
+    },
 }
 
 impl ParallelHasher {
     /// Continues `from` (e.g. the hash of a resumed partial file).
-    pub fn new(from: ContentHasher) -> std::io::Result<Self> {
-        let (chunks, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
-        let mut sha = from.sha256;
-        let sha256 = std::thread::Builder::new()
-            .name("sha256".into())
-            .spawn(move || {
-                for chunk in rx {
-                    sha.update(&chunk);
-                }
-                sha
-            })?;
-        Ok(Self {
+    pub fn new(from: ContentHasher) -> Self {
+        Self {
             md5: from.md5,
-            chunks,
-            sha256,
-        })
+            sha256: Sha256Side::Here(from.sha256),
+        }
     }
 
-    pub fn update(&mut self, chunk: bytes::Bytes) {
+    /// Hashes `chunk`. Fails only when the SHA-256 thread cannot be started.
+    pub fn update(&mut self, chunk: bytes::Bytes) -> std::io::Result<()> {
         self.md5.update(&chunk);
-        // The thread lives until `finish`: a send fails only if it panicked, which `finish`
-        // reports.
-        let _ = self.chunks.send(chunk);
+        if let Sha256Side::Here(sha) = &mut self.sha256 {
+            if self.md5.len() <= PARALLEL_FROM {
+                sha.update(&chunk);
+                return Ok(());
+            }
+            let mut sha = std::mem::take(sha);
+            let (chunks, rx) = std::sync::mpsc::sync_channel::<bytes::Bytes>(16);
+            let handle = std::thread::Builder::new()
+                .name("sha256".into())
+                .spawn(move || {
+                    for chunk in rx {
+                        sha.update(&chunk);
+                    }
+                    sha
+                })?;
+            self.sha256 = Sha256Side::Thread { chunks, handle };
+        }
+        if let Sha256Side::Thread { chunks, .. } = &self.sha256 {
+            // The thread lives until `finish`: a send fails only if it panicked, which `finish`
+            // reports.
+            let _ = chunks.send(chunk);
+        }
+        Ok(())
     }
 
     /// Bytes seen so far.
@@ -153,13 +177,17 @@ impl ParallelHasher {
         self.md5.is_empty()
     }
 
-    /// Waits for the SHA-256 thread and returns the combined state.
+    /// Waits for the SHA-256 thread, if one started, and returns the combined state.
     pub fn finish(self) -> std::io::Result<ContentHasher> {
-        drop(self.chunks);
-        let sha256 = self
-            .sha256
-            .join()
-            .map_err(|_| std::io::Error::other("the SHA-256 thread panicked"))?;
+        let sha256 = match self.sha256 {
+            Sha256Side::Here(sha) => sha,
+            Sha256Side::Thread { chunks, handle } => {
+                drop(chunks);
+                handle
+                    .join()
+                    .map_err(|_| std::io::Error::other("the SHA-256 thread panicked"))?
+            }
+        };
         Ok(ContentHasher {
             md5: self.md5,
             sha256,
@@ -240,15 +268,29 @@ mod tests {
             d.sha256,
             Sha256Hex::from_digest(sha2::Sha256::digest(&data).into())
         );
-        // The parallel hasher, continuing a state, agrees.
+        // The parallel hasher, continuing a state, agrees: on its caller's thread for small
+        // content, and with SHA-256 on a thread of its own past `PARALLEL_FROM`.
         let (head, tail) = data.split_at(12_345);
         let mut h = ContentHasher::new();
         h.update(head);
-        let mut p = ParallelHasher::new(h).unwrap();
+        let mut p = ParallelHasher::new(h);
         for c in tail.chunks(1000) {
-            p.update(bytes::Bytes::copy_from_slice(c));
+            p.update(bytes::Bytes::copy_from_slice(c)).unwrap();
         }
+        assert!(matches!(p.sha256, Sha256Side::Here(_)));
         assert_eq!(p.finish().unwrap().finish(), d);
+        let large: Vec<u8> = data.iter().cycle().take(3 << 20).copied().collect();
+        let mut p = ParallelHasher::new(ContentHasher::new());
+        for c in large.chunks(64 * 1024 + 3) {
+            p.update(bytes::Bytes::copy_from_slice(c)).unwrap();
+        }
+        assert!(matches!(p.sha256, Sha256Side::Thread { .. }));
+        let d = p.finish().unwrap().finish();
+        assert_eq!(d.md5, Md5Hex::from_digest(md5::compute(&large).0));
+        assert_eq!(
+            d.sha256,
+            Sha256Hex::from_digest(sha2::Sha256::digest(&large).into())
+        );
         // A known answer: SHA-256 of "abc".
         let mut h = ContentHasher::new();
         h.update(b"abc");

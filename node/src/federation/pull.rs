@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::transfers::{Progress, Transfer};
 use crate::metrics::Metrics;
-use crate::store::{SpaceReservation, StoreError};
+use crate::store::{SpaceReservation, StoreError, WriteBehind};
 use crate::Node;
 
 #[derive(Debug, thiserror::Error)]
@@ -236,11 +236,13 @@ where
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let writer = tokio::task::spawn_blocking(
         move || -> std::io::Result<(crate::atrest::ContentFile, ContentHasher)> {
-            let (mut file, mut hash) = (file, ParallelHasher::new(hash)?);
+            let (mut file, mut hash) = (file, ParallelHasher::new(hash));
+            let mut behind = WriteBehind::default();
             while let Some(chunk) = rx.blocking_recv() {
                 file.write_all(&chunk)?;
+                behind.wrote(file.as_file(), chunk.len());
                 space.written(chunk.len() as u64);
-                hash.update(chunk);
+                hash.update(chunk)?;
                 if let Some(t) = &transfer {
                     // Sealed content is readable a whole chunk at a time.
                     t.set(Progress::Written(file.readable(hash.len())));
