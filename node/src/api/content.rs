@@ -124,7 +124,9 @@ pub async fn object(
         .map_err(|e: docfed_shared::ParseIdError| ApiError::invalid("md5", e.to_string()))?;
     server_only(&node, tls_peer.as_deref(), &headers)?;
     let peer = signing_peer(&node, &headers, &md5);
-    if node.db.withdrawn(&md5).await? && !super::carries_token(&headers, &node) && peer.is_none() {
+    // Nodes and token holders may pull withdrawn content: only others cost the lookup.
+    let may_pull_withdrawn = super::carries_token(&headers, &node) || peer.is_some();
+    if !may_pull_withdrawn && node.db.withdrawn(&md5).await? {
         return Err(ApiError::Withdrawn {
             md5: md5.to_string(),
         });

@@ -335,18 +335,33 @@ pub async fn send_receipt(
     r: &docfed_shared::messages::Receipt,
     msg_id: &str,
 ) -> Result<bool, sqlx::Error> {
+    Ok(send_receipts(conn, fed, &[(r, msg_id)]).await?[0])
+}
+
+/// [`send_receipt`] for many receipts, `(receipt, message id)`, as if one at a time in order,
+/// in a few multi-row statements (`messages::record_receipts`). Returns which were news.
+pub async fn send_receipts(
+    conn: &mut SqliteConnection,
+    fed: &super::Federation,
+    rs: &[(&docfed_shared::messages::Receipt, &str)],
+) -> Result<Vec<bool>, sqlx::Error> {
     use docfed_shared::messages::Body;
-    if !messages::record_receipt(&mut *conn, r).await? {
-        return Ok(false);
-    }
+    let receipts: Vec<_> = rs.iter().map(|(r, _)| *r).collect();
+    let news = messages::record_receipts(&mut *conn, &receipts).await?;
     // Intermediates send every receipt to all their parents, so both primaries get it; a
     // primary passes on only its own receipts, to the other primaries.
-    if fed.is_primary() && r.node != fed.id() {
-        return Ok(true);
+    let upstream = fed.upstream();
+    let mut rows: Vec<(&str, Vec<u8>)> = Vec::new();
+    for ((r, msg_id), _) in rs.iter().zip(&news).filter(|(_, &new)| new) {
+        if fed.is_primary() && r.node != fed.id() {
+            continue;
+        }
+        let env = Envelope::new((*msg_id).to_owned(), fed.id(), Body::Receipt((*r).clone()));
+        let payload = env.to_bytes();
+        rows.extend(upstream.iter().map(|t| (t.as_str(), payload.clone())));
     }
-    let env = Envelope::new(msg_id.to_owned(), fed.id(), Body::Receipt(r.clone()));
-    enqueue_to_all(conn, &fed.upstream(), &env).await?;
-    Ok(true)
+    messages::enqueue_all(&mut *conn, &rows).await?;
+    Ok(news)
 }
 
 #[cfg(test)]
