@@ -22,10 +22,7 @@ use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
 use sqlx::SqliteConnection;
 
 use super::documents::{MAKE_CURRENT, VERSION_COLUMNS};
-
-/// Bound parameters per statement: SQLite's limit (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766 since
-/// 3.32).
-const MAX_PARAMS: usize = 32_766;
+use super::MAX_PARAMS;
 
 /// What a batch did: versions recorded, and versions that were already known.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,8 @@ use docfed_shared::messages::{Annotation, Decision, Receipt};
 use docfed_shared::wire::Timestamp;
 use sqlx::SqliteExecutor;
 
+use super::MAX_PARAMS;
+
 /// Queues several messages, `(target, payload)`, in the caller's transaction with one statement
 /// (per 10,922 rows, the parameter limit): one round trip to the connection's thread for a
 /// notification's hops or a batch of receipts' parents.
@@ -120,11 +122,11 @@ pub async fn record_receipts(
     let mut news = vec![false; rs.len()];
     // Per key, the first content receipt that did not add the row may upgrade it.
     let mut upgrades: Vec<(usize, Key)> = Vec::new();
-    let mut seen: std::collections::HashSet<Key> = std::collections::HashSet::new();
     let mut upgrade_tried: std::collections::HashSet<Key> = std::collections::HashSet::new();
     for (i, r) in rs.iter().enumerate() {
         let k = key(r);
-        if seen.insert(k.clone()) && inserted.contains(&k) {
+        // Taken out of `inserted` by the first occurrence: only that one added the row.
+        if inserted.remove(&k) {
             news[i] = true;
             if r.content {
                 // Added with the content: nothing left to upgrade.
@@ -161,10 +163,6 @@ pub async fn record_receipts(
     }
     Ok(news)
 }
-
-/// Bound parameters per statement: SQLite's limit (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766 since
-/// 3.32).
-const MAX_PARAMS: usize = 32_766;
 
 /// Stores an annotation once (keyed by its id). Returns whether it was new.
 pub async fn record_annotation<'e>(

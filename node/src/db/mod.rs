@@ -20,6 +20,10 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+/// Bound parameters per statement: SQLite's limit (`SQLITE_MAX_VARIABLE_NUMBER`, 32,766 since
+/// 3.32), for the multi-row statements of imports, receipts and the outbox.
+pub(crate) const MAX_PARAMS: usize = 32_766;
+
 pub use documents::{Cursor, DeletedFilter, ListFilter};
 
 #[derive(Debug, Clone)]
