@@ -56,6 +56,11 @@ impl Events {
         let _ = self.available.send(Available { id, version });
     }
 
+    /// Whether any event stream listens for availability hints now.
+    pub fn hears_available(&self) -> bool {
+        self.available.receiver_count() > 0
+    }
+
     pub fn subscribe_seq(&self) -> watch::Receiver<i64> {
         self.seq.subscribe()
     }

@@ -78,6 +78,8 @@ pub struct Node {
     pub supervisor: Arc<supervisor::Supervisor>,
     /// Reachback sources this node runs now (ARCHITECTURE.md §2.9).
     pub sources: reachback::Held,
+    /// Local edits waiting to be recorded (`edits::recorder`).
+    pub edits: edits::Edits,
 }
 
 impl Node {
@@ -99,6 +101,11 @@ impl Node {
     /// Tells event streams that the content of `id` version `version` is held here now, if a
     /// device of this node flags the document.
     pub async fn content_available(&self, id: docfed_shared::DocId, version: i64) {
+        // No event stream open: no lookup (one statement per pulled document otherwise). A
+        // stream opened meanwhile catches up from the directory's seq.
+        if !self.events.hears_available() {
+            return;
+        }
         if matches!(
             db::devices::flagged_by_any(self.db.reader(), &id).await,
             Ok(true)
@@ -205,6 +212,7 @@ pub async fn run(
         retention: Default::default(),
         supervisor: Arc::new(supervisor::Supervisor::new(cancel.clone())),
         sources: Default::default(),
+        edits: Default::default(),
     });
     if node.store.keys().is_some() {
         // After a key rotation (or encryption turned on), seal what is not sealed with the

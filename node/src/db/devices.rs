@@ -198,6 +198,23 @@ pub async fn flagged_by_any<'e>(
     Ok(n > 0)
 }
 
+/// Whether a device here flags `doc`, and whether the content `md5` is held here: what a
+/// notification's handling needs to know, in one statement.
+pub async fn flagged_and_held(
+    conn: &mut sqlx::SqliteConnection,
+    doc: &DocId,
+    md5: &docfed_shared::Md5Hex,
+) -> Result<(bool, bool), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM device_flags WHERE doc_id = ?), \
+                EXISTS (SELECT 1 FROM objects WHERE md5 = ?)",
+    )
+    .bind(doc.to_string())
+    .bind(md5.as_str())
+    .fetch_one(&mut *conn)
+    .await
+}
+
 /// The active device whose secret hashes to `secret_hash`.
 pub async fn device_by_secret<'e>(
     db: impl sqlx::SqliteExecutor<'e>,

@@ -459,6 +459,44 @@ pub async fn object_known(conn: &mut SqliteConnection, md5: &Md5Hex) -> Result<b
     Ok(n > 0)
 }
 
+/// Which of `md5s` are held here, in one statement.
+pub async fn objects_held(
+    conn: &mut SqliteConnection,
+    md5s: &[&Md5Hex],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if md5s.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT md5 FROM objects WHERE md5 IN (");
+    let mut list = qb.separated(", ");
+    for md5 in md5s {
+        list.push_bind(md5.as_str());
+    }
+    qb.push(")");
+    let held: Vec<String> = qb.build_query_scalar().fetch_all(&mut *conn).await?;
+    Ok(held.into_iter().collect())
+}
+
+/// [`record_object`] for many objects, `(md5, size)`, in one statement.
+pub async fn record_objects(
+    conn: &mut SqliteConnection,
+    objects: &[(&Md5Hex, u64)],
+) -> Result<(), sqlx::Error> {
+    if objects.is_empty() {
+        return Ok(());
+    }
+    let now = Timestamp::now().millis();
+    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "INSERT OR IGNORE INTO objects (md5, size, stored_at) ",
+    );
+    qb.push_values(objects, |mut row, (md5, size)| {
+        row.push_bind(md5.as_str())
+            .push_bind(*size as i64)
+            .push_bind(now);
+    });
+    qb.build().execute(&mut *conn).await.map(|_| ())
+}
+
 pub async fn record_object(
     conn: &mut SqliteConnection,
     md5: &Md5Hex,

@@ -103,17 +103,6 @@ pub async fn due<'e>(
     .await
 }
 
-/// Whether a pull of `md5` is pending (ask the writer for the latest state).
-pub async fn is_pending<'e>(db: impl SqliteExecutor<'e>, md5: &str) -> Result<bool, sqlx::Error> {
-    Ok(
-        sqlx::query_scalar::<_, i64>("SELECT 1 FROM pending_fetches WHERE md5 = ?")
-            .bind(md5)
-            .fetch_optional(db)
-            .await?
-            .is_some(),
-    )
-}
-
 /// Forgets the pending pull of `md5` (a row that cannot be read).
 pub async fn forget<'e>(db: impl SqliteExecutor<'e>, md5: &str) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM pending_fetches WHERE md5 = ?")
@@ -189,42 +178,91 @@ pub async fn mark_forwarded<'e>(
     .map(|_| ())
 }
 
-/// Every waiter of `md5`.
-pub async fn waiters<'e>(
-    db: impl SqliteExecutor<'e>,
-    md5: &Md5Hex,
-) -> Result<Vec<Waiter>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT doc_id, version, origin, notification, forwarded FROM fetch_waiters WHERE md5 = ?",
-    )
-    .bind(md5.as_str())
-    .fetch_all(db)
-    .await
+/// Of `md5s`, those whose pull is still pending, each with whether its content is already
+/// held: one statement for a group of finished pulls.
+pub async fn pending_of(
+    conn: &mut sqlx::SqliteConnection,
+    md5s: &[&Md5Hex],
+) -> Result<std::collections::HashMap<String, bool>, sqlx::Error> {
+    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "SELECT p.md5, EXISTS (SELECT 1 FROM objects o WHERE o.md5 = p.md5) \
+         FROM pending_fetches p WHERE p.md5 IN (",
+    );
+    let mut list = qb.separated(", ");
+    for md5 in md5s {
+        list.push_bind(md5.as_str());
+    }
+    qb.push(")");
+    let rows: Vec<(String, bool)> = qb.build_query_as().fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().collect())
 }
 
-/// A completed pull: its waiters and its row go, and it is logged.
-pub async fn complete(
+/// Every waiter of each of `md5s`, as `(md5, waiter)`.
+pub async fn waiters_of(
     conn: &mut sqlx::SqliteConnection,
-    md5: &Md5Hex,
-    source: &str,
-    bytes: u64,
-    attempts: i64,
-    started_at: i64,
+    md5s: &[&Md5Hex],
+) -> Result<Vec<(String, Waiter)>, sqlx::Error> {
+    if md5s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "SELECT md5, doc_id, version, origin, notification, forwarded FROM fetch_waiters \
+         WHERE md5 IN (",
+    );
+    let mut list = qb.separated(", ");
+    for md5 in md5s {
+        list.push_bind(md5.as_str());
+    }
+    qb.push(")");
+    let rows: Vec<(String, String, i64, String, String, bool)> =
+        qb.build_query_as().fetch_all(&mut *conn).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(md5, doc, version, origin, json, forwarded)| {
+            (md5, (doc, version, origin, json, forwarded))
+        })
+        .collect())
+}
+
+/// A completed pull, as [`complete_all`] logs it.
+#[derive(Debug, Clone)]
+pub struct Completed<'a> {
+    pub md5: &'a Md5Hex,
+    pub source: &'a str,
+    pub bytes: u64,
+    pub attempts: i64,
+    pub started_at: i64,
+}
+
+/// Completed pulls: their waiters and rows go, and they are logged. Three statements for the
+/// group, in one round trip to the connection's thread.
+pub async fn complete_all(
+    conn: &mut sqlx::SqliteConnection,
+    done: &[Completed<'_>],
 ) -> Result<(), sqlx::Error> {
-    // Three statements, one round trip to the connection's thread.
-    sqlx::query(
-        "DELETE FROM fetch_waiters WHERE md5 = ?1; \
-         DELETE FROM pending_fetches WHERE md5 = ?1; \
-         INSERT INTO fetch_log (md5, source, bytes, attempts, started_at, done_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )
-    .bind(md5.as_str())
-    .bind(source)
-    .bind(bytes as i64)
-    .bind(attempts)
-    .bind(started_at)
-    .bind(Timestamp::now().millis())
-    .execute(&mut *conn)
-    .await
-    .map(|_| ())
+    if done.is_empty() {
+        return Ok(());
+    }
+    let mut qb =
+        sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM fetch_waiters WHERE md5 IN (");
+    let mut list = qb.separated(", ");
+    for c in done {
+        list.push_bind(c.md5.as_str());
+    }
+    qb.push("); DELETE FROM pending_fetches WHERE md5 IN (");
+    let mut list = qb.separated(", ");
+    for c in done {
+        list.push_bind(c.md5.as_str());
+    }
+    qb.push("); INSERT INTO fetch_log (md5, source, bytes, attempts, started_at, done_at) ");
+    let now = Timestamp::now().millis();
+    qb.push_values(done, |mut row, c| {
+        row.push_bind(c.md5.as_str())
+            .push_bind(c.source)
+            .push_bind(c.bytes as i64)
+            .push_bind(c.attempts)
+            .push_bind(c.started_at)
+            .push_bind(now);
+    });
+    qb.build().execute(&mut *conn).await.map(|_| ())
 }

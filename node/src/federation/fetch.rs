@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 use docfed_shared::messages::{Notification, Receipt};
 use docfed_shared::wire::Timestamp;
 use docfed_shared::{DocId, Md5Hex, Sha256Hex};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{send_notifications, send_receipt};
-use super::pull::{pull, PullError};
+use super::outbox::{send_notifications, send_receipts};
+use super::pull::{pull, PullError, Wanted};
 use super::routing::route;
 use super::transfers::Progress;
-use crate::db::documents::{object_known, record_object};
+use crate::db::documents::record_objects;
 use crate::db::fetches::{self, Pending};
 use crate::metrics::Metrics;
 use crate::supervisor::{Backoff, Task};
@@ -105,16 +105,22 @@ pub async fn pending_count(node: &Node) -> Result<i64, sqlx::Error> {
 /// Runs pulls until cancelled, at most `MAX_CONCURRENT` at a time.
 pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
     task.running();
-    let active: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let active: Arc<Mutex<Scheduled>> = Arc::default();
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
+    // Each pull in flight hands over at most one finished pull at a time. The recorder ends
+    // when every sender has gone (this loop and its pulls), after the group it is recording.
+    let (completions, finished) = mpsc::channel(MAX_CONCURRENT);
+    node.supervisor
+        .spawn(record_completions(node.clone(), finished));
     loop {
         // Rows come oldest first, so the pulls running now are among them: read as many more
         // as there are free slots. With none free, wait: a finishing pull wakes this loop.
         let free = slots.available_permits();
-        let running = active.lock().expect("not poisoned").len();
+        let running = active.lock().expect("not poisoned").running.len();
         let due = if free == 0 {
             Ok(Vec::new())
         } else {
+            active.lock().expect("not poisoned").ended.clear();
             fetches::due(
                 node.db.reader(),
                 Timestamp::now().millis(),
@@ -125,15 +131,20 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
         match due {
             Ok(rows) => {
                 for row in rows {
-                    if active.lock().expect("not poisoned").contains(&row.md5) {
+                    if active.lock().expect("not poisoned").stale(&row.md5) {
                         continue;
                     }
                     let Ok(permit) = slots.clone().try_acquire_owned() else {
                         break;
                     };
-                    active.lock().expect("not poisoned").insert(row.md5.clone());
+                    active
+                        .lock()
+                        .expect("not poisoned")
+                        .running
+                        .insert(row.md5.clone());
                     let supervisor = node.supervisor.clone();
                     let (node, active, cancel) = (node.clone(), active.clone(), cancel.clone());
+                    let completions = completions.clone();
                     supervisor.spawn(async move {
                         // Released on every way out, a panic included: an md5 left in
                         // `active` would never be pulled again.
@@ -146,7 +157,7 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
                         let md5 = row.md5.clone();
                         let stop = node.pulls.start(&md5);
                         tokio::select! {
-                            () = fetch_one(&node, row) => {}
+                            () = fetch_one(&node, &completions, row) => {}
                             () = cancel.cancelled() => {}
                             () = stop.cancelled() => abandon(&node, &md5),
                         }
@@ -184,11 +195,28 @@ fn abandon(node: &Node, md5: &str) {
     tracing::info!(md5 = %md5, "stopped a pull whose fetch was dropped");
 }
 
-/// A pull in progress: its md5 in the active set and its concurrency permit, both given back
+/// The scheduler's view of its pulls. A row read as due may be stale by the time it is looked
+/// at: the pull it names may have ended (and committed) while the read ran. Such a pull is
+/// either still `running` or among those `ended` since the read began, so neither is started
+/// again from that read, and no pull needs to confirm it is still pending before it starts.
+#[derive(Debug, Default)]
+struct Scheduled {
+    running: HashSet<String>,
+    /// Pulls that ended since the last read of due rows began.
+    ended: HashSet<String>,
+}
+
+impl Scheduled {
+    fn stale(&self, md5: &str) -> bool {
+        self.running.contains(md5) || self.ended.contains(md5)
+    }
+}
+
+/// A pull in progress: its md5 among the running ones and its concurrency permit, both given back
 /// when dropped.
 struct ActivePull {
     md5: String,
-    active: Arc<Mutex<HashSet<String>>>,
+    active: Arc<Mutex<Scheduled>>,
     node: Arc<Node>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
@@ -196,13 +224,14 @@ struct ActivePull {
 impl Drop for ActivePull {
     fn drop(&mut self) {
         if let Ok(mut a) = self.active.lock() {
-            a.remove(&self.md5);
+            a.running.remove(&self.md5);
+            a.ended.insert(self.md5.clone());
         }
         self.node.fetch_wake.notify_one();
     }
 }
 
-async fn fetch_one(node: &Arc<Node>, row: Pending) {
+async fn fetch_one(node: &Arc<Node>, completions: &mpsc::Sender<Finished>, row: Pending) {
     let fed = node.federation().expect("federation").clone();
     let sha256 = row
         .sha256
@@ -218,17 +247,6 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
         let _ = fetches::forget(node.db.writer(), &row.md5).await;
         return;
     };
-    // The scheduler reads through the reader pool, whose snapshot may predate the commit of a
-    // pull that just finished; the writer connection always sees the latest state. Without
-    // this, a finished pull could be repeated in full.
-    match fetches::is_pending(node.db.writer(), md5.as_str()).await {
-        Ok(true) => {}
-        Ok(false) => return,
-        Err(e) => {
-            tracing::warn!(md5 = %md5, error = %e, "cannot confirm a pending fetch; retrying later");
-            return;
-        }
-    }
     let partial = node.config.data_dir.join("partial").join(md5.as_str());
     if node.transfers.get(&md5).is_some_and(|t| t.path != partial) {
         // A cross-region (on-demand) transfer of the same content is running: one transfer per
@@ -264,20 +282,14 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
             continue;
         }
         let before = partial_len(&partial);
-        match pull(
-            node,
-            &md5,
-            sha256.as_ref(),
-            row.size as u64,
-            src,
-            &partial,
-            fed.stream_through,
-        )
-        .await
-        {
+        let want = Wanted {
+            md5: &md5,
+            sha256: sha256.as_ref(),
+            size: row.size as u64,
+        };
+        match pull(node, want, src, &partial, fed.stream_through).await {
             Ok(()) => match complete(
-                node,
-                &fed,
+                completions,
                 &md5,
                 doc_id,
                 row.version,
@@ -290,7 +302,7 @@ async fn fetch_one(node: &Arc<Node>, row: Pending) {
             {
                 Ok(()) => return,
                 Err(e) => {
-                    errors.push(format!("storing: {e}"));
+                    errors.push(e);
                     break;
                 }
             },
@@ -371,40 +383,190 @@ fn partial_len(partial: &Path) -> u64 {
     std::fs::metadata(partial).map_or(0, |m| m.len())
 }
 
-/// Moves a verified pull into the store and, in the same transaction, releases the forwards
-/// still owed, sends receipts upward and forgets the pending fetch.
+/// A verified pull waiting to be stored and recorded, with whatever else finished meanwhile.
+struct Finished {
+    md5: Md5Hex,
+    doc_id: DocId,
+    version: i64,
+    src: String,
+    partial: PathBuf,
+    attempts: i64,
+    started: Instant,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Finished pulls recorded in one transaction at most.
+const MAX_GROUP: usize = 64;
+
+/// Hands a verified pull to [`record_completions`] and waits for its outcome.
 #[allow(clippy::too_many_arguments)]
 async fn complete(
-    node: &Arc<Node>,
-    fed: &super::Federation,
+    completions: &mpsc::Sender<Finished>,
     md5: &Md5Hex,
     doc_id: DocId,
     version: i64,
     src: &str,
-    partial: &PathBuf,
+    partial: &Path,
     attempts: i64,
     started: Instant,
-) -> Result<(), PullError> {
-    let mut tx = node.db.begin_write().await?;
-    // The fetch was dropped while the pull ran (the device flag that queued it went, see
-    // `release`): keep nothing. Readers following the transfer hold the file open and may
-    // read it to the end: its bytes are verified.
-    if !fetches::is_pending(&mut *tx, md5.as_str()).await? {
-        drop(tx);
-        node.transfers.end(md5, partial, Progress::Done);
-        let _ = std::fs::remove_file(partial);
-        tracing::info!(md5 = %md5, doc_id = %doc_id, "pull finished after its fetch was dropped; not kept");
-        return Ok(());
+) -> Result<(), String> {
+    let (done, outcome) = oneshot::channel();
+    let finished = Finished {
+        md5: md5.clone(),
+        doc_id,
+        version,
+        src: src.to_owned(),
+        partial: partial.to_owned(),
+        attempts,
+        started,
+        done,
+    };
+    completions
+        .send(finished)
+        .await
+        .map_err(|_| "the node is stopping".to_owned())?;
+    outcome
+        .await
+        .unwrap_or_else(|_| Err("the node is stopping".to_owned()))
+}
+
+/// Stores and records finished pulls, all that finished while the previous group was being
+/// recorded in one go: their files renamed into the store with one round of directory fsyncs,
+/// their rows in one transaction (one commit, one fsync). With 16 pulls in flight, small
+/// documents finish faster than one fsync-bound transaction each could record them, and each
+/// of those transactions held the node's one writer through two fsyncs.
+async fn record_completions(node: Arc<Node>, mut finished: mpsc::Receiver<Finished>) {
+    let fed = node.federation().expect("federation").clone();
+    while let Some(first) = finished.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match finished.try_recv() {
+                Ok(f) => group.push(f),
+                Err(_) => break,
+            }
+        }
+        complete_group(&node, &fed, group).await;
     }
+}
+
+/// What became of one finished pull.
+enum Outcome {
+    /// Stored (or already held) and recorded: `bytes` of content.
+    Kept { bytes: u64 },
+    /// Its fetch was dropped while the pull ran (the device flag that queued it went, see
+    /// `release`): nothing kept.
+    Dropped,
+    /// It could not be placed in the store; nothing recorded for it.
+    Failed(String),
+}
+
+/// Moves verified pulls into the store and, in one transaction, records them, releases the
+/// forwards still owed, sends receipts upward and forgets the pending fetches.
+async fn complete_group(node: &Arc<Node>, fed: &super::Federation, group: Vec<Finished>) {
+    let outcomes = match store_and_record(node, fed, &group).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            let e = e.to_string();
+            tracing::warn!(pulls = group.len(), error = %e, "could not record finished pulls");
+            group.iter().map(|_| Outcome::Failed(e.clone())).collect()
+        }
+    };
+    let mut kept = false;
+    for (f, outcome) in group.into_iter().zip(outcomes) {
+        let result = match outcome {
+            Outcome::Kept { bytes } => {
+                kept = true;
+                node.transfers.end(&f.md5, &f.partial, Progress::Done);
+                Metrics::inc(&node.metrics.fetches_completed);
+                node.content_available(f.doc_id, f.version).await;
+                tracing::info!(md5 = %f.md5, doc_id = %f.doc_id, version = f.version,
+                    source = %f.src, bytes, ms = f.started.elapsed().as_millis() as u64,
+                    "pulled and verified");
+                Ok(())
+            }
+            Outcome::Dropped => {
+                // Readers following the transfer hold the file open and may read it to the
+                // end: its bytes are verified.
+                node.transfers.end(&f.md5, &f.partial, Progress::Done);
+                let _ = std::fs::remove_file(&f.partial);
+                tracing::info!(md5 = %f.md5, doc_id = %f.doc_id, "pull finished after its fetch was dropped; not kept");
+                Ok(())
+            }
+            Outcome::Failed(e) => {
+                node.transfers.end(&f.md5, &f.partial, Progress::Failed);
+                Err(e)
+            }
+        };
+        // Nobody waits any more when the node is stopping.
+        let _ = f.done.send(result);
+    }
+    if kept {
+        node.wake_outbox();
+    }
+}
+
+/// The transaction of [`complete_group`], in a fixed number of statements for the group. A
+/// database error fails the whole group, and what it placed in the store goes again: the pulls
+/// are retried as any failed pull is.
+async fn store_and_record(
+    node: &Arc<Node>,
+    fed: &super::Federation,
+    group: &[Finished],
+) -> Result<Vec<Outcome>, PullError> {
     // Content bytes, not the file's length: a sealed file is longer (`atrest`).
-    let size = crate::atrest::content_lens(partial, node.store.keys()).0;
-    let held = object_known(&mut tx, md5).await?;
-    let placed = node.store.place(partial, md5, held).await?;
-    let result: Result<(), sqlx::Error> = async {
-        record_object(&mut tx, md5, size).await?;
-        let waiters = fetches::waiters(&mut *tx, md5).await?;
-        for (w_doc, w_version, w_origin, json, forwarded) in waiters {
-            let Ok(n) = serde_json::from_str::<Notification>(&json) else {
+    let sizes: Vec<u64> = group
+        .iter()
+        .map(|f| crate::atrest::content_lens(&f.partial, node.store.keys()).0)
+        .collect();
+    let md5s: Vec<&Md5Hex> = group.iter().map(|f| &f.md5).collect();
+    let mut tx = node.db.begin_write().await?;
+    let pending = fetches::pending_of(&mut tx, &md5s).await?;
+    let mut outcomes = Vec::with_capacity(group.len());
+    // Indexes into `group` of the files to rename into the store.
+    let mut to_place = Vec::new();
+    for (i, (f, &bytes)) in group.iter().zip(&sizes).enumerate() {
+        match pending.get(f.md5.as_str()) {
+            None => {
+                outcomes.push(Outcome::Dropped);
+                continue;
+            }
+            // Held already (the same bytes under another document or version).
+            Some(true) => {
+                let _ = std::fs::remove_file(&f.partial);
+            }
+            Some(false) => to_place.push(i),
+        }
+        outcomes.push(Outcome::Kept { bytes });
+    }
+    let files = to_place
+        .iter()
+        .map(|&i| (group[i].partial.clone(), group[i].md5.clone()))
+        .collect();
+    let mut placed = Vec::new();
+    for (i, result) in to_place.into_iter().zip(node.store.place_all(files).await) {
+        match result {
+            Ok(()) => placed.push(group[i].md5.clone()),
+            Err(e) => outcomes[i] = Outcome::Failed(format!("storing: {e}")),
+        }
+    }
+    let recorded: Result<(), sqlx::Error> = async {
+        let kept: Vec<(&Finished, u64)> = group
+            .iter()
+            .zip(&outcomes)
+            .filter_map(|(f, o)| match *o {
+                Outcome::Kept { bytes } => Some((f, bytes)),
+                _ => None,
+            })
+            .collect();
+        let objects: Vec<(&Md5Hex, u64)> = kept.iter().map(|(f, b)| (&f.md5, *b)).collect();
+        record_objects(&mut tx, &objects).await?;
+        let kept_md5s: Vec<&Md5Hex> = objects.iter().map(|(m, _)| *m).collect();
+        let mut receipts = Vec::new();
+        for (md5, (w_doc, w_version, w_origin, json, forwarded)) in
+            fetches::waiters_of(&mut tx, &kept_md5s).await?
+        {
+            let (Ok(n), Ok(md5)) = (serde_json::from_str::<Notification>(&json), md5.parse())
+            else {
                 continue;
             };
             if !forwarded {
@@ -414,31 +576,38 @@ async fn complete(
             let r = Receipt {
                 doc_id: n.document.id,
                 version: w_version,
-                origin: w_origin.clone(),
-                md5: md5.clone(),
+                origin: w_origin,
+                md5,
                 node: fed.id().to_owned(),
                 content: true,
                 at: Timestamp::now(),
             };
-            send_receipt(&mut tx, fed, &r, &r.message_id()).await?;
+            let id = r.message_id();
+            receipts.push((r, id));
         }
-        let started_at = Timestamp::now().millis() - started.elapsed().as_millis() as i64;
-        fetches::complete(&mut tx, md5, src, size, attempts + 1, started_at).await?;
+        let done: Vec<fetches::Completed> = kept
+            .iter()
+            .map(|(f, bytes)| fetches::Completed {
+                md5: &f.md5,
+                source: &f.src,
+                bytes: *bytes,
+                attempts: f.attempts + 1,
+                started_at: Timestamp::now().millis() - f.started.elapsed().as_millis() as i64,
+            })
+            .collect();
+        fetches::complete_all(&mut tx, &done).await?;
+        if !receipts.is_empty() {
+            let receipts: Vec<_> = receipts.iter().map(|(r, id)| (r, id.as_str())).collect();
+            send_receipts(&mut tx, fed, &receipts).await?;
+        }
         tx.commit().await
     }
     .await;
-    if let Err(e) = result {
-        if placed {
+    if let Err(e) = recorded {
+        for md5 in &placed {
             node.store.discard(md5).await;
         }
-        node.transfers.end(md5, partial, Progress::Failed);
         return Err(e.into());
     }
-    node.transfers.end(md5, partial, Progress::Done);
-    Metrics::inc(&node.metrics.fetches_completed);
-    node.wake_outbox();
-    node.content_available(doc_id, version).await;
-    tracing::info!(md5 = %md5, doc_id = %doc_id, version, source = src, bytes = size,
-        ms = started.elapsed().as_millis() as u64, "pulled and verified");
-    Ok(())
+    Ok(outcomes)
 }

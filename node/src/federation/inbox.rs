@@ -26,7 +26,7 @@ use super::fetch::enqueue_fetch;
 use super::outbox::{enqueue_to_all, send_notifications, send_receipt, send_receipts};
 use super::routing::{fan_out, route};
 use super::{amqp, Federation};
-use crate::db::documents::{object_known, record_version};
+use crate::db::documents::record_version;
 use crate::metrics::Metrics;
 use crate::supervisor::{Backoff, Retry, Task};
 use crate::Node;
@@ -386,11 +386,11 @@ async fn on_notify(
         return Ok(false);
     }
     let salt = d.id.to_string();
+    let (flagged, held) = crate::db::devices::flagged_and_held(tx, &d.id, &d.md5).await?;
     // A device of this node flagged the document: keep every version's bytes here too.
-    let flagged = !d.deleted && crate::db::devices::flagged_by_any(&mut *tx, &d.id).await?;
+    let flagged = flagged && !d.deleted;
     // Nobody pulls a lazy version ahead of a request, unless a device here asked for it.
     let need = flagged || (!d.lazy && fed.needs_content(fed.id(), &d.scope, d.deleted, &n.targets));
-    let held = object_known(tx, &d.md5).await?;
     if need && !held {
         // Targets that need the bytes hear of them when our own pull starts (stream-through)
         // or ends; the others right away.

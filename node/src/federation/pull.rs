@@ -78,21 +78,39 @@ pub(crate) enum SourceFailure {
 
 /// Pulls `md5` from `src` into `partial`, resuming what is already there, and verifies it: its
 /// MD5 and size always, its SHA-256 when the version that asked for it carries one.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn pull(
     node: &Arc<Node>,
-    md5: &Md5Hex,
-    sha256: Option<&Sha256Hex>,
-    size: u64,
+    want: Wanted<'_>,
     src: &str,
     partial: &Path,
     stream_through: bool,
 ) -> Result<(), PullError> {
-    let source_err = |failure: SourceFailure| PullError::Source {
-        source_url: src.to_owned(),
-        failure,
-    };
+    let Wanted { md5, sha256, size } = want;
+    let source_err = |failure: SourceFailure| from_source(src, failure);
     std::fs::create_dir_all(partial.parent().expect("partial dir"))?;
+    // A small pull with nothing on disk yet may take the short way (`pull_small`); if its body
+    // does not arrive at once it goes on here, with what arrived so far.
+    let mut begun = None;
+    if size <= SMALL_PULL && !partial.exists() {
+        // Readers may join before the file exists: `transfers::follow` waits for it.
+        let transfer = stream_through
+            .then(|| node.transfers.begin(md5, partial.to_owned(), size, 0))
+            .flatten();
+        let space = reserve_space(node, size)?;
+        let resp = object_request(node, src, md5)
+            .send()
+            .await
+            .map_err(|e| source_err(SourceFailure::Request(e)))?;
+        if resp.status().as_u16() != 200 {
+            return Err(source_err(SourceFailure::Status(resp.status())));
+        }
+        let mut body = resp.bytes_stream();
+        let (held, ended) = hold(&mut body, size).await;
+        if ended {
+            return pull_small(node, want, src, partial, transfer, held, space).await;
+        }
+        begun = Some((held, body, space));
+    }
     // Hash what a previous attempt left, so a resumed pull is verified end to end.
     let (file, mut hash) = {
         let path = partial.to_owned();
@@ -112,36 +130,40 @@ pub(crate) async fn pull(
         let (file, hash) = if already == size {
             (file, hash)
         } else {
-            let space = reserve_space(node, size - already)?;
-            let fed = node.federation().expect("pulls run in a federation");
-            let dial = fed.dial(src);
-            let mut req = fed.pull_request(&node.http, format!("{dial}/v1/objects/{md5}"), md5);
-            if already > 0 {
-                req = req
-                    .header("Range", format!("bytes={already}-"))
-                    .header("If-Range", format!("\"{md5}\""));
-            }
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| source_err(SourceFailure::Request(e)))?;
-            let status = resp.status();
-            let file = match status.as_u16() {
-                206 => file,
-                200 => {
-                    // The source ignored the range: start over.
-                    let file = file.restart(node.store.keys())?;
-                    hash = ContentHasher::new();
-                    if let Some(t) = &transfer {
-                        t.set(Progress::Written(0));
+            let (held, body, space, file) = match begun {
+                Some((held, body, space)) => (held, body, space, file),
+                None => {
+                    let space = reserve_space(node, size - already)?;
+                    let mut req = object_request(node, src, md5);
+                    if already > 0 {
+                        req = req
+                            .header("Range", format!("bytes={already}-"))
+                            .header("If-Range", format!("\"{md5}\""));
                     }
-                    file
+                    let resp = req
+                        .send()
+                        .await
+                        .map_err(|e| source_err(SourceFailure::Request(e)))?;
+                    let status = resp.status();
+                    let file = match status.as_u16() {
+                        206 => file,
+                        200 => {
+                            // The source ignored the range: start over.
+                            let file = file.restart(node.store.keys())?;
+                            hash = ContentHasher::new();
+                            if let Some(t) = &transfer {
+                                t.set(Progress::Written(0));
+                            }
+                            file
+                        }
+                        _ => return Err(source_err(SourceFailure::Status(status))),
+                    };
+                    (Vec::new(), resp.bytes_stream(), space, file)
                 }
-                _ => return Err(source_err(SourceFailure::Status(status))),
             };
             write_stream(
                 node,
-                resp.bytes_stream(),
+                futures::stream::iter(held).chain(body),
                 file,
                 hash,
                 size,
@@ -171,6 +193,118 @@ pub(crate) async fn pull(
     // Any other failure leaves the transfer registered: `fetch_one` resumes at once or tries the
     // next source, and ends the transfer only when this round gives up.
     result
+}
+
+/// The content a pull wants: its address, its size and, when the version carries one, its
+/// SHA-256.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Wanted<'a> {
+    pub md5: &'a Md5Hex,
+    pub sha256: Option<&'a Sha256Hex>,
+    pub size: u64,
+}
+
+fn from_source(src: &str, failure: SourceFailure) -> PullError {
+    PullError::Source {
+        source_url: src.to_owned(),
+        failure,
+    }
+}
+
+/// `GET {src}/v1/objects/{md5}`, signed when this node has a key.
+fn object_request(node: &Node, src: &str, md5: &Md5Hex) -> reqwest::RequestBuilder {
+    let fed = node.federation().expect("pulls run in a federation");
+    let dial = fed.dial(src);
+    fed.pull_request(&node.http, format!("{dial}/v1/objects/{md5}"), md5)
+}
+
+/// Content at most this large, with nothing of it on disk yet, is pulled by [`pull_small`].
+pub(crate) const SMALL_PULL: u64 = 256 * 1024;
+
+/// How long a small pull holds what arrives in memory. A body that has not all arrived by then
+/// is written as it comes ([`pull`]'s general path), so readers following a slow transfer see
+/// its bytes at most this much later than they arrive.
+const SMALL_HOLD: Duration = Duration::from_millis(25);
+
+/// Takes what `body` delivers within [`SMALL_HOLD`], stopping once it has more than `size`
+/// bytes. True when the body ended (completely, broken off or overrunning `size`) meanwhile.
+async fn hold<S>(body: &mut S, size: u64) -> (Vec<reqwest::Result<Bytes>>, bool)
+where
+    S: futures::Stream<Item = reqwest::Result<Bytes>> + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + SMALL_HOLD;
+    let (mut held, mut got) = (Vec::new(), 0u64);
+    loop {
+        match tokio::time::timeout_at(deadline, body.next()).await {
+            Err(_) => return (held, false),
+            Ok(None) => return (held, true),
+            Ok(Some(Err(e))) => {
+                held.push(Err(e));
+                return (held, true);
+            }
+            Ok(Some(Ok(chunk))) => {
+                got += chunk.len() as u64;
+                held.push(Ok(chunk));
+                if got > size {
+                    return (held, true);
+                }
+            }
+        }
+    }
+}
+
+/// [`pull`] of small content whose whole body arrived within [`SMALL_HOLD`] (`held`): it is
+/// checked, then created, written, hashed and fsynced in one blocking step. The general path
+/// takes a blocking step to open the file, a writer thread fed chunk by chunk and another
+/// blocking step to fsync: each a hand-off between threads, which cost more than the work for
+/// a document of a few kilobytes.
+async fn pull_small(
+    node: &Arc<Node>,
+    want: Wanted<'_>,
+    src: &str,
+    partial: &Path,
+    transfer: Option<Arc<Transfer>>,
+    held: Vec<reqwest::Result<Bytes>>,
+    space: SpaceReservation,
+) -> Result<(), PullError> {
+    let Wanted { md5, sha256, size } = want;
+    let mut chunks = Sink::Memory(Vec::new());
+    let failure = receive(node, futures::stream::iter(held), size, 0, &mut chunks, src).await;
+    let Sink::Memory(chunks) = chunks else {
+        unreachable!("received into memory")
+    };
+    let path = partial.to_owned();
+    let keys = node.store.keys().cloned();
+    let written = tokio::task::spawn_blocking(move || -> std::io::Result<Digests> {
+        let (mut file, hash) = crate::atrest::open_for_resume(&path, size, keys.as_ref())?;
+        let mut hash = ParallelHasher::new(hash);
+        let mut behind = WriteBehind::default();
+        for chunk in chunks {
+            append(
+                &mut file,
+                &mut hash,
+                &mut behind,
+                &space,
+                transfer.as_deref(),
+                chunk,
+            )?;
+        }
+        let hash = hash.finish()?;
+        file.finish()?.sync_all()?;
+        Ok(hash.finish())
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    // What arrived is on disk: a later attempt resumes it, as on the general path.
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if let Err(e) = verify(written, md5, size, sha256, src) {
+        let _ = std::fs::remove_file(partial);
+        node.transfers.end(md5, partial, Progress::Failed);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Checks received bytes against the content address (MD5 and size) and, when the version
@@ -220,7 +354,7 @@ pub(crate) fn reserve_space(node: &Node, needed: u64) -> Result<SpaceReservation
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn write_stream<S, E>(
     node: &Arc<Node>,
-    mut body: S,
+    body: S,
     file: crate::atrest::ContentFile,
     hash: ContentHasher,
     size: u64,
@@ -232,25 +366,70 @@ where
     S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut remaining = size.saturating_sub(hash.len());
+    let already = hash.len();
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let writer = tokio::task::spawn_blocking(
         move || -> std::io::Result<(crate::atrest::ContentFile, ContentHasher)> {
             let (mut file, mut hash) = (file, ParallelHasher::new(hash));
             let mut behind = WriteBehind::default();
             while let Some(chunk) = rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                behind.wrote(file.as_file(), chunk.len());
-                space.written(chunk.len() as u64);
-                hash.update(chunk)?;
-                if let Some(t) = &transfer {
-                    // Sealed content is readable a whole chunk at a time.
-                    t.set(Progress::Written(file.readable(hash.len())));
-                }
+                append(
+                    &mut file,
+                    &mut hash,
+                    &mut behind,
+                    &space,
+                    transfer.as_deref(),
+                    chunk,
+                )?;
             }
             Ok((file, hash.finish()?))
         },
     );
+    let mut sink = Sink::Writer(tx);
+    let failure = receive(node, body, size, already, &mut sink, src).await;
+    drop(sink);
+    let (file, hash) = writer.await.map_err(std::io::Error::other)??;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((file, hash)),
+    }
+}
+
+/// Where received chunks go: a writer thread, or memory for a small pull.
+enum Sink {
+    Writer(mpsc::Sender<Bytes>),
+    Memory(Vec<Bytes>),
+}
+
+impl Sink {
+    /// Hands `chunk` on; false when the writer has stopped (it failed: its error is reported).
+    async fn put(&mut self, chunk: Bytes) -> bool {
+        match self {
+            Sink::Writer(tx) => tx.send(chunk).await.is_ok(),
+            Sink::Memory(chunks) => {
+                chunks.push(chunk);
+                true
+            }
+        }
+    }
+}
+
+/// Takes the rest of content of `size` bytes, of which `already` are on disk, from `body` into
+/// `sink`, paced to the node's pull rate limit. Returns why it stopped early: the source
+/// stalled, sent more than `size` or broke off.
+async fn receive<S, E>(
+    node: &Node,
+    mut body: S,
+    size: u64,
+    already: u64,
+    sink: &mut Sink,
+    src: &str,
+) -> Option<PullError>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut remaining = size.saturating_sub(already);
     let mut received = 0u64;
     let started = Instant::now();
     let stall = node.config.pull_stall_timeout;
@@ -296,7 +475,7 @@ where
                         window_start += wait;
                     }
                 }
-                if !chunk.is_empty() && tx.send(chunk).await.is_err() {
+                if !chunk.is_empty() && !sink.put(chunk).await {
                     break;
                 }
                 if failure.is_some() {
@@ -315,10 +494,26 @@ where
             }
         }
     }
-    drop(tx);
-    let (file, hash) = writer.await.map_err(std::io::Error::other)??;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok((file, hash)),
+    failure
+}
+
+/// Writes one received chunk: to the file, its hash, the disk's writeback, the space reserved
+/// and the progress readers follow.
+fn append(
+    file: &mut crate::atrest::ContentFile,
+    hash: &mut ParallelHasher,
+    behind: &mut WriteBehind,
+    space: &SpaceReservation,
+    transfer: Option<&Transfer>,
+    chunk: Bytes,
+) -> std::io::Result<()> {
+    file.write_all(&chunk)?;
+    behind.wrote(file.as_file(), chunk.len());
+    space.written(chunk.len() as u64);
+    hash.update(chunk)?;
+    if let Some(t) = transfer {
+        // Sealed content is readable a whole chunk at a time.
+        t.set(Progress::Written(file.readable(hash.len())));
     }
+    Ok(())
 }

@@ -134,13 +134,14 @@ pub async fn follow(
     end: u64,
     keys: Option<crate::atrest::Keys>,
 ) -> std::io::Result<std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, FollowError>> + Send>>> {
+    let file = open_when_created(&t).await?;
     if let Some(keys) = keys {
         // Opened now, like a plain one: the file is renamed into the store when the transfer
         // ends, and a reader that joins too late must learn it here, not halfway.
-        let file = tokio::fs::File::open(&t.path).await?.into_std().await;
+        let file = file.into_std().await;
         return Ok(Box::pin(follow_sealed(t, file, start, end, keys)));
     }
-    let mut file = tokio::fs::File::open(&t.path).await?;
+    let mut file = file;
     file.seek(std::io::SeekFrom::Start(start)).await?;
     let rx = t.progress.subscribe();
     let state = (file, start, rx, t);
@@ -174,6 +175,28 @@ pub async fn follow(
             }
         },
     )))
+}
+
+/// Opens the transfer's file, waiting while the transfer has begun but not yet created it (a
+/// small pull creates it once its body has arrived). Fails with `NotFound` when the transfer
+/// ended meanwhile: its file is in the store, or gone.
+async fn open_when_created(t: &Transfer) -> std::io::Result<tokio::fs::File> {
+    let mut rx = t.progress.subscribe();
+    loop {
+        match tokio::fs::File::open(&t.path).await {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && *rx.borrow_and_update() == Progress::Written(0) =>
+            {
+                // A change after the failed open is seen here, not missed: `borrow_and_update`
+                // marked the value read, so `changed` waits only for a newer one.
+                if rx.changed().await.is_err() {
+                    return Err(e);
+                }
+            }
+            opened => return opened,
+        }
+    }
 }
 
 /// [`follow`] for a sealed file: chunk `i` is read once the writer reports it sealed (the last

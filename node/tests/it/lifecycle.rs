@@ -346,3 +346,65 @@ async fn sigterm_stops_federated_nodes_without_errors() -> TestResult {
     }
     Ok(())
 }
+
+/// Uploads that arrive together are recorded together (`edits::recorder`): whatever the groups
+/// turn out to be, each accepted upload is a document with its bytes, two uploads of the same
+/// bytes share one object, and an upload refused on its own merits (no title) leaves nothing,
+/// not even its bytes, while the others of its group are recorded.
+#[tokio::test]
+async fn concurrent_uploads_are_each_recorded_or_refused_alone() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    // (query, body, accepted)
+    let mut uploads: Vec<(String, Vec<u8>, bool)> = (0..20u64)
+        .map(|i| (format!("title=doc{i}"), pattern(100 + i, 10_000), true))
+        .collect();
+    let shared = pattern(7, 20_000);
+    uploads.push(("title=same-a".into(), shared.clone(), true));
+    uploads.push(("title=same-b".into(), shared.clone(), true));
+    uploads.push(("filename=untitled-1.bin".into(), pattern(201, 9_000), false));
+    uploads.push(("filename=untitled-2.bin".into(), pattern(202, 9_000), false));
+    let answers = futures::future::join_all(uploads.iter().map(|(query, body, _)| {
+        auth(c.post(node.url(&format!("/v1/documents?{query}"))))
+            .body(body.clone())
+            .send()
+    }))
+    .await;
+    for ((query, body, accepted), answer) in uploads.iter().zip(answers) {
+        let resp = answer?;
+        if !*accepted {
+            assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
+            let gone = auth(c.get(node.url(&format!("/v1/objects/{}", md5_hex(body)))))
+                .send()
+                .await?;
+            assert_eq!(
+                gone.status(),
+                StatusCode::NOT_FOUND,
+                "{query}: its bytes stay"
+            );
+            continue;
+        }
+        assert_eq!(resp.status(), StatusCode::CREATED, "{query}");
+        let p: Value = resp.json().await?;
+        assert_eq!(p["md5"], md5_hex(body), "{query}");
+        let id = p["id"].as_str().unwrap();
+        let got = c
+            .get(node.url(&format!("/v1/documents/{id}/content")))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        assert!(got[..] == body[..], "{query}: its bytes");
+    }
+    let objects = files_under(&node.dir.join("objects"));
+    assert_eq!(
+        objects.len(),
+        21,
+        "one object per accepted content: {objects:?}"
+    );
+    assert_eq!(
+        files_under(&node.dir.join("tmp")),
+        Vec::<std::path::PathBuf>::new()
+    );
+    Ok(())
+}

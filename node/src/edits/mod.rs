@@ -1,17 +1,21 @@
 //! Local edits: publish, new version, tombstone, reactivate.
 //!
-//! Each edit reads the current version, builds the next one and records it in one writer
-//! transaction. New content is moved into the store inside that same transaction and removed
-//! again if the commit fails, so a document, its version and its object appear together or not
-//! at all.
+//! Each edit reads the current version, builds the next one and records it in a writer
+//! transaction, with the edits that arrived while the previous group was recorded (`recorder`).
+//! New content is moved into the store inside that same transaction and removed again if the
+//! commit fails, so a document, its version and its object appear together or not at all.
 //!
 //! A primary of a keyed federation signs each version it accepts, over its metadata and the
 //! content's SHA-256, so that no node below it can forge or alter a document (ARCHITECTURE.md §7).
 
+use std::sync::Arc;
+
 use docfed_shared::wire::{ChangeKind, DocumentVersion, Timestamp};
 use docfed_shared::{DocId, Md5Hex, Scope, Sha256Hex};
 
-use crate::db::documents::{current_version, object_known, record_object, record_version};
+mod recorder;
+pub use recorder::Edits;
+
 use crate::error::ApiError;
 use crate::store::Ingested;
 use crate::Node;
@@ -32,7 +36,7 @@ pub struct MetaInput {
 
 impl Node {
     pub async fn publish(
-        &self,
+        self: &Arc<Self>,
         meta: MetaInput,
         content: Ingested,
     ) -> Result<DocumentVersion, ApiError> {
@@ -50,7 +54,7 @@ impl Node {
     }
 
     pub async fn new_version(
-        &self,
+        self: &Arc<Self>,
         id: DocId,
         meta: MetaInput,
         content: Ingested,
@@ -87,7 +91,7 @@ impl Node {
     /// (`sources::item_id`): version 1, the next version of a live document, or the revival of a
     /// deleted one (an item that came back). Every field comes from `meta`.
     pub async fn put_item(
-        &self,
+        self: &Arc<Self>,
         id: DocId,
         meta: MetaInput,
         content: Ingested,
@@ -98,7 +102,7 @@ impl Node {
     /// [`put_item`](Self::put_item) for an item whose bytes stay at its source until first read
     /// (a lazy version, ARCHITECTURE.md §2.9).
     pub async fn put_lazy_item(
-        &self,
+        self: &Arc<Self>,
         id: DocId,
         meta: MetaInput,
         content: Content,
@@ -112,7 +116,7 @@ impl Node {
     }
 
     async fn put_item_with(
-        &self,
+        self: &Arc<Self>,
         id: DocId,
         meta: MetaInput,
         content: Incoming,
@@ -134,7 +138,7 @@ impl Node {
     /// stored here: the same content becomes an ordinary version, which the tiers replicate as
     /// any other. Nothing happens when the current version is no longer that lazy one.
     pub async fn materialise(
-        &self,
+        self: &Arc<Self>,
         id: DocId,
         md5: &Md5Hex,
     ) -> Result<Option<DocumentVersion>, ApiError> {
@@ -164,7 +168,7 @@ impl Node {
         }
     }
 
-    pub async fn tombstone(&self, id: DocId) -> Result<DocumentVersion, ApiError> {
+    pub async fn tombstone(self: &Arc<Self>, id: DocId) -> Result<DocumentVersion, ApiError> {
         let origin = self.config.node_id.clone();
         self.apply(id, Incoming::Kept, move |current, c| {
             let prev = live(id, current)?;
@@ -173,7 +177,7 @@ impl Node {
         .await
     }
 
-    pub async fn reactivate(&self, id: DocId) -> Result<DocumentVersion, ApiError> {
+    pub async fn reactivate(self: &Arc<Self>, id: DocId) -> Result<DocumentVersion, ApiError> {
         let origin = self.config.node_id.clone();
         self.apply(id, Incoming::Kept, move |current, c| {
             let prev = current.ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
@@ -185,20 +189,22 @@ impl Node {
         .await
     }
 
-    /// Runs one edit in one writer transaction. `make` sees the current version and the new
-    /// content's digests (or the current one's, for edits without content); the version it
-    /// makes is signed here.
+    /// Runs one edit: `make` sees the current version and the new content's digests (or the
+    /// current one's, for edits without content); the version it makes is signed and recorded
+    /// with the edits that arrived meanwhile (`recorder`).
     async fn apply<F>(
-        &self,
+        self: &Arc<Self>,
         id: DocId,
         content: Incoming,
         make: F,
     ) -> Result<DocumentVersion, ApiError>
     where
         F: FnOnce(
-            Option<DocumentVersion>,
-            Content,
-        ) -> Result<(DocumentVersion, ChangeKind), ApiError>,
+                Option<DocumentVersion>,
+                Content,
+            ) -> Result<(DocumentVersion, ChangeKind), ApiError>
+            + Send
+            + 'static,
     {
         if let Some(fed) = self.federation() {
             if !fed.is_primary() {
@@ -213,67 +219,16 @@ impl Node {
             Incoming::Kept => self.legacy_sha256(&id).await?,
             Incoming::Bytes(_) | Incoming::AtSource(_) => None,
         };
-        let mut tx = self.db.begin_write().await?;
-        let current = current_version(&mut tx, &id).await?;
-        let address = match (&content, &current) {
-            (Incoming::Bytes(c), _) => Content {
-                md5: c.md5.clone(),
-                sha256: Some(c.sha256.clone()),
-                size: c.size,
-                lazy: false,
+        recorder::record(
+            self,
+            recorder::Edit {
+                id,
+                content,
+                legacy_sha256,
+                make: Box::new(make),
             },
-            (Incoming::AtSource(c), _) => Content {
-                md5: c.md5.clone(),
-                sha256: c.sha256.clone(),
-                size: c.size,
-                lazy: true,
-            },
-            (Incoming::Kept, Some(cur)) => Content {
-                md5: cur.md5.clone(),
-                sha256: cur.sha256.clone().or_else(|| {
-                    legacy_sha256
-                        .filter(|(md5, _)| *md5 == cur.md5)
-                        .map(|(_, h)| h)
-                }),
-                size: cur.size,
-                lazy: cur.lazy,
-            },
-            (Incoming::Kept, None) => return Err(ApiError::not_found(format!("document {id}"))),
-        };
-        let (mut version, kind) = make(current, address)?;
-        if let Some(key) = self.federation().and_then(|f| f.key.as_ref()) {
-            version.signature = Some(key.sign(&version.signing_input()));
-        }
-
-        let mut placed: Option<Md5Hex> = None;
-        let result: Result<(), ApiError> = async {
-            if let Incoming::Bytes(content) = content {
-                let held = object_known(&mut tx, &content.md5).await?;
-                let (md5, size) = (content.md5.clone(), content.size);
-                if self.store.commit(content, held).await? {
-                    placed = Some(md5.clone());
-                }
-                record_object(&mut tx, &md5, size).await?;
-            }
-            record_version(&mut tx, &version, kind).await?;
-            if let Some(fed) = self.federation() {
-                crate::federation::inbox::announce_local_edit(fed, &mut tx, &version, kind).await?;
-            }
-            tx.commit().await?;
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            if let Some(md5) = placed {
-                self.store.discard(&md5).await;
-            }
-            return Err(e);
-        }
-        self.wake_outbox();
-        self.changes_committed().await;
-        tracing::info!(doc_id = %version.id, version = version.version, kind = kind.as_str(),
-            md5 = %version.md5, size = version.size, "recorded local edit");
-        Ok(version)
+        )
+        .await
     }
 }
 
