@@ -276,20 +276,12 @@ async fn pull_small(
     let path = partial.to_owned();
     let keys = node.store.keys().cloned();
     let written = tokio::task::spawn_blocking(move || -> std::io::Result<Digests> {
-        let (mut file, hash) = crate::atrest::open_for_resume(&path, size, keys.as_ref())?;
-        let mut hash = ParallelHasher::new(hash);
-        let mut behind = WriteBehind::default();
+        let (file, hash) = crate::atrest::open_for_resume(&path, size, keys.as_ref())?;
+        let mut writer = ContentWriter::new(file, hash, space, transfer);
         for chunk in chunks {
-            append(
-                &mut file,
-                &mut hash,
-                &mut behind,
-                &space,
-                transfer.as_deref(),
-                chunk,
-            )?;
+            writer.append(chunk)?;
         }
-        let hash = hash.finish()?;
+        let (file, hash) = writer.finish()?;
         file.finish()?.sync_all()?;
         Ok(hash.finish())
     })
@@ -370,19 +362,11 @@ where
     let (tx, mut rx) = mpsc::channel::<Bytes>(16);
     let writer = tokio::task::spawn_blocking(
         move || -> std::io::Result<(crate::atrest::ContentFile, ContentHasher)> {
-            let (mut file, mut hash) = (file, ParallelHasher::new(hash));
-            let mut behind = WriteBehind::default();
+            let mut writer = ContentWriter::new(file, hash, space, transfer);
             while let Some(chunk) = rx.blocking_recv() {
-                append(
-                    &mut file,
-                    &mut hash,
-                    &mut behind,
-                    &space,
-                    transfer.as_deref(),
-                    chunk,
-                )?;
+                writer.append(chunk)?;
             }
-            Ok((file, hash.finish()?))
+            writer.finish()
         },
     );
     let mut sink = Sink::Writer(tx);
@@ -497,23 +481,46 @@ where
     failure
 }
 
-/// Writes one received chunk: to the file, its hash, the disk's writeback, the space reserved
-/// and the progress readers follow.
-fn append(
-    file: &mut crate::atrest::ContentFile,
-    hash: &mut ParallelHasher,
-    behind: &mut WriteBehind,
-    space: &SpaceReservation,
-    transfer: Option<&Transfer>,
-    chunk: Bytes,
-) -> std::io::Result<()> {
-    file.write_all(&chunk)?;
-    behind.wrote(file.as_file(), chunk.len());
-    space.written(chunk.len() as u64);
-    hash.update(chunk)?;
-    if let Some(t) = transfer {
-        // Sealed content is readable a whole chunk at a time.
-        t.set(Progress::Written(file.readable(hash.len())));
+/// Writes received chunks on a blocking thread: to the file, its hash, the disk's writeback,
+/// the space reserved and the progress readers follow.
+struct ContentWriter {
+    file: crate::atrest::ContentFile,
+    hash: ParallelHasher,
+    behind: WriteBehind,
+    space: SpaceReservation,
+    transfer: Option<Arc<Transfer>>,
+}
+
+impl ContentWriter {
+    fn new(
+        file: crate::atrest::ContentFile,
+        hash: ContentHasher,
+        space: SpaceReservation,
+        transfer: Option<Arc<Transfer>>,
+    ) -> Self {
+        ContentWriter {
+            file,
+            hash: ParallelHasher::new(hash),
+            behind: WriteBehind::default(),
+            space,
+            transfer,
+        }
     }
-    Ok(())
+
+    fn append(&mut self, chunk: Bytes) -> std::io::Result<()> {
+        self.file.write_all(&chunk)?;
+        self.behind.wrote(self.file.as_file(), chunk.len());
+        self.space.written(chunk.len() as u64);
+        self.hash.update(chunk)?;
+        if let Some(t) = &self.transfer {
+            // Sealed content is readable a whole chunk at a time.
+            t.set(Progress::Written(self.file.readable(self.hash.len())));
+        }
+        Ok(())
+    }
+
+    /// The file, not yet synced, and the hash of all it holds.
+    fn finish(self) -> std::io::Result<(crate::atrest::ContentFile, ContentHasher)> {
+        Ok((self.file, self.hash.finish()?))
+    }
 }
