@@ -257,7 +257,7 @@ pub async fn flag(
     if let Some(fed) = node.federation() {
         let d = &doc.current;
         if !d.deleted && !object_known(&mut tx, &d.md5).await? {
-            let sources = crate::federation::ondemand::sources(&node, d);
+            let sources = crate::federation::ondemand::queue_sources(&node, d);
             if let Some(origin) = sources.first() {
                 let n = Notification {
                     document: d.clone(),

@@ -30,9 +30,28 @@ use crate::Node;
 /// version: the parents, then the primaries (up only: a node asked sideways could be asking
 /// us in turn).
 pub fn sources(node: &Node, doc: &DocumentVersion) -> Vec<String> {
+    candidates(node, doc, true)
+}
+
+/// Where a queued pull of `doc`'s content (a device's flag) may come from: [`sources`], or, when
+/// presence reports every one of them down, all of them regardless. A queued pull skips the
+/// peers that are down at each attempt and retries until one answers, so a flag made while
+/// every holder is unreachable still gets its content, and its receipt, once one returns.
+pub fn queue_sources(node: &Node, doc: &DocumentVersion) -> Vec<String> {
+    let up = candidates(node, doc, true);
+    if up.is_empty() {
+        candidates(node, doc, false)
+    } else {
+        up
+    }
+}
+
+/// [`sources`], without the peers presence reports down when `up_only`.
+fn candidates(node: &Node, doc: &DocumentVersion, up_only: bool) -> Vec<String> {
     let Some(fed) = node.federation() else {
         return Vec::new();
     };
+    let usable = |url: &String| !(up_only && node.presence_says_down(url));
     if doc.lazy {
         let primaries = fed.topology.primaries().map(|p| p.id.clone());
         let mut out: Vec<String> = Vec::new();
@@ -40,7 +59,7 @@ pub fn sources(node: &Node, doc: &DocumentVersion) -> Vec<String> {
             if id == fed.id() {
                 continue;
             }
-            if let Some(url) = fed.url_of(&id).filter(|u| !node.presence_says_down(u)) {
+            if let Some(url) = fed.url_of(&id).filter(usable) {
                 if !out.contains(&url) {
                     out.push(url);
                 }
@@ -52,7 +71,7 @@ pub fn sources(node: &Node, doc: &DocumentVersion) -> Vec<String> {
         .into_iter()
         .filter(|id| id != fed.id())
         .filter_map(|id| fed.url_of(&id))
-        .filter(|url| !node.presence_says_down(url))
+        .filter(usable)
         .collect()
 }
 
