@@ -28,7 +28,7 @@ use crate::db::devices::{
     device_active, flag_usage, has_flag, new_device_id, new_secret, revoke_device, secret_hash,
     RegisterError,
 };
-use crate::db::documents::object_known;
+use crate::db::documents::{current_version, object_known};
 use crate::error::ApiError;
 use crate::federation::release::release;
 
@@ -208,16 +208,18 @@ pub async fn flag(
     let device = parse_device(&device)?;
     let id = parse_id(&id)?;
     authorize(&node, &headers, &device).await?;
-    let doc = node
-        .db
-        .document(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
     let mut tx = node.db.begin_write().await?;
     // Revoked since `authorize` looked: no flag for it.
     if !device_active(&mut tx, &device).await? {
         return Err(ApiError::DeviceUnauthorized);
     }
+    // The current version as the writer sees it: a version recorded after a read outside this
+    // transaction would find no flag (the inbox pulls only flagged documents' new versions),
+    // and this flag would queue the version before it; the current bytes would never be pulled
+    // nor their receipt sent.
+    let current = current_version(&mut tx, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("document {id}")))?;
     let new = !has_flag(&mut *tx, &device, &id).await?;
     if new {
         let limits = node.config.devices;
@@ -234,7 +236,7 @@ pub async fn flag(
                 ),
             });
         }
-        let size = doc.current.size;
+        let size = current.size;
         if usage.bytes.saturating_add(size) > limits.max_flagged_bytes {
             return Err(ApiError::LimitReached {
                 code: ErrorCode::FlagQuota,
@@ -255,7 +257,7 @@ pub async fn flag(
     }
     let mut pulling = false;
     if let Some(fed) = node.federation() {
-        let d = &doc.current;
+        let d = &current;
         if !d.deleted && !object_known(&mut tx, &d.md5).await? {
             let sources = crate::federation::ondemand::queue_sources(&node, d);
             if let Some(origin) = sources.first() {
