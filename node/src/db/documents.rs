@@ -467,12 +467,8 @@ pub async fn objects_held(
     if md5s.is_empty() {
         return Ok(Default::default());
     }
-    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT md5 FROM objects WHERE md5 IN (");
-    let mut list = qb.separated(", ");
-    for md5 in md5s {
-        list.push_bind(md5.as_str());
-    }
-    qb.push(")");
+    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("SELECT md5 FROM objects WHERE md5 IN ");
+    super::push_in_list(&mut qb, md5s.iter().map(|m| m.as_str()));
     let held: Vec<String> = qb.build_query_scalar().fetch_all(&mut *conn).await?;
     Ok(held.into_iter().collect())
 }

@@ -186,13 +186,9 @@ pub async fn pending_of(
 ) -> Result<std::collections::HashMap<String, bool>, sqlx::Error> {
     let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "SELECT p.md5, EXISTS (SELECT 1 FROM objects o WHERE o.md5 = p.md5) \
-         FROM pending_fetches p WHERE p.md5 IN (",
+         FROM pending_fetches p WHERE p.md5 IN ",
     );
-    let mut list = qb.separated(", ");
-    for md5 in md5s {
-        list.push_bind(md5.as_str());
-    }
-    qb.push(")");
+    super::push_in_list(&mut qb, md5s.iter().map(|m| m.as_str()));
     let rows: Vec<(String, bool)> = qb.build_query_as().fetch_all(&mut *conn).await?;
     Ok(rows.into_iter().collect())
 }
@@ -207,13 +203,9 @@ pub async fn waiters_of(
     }
     let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
         "SELECT md5, doc_id, version, origin, notification, forwarded FROM fetch_waiters \
-         WHERE md5 IN (",
+         WHERE md5 IN ",
     );
-    let mut list = qb.separated(", ");
-    for md5 in md5s {
-        list.push_bind(md5.as_str());
-    }
-    qb.push(")");
+    super::push_in_list(&mut qb, md5s.iter().map(|m| m.as_str()));
     let rows: Vec<(String, String, i64, String, String, bool)> =
         qb.build_query_as().fetch_all(&mut *conn).await?;
     Ok(rows
@@ -243,18 +235,12 @@ pub async fn complete_all(
     if done.is_empty() {
         return Ok(());
     }
-    let mut qb =
-        sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM fetch_waiters WHERE md5 IN (");
-    let mut list = qb.separated(", ");
-    for c in done {
-        list.push_bind(c.md5.as_str());
-    }
-    qb.push("); DELETE FROM pending_fetches WHERE md5 IN (");
-    let mut list = qb.separated(", ");
-    for c in done {
-        list.push_bind(c.md5.as_str());
-    }
-    qb.push("); INSERT INTO fetch_log (md5, source, bytes, attempts, started_at, done_at) ");
+    let md5s = || done.iter().map(|c| c.md5.as_str());
+    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new("DELETE FROM fetch_waiters WHERE md5 IN ");
+    super::push_in_list(&mut qb, md5s());
+    qb.push("; DELETE FROM pending_fetches WHERE md5 IN ");
+    super::push_in_list(&mut qb, md5s());
+    qb.push("; INSERT INTO fetch_log (md5, source, bytes, attempts, started_at, done_at) ");
     let now = Timestamp::now().millis();
     qb.push_values(done, |mut row, c| {
         row.push_bind(c.md5.as_str())

@@ -24,6 +24,20 @@ use sqlx::SqlitePool;
 /// 3.32), for the multi-row statements of imports, receipts and the outbox.
 pub(crate) const MAX_PARAMS: usize = 32_766;
 
+/// Appends `(?, ?, …)` binding each of `values`: the list of an `IN`. An empty list is valid
+/// SQL in SQLite and matches nothing.
+pub(crate) fn push_in_list<'q>(
+    qb: &mut sqlx::QueryBuilder<'q, sqlx::Sqlite>,
+    values: impl IntoIterator<Item = &'q str>,
+) {
+    qb.push("(");
+    let mut list = qb.separated(", ");
+    for v in values {
+        list.push_bind(v);
+    }
+    list.push_unseparated(")");
+}
+
 pub use documents::{Cursor, DeletedFilter, ListFilter};
 
 #[derive(Debug, Clone)]
