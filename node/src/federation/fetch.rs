@@ -68,14 +68,17 @@ pub async fn enqueue_fetch(
 
 /// Scheduled pulls in progress, each with a token that stops it: a pull whose fetch was
 /// dropped (`release`) and that nobody follows stops at once instead of pulling the rest of
-/// the bytes for nothing.
+/// the bytes for nothing. Also the scheduler's view of its pulls ([`Scheduled`]).
 #[derive(Debug, Default)]
-pub struct Running(Mutex<std::collections::HashMap<String, CancellationToken>>);
+pub struct Running {
+    tokens: Mutex<std::collections::HashMap<String, CancellationToken>>,
+    scheduled: Arc<Mutex<Scheduled>>,
+}
 
 impl Running {
     fn start(&self, md5: &str) -> CancellationToken {
         let token = CancellationToken::new();
-        self.0
+        self.tokens
             .lock()
             .expect("not poisoned")
             .insert(md5.to_owned(), token.clone());
@@ -83,12 +86,23 @@ impl Running {
     }
 
     fn finish(&self, md5: &str) {
-        self.0.lock().expect("not poisoned").remove(md5);
+        self.tokens.lock().expect("not poisoned").remove(md5);
+    }
+
+    /// The pending pull of `md5` was settled outside the scheduler (its content arrived by
+    /// another transfer, `ondemand`), after its commit: a due row read before that commit is
+    /// stale and must not start a pull, exactly as for a pull of the scheduler's own that ended.
+    pub fn settled_elsewhere(&self, md5: &Md5Hex) {
+        self.scheduled
+            .lock()
+            .expect("not poisoned")
+            .ended
+            .insert(md5.to_string());
     }
 
     /// Stops the scheduled pull of `md5`, if one runs. Returns whether one did.
     pub fn stop(&self, md5: &Md5Hex) -> bool {
-        match self.0.lock().expect("not poisoned").get(md5.as_str()) {
+        match self.tokens.lock().expect("not poisoned").get(md5.as_str()) {
             Some(token) => {
                 token.cancel();
                 true
@@ -105,7 +119,7 @@ pub async fn pending_count(node: &Node) -> Result<i64, sqlx::Error> {
 /// Runs pulls until cancelled, at most `MAX_CONCURRENT` at a time.
 pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
     task.running();
-    let active: Arc<Mutex<Scheduled>> = Arc::default();
+    let active = node.pulls.scheduled.clone();
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT));
     // Each pull in flight hands over at most one finished pull at a time. The recorder ends
     // when every sender has gone (this loop and its pulls), after the group it is recording.
@@ -560,31 +574,6 @@ async fn store_and_record(
             .collect();
         let objects: Vec<(&Md5Hex, u64)> = kept.iter().map(|(f, b)| (&f.md5, *b)).collect();
         record_objects(&mut tx, &objects).await?;
-        let kept_md5s: Vec<&Md5Hex> = objects.iter().map(|(m, _)| *m).collect();
-        let mut receipts = Vec::new();
-        for (md5, (w_doc, w_version, w_origin, json, forwarded)) in
-            fetches::waiters_of(&mut tx, &kept_md5s).await?
-        {
-            let (Ok(n), Ok(md5)) = (serde_json::from_str::<Notification>(&json), md5.parse())
-            else {
-                continue;
-            };
-            if !forwarded {
-                let hops = route(&fed.topology, fed.id(), &n.targets, 1, &w_doc);
-                send_notifications(&mut tx, fed, &n, hops).await?;
-            }
-            let r = Receipt {
-                doc_id: n.document.id,
-                version: w_version,
-                origin: w_origin,
-                md5,
-                node: fed.id().to_owned(),
-                content: true,
-                at: Timestamp::now(),
-            };
-            let id = r.message_id();
-            receipts.push((r, id));
-        }
         let done: Vec<fetches::Completed> = kept
             .iter()
             .map(|(f, bytes)| fetches::Completed {
@@ -595,11 +584,7 @@ async fn store_and_record(
                 started_at: Timestamp::now().millis() - f.started.elapsed().as_millis() as i64,
             })
             .collect();
-        fetches::complete_all(&mut tx, &done).await?;
-        if !receipts.is_empty() {
-            let receipts: Vec<_> = receipts.iter().map(|(r, id)| (r, id.as_str())).collect();
-            send_receipts(&mut tx, fed, &receipts).await?;
-        }
+        settle(&mut tx, fed, &done).await?;
         tx.commit().await
     }
     .await;
@@ -610,4 +595,45 @@ async fn store_and_record(
         return Err(e.into());
     }
     Ok(outcomes)
+}
+
+/// Settles pending pulls whose content is now held here (its `objects` rows already written in
+/// `tx`): the forwards their waiters still owe go out, each waiter's content receipt is sent,
+/// and the waiters and pending rows go, logged in `fetch_log`. A fixed number of statements
+/// for the lot. Used by finished pulls and by an on-demand transfer that kept the same bytes.
+pub(super) async fn settle(
+    tx: &mut sqlx::SqliteConnection,
+    fed: &super::Federation,
+    done: &[fetches::Completed<'_>],
+) -> Result<(), sqlx::Error> {
+    let md5s: Vec<&Md5Hex> = done.iter().map(|c| c.md5).collect();
+    let mut receipts = Vec::new();
+    for (md5, (w_doc, w_version, w_origin, json, forwarded)) in
+        fetches::waiters_of(&mut *tx, &md5s).await?
+    {
+        let (Ok(n), Ok(md5)) = (serde_json::from_str::<Notification>(&json), md5.parse()) else {
+            continue;
+        };
+        if !forwarded {
+            let hops = route(&fed.topology, fed.id(), &n.targets, 1, &w_doc);
+            send_notifications(&mut *tx, fed, &n, hops).await?;
+        }
+        let r = Receipt {
+            doc_id: n.document.id,
+            version: w_version,
+            origin: w_origin,
+            md5,
+            node: fed.id().to_owned(),
+            content: true,
+            at: Timestamp::now(),
+        };
+        let id = r.message_id();
+        receipts.push((r, id));
+    }
+    fetches::complete_all(&mut *tx, done).await?;
+    if !receipts.is_empty() {
+        let receipts: Vec<_> = receipts.iter().map(|(r, id)| (r, id.as_str())).collect();
+        send_receipts(&mut *tx, fed, &receipts).await?;
+    }
+    Ok(())
 }

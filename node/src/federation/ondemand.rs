@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use docfed_shared::wire::DocumentVersion;
+use docfed_shared::wire::{DocumentVersion, Timestamp};
 use docfed_shared::ContentHasher;
 use futures::StreamExt;
 
@@ -22,6 +22,7 @@ use super::pull::{reserve_space, verify, write_stream, PullError, SourceFailure}
 use super::transfers::{Progress, Transfer};
 use crate::db::devices::flagged_by_any;
 use crate::db::documents::{object_known, record_object};
+use crate::db::fetches;
 use crate::db::sources::LazyItem;
 use crate::metrics::Metrics;
 use crate::Node;
@@ -215,9 +216,10 @@ async fn run(
             // Someone else's transfer of the same content runs now; its readers follow it.
             break;
         };
+        let started_at = Timestamp::now().millis();
         let outcome = tokio::select! {
             r = pull(node, doc, &t, src) => match r {
-                Ok(()) => keep_if_wanted(node, doc, &t).await,
+                Ok(()) => keep_if_wanted(node, doc, &t, &src.to_string(), started_at).await,
                 Err(e) => Err(e),
             },
             () = unfollowed(node, doc, &t) => {
@@ -350,11 +352,16 @@ async fn pull(
 
 /// Moves verified bytes into the store when a device of this node flagged the document, or
 /// when they are a lazy version's that this node's scope keeps (a lazy document, once read,
-/// becomes an ordinary one).
+/// becomes an ordinary one). A pull of the same bytes that a flag or a notification queued is
+/// settled in the same transaction, as if it had just finished (its waiters' forwards and
+/// content receipts go out): otherwise it would pull the bytes again, and until then nobody
+/// above would hear that this node holds them.
 async fn keep_if_wanted(
     node: &Arc<Node>,
     doc: &DocumentVersion,
     t: &Transfer,
+    source: &str,
+    started_at: i64,
 ) -> Result<bool, PullError> {
     let keeps = doc.lazy
         && node
@@ -368,12 +375,43 @@ async fn keep_if_wanted(
     }
     let held = object_known(&mut tx, &doc.md5).await?;
     let placed = node.store.place(&t.path, &doc.md5, held).await?;
-    record_object(&mut tx, &doc.md5, doc.size).await?;
-    if let Err(e) = tx.commit().await {
-        if placed {
-            node.store.discard(&doc.md5).await;
+    let recorded: Result<bool, sqlx::Error> = async {
+        record_object(&mut tx, &doc.md5, doc.size).await?;
+        let mut settled = false;
+        if let Some(fed) = node.federation() {
+            if fetches::pending_of(&mut tx, &[&doc.md5])
+                .await?
+                .contains_key(doc.md5.as_str())
+            {
+                let done = fetches::Completed {
+                    md5: &doc.md5,
+                    source,
+                    bytes: doc.size,
+                    attempts: 1,
+                    started_at,
+                };
+                super::fetch::settle(&mut tx, fed, &[done]).await?;
+                settled = true;
+            }
         }
-        return Err(e.into());
+        tx.commit().await?;
+        Ok(settled)
+    }
+    .await;
+    match recorded {
+        Ok(settled) => {
+            if settled {
+                node.pulls.settled_elsewhere(&doc.md5);
+                tracing::info!(doc_id = %doc.id, md5 = %doc.md5, "a pending pull of the same bytes was settled by this transfer");
+                node.wake_outbox();
+            }
+        }
+        Err(e) => {
+            if placed {
+                node.store.discard(&doc.md5).await;
+            }
+            return Err(e.into());
+        }
     }
     node.content_available(doc.id, doc.version).await;
     Ok(true)

@@ -536,3 +536,66 @@ async fn unflagging_releases_what_a_regional_node_kept_only_for_the_flag() -> Te
     assert!(resp.bytes().await?.to_vec() == pattern(1, 200_000));
     Ok(())
 }
+
+/// A device flags a document while a reader's on-demand transfer of its bytes is running at
+/// na (out of na's scope, so na did not hold them). The flag queues a pull of the same bytes;
+/// the transfer, once verified, keeps them for the flag and settles that queued pull in the
+/// same transaction: the bytes cross once, and the primary hears at once that na holds them.
+#[tokio::test]
+async fn a_flag_during_a_readers_transfer_is_settled_by_that_transfer() -> TestResult {
+    // 1 MB/s: the 6 MB read lasts about 6 s, so the flag lands while it runs.
+    let fed = Federation::start(&["--pull-rate-limit", "1MB"]).await?;
+    let size = 6_000_000;
+    let data = pattern(5, size);
+    let (id, md5) = publish_at(
+        &fed.node("primary-a").url,
+        "title=Far&scope=region:eu",
+        data.clone(),
+    )
+    .await?;
+    fed.await_meta("eu", &id, T, |m| m["available_here"] == true)
+        .await?;
+    fed.await_meta("na", &id, T, |m| m["available_here"] == false)
+        .await?;
+    let na = fed.node("na");
+    let pulled_before = fed.metric("na", "docfed_bytes_pulled_total").await?;
+
+    let resp = client()
+        .get(na.url(&format!("/v1/documents/{id}/content")))
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let (device, secret) = registered(&na.url).await?;
+    let (status, v) = flag(&na.url, &device, &id, Some(&secret)).await?;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    let pulled = fed.metric("na", "docfed_bytes_pulled_total").await? - pulled_before;
+    assert!(
+        pulled < size as u64,
+        "the transfer ended ({pulled} bytes) before the flag: this test shows nothing"
+    );
+    assert!(resp.bytes().await? == data, "the reader's bytes differ");
+
+    fed.await_meta("na", &id, T, |m| m["available_here"] == true)
+        .await?;
+    assert!(object_file(na, &md5).exists());
+    let na_id = fed.id("na");
+    let propagation = fed
+        .node("primary-a")
+        .url(&format!("/v1/documents/{id}/propagation"));
+    eventually(T, "na's content receipt at primary-a", || async {
+        let Some(p) = client().get(&propagation).json_or_none().await else {
+            return Ok(None);
+        };
+        let held = p["nodes"].as_array().is_some_and(|nodes| {
+            nodes
+                .iter()
+                .any(|n| n["node"] == na_id.as_str() && n["content"] == true)
+        });
+        Ok(held.then_some(()))
+    })
+    .await?;
+    assert_eq!(fed.metric("na", "docfed_pending_fetches").await?, 0);
+    let pulled = fed.metric("na", "docfed_bytes_pulled_total").await? - pulled_before;
+    assert_eq!(pulled, size as u64, "the bytes crossed more than once");
+    Ok(())
+}
