@@ -9,22 +9,26 @@ use sqlx::SqliteExecutor;
 use super::MAX_PARAMS;
 
 /// Queues several messages, `(target, payload)`, in the caller's transaction with one statement
-/// (per 10,922 rows, the parameter limit): one round trip to the connection's thread for a
-/// notification's hops or a batch of receipts' parents.
+/// (per 8,191 rows, the parameter limit): one round trip to the connection's thread for a
+/// notification's hops or a batch of receipts' parents. `may_wait` messages (receipts) may
+/// wait in the outbox to travel with later ones (`outbox::relay_on`).
 pub async fn enqueue_all<T: AsRef<str>, P: AsRef<[u8]>>(
     conn: &mut sqlx::SqliteConnection,
     rows: &[(T, P)],
+    may_wait: bool,
 ) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     let now = Timestamp::now().millis();
-    for chunk in rows.chunks(MAX_PARAMS / 3) {
-        let mut qb = sqlx::QueryBuilder::new("INSERT INTO outbox (target, payload, created_at) ");
+    for chunk in rows.chunks(MAX_PARAMS / 4) {
+        let mut qb =
+            sqlx::QueryBuilder::new("INSERT INTO outbox (target, payload, created_at, may_wait) ");
         qb.push_values(chunk, |mut row, (target, payload)| {
             row.push_bind(target.as_ref())
                 .push_bind(payload.as_ref())
-                .push_bind(now);
+                .push_bind(now)
+                .push_bind(may_wait);
         });
         qb.build().execute(&mut *conn).await?;
     }
@@ -53,17 +57,30 @@ pub async fn targets_waiting<'e>(db: impl SqliteExecutor<'e>) -> Result<Vec<Stri
     .await
 }
 
-/// The oldest `limit` messages for `target`: (id, payload).
+/// A queued message as the relay reads it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Queued {
+    pub id: i64,
+    pub payload: Vec<u8>,
+    /// When it was queued, Unix ms.
+    pub created_at: i64,
+    pub may_wait: bool,
+}
+
+/// The oldest `limit` messages for `target`.
 pub async fn batch<'e>(
     db: impl SqliteExecutor<'e>,
     target: &str,
     limit: i64,
-) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
-    sqlx::query_as("SELECT id, payload FROM outbox WHERE target = ? ORDER BY id LIMIT ?")
-        .bind(target)
-        .bind(limit)
-        .fetch_all(db)
-        .await
+) -> Result<Vec<Queued>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, payload, created_at, may_wait FROM outbox WHERE target = ? \
+         ORDER BY id LIMIT ?",
+    )
+    .bind(target)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 /// Forgets the messages a broker confirmed, committed without a flush (see

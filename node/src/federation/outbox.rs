@@ -13,6 +13,7 @@ use docfed_shared::messages::{
     join_batch, signing_input, Envelope, BATCH_CONTENT_TYPE, MAX_BATCH_BYTES, SIGNATURE_HEADER,
 };
 use docfed_shared::topology::inbox_queue;
+use docfed_shared::wire::Timestamp;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
@@ -20,7 +21,7 @@ use sqlx::SqliteConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::amqp;
-use crate::db::messages;
+use crate::db::messages::{self, Queued};
 use crate::metrics::Metrics;
 use crate::supervisor::{Backoff, Retry, Task};
 use crate::Node;
@@ -36,7 +37,7 @@ pub async fn enqueue_to_all(
 ) -> Result<(), sqlx::Error> {
     let payload = env.to_bytes();
     let rows: Vec<(&String, &[u8])> = targets.iter().map(|t| (t, &payload[..])).collect();
-    messages::enqueue_all(&mut *conn, &rows).await
+    messages::enqueue_all(&mut *conn, &rows, false).await
 }
 
 pub async fn depth(node: &Node) -> Result<i64, sqlx::Error> {
@@ -153,13 +154,24 @@ async fn relay_on(
         if rows.is_empty() {
             continue;
         }
+        if let Some(wait) = linger(&rows, most_per_message, Timestamp::now().millis()) {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = cancel.cancelled() => {
+                    amqp::close_channel(&ch, "shutting down").await;
+                    return Ok(());
+                }
+            }
+            queued = true;
+            continue;
+        }
         let mut pending = Vec::new();
         for group in batches(&rows, most_per_message) {
             let joined;
             let (payload, content_type) = match group {
-                [(_, one)] => (one.as_slice(), "application/json"),
+                [one] => (one.payload.as_slice(), "application/json"),
                 many => {
-                    joined = join_batch(many.iter().map(|(_, p)| p.as_slice()));
+                    joined = join_batch(many.iter().map(|q| q.payload.as_slice()));
                     (joined.as_slice(), BATCH_CONTENT_TYPE)
                 }
             };
@@ -194,7 +206,7 @@ async fn relay_on(
         for (group, confirm) in pending {
             let confirmation = confirm.await?;
             if confirmation.is_ack() && confirmation.take_message().is_none() {
-                confirmed.extend(group.iter().map(|(id, _)| *id));
+                confirmed.extend(group.iter().map(|q| q.id));
                 Metrics::inc(&node.metrics.broker_messages_published);
             }
         }
@@ -235,13 +247,32 @@ async fn rows_queued(wake: Option<&tokio::sync::Notify>, cancel: &CancellationTo
     }
 }
 
+/// How long a read of only `may_wait` rows (receipts) waits for more to travel with them:
+/// under a burst a node queues a few receipts per target at each commit, and sent as they came
+/// they cost the broker and each receiver a message (a write, a confirm, a delivery, an inbox
+/// transaction) for every few rows. Notifications, which readers wait on, never wait; the
+/// relays that carry them downward carry no receipts, which travel upward.
+pub const RECEIPT_LINGER: Duration = Duration::from_millis(250);
+
+/// How long to wait before publishing `rows` (read oldest first) at `now` (Unix ms): none when
+/// any row may not wait, when they fill a broker message of `most` rows, or when the oldest
+/// has waited [`RECEIPT_LINGER`] already.
+fn linger(rows: &[Queued], most: usize, now: i64) -> Option<Duration> {
+    if rows.len() >= most.max(1) || rows.iter().any(|q| !q.may_wait) {
+        return None;
+    }
+    let oldest = rows.iter().map(|q| q.created_at).min()?;
+    let due = oldest.saturating_add(RECEIPT_LINGER.as_millis() as i64);
+    (due > now).then(|| Duration::from_millis((due - now) as u64))
+}
+
 /// Splits queued rows, in order, into the groups sent as one broker message each: at most
 /// `most` rows and, unless a row alone is larger, [`MAX_BATCH_BYTES`] of payload.
-fn batches(rows: &[(i64, Vec<u8>)], most: usize) -> Vec<&[(i64, Vec<u8>)]> {
+fn batches(rows: &[Queued], most: usize) -> Vec<&[Queued]> {
     let most = most.max(1);
     let mut groups = Vec::new();
     let (mut start, mut bytes) = (0, 0);
-    for (i, (_, payload)) in rows.iter().enumerate() {
+    for (i, Queued { payload, .. }) in rows.iter().enumerate() {
         let full = i - start == most || (i > start && bytes + payload.len() > MAX_BATCH_BYTES);
         if full {
             groups.push(&rows[start..i]);
@@ -324,7 +355,7 @@ pub async fn send_notifications(
             (hop.next, env.to_bytes())
         })
         .collect();
-    messages::enqueue_all(&mut *conn, &rows).await
+    messages::enqueue_all(&mut *conn, &rows, false).await
 }
 
 /// Records a receipt here and queues it upward (to the parents, or from a primary to the other
@@ -360,7 +391,8 @@ pub async fn send_receipts(
         let payload = env.to_bytes();
         rows.extend(upstream.iter().map(|t| (t.as_str(), payload.clone())));
     }
-    messages::enqueue_all(&mut *conn, &rows).await?;
+    // Nobody waits on a receipt: it may wait to travel with others (`relay_on`).
+    messages::enqueue_all(&mut *conn, &rows, true).await?;
     Ok(news)
 }
 
@@ -368,19 +400,49 @@ pub async fn send_receipts(
 mod tests {
     use super::*;
 
-    fn rows(sizes: &[usize]) -> Vec<(i64, Vec<u8>)> {
+    fn rows(sizes: &[usize]) -> Vec<Queued> {
         sizes
             .iter()
             .enumerate()
-            .map(|(i, &n)| (i as i64, vec![b'x'; n]))
+            .map(|(i, &n)| Queued {
+                id: i as i64,
+                payload: vec![b'x'; n],
+                created_at: 0,
+                may_wait: false,
+            })
             .collect()
     }
 
-    fn shape(groups: &[&[(i64, Vec<u8>)]]) -> Vec<Vec<i64>> {
+    fn shape(groups: &[&[Queued]]) -> Vec<Vec<i64>> {
         groups
             .iter()
-            .map(|g| g.iter().map(|(id, _)| *id).collect())
+            .map(|g| g.iter().map(|q| q.id).collect())
             .collect()
+    }
+
+    fn queued(created_at: i64, may_wait: bool) -> Queued {
+        Queued {
+            id: 0,
+            payload: Vec::new(),
+            created_at,
+            may_wait,
+        }
+    }
+
+    #[test]
+    fn only_a_short_read_of_young_receipts_lingers() {
+        let ms = RECEIPT_LINGER.as_millis() as i64;
+        let young = vec![queued(1_000, true), queued(1_010, true)];
+        assert_eq!(
+            linger(&young, 64, 1_100),
+            Some(Duration::from_millis((ms - 100) as u64)),
+            "the oldest receipt sets the deadline"
+        );
+        assert_eq!(linger(&young, 64, 1_000 + ms), None, "the oldest is due");
+        assert_eq!(linger(&young, 2, 1_100), None, "a full message goes now");
+        let mixed = vec![queued(1_000, true), queued(1_050, false)];
+        assert_eq!(linger(&mixed, 64, 1_100), None, "a notification goes now");
+        assert_eq!(linger(&[], 64, 1_100), None);
     }
 
     #[test]
