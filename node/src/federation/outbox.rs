@@ -256,9 +256,10 @@ pub const RECEIPT_LINGER: Duration = Duration::from_millis(250);
 
 /// How long to wait before publishing `rows` (read oldest first) at `now` (Unix ms): none when
 /// any row may not wait, when they fill a broker message of `most` rows, or when the oldest
-/// has waited [`RECEIPT_LINGER`] already.
+/// has waited [`RECEIPT_LINGER`] already. A row stamped after `now` (the clock went back) does
+/// not wait: waiting on such a stamp could hold receipts for as long as the clock jumped.
 fn linger(rows: &[Queued], most: usize, now: i64) -> Option<Duration> {
-    if rows.len() >= most.max(1) || rows.iter().any(|q| !q.may_wait) {
+    if rows.len() >= most.max(1) || rows.iter().any(|q| !q.may_wait || q.created_at > now) {
         return None;
     }
     let oldest = rows.iter().map(|q| q.created_at).min()?;
@@ -443,6 +444,11 @@ mod tests {
         let mixed = vec![queued(1_000, true), queued(1_050, false)];
         assert_eq!(linger(&mixed, 64, 1_100), None, "a notification goes now");
         assert_eq!(linger(&[], 64, 1_100), None);
+        assert_eq!(
+            linger(&young, 64, 900),
+            None,
+            "stamped after now: the clock went back, so nothing waits on it"
+        );
     }
 
     #[test]
