@@ -191,7 +191,7 @@ struct NodeState {
 /// both. The price is coupling to the schema, made loud here: a database of another schema is
 /// refused, and a unit test fails when the node gains a migration the checker has not been
 /// reviewed against.
-const CHECKED_SCHEMA: i64 = 11;
+const CHECKED_SCHEMA: i64 = 12;
 
 pub(super) async fn open(path: &Path) -> Result<SqlitePool> {
     let opts = SqliteConnectOptions::new()

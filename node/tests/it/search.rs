@@ -123,8 +123,8 @@ async fn search_filters_and_pages() -> TestResult {
         titles(&c, &node, "q=monsoon&deleted=any").await?,
         set(&["Monsoon forecast"])
     );
-    // Full text alone (ranked from the index, tombstones told apart by their row ids) and with
-    // a filter (joined to the documents) agree on tombstones.
+    // Full text alone and with a filter (seeking the filter's index by row id) agree on
+    // tombstones.
     assert!(titles(&c, &node, "q=monsoon").await?.is_empty());
     assert_eq!(
         titles(&c, &node, "q=monsoon&deleted=true").await?,
