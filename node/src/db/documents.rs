@@ -648,21 +648,8 @@ pub async fn record_version(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use docfed_test_kit::content::Xorshift;
     use std::collections::BTreeSet;
-
-    /// A small deterministic generator, so a failing case can be replayed by its seed.
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[self.below(items.len() as u64) as usize]
-        }
-    }
 
     /// What the oracle knows of a document: its current row, read back from the tables.
     #[derive(Debug, sqlx::FromRow)]
@@ -686,7 +673,7 @@ mod tests {
     async fn directory(seed: u64) -> (tempfile::TempDir, Db, Vec<Doc>) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(&dir.path().join("node.sqlite")).await.unwrap();
-        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = Xorshift::new(seed);
         let mut tx = db.begin_write().await.unwrap();
         for _ in 0..60 {
             let id = DocId::new();
@@ -699,24 +686,24 @@ mod tests {
                     title: format!("{} {}", rng.pick(&WORDS), rng.pick(&WORDS)),
                     description: String::new(),
                     tags: (0..rng.below(3))
-                        .map(|_| rng.pick(&["t1", "t2", "t3"]).to_owned())
+                        .map(|_| rng.pick(&["t1", "t2", "t3"]).to_string())
                         .collect::<BTreeSet<_>>()
                         .into_iter()
                         .collect(),
                     filename: "f.bin".to_owned(),
-                    source: rng.pick(&["s1", "s2"]).to_owned(),
+                    source: rng.pick(&["s1", "s2"]).to_string(),
                     scope: rng
                         .pick(&["global", "region:eu", "region:asia"])
                         .parse()
                         .unwrap(),
                     content_type: rng
                         .pick(&["text/plain", "text/plain; charset=utf-8", "application/pdf"])
-                        .to_owned(),
+                        .to_string(),
                     md5: Md5Hex::from_digest(md5::compute(rng.below(1 << 30).to_be_bytes()).0),
                     size: 1,
                     deleted,
                     created_at: Timestamp(1_700_000_000_000 + rng.below(1_000) as i64),
-                    author: rng.pick(&["a1", "a2", "a3"]).to_owned(),
+                    author: rng.pick(&["a1", "a2", "a3"]).to_string(),
                     sha256: None,
                     signature: None,
                     lazy: false,

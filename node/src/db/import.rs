@@ -253,24 +253,14 @@ mod tests {
     use crate::db::documents::record_version;
     use crate::db::Db;
     use docfed_shared::{DocId, Md5Hex, Scope};
+    use docfed_test_kit::content::Xorshift;
 
-    /// A small deterministic generator, so a failing case can be replayed by its seed.
-    struct Rng(u64);
-    impl Rng {
-        fn below(&mut self, n: u64) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0 % n
-        }
-    }
-
-    fn version(rng: &mut Rng, ids: &[DocId]) -> (DocumentVersion, ChangeKind) {
+    fn version(rng: &mut Xorshift, ids: &[DocId]) -> (DocumentVersion, ChangeKind) {
         let id = ids[rng.below(ids.len() as u64) as usize];
         let version = 1 + rng.below(4) as i64;
         let deleted = rng.below(6) == 0;
         let words = ["tide", "storm", "quake", "map", "route", "Ünïcode"];
-        let w = |rng: &mut Rng| words[rng.below(words.len() as u64) as usize];
+        let w = |rng: &mut Xorshift| words[rng.below(words.len() as u64) as usize];
         let tags: Vec<String> = (0..rng.below(3)).map(|_| w(rng).to_lowercase()).collect();
         let v = DocumentVersion {
             id,
@@ -335,7 +325,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let one = Db::open(&dir.path().join("one.sqlite")).await.unwrap();
             let set = Db::open(&dir.path().join("set.sqlite")).await.unwrap();
-            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut rng = Xorshift::new(seed);
             let ids: Vec<DocId> = (0..1 + rng.below(12)).map(|_| DocId::new()).collect();
             // Two batches: the second meets documents and versions the first recorded.
             for _ in 0..2 {
