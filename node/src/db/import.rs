@@ -260,7 +260,7 @@ mod tests {
         let version = 1 + rng.below(4) as i64;
         let deleted = rng.below(6) == 0;
         let words = ["tide", "storm", "quake", "map", "route", "Ünïcode"];
-        let w = |rng: &mut Xorshift| words[rng.below(words.len() as u64) as usize];
+        let w = |rng: &mut Xorshift| *rng.pick(&words);
         let tags: Vec<String> = (0..rng.below(3)).map(|_| w(rng).to_lowercase()).collect();
         let v = DocumentVersion {
             id,

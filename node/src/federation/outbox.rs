@@ -408,8 +408,7 @@ mod tests {
             .map(|(i, &n)| Queued {
                 id: i as i64,
                 payload: vec![b'x'; n],
-                created_at: 0,
-                may_wait: false,
+                ..queued(0, false)
             })
             .collect()
     }
