@@ -246,28 +246,37 @@ impl Trust {
             .is_ok()
     }
 
-    /// Reloads the CRL whenever its file changes, until `cancel` fires.
-    pub fn watch_crl(self: &Arc<Self>, cancel: CancellationToken) {
+    /// Whether there is a revocation list to follow ([`Trust::watch_crl`]).
+    pub fn has_crl(&self) -> bool {
+        self.crl_path.is_some()
+    }
+
+    /// Reloads the CRL whenever its file changes, until `cancel` fires; a reload that fails
+    /// (the previous list stays in force) is logged and passed to `failed`. The caller runs it
+    /// as a task of its own.
+    pub async fn watch_crl(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        failed: impl Fn(&TlsError) + Send,
+    ) {
         if self.crl_path.is_none() {
             return;
         }
-        let trust = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(CRL_POLL);
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    () = cancel.cancelled() => return,
-                }
-                match trust.reload_crl() {
-                    Ok(true) => tracing::info!(crl = ?trust.crl_path, "revocation list reloaded"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "revocation list not reloaded; the previous one stays in force")
-                    }
+        let mut tick = tokio::time::interval(CRL_POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = cancel.cancelled() => return,
+            }
+            match self.reload_crl() {
+                Ok(true) => tracing::info!(crl = ?self.crl_path, "revocation list reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "revocation list not reloaded; the previous one stays in force");
+                    failed(&e);
                 }
             }
-        });
+        }
     }
 
     fn client_verifier(&self) -> Arc<dyn ClientCertVerifier> {

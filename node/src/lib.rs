@@ -167,12 +167,9 @@ pub async fn run(
         .as_ref()
         .and_then(|t| t.trust.as_ref().map(|tr| (t, tr)))
     {
-        Some((tls, trust)) => {
-            trust.watch_crl(cancel.clone());
-            trust
-                .reqwest(Some((&tls.cert, &tls.key)))
-                .context("TLS client")?
-        }
+        Some((tls, trust)) => trust
+            .reqwest(Some((&tls.cert, &tls.key)))
+            .context("TLS client")?,
         None => docfed_http::tls::client_builder(),
     };
     let http = http
@@ -214,22 +211,39 @@ pub async fn run(
         sources: Default::default(),
         edits: Default::default(),
     });
+    let supervisor = node.supervisor.clone();
+    let sup = &node.supervisor;
     if node.store.keys().is_some() {
         // After a key rotation (or encryption turned on), seal what is not sealed with the
         // current key, in the background: reads go on meanwhile, with either key.
-        let store = node.store.clone();
-        tokio::spawn(async move {
-            match store.rekey().await {
+        let (store, stop) = (node.store.clone(), cancel.clone());
+        sup.job("re-encryption", |_| async move {
+            // At shutdown the pass, on a blocking thread, is not waited for; each object is
+            // sealed again whole or not at all.
+            let sealed = tokio::select! {
+                sealed = store.rekey() => sealed,
+                () = stop.cancelled() => return Ok(()),
+            };
+            match sealed {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(objects = n, "content sealed again with the current key"),
                 Err(e) => {
-                    tracing::error!(error = %e, "sealing content with the current key failed; it stays readable with the old key")
+                    tracing::error!(error = %e, "sealing content with the current key failed; it stays readable with the old key");
+                    return Err(e);
                 }
             }
+            Ok(())
         });
     }
-    let supervisor = node.supervisor.clone();
-    let sup = &node.supervisor;
+    if let Some(trust) = config.tls.as_ref().and_then(|t| t.trust.clone()) {
+        if trust.has_crl() {
+            let cancel = cancel.clone();
+            sup.critical("revocation list", |task| async move {
+                task.running();
+                trust.watch_crl(cancel, move |e| task.error(e)).await;
+            });
+        }
+    }
     sup.critical("retention", |task| {
         retention::run(node.clone(), cancel.clone(), task)
     });

@@ -1,12 +1,14 @@
 //! One supervisor for the node's background work (ARCHITECTURE.md §5.4).
 //!
 //! Every long-lived task (the inbox consumer, one relay per peer, the fetch scheduler, presence
-//! and its mDNS browser, retention) is started here by name, with a [`Task`] handle through which
+//! and its mDNS browser, retention, the revocation list's watch) is started here by name, with a [`Task`] handle through which
 //! it reports its state and its last error; `/v1/peers` (with the token) and `/metrics` show
 //! them. Such a task is *critical*: if it ends before shutdown (a bug, a panic), the node stops
 //! with an error so that its service manager restarts it, rather than answering HTTP while no
-//! longer pulling or relaying (fail-stop). Short-lived work (one pull, one on-demand transfer)
-//! is spawned here too, without a name, so that shutdown waits for it (bounded).
+//! longer pulling or relaying (fail-stop). One-off background work (the re-encryption pass
+//! after a key rotation) is a named *job*: listed while it runs, and afterwards only if it
+//! failed. Short-lived work (one pull, one on-demand transfer) is spawned here too, without a
+//! name, so that shutdown waits for it (bounded).
 //!
 //! [`Backoff`] and [`Retry`] are the one retry policy every loop uses: capped exponential delays
 //! with jitter, and, for long-lived connections, a failure count that starts over once a
@@ -54,6 +56,10 @@ impl Task {
         }
     }
 
+    fn state(&self) -> TaskState {
+        self.entry.status.lock().expect("not poisoned").state
+    }
+
     /// At work.
     pub fn running(&self) {
         self.set(TaskState::Running);
@@ -77,8 +83,19 @@ impl Task {
 pub struct Supervisor {
     cancel: CancellationToken,
     tracker: TaskTracker,
-    tasks: Mutex<BTreeMap<String, Arc<Entry>>>,
+    tasks: Arc<Mutex<BTreeMap<String, Arc<Entry>>>>,
     failed: Arc<Mutex<Option<String>>>,
+}
+
+/// What the end of a named task before shutdown means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A failure that stops the node.
+    Critical,
+    /// A failure, shown and logged.
+    Watched,
+    /// Its work is done (unless it said it failed, or panicked).
+    Job,
 }
 
 impl Supervisor {
@@ -86,7 +103,7 @@ impl Supervisor {
         Supervisor {
             cancel,
             tracker: TaskTracker::new(),
-            tasks: Mutex::default(),
+            tasks: Arc::default(),
             failed: Arc::default(),
         }
     }
@@ -98,7 +115,7 @@ impl Supervisor {
         F: FnOnce(Task) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.start(name.into(), start, true);
+        self.start(name.into(), start, Kind::Critical);
     }
 
     /// Starts a long-lived task the node can do without (the mDNS browser: presence falls back
@@ -108,10 +125,35 @@ impl Supervisor {
         F: FnOnce(Task) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        self.start(name.into(), start, false);
+        self.start(name.into(), start, Kind::Watched);
     }
 
-    fn start<F, Fut>(&self, name: String, start: F, critical: bool)
+    /// Starts one-off work named `name`, listed while it runs: once done it leaves the table,
+    /// unless it failed. A failure (the error it returns, which it logs in its own words, or a
+    /// panic) is shown and the node goes on. At shutdown it is stopped like any task.
+    pub fn job<F, Fut, E>(&self, name: impl Into<String>, start: F)
+    where
+        F: FnOnce(Task) -> Fut,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: std::fmt::Display,
+    {
+        self.start(
+            name.into(),
+            |task: Task| {
+                let work = start(task.clone());
+                async move {
+                    task.running();
+                    if let Err(e) = work.await {
+                        task.error(&e);
+                        task.set(TaskState::Failed);
+                    }
+                }
+            },
+            Kind::Job,
+        );
+    }
+
+    fn start<F, Fut>(&self, name: String, start: F, kind: Kind)
     where
         F: FnOnce(Task) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -131,11 +173,24 @@ impl Supervisor {
         let task = Task { entry };
         // Its own tokio task, so that a panic is seen here as a join error.
         let inner = tokio::spawn(start(task.clone()));
-        let (cancel, failed) = (self.cancel.clone(), self.failed.clone());
+        let (cancel, failed, tasks) =
+            (self.cancel.clone(), self.failed.clone(), self.tasks.clone());
         self.tracker.spawn(async move {
             let outcome = inner.await;
             if cancel.is_cancelled() {
                 task.set(TaskState::Stopped);
+                return;
+            }
+            if kind == Kind::Job && outcome.is_ok() {
+                if task.state() != TaskState::Failed {
+                    let mut tasks = tasks.lock().expect("not poisoned");
+                    if tasks
+                        .get(&name)
+                        .is_some_and(|e| Arc::ptr_eq(e, &task.entry))
+                    {
+                        tasks.remove(&name);
+                    }
+                }
                 return;
             }
             let why = match outcome {
@@ -144,7 +199,7 @@ impl Supervisor {
             };
             task.error(&why);
             task.set(TaskState::Failed);
-            if !critical {
+            if kind != Kind::Critical {
                 tracing::warn!("{why}");
                 return;
             }
@@ -313,5 +368,39 @@ mod tests {
         assert_eq!(steady.state, TaskState::Stopped);
         assert_eq!(steady.errors, 1);
         assert_eq!(steady.last_error.as_deref(), Some("one bad round"));
+    }
+
+    #[tokio::test]
+    async fn a_job_leaves_the_table_when_done_and_stays_when_it_failed() {
+        let cancel = CancellationToken::new();
+        let sup = Supervisor::new(cancel.clone());
+        let (go, gate) = tokio::sync::oneshot::channel::<()>();
+        sup.job(
+            "done",
+            |_| async move { gate.await.map_err(|e| e.to_string()) },
+        );
+        sup.job("broken", |_| async { Err("no key") });
+        let state = |name: &str| {
+            sup.tasks()
+                .into_iter()
+                .find(|t| t.name == name)
+                .map(|t| (t.state, t.last_error))
+        };
+        assert!(state("done").is_some(), "listed while it runs");
+        go.send(()).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while state("done").is_some() || state("broken").map(|s| s.0) != Some(TaskState::Failed) {
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", sup.tasks());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            state("broken"),
+            Some((TaskState::Failed, Some("no key".to_owned())))
+        );
+        assert!(
+            !cancel.is_cancelled(),
+            "a failed job does not stop the node"
+        );
+        assert!(sup.failure().is_none());
     }
 }

@@ -1,19 +1,13 @@
-//! Connecting to RabbitMQ with a reconnect loop of our own: every component (the inbox
-//! consumer, one relay per target) owns its connection, and on any error drops it and connects
-//! again after a capped, jittered backoff (`supervisor::Retry`), forever. Redelivery after a reconnect is harmless
-//! because every handler is idempotent.
+//! Connecting to RabbitMQ, declaring docfed's queues and closing cleanly: the steps every broker
+//! connection takes. The loop that connects, reconnects and backs off is the node's `federation::session`.
 
 use std::path::Path;
 use std::time::Duration;
 
-use docfed_shared::secrets::redact_url;
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::types::FrameSize;
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
-use tokio_util::sync::CancellationToken;
-
-use crate::supervisor::{Backoff, Task};
 
 /// The largest AMQP frame a node negotiates unless its broker URL sets `frame_max`.
 ///
@@ -182,51 +176,6 @@ pub async fn close(conn: &lapin::Connection, why: &str) {
         .is_err()
     {
         tracing::debug!(why, "closing the broker connection timed out; dropping it");
-    }
-}
-
-/// Connects, retrying until it works or `cancel` fires (then `None`); failures are reported to
-/// `task`.
-pub async fn connect(
-    url: &str,
-    tls: Option<&BrokerTls>,
-    cancel: &CancellationToken,
-    who: &str,
-    task: &Task,
-) -> Option<Connection> {
-    // `NodeConfig::load` parsed every broker URL of the topology before the node started.
-    let uri = broker_uri(url).expect("broker URLs are checked at start");
-    let mut attempt = 0u32;
-    loop {
-        let props = ConnectionProperties::default().with_connection_name(who.into());
-        let connecting = open(uri.clone(), props, tls);
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(Duration::from_secs(10), connecting) => r,
-            () = cancel.cancelled() => return None,
-        };
-        match outcome {
-            Ok(Ok(conn)) => {
-                if attempt > 0 {
-                    tracing::info!(broker = %redact_url(url), who, attempts = attempt, "connected to broker");
-                }
-                return Some(conn);
-            }
-            Ok(Err(e)) => {
-                task.retrying(&format_args!("cannot connect to broker: {e}"));
-                if attempt.is_multiple_of(10) {
-                    tracing::warn!(broker = %redact_url(url), who, error = %e, attempt, "cannot connect to broker; retrying");
-                }
-            }
-            Err(_) => {
-                task.retrying(&"broker connection timed out");
-                tracing::warn!(broker = %redact_url(url), who, "broker connection timed out; retrying")
-            }
-        }
-        attempt += 1;
-        tokio::select! {
-            () = tokio::time::sleep(Backoff::BROKER.delay(attempt)) => {}
-            () = cancel.cancelled() => return None,
-        }
     }
 }
 

@@ -25,48 +25,53 @@ use super::admission::admit;
 use super::fetch::enqueue_fetch;
 use super::outbox::{enqueue_to_all, send_notifications, send_receipt, send_receipts};
 use super::routing::{fan_out, route};
+use super::session::{self, BrokerSession, Dial, End};
 use super::{amqp, Federation};
 use crate::db::documents::record_version;
 use crate::metrics::Metrics;
-use crate::supervisor::{Backoff, Retry, Task};
+use crate::supervisor::{Backoff, Task};
 use crate::Node;
 
 const PREFETCH: u16 = 64;
 
 pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
     let fed = node.federation().expect("federation").clone();
-    let url = fed.amqp_url_of(fed.id());
-    let mut reconnect = Retry::new(Backoff::BROKER);
-    let mut connected_before = false;
-    loop {
-        let who = format!("{}-inbox", fed.id());
-        let Some(conn) = amqp::connect(&url, fed.broker_tls.as_ref(), &cancel, &who, &task).await
-        else {
-            return;
-        };
-        let session = std::time::Instant::now();
-        if connected_before {
-            Metrics::inc(&node.metrics.broker_reconnects);
-        }
-        connected_before = true;
-        match consume(&node, &fed, &conn, &cancel, &task).await {
-            Ok(()) => {
-                amqp::close(&conn, "shutting down").await;
-                return;
-            }
-            Err(e) => {
-                task.retrying(&e);
-                tracing::warn!(error = %e, "inbox connection lost; reconnecting");
-                // Unacked deliveries go back to the queue when the connection closes. Bounded:
-                // closing a connection whose broker died waits for an answer that never comes
-                // (an unbounded close here once left a primary's inbox unread for good).
-                amqp::close(&conn, "inbox restarting").await;
-                tokio::select! {
-                    () = tokio::time::sleep(reconnect.after(session.elapsed())) => {}
-                    () = cancel.cancelled() => return,
-                }
-            }
-        }
+    let dial = Dial {
+        url: fed.amqp_url_of(fed.id()),
+        tls: fed.broker_tls.clone(),
+        name: format!("{}-inbox", fed.id()),
+        heartbeat: None,
+    };
+    session::run(Inbox { node, fed }, dial, cancel, task).await;
+}
+
+/// The inbox consumer's session on its connection.
+struct Inbox {
+    node: Arc<Node>,
+    fed: Federation,
+}
+
+impl BrokerSession for Inbox {
+    type Error = InboxError;
+
+    async fn run(
+        &mut self,
+        conn: &lapin::Connection,
+        cancel: &CancellationToken,
+        task: &Task,
+    ) -> Result<End, InboxError> {
+        consume(&self.node, &self.fed, conn, cancel, task)
+            .await
+            .map(|()| End::Stopped)
+    }
+
+    fn failed(&self, error: &InboxError, task: &Task) {
+        task.retrying(error);
+        tracing::warn!(%error, "inbox connection lost; reconnecting");
+    }
+
+    fn reconnected(&mut self) {
+        Metrics::inc(&self.node.metrics.broker_reconnects);
     }
 }
 

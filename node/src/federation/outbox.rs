@@ -21,9 +21,10 @@ use sqlx::SqliteConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::amqp;
+use super::session::{self, BrokerSession, Dial, End};
 use crate::db::messages::{self, Queued};
 use crate::metrics::Metrics;
-use crate::supervisor::{Backoff, Retry, Task};
+use crate::supervisor::Task;
 use crate::Node;
 
 /// Rows published per confirm round trip: waiting for every confirm costs ~6x throughput.
@@ -60,34 +61,43 @@ pub async fn run_relay(node: Arc<Node>, target: String, cancel: CancellationToke
         .federation()
         .expect("relays run only in a federation")
         .clone();
-    let url = fed.amqp_url_of(&target);
-    let mut reconnect = Retry::new(Backoff::BROKER);
-    let mut connected_before = false;
-    loop {
-        let who = format!("{}->{}", fed.id(), target);
-        let Some(conn) = amqp::connect(&url, fed.broker_tls.as_ref(), &cancel, &who, &task).await
-        else {
-            return;
-        };
-        let session = std::time::Instant::now();
-        if connected_before {
-            Metrics::inc(&node.metrics.broker_reconnects);
-        }
-        connected_before = true;
+    let dial = Dial {
+        url: fed.amqp_url_of(&target),
+        tls: fed.broker_tls.clone(),
+        name: format!("{}->{}", fed.id(), target),
+        heartbeat: None,
+    };
+    session::run(Relay { node, target }, dial, cancel, task).await;
+}
+
+/// One relay's session on its connection to its target's broker.
+struct Relay {
+    node: Arc<Node>,
+    target: String,
+}
+
+impl BrokerSession for Relay {
+    type Error = RelayError;
+
+    async fn run(
+        &mut self,
+        conn: &lapin::Connection,
+        cancel: &CancellationToken,
+        task: &Task,
+    ) -> Result<End, RelayError> {
         task.running();
-        let result = relay_on(&node, &conn, &target, &cancel).await;
-        amqp::close(&conn, "relay restarting").await;
-        match result {
-            Ok(()) => return,
-            Err(e) => {
-                task.retrying(&e);
-                tracing::warn!(target = %target, error = %e, "outbox relay failed; reconnecting");
-                tokio::select! {
-                    () = tokio::time::sleep(reconnect.after(session.elapsed())) => {}
-                    () = cancel.cancelled() => return,
-                }
-            }
-        }
+        relay_on(&self.node, conn, &self.target, cancel)
+            .await
+            .map(|()| End::Stopped)
+    }
+
+    fn failed(&self, error: &RelayError, task: &Task) {
+        task.retrying(error);
+        tracing::warn!(target = %self.target, %error, "outbox relay failed; reconnecting");
+    }
+
+    fn reconnected(&mut self) {
+        Metrics::inc(&self.node.metrics.broker_reconnects);
     }
 }
 

@@ -16,6 +16,11 @@
 //! source: items map to the same documents (`sources::item_id`) and an unchanged item makes no
 //! version, so the worst case is a concurrent version of one item, which `wire::supersedes` resolves
 //! like any other (§3.2).
+//!
+//! The lease's connection is made, and made again after a failure, by the broker session loop
+//! the inbox and the relays use too (`federation::session`, with [`HEARTBEAT`]); a source's
+//! session contends for the lease on it ([`Lease::contend`]), runs the source while it holds
+//! the lease, and gives it back.
 
 use std::time::Duration;
 
@@ -24,15 +29,15 @@ use lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Connection};
 use tokio_util::sync::CancellationToken;
 
 use crate::federation::amqp;
-use crate::supervisor::{Backoff, Retry, Task};
+use crate::supervisor::Task;
 
 /// Heartbeat of lease connections, in seconds: a holder cut off from the broker is replaced
 /// within about two intervals.
-const HEARTBEAT: u16 = 3;
+pub const HEARTBEAT: u16 = 3;
 
 /// The queue whose single active consumer runs `source`. Named after the first primary so that
 /// two federations on one broker never share a lease.
@@ -40,57 +45,32 @@ pub fn queue_name(first_primary: &str, source: &str) -> String {
     format!("docfed.source.{first_primary}.{source}")
 }
 
-/// A held lease: the connection whose token delivery proves it. Losing it ends the lease.
+/// A held lease: the token delivered to this consumer proves it. It ends with the consumer's
+/// channel or connection.
 pub struct Lease {
-    conn: Connection,
     channel: lapin::Channel,
     consumer: lapin::Consumer,
 }
 
-impl Lease {
-    /// Waits until this node holds the lease of `queue` at `broker`, reconnecting after broker
-    /// failures; `None` when `cancel` fires first.
-    pub async fn acquire(
-        broker: &str,
-        tls: Option<&amqp::BrokerTls>,
-        queue: &str,
-        who: &str,
-        cancel: &CancellationToken,
-        task: &Task,
-    ) -> Option<Lease> {
-        let mut retry = Retry::new(Backoff::BROKER);
-        loop {
-            let started = std::time::Instant::now();
-            match Self::try_acquire(broker, tls, queue, who, cancel, task).await {
-                Ok(Some(lease)) => return Some(lease),
-                Ok(None) => return None,
-                Err(e) => {
-                    task.retrying(&format_args!("source lease: {e}"));
-                    tracing::warn!(queue, error = %e, "source lease lost its broker; retrying");
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(retry.after(started.elapsed())) => {}
-                () = cancel.cancelled() => return None,
-            }
-        }
-    }
+/// Why contending for a lease failed: its connection must be dropped and made again.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error(transparent)]
+    Broker(#[from] lapin::Error),
+    #[error("the broker ended the consumer")]
+    Ended,
+}
 
-    async fn try_acquire(
-        broker: &str,
-        tls: Option<&amqp::BrokerTls>,
+impl Lease {
+    /// Waits until this node holds the lease of `queue` through `conn` (made with
+    /// [`HEARTBEAT`]); `None` when `cancel` fires first.
+    pub async fn contend(
+        conn: &Connection,
         queue: &str,
         who: &str,
         cancel: &CancellationToken,
         task: &Task,
-    ) -> anyhow::Result<Option<Lease>> {
-        let mut uri = amqp::broker_uri(broker).expect("broker URLs are checked at start");
-        uri.query.heartbeat.get_or_insert(HEARTBEAT);
-        let props = ConnectionProperties::default().with_connection_name(who.into());
-        let conn = tokio::select! {
-            c = amqp::open(uri, props, tls) => c?,
-            () = cancel.cancelled() => return Ok(None),
-        };
+    ) -> Result<Option<Lease>, LeaseError> {
         let channel = conn.create_channel().await?;
         channel.basic_qos(1, BasicQosOptions::default()).await?;
         let mut args = FieldTable::default();
@@ -130,18 +110,13 @@ impl Lease {
             () = cancel.cancelled() => {
                 amqp::cancel_consumer(&channel, &consumer).await;
                 amqp::close_channel(&channel, "node stopping").await;
-                amqp::close(&conn, "node stopping").await;
                 return Ok(None);
             }
         };
         match delivery {
-            Some(Ok(_token)) => Ok(Some(Lease {
-                conn,
-                channel,
-                consumer,
-            })),
+            Some(Ok(_token)) => Ok(Some(Lease { channel, consumer })),
             Some(Err(e)) => Err(e.into()),
-            None => anyhow::bail!("the broker ended the consumer"),
+            None => Err(LeaseError::Ended),
         }
     }
 
@@ -157,11 +132,11 @@ impl Lease {
         }
     }
 
-    /// Gives the lease back on a clean stop: the broker hands the token to the other primary.
+    /// Gives the lease back on a clean stop: the broker hands the token to the other primary
+    /// once the channel is closed (before its connection is).
     pub async fn release(self) {
         amqp::cancel_consumer(&self.channel, &self.consumer).await;
         amqp::close_channel(&self.channel, "source released").await;
-        amqp::close(&self.conn, "source released").await;
     }
 }
 

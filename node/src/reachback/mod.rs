@@ -20,10 +20,11 @@ use docfed_shared::sources::{SourceKind, SourceSpec};
 use docfed_shared::wire::Timestamp;
 use tokio_util::sync::CancellationToken;
 
+use crate::federation::session::{self, BrokerSession, Dial, End};
 use crate::supervisor::Task;
 use crate::Node;
 use items::Publisher;
-use lease::Lease;
+use lease::{Lease, LeaseError};
 
 /// The sources whose lease this node holds, and since when.
 #[derive(Debug, Default)]
@@ -80,14 +81,45 @@ async fn run(
     cancel: CancellationToken,
     task: Task,
 ) {
-    let who = format!("{} source {}", node.config.node_id, spec.name);
-    let tls = node.federation().and_then(|f| f.broker_tls.clone());
-    loop {
-        let Some(mut lease) =
-            Lease::acquire(&broker, tls.as_ref(), &queue, &who, &cancel, &task).await
+    let dial = Dial {
+        url: broker,
+        tls: node.federation().and_then(|f| f.broker_tls.clone()),
+        name: format!("{} source {}", node.config.node_id, spec.name),
+        heartbeat: Some(lease::HEARTBEAT),
+    };
+    let source = Source {
+        who: dial.name.clone(),
+        node,
+        spec,
+        queue,
+    };
+    session::run(source, dial, cancel, task).await;
+}
+
+/// A source's session on its lease's connection: contend, run the source while the lease is
+/// held, give it back.
+struct Source {
+    node: Arc<Node>,
+    spec: Arc<SourceSpec>,
+    queue: String,
+    /// The connection's name, and the consumer's tag.
+    who: String,
+}
+
+impl BrokerSession for Source {
+    type Error = LeaseError;
+
+    async fn run(
+        &mut self,
+        conn: &lapin::Connection,
+        cancel: &CancellationToken,
+        task: &Task,
+    ) -> Result<End, LeaseError> {
+        let Some(mut lease) = Lease::contend(conn, &self.queue, &self.who, cancel, task).await?
         else {
-            return;
+            return Ok(End::Stopped);
         };
+        let (node, spec) = (&self.node, &self.spec);
         node.sources.set(&spec.name, true);
         tracing::info!(source = %spec.name, kind = spec.kind.as_str(), "holding the source's lease; running it");
         let publisher = Publisher {
@@ -111,13 +143,16 @@ async fn run(
             }
         }
         lease.release().await;
-        if cancel.is_cancelled() {
-            return;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(lease::RECONTEND_AFTER) => {}
-            () = cancel.cancelled() => return,
-        }
+        Ok(if cancel.is_cancelled() {
+            End::Stopped
+        } else {
+            End::Renew(lease::RECONTEND_AFTER)
+        })
+    }
+
+    fn failed(&self, error: &LeaseError, task: &Task) {
+        task.retrying(&format_args!("source lease: {error}"));
+        tracing::warn!(queue = self.queue.as_str(), %error, "source lease lost its broker; retrying");
     }
 }
 
