@@ -368,6 +368,34 @@ pub fn reqwest_trusting(ca: Option<&Path>) -> Result<reqwest::ClientBuilder, Tls
     }
 }
 
+/// The handshake-signature checks of a verifier that delegates to the one in force
+/// (`Trust::client_verifier` or `Trust::server_verifier`), unchanged.
+macro_rules! delegate_signature_checks {
+    ($current:ident) => {
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.$current().verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.$current().verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.$current().supported_verify_schemes()
+        }
+    };
+}
+
 /// The client verifier in force at each handshake (the CRL may have changed since the
 /// configuration was built).
 #[derive(Debug)]
@@ -398,31 +426,7 @@ impl ClientCertVerifier for CurrentClientVerifier {
             .verify_client_cert(end_entity, intermediates, now)
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .client_verifier()
-            .verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .client_verifier()
-            .verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.client_verifier().supported_verify_schemes()
-    }
+    delegate_signature_checks!(client_verifier);
 }
 
 /// The server verifier in force at each handshake.
@@ -447,29 +451,5 @@ impl ServerCertVerifier for CurrentServerVerifier {
         )
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .server_verifier()
-            .verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .server_verifier()
-            .verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.server_verifier().supported_verify_schemes()
-    }
+    delegate_signature_checks!(server_verifier);
 }

@@ -628,7 +628,7 @@ impl Primaries {
                 .await
                 .ok()?
                 .into_iter()
-                .map(|a| a.doc_id)
+                .map(|a| a.annotation.doc_id)
                 .collect::<Vec<_>>();
             let v = Arc::new(list);
             *slot = Some((std::time::Instant::now(), v.clone()));

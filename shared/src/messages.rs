@@ -198,6 +198,20 @@ impl Notification {
 }
 
 impl Receipt {
+    /// `node`'s receipt for version `v`, stamped now: its content when `content`, else its
+    /// metadata only.
+    pub fn of(v: &DocumentVersion, node: &str, content: bool) -> Receipt {
+        Receipt {
+            doc_id: v.id,
+            version: v.version,
+            origin: v.origin.clone(),
+            md5: v.md5.clone(),
+            node: node.to_owned(),
+            content,
+            at: Timestamp::now(),
+        }
+    }
+
     /// `r:{node}:{doc}:{version}:{origin}:{c|m}`: one per node and version, `c` when the node
     /// holds the content, `m` when it keeps the metadata only.
     pub fn message_id(&self) -> String {

@@ -183,26 +183,30 @@ pub async fn record_receipts(
     Ok(news)
 }
 
+type SqliteQuery<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Binds an annotation's columns in the order both inserts name them: id, doc_id, doc_version,
+/// author, text, created_at, received_at (now).
+fn bind_annotation<'q>(q: SqliteQuery<'q>, a: &'q Annotation) -> SqliteQuery<'q> {
+    q.bind(&a.id)
+        .bind(a.doc_id.to_string())
+        .bind(a.doc_version)
+        .bind(&a.author)
+        .bind(&a.text)
+        .bind(a.created_at.millis())
+        .bind(Timestamp::now().millis())
+}
+
 /// Stores an annotation once (keyed by its id). Returns whether it was new.
 pub async fn record_annotation<'e>(
     db: impl SqliteExecutor<'e>,
     a: &Annotation,
 ) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query(
+    let q = sqlx::query(
         "INSERT OR IGNORE INTO annotations (id, doc_id, doc_version, author, text, created_at, received_at) \
          VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&a.id)
-    .bind(a.doc_id.to_string())
-    .bind(a.doc_version)
-    .bind(&a.author)
-    .bind(&a.text)
-    .bind(a.created_at.millis())
-    .bind(Timestamp::now().millis())
-    .execute(db)
-    .await?
-    .rows_affected()
-        > 0)
+    );
+    Ok(bind_annotation(q, a).execute(db).await?.rows_affected() > 0)
 }
 
 /// The newest receipt of each node for document `doc`, by node (the propagation view).
@@ -242,19 +246,14 @@ pub async fn annotations<'e>(
 ) -> Result<Vec<AnnotationEntry>, sqlx::Error> {
     #[derive(sqlx::FromRow)]
     struct Row {
-        id: String,
-        doc_id: String,
-        doc_version: i64,
-        author: String,
-        text: String,
-        state: String,
-        created_at: i64,
+        #[sqlx(flatten)]
+        status: StatusRow,
         document_title: Option<String>,
         document_deleted: Option<bool>,
     }
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT a.id, a.doc_id, a.doc_version, a.author, a.text, a.state, a.created_at, \
-           d.title AS document_title, d.deleted AS document_deleted \
+           a.decided_at, d.title AS document_title, d.deleted AS document_deleted \
          FROM annotations a LEFT JOIN documents d ON d.doc_id = a.doc_id \
          WHERE (?1 = 'any' OR a.state = ?1) AND (?2 IS NULL OR a.doc_id = ?2) \
          ORDER BY a.created_at LIMIT 1000",
@@ -266,13 +265,7 @@ pub async fn annotations<'e>(
     Ok(rows
         .into_iter()
         .map(|r| AnnotationEntry {
-            id: r.id,
-            doc_id: r.doc_id,
-            doc_version: r.doc_version,
-            author: r.author,
-            text: r.text,
-            state: r.state,
-            created: Some(Timestamp(r.created_at)),
+            annotation: r.status.into(),
             document_title: r.document_title,
             document_deleted: r.document_deleted,
         })
@@ -314,7 +307,7 @@ pub async fn apply_decision(
     d: &Decision,
 ) -> Result<bool, sqlx::Error> {
     let a = &d.annotation;
-    let n = sqlx::query(
+    let q = sqlx::query(
         "INSERT INTO annotations (id, doc_id, doc_version, author, text, created_at, received_at, \
                                   state, decided_at, decided_by) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
@@ -322,20 +315,14 @@ pub async fn apply_decision(
            decided_by = excluded.decided_by \
          WHERE annotations.decided_at IS NULL \
             OR (excluded.decided_at, excluded.decided_by) > (annotations.decided_at, annotations.decided_by)",
-    )
-    .bind(&a.id)
-    .bind(a.doc_id.to_string())
-    .bind(a.doc_version)
-    .bind(&a.author)
-    .bind(&a.text)
-    .bind(a.created_at.millis())
-    .bind(Timestamp::now().millis())
-    .bind(d.state.as_str())
-    .bind(d.decided_at.millis())
-    .bind(&d.by)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    );
+    let n = bind_annotation(q, a)
+        .bind(d.state.as_str())
+        .bind(d.decided_at.millis())
+        .bind(&d.by)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
     Ok(n > 0)
 }
 

@@ -10,7 +10,6 @@ use docfed_shared::messages::{
     SIGNATURE_HEADER,
 };
 use docfed_shared::topology::{dead_letter_queue, inbox_queue};
-use docfed_shared::wire::Timestamp;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -415,15 +414,7 @@ async fn on_notify(
         route(&fed.topology, fed.id(), &n.targets, 1, &salt),
     )
     .await?;
-    let r = docfed_shared::messages::Receipt {
-        doc_id: d.id,
-        version: d.version,
-        origin: d.origin.clone(),
-        md5: d.md5.clone(),
-        node: fed.id().to_owned(),
-        content: held,
-        at: Timestamp::now(),
-    };
+    let r = docfed_shared::messages::Receipt::of(d, fed.id(), held);
     send_receipt(tx, fed, &r, &r.message_id()).await?;
     Ok(false)
 }
@@ -467,16 +458,8 @@ pub async fn announce_local_edit(
         fan_out(&fed.topology, fed.id(), &v.id.to_string()),
     )
     .await?;
-    let r = docfed_shared::messages::Receipt {
-        doc_id: v.id,
-        version: v.version,
-        origin: v.origin.clone(),
-        md5: v.md5.clone(),
-        node: fed.id().to_owned(),
-        // A lazy version's bytes are still at its source.
-        content: !v.lazy,
-        at: Timestamp::now(),
-    };
+    // A lazy version's bytes are still at its source.
+    let r = docfed_shared::messages::Receipt::of(v, fed.id(), !v.lazy);
     send_receipt(tx, fed, &r, &r.message_id()).await?;
     Ok(())
 }

@@ -45,24 +45,24 @@ pub struct AnnotationCreated {
     pub duplicate: bool,
 }
 
-/// One entry of the authors' vetting queue.
+/// One entry of the authors' vetting queue: the annotation as any reader sees it, and the
+/// document it is on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnnotationEntry {
-    pub id: String,
-    pub doc_id: String,
-    pub doc_version: i64,
-    #[serde(default)]
-    pub author: String,
-    pub text: String,
-    /// pending | accepted | rejected
-    pub state: String,
-    #[serde(default)]
-    pub created: Option<Timestamp>,
+    #[serde(flatten)]
+    pub annotation: AnnotationStatus,
     #[serde(default)]
     pub document_title: Option<String>,
     /// The annotated document is tombstoned now: the author may reactivate it.
     #[serde(default)]
     pub document_deleted: Option<bool>,
+}
+
+impl std::ops::Deref for AnnotationEntry {
+    type Target = AnnotationStatus;
+    fn deref(&self) -> &AnnotationStatus {
+        &self.annotation
+    }
 }
 
 /// `GET /v1/annotations`.
@@ -106,15 +106,7 @@ pub struct DecisionOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn round_trip<T>(v: &T) -> String
-    where
-        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
-    {
-        let json = serde_json::to_string(v).unwrap();
-        assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), v, "{json}");
-        json
-    }
+    use crate::wire::tests::round_trip;
 
     #[test]
     fn every_annotation_body_round_trips() {
@@ -137,19 +129,6 @@ mod tests {
             ..created
         })
         .contains(r#""duplicate":true"#));
-        round_trip(&AnnotationList {
-            annotations: vec![AnnotationEntry {
-                id: "a".into(),
-                doc_id: doc.to_string(),
-                doc_version: 1,
-                author: String::new(),
-                text: "t".into(),
-                state: "pending".into(),
-                created: at,
-                document_title: Some("Manual".into()),
-                document_deleted: Some(false),
-            }],
-        });
         let status = AnnotationStatus {
             id: "a".into(),
             doc_id: doc.to_string(),
@@ -161,6 +140,17 @@ mod tests {
             decided: at,
         };
         round_trip(&status);
+        let list = round_trip(&AnnotationList {
+            annotations: vec![AnnotationEntry {
+                annotation: status.clone(),
+                document_title: Some("Manual".into()),
+                document_deleted: Some(false),
+            }],
+        });
+        assert!(
+            list.contains(r#""text":"t","state":"accepted""#),
+            "flattened: {list}"
+        );
         round_trip(&AcceptedAnnotations {
             doc_id: doc,
             annotations: vec![status],

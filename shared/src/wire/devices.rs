@@ -88,16 +88,8 @@ pub struct FlaggedDocuments {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::tests::round_trip;
     use crate::wire::DocumentVersion;
-
-    fn round_trip<T>(v: &T) -> String
-    where
-        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
-    {
-        let json = serde_json::to_string(v).unwrap();
-        assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), v, "{json}");
-        json
-    }
 
     #[test]
     fn every_device_body_round_trips() {

@@ -371,8 +371,18 @@ pub struct Health {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Serialises `v`, checks that it reads back equal, and returns the JSON.
+    pub(crate) fn round_trip<T>(v: &T) -> String
+    where
+        T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
+    {
+        let json = serde_json::to_string(v).unwrap();
+        assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), v, "{json}");
+        json
+    }
 
     #[test]
     fn timestamp_round_trips_through_json() {
