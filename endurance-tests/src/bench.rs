@@ -283,7 +283,7 @@ async fn secure(dir: &Path, quick: bool) -> Result<()> {
 /// them: the cost content at rest adds per byte. The sealed file is in memory (`/dev/shm` when
 /// there is one, else `dir`), so that the figure is the cipher's rather than the disk's.
 fn aes_gcm_cpu(dir: &Path, size: u64) -> Result<(Duration, Duration, Duration)> {
-    use docfed_node::atrest::{ContentKey, Keys, Sealer};
+    use docfed_atrest::{ContentKey, Keys, Sealer};
     use std::io::Read;
     let key = ContentKey::from_hex(&"5a".repeat(32)).map_err(anyhow::Error::msg)?;
     let keys = Keys {
@@ -311,7 +311,7 @@ fn aes_gcm_cpu(dir: &Path, size: u64) -> Result<(Duration, Duration, Duration)> 
     drop(sealer.finish()?);
     let seal = cpu()? - t0;
     let t0 = cpu()?;
-    let (mut reader, len) = docfed_node::atrest::open_content(&path, Some(&keys))?;
+    let (mut reader, len) = docfed_atrest::open_content(&path, Some(&keys))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut read = 0u64;
     loop {
