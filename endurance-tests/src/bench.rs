@@ -16,10 +16,10 @@ use topology::launch::BrokerChoice;
 
 use crate::fedgen::{self, Bench};
 use crate::stats::percentile;
+use docfed_bench_kit::content::Xorshift;
+use docfed_bench_kit::process::await_ready;
+use docfed_bench_kit::procfs;
 use docfed_shared::ready::Ready;
-use docfed_test_kit::content::Xorshift;
-use docfed_test_kit::process::await_ready;
-use docfed_test_kit::procfs;
 
 pub struct Options {
     pub only: Option<String>,

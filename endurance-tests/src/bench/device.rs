@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use docfed_shared::wire::{ChangeFeed, DocumentVersion};
 
-use docfed_test_kit::content::Xorshift;
-use docfed_test_kit::procfs;
+use docfed_bench_kit::content::Xorshift;
+use docfed_bench_kit::procfs;
 
 use super::{amqp, await_available, import_body, percentile, publish, standalone, DocGen};
 use crate::fedgen::{self, Bench};

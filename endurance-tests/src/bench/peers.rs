@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use docfed_test_kit::procfs;
+use docfed_bench_kit::procfs;
 
 use super::{amqp, payload, percentile, publish};
 use crate::fedgen::{self, Bench};

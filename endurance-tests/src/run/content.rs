@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 
 use bytes::Bytes;
-use docfed_test_kit::content::{block, block_len, BLOCK};
+use docfed_bench_kit::content::{block, block_len, BLOCK};
 use futures::Stream;
 
 const TITLE_PREFIX: &str = "endurance-";
