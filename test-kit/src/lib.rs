@@ -1,15 +1,14 @@
-//! What docfed's test suites and benchmarks share, so each suite states its scenario and not
-//! the plumbing: awaiting a started process's `ready.json` ([`process`]), waiting for a
-//! condition with a deadline ([`wait`]), deterministic content that never needs to be kept in
-//! memory ([`content`]), a process's memory from `/proc` ([`procfs`]), and the broker tests use.
+//! What docfed's test suites share, so each suite states its scenario and not the plumbing:
+//! waiting for a condition with a deadline ([`wait`]), the broker tests use, and, from
+//! `docfed-bench-kit` (which the endurance harness uses too), awaiting a started process's
+//! `ready.json` ([`process`]), deterministic content that never needs to be kept in memory
+//! ([`content`]) and a process's memory from `/proc` ([`procfs`]).
 
-pub mod content;
-pub mod process;
-pub mod procfs;
+pub use docfed_bench_kit::{content, process, procfs};
 pub mod wait;
 
 /// An error any test can return with `?`.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Error = docfed_bench_kit::Error;
 pub type TestResult<T = ()> = Result<T, Error>;
 
 /// The RabbitMQ the tests share: `DOCFED_AMQP_URL`, or the local default broker.

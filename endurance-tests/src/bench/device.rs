@@ -17,11 +17,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use docfed_shared::wire::{ChangeFeed, DocumentVersion};
 
-use docfed_test_kit::content::Xorshift;
-use docfed_test_kit::procfs;
+use docfed_bench_kit::content::Xorshift;
+use docfed_bench_kit::procfs;
 
-use super::{amqp, await_available, import_body, percentile, publish, standalone, DocGen};
+use super::amqp;
+use super::client::{await_available, import_body, publish};
+use super::docgen::{search_query, slowest_by_kind, DocGen};
+use super::standalone::standalone;
 use crate::fedgen::{self, Bench};
+use crate::stats::percentile;
 
 /// Small documents the device flags in the push-latency part.
 const FLAGGED: usize = 5;
@@ -489,7 +493,7 @@ async fn offline_search(dev: &Device, gen: &DocGen, n: u64) -> Result<()> {
     let (mut lat, mut slowest) = (Vec::new(), [0f64; 8]);
     for i in 0..200u64 {
         let mut args = Vec::new();
-        for (key, value) in super::search_query(i, &mut rng, &gen.words, &gen.tags) {
+        for (key, value) in search_query(i, &mut rng, &gen.words, &gen.tags) {
             match key {
                 "q" => args.extend(value.split(' ').map(str::to_owned)),
                 "since" => {}
@@ -512,7 +516,7 @@ async fn offline_search(dev: &Device, gen: &DocGen, n: u64) -> Result<()> {
     );
     println!(
         "slowest offline query of each kind, ms: {}",
-        super::slowest_by_kind(&slowest)
+        slowest_by_kind(&slowest)
     );
     Ok(())
 }

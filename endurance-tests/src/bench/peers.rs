@@ -24,10 +24,12 @@ use anyhow::{bail, Context, Result};
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use docfed_test_kit::procfs;
+use docfed_bench_kit::procfs;
 
-use super::{amqp, payload, percentile, publish};
+use super::amqp;
+use super::client::{payload, publish};
 use crate::fedgen::{self, Bench};
+use crate::stats::percentile;
 
 const REGIONALS: [&str; 3] = ["na", "eu", "asia"];
 /// Syncthing's devices and the devices each shares the folder with upward.
@@ -219,7 +221,7 @@ async fn docfed(dir: &Path, large: u64, count: usize, rate: &str) -> Result<Figu
                 f.burst_per_s,
                 started.elapsed().as_secs_f64()
             );
-            tokio::time::sleep(super::IDLE_SETTLE).await;
+            tokio::time::sleep(super::memory::IDLE_SETTLE).await;
             for role in ["primary-a", "primary-b", "mid-1", "mid-2", "na", "eu", "asia"] {
                 if let Some(pid) = b.pid(role) {
                     f.rss = f.rss.max(procfs::rss(pid).unwrap_or(0));
@@ -340,7 +342,7 @@ async fn syncthing(dir: &Path, large: u64, count: usize, rate_bytes: u64) -> Res
                 "Syncthing: {count} x 10 KB at once, all at all three regionals after {total:.2} s ({:.0} files/s)",
                 f.burst_per_s
             );
-            tokio::time::sleep(super::IDLE_SETTLE).await;
+            tokio::time::sleep(super::memory::IDLE_SETTLE).await;
             for d in &cluster.devices {
                 if let Some(pid) = d.child.id() {
                     f.rss = f.rss.max(procfs::rss(pid).unwrap_or(0));

@@ -67,10 +67,10 @@ pub struct Cluster {
     pub http: reqwest::Client,
     pub token: String,
     /// The key every node seals its content with (the checker reads objects through it).
-    pub content_keys: Option<docfed_node::atrest::Keys>,
+    pub content_keys: Option<docfed_atrest::Keys>,
     /// The broker administrator's certificate: how the harness reads queues on brokers that
     /// admit certificates only.
-    pub broker_admin: docfed_node::amqp::BrokerTls,
+    pub broker_admin: docfed_broker::BrokerTls,
 }
 
 impl Cluster {
@@ -100,8 +100,7 @@ impl Cluster {
         topo.tls = Some(certs.spec());
         let broker_admin = {
             let (cert, key) = certs.admin();
-            docfed_node::amqp::BrokerTls::load(&cert, &key, &certs.ca())
-                .map_err(anyhow::Error::msg)?
+            docfed_broker::BrokerTls::load(&cert, &key, &certs.ca()).map_err(anyhow::Error::msg)?
         };
 
         // Brokers, started together (each takes seconds): TLS only, a user per node.
@@ -241,9 +240,8 @@ impl Cluster {
         // Content sealed at rest, with a key kept beside (not inside) the nodes' data.
         let key_file = run_dir.join("content.key");
         std::fs::write(&key_file, hex_key())?;
-        let content_keys = Some(docfed_node::atrest::Keys {
-            current: docfed_node::atrest::ContentKey::load(&key_file)
-                .map_err(anyhow::Error::msg)?,
+        let content_keys = Some(docfed_atrest::Keys {
+            current: docfed_atrest::ContentKey::load(&key_file).map_err(anyhow::Error::msg)?,
             old: Vec::new(),
         });
         up.node_args = opts.node_args.clone();

@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::Path;
 
 use bytes::Bytes;
-use docfed_test_kit::content::{block, block_len, BLOCK};
+use docfed_bench_kit::content::{block, block_len, BLOCK};
 use futures::Stream;
 
 const TITLE_PREFIX: &str = "endurance-";
@@ -71,12 +71,12 @@ impl std::fmt::Display for Difference {
 /// the body `(seed, size)`, block by block (blocking I/O).
 pub fn compare_file(
     path: &Path,
-    keys: Option<&docfed_node::atrest::Keys>,
+    keys: Option<&docfed_atrest::Keys>,
     seed: u64,
     size: u64,
 ) -> Result<(), Difference> {
-    let (mut file, actual) = docfed_node::atrest::open_content(path, keys)
-        .map_err(|e| Difference::Missing(e.to_string()))?;
+    let (mut file, actual) =
+        docfed_atrest::open_content(path, keys).map_err(|e| Difference::Missing(e.to_string()))?;
     if actual != size {
         return Err(Difference::Length {
             expected: size,
@@ -104,11 +104,8 @@ pub fn compare_file(
 }
 
 /// MD5 of an object file's content (decrypted with `keys` when sealed), as hex (blocking I/O).
-pub fn md5_of_file(
-    path: &Path,
-    keys: Option<&docfed_node::atrest::Keys>,
-) -> std::io::Result<String> {
-    let (mut file, _) = docfed_node::atrest::open_content(path, keys)?;
+pub fn md5_of_file(path: &Path, keys: Option<&docfed_atrest::Keys>) -> std::io::Result<String> {
+    let (mut file, _) = docfed_atrest::open_content(path, keys)?;
     let mut ctx = md5::Context::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use docfed_node::amqp::BrokerTls;
+use docfed_broker::BrokerTls;
 use docfed_shared::topology::Tier;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -608,10 +608,10 @@ pub async fn queue_state(url: &str, admin: &BrokerTls, name: &str) -> Result<(u3
 }
 
 async fn queue_state_now(url: &str, admin: &BrokerTls, name: &str) -> Result<(u32, u32)> {
-    let uri = docfed_node::amqp::broker_uri(url).map_err(anyhow::Error::msg)?;
+    let uri = docfed_broker::broker_uri(url).map_err(anyhow::Error::msg)?;
     let conn = tokio::time::timeout(
         Duration::from_secs(3),
-        docfed_node::amqp::open(uri, lapin::ConnectionProperties::default(), Some(admin)),
+        docfed_broker::open(uri, lapin::ConnectionProperties::default(), Some(admin)),
     )
     .await
     .context("broker connection timed out")??;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use docfed_shared::ready::Ready;
 
-use crate::TestResult;
+use crate::Error;
 
 /// How long a process may take to listen, including a debug build's start-up under load.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,7 +21,7 @@ pub async fn await_ready<F>(
     pid: u32,
     log: &Path,
     mut exited: F,
-) -> TestResult<Ready>
+) -> Result<Ready, Error>
 where
     F: FnMut() -> std::io::Result<Option<ExitStatus>>,
 {
