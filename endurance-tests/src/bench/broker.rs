@@ -1,5 +1,6 @@
 //! Scenario `broker`: how long after a broker restart every node consumes its inbox again.
 
+use docfed_shared::wire::peers::PeersView;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -28,16 +29,16 @@ pub(super) async fn broker(dir: &Path, quick: bool) -> Result<()> {
             loop {
                 let mut all = true;
                 for u in &urls {
-                    let v: serde_json::Value = match http
+                    let v: Option<PeersView> = match http
                         .get(format!("{u}/v1/peers"))
                         .bearer_auth(&token)
                         .send()
                         .await
                     {
-                        Ok(r) => r.json().await.unwrap_or_default(),
-                        Err(_) => serde_json::Value::Null,
+                        Ok(r) => r.json::<PeersView>().await.ok(),
+                        Err(_) => None,
                     };
-                    all &= v["inbox_connected"] == want;
+                    all &= v.and_then(|v| v.inbox_connected) == Some(want);
                 }
                 if all {
                     return Ok(());

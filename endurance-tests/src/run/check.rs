@@ -8,6 +8,7 @@
 //! Over 600 lines on purpose: one function per invariant over the same read-only snapshot of every
 //! node; splitting them would separate each check from the snapshot it reads.
 
+use docfed_shared::wire::peers::PeersView;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
@@ -89,15 +90,15 @@ pub async fn await_quiescence(cluster: &Cluster, deadline: Duration) -> Quiescen
         for n in &cluster.topo.nodes {
             match peers(cluster, &n.id).await {
                 Ok(v) => {
-                    let outbox = v["outbox_depth"].as_i64().unwrap_or(-1);
-                    let pending = v["pending_fetches"].as_i64().unwrap_or(-1);
+                    let outbox = v.outbox_depth.unwrap_or(-1);
+                    let pending = v.pending_fetches.unwrap_or(-1);
                     if outbox != 0 {
                         busy.push(format!("{}: outbox {outbox}", n.id));
                     }
                     if pending != 0 {
                         busy.push(format!("{}: {pending} pulls pending", n.id));
                     }
-                    if v["inbox_connected"] != true {
+                    if v.inbox_connected != Some(true) {
                         busy.push(format!("{}: inbox not connected", n.id));
                     }
                 }
@@ -127,7 +128,7 @@ pub async fn await_quiescence(cluster: &Cluster, deadline: Duration) -> Quiescen
     }
 }
 
-async fn peers(cluster: &Cluster, id: &str) -> Result<serde_json::Value> {
+async fn peers(cluster: &Cluster, id: &str) -> Result<PeersView> {
     let resp = cluster
         .http
         .get(format!("{}/v1/peers", cluster.url(id)))

@@ -2,6 +2,7 @@
 //! runs with, the collection the harness asks every node for once the federation is quiet, the
 //! disk the nodes' data directories use, and the invariant "objects exactly the required set".
 
+use docfed_shared::wire::gc::{GcPreview, GcReport};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -303,7 +304,9 @@ pub struct FinalCollection {
     pub collections_logged: i64,
 }
 
-async fn gc(cluster: &Cluster, id: &str, post: bool) -> Result<serde_json::Value> {
+/// `POST /v1/admin/gc` (`post`: a collection now, answered with its report) or `GET` (a preview
+/// and the last report).
+async fn gc<T: serde::de::DeserializeOwned>(cluster: &Cluster, id: &str, post: bool) -> Result<T> {
     let url = format!("{}/v1/admin/gc", cluster.url(id));
     let req = if post {
         cluster.http.post(url)
@@ -344,18 +347,17 @@ pub async fn final_collections(
         let mut attempts = 0;
         let (report, h) = loop {
             attempts += 1;
-            let report = gc(cluster, &n.id, true)
+            let report: GcReport = gc(cluster, &n.id, true)
                 .await
                 .with_context(|| format!("POST /v1/admin/gc at {}", n.id))?;
-            let at = report["at"]
-                .as_i64()
-                .with_context(|| format!("no `at` in {}'s collection report", n.id))?;
+            let at = report.at;
             let h = holdings(&dir, &cluster.topo, &n.id, policy, at)
                 .await
                 .with_context(|| format!("reading {}'s store", n.id))?;
-            let last = gc(cluster, &n.id, false).await?;
-            if last["last"]["at"].as_i64() == Some(at) || attempts >= 5 {
-                if attempts >= 5 && last["last"]["at"].as_i64() != Some(at) {
+            let last: GcPreview = gc(cluster, &n.id, false).await?;
+            let last_at = last.last.map(|r| r.at);
+            if last_at == Some(at) || attempts >= 5 {
+                if attempts >= 5 && last_at != Some(at) {
                     inv.fail(format!(
                         "{}: another collection ran between the harness's collection and its \
                          reading of the store, 5 times in a row",
@@ -365,7 +367,7 @@ pub async fn final_collections(
                 break (report, h);
             }
         };
-        let at = report["at"].as_i64().unwrap_or_default();
+        let at = report.at;
         let id = &n.id;
         for md5 in h.rows.keys() {
             inv.check(h.files.contains(md5), || {
@@ -412,14 +414,14 @@ pub async fn final_collections(
                 "{id}: keeps every version for ever, yet collected {md5} as {reason}"
             ));
         }
-        let collections_logged = report["tables"]["collections"].as_i64().unwrap_or(-1);
+        let collections_logged = report.tables.get("collections").copied().unwrap_or(-1);
         finals.push(FinalCollection {
             node: n.id.clone(),
             policy,
             at,
             attempts,
-            collected_count: report["collected"]["count"].as_u64().unwrap_or_default(),
-            collected_bytes: report["collected"]["bytes"].as_u64().unwrap_or_default(),
+            collected_count: report.collected.count,
+            collected_bytes: report.collected.bytes,
             live_count: h.live.len(),
             retained_count: h.retained.len(),
             retained_not_held: h

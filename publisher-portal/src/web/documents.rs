@@ -295,9 +295,7 @@ pub(super) async fn delete(
     Path(id): Path<String>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, PortalError> {
-    let Form(f) = form.map_err(|_| PortalError::csrf())?;
-    check_csrf(&s, &f.csrf)?;
-    owned(&st, &s, &id).await?;
+    checked_on_own(&st, &s, &id, form).await?;
     metadata_write(&st, reqwest::Method::DELETE, &format!("/v1/documents/{id}")).await?;
     tracing::info!(author = %s.author_name, doc_id = %id, "deleted");
     Ok(see_other(&format!("/documents/{id}?done=deleted")))
@@ -309,9 +307,7 @@ pub(super) async fn reactivate(
     Path(id): Path<String>,
     form: Result<Form<CsrfForm>, FormRejection>,
 ) -> Result<Response, PortalError> {
-    let Form(f) = form.map_err(|_| PortalError::csrf())?;
-    check_csrf(&s, &f.csrf)?;
-    owned(&st, &s, &id).await?;
+    let f = checked_on_own(&st, &s, &id, form).await?;
     metadata_write(
         &st,
         reqwest::Method::POST,
@@ -324,6 +320,20 @@ pub(super) async fn reactivate(
     } else {
         see_other(&format!("/documents/{id}?done=reactivated"))
     })
+}
+
+/// The form of a change to document `id`, once its CSRF token is the session's and the document
+/// the author's own.
+async fn checked_on_own(
+    st: &AppState,
+    s: &SessionRow,
+    id: &str,
+    form: Result<Form<CsrfForm>, FormRejection>,
+) -> Result<CsrfForm, PortalError> {
+    let Form(f) = form.map_err(|_| PortalError::csrf())?;
+    check_csrf(s, &f.csrf)?;
+    owned(st, s, id).await?;
+    Ok(f)
 }
 
 /// Delete or reactivate (retried on the other primary if one is down), then refresh the cache
