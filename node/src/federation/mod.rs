@@ -14,6 +14,7 @@ pub mod presence;
 pub mod pull;
 pub mod release;
 pub mod routing;
+pub mod setup;
 pub mod transfers;
 
 use std::collections::HashMap;
