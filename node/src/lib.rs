@@ -1,7 +1,9 @@
 //! `docfed-node`: the node daemon that every tier of a docfed federation runs.
 //!
 //! # Layout
-//! * [`config`] — flags, environment and file merged into one validated [`NodeConfig`].
+//! * [`config`] — every setting declared once (`config::Settings`); flags, environment and file
+//!   merged over the defaults and validated into one [`NodeConfig`].
+//! * [`token`] — the bearer token for writes: given, read from a file, or generated once.
 //! * [`db`] — SQLite through sqlx: documents, versions, change feed and the federation's tables;
 //!   one writer connection, a pool of readers.
 //! * [`store`] — the content-addressed object store; uploads stream to disk while hashed.
@@ -32,6 +34,7 @@ pub(crate) mod reachback;
 pub(crate) mod retention;
 pub(crate) mod store;
 pub(crate) mod supervisor;
+pub(crate) mod token;
 
 /// Connecting to a federation's broker as a node does (`amqps://` with a certificate), for
 /// harnesses and tests.

@@ -2,12 +2,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use docfed_node::config::{Args, NodeConfig};
+use docfed_node::config::{NodeConfig, Settings};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Settings::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("DOCFED_LOG").unwrap_or_else(|_| EnvFilter::new("info")),

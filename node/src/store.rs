@@ -118,6 +118,12 @@ pub struct Ingested {
     pub size: u64,
 }
 
+/// Creates the node's data directory, where the store, the database and the token live, at
+/// start-up before anything is written into it.
+pub fn create_data_dir(data_dir: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(data_dir)
+}
+
 impl Store {
     /// Opens the store under `data_dir`, removing temporary files left by a crash. With
     /// `keys`, content is sealed at rest (`atrest`).

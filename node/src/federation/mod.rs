@@ -15,6 +15,7 @@ pub mod pull;
 pub mod release;
 pub mod routing;
 pub mod session;
+pub mod setup;
 pub mod transfers;
 
 use std::collections::HashMap;
