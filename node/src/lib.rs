@@ -1,20 +1,38 @@
 //! `docfed-node`: the node daemon that every tier of a docfed federation runs.
 //!
 //! # Layout
-//! * [`config`] — every setting declared once (`config::Settings`); flags, environment and file
-//!   merged over the defaults and validated into one [`NodeConfig`].
+//! Every module, in the order a request or a message meets them:
+//! * [`config`] — every setting declared once (`config::Settings`: flag, `DOCFED_*` variable,
+//!   file key and default from one field); the layers merged (`config::layer`) and validated
+//!   into one [`NodeConfig`] (`tls`, `keys`, `retention`: the parts that read files).
 //! * [`token`] — the bearer token for writes: given, read from a file, or generated once.
-//! * [`db`] — SQLite through sqlx: documents, versions, change feed and the federation's tables;
-//!   one writer connection, a pool of readers.
-//! * [`store`] — the content-addressed object store; uploads stream to disk while hashed.
-//! * [`edits`] — local edits (publish, new version, tombstone, reactivate) as single
-//!   transactions over database and store.
-//! * [`api`] — the HTTP API of ARCHITECTURE.md §6.2.
+//! * [`api`] — the HTTP API of ARCHITECTURE.md §6.2: routing, auth and body parsing in `mod.rs`,
+//!   one module per resource (documents, content, changes, search, events, devices,
+//!   annotations, propagation, peers, sources, metrics, admin, retention, health). Every JSON
+//!   body is a type of `docfed_shared::wire`.
+//! * [`error`] — `ApiError` and its HTTP status and `ErrorBody`.
+//! * [`db`] — SQLite through sqlx, and all of the node's SQL: documents and versions, change
+//!   feed and import (`documents`, `import`), pulls (`fetches`), outbox, receipts and
+//!   annotations (`messages`), devices and flags, reachback sources; one writer connection, a
+//!   pool of readers.
+//! * [`store`] — the content-addressed object store and the data directory; uploads stream to
+//!   disk while hashed.
+//! * [`atrest`] — content sealed at rest: `docfed-atrest`'s format, and the node's key-id check,
+//!   ranged reads and re-encryption of its store.
+//! * [`edits`] — local edits (publish, new version, tombstone, reactivate, source items) as
+//!   single transactions over database and store, recorded in groups (`edits::recorder`).
+//! * [`federation`] — what makes a node part of a federation: its set-up from the topology
+//!   (`setup`), routing, the outbox relay and the inbox (`outbox`, `inbox`, `admission`), the
+//!   broker session loop they share (`session`, over `amqp`), pulls (`fetch` schedules, `pull`
+//!   transfers, `transfers` serves them while they arrive, `ondemand` for readers), `release`
+//!   of flag-only content, and `presence` (mDNS and health probes).
 //! * [`events`] — push hints for devices (`GET /v1/events`), fed after commits.
-//! * [`retention`] — collection of content the node no longer needs, pruning of old rows, change-feed
-//!   compaction.
-//! * [`reachback`] — external sources the primaries publish (watched folders, polled URLs,
-//!   operators' programs), each run by one primary under a broker lease.
+//! * [`retention`] — collection of content the node no longer needs, pruning of old rows,
+//!   change-feed compaction.
+//! * [`reachback`] — external sources the primaries publish (`watch`ed folders, polled `http`
+//!   URLs, operators' `exec` programs, `lazy` items' bytes), each run by one primary under a
+//!   broker `lease`.
+//! * [`metrics`] — the Prometheus counters and their rendering.
 //! * [`supervisor`] — every background task by name, its state and last error; fail-stop; the
 //!   one retry backoff.
 //!
@@ -36,8 +54,8 @@ pub(crate) mod store;
 pub(crate) mod supervisor;
 pub(crate) mod token;
 
-/// Connecting to a federation's broker as a node does (`amqps://` with a certificate), for
-/// harnesses and tests.
+/// Connecting to a federation's broker as a node does (`amqps://` with a certificate), for the
+/// node's integration tests (other programs use `docfed-broker`).
 pub use federation::amqp;
 
 use std::sync::Arc;
