@@ -1,9 +1,23 @@
 //! Human-readable tables, or JSON with `--json`.
+//!
+//! Every line goes through `out!`, which returns the failed write as an error instead of
+//! panicking as `println!` does: a reader that stopped reading (`docfed search x | head -1`) ends
+//! the command quietly (`CliError::StdoutClosed`).
+
+use std::io::Write;
 
 use bytesize::ByteSize;
 use docfed_shared::wire::{DocumentList, DocumentMeta, VersionList};
 
+use crate::error::CliError;
 use crate::fetch::FetchOutcome;
+
+/// `println!` that returns a failed write (`?`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).map_err(CliError::stdout)?
+    };
+}
 
 /// `s` cut to at most `width` terminal columns (an ellipsis marks the cut) and padded with
 /// spaces to exactly `width`. Columns, not characters: a CJK character or an emoji takes two,
@@ -36,8 +50,9 @@ fn fit(s: &str, width: usize) -> String {
     out
 }
 
-fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    out!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+    Ok(())
 }
 
 fn where_available(d: &DocumentMeta) -> String {
@@ -50,17 +65,21 @@ fn where_available(d: &DocumentMeta) -> String {
     }
 }
 
-pub fn search(list: &DocumentList, json: bool) {
+pub fn search(list: &DocumentList, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(list);
     }
     if list.documents.is_empty() {
-        println!("no documents found");
-        return;
+        out!("no documents found");
+        return Ok(());
     }
-    println!(
+    out!(
         "{:<36}  {:>3}  {:<40}  {:<12}  {:>9}  AVAILABLE",
-        "ID", "VER", "TITLE", "SCOPE", "SIZE"
+        "ID",
+        "VER",
+        "TITLE",
+        "SCOPE",
+        "SIZE"
     );
     for d in &list.documents {
         let v = &d.current;
@@ -69,7 +88,7 @@ pub fn search(list: &DocumentList, json: bool) {
         } else {
             v.title.clone()
         };
-        println!(
+        out!(
             "{:<36}  {:>3}  {}  {}  {:>9}  {}",
             v.id,
             v.version,
@@ -80,8 +99,9 @@ pub fn search(list: &DocumentList, json: bool) {
         );
     }
     if let Some(c) = &list.next_cursor {
-        println!("more: --cursor {c}");
+        out!("more: --cursor {c}");
     }
+    Ok(())
 }
 
 /// What the replica holds of a document's content.
@@ -93,7 +113,7 @@ pub struct LocalContent {
     pub deferred: Option<(u64, u64)>,
 }
 
-pub fn info(d: &DocumentMeta, local: &LocalContent, json: bool) {
+pub fn info(d: &DocumentMeta, local: &LocalContent, json: bool) -> Result<(), CliError> {
     if json {
         let mut v = serde_json::to_value(d).expect("serialisable");
         if let Some(p) = &local.path {
@@ -126,13 +146,13 @@ pub fn info(d: &DocumentMeta, local: &LocalContent, json: bool) {
         ("description", v.description.clone()),
     ];
     for (k, val) in rows {
-        println!("{k:>13}: {val}");
+        out!("{k:>13}: {val}");
     }
     if let Some(p) = &local.path {
-        println!("{:>13}: {}", "local file", p.display());
+        out!("{:>13}: {}", "local file", p.display());
     }
     if let Some((size, budget)) = local.deferred {
-        println!(
+        out!(
             "{:>13}: not stored: {} does not fit in --max-storage {} with the documents flagged \
              before it (unflag one or raise the budget; `docfed fetch` downloads it anyway)",
             "local file",
@@ -140,65 +160,72 @@ pub fn info(d: &DocumentMeta, local: &LocalContent, json: bool) {
             ByteSize(budget)
         );
     }
+    Ok(())
 }
 
-pub fn synced(r: &crate::sync::Report, json: bool) {
+pub fn synced(r: &crate::sync::Report, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(r);
     }
     let d = &r.documents;
-    println!(
+    out!(
         "synced with {} up to change {}: {} new, {} updated, {} deleted, {} reactivated ({} changes read)",
         r.server, r.position, d.new, d.updated, d.deleted, d.reactivated, r.changes
     );
     if r.snapshot {
-        println!(
+        out!(
             "the server had compacted its change feed past this replica's position: read a \
              snapshot of the documents changed since (deletions included) instead of every change"
         );
     }
-    println!(
+    out!(
         "files: {} downloaded ({}), {} removed",
         r.files_downloaded,
         ByteSize(r.bytes_downloaded),
         r.files_removed
     );
-    println!(
+    out!(
         "outbox: {} sent, {} still queued",
-        r.outbox_sent, r.outbox_pending
+        r.outbox_sent,
+        r.outbox_pending
     );
     for refused in &r.outbox_refused {
-        println!("refused by the server, dropped: {refused}");
+        out!("refused by the server, dropped: {refused}");
     }
     if r.flags_sent > 0 {
-        println!("flags: {} changes sent to {}", r.flags_sent, r.server);
+        out!("flags: {} changes sent to {}", r.flags_sent, r.server);
     }
     for refused in &r.flags_refused {
-        println!("refused by {}, kept for the next sync: {refused}", r.server);
+        out!("refused by {}, kept for the next sync: {refused}", r.server);
     }
     if let Some(budget) = r.storage_budget {
-        println!(
+        out!(
             "storage: {} of {} (--max-storage) for flagged content",
             ByteSize(r.storage_kept),
             ByteSize(budget)
         );
     }
     if !r.deferred.is_empty() {
-        println!(
+        out!(
             "not stored, over the storage budget (metadata only; unflag something or raise \
              --max-storage, or `docfed fetch ID -o FILE`): {}",
             r.deferred.join(", ")
         );
     }
+    Ok(())
 }
 
-pub fn versions(list: &VersionList, json: bool) {
+pub fn versions(list: &VersionList, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(list);
     }
-    println!(
+    out!(
         "{:>3}  {:<12}  {:<24}  {:<8}  {:>9}  TITLE",
-        "VER", "ORIGIN", "WHEN", "STATE", "SIZE"
+        "VER",
+        "ORIGIN",
+        "WHEN",
+        "STATE",
+        "SIZE"
     );
     for e in &list.versions {
         let v = &e.version;
@@ -207,7 +234,7 @@ pub fn versions(list: &VersionList, json: bool) {
             (false, true) => "current",
             _ => "",
         };
-        println!(
+        out!(
             "{:>3}  {}  {:<24}  {:<8}  {:>9}  {}",
             v.version,
             fit(&v.origin, 12),
@@ -217,9 +244,10 @@ pub fn versions(list: &VersionList, json: bool) {
             v.title
         );
     }
+    Ok(())
 }
 
-pub fn fetched(f: &FetchOutcome, json: bool) {
+pub fn fetched(f: &FetchOutcome, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(&serde_json::json!({
             "path": f.path,
@@ -234,30 +262,32 @@ pub fn fetched(f: &FetchOutcome, json: bool) {
     } else {
         String::new()
     };
-    println!(
+    out!(
         "{} ({}, MD5 {} verified{resumed})",
         f.path.display(),
         ByteSize(f.size),
         f.md5
     );
+    Ok(())
 }
 
-pub fn value(v: &serde_json::Value, json: bool, human: &str) {
+pub fn value(v: &serde_json::Value, json: bool, human: &str) -> Result<(), CliError> {
     if json {
-        print_json(v);
+        print_json(v)
     } else {
-        println!("{human}");
+        out!("{human}");
+        Ok(())
     }
 }
 
-pub fn peers(v: &serde_json::Value, json: bool) {
+pub fn peers(v: &serde_json::Value, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(v);
     }
     let node = v["node"].as_str().unwrap_or("?");
     // Queue depths are operator data: a node shows them only to a caller with its token.
     if v.get("outbox_depth").is_some() {
-        println!(
+        out!(
             "node {node}: inbox {}, outbox depth {}, pending fetches {}",
             if v["inbox_connected"] == true {
                 "connected"
@@ -268,11 +298,15 @@ pub fn peers(v: &serde_json::Value, json: bool) {
             v["pending_fetches"]
         );
     } else {
-        println!("node {node}");
+        out!("node {node}");
     }
-    println!(
+    out!(
         "{:<20}  {:<12}  {:<8}  {:<28}  {:<5}  STATE",
-        "PEER", "TIER", "REGION", "HTTP", "MDNS"
+        "PEER",
+        "TIER",
+        "REGION",
+        "HTTP",
+        "MDNS"
     );
     for p in v["peers"].as_array().into_iter().flatten() {
         let state = match p["healthy"].as_bool() {
@@ -280,7 +314,7 @@ pub fn peers(v: &serde_json::Value, json: bool) {
             Some(false) => "down",
             None => "?",
         };
-        println!(
+        out!(
             "{}  {}  {}  {}  {:<5}  {state}",
             fit(p["id"].as_str().unwrap_or(""), 20),
             fit(p["tier"].as_str().unwrap_or(""), 12),
@@ -289,10 +323,11 @@ pub fn peers(v: &serde_json::Value, json: bool) {
             p["mdns"].as_bool().unwrap_or(false),
         );
     }
+    Ok(())
 }
 
 /// One annotation and its state (`docfed annotations AID`).
-pub fn annotation(a: &serde_json::Value, json: bool) {
+pub fn annotation(a: &serde_json::Value, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(a);
     }
@@ -301,13 +336,13 @@ pub fn annotation(a: &serde_json::Value, json: bool) {
         .as_str()
         .map(|t| format!(" ({t})"))
         .unwrap_or_default();
-    println!(
+    out!(
         "annotation {} on document {} v{}: {state}{decided}",
         a["id"].as_str().unwrap_or("?"),
         a["doc_id"].as_str().unwrap_or("?"),
         a["doc_version"]
     );
-    println!(
+    out!(
         "by {} at {}:",
         a["author"]
             .as_str()
@@ -315,21 +350,22 @@ pub fn annotation(a: &serde_json::Value, json: bool) {
             .unwrap_or("(anonymous)"),
         a["created"].as_str().unwrap_or("?")
     );
-    println!("{}", a["text"].as_str().unwrap_or(""));
+    out!("{}", a["text"].as_str().unwrap_or(""));
+    Ok(())
 }
 
 /// A document's accepted annotations (`docfed annotations DOC_ID`).
-pub fn annotations(list: &serde_json::Value, json: bool) {
+pub fn annotations(list: &serde_json::Value, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(list);
     }
     let all = list["annotations"].as_array().cloned().unwrap_or_default();
     if all.is_empty() {
-        println!("no accepted annotations");
-        return;
+        out!("no accepted annotations");
+        return Ok(());
     }
     for a in &all {
-        println!(
+        out!(
             "{}  v{}  {}: {}",
             a["created"].as_str().unwrap_or("?"),
             a["doc_version"],
@@ -340,6 +376,7 @@ pub fn annotations(list: &serde_json::Value, json: bool) {
             a["text"].as_str().unwrap_or("").replace('\n', " ")
         );
     }
+    Ok(())
 }
 
 #[cfg(test)]
