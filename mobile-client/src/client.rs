@@ -118,8 +118,15 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
+    /// A request that failed on its way: by its causes, and for a certificate not trusted,
+    /// how to trust it (`transport::describe`).
     pub fn network(&self, e: reqwest::Error) -> CliError {
-        CliError::Network(format!("{} (chosen by: {}): {e}", self.base, self.found_by))
+        CliError::Network(format!(
+            "{} (chosen by: {}): {}",
+            self.base,
+            self.found_by,
+            crate::transport::describe(&e)
+        ))
     }
 
     /// Turns a non-success response into the matching error, with the server's message.

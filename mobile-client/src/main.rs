@@ -14,6 +14,7 @@ mod fetch;
 mod output;
 mod replica;
 mod sync;
+mod transport;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

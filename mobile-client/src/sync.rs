@@ -412,7 +412,11 @@ async fn transfer(
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
-            CliError::Network(format!("{}: transfer interrupted: {e}", client.base))
+            CliError::Network(format!(
+                "{}: transfer interrupted: {}",
+                client.base,
+                crate::transport::causes(&e)
+            ))
         })?;
         file.write_all(&chunk)?;
         hash.update(&chunk);
