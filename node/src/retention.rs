@@ -45,62 +45,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use docfed_shared::topology::Tier;
 use docfed_shared::wire::Timestamp;
 use docfed_shared::{Md5Hex, Scope};
-use serde::Serialize;
 use sqlx::Connection;
 use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::Task;
 use crate::Node;
 
-/// How much history a node keeps (flags `--keep-versions` … `--gc-interval`, `[retention]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Policy {
-    /// Superseded versions kept per live document (`None`: all).
-    pub keep_versions: Option<u32>,
-    /// How long a superseded version is kept after the version that replaced it (`None`: for
-    /// ever).
-    #[serde(with = "opt_duration")]
-    pub version_grace: Option<Duration>,
-    /// How long a deleted document's content is kept after the tombstone (`None`: for ever).
-    #[serde(with = "opt_duration")]
-    pub tombstone_grace: Option<Duration>,
-    /// Age past which the change feed keeps only each document's latest change (`None`: never
-    /// compacted).
-    #[serde(with = "opt_duration")]
-    pub feed_horizon: Option<Duration>,
-    /// Age past which `fetch_log` and `collections` rows go.
-    #[serde(serialize_with = "plain_duration")]
-    pub log_retention: Duration,
-    /// How long a message stays in the dead-letter queue before the broker drops it.
-    #[serde(serialize_with = "plain_duration")]
-    pub dead_letter_retention: Duration,
-    /// Time between collections (`None`: only when an operator asks, `POST /v1/admin/gc`).
-    #[serde(with = "opt_duration")]
-    pub interval: Option<Duration>,
-}
-
-const DAY: Duration = Duration::from_secs(24 * 3600);
-
-impl Policy {
-    /// The defaults of a tier: primaries and standalone nodes keep the whole publication
-    /// record; intermediate and regional nodes keep one superseded version for a day and a
-    /// deleted document's content for a day. `None` is a standalone node (no federation).
-    pub fn for_tier(tier: Option<Tier>) -> Self {
-        let record = matches!(tier, None | Some(Tier::Primary));
-        Policy {
-            keep_versions: if record { None } else { Some(1) },
-            version_grace: if record { None } else { Some(DAY) },
-            tombstone_grace: if record { None } else { Some(DAY) },
-            feed_horizon: Some(30 * DAY),
-            log_retention: 7 * DAY,
-            dead_letter_retention: 14 * DAY,
-            interval: Some(Duration::from_secs(600)),
-        }
-    }
-}
+pub use docfed_shared::wire::gc::{GcReport as Report, Policy, Usage};
 
 /// Parses `N` or `all`.
 pub fn parse_count_or_all(s: &str) -> Result<Option<u32>, String> {
@@ -133,66 +86,6 @@ pub fn parse_interval(s: &str) -> Result<Option<Duration>, String> {
             Err(e) => Err(format!("{s:?}: {e} (a duration such as `10m`, or `off`)")),
         },
     }
-}
-
-fn plain_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_duration(*d).to_string())
-}
-
-mod opt_duration {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
-            None => s.serialize_none(),
-        }
-    }
-}
-
-/// Count and bytes of a class of objects or files.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Usage {
-    pub count: u64,
-    pub bytes: u64,
-}
-
-impl Usage {
-    fn add(&mut self, bytes: u64) {
-        self.count += 1;
-        self.bytes += bytes;
-    }
-}
-
-/// What a collection found and did (`GET`/`POST /v1/admin/gc`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
-    /// When it ran (Unix ms): the instant the policy's graces were measured from.
-    pub at: i64,
-    pub dry_run: bool,
-    pub policy: Option<Policy>,
-    /// Objects held, by class, before this collection.
-    pub live: Usage,
-    pub retained: Usage,
-    pub collectable: Usage,
-    /// Collectable objects by reason.
-    pub collectable_by_reason: BTreeMap<&'static str, Usage>,
-    /// What was removed (nothing on a dry run).
-    pub collected: Usage,
-    /// Files in `objects/` without a row (a crash between rename and commit).
-    pub orphan_files: Usage,
-    /// Partial files of pulls that no longer exist.
-    pub stale_partials: Usage,
-    /// Candidates that turned out to be needed again, or in use, when their batch was decided.
-    pub spared: u64,
-    /// Rows of operational tables that went (or would go): fetch_log, receipts, collections,
-    /// changes (feed compaction).
-    pub rows_pruned: BTreeMap<&'static str, u64>,
-    /// The change feed's horizon after this collection.
-    pub feed_horizon: i64,
-    /// Rows per table after this collection.
-    pub tables: BTreeMap<String, i64>,
-    pub duration_ms: u64,
 }
 
 /// Collections in progress and the last report, shared by the periodic task and the admin
@@ -456,7 +349,7 @@ async fn classify_and_collect(
                     report.collectable.add(size);
                     report
                         .collectable_by_reason
-                        .entry(reason)
+                        .entry(reason.to_owned())
                         .or_default()
                         .add(size);
                     candidates.push((md5, reason));
@@ -748,7 +641,7 @@ async fn prune_tables(
             }
             total
         };
-        report.rows_pruned.insert(table, n);
+        report.rows_pruned.insert(table.to_owned(), n);
         if !dry_run {
             node.retention.rows_pruned.fetch_add(n, Ordering::Relaxed);
         }
@@ -757,7 +650,7 @@ async fn prune_tables(
         Some(h) => compact_feed(node, at.saturating_sub(h.as_millis() as i64), dry_run).await?,
         None => 0,
     };
-    report.rows_pruned.insert("changes", compacted);
+    report.rows_pruned.insert("changes".to_owned(), compacted);
     Ok(())
 }
 
@@ -852,6 +745,7 @@ async fn table_sizes(node: &Node) -> Result<BTreeMap<String, i64>, sqlx::Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use docfed_shared::topology::Tier;
 
     #[test]
     fn policy_values_parse_with_their_words() {

@@ -20,25 +20,11 @@ use std::time::Duration;
 
 use docfed_shared::wire::Timestamp;
 use rand::Rng;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// What a long-lived task is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TaskState {
-    /// Spawned; not yet at work (e.g. connecting for the first time).
-    Starting,
-    /// At work (connected, consuming, scheduling).
-    Running,
-    /// Failed and waiting to try again.
-    Retrying,
-    /// Ended at shutdown.
-    Stopped,
-    /// Ended before shutdown: the node is stopping because of it.
-    Failed,
-}
+/// What a task is doing, and the task table's rows: the bodies of `/v1/peers` `tasks`.
+pub use docfed_shared::wire::peers::{TaskState, TaskView};
 
 #[derive(Debug)]
 struct Status {
@@ -85,18 +71,6 @@ impl Task {
         let mut s = self.entry.status.lock().expect("not poisoned");
         s.last_error = Some((Timestamp::now(), error.to_string()));
     }
-}
-
-/// One row of the task table (`/v1/peers`, `/metrics`).
-#[derive(Debug, Clone, Serialize)]
-pub struct TaskView {
-    pub name: String,
-    pub state: TaskState,
-    /// Since when it is in this state (Unix ms).
-    pub since: Timestamp,
-    pub errors: u64,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<Timestamp>,
 }
 
 #[derive(Debug)]

@@ -9,7 +9,9 @@
 use std::collections::HashSet;
 
 use crate::config::Config;
-use crate::primaries::{PeerState, Presence, Primaries};
+use docfed_shared::wire::peers::PeerState;
+
+use crate::primaries::{Presence, Primaries};
 
 /// One node as the federation page shows it.
 #[derive(Debug, Clone)]
@@ -236,7 +238,7 @@ pub fn summary(rows: &[NodeRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::primaries::PeersAnswer;
+    use docfed_shared::wire::peers::PeersView;
 
     fn peer(id: &str, http: &str, healthy: Option<bool>, failed: u32) -> PeerState {
         PeerState {
@@ -259,8 +261,10 @@ mod tests {
         primaries.mark_down(1, "connection refused".into());
         let presence = Presence {
             answers: vec![
-                Ok(PeersAnswer {
+                Ok(PeersView {
                     node: "pa".into(),
+                    backup: None,
+                    tasks: None,
                     inbox_connected: Some(true),
                     outbox_depth: Some(7),
                     pending_fetches: Some(2),

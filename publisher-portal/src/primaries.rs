@@ -12,8 +12,7 @@
 //! forwarded, so [`Primaries::upload`] targets exactly one primary and the caller reports the
 //! outcome (see `upload/`).
 //!
-//! Over 600 lines on purpose: every call the portal makes to the primaries goes through the same
-//! failover, health state and error reading, kept together.
+//! The bodies the primaries answer are `docfed_shared::wire`'s, the node's own types.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,9 +20,11 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use docfed_shared::topology::Tier;
+use docfed_shared::wire::annotations::{AnnotationEntry, AnnotationList};
+use docfed_shared::wire::peers::{PeerState, PeersView};
+use docfed_shared::wire::sources::SourcesView;
 use docfed_shared::wire::{ErrorBody, ErrorCode, Health, PublishResponse};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, PrimarySpec};
@@ -109,109 +110,11 @@ impl NodeError {
     }
 }
 
-/// `GET /v1/documents/{id}/propagation`.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct Propagation {
-    pub version: i64,
-    #[serde(default)]
-    pub origin: String,
-    #[serde(default)]
-    pub deleted: bool,
-    #[serde(default)]
-    pub nodes: Vec<Holding>,
-    #[serde(default)]
-    pub not_yet_current: Vec<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct Holding {
-    pub node: String,
-    pub version: i64,
-    #[serde(default)]
-    pub content: bool,
-    #[serde(default)]
-    pub at: Option<String>,
-    #[serde(default)]
-    pub current: bool,
-}
-
-/// One entry of `GET /v1/annotations`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Annotation {
-    pub id: String,
-    pub doc_id: String,
-    pub doc_version: i64,
-    #[serde(default)]
-    pub author: String,
-    pub text: String,
-    pub state: String,
-    #[serde(default)]
-    pub created: Option<String>,
-    #[serde(default)]
-    pub document_title: Option<String>,
-    #[serde(default)]
-    pub document_deleted: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-struct AnnotationList {
-    annotations: Vec<Annotation>,
-}
-
-/// `GET /v1/peers` of one primary, asked with the token: its presence table and its own queues.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PeersAnswer {
-    pub node: String,
-    #[serde(default)]
-    pub inbox_connected: Option<bool>,
-    #[serde(default)]
-    pub outbox_depth: Option<i64>,
-    #[serde(default)]
-    pub pending_fetches: Option<i64>,
-    #[serde(default)]
-    pub peers: Vec<PeerState>,
-}
-
-/// One row of a primary's presence table (mDNS and its health probes).
-#[derive(Debug, Clone, Deserialize)]
-pub struct PeerState {
-    pub id: String,
-    #[serde(default)]
-    pub tier: String,
-    #[serde(default)]
-    pub region: Option<String>,
-    #[serde(default)]
-    pub http: String,
-    #[serde(default)]
-    pub mdns: bool,
-    #[serde(default)]
-    pub in_topology: bool,
-    /// The last probe's outcome, `None` before the first one.
-    #[serde(default)]
-    pub healthy: Option<bool>,
-    #[serde(default)]
-    pub failed_probes: u32,
-    #[serde(default)]
-    pub last_seen_ms_ago: Option<u64>,
-    /// Why the last probe failed (nodes that report it).
-    #[serde(default)]
-    pub last_error: Option<String>,
-}
-
-/// The node counts a peer as down after this many failed probes in a row (its `DOWN_AFTER`).
-pub const DOWN_AFTER_PROBES: u32 = 2;
-
-impl PeerState {
-    pub fn is_down(&self) -> bool {
-        self.failed_probes >= DOWN_AFTER_PROBES
-    }
-}
-
 /// What every primary said about the federation a moment ago: per primary (in configuration
 /// order) its `/v1/peers` answer or why there is none.
 #[derive(Debug, Clone)]
 pub struct Presence {
-    pub answers: Vec<Result<PeersAnswer, String>>,
+    pub answers: Vec<Result<PeersView, String>>,
     /// Unix milliseconds when it was asked.
     pub at_ms: i64,
 }
@@ -235,56 +138,11 @@ impl Presence {
     }
 }
 
-/// `GET /v1/sources` of one primary: the topology's reachback sources, whether this primary
-/// runs each one now, and its own record of their runs (while it held their lease).
-#[derive(Debug, Clone, Deserialize)]
-pub struct SourcesAnswer {
-    pub node: String,
-    #[serde(default)]
-    pub sources: Vec<SourceState>,
-}
-
-/// One source as a primary reports it (the node's `SourceView` with its `StatusRow`
-/// flattened in).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct SourceState {
-    pub name: String,
-    #[serde(default)]
-    pub kind: String,
-    #[serde(default)]
-    pub scope: String,
-    /// This primary holds the source's lease and runs it.
-    #[serde(default)]
-    pub active: bool,
-    /// Unix ms, when active.
-    #[serde(default)]
-    pub active_since: Option<i64>,
-    #[serde(default)]
-    pub runs: i64,
-    #[serde(default)]
-    pub last_run_at: Option<i64>,
-    #[serde(default)]
-    pub last_success_at: Option<i64>,
-    /// Items in the last complete run.
-    #[serde(default)]
-    pub items_seen: i64,
-    #[serde(default)]
-    pub published: i64,
-    #[serde(default)]
-    pub removed: i64,
-    #[serde(default)]
-    pub failed: i64,
-    #[serde(default)]
-    pub last_error: Option<String>,
-    #[serde(default)]
-    pub last_error_at: Option<i64>,
-}
-
 /// What every primary said about the sources: per primary (in configuration order) its
 /// `/v1/sources` answer or why there is none.
 #[derive(Debug, Clone)]
 pub struct Sources {
-    pub answers: Vec<Result<SourcesAnswer, String>>,
+    pub answers: Vec<Result<SourcesView, String>>,
     /// Unix milliseconds when it was asked.
     pub at_ms: i64,
 }
@@ -641,7 +499,7 @@ impl Primaries {
         &self,
         state: &str,
         doc_id: Option<&str>,
-    ) -> Result<Vec<Annotation>, NodeError> {
+    ) -> Result<Vec<AnnotationEntry>, NodeError> {
         let mut q = vec![("state", state)];
         if let Some(d) = doc_id {
             q.push(("doc_id", d));
@@ -700,7 +558,7 @@ impl Primaries {
                 return v.clone();
             }
         }
-        let answers = self.ask_each::<PeersAnswer>("/v1/peers").await;
+        let answers = self.ask_each::<PeersView>("/v1/peers").await;
         let v = Arc::new(Presence {
             answers,
             at_ms: docfed_shared::wire::Timestamp::now().millis(),
@@ -714,7 +572,7 @@ impl Primaries {
     /// that shows them is reloaded to see progress. Bounded like [`presence`](Self::presence).
     pub async fn sources(&self) -> Sources {
         Sources {
-            answers: self.ask_each::<SourcesAnswer>("/v1/sources").await,
+            answers: self.ask_each::<SourcesView>("/v1/sources").await,
             at_ms: docfed_shared::wire::Timestamp::now().millis(),
         }
     }

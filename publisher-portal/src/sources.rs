@@ -7,7 +7,9 @@
 //! rather than one merged row that would hide where a failure happened. A primary that does not
 //! answer is a row saying so, never an error page: the other one's view is still worth showing.
 
-use crate::primaries::{Primaries, SourceState, Sources};
+use docfed_shared::wire::sources::SourceView;
+
+use crate::primaries::{Primaries, Sources};
 
 /// One source as the page shows it.
 #[derive(Debug, Clone)]
@@ -32,7 +34,7 @@ pub struct Record {
 
 #[derive(Debug, Clone)]
 pub enum RecordState {
-    Reported(SourceState),
+    Reported(Box<SourceView>),
     /// The primary did not answer; why.
     Unreachable(String),
     /// The primary answered without this source (its topology differs).
@@ -78,7 +80,7 @@ pub fn view(primaries: &Primaries, asked: &Sources) -> SourcesView {
                         if s.active {
                             row.running.push((primary.clone(), s.active_since));
                         }
-                        RecordState::Reported(s.clone())
+                        RecordState::Reported(Box::new(s.clone()))
                     }
                     None => RecordState::NotListed,
                 },
@@ -148,7 +150,7 @@ impl SourceRow {
     pub fn has_failures(&self) -> bool {
         self.records
             .iter()
-            .any(|r| matches!(&r.state, RecordState::Reported(s) if s.failed > 0))
+            .any(|r| matches!(&r.state, RecordState::Reported(s) if s.status.failed > 0))
     }
 
     /// Whether a primary that would know did not answer.
@@ -162,23 +164,26 @@ impl SourceRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::primaries::SourcesAnswer;
+    use docfed_shared::wire::sources::{SourceStatus, SourcesView as SourcesAnswer};
 
     fn primaries() -> Primaries {
         Primaries::two_unreachable().1
     }
 
-    fn state(name: &str, active: bool, published: i64, failed: i64) -> SourceState {
-        SourceState {
+    fn state(name: &str, active: bool, published: i64, failed: i64) -> SourceView {
+        SourceView {
             name: name.into(),
             kind: "watch".into(),
             scope: "global".into(),
             active,
             active_since: active.then_some(1_000),
-            runs: 1,
-            published,
-            failed,
-            ..SourceState::default()
+            status: SourceStatus {
+                runs: 1,
+                published,
+                failed,
+                ..SourceStatus::default()
+            },
+            ..SourceView::default()
         }
     }
 
@@ -204,7 +209,9 @@ mod tests {
         let inbox = &v.sources[0];
         assert_eq!(inbox.running, [("127.0.0.1:9".to_owned(), Some(1_000))]);
         assert_eq!(inbox.records.len(), 2);
-        assert!(matches!(&inbox.records[1].state, RecordState::Reported(s) if s.published == 1));
+        assert!(
+            matches!(&inbox.records[1].state, RecordState::Reported(s) if s.status.published == 1)
+        );
         assert!(inbox.has_failures());
         assert!(v.sources[1].running.is_empty());
         assert_eq!(

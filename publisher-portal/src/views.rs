@@ -13,8 +13,8 @@ use maud::{html, Markup, DOCTYPE};
 use crate::config::human_size;
 use crate::db::{DocFilter, DocRow};
 use crate::federation::NodeRow;
-use crate::primaries::Annotation;
 use crate::sources::{RecordState, SourceRow, SourcesView};
+use docfed_shared::wire::annotations::AnnotationEntry;
 use docfed_shared::wire::VersionEntry;
 
 /// What every page needs besides its own content.
@@ -525,7 +525,7 @@ pub struct DocPage<'a> {
     pub stale: bool,
     pub versions: Option<&'a [VersionEntry]>,
     pub propagation: Option<&'a PropView>,
-    pub accepted: Option<&'a [Annotation]>,
+    pub accepted: Option<&'a [AnnotationEntry]>,
     pub form: Option<UploadForm<'a>>,
 }
 
@@ -647,7 +647,7 @@ pub fn delete_confirm(ctx: &PageCtx, d: &DocRow) -> Markup {
     )
 }
 
-pub fn annotations_page(ctx: &PageCtx, list: Option<&[Annotation]>) -> Markup {
+pub fn annotations_page(ctx: &PageCtx, list: Option<&[AnnotationEntry]>) -> Markup {
     layout(
         ctx,
         "Annotations",
@@ -668,7 +668,7 @@ pub fn annotations_page(ctx: &PageCtx, list: Option<&[Annotation]>) -> Markup {
                             }
                             blockquote { (a.text) }
                             p.muted { "— " (if a.author.is_empty() { "anonymous" } else { &a.author })
-                                @if let Some(c) = &a.created { ", " (when_str(c)) } }
+                                @if let Some(c) = a.created { ", " (when(c.millis())) } }
                             div.actions {
                                 @if deleted {
                                     form method="post" action={ "/documents/" (a.doc_id) "/reactivate" } {
@@ -825,18 +825,18 @@ fn source_card(s: &SourceRow) -> Markup {
                                             (r.primary)
                                             @if st.active { " " span.badge.ok { "runs it" } }
                                         }
-                                        td data-label="Runs" { (count(st.runs)) }
-                                        td data-label="Last run" { (at(st.last_run_at)) }
-                                        td data-label="Last success" { (at(st.last_success_at)) }
-                                        td data-label="Items seen" { (count(st.items_seen)) }
-                                        td data-label="Published" { (count(st.published)) }
-                                        td data-label="Removed" { (count(st.removed)) }
-                                        td data-label="Failed" { (count(st.failed)) }
+                                        td data-label="Runs" { (count(st.status.runs)) }
+                                        td data-label="Last run" { (at(st.status.last_run_at)) }
+                                        td data-label="Last success" { (at(st.status.last_success_at)) }
+                                        td data-label="Items seen" { (count(st.status.items_seen)) }
+                                        td data-label="Published" { (count(st.status.published)) }
+                                        td data-label="Removed" { (count(st.status.removed)) }
+                                        td data-label="Failed" { (count(st.status.failed)) }
                                         td data-label="Last error" {
-                                            @match &st.last_error {
+                                            @match &st.status.last_error {
                                                 Some(e) => {
                                                     span.error-text { (e) }
-                                                    @if let Some(t) = st.last_error_at { br; small.muted { (when(t)) } }
+                                                    @if let Some(t) = st.status.last_error_at { br; small.muted { (when(t)) } }
                                                 },
                                                 None => "–",
                                             }

@@ -12,6 +12,7 @@
 use axum::body::Body;
 use axum::extract::State;
 use axum::Json;
+use docfed_shared::wire::admin::ImportReport;
 use docfed_shared::wire::{ChangeKind, DocumentVersion};
 use futures::StreamExt;
 
@@ -31,7 +32,7 @@ pub async fn import(
     State(node): State<AppState>,
     _auth: Authorized,
     body: Body,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ImportReport>, ApiError> {
     let mut stream = body.into_data_stream();
     let mut buf: Vec<u8> = Vec::new();
     let mut batch: Vec<DocumentVersion> = Vec::with_capacity(BATCH);
@@ -85,9 +86,10 @@ pub async fn import(
         }
     }
     let (i, k) = record(&node, &mut batch).await?;
-    Ok(Json(
-        serde_json::json!({ "imported": imported + i, "already_known": known + k }),
-    ))
+    Ok(Json(ImportReport {
+        imported: imported + i,
+        already_known: known + k,
+    }))
 }
 
 fn check(node: &AppState, v: &DocumentVersion) -> Result<(), String> {

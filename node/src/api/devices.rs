@@ -17,9 +17,11 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use bytesize::ByteSize;
 use docfed_shared::messages::Notification;
-use docfed_shared::wire::{
-    ChangeKind, DeviceInfo, DeviceRegistration, DocumentMeta, ErrorCode, RegisterDevice, Timestamp,
+use docfed_shared::wire::devices::{
+    DeviceInfo, DeviceList, DeviceRegistration, DeviceRevoked, Flagged, FlaggedDocuments,
+    RegisterDevice, Unflagged,
 };
+use docfed_shared::wire::{ChangeKind, DocumentMeta, ErrorCode, Timestamp};
 
 use docfed_shared::secrets::constant_time_eq;
 
@@ -126,7 +128,7 @@ pub async fn register(
 pub async fn list(
     State(node): State<AppState>,
     _: Authorized,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DeviceList>, ApiError> {
     let devices: Vec<DeviceInfo> = node
         .db
         .devices()
@@ -140,7 +142,7 @@ pub async fn list(
             flags: d.flags.max(0) as u64,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "devices": devices })))
+    Ok(Json(DeviceList { devices }))
 }
 
 /// `DELETE /v1/devices/{device}` (token): the device's secret stops working, its flags go and
@@ -149,7 +151,7 @@ pub async fn revoke(
     State(node): State<AppState>,
     _: Authorized,
     Path(device): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<DeviceRevoked>, ApiError> {
     let device = parse_device(&device)?;
     let mut tx = node.db.begin_write().await?;
     let Some(docs) = revoke_device(&mut tx, &device).await? else {
@@ -160,12 +162,12 @@ pub async fn revoke(
     let objects = released.objects();
     released.finish(&node).await;
     tracing::info!(device = %device, flags_removed = docs.len(), objects_released = objects, "device revoked");
-    Ok(Json(serde_json::json!({
-        "device": device,
-        "revoked": true,
-        "flags_removed": docs.len(),
-        "objects_released": objects,
-    })))
+    Ok(Json(DeviceRevoked {
+        device,
+        revoked: true,
+        flags_removed: docs.len() as u64,
+        objects_released: objects as u64,
+    }))
 }
 
 /// Lets a request act on `device`'s flags: the device's own secret, or the node's token. An
@@ -204,7 +206,7 @@ pub async fn flag(
     State(node): State<AppState>,
     Path((device, id)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Flagged>), ApiError> {
     let device = parse_device(&device)?;
     let id = parse_id(&id)?;
     authorize(&node, &headers, &device).await?;
@@ -283,9 +285,12 @@ pub async fn flag(
     };
     Ok((
         status,
-        Json(
-            serde_json::json!({ "device": device, "id": id, "flagged": true, "pulling": pulling }),
-        ),
+        Json(Flagged {
+            device,
+            id,
+            flagged: true,
+            pulling,
+        }),
     ))
 }
 
@@ -294,7 +299,7 @@ pub async fn unflag(
     State(node): State<AppState>,
     Path((device, id)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Unflagged>, ApiError> {
     let device = parse_device(&device)?;
     let id = parse_id(&id)?;
     authorize(&node, &headers, &device).await?;
@@ -308,12 +313,12 @@ pub async fn unflag(
     tx.commit().await?;
     let objects = released.objects();
     released.finish(&node).await;
-    Ok(Json(serde_json::json!({
-        "device": device,
-        "id": id,
-        "flagged": false,
-        "objects_released": objects,
-    })))
+    Ok(Json(Unflagged {
+        device,
+        id,
+        flagged: false,
+        objects_released: objects as u64,
+    }))
 }
 
 /// `GET /v1/devices/{device}/flags`: the flagged documents, oldest flag first.
@@ -321,7 +326,7 @@ pub async fn flags(
     State(node): State<AppState>,
     Path(device): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<FlaggedDocuments>, ApiError> {
     let device = parse_device(&device)?;
     authorize(&node, &headers, &device).await?;
     let ids = crate::db::devices::flags_of(node.db.reader(), &device).await?;
@@ -334,7 +339,5 @@ pub async fn flags(
             }
         }
     }
-    Ok(Json(
-        serde_json::json!({ "device": device, "documents": documents }),
-    ))
+    Ok(Json(FlaggedDocuments { device, documents }))
 }

@@ -20,6 +20,8 @@ use futures::Stream;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
 
+use docfed_shared::wire::events::{self, ChangedEvent, FlaggedEvent};
+
 use super::{carries_token, AppState};
 use crate::db::devices::secret_hash;
 use crate::error::ApiError;
@@ -103,9 +105,13 @@ impl Subscriber {
                 }
                 Next::Available(a) => {
                     if self.wants(&a).await {
-                        let e = Event::default().event("flagged").data(
-                            serde_json::json!({ "id": a.id, "version": a.version }).to_string(),
-                        );
+                        let data = FlaggedEvent {
+                            id: a.id,
+                            version: a.version,
+                        };
+                        let e = Event::default()
+                            .event(events::FLAGGED)
+                            .data(serde_json::to_string(&data).expect("serialisable"));
                         return Some((Ok(e), self));
                     }
                 }
@@ -116,9 +122,9 @@ impl Subscriber {
 
 fn changed_event(seq: i64) -> Event {
     Event::default()
-        .event("changed")
+        .event(events::CHANGED)
         .id(seq.to_string())
-        .data(serde_json::json!({ "seq": seq }).to_string())
+        .data(serde_json::to_string(&ChangedEvent { seq }).expect("serialisable"))
 }
 
 /// `GET /v1/events`.

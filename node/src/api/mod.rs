@@ -2,13 +2,16 @@
 //! resource modules.
 
 mod admin;
+mod annotations;
 mod changes;
 mod content;
 mod devices;
 mod documents;
 mod events;
-mod federation;
 mod health;
+mod metrics;
+mod peers;
+mod propagation;
 mod retention;
 pub mod search;
 mod sources;
@@ -51,18 +54,18 @@ pub fn router(node: AppState) -> Router {
         .route("/v1/documents/{id}/content", get(content::content))
         .route(
             "/v1/documents/{id}/propagation",
-            get(federation::propagation),
+            get(propagation::propagation),
         )
         .route(
             "/v1/documents/{id}/annotations",
-            get(federation::accepted).post(federation::annotate),
+            get(annotations::accepted).post(annotations::annotate),
         )
-        .route("/v1/annotations", get(federation::annotations))
-        .route("/v1/annotations/{aid}", get(federation::annotation))
-        .route("/v1/annotations/{aid}/accept", post(federation::accept))
-        .route("/v1/annotations/{aid}/reject", post(federation::reject))
+        .route("/v1/annotations", get(annotations::annotations))
+        .route("/v1/annotations/{aid}", get(annotations::annotation))
+        .route("/v1/annotations/{aid}/accept", post(annotations::accept))
+        .route("/v1/annotations/{aid}/reject", post(annotations::reject))
         .route("/v1/objects/{md5}", get(content::object))
-        .route("/v1/peers", get(federation::peers))
+        .route("/v1/peers", get(peers::peers))
         .route("/v1/devices", get(devices::list).post(devices::register))
         .route(
             "/v1/devices/{device}",
@@ -73,7 +76,7 @@ pub fn router(node: AppState) -> Router {
             axum::routing::put(devices::flag).delete(devices::unflag),
         )
         .route("/v1/devices/{device}/flags", get(devices::flags))
-        .route("/metrics", get(federation::metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/changes", get(changes::changes))
         .route("/v1/events", get(events::events))
         .route("/v1/admin/import", post(admin::import))

@@ -4,36 +4,29 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
+use docfed_shared::wire::gc::{GcPreview, GcReport};
 
 use super::{AppState, Authorized};
 use crate::error::ApiError;
-use crate::retention::{collect, GcError, Report};
-
-#[derive(Serialize)]
-pub struct Preview {
-    /// What the next collection would do, measured now.
-    preview: std::sync::Arc<Report>,
-    /// The last collection that ran (periodic or asked for), if any since the node started.
-    last: Option<std::sync::Arc<Report>>,
-}
+use crate::retention::{collect, GcError};
 
 pub async fn preview(
     State(node): State<AppState>,
     _auth: Authorized,
-) -> Result<Json<Preview>, ApiError> {
+) -> Result<Json<GcPreview>, ApiError> {
     let preview = collect(&node, true).await.map_err(internal)?;
-    Ok(Json(Preview {
-        preview,
-        last: node.retention.last(),
+    Ok(Json(GcPreview {
+        preview: GcReport::clone(&preview),
+        last: node.retention.last().map(|r| GcReport::clone(&r)),
     }))
 }
 
 pub async fn run(
     State(node): State<AppState>,
     _auth: Authorized,
-) -> Result<Json<std::sync::Arc<Report>>, ApiError> {
-    Ok(Json(collect(&node, false).await.map_err(internal)?))
+) -> Result<Json<GcReport>, ApiError> {
+    let report = collect(&node, false).await.map_err(internal)?;
+    Ok(Json(GcReport::clone(&report)))
 }
 
 fn internal(e: GcError) -> ApiError {

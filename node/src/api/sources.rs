@@ -3,37 +3,21 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
+use docfed_shared::sources::SourceKind;
+use docfed_shared::wire::sources::{SourceStatus, SourceView, SourcesView};
 
 use super::{AppState, Authorized};
-use crate::db::sources::StatusRow;
 use crate::error::ApiError;
 
-#[derive(Serialize)]
-pub struct SourcesView {
-    pub node: String,
-    pub sources: Vec<SourceView>,
-}
-
-#[derive(Serialize)]
-pub struct SourceView {
-    pub name: String,
-    pub kind: &'static str,
-    pub scope: String,
-    /// Whether this node holds the source's lease and runs it now.
-    pub active: bool,
-    /// Since when (ms since the epoch), when active.
-    pub active_since: Option<i64>,
-    /// This node's record of the source: its runs while it held the lease.
-    #[serde(flatten)]
-    pub status: StatusRow,
-}
-
-/// Token only: a source's errors name its paths and URLs.
 pub async fn sources(
     State(node): State<AppState>,
     _auth: Authorized,
 ) -> Result<Json<SourcesView>, ApiError> {
+    Ok(Json(view(&node).await?))
+}
+
+/// Every source of the topology with this node's record of it (also read by `/metrics`).
+pub async fn view(node: &AppState) -> Result<SourcesView, ApiError> {
     let rows = node.db.source_statuses().await?;
     let specs = node
         .federation()
@@ -47,13 +31,18 @@ pub async fn sources(
                 .iter()
                 .find(|r| r.source == spec.name)
                 .cloned()
-                .unwrap_or_else(|| StatusRow {
+                .unwrap_or_else(|| SourceStatus {
                     source: spec.name.clone(),
-                    ..StatusRow::default()
+                    ..SourceStatus::default()
                 });
+            let path = match spec.kind {
+                SourceKind::Watch => spec.path.as_ref().map(|p| p.display().to_string()),
+                SourceKind::Http | SourceKind::Exec => None,
+            };
             SourceView {
-                kind: spec.kind.as_str(),
+                kind: spec.kind.as_str().to_owned(),
                 scope: spec.scope().to_string(),
+                path,
                 active: since.is_some(),
                 active_since: since.map(|t| t.millis()),
                 name: spec.name,
@@ -61,13 +50,12 @@ pub async fn sources(
             }
         })
         .collect();
-    Ok(Json(SourcesView {
+    Ok(SourcesView {
         node: node.config.node_id.clone(),
         sources,
-    }))
+    })
 }
 
-/// Prometheus lines per source.
 pub fn render_metrics(node: &str, view: &[SourceView]) -> String {
     use std::fmt::Write;
     let mut out = String::new();

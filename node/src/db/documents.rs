@@ -539,12 +539,6 @@ pub async fn record_object(
     Ok(())
 }
 
-/// Whether version `a` supersedes version `b`: higher number wins, then the higher origin id, so
-/// every node resolves concurrent edits the same way.
-pub fn supersedes(a: &DocumentVersion, b: &DocumentVersion) -> bool {
-    (a.version, a.origin.as_str()) > (b.version, b.origin.as_str())
-}
-
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
 
 /// Binds a version's columns in [`VERSION_COLUMNS`] order (`tags` is the JSON array), for the
@@ -614,7 +608,7 @@ pub async fn record_version(
     .await?;
 
     let current = current_version(conn, &v.id).await?;
-    if current.as_ref().is_some_and(|c| !supersedes(v, c)) {
+    if current.as_ref().is_some_and(|c| !v.supersedes(c)) {
         // A concurrent version that lost: kept in history and in the feed, not current.
         return Ok(true);
     }

@@ -189,7 +189,7 @@ async fn stage_and_record(
     .await?;
 
     // 3. Would have become current, one at a time: above the current document and above every
-    //    earlier fresh version of the document (`supersedes` compares (version, origin)).
+    //    earlier fresh version of the document (`docfed_shared::wire::supersedes` compares (version, origin)).
     sqlx::query(
         "UPDATE temp.import_batch AS b SET applied = 1 \
          WHERE fresh \

@@ -3,6 +3,8 @@
 //! `federation::inbox`).
 
 use docfed_shared::messages::{Annotation, Decision, Receipt};
+use docfed_shared::wire::annotations::{AnnotationEntry, AnnotationStatus};
+use docfed_shared::wire::propagation::Holding;
 use docfed_shared::wire::Timestamp;
 use sqlx::SqliteExecutor;
 
@@ -204,14 +206,11 @@ pub async fn record_annotation<'e>(
 }
 
 /// The newest receipt of each node for document `doc`, by node (the propagation view).
-pub async fn latest_receipts<'e, T>(
+pub async fn latest_receipts<'e>(
     db: impl SqliteExecutor<'e>,
     doc: &str,
-) -> Result<Vec<T>, sqlx::Error>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
-{
-    sqlx::query_as(
+) -> Result<Vec<Holding>, sqlx::Error> {
+    let rows: Vec<(String, i64, String, String, bool, i64)> = sqlx::query_as(
         "SELECT node, version, origin, md5, content, at FROM receipts r WHERE doc_id = ? \
          AND NOT EXISTS (SELECT 1 FROM receipts n WHERE n.doc_id = r.doc_id AND n.node = r.node \
            AND (n.version > r.version OR (n.version = r.version AND n.origin > r.origin))) \
@@ -219,20 +218,41 @@ where
     )
     .bind(doc)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(node, version, origin, md5, content, at)| Holding {
+            node,
+            version,
+            origin,
+            md5,
+            content,
+            at: Some(Timestamp(at)),
+            current: false,
+        })
+        .collect())
 }
 
 /// Annotations in `state` (`any` for all), of one document or all, oldest first, at most 1,000,
 /// with their document's title and whether it is deleted.
-pub async fn annotations<'e, T>(
+pub async fn annotations<'e>(
     db: impl SqliteExecutor<'e>,
     state: &str,
     doc: Option<&str>,
-) -> Result<Vec<T>, sqlx::Error>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
-{
-    sqlx::query_as(
+) -> Result<Vec<AnnotationEntry>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: String,
+        doc_id: String,
+        doc_version: i64,
+        author: String,
+        text: String,
+        state: String,
+        created_at: i64,
+        document_title: Option<String>,
+        document_deleted: Option<bool>,
+    }
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT a.id, a.doc_id, a.doc_version, a.author, a.text, a.state, a.created_at, \
            d.title AS document_title, d.deleted AS document_deleted \
          FROM annotations a LEFT JOIN documents d ON d.doc_id = a.doc_id \
@@ -242,7 +262,21 @@ where
     .bind(state)
     .bind(doc)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AnnotationEntry {
+            id: r.id,
+            doc_id: r.doc_id,
+            doc_version: r.doc_version,
+            author: r.author,
+            text: r.text,
+            state: r.state,
+            created: Some(Timestamp(r.created_at)),
+            document_title: r.document_title,
+            document_deleted: r.document_deleted,
+        })
+        .collect())
 }
 
 /// An annotation as stored here, to build the decision that replicates it.
@@ -308,37 +342,60 @@ pub async fn apply_decision(
 /// The columns a reader may see of an annotation (`annotation_status`, `accepted_annotations`).
 const STATUS_COLUMNS: &str = "id, doc_id, doc_version, author, text, state, created_at, decided_at";
 
+#[derive(sqlx::FromRow)]
+struct StatusRow {
+    id: String,
+    doc_id: String,
+    doc_version: i64,
+    author: String,
+    text: String,
+    state: String,
+    created_at: i64,
+    decided_at: Option<i64>,
+}
+
+impl From<StatusRow> for AnnotationStatus {
+    fn from(r: StatusRow) -> Self {
+        AnnotationStatus {
+            id: r.id,
+            doc_id: r.doc_id,
+            doc_version: r.doc_version,
+            author: r.author,
+            text: r.text,
+            state: r.state,
+            created: Some(Timestamp(r.created_at)),
+            decided: r.decided_at.map(Timestamp),
+        }
+    }
+}
+
 /// What a reader may see of one annotation: its state, and when it was decided.
-pub async fn annotation_status<'e, T>(
+pub async fn annotation_status<'e>(
     db: impl SqliteExecutor<'e>,
     id: &str,
-) -> Result<Option<T>, sqlx::Error>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
-{
-    sqlx::query_as(&format!(
+) -> Result<Option<AnnotationStatus>, sqlx::Error> {
+    let row: Option<StatusRow> = sqlx::query_as(&format!(
         "SELECT {STATUS_COLUMNS} FROM annotations WHERE id = ?"
     ))
     .bind(id)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(AnnotationStatus::from))
 }
 
 /// The accepted annotations of document `doc`, oldest first, at most 1,000.
-pub async fn accepted_annotations<'e, T>(
+pub async fn accepted_annotations<'e>(
     db: impl SqliteExecutor<'e>,
     doc: &str,
-) -> Result<Vec<T>, sqlx::Error>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + Send + Unpin,
-{
-    sqlx::query_as(&format!(
+) -> Result<Vec<AnnotationStatus>, sqlx::Error> {
+    let rows: Vec<StatusRow> = sqlx::query_as(&format!(
         "SELECT {STATUS_COLUMNS} FROM annotations \
          WHERE doc_id = ? AND state = 'accepted' ORDER BY created_at LIMIT 1000"
     ))
     .bind(doc)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(AnnotationStatus::from).collect())
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Reachback sources' rows (ARCHITECTURE.md §2.9): the item cache that spares re-reading
 //! unchanged items, each source's status, and the lookup of a source's documents.
 
+use docfed_shared::wire::sources::SourceStatus;
 use docfed_shared::wire::Timestamp;
 use docfed_shared::{DocId, Md5Hex};
-use serde::Serialize;
 
 use super::Db;
 
@@ -35,21 +35,36 @@ pub struct SourceDocument {
     pub deleted: bool,
 }
 
-/// One source's status row, as `GET /v1/sources` shows it.
-#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
-pub struct StatusRow {
-    pub source: String,
-    pub runs: i64,
-    pub last_run_at: Option<i64>,
-    pub last_success_at: Option<i64>,
-    pub items_seen: i64,
-    pub published: i64,
-    pub removed: i64,
-    pub failed: i64,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<i64>,
-    #[serde(skip)]
-    pub cursor: Option<String>,
+/// One source's `source_status` row (its cursor aside), as `GET /v1/sources` shows it.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+struct StatusRow {
+    source: String,
+    runs: i64,
+    last_run_at: Option<i64>,
+    last_success_at: Option<i64>,
+    items_seen: i64,
+    published: i64,
+    removed: i64,
+    failed: i64,
+    last_error: Option<String>,
+    last_error_at: Option<i64>,
+}
+
+impl From<StatusRow> for SourceStatus {
+    fn from(r: StatusRow) -> Self {
+        SourceStatus {
+            source: r.source,
+            runs: r.runs,
+            last_run_at: r.last_run_at,
+            last_success_at: r.last_success_at,
+            items_seen: r.items_seen,
+            published: r.published,
+            removed: r.removed,
+            failed: r.failed,
+            last_error: r.last_error,
+            last_error_at: r.last_error_at,
+        }
+    }
 }
 
 /// What one item or one run changed in a source's counters.
@@ -216,10 +231,14 @@ impl Db {
         Ok(())
     }
 
-    pub async fn source_statuses(&self) -> Result<Vec<StatusRow>, sqlx::Error> {
-        sqlx::query_as("SELECT * FROM source_status ORDER BY source")
-            .fetch_all(&self.read)
-            .await
+    pub async fn source_statuses(&self) -> Result<Vec<SourceStatus>, sqlx::Error> {
+        let rows: Vec<StatusRow> = sqlx::query_as(
+            "SELECT source, runs, last_run_at, last_success_at, items_seen, published, removed, \
+               failed, last_error, last_error_at FROM source_status ORDER BY source",
+        )
+        .fetch_all(&self.read)
+        .await?;
+        Ok(rows.into_iter().map(SourceStatus::from).collect())
     }
 
     pub async fn source_cursor(&self, source: &str) -> Result<Option<String>, sqlx::Error> {

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use docfed_shared::presence::{SERVICE_TYPE, TXT_HTTP, TXT_ID, TXT_REGION, TXT_TIER};
+use docfed_shared::wire::peers::PeerState;
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::supervisor::Task;
@@ -18,33 +18,26 @@ use crate::Node;
 
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
-/// Consecutive failed probes after which a peer counts as down.
-const DOWN_AFTER: u32 = 2;
 
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Peer {
-    pub id: String,
-    pub tier: String,
-    pub region: Option<String>,
-    pub http: String,
-    /// Advertised over mDNS right now.
-    pub mdns: bool,
-    /// In this node's topology file (probed over HTTP).
-    pub in_topology: bool,
-    /// Result of the last health probe, if any.
-    pub healthy: Option<bool>,
-    pub failed_probes: u32,
-    /// Milliseconds since the peer was last seen answering or advertising.
-    pub last_seen_ms_ago: Option<u64>,
-    /// Why the last failed health probe failed; cleared by a good one.
-    pub last_error: Option<String>,
-    #[serde(skip)]
+/// A row of the table: what `GET /v1/peers` shows (`PeerState`, whose `is_down` applies the
+/// federation's `DOWN_AFTER`), and when the peer was last seen, from which the row's age is
+/// computed at each snapshot.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    state: PeerState,
     last_seen: Option<Instant>,
 }
 
-impl Peer {
-    pub fn is_down(&self) -> bool {
-        self.failed_probes >= DOWN_AFTER
+impl std::ops::Deref for Peer {
+    type Target = PeerState;
+    fn deref(&self) -> &PeerState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Peer {
+    fn deref_mut(&mut self) -> &mut PeerState {
+        &mut self.state
     }
 }
 
@@ -54,16 +47,15 @@ pub struct PeerTable {
 }
 
 impl PeerTable {
-    pub fn snapshot(&self) -> Vec<Peer> {
-        let mut v: Vec<Peer> = self
+    pub fn snapshot(&self) -> Vec<PeerState> {
+        let mut v: Vec<PeerState> = self
             .peers
             .lock()
             .expect("not poisoned")
             .values()
-            .cloned()
-            .map(|mut p| {
-                p.last_seen_ms_ago = p.last_seen.map(|t| t.elapsed().as_millis() as u64);
-                p
+            .map(|p| PeerState {
+                last_seen_ms_ago: p.last_seen.map(|t| t.elapsed().as_millis() as u64),
+                ..p.state.clone()
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
@@ -82,8 +74,11 @@ impl PeerTable {
     fn update(&self, id: &str, f: impl FnOnce(&mut Peer)) {
         let mut peers = self.peers.lock().expect("not poisoned");
         let p = peers.entry(id.to_owned()).or_insert_with(|| Peer {
-            id: id.to_owned(),
-            ..Peer::default()
+            state: PeerState {
+                id: id.to_owned(),
+                ..PeerState::default()
+            },
+            last_seen: None,
         });
         f(p);
     }

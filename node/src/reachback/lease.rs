@@ -14,7 +14,7 @@
 //! holder that loses its connection stops the source before anything else; the other may already
 //! have it. For the overlap of a partition (up to two heartbeat intervals) both may run the
 //! source: items map to the same documents (`sources::item_id`) and an unchanged item makes no
-//! version, so the worst case is a concurrent version of one item, which `supersedes` resolves
+//! version, so the worst case is a concurrent version of one item, which `wire::supersedes` resolves
 //! like any other (§3.2).
 
 use std::time::Duration;

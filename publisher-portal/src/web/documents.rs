@@ -13,9 +13,9 @@ use serde::Deserialize;
 
 use crate::db::{DocFilter, DocRow, SessionRow};
 use crate::error::PortalError;
-use crate::primaries::Propagation;
 use crate::upload;
 use crate::views::{self, FormValues, Nav};
+use docfed_shared::wire::propagation::Propagation;
 
 use super::*;
 

@@ -10,7 +10,9 @@ use axum::Json;
 use docfed_shared::topology::Tier;
 
 use crate::db::{now_ms, DocRow};
-use crate::primaries::{Presence, Propagation};
+use docfed_shared::wire::propagation::Propagation;
+
+use crate::primaries::Presence;
 use crate::views::{self, PropRow, PropView};
 
 use super::*;
@@ -122,8 +124,8 @@ pub(super) fn build_prop_view(
             } else {
                 lagging(&h.node, true)
             };
-            let at = h.at.clone().unwrap_or_default();
-            let at_ms = views::parse_iso(&at);
+            let at = h.at.map(|t| t.to_string()).unwrap_or_default();
+            let at_ms = h.at.map(|t| t.millis());
             PropRow {
                 node: h.node.clone(),
                 tier: tier_of(&h.node),
@@ -244,14 +246,19 @@ pub(super) async fn propagation_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::primaries::Holding;
+    use docfed_shared::wire::propagation::Holding;
+    use docfed_shared::wire::Timestamp;
+    use docfed_shared::DocId;
 
     fn holding(node: &str, version: i64, current: bool) -> Holding {
         Holding {
             node: node.into(),
             version,
+            origin: "pa".into(),
+            md5: "0".repeat(32),
             content: true,
-            at: Some("2026-11-23T08:00:00Z".into()),
+            // 2026-11-23T08:00:00Z
+            at: Some(Timestamp(1_795_420_800_000)),
             current,
         }
     }
@@ -259,6 +266,7 @@ mod tests {
     /// pa and na hold version 2, pb holds version 1; eu and asia report nothing.
     fn spreading(deleted: bool) -> Propagation {
         Propagation {
+            id: DocId::new(),
             version: 2,
             origin: "pa".into(),
             deleted,

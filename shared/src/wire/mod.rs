@@ -1,5 +1,32 @@
-//! JSON bodies of the node HTTP API (ARCHITECTURE.md §6.2). Field names here are the contract with
-//! the portal, the command-line client and the harnesses.
+//! JSON bodies of the node HTTP API (ARCHITECTURE.md §6.2): every body a docfed program sends
+//! another is defined once, here or in a module beside this one, and both sides use the same
+//! type (the node serialises it, the portal, the command line and the harnesses deserialise it).
+//! Field names here are the contract.
+//!
+//! * this module: documents, versions, the change feed, publication, errors, health, and the
+//!   conflict rule ([`supersedes`]);
+//! * [`peers`]: presence (`GET /v1/peers`) and the background tasks' table;
+//! * [`propagation`]: which node holds which version (`GET /v1/documents/{id}/propagation`);
+//! * [`annotations`]: readers' annotations and the authors' decisions;
+//! * [`sources`]: reachback sources (`GET /v1/sources`);
+//! * [`gc`]: the retention policy and collection reports (`/v1/admin/gc`);
+//! * [`devices`]: device registration and flags;
+//! * [`events`]: the event stream's data (`GET /v1/events`);
+//! * [`admin`]: operator bodies (`POST /v1/admin/import`).
+//!
+//! Optional fields a newer node added are `#[serde(default)]` on the reading side, so an older
+//! node's answer still reads.
+
+pub mod admin;
+pub mod annotations;
+pub mod devices;
+pub mod events;
+pub mod gc;
+pub mod peers;
+pub mod propagation;
+pub mod sources;
+
+pub use devices::{DeviceInfo, DeviceRegistration, RegisterDevice};
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -135,6 +162,21 @@ impl DocumentVersion {
         }
         out
     }
+
+    /// Whether this version supersedes `other` by the federation's conflict rule
+    /// ([`supersedes`]).
+    pub fn supersedes(&self, other: &DocumentVersion) -> bool {
+        supersedes((self.version, &self.origin), (other.version, &other.origin))
+    }
+}
+
+/// The conflict rule every node and every replica applies to two versions of one document,
+/// each given as `(version, origin)`: the higher number wins, then the higher origin id (the
+/// primary that accepted it), so all of them resolve concurrent edits the same way without
+/// talking to each other. The node's SQL statements that pick a winner
+/// (`node/src/db/import.rs`, retention) spell the same comparison in SQL.
+pub fn supersedes(a: (i64, &str), b: (i64, &str)) -> bool {
+    a > b
 }
 
 /// The current state of a document as one node sees it.
@@ -238,41 +280,6 @@ pub struct PublishResponse {
     pub version: i64,
     pub md5: Md5Hex,
     pub size: u64,
-}
-
-/// `POST /v1/devices` body: everything optional (an empty body registers a nameless device).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterDevice {
-    /// Free text to tell devices apart in the operator's list, e.g. "Ana's phone".
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-/// `POST /v1/devices` answer (201). The secret is shown this once: the node keeps only its
-/// SHA-256. Flag requests of the device send it as `Authorization: Bearer <secret>`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceRegistration {
-    /// The id the node gave the device (a UUID), used in `/v1/devices/{device}/...` paths.
-    pub device: String,
-    /// 64 hex digits.
-    pub secret: String,
-    #[serde(default)]
-    pub name: String,
-    pub created_at: Timestamp,
-}
-
-/// One device in `GET /v1/devices` (operators).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceInfo {
-    pub id: String,
-    pub name: String,
-    pub created_at: Timestamp,
-    /// When the device was revoked; absent while it is active.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub revoked: Option<Timestamp>,
-    /// Documents it flags now.
-    pub flags: u64,
 }
 
 /// The body of every error response: `error` is for people, `code` for programs.
