@@ -45,16 +45,23 @@ pub fn root_cause(e: &(dyn Error + 'static)) -> String {
 /// to a CA this client trusts (no `--ca`, or another federation's).
 pub fn untrusted_certificate(e: &(dyn Error + 'static)) -> bool {
     use rustls::CertificateError::{BadSignature, UnknownIssuer};
+    let untrusted = [UnknownIssuer, BadSignature].map(rustls::Error::InvalidCertificate);
+    // By rustls' own words too: between hyper's connector and rustls the error passes through
+    // boxes and `io::Error`s that do not all hand it on as a source.
+    let said = untrusted.each_ref().map(ToString::to_string);
     let mut next = Some(e);
     while let Some(cause) = next {
-        // An `io::Error` wrapping rustls' error shows its text but skips it as a source.
         let tls = cause.downcast_ref::<rustls::Error>().or_else(|| {
             cause
                 .downcast_ref::<std::io::Error>()
                 .and_then(|io| io.get_ref())
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
         });
-        if let Some(rustls::Error::InvalidCertificate(UnknownIssuer | BadSignature)) = tls {
+        if tls.is_some_and(|tls| untrusted.contains(tls)) {
+            return true;
+        }
+        let text = cause.to_string();
+        if said.iter().any(|s| text.contains(s.as_str())) {
             return true;
         }
         next = cause.source();
