@@ -167,10 +167,12 @@ impl Client {
         resp.json().await.map_err(|e| self.network(e))
     }
 
-    pub async fn send_json(
+    /// Sends `req` and reads its answer as `T` (a body of `shared::wire`, or `Value` where the
+    /// answer is printed as the node sent it).
+    pub async fn send_json<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
-    ) -> Result<serde_json::Value, CliError> {
+    ) -> Result<T, CliError> {
         let resp = req
             .timeout(Duration::from_secs(30))
             .send()

@@ -7,7 +7,9 @@
 use std::io::Write;
 
 use bytesize::ByteSize;
-use docfed_shared::wire::{DocumentList, DocumentMeta, VersionList};
+use docfed_shared::wire::annotations::{AcceptedAnnotations, AnnotationStatus};
+use docfed_shared::wire::peers::PeersView;
+use docfed_shared::wire::{DocumentList, DocumentMeta, Timestamp, VersionList};
 
 use crate::error::CliError;
 use crate::fetch::FetchOutcome;
@@ -280,22 +282,34 @@ pub fn value(v: &serde_json::Value, json: bool, human: &str) -> Result<(), CliEr
     }
 }
 
+/// A node's answer read as its `shared::wire` body, for the tables (`--json` prints it as the
+/// node sent it).
+fn body<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, CliError> {
+    T::deserialize(v).map_err(|e| CliError::Network(format!("unexpected answer: {e}")))
+}
+
+/// An operator's count, or `null` as the node's JSON would say it.
+fn count(n: Option<i64>) -> String {
+    n.map_or_else(|| "null".to_owned(), |n| n.to_string())
+}
+
 pub fn peers(v: &serde_json::Value, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(v);
     }
-    let node = v["node"].as_str().unwrap_or("?");
+    let view: PeersView = body(v)?;
+    let node = &view.node;
     // Queue depths are operator data: a node shows them only to a caller with its token.
-    if v.get("outbox_depth").is_some() {
+    if view.outbox_depth.is_some() {
         out!(
             "node {node}: inbox {}, outbox depth {}, pending fetches {}",
-            if v["inbox_connected"] == true {
+            if view.inbox_connected == Some(true) {
                 "connected"
             } else {
                 "not connected"
             },
-            v["outbox_depth"],
-            v["pending_fetches"]
+            count(view.outbox_depth),
+            count(view.pending_fetches)
         );
     } else {
         out!("node {node}");
@@ -308,19 +322,19 @@ pub fn peers(v: &serde_json::Value, json: bool) -> Result<(), CliError> {
         "HTTP",
         "MDNS"
     );
-    for p in v["peers"].as_array().into_iter().flatten() {
-        let state = match p["healthy"].as_bool() {
+    for p in &view.peers {
+        let state = match p.healthy {
             Some(true) => "up",
             Some(false) => "down",
             None => "?",
         };
         out!(
             "{}  {}  {}  {}  {:<5}  {state}",
-            fit(p["id"].as_str().unwrap_or(""), 20),
-            fit(p["tier"].as_str().unwrap_or(""), 12),
-            fit(p["region"].as_str().unwrap_or("-"), 8),
-            fit(p["http"].as_str().unwrap_or(""), 28),
-            p["mdns"].as_bool().unwrap_or(false),
+            fit(&p.id, 20),
+            fit(&p.tier, 12),
+            fit(p.region.as_deref().unwrap_or("-"), 8),
+            fit(&p.http, 28),
+            p.mdns,
         );
     }
     Ok(())
@@ -331,26 +345,17 @@ pub fn annotation(a: &serde_json::Value, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(a);
     }
-    let state = a["state"].as_str().unwrap_or("?");
-    let decided = a["decided"]
-        .as_str()
-        .map(|t| format!(" ({t})"))
-        .unwrap_or_default();
+    let a: AnnotationStatus = body(a)?;
+    let decided = a.decided.map(|t| format!(" ({t})")).unwrap_or_default();
     out!(
-        "annotation {} on document {} v{}: {state}{decided}",
-        a["id"].as_str().unwrap_or("?"),
-        a["doc_id"].as_str().unwrap_or("?"),
-        a["doc_version"]
+        "annotation {} on document {} v{}: {}{decided}",
+        a.id,
+        a.doc_id,
+        a.doc_version,
+        a.state
     );
-    out!(
-        "by {} at {}:",
-        a["author"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("(anonymous)"),
-        a["created"].as_str().unwrap_or("?")
-    );
-    out!("{}", a["text"].as_str().unwrap_or(""));
+    out!("by {} at {}:", by(&a.author), when(a.created));
+    out!("{}", a.text);
     Ok(())
 }
 
@@ -359,7 +364,7 @@ pub fn annotations(list: &serde_json::Value, json: bool) -> Result<(), CliError>
     if json {
         return print_json(list);
     }
-    let all = list["annotations"].as_array().cloned().unwrap_or_default();
+    let all = body::<AcceptedAnnotations>(list)?.annotations;
     if all.is_empty() {
         out!("no accepted annotations");
         return Ok(());
@@ -367,16 +372,26 @@ pub fn annotations(list: &serde_json::Value, json: bool) -> Result<(), CliError>
     for a in &all {
         out!(
             "{}  v{}  {}: {}",
-            a["created"].as_str().unwrap_or("?"),
-            a["doc_version"],
-            a["author"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("(anonymous)"),
-            a["text"].as_str().unwrap_or("").replace('\n', " ")
+            when(a.created),
+            a.doc_version,
+            by(&a.author),
+            a.text.replace('\n', " ")
         );
     }
     Ok(())
+}
+
+/// An annotation's author as readers see it.
+fn by(author: &str) -> &str {
+    if author.is_empty() {
+        "(anonymous)"
+    } else {
+        author
+    }
+}
+
+fn when(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "?".to_owned(), |t| t.to_string())
 }
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 //! queued, which keeps their order), recorded in the replica if there is one; queued in the
 //! replica for the next `sync` when no server answers.
 
+use docfed_shared::wire::annotations::{AnnotationCreated, NewAnnotation};
+use docfed_shared::wire::devices::{Flagged, Unflagged};
+
 use super::Ctx;
 use crate::client::{check_id, Client};
 use crate::error::CliError;
@@ -26,48 +29,39 @@ impl Action {
 /// `docfed flag|unflag|annotate`.
 pub async fn run(ctx: &Ctx, action: Action, id: &str) -> Result<(), CliError> {
     check_id(id)?;
-    let body = match &action {
-        Action::Annotate { text, author } => {
-            serde_json::json!({ "text": text, "author": author })
-        }
-        _ => serde_json::json!({}),
-    };
     let sent = match ctx.online().await {
-        Ok(client) => send(ctx, &client, &action, id, &body).await,
+        Ok(client) => send(ctx, &client, &action, id).await,
         Err(e) => Err(e),
     };
-    let v = match sent {
-        Ok(v) => v,
-        Err(CliError::Network(reason)) => return queue(ctx, &action, id, &body, &reason).await,
-        Err(e) => return Err(e),
-    };
-    let human = match &action {
-        Action::Flag => format!(
-            "flagged {id} for device {}",
-            v["device"].as_str().unwrap_or("?")
-        ),
-        Action::Unflag => format!(
-            "unflagged {id} for device {}",
-            v["device"].as_str().unwrap_or("?")
-        ),
-        Action::Annotate { .. } => format!(
-            "annotation {} sent to the author of {id}",
-            v["id"].as_str().unwrap_or("?")
-        ),
-    };
-    output::value(&v, ctx.json, &human)
+    match sent {
+        Ok((v, human)) => output::value(&v, ctx.json, &human),
+        Err(CliError::Network(reason)) => queue(ctx, &action, id, &reason).await,
+        Err(e) => Err(e),
+    }
+}
+
+impl Action {
+    /// What the outbox keeps to send later: the annotation's body (its id is the outbox row's),
+    /// nothing for a flag.
+    fn queued_body(&self) -> String {
+        match self {
+            Action::Annotate { text, author } => serde_json::to_string(&NewAnnotation {
+                text: text.clone(),
+                author: Some(author.clone()),
+                id: None,
+            })
+            .expect("serialisable"),
+            Action::Flag | Action::Unflag => "{}".to_owned(),
+        }
+    }
 }
 
 /// No server answered: the action waits in the replica for the next `sync`.
-async fn queue(
-    ctx: &Ctx,
-    action: &Action,
-    id: &str,
-    body: &serde_json::Value,
-    reason: &str,
-) -> Result<(), CliError> {
+async fn queue(ctx: &Ctx, action: &Action, id: &str, reason: &str) -> Result<(), CliError> {
     let replica = ctx.replica().await?;
-    let oid = replica.queue(action.kind(), id, &body.to_string()).await?;
+    let oid = replica
+        .queue(action.kind(), id, &action.queued_body())
+        .await?;
     eprintln!(
         "docfed: {}; queued in {} for the next `docfed sync`",
         ctx.why_offline(reason),
@@ -86,20 +80,21 @@ async fn queue(
     )
 }
 
+/// Sends `action` to `client`'s node: its answer as the node sent it (what `--json` prints) and
+/// for people.
 async fn send(
     ctx: &Ctx,
     client: &Client,
     action: &Action,
     id: &str,
-    body: &serde_json::Value,
-) -> Result<serde_json::Value, CliError> {
+) -> Result<(serde_json::Value, String), CliError> {
     let replica = ctx.existing_replica().await?;
     if let Some(r) = &replica {
         // Earlier offline actions go first, so a later unflag is not overtaken by an older flag.
         let mut report = sync::Report::default();
         sync::flush_outbox(client, r, &mut report).await?;
     }
-    let mut v = match action {
+    let (v, human) = match action {
         Action::Flag | Action::Unflag => {
             let reg = device::require(&client.base)?;
             let url = client.url(&format!("/v1/devices/{}/flags/{id}", reg.device));
@@ -108,27 +103,39 @@ async fn send(
             } else {
                 client.http.delete(url)
             };
-            let mut v = client
+            let v: serde_json::Value = client
                 .send_json(req.bearer_auth(&reg.secret))
                 .await
                 .map_err(|e| super::register::revoked_hint(e, &client.base))?;
-            if v.get("device").is_none() {
-                v["device"] = reg.device.clone().into();
-            }
-            v
+            // The node did it: an answer it words otherwise does not undo that (nor send it to
+            // the outbox), and the device it names is the one asked.
+            let human = if matches!(action, Action::Flag) {
+                let device = answer::<Flagged>(&v).map_or(reg.device, |f| f.device);
+                format!("flagged {id} for device {device}")
+            } else {
+                let device = answer::<Unflagged>(&v).map_or(reg.device, |u| u.device);
+                format!("unflagged {id} for device {device}")
+            };
+            (v, human)
         }
-        Action::Annotate { .. } => {
-            // A client-chosen id: a retry after a lost answer is not a second annotation.
-            let mut body = body.clone();
-            body["id"] = docfed_shared::DocId::new().to_string().into();
-            client
+        Action::Annotate { text, author } => {
+            let body = NewAnnotation {
+                text: text.clone(),
+                author: Some(author.clone()),
+                // A client-chosen id: a retry after a lost answer is not a second annotation.
+                id: Some(docfed_shared::DocId::new().to_string()),
+            };
+            let v: serde_json::Value = client
                 .send_json(
                     client
                         .http
                         .post(client.url(&format!("/v1/documents/{id}/annotations")))
                         .json(&body),
                 )
-                .await?
+                .await?;
+            let aid = answer::<AnnotationCreated>(&v).map_or_else(|| "?".to_owned(), |a| a.id);
+            let human = format!("annotation {aid} sent to the author of {id}");
+            (v, human)
         }
     };
     if let Some(r) = &replica {
@@ -138,8 +145,10 @@ async fn send(
             Action::Annotate { .. } => {}
         }
     }
-    if v.is_null() {
-        v = serde_json::json!({});
-    }
-    Ok(v)
+    Ok((v, human))
+}
+
+/// The node's answer read as its `shared::wire` body, if it is one.
+fn answer<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Option<T> {
+    T::deserialize(v).ok()
 }

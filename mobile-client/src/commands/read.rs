@@ -1,6 +1,7 @@
 //! The commands that read: search, info and versions (from the replica when no server
 //! answers), fetch, flags, annotations and peers.
 
+use docfed_shared::wire::devices::FlaggedDocuments;
 use docfed_shared::wire::{DocumentList, DocumentMeta};
 
 use super::Ctx;
@@ -137,7 +138,7 @@ pub async fn flags(ctx: &Ctx) -> Result<(), CliError> {
 
 async fn flags_online(client: &Client) -> Result<Vec<DocumentMeta>, CliError> {
     let reg = device::require(&client.base)?;
-    let v = client
+    let flagged: FlaggedDocuments = client
         .send_json(
             client
                 .http
@@ -146,7 +147,7 @@ async fn flags_online(client: &Client) -> Result<Vec<DocumentMeta>, CliError> {
         )
         .await
         .map_err(|e| super::register::revoked_hint(e, &client.base))?;
-    serde_json::from_value(v["documents"].clone()).map_err(|e| CliError::Network(e.to_string()))
+    Ok(flagged.documents)
 }
 
 /// `docfed annotations ID`: an annotation's state, else (ID is a document's) the annotations

@@ -59,12 +59,15 @@ async fn register(
     if let Some(t) = token.as_deref().filter(|t| !t.is_empty()) {
         req = req.bearer_auth(t);
     }
-    let v = client.send_json(req).await.map_err(|e| match e {
-        CliError::Unauthorized(m) => CliError::Unauthorized(format!(
-            "{m}; pass the node's operator token with --token (or DOCFED_TOKEN)"
-        )),
-        e => e,
-    })?;
+    let v = client
+        .send_json::<serde_json::Value>(req)
+        .await
+        .map_err(|e| match e {
+            CliError::Unauthorized(m) => CliError::Unauthorized(format!(
+                "{m}; pass the node's operator token with --token (or DOCFED_TOKEN)"
+            )),
+            e => e,
+        })?;
     let got: docfed_shared::wire::DeviceRegistration = serde_json::from_value(v)
         .map_err(|e| CliError::Network(format!("{server}: unexpected answer: {e}")))?;
     let path = device::save(

@@ -1,7 +1,7 @@
 //! The change feed as the replica follows it: the position reached at each server, a page
 //! applied with the position after it in one transaction, and when the last complete sync was.
 
-use docfed_shared::wire::{ChangeFeed, DocumentVersion, Timestamp};
+use docfed_shared::wire::{supersedes, ChangeFeed, DocumentVersion, Timestamp};
 use sqlx::SqliteConnection;
 
 use super::Replica;
@@ -143,7 +143,7 @@ async fn apply_versions(
         let created = v.created_at.millis();
         match current.get_mut(id) {
             Some(c) => {
-                if (v.version, v.origin.as_str()) <= (c.0, c.1) {
+                if !supersedes((v.version, &v.origin), (c.0, c.1)) {
                     // A concurrent version that lost, an old one arriving late, or one already
                     // applied: history only.
                     continue;
