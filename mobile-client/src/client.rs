@@ -118,8 +118,15 @@ impl Client {
         format!("{}{}", self.base, path)
     }
 
+    /// A request that failed on its way: by its causes, and for a certificate not trusted,
+    /// how to trust it (`transport::describe`).
     pub fn network(&self, e: reqwest::Error) -> CliError {
-        CliError::Network(format!("{} (chosen by: {}): {e}", self.base, self.found_by))
+        CliError::Network(format!(
+            "{} (chosen by: {}): {}",
+            self.base,
+            self.found_by,
+            crate::transport::describe(&e)
+        ))
     }
 
     /// Turns a non-success response into the matching error, with the server's message.
@@ -160,10 +167,12 @@ impl Client {
         resp.json().await.map_err(|e| self.network(e))
     }
 
-    pub async fn send_json(
+    /// Sends `req` and reads its answer as `T` (a body of `shared::wire`, or `Value` where the
+    /// answer is printed as the node sent it).
+    pub async fn send_json<T: DeserializeOwned>(
         &self,
         req: reqwest::RequestBuilder,
-    ) -> Result<serde_json::Value, CliError> {
+    ) -> Result<T, CliError> {
         let resp = req
             .timeout(Duration::from_secs(30))
             .send()

@@ -139,20 +139,20 @@ impl Drop for Link {
 /// (under the name of one of the device's other registrations).
 async fn enrol(client: &Client) -> Option<Registration> {
     let name = device::any_name().ok().flatten();
-    let v = client
-        .send_json(
+    let answer = client
+        .send_json::<docfed_shared::wire::DeviceRegistration>(
             client
                 .http
                 .post(client.url("/v1/devices"))
                 .json(&docfed_shared::wire::RegisterDevice { name }),
         )
         .await;
-    match v {
-        Ok(v) => {
+    match answer {
+        Ok(got) => {
             let reg = Registration {
-                device: v["device"].as_str()?.to_owned(),
-                secret: v["secret"].as_str()?.to_owned(),
-                name: v["name"].as_str().unwrap_or_default().to_owned(),
+                device: got.device,
+                secret: got.secret,
+                name: got.name,
             };
             match device::save(&client.base, &reg) {
                 Ok(_) => {

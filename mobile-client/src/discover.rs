@@ -102,19 +102,15 @@ pub async fn health(http: &reqwest::Client, url: &str) -> Result<(), String> {
     {
         Ok(r) if r.status().is_success() => Ok(()),
         Ok(r) => Err(format!("HTTP {}", r.status())),
-        Err(e) => {
-            let mut chain = e.to_string();
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                chain.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            if chain.contains("certificate") || chain.contains("UnknownIssuer") {
-                Err("its TLS certificate is not trusted (pass the federation CA with --ca FILE or DOCFED_CA)".to_owned())
-            } else {
-                Err("unreachable".to_owned())
-            }
-        }
+        Err(e) if crate::transport::untrusted_certificate(&e) => Err(format!(
+            "its TLS certificate is not trusted ({}): {}",
+            crate::transport::root_cause(&e),
+            crate::transport::TRUST_HINT
+        )),
+        Err(e) => Err(format!(
+            "unreachable ({})",
+            crate::transport::root_cause(&e)
+        )),
     }
 }
 

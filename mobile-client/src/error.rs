@@ -17,17 +17,34 @@ pub enum CliError {
     Unauthorized(String),
     #[error("{0}")]
     Local(String),
+    /// Whoever read our standard output stopped reading (`docfed info ID | head`): the command
+    /// ends quietly, as `rg` does.
+    #[error("standard output closed")]
+    StdoutClosed,
 }
 
 impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             CliError::Local(_) => 1,
+            CliError::StdoutClosed => 0,
             CliError::NotFound(_) => 3,
             CliError::Network(_) => 4,
             CliError::Verification(_) => 5,
             CliError::Refused(_) | CliError::Unauthorized(_) => 6,
         })
+    }
+}
+
+impl CliError {
+    /// A failed write to standard output: a reader that went away ends the command quietly
+    /// (`StdoutClosed`); anything else (a full disk under `> file`) is a local error.
+    pub fn stdout(e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::StdoutClosed
+        } else {
+            CliError::Local(format!("standard output: {e}"))
+        }
     }
 }
 

@@ -179,7 +179,11 @@ async fn transfer(
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
             (
-                CliError::Network(format!("{}: transfer interrupted: {e}", client.base)),
+                CliError::Network(format!(
+                    "{}: transfer interrupted: {}",
+                    client.base,
+                    crate::transport::causes(&e)
+                )),
                 from,
             )
         })?;

@@ -1,9 +1,25 @@
 //! Human-readable tables, or JSON with `--json`.
+//!
+//! Every line goes through `out!`, which returns the failed write as an error instead of
+//! panicking as `println!` does: a reader that stopped reading (`docfed search x | head -1`) ends
+//! the command quietly (`CliError::StdoutClosed`).
+
+use std::io::Write;
 
 use bytesize::ByteSize;
-use docfed_shared::wire::{DocumentList, DocumentMeta, VersionList};
+use docfed_shared::wire::annotations::{AcceptedAnnotations, AnnotationStatus};
+use docfed_shared::wire::peers::PeersView;
+use docfed_shared::wire::{DocumentList, DocumentMeta, Timestamp, VersionList};
 
+use crate::error::CliError;
 use crate::fetch::FetchOutcome;
+
+/// `println!` that returns a failed write (`?`) instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout(), $($arg)*).map_err(CliError::stdout)?
+    };
+}
 
 /// `s` cut to at most `width` terminal columns (an ellipsis marks the cut) and padded with
 /// spaces to exactly `width`. Columns, not characters: a CJK character or an emoji takes two,
@@ -36,8 +52,9 @@ fn fit(s: &str, width: usize) -> String {
     out
 }
 
-fn print_json<T: serde::Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+fn print_json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    out!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+    Ok(())
 }
 
 fn where_available(d: &DocumentMeta) -> String {
@@ -50,17 +67,21 @@ fn where_available(d: &DocumentMeta) -> String {
     }
 }
 
-pub fn search(list: &DocumentList, json: bool) {
+pub fn search(list: &DocumentList, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(list);
     }
     if list.documents.is_empty() {
-        println!("no documents found");
-        return;
+        out!("no documents found");
+        return Ok(());
     }
-    println!(
+    out!(
         "{:<36}  {:>3}  {:<40}  {:<12}  {:>9}  AVAILABLE",
-        "ID", "VER", "TITLE", "SCOPE", "SIZE"
+        "ID",
+        "VER",
+        "TITLE",
+        "SCOPE",
+        "SIZE"
     );
     for d in &list.documents {
         let v = &d.current;
@@ -69,7 +90,7 @@ pub fn search(list: &DocumentList, json: bool) {
         } else {
             v.title.clone()
         };
-        println!(
+        out!(
             "{:<36}  {:>3}  {}  {}  {:>9}  {}",
             v.id,
             v.version,
@@ -80,8 +101,9 @@ pub fn search(list: &DocumentList, json: bool) {
         );
     }
     if let Some(c) = &list.next_cursor {
-        println!("more: --cursor {c}");
+        out!("more: --cursor {c}");
     }
+    Ok(())
 }
 
 /// What the replica holds of a document's content.
@@ -93,7 +115,7 @@ pub struct LocalContent {
     pub deferred: Option<(u64, u64)>,
 }
 
-pub fn info(d: &DocumentMeta, local: &LocalContent, json: bool) {
+pub fn info(d: &DocumentMeta, local: &LocalContent, json: bool) -> Result<(), CliError> {
     if json {
         let mut v = serde_json::to_value(d).expect("serialisable");
         if let Some(p) = &local.path {
@@ -126,13 +148,13 @@ pub fn info(d: &DocumentMeta, local: &LocalContent, json: bool) {
         ("description", v.description.clone()),
     ];
     for (k, val) in rows {
-        println!("{k:>13}: {val}");
+        out!("{k:>13}: {val}");
     }
     if let Some(p) = &local.path {
-        println!("{:>13}: {}", "local file", p.display());
+        out!("{:>13}: {}", "local file", p.display());
     }
     if let Some((size, budget)) = local.deferred {
-        println!(
+        out!(
             "{:>13}: not stored: {} does not fit in --max-storage {} with the documents flagged \
              before it (unflag one or raise the budget; `docfed fetch` downloads it anyway)",
             "local file",
@@ -140,65 +162,72 @@ pub fn info(d: &DocumentMeta, local: &LocalContent, json: bool) {
             ByteSize(budget)
         );
     }
+    Ok(())
 }
 
-pub fn synced(r: &crate::sync::Report, json: bool) {
+pub fn synced(r: &crate::sync::Report, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(r);
     }
     let d = &r.documents;
-    println!(
+    out!(
         "synced with {} up to change {}: {} new, {} updated, {} deleted, {} reactivated ({} changes read)",
         r.server, r.position, d.new, d.updated, d.deleted, d.reactivated, r.changes
     );
     if r.snapshot {
-        println!(
+        out!(
             "the server had compacted its change feed past this replica's position: read a \
              snapshot of the documents changed since (deletions included) instead of every change"
         );
     }
-    println!(
+    out!(
         "files: {} downloaded ({}), {} removed",
         r.files_downloaded,
         ByteSize(r.bytes_downloaded),
         r.files_removed
     );
-    println!(
+    out!(
         "outbox: {} sent, {} still queued",
-        r.outbox_sent, r.outbox_pending
+        r.outbox_sent,
+        r.outbox_pending
     );
     for refused in &r.outbox_refused {
-        println!("refused by the server, dropped: {refused}");
+        out!("refused by the server, dropped: {refused}");
     }
     if r.flags_sent > 0 {
-        println!("flags: {} changes sent to {}", r.flags_sent, r.server);
+        out!("flags: {} changes sent to {}", r.flags_sent, r.server);
     }
     for refused in &r.flags_refused {
-        println!("refused by {}, kept for the next sync: {refused}", r.server);
+        out!("refused by {}, kept for the next sync: {refused}", r.server);
     }
     if let Some(budget) = r.storage_budget {
-        println!(
+        out!(
             "storage: {} of {} (--max-storage) for flagged content",
             ByteSize(r.storage_kept),
             ByteSize(budget)
         );
     }
     if !r.deferred.is_empty() {
-        println!(
+        out!(
             "not stored, over the storage budget (metadata only; unflag something or raise \
              --max-storage, or `docfed fetch ID -o FILE`): {}",
             r.deferred.join(", ")
         );
     }
+    Ok(())
 }
 
-pub fn versions(list: &VersionList, json: bool) {
+pub fn versions(list: &VersionList, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(list);
     }
-    println!(
+    out!(
         "{:>3}  {:<12}  {:<24}  {:<8}  {:>9}  TITLE",
-        "VER", "ORIGIN", "WHEN", "STATE", "SIZE"
+        "VER",
+        "ORIGIN",
+        "WHEN",
+        "STATE",
+        "SIZE"
     );
     for e in &list.versions {
         let v = &e.version;
@@ -207,7 +236,7 @@ pub fn versions(list: &VersionList, json: bool) {
             (false, true) => "current",
             _ => "",
         };
-        println!(
+        out!(
             "{:>3}  {}  {:<24}  {:<8}  {:>9}  {}",
             v.version,
             fit(&v.origin, 12),
@@ -217,9 +246,10 @@ pub fn versions(list: &VersionList, json: bool) {
             v.title
         );
     }
+    Ok(())
 }
 
-pub fn fetched(f: &FetchOutcome, json: bool) {
+pub fn fetched(f: &FetchOutcome, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(&serde_json::json!({
             "path": f.path,
@@ -234,112 +264,134 @@ pub fn fetched(f: &FetchOutcome, json: bool) {
     } else {
         String::new()
     };
-    println!(
+    out!(
         "{} ({}, MD5 {} verified{resumed})",
         f.path.display(),
         ByteSize(f.size),
         f.md5
     );
+    Ok(())
 }
 
-pub fn value(v: &serde_json::Value, json: bool, human: &str) {
+pub fn value(v: &serde_json::Value, json: bool, human: &str) -> Result<(), CliError> {
     if json {
-        print_json(v);
+        print_json(v)
     } else {
-        println!("{human}");
+        out!("{human}");
+        Ok(())
     }
 }
 
-pub fn peers(v: &serde_json::Value, json: bool) {
+/// A node's answer read as its `shared::wire` body, for the tables (`--json` prints it as the
+/// node sent it).
+fn body<T: serde::de::DeserializeOwned>(v: &serde_json::Value) -> Result<T, CliError> {
+    T::deserialize(v).map_err(|e| CliError::Network(format!("unexpected answer: {e}")))
+}
+
+/// An operator's count, or `null` as the node's JSON would say it.
+fn count(n: Option<i64>) -> String {
+    n.map_or_else(|| "null".to_owned(), |n| n.to_string())
+}
+
+pub fn peers(v: &serde_json::Value, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(v);
     }
-    let node = v["node"].as_str().unwrap_or("?");
+    let view: PeersView = body(v)?;
+    let node = &view.node;
     // Queue depths are operator data: a node shows them only to a caller with its token.
-    if v.get("outbox_depth").is_some() {
-        println!(
+    if view.outbox_depth.is_some() {
+        out!(
             "node {node}: inbox {}, outbox depth {}, pending fetches {}",
-            if v["inbox_connected"] == true {
+            if view.inbox_connected == Some(true) {
                 "connected"
             } else {
                 "not connected"
             },
-            v["outbox_depth"],
-            v["pending_fetches"]
+            count(view.outbox_depth),
+            count(view.pending_fetches)
         );
     } else {
-        println!("node {node}");
+        out!("node {node}");
     }
-    println!(
+    out!(
         "{:<20}  {:<12}  {:<8}  {:<28}  {:<5}  STATE",
-        "PEER", "TIER", "REGION", "HTTP", "MDNS"
+        "PEER",
+        "TIER",
+        "REGION",
+        "HTTP",
+        "MDNS"
     );
-    for p in v["peers"].as_array().into_iter().flatten() {
-        let state = match p["healthy"].as_bool() {
+    for p in &view.peers {
+        let state = match p.healthy {
             Some(true) => "up",
             Some(false) => "down",
             None => "?",
         };
-        println!(
+        out!(
             "{}  {}  {}  {}  {:<5}  {state}",
-            fit(p["id"].as_str().unwrap_or(""), 20),
-            fit(p["tier"].as_str().unwrap_or(""), 12),
-            fit(p["region"].as_str().unwrap_or("-"), 8),
-            fit(p["http"].as_str().unwrap_or(""), 28),
-            p["mdns"].as_bool().unwrap_or(false),
+            fit(&p.id, 20),
+            fit(&p.tier, 12),
+            fit(p.region.as_deref().unwrap_or("-"), 8),
+            fit(&p.http, 28),
+            p.mdns,
         );
     }
+    Ok(())
 }
 
 /// One annotation and its state (`docfed annotations AID`).
-pub fn annotation(a: &serde_json::Value, json: bool) {
+pub fn annotation(a: &serde_json::Value, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(a);
     }
-    let state = a["state"].as_str().unwrap_or("?");
-    let decided = a["decided"]
-        .as_str()
-        .map(|t| format!(" ({t})"))
-        .unwrap_or_default();
-    println!(
-        "annotation {} on document {} v{}: {state}{decided}",
-        a["id"].as_str().unwrap_or("?"),
-        a["doc_id"].as_str().unwrap_or("?"),
-        a["doc_version"]
+    let a: AnnotationStatus = body(a)?;
+    let decided = a.decided.map(|t| format!(" ({t})")).unwrap_or_default();
+    out!(
+        "annotation {} on document {} v{}: {}{decided}",
+        a.id,
+        a.doc_id,
+        a.doc_version,
+        a.state
     );
-    println!(
-        "by {} at {}:",
-        a["author"]
-            .as_str()
-            .filter(|s| !s.is_empty())
-            .unwrap_or("(anonymous)"),
-        a["created"].as_str().unwrap_or("?")
-    );
-    println!("{}", a["text"].as_str().unwrap_or(""));
+    out!("by {} at {}:", by(&a.author), when(a.created));
+    out!("{}", a.text);
+    Ok(())
 }
 
 /// A document's accepted annotations (`docfed annotations DOC_ID`).
-pub fn annotations(list: &serde_json::Value, json: bool) {
+pub fn annotations(list: &serde_json::Value, json: bool) -> Result<(), CliError> {
     if json {
         return print_json(list);
     }
-    let all = list["annotations"].as_array().cloned().unwrap_or_default();
+    let all = body::<AcceptedAnnotations>(list)?.annotations;
     if all.is_empty() {
-        println!("no accepted annotations");
-        return;
+        out!("no accepted annotations");
+        return Ok(());
     }
     for a in &all {
-        println!(
+        out!(
             "{}  v{}  {}: {}",
-            a["created"].as_str().unwrap_or("?"),
-            a["doc_version"],
-            a["author"]
-                .as_str()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("(anonymous)"),
-            a["text"].as_str().unwrap_or("").replace('\n', " ")
+            when(a.created),
+            a.doc_version,
+            by(&a.author),
+            a.text.replace('\n', " ")
         );
     }
+    Ok(())
+}
+
+/// An annotation's author as readers see it.
+fn by(author: &str) -> &str {
+    if author.is_empty() {
+        "(anonymous)"
+    } else {
+        author
+    }
+}
+
+fn when(t: Option<Timestamp>) -> String {
+    t.map_or_else(|| "?".to_owned(), |t| t.to_string())
 }
 
 #[cfg(test)]

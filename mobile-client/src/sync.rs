@@ -22,10 +22,14 @@ use std::time::{Duration, Instant};
 
 use docfed_shared::hashing::StreamHash;
 use docfed_shared::topology::Tier;
+use docfed_shared::wire::annotations::NewAnnotation;
+use docfed_shared::wire::devices::FlaggedDocuments;
+use docfed_shared::wire::peers::PeersView;
 use docfed_shared::wire::{ChangeFeed, DocumentVersion};
 use docfed_shared::ContentHasher;
 use futures::StreamExt;
 use indicatif::ProgressBar;
+use serde::de::IgnoredAny;
 use serde::Serialize;
 
 use crate::client::Client;
@@ -162,14 +166,13 @@ async fn reconcile_flags(
     report: &mut Report,
 ) -> Result<(), CliError> {
     let flags_url = client.url(&format!("/v1/devices/{}/flags", reg.device));
-    let v = client
+    let flagged: FlaggedDocuments = client
         .send_json(client.http.get(&flags_url).bearer_auth(&reg.secret))
         .await?;
-    let listed: Vec<String> = v["documents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d["id"].as_str().map(str::to_owned))
+    let listed: Vec<String> = flagged
+        .documents
+        .iter()
+        .map(|d| d.current.id.to_string())
         .collect();
     let Some(push) = replica.merge_flags(&client.base, &listed).await? else {
         return Ok(());
@@ -187,7 +190,10 @@ async fn reconcile_flags(
         } else {
             client.http.delete(url)
         };
-        match client.send_json(req.bearer_auth(&reg.secret)).await {
+        match client
+            .send_json::<IgnoredAny>(req.bearer_auth(&reg.secret))
+            .await
+        {
             Ok(_) | Err(CliError::NotFound(_)) if !on => {
                 held.remove(id);
                 report.flags_sent += 1;
@@ -215,7 +221,7 @@ async fn reconcile_flags(
 async fn learn_peers(client: &Client, replica: &Replica) {
     let mut answer = None;
     for attempt in 0..3u32 {
-        match client.get_json::<serde_json::Value>("/v1/peers", &[]).await {
+        match client.get_json::<PeersView>("/v1/peers", &[]).await {
             Ok(v) => {
                 answer = Some(v);
                 break;
@@ -226,22 +232,18 @@ async fn learn_peers(client: &Client, replica: &Replica) {
             Err(_) => return,
         }
     }
-    let Some(v) = answer else {
+    let Some(view) = answer else {
         return;
     };
-    let backup = v["backup"].as_str();
-    let peers: Vec<Peer> = v["peers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| p["in_topology"] == true && p["tier"] == Tier::Regional.as_str())
-        .filter_map(|p| {
-            Some(Peer {
-                url: p["http"].as_str()?.trim_end_matches('/').to_owned(),
-                node_id: p["id"].as_str()?.to_owned(),
-                region: p["region"].as_str().map(str::to_owned),
-                backup: backup.is_some() && p["id"].as_str() == backup,
-            })
+    let peers: Vec<Peer> = view
+        .peers
+        .iter()
+        .filter(|p| p.in_topology && p.tier == Tier::Regional.as_str())
+        .map(|p| Peer {
+            url: p.http.trim_end_matches('/').to_owned(),
+            node_id: p.id.clone(),
+            region: p.region.clone(),
+            backup: view.backup.as_deref() == Some(p.id.as_str()),
         })
         .filter(|p| p.url.starts_with("http://") || p.url.starts_with("https://"))
         .collect();
@@ -259,11 +261,12 @@ pub async fn flush_outbox(
     for item in replica.outbox().await? {
         let result = match (item.kind.as_str(), &reg) {
             ("annotate", _) => {
-                let mut body: serde_json::Value = serde_json::from_str(&item.body)
+                let mut body: NewAnnotation = serde_json::from_str(&item.body)
                     .map_err(|e| CliError::Local(format!("outbox item {}: {e}", item.id)))?;
-                body["id"] = item.id.clone().into();
+                // The outbox id: a repeat after a lost answer is not a second annotation.
+                body.id = Some(item.id.clone());
                 client
-                    .send_json(
+                    .send_json::<IgnoredAny>(
                         client
                             .http
                             .post(client.url(&format!("/v1/documents/{}/annotations", item.doc_id)))
@@ -283,7 +286,9 @@ pub async fn flush_outbox(
                 } else {
                     client.http.delete(url)
                 };
-                client.send_json(req.bearer_auth(&reg.secret)).await
+                client
+                    .send_json::<IgnoredAny>(req.bearer_auth(&reg.secret))
+                    .await
             }
         };
         match result {
@@ -412,7 +417,11 @@ async fn transfer(
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| {
-            CliError::Network(format!("{}: transfer interrupted: {e}", client.base))
+            CliError::Network(format!(
+                "{}: transfer interrupted: {}",
+                client.base,
+                crate::transport::causes(&e)
+            ))
         })?;
         file.write_all(&chunk)?;
         hash.update(&chunk);

@@ -538,26 +538,7 @@ async fn a_reader_sees_what_the_author_decided_on_an_annotation() -> TestResult 
 #[tokio::test]
 async fn an_https_server_is_trusted_through_the_federation_ca_only() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let topo = docfed_shared::Topology::parse(&topology::demo::toml(
-        "cli",
-        &topology::demo::free_ports()?,
-        None,
-        |_| None,
-    ))?;
-    let certs = topology::certs::CertDir(tmp.path().join("certs"));
-    topology::certs::generate(&topo, &certs, &Default::default())?;
-    let (cert, key) = certs.node("cli-na");
-    let node = Standalone::start_with(
-        &tmp.path().join("node"),
-        &[
-            "--tls-cert",
-            cert.to_str().unwrap(),
-            "--tls-key",
-            key.to_str().unwrap(),
-        ],
-    )
-    .await?;
-    assert!(node.url.starts_with("https://"), "{}", node.url);
+    let (node, topo, certs) = https_node(tmp.path()).await?;
     let ca = certs.ca();
     let ca = ca.to_str().unwrap();
 
@@ -630,5 +611,114 @@ async fn an_https_server_is_trusted_through_the_federation_ca_only() -> TestResu
         String::from_utf8_lossy(&refused.stderr).contains("pinned"),
         "{refused:?}"
     );
+    Ok(())
+}
+
+/// A standalone node serving HTTPS with a certificate of a fresh federation CA (in
+/// `dir/certs`), and the topology the certificates were made for.
+async fn https_node(
+    dir: &std::path::Path,
+) -> TestResult<(
+    Standalone,
+    docfed_shared::Topology,
+    topology::certs::CertDir,
+)> {
+    let topo = docfed_shared::Topology::parse(&topology::demo::toml(
+        "cli",
+        &topology::demo::free_ports()?,
+        None,
+        |_| None,
+    ))?;
+    let certs = topology::certs::CertDir(dir.join("certs"));
+    topology::certs::generate(&topo, &certs, &Default::default())?;
+    let (cert, key) = certs.node("cli-na");
+    let node = Standalone::start_with(
+        &dir.join("node"),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await?;
+    assert!(node.url.starts_with("https://"), "{}", node.url);
+    Ok((node, topo, certs))
+}
+
+/// A server named with --server whose certificate is not trusted (no --ca) is said to be
+/// such, with how to trust it, not only "error sending request"; any other transport error
+/// says its cause.
+#[tokio::test]
+async fn an_untrusted_certificate_and_a_refused_connection_say_their_cause() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (node, _, _) = https_node(tmp.path()).await?;
+    for args in [
+        &["--server", node.url.as_str(), "search", "x"][..],
+        &["--server", node.url.as_str(), "--json", "peers"],
+    ] {
+        let out = docfed(args);
+        assert_eq!(out.status.code(), Some(4), "a network error: {out:?}");
+        let said = String::from_utf8_lossy(&out.stderr);
+        for words in [
+            "certificate is not trusted",
+            "UnknownIssuer",
+            "--ca",
+            "DOCFED_CA",
+            "certs/ca.pem",
+        ] {
+            assert!(said.contains(words), "{args:?} names {words:?}: {said}");
+        }
+    }
+    let refused = docfed(&[
+        "--server",
+        "http://127.0.0.1:9",
+        "info",
+        "01890a5d-ac96-774b-bcce-b302099a8057",
+    ]);
+    assert_eq!(refused.status.code(), Some(4));
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("onnection refused"), "{said}");
+    assert!(
+        !said.contains("--ca"),
+        "no TLS remedy for a refused connection: {said}"
+    );
+    Ok(())
+}
+
+/// `docfed … | head`: a reader that closes the pipe before reading ends the command quietly
+/// (no panic, no message) and with success, for tables and JSON alike.
+#[tokio::test]
+async fn a_closed_stdout_ends_any_command_quietly() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let node = Standalone::start(&tmp.path().join("node")).await?;
+    let id = publish(
+        &node.url,
+        TOKEN,
+        "title=Piped&filename=p.txt",
+        b"hello".to_vec(),
+    )
+    .await?;
+    let url = node.url.as_str();
+    for args in [
+        &["--server", url, "info", &id][..],
+        &["--server", url, "--json", "info", &id],
+        &["--server", url, "search", "piped"],
+        &["--server", url, "versions", &id],
+        &["--server", url, "--json", "peers"],
+        &["completions", "bash"],
+    ] {
+        let mut child = docfed_child(args);
+        // Closed before `docfed` writes: it is still starting (and then asks the node).
+        drop(child.stdout.take());
+        let out = child.wait_with_output()?;
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !said.contains("panicked") && !said.contains("Broken pipe"),
+            "{args:?}: {said}"
+        );
+        assert!(said.is_empty(), "{args:?} says nothing: {said}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
+    }
     Ok(())
 }
