@@ -155,16 +155,17 @@ impl Client {
         path: &str,
         query: &[(&str, String)],
     ) -> Result<T, CliError> {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .query(query)
-            .timeout(Duration::from_secs(30))
-            .send()
+        self.send_json(self.http.get(self.url(path)).query(query))
             .await
-            .map_err(|e| self.network(e))?;
-        let resp = self.check(resp).await?;
-        resp.json().await.map_err(|e| self.network(e))
+    }
+
+    /// A body that broke off while it arrived from this server, with its cause.
+    pub fn interrupted(&self, e: &reqwest::Error) -> CliError {
+        CliError::Network(format!(
+            "{}: transfer interrupted: {}",
+            self.base,
+            crate::transport::causes(e)
+        ))
     }
 
     /// Sends `req` and reads its answer as `T` (a body of `shared::wire`, or `Value` where the

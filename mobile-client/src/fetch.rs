@@ -177,16 +177,7 @@ async fn transfer(
     }
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| {
-            (
-                CliError::Network(format!(
-                    "{}: transfer interrupted: {}",
-                    client.base,
-                    crate::transport::causes(&e)
-                )),
-                from,
-            )
-        })?;
+        let chunk = chunk.map_err(|e| (client.interrupted(&e), from))?;
         file.write_all(&chunk).map_err(|e| (e.into(), from))?;
         hash.update(&chunk);
         *downloaded += chunk.len() as u64;

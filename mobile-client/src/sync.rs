@@ -416,13 +416,7 @@ async fn transfer(
     let mut this_attempt = 0u64;
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| {
-            CliError::Network(format!(
-                "{}: transfer interrupted: {}",
-                client.base,
-                crate::transport::causes(&e)
-            ))
-        })?;
+        let chunk = chunk.map_err(|e| client.interrupted(&e))?;
         file.write_all(&chunk)?;
         hash.update(&chunk);
         *received += chunk.len() as u64;
