@@ -15,8 +15,8 @@
 //!   the primary, its signing key included): not by the watcher, not by the rescan, and a file
 //!   is opened beneath the folder with no link on the way ([`super::beneath`]), then checked to
 //!   be the file that was looked at. Links found are logged and left alone. The folder itself
-//!   is resolved once, at start, as the operator configured it. Hidden files and folders and editors' temporary names (`~`, `.tmp`, `.part`,
-//!   `.swp`, `.crdownload`) are skipped.
+//!   is resolved once, at start, as the operator configured it. Hidden files and folders and
+//!   editors' temporary names (`~`, `.tmp`, `.part`, `.swp`, `.crdownload`) are skipped.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
