@@ -809,3 +809,54 @@ async fn a_watched_folder_never_publishes_through_a_symbolic_link() -> TestResul
     }
     Ok(())
 }
+
+/// Issue 39, for an operator's program: an item's `path` that is a link, or passes through a
+/// linked folder, to a file the program's folder does not hold is refused, and the source's
+/// status says so; an ordinary path is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_item_path_through_a_symbolic_link_is_refused() -> TestResult {
+    use std::os::unix::fs::symlink;
+
+    let base = tempfile::tempdir()?;
+    let (drop, outside) = (base.path().join("drop"), base.path().join("etc-docfed"));
+    std::fs::create_dir(&drop)?;
+    std::fs::create_dir(&outside)?;
+    let secret = b"node signing key".to_vec();
+    std::fs::write(outside.join("node.key"), &secret)?;
+    symlink(outside.join("node.key"), drop.join("key.csv"))?;
+    symlink(&outside, drop.join("linked"))?;
+    let plain = b"t,v\n1,2\n".to_vec();
+    std::fs::write(drop.join("plain.csv"), &plain)?;
+    let listing: String = [
+        ("plain", drop.join("plain.csv")),
+        ("link", drop.join("key.csv")),
+        ("through", drop.join("linked/node.key")),
+    ]
+    .iter()
+    .map(|(key, path)| format!("{}\n", serde_json::json!({"key": key, "path": path})))
+    .collect();
+    std::fs::write(base.path().join("listing.jsonl"), listing)?;
+    let name = format!("xl{:06x}", docfed_test_kit::unique_u32() & 0xffffff);
+    let toml = format!(
+        "[[source]]\nname = {name:?}\nkind = \"exec\"\ncommand = [\"cat\", {:?}]\ninterval = \"1s\"\n",
+        base.path().join("listing.jsonl").display().to_string()
+    );
+    let fed = Federation::start_with_sources(&[], &toml).await?;
+    await_everywhere(&fed, &item_id(&name, "plain").to_string(), &plain).await?;
+    let runner = active_primary(&fed, &name, T).await?;
+    eventually(T, "both links refused in the source's status", || async {
+        let view = sources(&fed, &runner).await?;
+        let s = &view["sources"][0];
+        let err = s["last_error"].as_str().unwrap_or_default();
+        Ok((s["failed"].as_i64() >= Some(2) && err.contains("symbolic link")).then_some(()))
+    })
+    .await?;
+    for key in ["link", "through"] {
+        let id = item_id(&name, key).to_string();
+        for role in ["primary-a", "primary-b", "na"] {
+            let (status, _) = content(fed.node(role), &id).await?;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{role} serves {key}");
+        }
+    }
+    Ok(())
+}
