@@ -8,8 +8,8 @@
 //! ```
 //!
 //! * `key` (required): unique within the source; the same key is the same document.
-//! * the content: `path` (an absolute path of a regular file), `url` (http or https, fetched
-//!   without following redirects) or `text` (the content itself, UTF-8).
+//! * the content: `path` (an absolute path of a regular file, with no symbolic link on the way:
+//!   links are not followed), `url` (http or https, fetched without following redirects) or `text` (the content itself, UTF-8).
 //! * `title` (default: the key), `description`, `tags`, `content_type`, `filename`: optional.
 //! * `stamp`: optional change marker; an item with the stamp of last time is not read again.
 //! * `lazy` (default: the source's `lazy`): the bytes stay at `path` or `url` until a node is
@@ -266,18 +266,18 @@ fn declared_content(l: &Line) -> anyhow::Result<Option<Content>> {
     }
 }
 
-/// An item's file: an absolute path of a regular file.
+/// An item's file: an absolute path of a regular file, opened without following any link on
+/// the way (a link swapped in by whoever may write where the file is would otherwise publish
+/// any file the node can read).
 pub async fn open_item_file(path: &std::path::Path) -> anyhow::Result<tokio::fs::File> {
     if !path.is_absolute() {
         anyhow::bail!("path {} is not absolute", path.display());
     }
-    let meta = tokio::fs::metadata(path)
-        .await
+    let owned = path.to_owned();
+    let (file, _) = tokio::task::spawn_blocking(move || super::beneath::open_absolute(&owned))
+        .await?
         .with_context(|| format!("{}", path.display()))?;
-    if !meta.is_file() {
-        anyhow::bail!("{} is not a regular file", path.display());
-    }
-    Ok(tokio::fs::File::open(path).await?)
+    Ok(tokio::fs::File::from_std(file))
 }
 
 /// An item's URL: http or https.

@@ -16,7 +16,8 @@ use crate::Node;
 pub type ItemStream = BoxStream<'static, Result<Bytes, Box<dyn std::error::Error + Send + Sync>>>;
 
 /// Opens a lazy item's bytes where its source said they are: an absolute path of a regular
-/// file, or an http(s) URL fetched without following redirects.
+/// file, with no symbolic link on the way (a watched folder's locators are canonical), or an
+/// http(s) URL fetched without following redirects.
 pub async fn open(item: &LazyItem) -> Result<ItemStream, String> {
     let locator = &item.locator;
     if locator.starts_with('/') {

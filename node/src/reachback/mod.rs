@@ -5,7 +5,9 @@
 //! * [`items`]: an external item to a document version; the directory as the source's state.
 //! * [`watch`], [`http`], [`exec`]: the kinds of source.
 //! * [`lazy`]: reading a lazy item's bytes when a node is first asked for them.
+//! * [`beneath`]: opening and listing files without following links, beneath a folder only.
 
+pub mod beneath;
 pub mod exec;
 pub mod http;
 pub mod items;

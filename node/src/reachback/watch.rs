@@ -11,11 +11,15 @@
 //!   queue overflowed and when folders appear or vanish (files moved in with a folder raise no
 //!   event of their own). Only a complete rescan deletes documents of files that are gone; a
 //!   folder that cannot be read stops the sweep, so an unreadable share never deletes anything.
-//! * **Only what is inside.** Symbolic links are not followed (a link could point anywhere on
-//!   the primary); hidden files and folders and editors' temporary names (`~`, `.tmp`, `.part`,
-//!   `.swp`, `.crdownload`) are skipped.
+//! * **Only what is inside.** Symbolic links are never followed (a link could point anywhere on
+//!   the primary, its signing key included): not by the watcher, not by the rescan, and a file
+//!   is opened beneath the folder with no link on the way ([`super::beneath`]), then checked to
+//!   be the file that was looked at. Links found are logged and left alone. The folder itself
+//!   is resolved once, at start, as the operator configured it. Hidden files and folders and
+//!   editors' temporary names (`~`, `.tmp`, `.part`, `.swp`, `.crdownload`) are skipped.
 
 use std::collections::{HashMap, HashSet};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::beneath::{self, Kind, Seen};
 use super::items::{path_locator, truncate, Item, ItemBytes, Offered, Publisher};
 
 /// Events buffered between the watcher's thread and the source; beyond, a rescan catches up.
@@ -39,7 +44,7 @@ const RESCAN_SOON: Duration = Duration::from_millis(200);
 
 /// Runs the source until `stop` fires.
 pub async fn run(p: Publisher, stop: CancellationToken) -> anyhow::Result<()> {
-    let root = p
+    let configured = p
         .spec
         .path
         .clone()
@@ -47,16 +52,28 @@ pub async fn run(p: Publisher, stop: CancellationToken) -> anyhow::Result<()> {
     let (tx, mut events) = tokio::sync::mpsc::channel(EVENT_QUEUE);
     let overflowed = Arc::new(AtomicBool::new(false));
     let flag = overflowed.clone();
-    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if tx.try_send(ev).is_err() {
-            flag.store(true, Ordering::Relaxed);
-        }
-    })?;
-    loop {
-        match watcher.watch(&root, RecursiveMode::Recursive) {
-            Ok(()) => break,
+    // notify follows links into the folders they name by default.
+    let config = notify::Config::default().with_follow_symlinks(false);
+    let mut watcher = notify::RecommendedWatcher::new(
+        move |ev: notify::Result<notify::Event>| {
+            if tx.try_send(ev).is_err() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        },
+        config,
+    )?;
+    let root = loop {
+        // Canonical, so that a lazy item's locator (an absolute path) holds no link either.
+        let watched = std::fs::canonicalize(&configured).and_then(|root| {
+            watcher
+                .watch(&root, RecursiveMode::Recursive)
+                .map_err(std::io::Error::other)?;
+            Ok(root)
+        });
+        match watched {
+            Ok(root) => break root,
             Err(e) => {
-                let why = format!("cannot watch {}: {e}", root.display());
+                let why = format!("cannot watch {}: {e}", configured.display());
                 p.record_run(None, Some(&why)).await;
                 tokio::select! {
                     () = tokio::time::sleep(MISSING_FOLDER_RETRY) => {}
@@ -64,7 +81,7 @@ pub async fn run(p: Publisher, stop: CancellationToken) -> anyhow::Result<()> {
                 }
             }
         }
-    }
+    };
     tracing::info!(source = %p.name(), folder = %root.display(), "watching folder");
 
     let settle = p.spec.settle();
@@ -74,6 +91,7 @@ pub async fn run(p: Publisher, stop: CancellationToken) -> anyhow::Result<()> {
         settle,
         due: HashMap::new(),
         next_rescan: Instant::now(),
+        links: HashSet::new(),
     };
     loop {
         if overflowed.swap(false, Ordering::Relaxed) {
@@ -115,6 +133,8 @@ struct Watch {
     /// Files to look at, and when.
     due: HashMap<PathBuf, Instant>,
     next_rescan: Instant,
+    /// Links found and logged, so that each is logged once while it stays.
+    links: HashSet<PathBuf>,
 }
 
 impl Watch {
@@ -144,7 +164,8 @@ impl Watch {
             }
             EventKind::Modify(ModifyKind::Name(mode)) => {
                 // A renamed folder moves every file in it; a renamed file is complete.
-                if ev.paths.iter().any(|p| p.is_dir()) || mode == RenameMode::Any {
+                let folder = |p: &PathBuf| p.symlink_metadata().is_ok_and(|m| m.is_dir());
+                if ev.paths.iter().any(folder) || mode == RenameMode::Any {
                     self.rescan_soon(now);
                 }
                 for path in &ev.paths {
@@ -220,32 +241,53 @@ impl Watch {
             }
             Err(e) => return Err(e.into()),
         };
-        if meta.is_dir() {
-            self.rescan_soon(Instant::now());
-            return Ok(Look::Done);
+        let seen = Seen::of_meta(&meta);
+        match seen.kind {
+            Kind::File => self.take(path, key, &seen).await,
+            Kind::Folder => {
+                self.rescan_soon(Instant::now());
+                Ok(Look::Done)
+            }
+            Kind::Link => {
+                self.link_found(path);
+                Ok(Look::Done)
+            }
+            Kind::Other => Ok(Look::Done),
         }
-        if !meta.is_file() {
-            return Ok(Look::Done);
-        }
-        self.take(path, key, &meta).await
     }
 
-    async fn take(
-        &self,
-        path: &Path,
-        key: String,
-        meta: &std::fs::Metadata,
-    ) -> anyhow::Result<Look> {
-        let before = stamp(meta);
+    /// Logs a link found in the folder, once while it stays.
+    fn link_found(&mut self, path: &Path) {
+        if self.links.insert(path.to_owned()) {
+            let rel = path.strip_prefix(&self.root).unwrap_or(path);
+            tracing::warn!(source = %self.p.name(), path = %rel.display(),
+                "symbolic link in the watched folder not followed; not published");
+        }
+    }
+
+    /// Reads and publishes a file that was `seen` a regular file at `path`, unless it is not
+    /// that file any more (looked at again later) or cannot be opened without following a link
+    /// (refused).
+    async fn take(&self, path: &Path, key: String, seen: &Seen) -> anyhow::Result<Look> {
+        let before = stamp(seen);
         if self.p.is_unchanged(&key, &before).await? {
             return Ok(Look::Done);
         }
-        let owned = path.to_owned();
-        if tokio::task::spawn_blocking(move || being_written(&owned)).await? {
+        let (root, rel) = (self.root.clone(), path.strip_prefix(&self.root)?.to_owned());
+        let opened = tokio::task::spawn_blocking(move || {
+            let (file, opened) = beneath::open(&root, &rel)?;
+            let busy = being_written(&file);
+            anyhow::Ok((file, opened, busy))
+        })
+        .await??;
+        let (file, opened, busy) = opened;
+        if !opened.same_file(seen) || busy {
+            // Replaced since it was looked at, or still being written.
             return Ok(Look::Later);
         }
         let item = self.item(path, key, before.clone())?;
-        let body = tokio_util::io::ReaderStream::new(tokio::fs::File::open(path).await?);
+        let file = tokio::fs::File::from_std(file);
+        let body = tokio_util::io::ReaderStream::new(file.try_clone().await?);
         // A lazy source's file is hashed in place; its bytes are read again only when a node is
         // first asked for them.
         let bytes = if self.p.lazy() {
@@ -253,8 +295,9 @@ impl Watch {
         } else {
             ItemBytes::Read(self.p.read(&item, body).await?)
         };
-        let after = tokio::fs::symlink_metadata(path).await?;
-        if stamp(&after) != before {
+        let after = Seen::of_meta(&file.metadata().await?);
+        let now_there = Seen::of_meta(&tokio::fs::symlink_metadata(path).await?);
+        if stamp(&after) != before || stamp(&now_there) != before {
             // Changed while read: these bytes may mix two states of the file.
             return Ok(Look::Later);
         }
@@ -309,9 +352,9 @@ impl Watch {
     /// of files that are gone.
     async fn rescan(&mut self) {
         let root = self.root.clone();
-        let listing = tokio::task::spawn_blocking(move || list(&root)).await;
-        let files = match listing {
-            Ok(Ok(files)) => files,
+        let listing = tokio::task::spawn_blocking(move || beneath::list(&root)).await;
+        let beneath::Listing { files, links } = match listing {
+            Ok(Ok(listing)) => listing,
             Ok(Err(e)) => {
                 let why = format!("cannot list {}: {e}", self.root.display());
                 tracing::warn!(source = %self.p.name(), error = %why, "rescan incomplete; nothing deleted");
@@ -323,6 +366,13 @@ impl Watch {
                 return;
             }
         };
+        let still: HashSet<&PathBuf> = links.iter().collect();
+        self.links.retain(|l| still.contains(l));
+        for link in &links {
+            if !self.skipped(link) {
+                self.link_found(link);
+            }
+        }
         let mut present = HashSet::new();
         let now = SystemTime::now();
         for (path, meta) in files {
@@ -339,7 +389,6 @@ impl Watch {
             present.insert(key.clone());
             let recent = meta
                 .modified()
-                .ok()
                 .and_then(|m| now.duration_since(m).ok())
                 .is_none_or(|age| age < self.settle);
             if recent || self.due.contains_key(&path) {
@@ -372,53 +421,21 @@ enum Look {
 
 /// A file's change marker: size, mtime (ns) and inode, so a replacement by rename counts as a
 /// change even with the same size and time.
-fn stamp(meta: &std::fs::Metadata) -> String {
-    use std::os::unix::fs::MetadataExt;
+fn stamp(seen: &Seen) -> String {
     format!(
         "{}:{}.{}:{}",
-        meta.size(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ino()
+        seen.size, seen.mtime, seen.mtime_nsec, seen.ino
     )
-}
-
-/// Every regular file under `root` (symbolic links not followed), or the first error: a
-/// listing with a hole must not delete the documents of the files in the hole.
-fn list(root: &Path) -> std::io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
-    let mut out = Vec::new();
-    let mut folders = vec![root.to_owned()];
-    while let Some(dir) = folders.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let meta = entry.file_type()?;
-            if meta.is_dir() {
-                folders.push(entry.path());
-            } else if meta.is_file() {
-                let path = entry.path();
-                match std::fs::symlink_metadata(&path) {
-                    Ok(m) => out.push((path, m)),
-                    // Removed between the listing and now: not present.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(out)
 }
 
 /// Whether another process has the file open for writing, as far as the kernel tells: a read
 /// lease is granted only when no one does. Where leases are not available (another owner
 /// without `CAP_LEASE`, a file system without them) the answer is no, and the close event and
 /// settle time decide alone.
-fn being_written(path: &Path) -> bool {
+fn being_written(file: &File) -> bool {
     use std::os::fd::AsRawFd;
-    let Ok(file) = std::fs::File::open(path) else {
-        return false;
-    };
     let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a descriptor this function owns; the lease is dropped before it closes.
+    // SAFETY: fcntl on a descriptor the caller owns; the lease is dropped before it returns.
     let granted = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_RDLCK) };
     if granted == 0 {
         // SAFETY: as above.

@@ -632,3 +632,231 @@ async fn a_lazy_item_streams_from_its_source_through_the_tiers_on_first_read() -
         .await?;
     Ok(())
 }
+
+/// Every version of every document `role` knows (tombstones too): the MD5s they name.
+async fn every_published_md5(fed: &Federation, role: &str) -> TestResult<Vec<(String, String)>> {
+    let list: Value =
+        auth(client().get(fed.node(role).url("/v1/documents?deleted=any&limit=1000")))
+            .send()
+            .await?
+            .json()
+            .await?;
+    let docs = list["documents"].as_array().cloned().unwrap_or_default();
+    assert!(list.get("next_cursor").is_none(), "one page holds them all");
+    let mut out = Vec::new();
+    for d in docs {
+        let id = d["id"].as_str().unwrap_or_default().to_owned();
+        let source = d["source"].as_str().unwrap_or_default().to_owned();
+        out.push((
+            source.clone(),
+            d["md5"].as_str().unwrap_or_default().to_owned(),
+        ));
+        for v in versions(fed.node(role), &id).await? {
+            out.push((
+                source.clone(),
+                v["md5"].as_str().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Issue 39: whoever may write into a watched folder tries to make the primary publish a file
+/// outside it (its signing key) through a symbolic link: a link dropped in, a path swapped
+/// between a regular file and a link while the source looks at it, a linked folder and a
+/// folder holding a link moved in. Nothing of the secret is ever published; ordinary files are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watched_folder_never_publishes_through_a_symbolic_link() -> TestResult {
+    use std::os::unix::fs::symlink;
+
+    let base = tempfile::tempdir()?;
+    let inbox = base.path().join("inbox");
+    let outside = base.path().join("etc-docfed");
+    let staging = base.path().join("staging");
+    for d in [&inbox, &outside, &staging] {
+        std::fs::create_dir(d)?;
+    }
+    let secret_bytes = format!(
+        "-----BEGIN PRIVATE KEY-----\nnode signing key {:08x}\n-----END PRIVATE KEY-----\n",
+        docfed_test_kit::unique_u32()
+    )
+    .into_bytes();
+    let secret_md5 = docfed_test_kit::md5_hex(&secret_bytes);
+    let secret = outside.join("node.key");
+    std::fs::write(&secret, &secret_bytes)?;
+
+    // A linked folder already there when the source starts watching (moved in before a
+    // restart or a takeover): the watcher's first walk must not enter it either.
+    symlink(&outside, inbox.join("early"))?;
+    let source = format!("ln{:06x}", docfed_test_kit::unique_u32() & 0xffffff);
+    let toml = format!("{}rescan = \"300ms\"\n", watch_source(&source, &inbox));
+    let fed = Federation::start_with_sources(&[], &toml).await?;
+    let runner = active_primary(&fed, &source, T).await?;
+    let marker = |n: usize| -> TestResult<(String, Vec<u8>)> {
+        let bytes = format!("ordinary file {n}").into_bytes();
+        write_file(&inbox.join(format!("marker-{n}.txt")), &bytes)?;
+        Ok((
+            item_id(&source, &format!("marker-{n}.txt")).to_string(),
+            bytes,
+        ))
+    };
+    let not_published = |key: &'static str| {
+        let (fed, id) = (&fed, item_id(&source, key).to_string());
+        async move {
+            for role in ["primary-a", "primary-b", "na"] {
+                let (status, body) = content(fed.node(role), &id).await?;
+                assert_eq!(
+                    status,
+                    StatusCode::NOT_FOUND,
+                    "{role} serves {key}: {body:?}"
+                );
+            }
+            TestResult::Ok(())
+        }
+    };
+
+    // (a) A link to the key, dropped in: not published, and the runner says why.
+    symlink(&secret, inbox.join("key.txt"))?;
+    let (id, bytes) = marker(1)?;
+    await_everywhere(&fed, &id, &bytes).await?;
+    eventually(T, "the link refused in the runner's log", || async {
+        let log = fed.node(&runner).log();
+        Ok(log
+            .lines()
+            .any(|l| l.contains("not followed") && l.contains("key.txt"))
+            .then_some(()))
+    })
+    .await?;
+    not_published("key.txt").await?;
+
+    // (b) One path swapped between a regular file and a link to the key, as fast as the
+    // folder's events and rescans look at it, for a few seconds. The regular files are two
+    // fixed ones (hard links of them put in place), so that the path looks unchanged whenever
+    // the same one is back: a source that checks the path, not what it opened, is fooled.
+    let race = inbox.join("race.txt");
+    let fixed = [staging.join("race-a"), staging.join("race-b")];
+    std::fs::write(&fixed[0], b"harmless contents, first")?;
+    std::fs::write(&fixed[1], b"harmless contents, second")?;
+    let swapper = {
+        let (race, secret, inbox) = (race.clone(), secret.clone(), inbox.clone());
+        tokio::task::spawn_blocking(move || -> std::io::Result<u32> {
+            let until = Instant::now() + Duration::from_secs(4);
+            let tmp = inbox.join(".race.next");
+            let mut rounds = 0;
+            while Instant::now() < until {
+                rounds += 1;
+                for file in &fixed {
+                    std::fs::hard_link(file, &tmp)?;
+                    std::fs::rename(&tmp, &race)?;
+                    std::thread::sleep(Duration::from_millis(2));
+                    symlink(&secret, &tmp)?;
+                    std::fs::rename(&tmp, &race)?;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(rounds)
+        })
+    };
+    let rounds = swapper.await??;
+    assert!(rounds > 100, "only {rounds} swaps");
+    let last = b"the race is over".to_vec();
+    write_file(&race, &last)?;
+    let race_id = item_id(&source, "race.txt").to_string();
+    await_everywhere(&fed, &race_id, &last).await?;
+
+    // (c) A linked folder, and a folder holding a link (and an ordinary file), moved in; then
+    // a file written where the linked folders point.
+    symlink(&outside, staging.join("linked"))?;
+    std::fs::rename(staging.join("linked"), inbox.join("linked"))?;
+    std::fs::create_dir(staging.join("holder"))?;
+    symlink(&secret, staging.join("holder/inner.txt"))?;
+    let ok = b"an ordinary file moved in with its folder".to_vec();
+    std::fs::write(staging.join("holder/ok.txt"), &ok)?;
+    std::fs::rename(staging.join("holder"), inbox.join("holder"))?;
+    let ok_id = item_id(&source, "holder/ok.txt").to_string();
+    await_everywhere(&fed, &ok_id, &ok).await?;
+    std::fs::write(outside.join("late.key"), &secret_bytes)?;
+    let (id, bytes) = marker(2)?;
+    await_everywhere(&fed, &id, &bytes).await?;
+    // The rescan that follows the marker has listed the folder with both moved in.
+    let seen_before = sources(&fed, &runner).await?["sources"][0]["last_run_at"].clone();
+    eventually(T, "another complete rescan", || async {
+        let view = sources(&fed, &runner).await?;
+        Ok((view["sources"][0]["last_run_at"] != seen_before).then_some(()))
+    })
+    .await?;
+    for key in [
+        "linked/node.key",
+        "linked/late.key",
+        "holder/inner.txt",
+        "early/node.key",
+        "early/late.key",
+    ] {
+        not_published(key).await?;
+    }
+
+    // Nowhere, under any name or version, the key's bytes.
+    for role in ["primary-a", "primary-b", "na", "eu"] {
+        let all = every_published_md5(&fed, role).await?;
+        assert!(
+            all.iter()
+                .any(|(s, _)| s.starts_with(&format!("{source}:race.txt"))),
+            "{role} knows the race item"
+        );
+        for (source, md5) in &all {
+            assert_ne!(md5, &secret_md5, "{role} published the key as {source}");
+        }
+    }
+    Ok(())
+}
+
+/// Issue 39, for an operator's program: an item's `path` that is a link, or passes through a
+/// linked folder, to a file the program's folder does not hold is refused, and the source's
+/// status says so; an ordinary path is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exec_item_path_through_a_symbolic_link_is_refused() -> TestResult {
+    use std::os::unix::fs::symlink;
+
+    let base = tempfile::tempdir()?;
+    let (drop, outside) = (base.path().join("drop"), base.path().join("etc-docfed"));
+    std::fs::create_dir(&drop)?;
+    std::fs::create_dir(&outside)?;
+    let secret = b"node signing key".to_vec();
+    std::fs::write(outside.join("node.key"), &secret)?;
+    symlink(outside.join("node.key"), drop.join("key.csv"))?;
+    symlink(&outside, drop.join("linked"))?;
+    let plain = b"t,v\n1,2\n".to_vec();
+    std::fs::write(drop.join("plain.csv"), &plain)?;
+    let listing: String = [
+        ("plain", drop.join("plain.csv")),
+        ("link", drop.join("key.csv")),
+        ("through", drop.join("linked/node.key")),
+    ]
+    .iter()
+    .map(|(key, path)| format!("{}\n", serde_json::json!({"key": key, "path": path})))
+    .collect();
+    std::fs::write(base.path().join("listing.jsonl"), listing)?;
+    let name = format!("xl{:06x}", docfed_test_kit::unique_u32() & 0xffffff);
+    let toml = format!(
+        "[[source]]\nname = {name:?}\nkind = \"exec\"\ncommand = [\"cat\", {:?}]\ninterval = \"1s\"\n",
+        base.path().join("listing.jsonl").display().to_string()
+    );
+    let fed = Federation::start_with_sources(&[], &toml).await?;
+    await_everywhere(&fed, &item_id(&name, "plain").to_string(), &plain).await?;
+    let runner = active_primary(&fed, &name, T).await?;
+    eventually(T, "both links refused in the source's status", || async {
+        let view = sources(&fed, &runner).await?;
+        let s = &view["sources"][0];
+        let err = s["last_error"].as_str().unwrap_or_default();
+        Ok((s["failed"].as_i64() >= Some(2) && err.contains("symbolic link")).then_some(()))
+    })
+    .await?;
+    for key in ["link", "through"] {
+        let id = item_id(&name, key).to_string();
+        for role in ["primary-a", "primary-b", "na"] {
+            let (status, _) = content(fed.node(role), &id).await?;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{role} serves {key}");
+        }
+    }
+    Ok(())
+}
