@@ -136,9 +136,26 @@ pub fn set_cookie(name: &str, value: &str, path: &str, max_age: Duration, secure
         .to_string()
 }
 
-/// Rate-limit keys of a login attempt.
+/// Rate-limit keys of a login attempt: the user name, and the client's address, where an IPv6
+/// client counts as its /64. A single host is routinely given a whole /64 (SLAAC, privacy
+/// addresses, a cloud VM's prefix), so counting per address would let it try 2^64 addresses in
+/// turn; an IPv4 address mapped into IPv6 counts as the IPv4 address it is.
 pub fn failure_keys(name: &str, ip: &std::net::IpAddr) -> (String, String) {
-    (format!("user:{}", name.to_lowercase()), format!("ip:{ip}"))
+    (
+        format!("user:{}", name.to_lowercase()),
+        format!("ip:{}", address_key(ip)),
+    )
+}
+
+/// The part of a client address the login limit counts: an IPv4 address, or an IPv6 /64.
+pub fn address_key(ip: &std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+    }
 }
 
 /// When a lockout ends, given the failure times (newest first) under one key, its limit and
@@ -318,6 +335,16 @@ fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_counts_as_its_64() {
+        let key = |s: &str| address_key(&s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_ne!(key("2001:db8:1:3::1"), key("2001:db8:1:2::1"));
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+    }
 
     #[test]
     fn passwords() {

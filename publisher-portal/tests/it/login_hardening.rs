@@ -304,3 +304,36 @@ async fn dave_logs_in(
         .await?
         .status)
 }
+
+#[tokio::test]
+async fn an_ipv6_client_cannot_escape_the_lockout_by_changing_address_within_its_64() -> TestResult
+{
+    // 127.0.0.2 plays a reverse proxy that reports IPv6 clients.
+    let p = LonePortal::start(&["--trusted-proxy", "127.0.0.2"]).await?;
+    p.add_author("dave").await?;
+    let base = p.portal.url.as_str();
+    let proxy = client_from(loopback(2));
+    // One host with a /64 of its own: a fresh address for every attempt.
+    for i in 0..MAX_IP_FAILURES {
+        wrong_login(&proxy, base, i, format!("2001:db8:5:6::{:x}", 0x1000 + i)).await?;
+    }
+    for address in ["2001:db8:5:6::ffff", "2001:db8:5:6:8000::1", "::ffff:127.0.0.9"] {
+        let status = dave_logs_in(&proxy, base, Some(address)).await?;
+        if address.starts_with("::ffff") {
+            // An IPv4 client (seen as a mapped address) is another client.
+            assert_eq!(status, StatusCode::SEE_OTHER, "{address}");
+        } else {
+            assert_eq!(
+                status,
+                StatusCode::TOO_MANY_REQUESTS,
+                "{address}: another address of the same /64 must be locked too"
+            );
+        }
+    }
+    // The neighbouring /64 is another site.
+    assert_eq!(
+        dave_logs_in(&proxy, base, Some("2001:db8:5:7::1")).await?,
+        StatusCode::SEE_OTHER
+    );
+    Ok(())
+}
