@@ -11,7 +11,7 @@ use docfed_shared::wire::{
 use docfed_shared::Scope;
 use serde::Deserialize;
 
-use super::search::fts_query;
+use super::search::bounded_fts_query;
 use super::{parse_id, refuse, ApiQuery, AppState, Authorized};
 use crate::db::{Cursor, DeletedFilter, ListFilter};
 use crate::edits::MetaInput;
@@ -393,7 +393,10 @@ pub async fn list(
             format!("must be between 1 and {MAX_PAGE}"),
         ));
     }
-    let fts = p.q.as_deref().and_then(fts_query);
+    let fts = match p.q.as_deref() {
+        Some(q) => bounded_fts_query(q).map_err(|why| ApiError::invalid("q", why))?,
+        None => None,
+    };
     let cursor = p
         .cursor
         .map(|c| {
@@ -425,7 +428,19 @@ pub async fn list(
         limit,
         cursor,
     };
-    let mut list = node.db.list(&filter).await?;
+    let mut list = match node.db.list(&filter).await {
+        Err(e) if crate::db::is_interrupted(&e) => {
+            return Err(ApiError::invalid(
+                "q",
+                format!(
+                    "the search was stopped after {} (limit `search_deadline`): it matches too \
+                     much; use longer words or fewer prefix searches",
+                    humantime::format_duration(node.db.search_deadline())
+                ),
+            ))
+        }
+        other => other?,
+    };
     for d in &mut list.documents {
         d.available_at = node.holders(&d.current.scope);
     }

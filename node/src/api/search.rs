@@ -1,6 +1,8 @@
 //! Directory search: the query rule lives in `docfed_shared::search`, shared with the device
 //! replica; its tests against real SQLite FTS5 stay here.
 
+pub use docfed_shared::search::bounded_fts_query;
+#[cfg(test)]
 pub use docfed_shared::search::fts_query;
 
 #[cfg(test)]

@@ -261,7 +261,42 @@ impl Db {
             #[sqlx(flatten)]
             doc: DocumentRow,
         }
-        let mut hits: Vec<Hit> = qb.build_query_as().fetch_all(&self.read).await?;
+        let mut hits: Vec<Hit> = if f.fts.is_some() {
+            // A search's cost grows with what its words match, which the client chooses: it
+            // runs under a deadline, checked by SQLite every few thousand instructions, so a
+            // broad search ends with an error instead of holding a reader for minutes. It runs
+            // as a task of its own so that a client who hangs up cannot cancel it between
+            // setting the deadline and clearing it, which would leave a pooled connection
+            // that interrupts whatever it runs next.
+            let pool = self.read.clone();
+            let deadline = std::time::Instant::now() + self.search_deadline;
+            tokio::spawn(async move {
+                let mut conn = pool.acquire().await?;
+                conn.lock_handle()
+                    .await?
+                    .set_progress_handler(SEARCH_CHECK_EVERY, move || {
+                        std::time::Instant::now() < deadline
+                    });
+                let hits = qb.build_query_as().fetch_all(&mut *conn).await;
+                let cleared = match conn.lock_handle().await {
+                    Ok(mut handle) => {
+                        handle.remove_progress_handler();
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = cleared {
+                    // Not back to the pool with the deadline still set: closed instead.
+                    drop(conn.detach());
+                    return Err(e);
+                }
+                hits
+            })
+            .await
+            .map_err(|e| sqlx::Error::Protocol(format!("search task: {e}")))??
+        } else {
+            qb.build_query_as().fetch_all(&self.read).await?
+        };
         let more = hits.len() > limit as usize;
         hits.truncate(limit as usize);
         let next_cursor = match (more, hits.last()) {
@@ -331,6 +366,10 @@ impl Db {
         })
     }
 }
+
+/// SQLite virtual-machine instructions between two looks at a search's deadline (about a
+/// microsecond's worth on this machine: the check itself costs nothing measurable).
+const SEARCH_CHECK_EVERY: i32 = 1000;
 
 /// The values of `deleted` a filter admits, as an SQL condition on that column.
 fn deleted_condition(filter: DeletedFilter) -> &'static str {

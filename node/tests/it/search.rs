@@ -251,3 +251,37 @@ async fn arbitrary_search_text_never_errors() -> TestResult {
     }
     Ok(())
 }
+
+/// A search is bounded before it runs: too long, too many words, too many prefix searches
+/// (each prefix may expand into thousands of index terms) are refused with the reason, and
+/// the node answers other searches as before.
+#[tokio::test]
+async fn a_search_beyond_the_bounds_is_refused_with_the_reason() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    let resp = auth(c.post(node.url("/v1/documents?title=Bounded%20search")))
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let prefixes = "ab* bo* bu* ca* ce* ci*";
+    let words = (0..40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let long = "x".repeat(2000);
+    for (q, says) in [(prefixes, "prefix"), (words.as_str(), "words"), (long.as_str(), "longer")] {
+        let resp = c
+            .get(node.url("/v1/documents"))
+            .query(&[("q", q)])
+            .send()
+            .await?;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{q}");
+        let body: Value = resp.json().await?;
+        assert_eq!(body["code"], "invalid_field", "{body}");
+        let error = body["error"].as_str().unwrap_or_default();
+        assert!(error.contains("`q`") && error.contains(says), "{body}");
+    }
+    assert_eq!(
+        titles(&c, &node, "q=bounded%20sea*").await?,
+        set(&["Bounded search"])
+    );
+    Ok(())
+}

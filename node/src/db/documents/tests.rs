@@ -180,3 +180,33 @@ async fn every_combination_of_filters_finds_exactly_the_matching_documents() {
         );
     }
 }
+
+/// A search past its deadline is interrupted by SQLite and reported as such; the connection it
+/// ran on goes back to the pool without the deadline, so what runs next is not interrupted.
+#[tokio::test]
+async fn a_search_past_its_deadline_is_interrupted_and_leaves_no_trace() {
+    let (_dir, mut db, _) = directory(1).await;
+    let search = ListFilter {
+        fts: Some("\"gam\"*".to_owned()),
+        scope: None,
+        tag: None,
+        author: None,
+        source: None,
+        content_type: None,
+        since: None,
+        until: None,
+        deleted: DeletedFilter::Include,
+        limit: 1000,
+        cursor: None,
+    };
+    db.set_search_deadline(std::time::Duration::ZERO);
+    for _ in 0..3 {
+        let e = db.list(&search).await.unwrap_err();
+        assert!(crate::db::is_interrupted(&e), "{e:?}");
+    }
+    db.set_search_deadline(crate::db::DEFAULT_SEARCH_DEADLINE);
+    // More queries than the pool has readers: every connection is used again.
+    for _ in 0..20 {
+        assert!(!db.list(&search).await.unwrap().documents.is_empty());
+    }
+}
