@@ -8,7 +8,8 @@
 //!
 //! With `Last-Event-ID: S` the first event is `changed` when the feed is beyond `S` already, so
 //! a reconnecting device misses nothing. A comment every 15 s keeps idle connections open.
-//! At most `max_event_streams` streams at once (503 beyond); streams end at shutdown.
+//! At most `max_event_streams` streams at once (503 beyond), and `max_event_streams_per_device`
+//! of one device (429 beyond); streams end at shutdown.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch, OwnedSemaphorePermit};
 
 use docfed_shared::wire::events::{self, ChangedEvent, FlaggedEvent};
+use docfed_shared::wire::ErrorCode;
 
 use super::{carries_token, AppState};
 use crate::db::devices::secret_hash;
@@ -55,6 +57,7 @@ struct Subscriber {
     available: broadcast::Receiver<Available>,
     first: Option<Event>,
     _permit: OwnedSemaphorePermit,
+    _device_slot: Option<crate::events::DeviceSlot>,
 }
 
 enum Next {
@@ -133,6 +136,20 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let device = listener(&node, &headers).await?;
+    // The device's own share first: a device at its limit must not take a node-wide permit
+    // from another, even for a moment.
+    let device_slot = match &device {
+        Some(d) => Some(node.events.device_slot(d).ok_or_else(|| ApiError::LimitReached {
+            code: ErrorCode::Busy,
+            limit: "max_event_streams_per_device",
+            value: node.config.max_event_streams_per_device.to_string(),
+            message: format!(
+                "device {d} has as many event streams open as this node allows one device; \
+                 close one first"
+            ),
+        })?),
+        None => None,
+    };
     let permit = node
         .events
         .streams
@@ -162,6 +179,7 @@ pub async fn events(
         available,
         first,
         _permit: permit,
+        _device_slot: device_slot,
     };
     let stream = futures::stream::unfold(sub, Subscriber::next);
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))

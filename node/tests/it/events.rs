@@ -129,3 +129,52 @@ async fn no_stream_without_a_secret_and_at_most_the_cap() -> TestResult {
     assert_eq!(status, StatusCode::OK);
     Ok(())
 }
+
+/// One device's secret opening stream after stream must not take every slot of the node: past
+/// its own share it is refused (429), and another device still gets a stream.
+#[tokio::test]
+async fn one_device_cannot_hold_every_stream() -> TestResult {
+    let node = TestNode::start_with(&[
+        "--max-event-streams",
+        "10",
+        "--max-event-streams-per-device",
+        "2",
+    ])
+    .await?;
+    let greedy = register(&node).await?;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let s = open(&node, Some(&greedy), None).await?;
+        assert_eq!(s.status(), StatusCode::OK);
+        held.push(s);
+    }
+    for _ in 0..20 {
+        let refused = open(&node, Some(&greedy), None).await?;
+        assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+        let body: Value = refused.json().await?;
+        assert!(
+            body["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("max_event_streams_per_device")),
+            "{body}"
+        );
+    }
+    let other = register(&node).await?;
+    assert_eq!(
+        open(&node, Some(&other), None).await?.status(),
+        StatusCode::OK,
+        "another device must still get a stream"
+    );
+    // A closed stream gives the device its slot back.
+    held.pop();
+    let mut status = StatusCode::TOO_MANY_REQUESTS;
+    let deadline = tokio::time::Instant::now() + T;
+    while status == StatusCode::TOO_MANY_REQUESTS && tokio::time::Instant::now() < deadline {
+        status = open(&node, Some(&greedy), None).await?.status();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(status, StatusCode::OK);
+    Ok(())
+}
