@@ -255,6 +255,7 @@ pub async fn flag(
                 ),
             });
         }
+        check_node_total(&node, &mut tx, &id, &current).await?;
         crate::db::devices::add_flag(&mut *tx, &device, &id).await?;
     }
     let mut pulling = false;
@@ -292,6 +293,58 @@ pub async fn flag(
             pulling,
         }),
     ))
+}
+
+/// Refuses a new flag that would make this node keep more than `max_flagged_bytes` for devices
+/// alone: content its routing keeps anyway costs nothing more, and neither does a document
+/// another device flags already. Open enrolment lets anyone add devices, so the per-device
+/// quotas alone would add up to every region's content.
+async fn check_node_total(
+    node: &AppState,
+    tx: &mut crate::db::WriteTx,
+    id: &docfed_shared::DocId,
+    current: &docfed_shared::wire::DocumentVersion,
+) -> Result<(), ApiError> {
+    let Some(fed) = node.federation() else {
+        // A standalone node holds every document already.
+        return Ok(());
+    };
+    if fed.keeps_content(&current.scope)
+        || crate::db::devices::flagged_by_any(&mut **tx, id).await?
+    {
+        return Ok(());
+    }
+    let kept_for_devices: u64 = crate::db::devices::flagged_bytes_by_scope(tx)
+        .await?
+        .into_iter()
+        .filter(|(scope, _)| {
+            scope
+                .parse()
+                .map_or(true, |scope| !fed.keeps_content(&scope))
+        })
+        .map(|(_, bytes)| bytes)
+        .sum();
+    let max = node.config.devices.max_flagged_bytes_total;
+    if kept_for_devices.saturating_add(current.size) > max {
+        tracing::warn!(
+            kept_for_devices,
+            max,
+            document = %id,
+            "flag refused: --max-flagged-bytes reached"
+        );
+        return Err(ApiError::LimitReached {
+            code: ErrorCode::FlagQuota,
+            limit: "max_flagged_bytes",
+            value: format!("{} ({max} bytes)", ByteSize(max)),
+            message: format!(
+                "this node keeps {kept_for_devices} bytes of other regions' content for its \
+                 devices' flags; this document ({} bytes) would take it over the most it keeps \
+                 for all devices together",
+                current.size
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// `DELETE /v1/devices/{device}/flags/{id}`: removes the flag and releases what only it kept.

@@ -171,6 +171,20 @@ pub async fn flag_usage(
     })
 }
 
+/// The sizes of the current versions of every document some device flags (each counted once,
+/// however many flag it), summed per scope.
+pub async fn flagged_bytes_by_scope(
+    conn: &mut SqliteConnection,
+) -> Result<Vec<(String, u64)>, sqlx::Error> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT d.scope, COALESCE(SUM(d.size), 0) FROM documents d \
+         WHERE d.doc_id IN (SELECT doc_id FROM device_flags) GROUP BY d.scope",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows.into_iter().map(|(s, b)| (s, b.max(0) as u64)).collect())
+}
+
 /// Whether `device` flags `doc`.
 pub async fn has_flag<'e>(
     db: impl sqlx::SqliteExecutor<'e>,

@@ -94,3 +94,74 @@ async fn cross_region_requests_collapse_into_one_transfer() -> TestResult {
     assert_eq!(meta["available_here"], false);
     Ok(())
 }
+
+/// Open enrolment lets anyone register devices, and each device may flag up to its quota of
+/// other regions' content: without a total, enough anonymous devices would make na keep every
+/// region's content. Past `--max-flagged-bytes` a flag of content na would not keep is
+/// refused; content na keeps anyway, and a document already flagged, cost nothing more.
+#[tokio::test]
+async fn devices_together_cannot_make_a_node_keep_more_than_its_total() -> TestResult {
+    let fed = Federation::start(&["--open-enrollment", "--max-flagged-bytes", "1500"]).await?;
+    let mut docs = Vec::new();
+    for (name, scope) in [("eu-a", "region:eu"), ("eu-b", "region:eu"), ("all", "global")] {
+        let q = format!("title={name}&scope={scope}");
+        docs.push(publish(&fed, "primary-a", &q, pattern(7, 1000)).await?);
+    }
+    for id in &docs {
+        fed.await_meta("na", id, T, |_| true).await?;
+    }
+    let (eu_a, eu_b, global) = (&docs[0], &docs[1], &docs[2]);
+    let na = fed.node("na");
+    // Anyone: no token.
+    let register = || async {
+        let resp = client()
+            .post(na.url("/v1/devices"))
+            .json(&serde_json::json!({"name": "anonymous"}))
+            .send()
+            .await?;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let v: Value = resp.json().await?;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((
+            v["device"].as_str().ok_or("device")?.to_owned(),
+            v["secret"].as_str().ok_or("secret")?.to_owned(),
+        ))
+    };
+    let flag = |device: &(String, String), id: &str, on: bool| {
+        let url = na.url(&format!("/v1/devices/{}/flags/{id}", device.0));
+        let req = if on {
+            client().put(url)
+        } else {
+            client().delete(url)
+        };
+        req.bearer_auth(device.1.clone()).send()
+    };
+    let first = register().await?;
+    let second = register().await?;
+    assert_eq!(flag(&first, eu_a, true).await?.status(), StatusCode::CREATED);
+    let refused = flag(&first, eu_b, true).await?;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let body: Value = refused.json().await?;
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("max_flagged_bytes")),
+        "{body}"
+    );
+    // Another device gets no fresh allowance: the total is the node's.
+    assert_eq!(
+        flag(&second, eu_b, true).await?.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // What is counted already, and what na keeps for its own region anyway, cost nothing.
+    assert_eq!(flag(&second, eu_a, true).await?.status(), StatusCode::CREATED);
+    assert_eq!(flag(&second, global, true).await?.status(), StatusCode::CREATED);
+    // Room comes back only when no device flags the document any more.
+    assert_eq!(flag(&first, eu_a, false).await?.status(), StatusCode::OK);
+    assert_eq!(
+        flag(&first, eu_b, true).await?.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(flag(&second, eu_a, false).await?.status(), StatusCode::OK);
+    assert_eq!(flag(&first, eu_b, true).await?.status(), StatusCode::CREATED);
+    Ok(())
+}
