@@ -19,6 +19,15 @@ use crate::Node;
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// Most rows of servers outside the topology (found over mDNS only) the table keeps. Anyone on
+/// the LAN can advertise `_docfed._tcp` under any number of names: beyond this, the row seen
+/// longest ago goes. Topology peers are never evicted.
+pub const MAX_DISCOVERED: usize = 64;
+/// A server outside the topology unseen (no mDNS announcement) for this long is forgotten.
+pub const DISCOVERED_TTL: Duration = Duration::from_secs(15 * 60);
+/// Longest `http` URL taken from an advertisement.
+const MAX_TXT_URL: usize = 512;
+
 /// A row of the table: what `GET /v1/peers` shows (`PeerState`, whose `is_down` applies the
 /// federation's `DOWN_AFTER`), and when the peer was last seen, from which the row's age is
 /// computed at each snapshot.
@@ -82,6 +91,91 @@ impl PeerTable {
         });
         f(p);
     }
+
+    /// Records an mDNS announcement of a server outside the topology (a topology peer's row
+    /// is only marked seen), keeping at most [`MAX_DISCOVERED`] such rows.
+    fn discovered(&self, id: &str, tier: &str, region: Option<String>, http: &str) {
+        let mut peers = self.peers.lock().expect("not poisoned");
+        if let Some(p) = peers.get_mut(id) {
+            p.mdns = true;
+            p.last_seen = Some(Instant::now());
+            if !p.in_topology {
+                p.tier = tier.to_owned();
+                p.region = region;
+                p.http = http.to_owned();
+            }
+            return;
+        }
+        let outside = peers.values().filter(|p| !p.in_topology).count();
+        if outside >= MAX_DISCOVERED {
+            let oldest = peers
+                .values()
+                .filter(|p| !p.in_topology)
+                .min_by_key(|p| p.last_seen)
+                .map(|p| p.id.clone());
+            if let Some(oldest) = oldest {
+                peers.remove(&oldest);
+            }
+        }
+        peers.insert(
+            id.to_owned(),
+            Peer {
+                state: PeerState {
+                    id: id.to_owned(),
+                    tier: tier.to_owned(),
+                    region,
+                    http: http.to_owned(),
+                    mdns: true,
+                    ..PeerState::default()
+                },
+                last_seen: Some(Instant::now()),
+            },
+        );
+    }
+
+    /// A server said goodbye over mDNS: a topology peer's row keeps its probes, a row of a
+    /// server outside the topology goes.
+    fn gone(&self, id: &str) {
+        let mut peers = self.peers.lock().expect("not poisoned");
+        match peers.get_mut(id) {
+            Some(p) if p.in_topology => p.mdns = false,
+            Some(_) => {
+                peers.remove(id);
+            }
+            None => {}
+        }
+    }
+
+    /// Forgets servers outside the topology not announced for [`DISCOVERED_TTL`].
+    fn expire(&self) {
+        let mut peers = self.peers.lock().expect("not poisoned");
+        peers.retain(|_, p| {
+            p.in_topology || p.last_seen.is_some_and(|t| t.elapsed() < DISCOVERED_TTL)
+        });
+    }
+}
+
+/// The fields of an advertisement, when they are what a docfed node would send: anything
+/// else (a made-up tier, a name no node can have, a URL that is not one) is ignored.
+fn advertised(
+    id: &str,
+    tier: &str,
+    region: &str,
+    http: &str,
+) -> Option<(String, Option<String>, String)> {
+    let tier: docfed_shared::Tier = tier.parse().ok()?;
+    if !docfed_shared::topology::is_valid_node_id(id) {
+        return None;
+    }
+    let region = match region {
+        "" => None,
+        r if docfed_shared::topology::is_valid_node_id(r) => Some(r.to_owned()),
+        _ => return None,
+    };
+    let url_ok = http.len() <= MAX_TXT_URL
+        && reqwest::Url::parse(http)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+    url_ok.then(|| (tier.to_string(), region, http.to_owned()))
 }
 
 /// Advertises this node, browses for peers and probes the topology's peers until cancelled.
@@ -104,7 +198,10 @@ pub async fn run(node: Arc<Node>, cancel: CancellationToken, task: Task) {
     let mut tick = tokio::time::interval(PROBE_EVERY);
     loop {
         tokio::select! {
-            _ = tick.tick() => probe_all(&node).await,
+            _ = tick.tick() => {
+                node.peers.expire();
+                probe_all(&node).await
+            }
             () = cancel.cancelled() => break,
         }
     }
@@ -162,35 +259,26 @@ fn start_mdns(node: &Arc<Node>, fed: &super::Federation) -> Option<(ServiceDaemo
                     while let Ok(event) = rx.recv_async().await {
                         match event {
                             ServiceEvent::ServiceResolved(s) => {
-                                let Some(id) = s
-                                    .txt_properties
-                                    .get_property_val_str(TXT_ID)
-                                    .map(str::to_owned)
-                                else {
-                                    continue;
+                                let txt = |k: &str| {
+                                    s.txt_properties.get_property_val_str(k).unwrap_or("")
                                 };
+                                let id = txt(TXT_ID);
                                 if id == me {
                                     continue;
                                 }
-                                let txt = |k: &str| {
-                                    s.txt_properties
-                                        .get_property_val_str(k)
-                                        .unwrap_or("")
-                                        .to_owned()
-                                };
-                                node.peers.update(&id, |p| {
-                                    p.mdns = true;
-                                    p.last_seen = Some(Instant::now());
-                                    if !p.in_topology {
-                                        p.tier = txt(TXT_TIER);
-                                        p.region = Some(txt(TXT_REGION)).filter(|r| !r.is_empty());
-                                        p.http = txt(TXT_HTTP);
+                                match advertised(id, txt(TXT_TIER), txt(TXT_REGION), txt(TXT_HTTP)) {
+                                    Some((tier, region, http)) => {
+                                        node.peers.discovered(id, &tier, region, &http)
                                     }
-                                });
+                                    None => tracing::debug!(
+                                        service = %s.fullname,
+                                        "ignoring an mDNS advertisement that is not a docfed node's"
+                                    ),
+                                }
                             }
                             ServiceEvent::ServiceRemoved(_, fullname) => {
-                                let id = fullname.split('.').next().unwrap_or("").to_owned();
-                                node.peers.update(&id, |p| p.mdns = false);
+                                let id = fullname.split('.').next().unwrap_or("");
+                                node.peers.gone(id);
                             }
                             _ => {}
                         }
@@ -250,5 +338,49 @@ async fn probe_all(node: &Arc<Node>) {
                 tracing::info!(peer = %id, up = !p.is_down(), "peer state changed");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_advertisements_keeps_the_table_bounded_and_topology_rows() {
+        let table = PeerTable::default();
+        table.update("mid-1", |p| p.in_topology = true);
+        for i in 0..10_000 {
+            table.discovered(&format!("rogue-{i}"), "regional", None, "http://192.0.2.1:1");
+        }
+        let rows = table.snapshot();
+        assert_eq!(rows.len(), MAX_DISCOVERED + 1);
+        assert!(rows.iter().any(|p| p.id == "mid-1" && p.in_topology));
+        // The newest announcements are the ones kept.
+        assert!(rows.iter().any(|p| p.id == "rogue-9999"));
+        assert!(!rows.iter().any(|p| p.id == "rogue-0"));
+        table.gone("rogue-9999");
+        table.gone("mid-1");
+        let rows = table.snapshot();
+        assert!(!rows.iter().any(|p| p.id == "rogue-9999"));
+        assert!(rows.iter().any(|p| p.id == "mid-1"), "a topology row stays");
+    }
+
+    #[test]
+    fn only_what_a_node_would_advertise_is_taken() {
+        let ok = advertised("na", "regional", "na", "https://192.0.2.1:7121");
+        assert_eq!(
+            ok,
+            Some((
+                "regional".to_owned(),
+                Some("na".to_owned()),
+                "https://192.0.2.1:7121".to_owned()
+            ))
+        );
+        assert!(advertised("na", "emperor", "", "http://x:1").is_none());
+        assert!(advertised("../../x", "regional", "", "http://x:1").is_none());
+        assert!(advertised(&"n".repeat(500), "regional", "", "http://x:1").is_none());
+        assert!(advertised("na", "regional", "", "javascript:alert(1)").is_none());
+        let long = format!("http://x/{}", "a".repeat(MAX_TXT_URL));
+        assert!(advertised("na", "regional", "", &long).is_none());
     }
 }

@@ -8,6 +8,7 @@ mod cross_region;
 mod dead_letters;
 mod failures;
 mod memory;
+mod presence;
 mod reachback;
 mod routing;
 mod tls;
