@@ -40,6 +40,12 @@ pub enum Refusal {
         node: String,
         what: &'static str,
     },
+    #[error("{kind} from {from:?} speaks for {node:?}, which is neither the sender nor a node below it")]
+    NotBelowSender {
+        kind: &'static str,
+        from: String,
+        node: String,
+    },
     #[error("version {version} of {doc_id} {problem}")]
     UnsignedVersion {
         doc_id: String,
@@ -145,6 +151,16 @@ pub fn admit(fed: &Federation, env: &Envelope) -> Result<(), Refusal> {
             }
             node_exists("the receipt's node", &r.node)?;
             node_exists("the receipt's origin", &r.origin)?;
+            // A child relays the receipts of the nodes below it, and only theirs: a node that
+            // could speak for any other could report content held where it is not, and the
+            // primaries would stop re-sending it.
+            if !across && !is_below(topo, &r.node, &from.id) {
+                return Err(Refusal::NotBelowSender {
+                    kind: "a receipt",
+                    from: from.id.clone(),
+                    node: r.node.clone(),
+                });
+            }
         }
         Body::Annotation(a) => {
             if !(from_child || across) {
@@ -155,6 +171,13 @@ pub fn admit(fed: &Federation, env: &Envelope) -> Result<(), Refusal> {
                 });
             }
             node_exists("the annotation's node", &a.node)?;
+            if !across && !is_below(topo, &a.node, &from.id) {
+                return Err(Refusal::NotBelowSender {
+                    kind: "an annotation",
+                    from: from.id.clone(),
+                    node: a.node.clone(),
+                });
+            }
         }
         Body::Decision(d) => {
             // Each primary sends its own decisions to every node itself: nobody relays them,
@@ -170,6 +193,22 @@ pub fn admit(fed: &Federation, env: &Envelope) -> Result<(), Refusal> {
         }
     }
     Ok(())
+}
+
+/// Whether `node` is `ancestor` or a node below it (its parents, their parents, ... include
+/// `ancestor`).
+fn is_below(topo: &Topology, node: &str, ancestor: &str) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec![node.to_owned()];
+    while let Some(n) = todo.pop() {
+        if n == ancestor {
+            return true;
+        }
+        if seen.insert(n.clone()) {
+            todo.extend(topo.parents(&n).map(|p| p.id.clone()));
+        }
+    }
+    false
 }
 
 #[cfg(test)]
@@ -331,6 +370,15 @@ mod tests {
         assert!(matches!(e, Err(Refusal::WrongSender { .. })), "{e:?}");
         let e = admit(&mid, &receipt("na", "ghost"));
         assert!(matches!(e, Err(Refusal::UnknownNode { .. })), "{e:?}");
+        // A child speaks for itself and the nodes below it, never for a sibling or a parent.
+        let e = admit(&mid, &receipt("na", "eu"));
+        assert!(matches!(e, Err(Refusal::NotBelowSender { .. })), "{e:?}");
+        let e = admit(&mid, &receipt("na", "primary-a"));
+        assert!(matches!(e, Err(Refusal::NotBelowSender { .. })), "{e:?}");
+        // An intermediate relays its children's receipts to the primaries.
+        assert_eq!(admit(&fed("primary-a"), &receipt("mid-1", "na")), Ok(()));
+        let e = admit(&fed("primary-a"), &receipt("mid-1", "mid-2"));
+        assert!(matches!(e, Err(Refusal::NotBelowSender { .. })), "{e:?}");
         let pa = fed("primary-a");
         assert_eq!(admit(&pa, &receipt("primary-b", "na")), Ok(()));
         assert_eq!(admit(&pa, &annotation("mid-2")), Ok(()));
