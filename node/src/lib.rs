@@ -170,9 +170,10 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let db_path = config.data_dir.join("node.sqlite");
-    let db = Db::open(&db_path)
+    let mut db = Db::open(&db_path)
         .await
         .with_context(|| format!("cannot open database {}", db_path.display()))?;
+    db.set_search_deadline(config.search_deadline);
     crate::atrest::check_data_dir(&config.data_dir, config.content_keys.as_ref())
         .map_err(anyhow::Error::msg)?;
     let store = Store::open(
@@ -225,6 +226,7 @@ pub async fn run(
         events: events::Events::new(
             db.last_seq().await.context("change feed position")?,
             config.max_event_streams,
+            config.max_event_streams_per_device,
             cancel.clone(),
         ),
         retention: Default::default(),

@@ -45,6 +45,10 @@ pub struct NodeConfig {
     pub max_ondemand_pulls: usize,
     /// Devices' event streams open at once.
     pub max_event_streams: usize,
+    /// Event streams one device may hold open at once.
+    pub max_event_streams_per_device: usize,
+    /// How long a full-text search may run.
+    pub search_deadline: Duration,
     /// Advertise and browse peers over mDNS.
     pub mdns: bool,
     /// Bytes per second per pull, if limited.
@@ -87,6 +91,9 @@ pub struct DeviceLimits {
     pub max_flags: u64,
     /// Most bytes (current versions of the flagged documents) per device.
     pub max_flagged_bytes: u64,
+    /// Most bytes this node keeps only because devices flagged them (documents its routing
+    /// would not keep), all devices together.
+    pub max_flagged_bytes_total: u64,
 }
 
 impl Default for DeviceLimits {
@@ -96,6 +103,7 @@ impl Default for DeviceLimits {
             max_devices: DEFAULT_MAX_DEVICES,
             max_flags: DEFAULT_MAX_FLAGS_PER_DEVICE,
             max_flagged_bytes: DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE,
+            max_flagged_bytes_total: DEFAULT_MAX_FLAGGED_BYTES,
         }
     }
 }
@@ -153,6 +161,11 @@ pub const DEFAULT_MAX_EVENT_STREAMS: usize = 1000;
 pub const DEFAULT_MAX_DEVICES: u64 = 10_000;
 pub const DEFAULT_MAX_FLAGS_PER_DEVICE: u64 = 1000;
 pub const DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE: u64 = 10 * 1024 * 1024 * 1024;
+/// Default of `max_flagged_bytes`: ten devices' full quotas, not ten thousand.
+pub const DEFAULT_MAX_FLAGGED_BYTES: u64 = 100 * 1024 * 1024 * 1024;
+/// Default of `max_event_streams_per_device`: a daemon, a second client, a reconnect racing
+/// the old stream's end.
+pub const DEFAULT_MAX_EVENT_STREAMS_PER_DEVICE: usize = 4;
 /// Default of `--message-batch`.
 pub const DEFAULT_MESSAGE_BATCH: u16 = 64;
 
@@ -236,6 +249,8 @@ impl NodeConfig {
             shutdown_timeout: defaulted(s.shutdown_timeout),
             max_ondemand_pulls: defaulted(s.max_ondemand_pulls).max(1),
             max_event_streams: defaulted(s.max_event_streams),
+            max_event_streams_per_device: defaulted(s.max_event_streams_per_device).max(1),
+            search_deadline: defaulted(s.search_deadline),
             http_limits: docfed_http::Limits {
                 max_connections: defaulted(s.max_connections),
                 header_read_timeout: defaulted(s.header_read_timeout),
@@ -247,6 +262,7 @@ impl NodeConfig {
                 max_devices: defaulted(s.max_devices),
                 max_flags: defaulted(s.max_flags_per_device),
                 max_flagged_bytes: defaulted(s.max_flagged_bytes_per_device).as_u64(),
+                max_flagged_bytes_total: defaulted(s.max_flagged_bytes).as_u64(),
             },
             retention,
             federation,

@@ -15,7 +15,8 @@ use serde::Deserialize;
 
 use super::layer::Layer;
 use super::{
-    DEFAULT_MAX_DEVICES, DEFAULT_MAX_EVENT_STREAMS, DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE,
+    DEFAULT_MAX_DEVICES, DEFAULT_MAX_EVENT_STREAMS, DEFAULT_MAX_EVENT_STREAMS_PER_DEVICE,
+    DEFAULT_MAX_FLAGGED_BYTES, DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE,
     DEFAULT_MAX_FLAGS_PER_DEVICE, DEFAULT_MAX_ONDEMAND_PULLS, DEFAULT_MAX_UPLOAD,
     DEFAULT_MESSAGE_BATCH, DEFAULT_PULL_STALL_TIMEOUT, DEFAULT_RESERVED_SPACE,
 };
@@ -175,6 +176,20 @@ crate::settings! {
         #[arg(long, env = "DOCFED_MAX_FLAGGED_BYTES_PER_DEVICE")]
         pub max_flagged_bytes_per_device: Option<ByteSize> =
             Some(ByteSize::b(DEFAULT_MAX_FLAGGED_BYTES_PER_DEVICE)),
+        /// Most content this node keeps only because devices flagged it (documents outside
+        /// what its routing keeps), all devices together, e.g. `100GiB`: open enrolment lets
+        /// anyone register devices, and without a total their quotas would add up to every
+        /// region's content. A flag beyond gets 429.
+        #[arg(long, env = "DOCFED_MAX_FLAGGED_BYTES")]
+        pub max_flagged_bytes: Option<ByteSize> = Some(ByteSize::b(DEFAULT_MAX_FLAGGED_BYTES)),
+        /// Event streams (`GET /v1/events`) one device may hold open at once; one more gets 429.
+        #[arg(long, env = "DOCFED_MAX_EVENT_STREAMS_PER_DEVICE")]
+        pub max_event_streams_per_device: Option<usize> =
+            Some(DEFAULT_MAX_EVENT_STREAMS_PER_DEVICE),
+        /// A full-text search that runs longer is stopped and answered 400, e.g. `2s`.
+        #[arg(long, env = "DOCFED_SEARCH_DEADLINE", value_parser = humantime::parse_duration)]
+        #[serde(default, with = "humantime_serde")]
+        pub search_deadline: Option<Duration> = Some(crate::db::DEFAULT_SEARCH_DEADLINE),
         /// What history this node keeps (ARCHITECTURE.md §4.4): flat flags, the file's
         /// `[retention]` table; defaults depend on the tier.
         #[command(flatten)]

@@ -47,6 +47,18 @@ const READ_MMAP_BYTES: u64 = 0x7fff_0000;
 pub struct Db {
     read: SqlitePool,
     write: SqlitePool,
+    /// How long a full-text search may run before SQLite interrupts it.
+    search_deadline: Duration,
+}
+
+/// Default of `search_deadline`: far above a search at a million documents (tens of
+/// milliseconds, BENCHMARKS.md §3), far below what would let a few clients hold every reader.
+pub const DEFAULT_SEARCH_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Whether `e` is SQLite's answer to an interrupted statement (a search past its deadline).
+pub fn is_interrupted(e: &sqlx::Error) -> bool {
+    // SQLITE_INTERRUPT is 9.
+    matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("9"))
 }
 
 pub type WriteTx = sqlx::Transaction<'static, sqlx::Sqlite>;
@@ -88,7 +100,20 @@ impl Db {
                     .pragma("mmap_size", READ_MMAP_BYTES.to_string()),
             )
             .await?;
-        Ok(Self { read, write })
+        Ok(Self {
+            read,
+            write,
+            search_deadline: DEFAULT_SEARCH_DEADLINE,
+        })
+    }
+
+    /// Sets how long a full-text search may run (`search_deadline`).
+    pub fn set_search_deadline(&mut self, deadline: Duration) {
+        self.search_deadline = deadline;
+    }
+
+    pub fn search_deadline(&self) -> Duration {
+        self.search_deadline
     }
 
     /// Starts a transaction on the writer connection.
