@@ -102,14 +102,30 @@ pub fn definitions(topology: &Topology, revoked: &BTreeSet<String>) -> Result<Va
     let mut users = vec![user(BROKER_ADMIN, "administrator")];
     let mut grants = vec![grant(BROKER_ADMIN, (".*".into(), ".*".into(), ".*".into()))];
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
+    // The arguments every node declares its queues with (the node's `amqp::declare_durable`):
+    // the same, or a node's declaration would be refused.
+    let arguments = |dead_letters: bool| -> serde_json::Map<String, Value> {
+        topology
+            .queues
+            .arguments(dead_letters)
+            .into_iter()
+            .map(|(key, value)| {
+                let value = match value {
+                    docfed_shared::topology::QueueArgument::Int(n) => json!(n),
+                    docfed_shared::topology::QueueArgument::Text(t) => json!(t),
+                };
+                (key.to_owned(), value)
+            })
+            .collect()
+    };
     for n in &topology.nodes {
         if !revoked.contains(&n.id) {
             users.push(user(&n.id, ""));
             grants.push(grant(&n.id, permissions(topology, &n.id)));
         }
-        for name in [inbox_queue(&n.id), dead_letter_queue(&n.id)] {
+        for (name, dead_letters) in [(inbox_queue(&n.id), false), (dead_letter_queue(&n.id), true)] {
             queues.push(json!({"name": name, "vhost": "/", "durable": true,
-                               "auto_delete": false, "arguments": {}}));
+                               "auto_delete": false, "arguments": arguments(dead_letters)}));
             exchanges.push(
                 json!({"name": name, "vhost": "/", "type": "fanout", "durable": true,
                                   "auto_delete": false, "internal": false, "arguments": {}}),

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 pub use docfed_broker::{broker_uri, open, BrokerTls, FRAME_MAX};
+use docfed_shared::topology::{QueueArgument, QueueLimits};
 
 /// Declares queue `name` (returned as declared: its message count), the fanout exchange of the same name and the binding between them.
 ///
@@ -43,19 +44,71 @@ pub async fn declare_bound(
     Ok(declared)
 }
 
-/// A durable queue with its exchange ([`declare_bound`]): inboxes and dead-letter queues.
-pub async fn declare_durable(ch: &lapin::Channel, name: &str) -> lapin::Result<()> {
-    declare_bound(
-        ch,
-        name,
-        lapin::options::QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        lapin::types::FieldTable::default(),
+/// A durable queue with its exchange ([`declare_bound`]): an inbox or a dead-letter queue,
+/// bounded by the federation's `[queues]` limits. Returns the channel to go on with.
+///
+/// A queue declared by an older docfed (without the bounds) or under other bounds cannot be
+/// declared again with different arguments: the broker refuses (406) and closes the channel.
+/// Such a queue is used as it is, on a new channel, with a warning that says how to bound it,
+/// rather than stopping the node: its messages are still to be delivered.
+pub async fn declare_durable(
+    conn: &lapin::Connection,
+    ch: lapin::Channel,
+    name: &str,
+    dead_letters: bool,
+    limits: &QueueLimits,
+) -> lapin::Result<lapin::Channel> {
+    let durable = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    match declare_bound(&ch, name, durable, queue_arguments(limits, dead_letters)).await {
+        Ok(_) => Ok(ch),
+        Err(e) if is_precondition_failed(&e) => {
+            tracing::warn!(
+                queue = name,
+                "queue exists with other arguments than this federation's [queues] bounds \
+                 (declared by an older docfed?); using it as it is. To bound it, apply a \
+                 policy (`rabbitmqctl set_policy`, max-length / overflow reject-publish) or \
+                 delete the queue once it is empty"
+            );
+            let ch = conn.create_channel().await?;
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..durable
+            };
+            declare_bound(&ch, name, passive, lapin::types::FieldTable::default()).await?;
+            Ok(ch)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The arguments of a bounded inbox or dead-letter queue ([`QueueLimits::arguments`]).
+pub fn queue_arguments(limits: &QueueLimits, dead_letters: bool) -> lapin::types::FieldTable {
+    use lapin::types::AMQPValue;
+    let mut args = lapin::types::FieldTable::default();
+    for (key, value) in limits.arguments(dead_letters) {
+        let value = match value {
+            QueueArgument::Int(n) => AMQPValue::LongLongInt(n),
+            QueueArgument::Text(t) => AMQPValue::LongString(t.into()),
+        };
+        args.insert(key.into(), value);
+    }
+    args
+}
+
+/// Whether the broker refused a declaration because the queue exists with other properties
+/// (406 PRECONDITION_FAILED).
+fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(p)
+            if matches!(
+                p.kind(),
+                lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::PRECONDITIONFAILED)
+            )
     )
-    .await
-    .map(drop)
 }
 
 /// Longest a connection close may take: a broker that died never answers it.

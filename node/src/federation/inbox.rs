@@ -83,9 +83,10 @@ async fn consume(
 ) -> Result<(), InboxError> {
     let inbox = inbox_queue(fed.id());
     let dead = dead_letter_queue(fed.id());
+    let limits = fed.topology.queues;
     let ch = conn.create_channel().await?;
-    amqp::declare_durable(&ch, &inbox).await?;
-    amqp::declare_durable(&ch, &dead).await?;
+    let ch = amqp::declare_durable(conn, ch, &inbox, false, &limits).await?;
+    let ch = amqp::declare_durable(conn, ch, &dead, true, &limits).await?;
     ch.basic_qos(PREFETCH, BasicQosOptions::default()).await?;
     let dead_ch = conn.create_channel().await?;
     dead_ch

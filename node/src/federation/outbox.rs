@@ -146,7 +146,11 @@ async fn relay_on(
     let provisioned = node
         .federation()
         .is_some_and(|f| f.broker_tls.is_some() && f.amqp_url_of(target).starts_with("amqps://"));
-    let ch = inbox_channel(conn, &queue, provisioned).await?;
+    let limits = node
+        .federation()
+        .map(|f| f.topology.queues)
+        .unwrap_or_default();
+    let ch = inbox_channel(conn, &queue, provisioned, &limits).await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
     let wake = node.relay_wakes.get(target);
     let most_per_message = node.federation().map_or(1, |f| f.message_batch);
@@ -309,9 +313,14 @@ async fn inbox_channel(
     conn: &lapin::Connection,
     queue: &str,
     provisioned: bool,
+    limits: &docfed_shared::topology::QueueLimits,
 ) -> Result<lapin::Channel, RelayError> {
     let ch = conn.create_channel().await?;
-    let declared = if provisioned {
+    let no_inbox = |error| RelayError::NoInbox {
+        queue: queue.to_owned(),
+        error,
+    };
+    if provisioned {
         let passive = ExchangeDeclareOptions {
             passive: true,
             ..Default::default()
@@ -323,14 +332,13 @@ async fn inbox_channel(
             FieldTable::default(),
         )
         .await
+        .map_err(no_inbox)?;
+        Ok(ch)
     } else {
-        amqp::declare_durable(&ch, queue).await
-    };
-    declared.map_err(|error| RelayError::NoInbox {
-        queue: queue.to_owned(),
-        error,
-    })?;
-    Ok(ch)
+        amqp::declare_durable(conn, ch, queue, false, limits)
+            .await
+            .map_err(no_inbox)
+    }
 }
 
 async fn delete(node: &Node, ids: &[i64]) -> Result<(), sqlx::Error> {

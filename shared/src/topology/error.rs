@@ -44,6 +44,8 @@ pub enum TopologyError {
     ZeroRedundancy,
     #[error("`insecure = true` and a `[tls]` table contradict each other: keep one")]
     TlsAndInsecure,
+    #[error("[queues] max_messages and max_bytes must be above 0: a queue that holds nothing refuses every message")]
+    ZeroQueueLimit,
     #[error("node id {id:?} is invalid: ids are 1-64 characters of a-z, 0-9, `-`, `_`")]
     InvalidId { id: String },
     #[error("node id `{id}` is used by more than one node")]

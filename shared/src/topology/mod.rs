@@ -37,7 +37,8 @@ mod validate;
 
 pub use error::{InvalidTopology, TopologyError};
 pub use model::{
-    dead_letter_queue, inbox_queue, is_valid_node_id, NodeSpec, Tier, TlsSpec, Topology,
+    dead_letter_queue, inbox_queue, is_valid_node_id, NodeSpec, QueueArgument, QueueLimits, Tier,
+    TlsSpec, Topology,
 };
 
 /// Broker every node uses when neither the node nor the file names one: the local RabbitMQ with

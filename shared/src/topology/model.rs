@@ -37,6 +37,86 @@ pub struct Topology {
     /// Links in clear, said explicitly: a node refuses to start with neither `[tls]` nor this.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure: bool,
+    /// Bounds on every node's inbox and dead-letter queue (`[queues]`).
+    #[serde(default, skip_serializing_if = "QueueLimits::is_default")]
+    pub queues: QueueLimits,
+}
+
+/// The `[queues]` table: how much a node's inbox (and its dead-letter queue) may hold on the
+/// broker. A broker without bounds lets one member that floods a neighbour's inbox, or a node
+/// that stays down for months, fill the broker's disk and stop every other queue on it. At
+/// the bound the broker refuses further publishes (`reject-publish`), so senders keep the
+/// messages in their own outboxes and retry: nothing is dropped, the backlog moves to the
+/// sender's disk. Every node declares the queues with these arguments, so all must agree:
+/// they belong to the federation, not to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueLimits {
+    /// Most messages in one queue (a message carries up to `--message-batch` envelopes).
+    #[serde(default = "QueueLimits::default_max_messages")]
+    pub max_messages: u64,
+    /// Most bytes of message bodies in one queue, e.g. `"1GiB"`.
+    #[serde(default = "QueueLimits::default_max_bytes")]
+    pub max_bytes: bytesize::ByteSize,
+}
+
+impl QueueLimits {
+    pub const DEFAULT_MAX_MESSAGES: u64 = 1_000_000;
+    pub const DEFAULT_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+    fn default_max_messages() -> u64 {
+        Self::DEFAULT_MAX_MESSAGES
+    }
+
+    fn default_max_bytes() -> bytesize::ByteSize {
+        bytesize::ByteSize::b(Self::DEFAULT_MAX_BYTES)
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The queue arguments that apply the bounds to an inbox (`dead_letters` false) or a
+    /// dead-letter queue: `x-max-length`, `x-max-length-bytes`, and `x-overflow`. A full inbox
+    /// refuses publishes (`reject-publish`: the sender keeps the message and retries); a full
+    /// dead-letter queue drops its oldest (`drop-head`): its messages are kept for an operator
+    /// to look at, and refusing new ones would leave each poison message in the inbox, blocking
+    /// what comes after it.
+    pub fn arguments(&self, dead_letters: bool) -> [(&'static str, QueueArgument); 3] {
+        let overflow = if dead_letters {
+            "drop-head"
+        } else {
+            "reject-publish"
+        };
+        [
+            ("x-max-length", QueueArgument::Int(clamp(self.max_messages))),
+            (
+                "x-max-length-bytes",
+                QueueArgument::Int(clamp(self.max_bytes.as_u64())),
+            ),
+            ("x-overflow", QueueArgument::Text(overflow)),
+        ]
+    }
+}
+
+fn clamp(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A queue argument's value, for whichever AMQP or JSON library declares the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueArgument {
+    Int(i64),
+    Text(&'static str),
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max_messages: Self::DEFAULT_MAX_MESSAGES,
+            max_bytes: Self::default_max_bytes(),
+        }
+    }
 }
 
 /// The `[tls]` table: the federation CA and where each node finds its certificate. Relative

@@ -41,6 +41,9 @@ impl Topology {
         if self.redundancy == 0 {
             errors.push(E::ZeroRedundancy);
         }
+        if self.queues.max_messages == 0 || self.queues.max_bytes.as_u64() == 0 {
+            errors.push(E::ZeroQueueLimit);
+        }
         if self.insecure && self.tls.is_some() {
             errors.push(E::TlsAndInsecure);
         }

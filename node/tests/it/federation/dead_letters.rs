@@ -304,3 +304,119 @@ async fn dead_letter_reasons(ch: &lapin::Channel, queue: &str) -> TestResult<Vec
     }
     Ok(reasons)
 }
+
+/// A member with its own valid key (a compromised regional node) reports receipts for another
+/// node: that it holds content it does not, so the primaries would stop sending it there. The
+/// parent refuses every receipt not from the node it names or a node below the sender.
+#[tokio::test]
+async fn a_receipt_for_another_node_is_dead_lettered() -> TestResult {
+    use docfed_shared::messages::{Body, Envelope, Receipt};
+
+    let fed = Federation::start(&[]).await?;
+    let mid1 = fed.id("mid-1");
+    let id = publish(&fed, "primary-a", "title=reported", b"bytes".to_vec()).await?;
+    let meta = fed
+        .await_meta("mid-1", &id, T, |m| m["available_here"] == true)
+        .await?;
+    let version: docfed_shared::wire::DocumentVersion =
+        serde_json::from_value(meta["current"].clone())?;
+    let forged = |node: &str| {
+        Envelope::new(
+            format!("r:{node}:forged"),
+            &fed.id("eu"),
+            Body::Receipt(Receipt::of(&version, &fed.id(node), true)),
+        )
+    };
+    crate::common::relay::relay(&fed, "eu", "mid-1", &forged("na")).await?;
+    crate::common::relay::relay(&fed, "eu", "mid-1", &forged("primary-b")).await?;
+    fed.await_metric("mid-1", "docfed_notifications_dead_lettered_total", 2)
+        .await?;
+    let conn = lapin::Connection::connect(
+        &crate::common::federation::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    let reasons = dead_letter_reasons(&ch, &format!("docfed.{mid1}.dead")).await?;
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .all(|r| r.contains("neither the sender nor a node below it")),
+        "{reasons:?}"
+    );
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
+
+/// A member floods a neighbour's inbox while that node is down: the broker takes no more than
+/// the federation's `[queues] max_messages` and refuses the rest (so the flood cannot fill the
+/// broker's disk), and the federation's own notifications are not lost to the full queue: the
+/// relays keep them in their outboxes and deliver once there is room.
+#[tokio::test]
+async fn a_flooded_inbox_is_bounded_and_real_notifications_still_arrive() -> TestResult {
+    const BOUND: u32 = 40;
+    let mut fed = Federation::start_with_sources(
+        &[],
+        &format!("[queues]\nmax_messages = {BOUND}\n"),
+    )
+    .await?;
+    let na = fed.id("na");
+    let inbox = docfed_shared::topology::inbox_queue(&na);
+    fed.node_mut("na").kill();
+    let conn = lapin::Connection::connect(
+        &crate::common::federation::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(Default::default()).await?;
+    let (mut taken, mut refused) = (0, 0);
+    for i in 0..(BOUND + 20) {
+        let confirm = ch
+            .basic_publish(
+                // The inbox's own exchange, as members publish.
+                inbox.as_str().into(),
+                "".into(),
+                Default::default(),
+                format!("junk {i}").as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        if confirm.is_ack() {
+            taken += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 20, "taken {taken}, refused {refused}");
+    assert!(queue_depth(&ch, &inbox).await? <= BOUND);
+    // A real publication while the queue is full: its notifications wait in the relays.
+    let id = publish(&fed, "primary-a", "title=after%20the%20flood", b"ok".to_vec()).await?;
+    // Twice the bound in dead letters: the dead-letter queue keeps the newest and drops the
+    // oldest, so junk can never block the inbox behind a full dead-letter queue.
+    for i in 0..BOUND {
+        let confirm = ch
+            .basic_publish(
+                docfed_shared::topology::dead_letter_queue(&na).as_str().into(),
+                "".into(),
+                Default::default(),
+                format!("old dead letter {i}").as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await?
+            .await?;
+        assert!(confirm.is_ack(), "a dead-letter queue takes every message");
+    }
+    fed.node_mut("na").start_again().await?;
+    // na drains the junk (dead letters), then takes the waiting notifications.
+    fed.await_meta("na", &id, T, |m| m["available_here"] == true)
+        .await?;
+    assert!(
+        queue_depth(&ch, &docfed_shared::topology::dead_letter_queue(&na)).await? <= BOUND,
+        "the dead-letter queue keeps at most the bound"
+    );
+    conn.close(200, "done".into()).await?;
+    Ok(())
+}
