@@ -230,13 +230,14 @@ impl Client {
     /// stderr (`trust`).
     pub async fn search(&self, query: &[(&str, String)]) -> Result<DocumentList, CliError> {
         let mut list: DocumentList = self.get_json("/v1/documents", query).await?;
-        list.documents.retain(|d| match crate::trust::check(&d.current, &self.base) {
-            Ok(()) => true,
-            Err(e) => {
-                eprintln!("docfed: {e}");
-                false
-            }
-        });
+        list.documents
+            .retain(|d| match crate::trust::check(&d.current, &self.base) {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("docfed: {e}");
+                    false
+                }
+            });
         Ok(list)
     }
 

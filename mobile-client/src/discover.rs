@@ -111,10 +111,12 @@ pub fn discovery_client() -> Result<reqwest::Client, CliError> {
 /// qualifies, and only if it answers its health check. `probe` is a [`discovery_client`].
 pub async fn check_advertised(probe: &reqwest::Client, id: &str, url: &str) -> Result<(), String> {
     if !crate::client::ca_in_force() {
-        return Err("a server found over mDNS must present a certificate of the federation, \
+        return Err(
+            "a server found over mDNS must present a certificate of the federation, \
              and no federation CA is pinned (`docfed --ca FILE --server URL register` pins one; \
              or name the server with --server)"
-            .into());
+                .into(),
+        );
     }
     crate::client::check_scheme(url)?;
     let resp = probe
@@ -130,7 +132,9 @@ pub async fn check_advertised(probe: &reqwest::Client, id: &str, url: &str) -> R
         .extensions()
         .get::<reqwest::tls::TlsInfo>()
         .and_then(|t| t.peer_certificate())
-        .and_then(|der| docfed_http::tls::node_id_of(&rustls::pki_types::CertificateDer::from(der)));
+        .and_then(|der| {
+            docfed_http::tls::node_id_of(&rustls::pki_types::CertificateDer::from(der))
+        });
     match named {
         Some(n) if n == id => Ok(()),
         Some(n) => Err(format!(

@@ -14,8 +14,8 @@ use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use docfed_shared::wire::DocumentMeta;
 use docfed_shared::hashing::StreamHash;
+use docfed_shared::wire::DocumentMeta;
 use docfed_shared::ContentHasher;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -200,8 +200,9 @@ async fn transfer(
     downloaded: &mut u64,
 ) -> Result<(ContentHasher, u64), (CliError, u64)> {
     let v = &meta.current;
-    let (mut file, mut hash) = docfed_shared::hashing::open_for_resume::<ContentHasher>(part, v.size)
-        .map_err(|e| (e.into(), 0))?;
+    let (mut file, mut hash) =
+        docfed_shared::hashing::open_for_resume::<ContentHasher>(part, v.size)
+            .map_err(|e| (e.into(), 0))?;
     let from = hash.len();
     if let Some(b) = bar {
         b.set_position(from);

@@ -212,7 +212,11 @@ mod tests {
     /// pinned copy reads back the same, and only their signatures of the exact version pass.
     #[test]
     fn only_a_pinned_primarys_signature_of_the_version_passes() {
-        let (p, r, other) = (NodeKey::generate(), NodeKey::generate(), NodeKey::generate());
+        let (p, r, other) = (
+            NodeKey::generate(),
+            NodeKey::generate(),
+            NodeKey::generate(),
+        );
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("topology.toml");
         std::fs::write(
@@ -239,7 +243,10 @@ mod tests {
         assert_eq!(keys.verify(&v), Ok(()));
         let mut altered = v.clone();
         altered.deleted = true;
-        assert!(keys.verify(&altered).is_err(), "a tombstone made of a version");
+        assert!(
+            keys.verify(&altered).is_err(),
+            "a tombstone made of a version"
+        );
         let mut by_other = version("p-a", true);
         by_other.signature = Some(other.sign(&by_other.signing_input()));
         assert!(keys.verify(&by_other).is_err());

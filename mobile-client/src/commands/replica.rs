@@ -30,7 +30,11 @@ pub async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<(), CliError> {
         refused => Err(CliError::Verification(format!(
             "{} refused {} from {} (not signed by a primary of the pinned federation): {}",
             refused.len(),
-            if refused.len() == 1 { "version" } else { "versions" },
+            if refused.len() == 1 {
+                "version"
+            } else {
+                "versions"
+            },
             report.server,
             refused.join("; ")
         ))),

@@ -169,9 +169,12 @@ async fn forged_versions_are_refused_and_the_users_file_is_kept() -> TestResult 
         body.clone(),
     )
     .await?;
-    await_json(&format!("{na}/v1/documents/{id}"), "the document", T, |_| {
-        true
-    })
+    await_json(
+        &format!("{na}/v1/documents/{id}"),
+        "the document",
+        T,
+        |_| true,
+    )
     .await?;
     ok(&dcf(
         false,
@@ -241,7 +244,11 @@ async fn forged_versions_are_refused_and_the_users_file_is_kept() -> TestResult 
         assert!(said.contains(words), "{words:?}: {said}");
     }
     let report = stdout_json(&out);
-    assert_eq!(report["refused"].as_array().map(Vec::len), Some(3), "{report}");
+    assert_eq!(
+        report["refused"].as_array().map(Vec::len),
+        Some(3),
+        "{report}"
+    );
     assert_eq!(report["files_removed"], 0, "{report}");
     assert_eq!(
         std::fs::read(&file)?,
@@ -383,7 +390,13 @@ async fn a_rogue_mdns_advertisement_is_not_used_and_never_gets_the_token() -> Te
     // The operator's token only goes to a server named with --server.
     for args in [
         &["register", "--token", "operator-secret"][..],
-        &["--fallbacks", &rogue_url, "register", "--token", "operator-secret"],
+        &[
+            "--fallbacks",
+            &rogue_url,
+            "register",
+            "--token",
+            "operator-secret",
+        ],
     ] {
         let out = dcf(args);
         assert_eq!(out.status.code(), Some(2), "{out:?}");
@@ -394,7 +407,14 @@ async fn a_rogue_mdns_advertisement_is_not_used_and_never_gets_the_token() -> Te
     ok(&dcf(&[
         "--ca", ca, "--server", &node.url, "--json", "register", "--token", TOKEN,
     ]));
-    let out = dcf(&["--no-mdns", "--fallbacks", &rogue_url, "--json", "search", "x"]);
+    let out = dcf(&[
+        "--no-mdns",
+        "--fallbacks",
+        &rogue_url,
+        "--json",
+        "search",
+        "x",
+    ]);
     not_used(&out);
     assert!(stderr(&out).contains("never allows plain http"), "{out:?}");
     let out = dcf(&["--server", &rogue_url, "search", "x"]);
@@ -481,7 +501,10 @@ async fn fetch_never_overwrites_a_file_named_by_the_server_without_force() -> Te
         assert!(stderr(&out).contains(words), "{words:?}: {}", stderr(&out));
     }
     assert_eq!(std::fs::read(&mine)?, b"my own notes");
-    let left: Vec<_> = std::fs::read_dir(&cwd)?.flatten().map(|e| e.file_name()).collect();
+    let left: Vec<_> = std::fs::read_dir(&cwd)?
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(left.len(), 1, "nothing else written: {left:?}");
 
     ok(&dcf(&["--json", "fetch", &id, "--force"]));
