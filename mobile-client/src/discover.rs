@@ -43,6 +43,9 @@ pub async fn resolve(
     let mut tried = Vec::new();
     if mdns_wait.is_zero() {
         tried.push("mDNS: off (--no-mdns)".to_owned());
+    } else if !crate::client::ca_in_force() {
+        // Nothing found there could prove it is the federation's: not even looked for.
+        tried.push(format!("mDNS: not used: {NO_CA_FOR_MDNS}"));
     } else {
         let probe = discovery_client()?;
         let mut refused = Vec::new();
@@ -97,6 +100,11 @@ pub async fn resolve(
     )))
 }
 
+/// Why mDNS is of no use without a CA.
+const NO_CA_FOR_MDNS: &str = "a server found over mDNS must present a certificate of the \
+     federation, and no federation CA is pinned (`docfed --ca FILE --server URL register` pins \
+     one); or name the server with --server";
+
 /// A client for checking advertised nodes: it keeps the server's certificate.
 pub fn discovery_client() -> Result<reqwest::Client, CliError> {
     crate::client::http_client_builder()
@@ -111,12 +119,7 @@ pub fn discovery_client() -> Result<reqwest::Client, CliError> {
 /// qualifies, and only if it answers its health check. `probe` is a [`discovery_client`].
 pub async fn check_advertised(probe: &reqwest::Client, id: &str, url: &str) -> Result<(), String> {
     if !crate::client::ca_in_force() {
-        return Err(
-            "a server found over mDNS must present a certificate of the federation, \
-             and no federation CA is pinned (`docfed --ca FILE --server URL register` pins one; \
-             or name the server with --server)"
-                .into(),
-        );
+        return Err(NO_CA_FOR_MDNS.into());
     }
     crate::client::check_scheme(url)?;
     let resp = probe
