@@ -26,6 +26,24 @@ pub fn trust_ca(ca: Option<std::path::PathBuf>) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Whether a federation CA is in force (given or pinned): then only `https://` servers are
+/// used, whoever names them.
+pub fn ca_in_force() -> bool {
+    TLS.get().is_some_and(Option::is_some)
+}
+
+/// Refuses `url` when it is plain `http://` and a CA is in force: what a pinned CA protects
+/// would otherwise be given to anyone on the path (or on the LAN, through mDNS).
+pub fn check_scheme(url: &str) -> Result<(), String> {
+    if ca_in_force() && !url.starts_with("https://") {
+        return Err(format!(
+            "{url} is not https://, and this device trusts the federation's CA (--ca, or pinned \
+             at registration): a pinned CA never allows plain http://; use the node's https:// URL"
+        ));
+    }
+    Ok(())
+}
+
 /// Where the federation CA is pinned when this device registers with `--ca`:
 /// `$XDG_CONFIG_HOME/docfed/ca.pem`.
 pub fn pinned_ca_path() -> Result<std::path::PathBuf, CliError> {
@@ -85,6 +103,14 @@ pub fn pin_ca(ca: &std::path::Path) -> Result<(), CliError> {
 /// The HTTP client every command uses: a connection must open within 5 s, and a transfer that
 /// receives nothing for 60 s counts as broken.
 pub fn http_client() -> Result<reqwest::Client, CliError> {
+    http_client_builder()
+        .build()
+        .map_err(|e| CliError::Local(e.to_string()))
+}
+
+/// The builder of [`http_client`]: with a CA in force, https:// only (redirects included),
+/// so no request can leave in clear whatever URL it was given.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
     let builder = match TLS.get().and_then(Option::as_ref) {
         Some(config) => {
             docfed_http::tls::client_builder().tls_backend_preconfigured(config.clone())
@@ -92,10 +118,9 @@ pub fn http_client() -> Result<reqwest::Client, CliError> {
         None => docfed_http::tls::client_builder(),
     };
     builder
+        .https_only(ca_in_force())
         .connect_timeout(Duration::from_secs(5))
         .read_timeout(Duration::from_secs(60))
-        .build()
-        .map_err(|e| CliError::Local(e.to_string()))
 }
 
 pub struct Client {
@@ -201,18 +226,39 @@ impl Client {
             .header("If-Range", format!("\"{}\"", v.md5))
     }
 
+    /// Search results: those whose version the pinned keys refuse are left out, each said on
+    /// stderr (`trust`).
     pub async fn search(&self, query: &[(&str, String)]) -> Result<DocumentList, CliError> {
-        self.get_json("/v1/documents", query).await
+        let mut list: DocumentList = self.get_json("/v1/documents", query).await?;
+        list.documents
+            .retain(|d| match crate::trust::check(&d.current, &self.base) {
+                Ok(()) => true,
+                Err(e) => {
+                    eprintln!("docfed: {e}");
+                    false
+                }
+            });
+        Ok(list)
     }
 
+    /// A document's metadata, refused (exit 5) unless the pinned keys accept its version.
     pub async fn info(&self, id: &str) -> Result<DocumentMeta, CliError> {
-        self.get_json(&format!("/v1/documents/{}", check_id(id)?), &[])
-            .await
+        let meta: DocumentMeta = self
+            .get_json(&format!("/v1/documents/{}", check_id(id)?), &[])
+            .await?;
+        crate::trust::check(&meta.current, &self.base)?;
+        Ok(meta)
     }
 
+    /// A document's versions, refused (exit 5) unless the pinned keys accept every one.
     pub async fn versions(&self, id: &str) -> Result<VersionList, CliError> {
-        self.get_json(&format!("/v1/documents/{}/versions", check_id(id)?), &[])
-            .await
+        let list: VersionList = self
+            .get_json(&format!("/v1/documents/{}/versions", check_id(id)?), &[])
+            .await?;
+        for e in &list.versions {
+            crate::trust::check(&e.version, &self.base)?;
+        }
+        Ok(list)
     }
 }
 

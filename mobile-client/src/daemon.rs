@@ -307,9 +307,15 @@ async fn failover(
     let members = replica.peers().await.unwrap_or_default();
     let mut candidates: Vec<(String, String)> = Vec::new();
     if opts.mdns {
-        for (id, url) in discover::browse(MDNS_WAIT).await {
-            // A node of another federation on the same network is no substitute.
-            if members.iter().any(|m| m.url == url) {
+        if let Ok(probe) = discover::discovery_client() {
+            // A node of another federation on the same network is no substitute, nor anything
+            // that cannot prove it is the member it advertises (`discover::check_advertised`).
+            let found = discover::browse_until(MDNS_WAIT, async |id: &str, url: &str| {
+                members.iter().any(|m| m.url == url)
+                    && discover::check_advertised(&probe, id, url).await.is_ok()
+            })
+            .await;
+            if let Some((id, url)) = found {
                 candidates.push((url, format!("mDNS found {id}, a member of the federation")));
             }
         }
@@ -326,7 +332,11 @@ async fn failover(
     let http = http_client().ok()?;
     let mut tried = std::collections::HashSet::new();
     for (url, by) in candidates {
-        if url == current || url == home || !tried.insert(url.clone()) {
+        if url == current
+            || url == home
+            || !tried.insert(url.clone())
+            || crate::client::check_scheme(&url).is_err()
+        {
             continue;
         }
         if discover::healthy(&http, &url).await {
@@ -360,6 +370,9 @@ fn summary(r: &sync::Report) -> String {
     }
     for refused in &r.flags_refused {
         line.push_str(&format!("; refused here, kept: {refused}"));
+    }
+    for refused in &r.refused {
+        line.push_str(&format!("; {refused}"));
     }
     line
 }

@@ -17,6 +17,9 @@ pub enum CliError {
     Unauthorized(String),
     #[error("{0}")]
     Local(String),
+    /// A request the command line refuses to make as asked (exit 2, as clap's usage errors).
+    #[error("{0}")]
+    Usage(String),
     /// Whoever read our standard output stopped reading (`docfed info ID | head`): the command
     /// ends quietly, as `rg` does.
     #[error("standard output closed")]
@@ -27,6 +30,7 @@ impl CliError {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
             CliError::Local(_) => 1,
+            CliError::Usage(_) => 2,
             CliError::StdoutClosed => 0,
             CliError::NotFound(_) => 3,
             CliError::Network(_) => 4,

@@ -4,14 +4,19 @@
 //! `PATH.docfed-part.md5`, so an interrupted fetch resumes (HTTP `Range` + `If-Range`) only if
 //! the partial file belongs to the same content. The MD5 is computed over the whole file (the
 //! resumed prefix is re-read) and checked before the file is renamed into place; on a mismatch
-//! nothing is left at the destination.
+//! nothing is left at the destination. The SHA-256 is checked too, when the version has one
+//! (every version of a federation whose primaries' keys are pinned: `trust`).
+//!
+//! A destination the server named (no `-o`) is never overwritten unless asked (`--force`): the
+//! file is linked into place, which fails if the name exists, instead of renamed over it.
 
 use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use docfed_shared::hashing::StreamHash;
 use docfed_shared::wire::DocumentMeta;
-use docfed_shared::Md5Stream;
+use docfed_shared::ContentHasher;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -27,7 +32,8 @@ pub struct FetchOutcome {
 }
 
 /// Where to write when `-o` is not given: the document's file name, reduced to its last
-/// component so a hostile name cannot escape the current directory.
+/// component (without control characters, dots or spaces at its ends) so a hostile name can
+/// neither escape the current directory nor name it or its parent.
 pub fn default_path(meta: &DocumentMeta) -> PathBuf {
     let name = meta
         .current
@@ -35,6 +41,10 @@ pub fn default_path(meta: &DocumentMeta) -> PathBuf {
         .rsplit(['/', '\\'])
         .next()
         .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect::<String>()
+        .trim()
         .trim_matches('.')
         .to_owned();
     if name.is_empty() {
@@ -70,6 +80,7 @@ pub async fn fetch(
     dest: &Path,
     retries: u32,
     progress: bool,
+    overwrite: bool,
 ) -> Result<FetchOutcome, CliError> {
     let v = &meta.current;
     if v.deleted {
@@ -120,19 +131,31 @@ pub async fn fetch(
     if let Some(b) = &bar {
         b.finish();
     }
-    let (md5, size) = hash.finish();
-    if md5 != v.md5 || size != v.size {
+    let d = hash.finish();
+    let (md5, size) = (d.md5, d.size);
+    let sha_ok = v.sha256.as_ref().is_none_or(|s| *s == d.sha256);
+    if md5 != v.md5 || size != v.size || !sha_ok {
         let _ = std::fs::remove_file(&part);
         let _ = std::fs::remove_file(&part_md5);
         return Err(CliError::Verification(format!(
-            "downloaded {size} bytes with MD5 {md5}, expected {} bytes with MD5 {}; nothing was written to {}",
+            "downloaded {size} bytes with MD5 {md5} (SHA-256 {}), expected {} bytes with MD5 {}{}; \
+             nothing was written to {}",
+            d.sha256,
             v.size,
             v.md5,
+            v.sha256
+                .as_ref()
+                .map(|s| format!(" (SHA-256 {s})"))
+                .unwrap_or_default(),
             dest.display()
         )));
     }
     std::fs::File::open(&part)?.sync_all()?;
-    std::fs::rename(&part, dest)?;
+    if overwrite {
+        std::fs::rename(&part, dest)?;
+    } else {
+        place_new(&part, dest)?;
+    }
     let _ = std::fs::remove_file(&part_md5);
     Ok(FetchOutcome {
         path: dest.to_owned(),
@@ -143,6 +166,30 @@ pub async fn fetch(
     })
 }
 
+/// Moves `part` to `dest` only if nothing is there: a hard link fails on an existing name
+/// (a file, a link, a folder) where a rename would replace it. Where the file system has no
+/// hard links, a check then a rename.
+fn place_new(part: &Path, dest: &Path) -> Result<(), CliError> {
+    match std::fs::hard_link(part, dest) {
+        Ok(()) => {
+            std::fs::remove_file(part)?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists(dest)),
+        Err(_) if dest.symlink_metadata().is_ok() => Err(exists(dest)),
+        Err(_) => Ok(std::fs::rename(part, dest)?),
+    }
+}
+
+/// The refusal to overwrite `dest`, named by the server.
+pub fn exists(dest: &Path) -> CliError {
+    CliError::Local(format!(
+        "{} already exists (the document's file name); pass --force to overwrite it, or -o PATH \
+         to write elsewhere",
+        dest.display()
+    ))
+}
+
 /// One attempt: hashes what `part` holds, asks for the rest, appends it. Returns the hash of the
 /// whole file and where this attempt started.
 async fn transfer(
@@ -151,10 +198,11 @@ async fn transfer(
     part: &Path,
     bar: Option<&ProgressBar>,
     downloaded: &mut u64,
-) -> Result<(Md5Stream, u64), (CliError, u64)> {
+) -> Result<(ContentHasher, u64), (CliError, u64)> {
     let v = &meta.current;
-    let (mut file, mut hash) = docfed_shared::hashing::open_for_resume::<Md5Stream>(part, v.size)
-        .map_err(|e| (e.into(), 0))?;
+    let (mut file, mut hash) =
+        docfed_shared::hashing::open_for_resume::<ContentHasher>(part, v.size)
+            .map_err(|e| (e.into(), 0))?;
     let from = hash.len();
     if let Some(b) = bar {
         b.set_position(from);
@@ -173,7 +221,7 @@ async fn transfer(
         file.set_len(0).map_err(|e| (e.into(), from))?;
         file.seek(std::io::SeekFrom::Start(0))
             .map_err(|e| (e.into(), from))?;
-        hash = Md5Stream::new();
+        hash = ContentHasher::new();
     }
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {

@@ -15,6 +15,7 @@ mod output;
 mod replica;
 mod sync;
 mod transport;
+mod trust;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,12 @@ struct Cli {
     /// later commands trust it without --ca, and refuse another one.
     #[arg(long, global = true, env = "DOCFED_CA", value_name = "FILE")]
     ca: Option<PathBuf>,
+    /// The federation's topology file with its keys (`docfed-topology up` writes
+    /// RUN_DIR/topology.toml): every version a server sends must carry the signature of one
+    /// of its primaries, else it is refused and recorded nowhere. `register` pins them like
+    /// the CA.
+    #[arg(long, global = true, env = "DOCFED_PRIMARY_KEYS", value_name = "FILE")]
+    primary_keys: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,7 +76,7 @@ const fn const_format_help() -> &'static str {
   docfed search tides --region eu --tag maritime --limit 5
   docfed info 01890a5d-ac96-774b-bcce-b302099a8057
   docfed fetch 01890a5d-ac96-774b-bcce-b302099a8057 -o report.pdf
-  docfed --server https://127.0.0.1:7121 register --name 'my laptop' --token \"$OPERATOR_TOKEN\"
+  docfed --server https://127.0.0.1:7121 --ca ca.pem --primary-keys topology.toml register --name 'my laptop' --token \"$OPERATOR_TOKEN\"
   docfed flag 01890a5d-ac96-774b-bcce-b302099a8057
   docfed annotate 01890a5d-ac96-774b-bcce-b302099a8057 --text 'Page 3: typo'
   docfed --json search finance | jq '.documents[].id'
@@ -84,7 +91,8 @@ Exit codes:
   2  usage error
   3  not found (unknown document id or version, nothing flagged)
   4  network: server unreachable, transfer interrupted, server unavailable
-  5  verification failure: the downloaded bytes do not match the document's MD5
+  5  verification failure: the downloaded bytes do not match the document's MD5, or a
+     version is not signed by a primary of the pinned federation
   6  refused by the server (invalid request, deleted document, device not registered
      with that node or revoked, over the node's flag quota)
 
@@ -119,7 +127,9 @@ enum Command {
         /// A name for the node's operator to tell devices apart, e.g. "Ana's phone".
         #[arg(long)]
         name: Option<String>,
-        /// The node's operator token, needed unless the node has open enrollment.
+        /// The node's operator token, needed unless the node has open enrollment. Sent only
+        /// to a node named with --server (or DOCFED_SERVER), never to one found over mDNS or
+        /// among the fallbacks.
         #[arg(long, env = "DOCFED_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
@@ -198,9 +208,13 @@ struct FetchArgs {
     /// An earlier version (see `versions`) instead of the current one.
     #[arg(long, value_name = "N")]
     version: Option<i64>,
-    /// Output file (default: the document's file name in the current directory).
+    /// Output file (default: the document's file name in the current directory, which is
+    /// never overwritten without --force).
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Overwrite an existing file of the document's name (without -o).
+    #[arg(long)]
+    force: bool,
     /// Retries (with resume) after a network failure.
     #[arg(long, default_value_t = 3)]
     retries: u32,

@@ -80,6 +80,9 @@ pub struct Report {
     /// sync replayed a snapshot (each document changed since, once, with deletions) instead
     /// of every change. The directory ends the same either way.
     pub snapshot: bool,
+    /// Versions this server sent that the pinned primaries' keys do not accept (forged,
+    /// altered, unsigned): neither recorded nor acted on (`trust`).
+    pub refused: Vec<String>,
 }
 
 pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<Report, CliError> {
@@ -110,6 +113,7 @@ pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<
     report.snapshot = since > 0 && since < feed.horizon;
     loop {
         let n = feed.changes.len();
+        refuse_unverified(&mut feed, &client.base, &mut report);
         let after = since.max(feed.last_seq);
         // The next page is asked for while this one is written: the node's time to read it
         // overlaps the replica's time to apply this one (a first sync of a large directory
@@ -139,6 +143,13 @@ pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<
     report.deferred = plan.deferred.iter().map(|v| v.id.to_string()).collect();
     let keep: HashSet<String> = plan.download.iter().map(|v| v.md5.to_string()).collect();
     for v in &plan.download {
+        // Recorded before keys were pinned, perhaps: checked again before any byte is kept.
+        if let Some(Err(problem)) = crate::trust::keys().map(|k| k.verify(v)) {
+            report
+                .refused
+                .push(crate::trust::refusal(v, &client.base, problem));
+            continue;
+        }
         report.bytes_downloaded += download(client, replica, v, opts).await?;
         report.files_downloaded += 1;
     }
@@ -153,6 +164,23 @@ pub async fn sync(client: &Client, replica: &Replica, opts: &Options) -> Result<
     learn_peers(client, replica).await;
     replica.mark_synced(&client.base).await?;
     Ok(report)
+}
+
+/// Drops from `feed` every version the pinned keys refuse, saying so in `report` (the page's
+/// position still counts: what was refused is never asked for again from this server).
+fn refuse_unverified(feed: &mut ChangeFeed, server: &str, report: &mut Report) {
+    let Some(keys) = crate::trust::keys() else {
+        return;
+    };
+    feed.changes.retain(|c| match keys.verify(&c.document) {
+        Ok(()) => true,
+        Err(problem) => {
+            report
+                .refused
+                .push(crate::trust::refusal(&c.document, server, problem));
+            false
+        }
+    });
 }
 
 /// Makes the flags `client`'s node holds for this device and the replica's agree

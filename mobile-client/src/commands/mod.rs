@@ -33,6 +33,8 @@ pub struct Ctx {
     http: reqwest::Client,
     /// `--ca` (`DOCFED_CA`) as given, which `register` pins.
     given_ca: Option<PathBuf>,
+    /// `--primary-keys` (`DOCFED_PRIMARY_KEYS`) as read, which `register` pins.
+    given_keys: Option<crate::trust::PrimaryKeys>,
 }
 
 impl Ctx {
@@ -40,6 +42,15 @@ impl Ctx {
     /// `register` may move the pin) and takes what the commands need from the command line.
     pub fn new(cli: &Cli, registering: bool) -> Result<Self, CliError> {
         client::trust_ca(client::choose_ca(cli.ca.clone(), registering)?)?;
+        let given_keys = cli
+            .primary_keys
+            .as_deref()
+            .map(crate::trust::PrimaryKeys::load)
+            .transpose()?;
+        crate::trust::install(crate::trust::choose(
+            cli.primary_keys.as_deref(),
+            registering,
+        )?);
         let http = client::http_client()?;
         let home = match &cli.home {
             Some(h) => h.clone(),
@@ -54,6 +65,7 @@ impl Ctx {
             home,
             http,
             given_ca: cli.ca.clone(),
+            given_keys,
         })
     }
 

@@ -107,8 +107,22 @@ pub async fn fetch(ctx: &Ctx, a: FetchArgs) -> Result<(), CliError> {
             .ok_or_else(|| CliError::NotFound(format!("document {id} has no version {n}")))?;
         meta.current = entry.version.clone();
     }
+    // A name the server chose never replaces a file unless asked: a hostile (or merely
+    // unlucky) file name must not overwrite the user's own.
+    let overwrite = a.output.is_some() || a.force;
     let dest = a.output.unwrap_or_else(|| fetch::default_path(&meta));
-    let done = fetch::fetch(&client, &meta, &dest, a.retries, ctx.progress(a.quiet)).await?;
+    if !overwrite && dest.symlink_metadata().is_ok() {
+        return Err(fetch::exists(&dest));
+    }
+    let done = fetch::fetch(
+        &client,
+        &meta,
+        &dest,
+        a.retries,
+        ctx.progress(a.quiet),
+        overwrite,
+    )
+    .await?;
     output::fetched(&done, ctx.json)
 }
 

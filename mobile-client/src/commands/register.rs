@@ -11,13 +11,24 @@ use crate::{device, output};
 
 /// `docfed register`.
 pub async fn run(ctx: &Ctx, name: Option<String>, token: Option<String>) -> Result<(), CliError> {
+    // The operator's token goes only where the user sent it: a server found over mDNS (anyone
+    // on the LAN may advertise one) or among the fallbacks is asked nothing with it.
+    if token.as_deref().is_some_and(|t| !t.is_empty()) && ctx.server.is_none() {
+        return Err(CliError::Usage(
+            "register --token sends the node's operator token: name the node with --server URL              (or DOCFED_SERVER); the token is never sent to a server found over mDNS or among              the fallbacks"
+                .into(),
+        ));
+    }
     let client = ctx.online().await?;
     let (v, human) = register(&client, name, token).await?;
     let printed = output::value(&v, ctx.json, &human);
     // Enrolled through this CA: later commands trust it without --ca, and no other (even when
-    // nobody read what was printed).
+    // nobody read what was printed). The same for the primaries' keys.
     if let Some(ca) = &ctx.given_ca {
         client::pin_ca(ca)?;
+    }
+    if let Some(keys) = &ctx.given_keys {
+        crate::trust::pin(keys)?;
     }
     printed
 }

@@ -22,7 +22,23 @@ pub async fn sync(ctx: &Ctx, a: SyncArgs) -> Result<(), CliError> {
     };
     let report = sync::sync(&client, &replica, &opts).await?;
     replica.close().await;
-    output::synced(&report, ctx.json)
+    output::synced(&report, ctx.json)?;
+    // The rest was applied; what was refused makes the run fail (exit 5), so that a script
+    // notices a server sending forgeries.
+    match report.refused.as_slice() {
+        [] => Ok(()),
+        refused => Err(CliError::Verification(format!(
+            "{} refused {} from {} (not signed by a primary of the pinned federation): {}",
+            refused.len(),
+            if refused.len() == 1 {
+                "version"
+            } else {
+                "versions"
+            },
+            report.server,
+            refused.join("; ")
+        ))),
+    }
 }
 
 /// `docfed daemon`.

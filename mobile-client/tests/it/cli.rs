@@ -616,7 +616,7 @@ async fn an_https_server_is_trusted_through_the_federation_ca_only() -> TestResu
 
 /// A standalone node serving HTTPS with a certificate of a fresh federation CA (in
 /// `dir/certs`), and the topology the certificates were made for.
-async fn https_node(
+pub(crate) async fn https_node(
     dir: &std::path::Path,
 ) -> TestResult<(
     Standalone,
