@@ -278,6 +278,14 @@ pub async fn run(
                  (`docfed-topology keys` makes keys)"
             );
         }
+        if node.config.content_keys.is_none() {
+            tracing::warn!(
+                "no content key: this node keeps every document in plaintext on disk, where \
+                 anyone who reads its data directory (a backup, a disk sent for repair) reads \
+                 them; pass --content-key-file (a file of 64 hex digits, e.g. `openssl rand \
+                 -hex 32`, kept outside the data directory)"
+            );
+        }
         sup.critical("inbox", |task| {
             federation::inbox::run(node.clone(), cancel.clone(), task)
         });

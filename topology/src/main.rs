@@ -121,6 +121,11 @@ enum Cmd {
         /// RUN_DIR/certs and every node speaks HTTPS with mutual TLS between nodes.
         #[arg(long)]
         insecure: bool,
+        /// Keep the nodes' content in plaintext on disk. By default `up` gives every node a
+        /// content key of its own (RUN_DIR/content-keys/ID.key, kept across runs, outside the
+        /// data directories) and content is sealed at rest (AES-256-GCM).
+        #[arg(long)]
+        plaintext_at_rest: bool,
     },
 }
 
@@ -157,6 +162,7 @@ fn main() -> ExitCode {
             stop_timeout,
             no_restart,
             insecure,
+            plaintext_at_rest,
         } => {
             let mut opts = UpOptions::new(file, run_dir);
             opts.broker = if private_broker {
@@ -172,6 +178,7 @@ fn main() -> ExitCode {
                 opts.restart = None;
             }
             opts.insecure = insecure;
+            opts.content_keys = !plaintext_at_rest;
             up(opts)
         }
     }

@@ -139,6 +139,11 @@ impl Federation {
         })?;
         let topology_file = run_dir.join(SIGNED_TOPOLOGY_FILE);
         crate::keys::write_topology(&topology, &topology_file)?;
+        if opts.content_keys {
+            for n in &topology.nodes {
+                ensure_content_key(&content_key_file(&run_dir, &n.id))?;
+            }
+        }
 
         let node_binary = match &opts.node_binary {
             Some(p) => p.clone(),
@@ -503,4 +508,38 @@ impl Federation {
         }
         remove_if_exists(&self.manifest_path())
     }
+}
+
+/// Where `up` keeps node `id`'s content key: beside the data directories, never inside one,
+/// so a copy of a node's data (a backup, a disk sent for repair) holds no key to it.
+pub fn content_key_file(run_dir: &Path, id: &str) -> PathBuf {
+    run_dir.join("content-keys").join(format!("{id}.key"))
+}
+
+/// Makes a content key (64 hex digits, readable by its owner only) at `path` unless one is
+/// there: a key is made once and kept, since content sealed with it can be read with no other.
+fn ensure_content_key(path: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let key: [u8; 32] = rand::random();
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(hex::encode(key).as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }

@@ -110,6 +110,10 @@ pub struct UpOptions {
     /// Run a topology without `[tls]` in clear (`--insecure`); by default `up` makes
     /// certificates for it in `RUN_DIR/certs` and every link uses TLS.
     pub insecure: bool,
+    /// Give every node a content key of its own (`RUN_DIR/content-keys/ID.key`, made once and
+    /// kept) so its content is sealed at rest; unless a node's flags name a key already
+    /// (`--content-key-file`). `--plaintext-at-rest` turns it off.
+    pub content_keys: bool,
 }
 
 impl UpOptions {
@@ -130,6 +134,7 @@ impl UpOptions {
             verbose: true,
             restart: Some(RestartPolicy::default()),
             insecure: false,
+            content_keys: true,
         }
     }
 }

@@ -111,6 +111,16 @@ impl Federation {
             .args(self.opts.node_args_by_id.get(&id).into_iter().flatten())
             .stdout(out)
             .stderr(err);
+        let own_key = self
+            .opts
+            .node_args
+            .iter()
+            .chain(self.opts.node_args_by_id.get(&id).into_iter().flatten())
+            .any(|a| a == "--content-key-file" || a.starts_with("--content-key-file="));
+        if self.opts.content_keys && !own_key {
+            cmd.arg("--content-key-file")
+                .arg(super::federation::content_key_file(&self.run_dir, &id));
+        }
         self.child_env(&mut cmd, amqp.as_deref());
         let child = spawn_supervised(&mut cmd).with_context(|| {
             format!(

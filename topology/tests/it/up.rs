@@ -240,6 +240,37 @@ fn up_runs_the_demo_federation_until_sigterm() {
     assert!(publish(Some(&manifest.token)).is_success());
     assert_eq!(publish(None), 401);
 
+    // Sealed at rest by default: every node has a content key of its own, owner-only, outside
+    // the data directories, and the document's bytes are nowhere on disk in plaintext.
+    for n in &manifest.nodes {
+        let key = run_dir.join("content-keys").join(format!("{}.key", n.id));
+        let mode = std::os::unix::fs::PermissionsExt::mode(&key.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o077, 0, "{}: the content key must be owner-only", n.id);
+        assert!(run_dir.join(&n.id).join("content-key.id").is_file(), "{}", n.id);
+        assert!(
+            !read(&run_dir.join(&n.id).join("node.log")).contains("no content key"),
+            "{}",
+            n.id
+        );
+    }
+    let md5 = {
+        let mut h = docfed_shared::hashing::Md5Stream::new();
+        h.update(b"hello federation");
+        h.finish().0.to_string()
+    };
+    let object = run_dir
+        .join("primary-a")
+        .join("objects")
+        .join(&md5[..2])
+        .join(&md5);
+    let stored = std::fs::read(&object).unwrap_or_else(|e| panic!("{}: {e}", object.display()));
+    assert!(
+        !stored
+            .windows(b"hello federation".len())
+            .any(|w| w == b"hello federation"),
+        "the content is stored in plaintext"
+    );
+
     // A node killed under `up` is restarted, says so on stderr, and is healthy again.
     let ready = |id: &str| docfed_shared::ready::Ready::read(&run_dir.join(id)).map(|r| r.pid);
     let old_pid = ready("eu").expect("eu wrote ready.json");
