@@ -132,7 +132,10 @@ mod tests {
         let a = events.device_slot("a").unwrap();
         let b = events.device_slot("a").unwrap();
         assert!(events.device_slot("a").is_none());
-        assert!(events.device_slot("b").is_some(), "another device is not affected");
+        assert!(
+            events.device_slot("b").is_some(),
+            "another device is not affected"
+        );
         drop(a);
         assert_eq!(events.streams_of("a"), 1);
         let c = events.device_slot("a").unwrap();

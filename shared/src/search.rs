@@ -78,7 +78,13 @@ fn join(terms: Vec<Term>) -> Option<String> {
     }
     let parts: Vec<String> = terms
         .into_iter()
-        .map(|t| if t.prefix { format!("{}*", t.quoted) } else { t.quoted })
+        .map(|t| {
+            if t.prefix {
+                format!("{}*", t.quoted)
+            } else {
+                t.quoted
+            }
+        })
         .collect();
     Some(parts.join(" "))
 }

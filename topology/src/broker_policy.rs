@@ -123,7 +123,10 @@ pub fn definitions(topology: &Topology, revoked: &BTreeSet<String>) -> Result<Va
             users.push(user(&n.id, ""));
             grants.push(grant(&n.id, permissions(topology, &n.id)));
         }
-        for (name, dead_letters) in [(inbox_queue(&n.id), false), (dead_letter_queue(&n.id), true)] {
+        for (name, dead_letters) in [
+            (inbox_queue(&n.id), false),
+            (dead_letter_queue(&n.id), true),
+        ] {
             queues.push(json!({"name": name, "vhost": "/", "durable": true,
                                "auto_delete": false, "arguments": arguments(dead_letters)}));
             exchanges.push(

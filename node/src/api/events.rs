@@ -139,15 +139,19 @@ pub async fn events(
     // The device's own share first: a device at its limit must not take a node-wide permit
     // from another, even for a moment.
     let device_slot = match &device {
-        Some(d) => Some(node.events.device_slot(d).ok_or_else(|| ApiError::LimitReached {
-            code: ErrorCode::Busy,
-            limit: "max_event_streams_per_device",
-            value: node.config.max_event_streams_per_device.to_string(),
-            message: format!(
+        Some(d) => Some(
+            node.events
+                .device_slot(d)
+                .ok_or_else(|| ApiError::LimitReached {
+                    code: ErrorCode::Busy,
+                    limit: "max_event_streams_per_device",
+                    value: node.config.max_event_streams_per_device.to_string(),
+                    message: format!(
                 "device {d} has as many event streams open as this node allows one device; \
                  close one first"
             ),
-        })?),
+                })?,
+        ),
         None => None,
     };
     let permit = node

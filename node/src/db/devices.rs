@@ -182,7 +182,10 @@ pub async fn flagged_bytes_by_scope(
     )
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows.into_iter().map(|(s, b)| (s, b.max(0) as u64)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(s, b)| (s, b.max(0) as u64))
+        .collect())
 }
 
 /// Whether `device` flags `doc`.

@@ -40,7 +40,9 @@ pub enum Refusal {
         node: String,
         what: &'static str,
     },
-    #[error("{kind} from {from:?} speaks for {node:?}, which is neither the sender nor a node below it")]
+    #[error(
+        "{kind} from {from:?} speaks for {node:?}, which is neither the sender nor a node below it"
+    )]
     NotBelowSender {
         kind: &'static str,
         from: String,

@@ -266,7 +266,8 @@ fn start_mdns(node: &Arc<Node>, fed: &super::Federation) -> Option<(ServiceDaemo
                                 if id == me {
                                     continue;
                                 }
-                                match advertised(id, txt(TXT_TIER), txt(TXT_REGION), txt(TXT_HTTP)) {
+                                match advertised(id, txt(TXT_TIER), txt(TXT_REGION), txt(TXT_HTTP))
+                                {
                                     Some((tier, region, http)) => {
                                         node.peers.discovered(id, &tier, region, &http)
                                     }
@@ -350,7 +351,12 @@ mod tests {
         let table = PeerTable::default();
         table.update("mid-1", |p| p.in_topology = true);
         for i in 0..10_000 {
-            table.discovered(&format!("rogue-{i}"), "regional", None, "http://192.0.2.1:1");
+            table.discovered(
+                &format!("rogue-{i}"),
+                "regional",
+                None,
+                "http://192.0.2.1:1",
+            );
         }
         let rows = table.snapshot();
         assert_eq!(rows.len(), MAX_DISCOVERED + 1);

@@ -265,9 +265,16 @@ async fn a_search_beyond_the_bounds_is_refused_with_the_reason() -> TestResult {
         .await?;
     assert_eq!(resp.status(), StatusCode::CREATED);
     let prefixes = "ab* bo* bu* ca* ce* ci*";
-    let words = (0..40).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+    let words = (0..40)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     let long = "x".repeat(2000);
-    for (q, says) in [(prefixes, "prefix"), (words.as_str(), "words"), (long.as_str(), "longer")] {
+    for (q, says) in [
+        (prefixes, "prefix"),
+        (words.as_str(), "words"),
+        (long.as_str(), "longer"),
+    ] {
         let resp = c
             .get(node.url("/v1/documents"))
             .query(&[("q", q)])

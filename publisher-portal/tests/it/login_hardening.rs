@@ -317,7 +317,11 @@ async fn an_ipv6_client_cannot_escape_the_lockout_by_changing_address_within_its
     for i in 0..MAX_IP_FAILURES {
         wrong_login(&proxy, base, i, format!("2001:db8:5:6::{:x}", 0x1000 + i)).await?;
     }
-    for address in ["2001:db8:5:6::ffff", "2001:db8:5:6:8000::1", "::ffff:127.0.0.9"] {
+    for address in [
+        "2001:db8:5:6::ffff",
+        "2001:db8:5:6:8000::1",
+        "::ffff:127.0.0.9",
+    ] {
         let status = dave_logs_in(&proxy, base, Some(address)).await?;
         if address.starts_with("::ffff") {
             // An IPv4 client (seen as a mapped address) is another client.

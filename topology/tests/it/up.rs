@@ -245,8 +245,17 @@ fn up_runs_the_demo_federation_until_sigterm() {
     for n in &manifest.nodes {
         let key = run_dir.join("content-keys").join(format!("{}.key", n.id));
         let mode = std::os::unix::fs::PermissionsExt::mode(&key.metadata().unwrap().permissions());
-        assert_eq!(mode & 0o077, 0, "{}: the content key must be owner-only", n.id);
-        assert!(run_dir.join(&n.id).join("content-key.id").is_file(), "{}", n.id);
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{}: the content key must be owner-only",
+            n.id
+        );
+        assert!(
+            run_dir.join(&n.id).join("content-key.id").is_file(),
+            "{}",
+            n.id
+        );
         assert!(
             !read(&run_dir.join(&n.id).join("node.log")).contains("no content key"),
             "{}",

@@ -103,7 +103,11 @@ async fn cross_region_requests_collapse_into_one_transfer() -> TestResult {
 async fn devices_together_cannot_make_a_node_keep_more_than_its_total() -> TestResult {
     let fed = Federation::start(&["--open-enrollment", "--max-flagged-bytes", "1500"]).await?;
     let mut docs = Vec::new();
-    for (name, scope) in [("eu-a", "region:eu"), ("eu-b", "region:eu"), ("all", "global")] {
+    for (name, scope) in [
+        ("eu-a", "region:eu"),
+        ("eu-b", "region:eu"),
+        ("all", "global"),
+    ] {
         let q = format!("title={name}&scope={scope}");
         docs.push(publish(&fed, "primary-a", &q, pattern(7, 1000)).await?);
     }
@@ -137,7 +141,10 @@ async fn devices_together_cannot_make_a_node_keep_more_than_its_total() -> TestR
     };
     let first = register().await?;
     let second = register().await?;
-    assert_eq!(flag(&first, eu_a, true).await?.status(), StatusCode::CREATED);
+    assert_eq!(
+        flag(&first, eu_a, true).await?.status(),
+        StatusCode::CREATED
+    );
     let refused = flag(&first, eu_b, true).await?;
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     let body: Value = refused.json().await?;
@@ -153,8 +160,14 @@ async fn devices_together_cannot_make_a_node_keep_more_than_its_total() -> TestR
         StatusCode::TOO_MANY_REQUESTS
     );
     // What is counted already, and what na keeps for its own region anyway, cost nothing.
-    assert_eq!(flag(&second, eu_a, true).await?.status(), StatusCode::CREATED);
-    assert_eq!(flag(&second, global, true).await?.status(), StatusCode::CREATED);
+    assert_eq!(
+        flag(&second, eu_a, true).await?.status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        flag(&second, global, true).await?.status(),
+        StatusCode::CREATED
+    );
     // Room comes back only when no device flags the document any more.
     assert_eq!(flag(&first, eu_a, false).await?.status(), StatusCode::OK);
     assert_eq!(
@@ -162,6 +175,9 @@ async fn devices_together_cannot_make_a_node_keep_more_than_its_total() -> TestR
         StatusCode::TOO_MANY_REQUESTS
     );
     assert_eq!(flag(&second, eu_a, false).await?.status(), StatusCode::OK);
-    assert_eq!(flag(&first, eu_b, true).await?.status(), StatusCode::CREATED);
+    assert_eq!(
+        flag(&first, eu_b, true).await?.status(),
+        StatusCode::CREATED
+    );
     Ok(())
 }

@@ -353,11 +353,8 @@ async fn a_receipt_for_another_node_is_dead_lettered() -> TestResult {
 #[tokio::test]
 async fn a_flooded_inbox_is_bounded_and_real_notifications_still_arrive() -> TestResult {
     const BOUND: u32 = 40;
-    let mut fed = Federation::start_with_sources(
-        &[],
-        &format!("[queues]\nmax_messages = {BOUND}\n"),
-    )
-    .await?;
+    let mut fed =
+        Federation::start_with_sources(&[], &format!("[queues]\nmax_messages = {BOUND}\n")).await?;
     let na = fed.id("na");
     let inbox = docfed_shared::topology::inbox_queue(&na);
     fed.node_mut("na").kill();
@@ -390,13 +387,21 @@ async fn a_flooded_inbox_is_bounded_and_real_notifications_still_arrive() -> Tes
     assert!(refused >= 20, "taken {taken}, refused {refused}");
     assert!(queue_depth(&ch, &inbox).await? <= BOUND);
     // A real publication while the queue is full: its notifications wait in the relays.
-    let id = publish(&fed, "primary-a", "title=after%20the%20flood", b"ok".to_vec()).await?;
+    let id = publish(
+        &fed,
+        "primary-a",
+        "title=after%20the%20flood",
+        b"ok".to_vec(),
+    )
+    .await?;
     // Twice the bound in dead letters: the dead-letter queue keeps the newest and drops the
     // oldest, so junk can never block the inbox behind a full dead-letter queue.
     for i in 0..BOUND {
         let confirm = ch
             .basic_publish(
-                docfed_shared::topology::dead_letter_queue(&na).as_str().into(),
+                docfed_shared::topology::dead_letter_queue(&na)
+                    .as_str()
+                    .into(),
                 "".into(),
                 Default::default(),
                 format!("old dead letter {i}").as_bytes(),

@@ -57,15 +57,27 @@ async fn a_flood_of_mdns_advertisements_leaves_the_peers_table_bounded() -> Test
     // Names no node can have, a made-up tier, a URL that is not one: ignored outright.
     lan.advertise(
         "bad-id",
-        &[(TXT_ID, "../etc"), (TXT_TIER, "regional"), (TXT_HTTP, "http://127.0.0.1:9")],
+        &[
+            (TXT_ID, "../etc"),
+            (TXT_TIER, "regional"),
+            (TXT_HTTP, "http://127.0.0.1:9"),
+        ],
     )?;
     lan.advertise(
         "bad-tier",
-        &[(TXT_ID, "bad-tier"), (TXT_TIER, "emperor"), (TXT_HTTP, "http://127.0.0.1:9")],
+        &[
+            (TXT_ID, "bad-tier"),
+            (TXT_TIER, "emperor"),
+            (TXT_HTTP, "http://127.0.0.1:9"),
+        ],
     )?;
     lan.advertise(
         "bad-url",
-        &[(TXT_ID, "bad-url"), (TXT_TIER, "regional"), (TXT_HTTP, "javascript:alert(1)")],
+        &[
+            (TXT_ID, "bad-url"),
+            (TXT_TIER, "regional"),
+            (TXT_HTTP, "javascript:alert(1)"),
+        ],
     )?;
     for i in 0..ROGUES {
         let id = format!("rogue-{i}");
@@ -106,7 +118,8 @@ async fn a_flood_of_mdns_advertisements_leaves_the_peers_table_bounded() -> Test
     for role in ROLES.iter().filter(|r| **r != "na") {
         let id = fed.id(role);
         assert!(
-            rows.iter().any(|r| r["id"] == id.as_str() && r["in_topology"] == true),
+            rows.iter()
+                .any(|r| r["id"] == id.as_str() && r["in_topology"] == true),
             "topology peer {role} must stay in the table: {p}"
         );
     }
