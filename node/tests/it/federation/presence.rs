@@ -35,8 +35,17 @@ impl Advertiser {
             txt,
         )?;
         self.names.push(info.get_fullname().to_owned());
-        self.daemon.register(info)?;
-        Ok(())
+        // The daemon's command queue is bounded: a burst of registrations meets `Again` when
+        // it is full, which clears as the daemon works through it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match self.daemon.register(info.clone()) {
+                Err(mdns_sd::Error::Again) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 }
 
