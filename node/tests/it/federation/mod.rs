@@ -10,6 +10,7 @@ mod failures;
 mod memory;
 mod reachback;
 mod routing;
+mod slow_clients;
 mod tls;
 
 use std::time::Duration;
