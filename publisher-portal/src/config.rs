@@ -133,6 +133,31 @@ pub struct ServeArgs {
     #[arg(long, env = "DOCFED_PORTAL_HEADER_READ_TIMEOUT", default_value = "30s")]
     pub header_read_timeout: humantime::Duration,
 
+    /// Connections one IPv4 address or IPv6 /64 may hold at once; one more is closed at once.
+    /// Not applied with --trusted-proxy: every client then comes from the proxy's address, and
+    /// limiting connections per client is the proxy's job.
+    #[arg(
+        long,
+        env = "DOCFED_PORTAL_MAX_CONNECTIONS_PER_ADDRESS",
+        default_value_t = 64
+    )]
+    pub max_connections_per_address: usize,
+
+    /// While the portal waits on a client (a request body such as a login form or an upload,
+    /// room to write a page), the client must move --min-client-rate on average over each span
+    /// this long of waiting, and never nothing for this long, or its connection is closed.
+    #[arg(
+        long,
+        env = "DOCFED_PORTAL_CLIENT_STALL_TIMEOUT",
+        default_value = "60s"
+    )]
+    pub client_stall_timeout: humantime::Duration,
+
+    /// Bytes per second a client must move while the portal waits on it, e.g. `1KiB` (0: only
+    /// something in each --client-stall-timeout).
+    #[arg(long, env = "DOCFED_PORTAL_MIN_CLIENT_RATE", default_value = "1KiB")]
+    pub min_client_rate: ByteSize,
+
     /// A reverse proxy in front of the portal (an address, `10.0.0.5`, or a block,
     /// `10.0.0.0/8`; repeatable, comma-separated in the environment). On connections from
     /// these addresses the client is taken from `X-Forwarded-For` (the rightmost entry that is
@@ -355,6 +380,15 @@ impl Config {
             http_limits: docfed_http::Limits {
                 max_connections: a.max_connections.max(1),
                 header_read_timeout: a.header_read_timeout.into(),
+                max_connections_per_address: if a.trusted_proxies.is_empty() {
+                    a.max_connections_per_address.max(1)
+                } else {
+                    a.max_connections.max(1)
+                },
+                // The portal asks no client for a certificate: no client is a node.
+                reserved_peer_connections: 0,
+                client_stall_timeout: a.client_stall_timeout.into(),
+                min_client_rate: a.min_client_rate.as_u64(),
             },
             trusted_proxies: TrustedProxies(a.trusted_proxies),
             max_concurrent_logins: usize::from(a.max_concurrent_logins),
@@ -386,6 +420,34 @@ mod tests {
             .iter()
             .chain(extra);
         Args::try_parse_from(argv).unwrap().serve
+    }
+
+    #[test]
+    fn connection_limits() {
+        let config = |extra: &[&str]| {
+            Config::from_args(
+                "d".into(),
+                ServeArgs {
+                    token: Some("t".into()),
+                    ..serve_args(extra)
+                },
+            )
+            .unwrap()
+            .http_limits
+        };
+        let l = config(&[]);
+        assert_eq!(l.max_connections_per_address, 64);
+        assert_eq!(l.client_stall_timeout, Duration::from_secs(60));
+        assert_eq!(l.min_client_rate, 1024);
+        assert_eq!(l.reserved_peer_connections, 0);
+        let l = config(&["--min-client-rate", "4KiB", "--client-stall-timeout", "20s"]);
+        assert_eq!(
+            (l.min_client_rate, l.client_stall_timeout.as_secs()),
+            (4096, 20)
+        );
+        // Behind a proxy every client has the proxy's address: the proxy limits per client.
+        let l = config(&["--trusted-proxy", "10.0.0.5"]);
+        assert_eq!(l.max_connections_per_address, l.max_connections);
     }
 
     #[test]

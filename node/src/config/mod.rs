@@ -39,7 +39,7 @@ pub struct NodeConfig {
     /// in this long moves on to the next source.
     pub pull_stall_timeout: Duration,
     pub shutdown_timeout: Duration,
-    /// Connection cap and header-read timeout of the HTTP server.
+    /// Connection caps and client timeouts of the HTTP server.
     pub http_limits: docfed_http::Limits,
     /// Cross-region transfers for readers at once.
     pub max_ondemand_pulls: usize,
@@ -254,6 +254,10 @@ impl NodeConfig {
             http_limits: docfed_http::Limits {
                 max_connections: defaulted(s.max_connections),
                 header_read_timeout: defaulted(s.header_read_timeout),
+                max_connections_per_address: defaulted(s.max_connections_per_address),
+                reserved_peer_connections: defaulted(s.reserved_peer_connections),
+                client_stall_timeout: defaulted(s.client_stall_timeout),
+                min_client_rate: defaulted(s.min_client_rate).as_u64(),
             },
             mdns: !s.no_mdns,
             pull_rate_limit: s.pull_rate_limit.map(|b| b.as_u64()).filter(|&b| b > 0),

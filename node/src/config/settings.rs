@@ -160,6 +160,28 @@ crate::settings! {
         #[serde(default, with = "humantime_serde")]
         pub header_read_timeout: Option<Duration> =
             Some(docfed_http::Limits::default().header_read_timeout),
+        /// Connections one IPv4 address or IPv6 /64 may hold at once (the federation's nodes
+        /// are not counted); one more is closed at once.
+        #[arg(long, env = "DOCFED_MAX_CONNECTIONS_PER_ADDRESS")]
+        pub max_connections_per_address: Option<usize> =
+            Some(docfed_http::Limits::default().max_connections_per_address),
+        /// Of --max-connections, how many only the federation's nodes may use (clients with a
+        /// node's certificate over TLS).
+        #[arg(long, env = "DOCFED_RESERVED_PEER_CONNECTIONS")]
+        pub reserved_peer_connections: Option<usize> =
+            Some(docfed_http::Limits::default().reserved_peer_connections),
+        /// While the node waits on a client (a request body, room to write the response), the
+        /// client must move --min-client-rate on average over each span this long of waiting, and
+        /// never nothing for this long, or its connection is closed, e.g. `60s`.
+        #[arg(long, env = "DOCFED_CLIENT_STALL_TIMEOUT", value_parser = humantime::parse_duration)]
+        #[serde(default, with = "humantime_serde")]
+        pub client_stall_timeout: Option<Duration> =
+            Some(docfed_http::Limits::default().client_stall_timeout),
+        /// Bytes per second a client must move while the node waits on it, e.g. `1KiB` (0: only
+        /// something in each --client-stall-timeout).
+        #[arg(long, env = "DOCFED_MIN_CLIENT_RATE")]
+        pub min_client_rate: Option<ByteSize> =
+            Some(ByteSize::b(docfed_http::DEFAULT_MIN_CLIENT_RATE)),
         /// Let anyone register a device (`POST /v1/devices`) without the node's token, up to
         /// --max-devices. Off by default: the operator enrols devices.
         #[arg(long, env = "DOCFED_OPEN_ENROLLMENT")]
@@ -346,6 +368,10 @@ mod tests {
         assert_eq!(s.shutdown_timeout, Some(Duration::from_secs(10)));
         assert_eq!(s.max_ondemand_pulls, Some(DEFAULT_MAX_ONDEMAND_PULLS));
         assert_eq!(s.max_event_streams, Some(DEFAULT_MAX_EVENT_STREAMS));
+        assert_eq!(s.client_stall_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(s.min_client_rate, Some(ByteSize::kib(1)));
+        assert_eq!(s.max_connections_per_address, Some(64));
+        assert_eq!(s.reserved_peer_connections, Some(128));
         assert_eq!(s.max_devices, Some(DEFAULT_MAX_DEVICES));
         assert_eq!(s.message_batch, Some(DEFAULT_MESSAGE_BATCH));
         assert!(!s.open_enrollment && !s.insecure && !s.no_mdns);

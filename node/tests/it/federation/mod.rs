@@ -11,6 +11,7 @@ mod memory;
 mod presence;
 mod reachback;
 mod routing;
+mod slow_clients;
 mod tls;
 
 use std::time::Duration;
