@@ -77,8 +77,12 @@ pub struct Node {
     pub metrics: metrics::Metrics,
     /// Pulls in progress, readable while they arrive (stream-through).
     pub transfers: federation::transfers::Transfers,
-    /// HTTP client for pulls from other nodes.
+    /// HTTP client for pulls from other nodes: over TLS, it accepts any node's certificate (for
+    /// a URL no topology node has); prefer [`Node::http_for`].
     pub http: reqwest::Client,
+    /// Per topology peer: a client that accepts only that node's certificate, so another node
+    /// (or the portal, or the broker) on its address or a route to it cannot answer for it.
+    pub peer_http: std::collections::HashMap<String, reqwest::Client>,
     /// Scheduled pulls in progress, stoppable (a dropped fetch).
     pub pulls: federation::fetch::Running,
     /// Wakes the fetch scheduler when a pull was queued.
@@ -106,6 +110,15 @@ pub struct Node {
 impl Node {
     pub fn federation(&self) -> Option<&federation::Federation> {
         self.config.federation.as_ref()
+    }
+
+    /// The client to reach the node at `url` (a base URL as advertised, or one below it) with:
+    /// the one that accepts only that node's certificate when the topology has a node there.
+    pub fn http_for(&self, url: &str) -> &reqwest::Client {
+        self.federation()
+            .and_then(|f| f.node_at(url))
+            .and_then(|id| self.peer_http.get(id))
+            .unwrap_or(&self.http)
     }
 
     /// Tells event streams where the change feed is now; call after a commit that may have
@@ -183,26 +196,40 @@ pub async fn run(
     .with_context(|| format!("cannot open content store in {}", config.data_dir.display()))?;
     // Peers are reached over TLS with this node's certificate (and only the federation CA is
     // trusted); a standalone node pulls from no one.
-    let http = match config
+    let tls = config
         .tls
         .as_ref()
-        .and_then(|t| t.trust.as_ref().map(|tr| (t, tr)))
-    {
-        Some((tls, trust)) => trust
-            .reqwest(Some((&tls.cert, &tls.key)))
-            .context("TLS client")?,
-        None => docfed_http::tls::client_builder(),
+        .and_then(|t| t.trust.as_ref().map(|tr| (t, tr)));
+    let client = |expect: docfed_http::tls::Expect| -> anyhow::Result<reqwest::Client> {
+        let builder = match tls {
+            Some((tls, trust)) => trust
+                .reqwest_for(Some((&tls.cert, &tls.key)), expect)
+                .context("TLS client")?,
+            None => docfed_http::tls::client_builder(),
+        };
+        builder
+            // A connection to a peer revoked since it opened is not checked again: idle ones
+            // are dropped soon, so a revocation also takes effect in this direction within
+            // seconds.
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .read_timeout(std::time::Duration::from_secs(60))
+            // Pulls go to topology nodes only; a redirect could send them anywhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("HTTP client")
     };
-    let http = http
-        // A connection to a peer revoked since it opened is not checked again: idle ones are
-        // dropped soon, so a revocation also takes effect in this direction within seconds.
-        .pool_idle_timeout(std::time::Duration::from_secs(5))
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .read_timeout(std::time::Duration::from_secs(60))
-        // Pulls go to topology nodes only; a redirect could send them anywhere.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .context("HTTP client")?;
+    let http = client(docfed_http::tls::Expect::AnyNode)?;
+    let peer_http = match (tls, &config.federation) {
+        (Some(_), Some(fed)) => fed
+            .others()
+            .map(|n| {
+                let expect = docfed_http::tls::Expect::Node(n.id.clone());
+                Ok((n.id.clone(), client(expect)?))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        _ => Default::default(),
+    };
     let node = Arc::new(Node {
         config: config.clone(),
         db: db.clone(),
@@ -210,6 +237,7 @@ pub async fn run(
         metrics: metrics::Metrics::default(),
         transfers: Default::default(),
         http,
+        peer_http,
         pulls: Default::default(),
         fetch_wake: tokio::sync::Notify::new(),
         outbox_wake: tokio::sync::watch::Sender::new(0),

@@ -89,6 +89,16 @@ impl Federation {
         self.topology.node(id).map(|n| self.url(n))
     }
 
+    /// The topology node whose base URL `url` is or is below, as advertised (over TLS or not).
+    pub fn node_at(&self, url: &str) -> Option<&str> {
+        let base = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        self.topology
+            .nodes
+            .iter()
+            .find(|n| n.base_url(true) == base || n.base_url(false) == base)
+            .map(|n| n.id.as_str())
+    }
+
     pub fn my_url(&self) -> String {
         self.url(&self.me)
     }
