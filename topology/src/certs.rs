@@ -576,6 +576,136 @@ mod tests {
         trust.client_config(Some((&cert, &key))).unwrap();
     }
 
+    /// The key usages, URIs and DNS/IP names of the certificate in `path`.
+    fn profile(path: &Path) -> (bool, bool, Vec<String>, BTreeSet<String>) {
+        let der = &docfed_http::tls::load_certs(path, "certificate").unwrap()[0];
+        let (_, c) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let eku = c.extended_key_usage().unwrap().unwrap().value;
+        let (mut uris, mut names) = (Vec::new(), BTreeSet::new());
+        for n in &c.subject_alternative_name().unwrap().unwrap().value.general_names {
+            use x509_parser::extensions::GeneralName;
+            match n {
+                GeneralName::URI(u) => uris.push((*u).to_owned()),
+                GeneralName::DNSName(d) => {
+                    names.insert((*d).to_owned());
+                }
+                GeneralName::IPAddress(ip) => {
+                    let ip: [u8; 4] = (*ip).try_into().unwrap();
+                    names.insert(std::net::Ipv4Addr::from(ip).to_string());
+                }
+                _ => {}
+            }
+        }
+        (eku.server_auth, eku.client_auth, uris, names)
+    }
+
+    #[test]
+    fn each_role_gets_its_own_usages_and_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CertDir(tmp.path().to_owned());
+        let mut topo = demo();
+        topo.amqp_url = Some("amqps://broker.example.net:5671/%2f".into());
+        let opts = CertOptions {
+            node_sans: vec!["nodes.example.net".into(), "c-na=na.example.net".into()],
+            broker_sans: vec!["mq.example.net".into()],
+            portal_sans: vec!["portal.example.net".into()],
+            operator_ca: None,
+        };
+        generate(&topo, &dir, &opts).unwrap();
+        let (server, client, uris, names) = profile(&dir.node("c-na").0);
+        assert!(server && client, "a node serves and pulls");
+        assert_eq!(uris, vec!["urn:docfed:node:c-na".to_owned()]);
+        assert!(names.contains("nodes.example.net") && names.contains("na.example.net"));
+        assert!(!names.contains("broker.example.net") && !names.contains("mq.example.net"));
+        let (_, _, _, eu) = profile(&dir.node("c-eu").0);
+        assert!(!eu.contains("na.example.net"), "ID=NAME is for that node only");
+
+        let (server, client, uris, names) = profile(&dir.broker().0);
+        assert!(server && !client, "the broker only serves");
+        assert_eq!(uris, vec![docfed_http::tls::BROKER_URI.to_owned()]);
+        assert!(names.contains("broker.example.net") && names.contains("mq.example.net"));
+        assert!(!names.contains("nodes.example.net") && !names.contains("portal.example.net"));
+
+        let (server, client, uris, names) = profile(&dir.portal().0);
+        assert!(server && !client, "the portal serves; it calls primaries with a token");
+        assert!(uris.is_empty());
+        assert!(names.contains("portal.example.net") && !names.contains("mq.example.net"));
+
+        let der = &docfed_http::tls::load_certs(&dir.admin().0, "certificate").unwrap()[0];
+        let (_, admin) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let eku = admin.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth, "the administrator is only a client");
+
+        let unknown = CertOptions {
+            node_sans: vec!["nobody=x.example.net".into()],
+            ..Default::default()
+        };
+        assert!(generate(&topo, &dir, &unknown).is_err());
+    }
+
+    #[test]
+    fn certificates_made_before_roles_are_issued_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CertDir(tmp.path().to_owned());
+        let topo = demo();
+        generate(&topo, &dir, &CertOptions::default()).unwrap();
+        // What `certs` issued before roles: server and client, no role name.
+        let issuer = load_issuer(&dir).unwrap();
+        for (cert, _) in [dir.broker(), dir.portal()] {
+            let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let k = KeyPair::generate().unwrap();
+            write_public(&cert, &params.signed_by(&k, &issuer).unwrap().pem()).unwrap();
+        }
+        let again = generate(&topo, &dir, &CertOptions::default()).unwrap();
+        assert_eq!(again.reissued, vec!["portal".to_owned(), "broker".to_owned()]);
+        assert!(again.created.is_empty());
+        let (server, client, uris, _) = profile(&dir.broker().0);
+        assert!(server && !client);
+        assert_eq!(uris, vec![docfed_http::tls::BROKER_URI.to_owned()]);
+        let third = generate(&topo, &dir, &CertOptions::default()).unwrap();
+        assert!(third.reissued.is_empty() && third.created.is_empty());
+    }
+
+    /// Item 8 of issue 39: the revocation list is never lifted by its file going away.
+    #[test]
+    fn a_missing_or_empty_revocation_list_keeps_the_last_good_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CertDir(tmp.path().to_owned());
+        let topo = demo();
+        generate(&topo, &dir, &CertOptions::default()).unwrap();
+        let cert = docfed_http::tls::load_certs(&dir.node("c-mid-1").0, "certificate").unwrap();
+        let trust = docfed_http::tls::Trust::load(&dir.ca(), Some(&dir.crl())).unwrap();
+        assert!(trust.still_valid(&cert[0]));
+        revoke(&topo, &dir, "c-mid-1").unwrap();
+        assert!(trust.reload_crl().unwrap());
+        assert!(!trust.still_valid(&cert[0]), "revoked");
+
+        std::fs::remove_file(dir.crl()).unwrap();
+        let e = trust.reload_crl().unwrap_err().to_string();
+        assert!(e.contains("crl.pem"), "{e}");
+        assert!(!trust.still_valid(&cert[0]), "still revoked without the file");
+        // Reported once, not at every poll.
+        assert!(!trust.reload_crl().unwrap());
+        std::fs::write(dir.crl(), "").unwrap();
+        assert!(trust.reload_crl().is_err());
+        assert!(!trust.still_valid(&cert[0]), "still revoked with an empty file");
+        std::fs::write(dir.crl(), "not a list\n").unwrap();
+        assert!(trust.reload_crl().is_err());
+        assert!(!trust.still_valid(&cert[0]));
+
+        // At start, a configured list that is missing or empty is an error, not "nothing
+        // revoked".
+        let e = docfed_http::tls::Trust::load(&dir.ca(), Some(&tmp.path().join("gone.pem")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gone.pem"), "{e}");
+        assert!(docfed_http::tls::Trust::load(&dir.ca(), Some(&dir.crl())).is_err());
+    }
+
     #[test]
     fn revoking_lists_the_serial_and_a_new_run_issues_a_fresh_pair() {
         let tmp = tempfile::tempdir().unwrap();
