@@ -4,4 +4,5 @@ mod cli;
 mod common;
 mod daemon;
 mod resilience;
+mod server_certificates;
 mod sync;
