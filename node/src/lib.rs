@@ -77,12 +77,10 @@ pub struct Node {
     pub metrics: metrics::Metrics,
     /// Pulls in progress, readable while they arrive (stream-through).
     pub transfers: federation::transfers::Transfers,
-    /// HTTP client for pulls from other nodes: over TLS, it accepts any node's certificate (for
-    /// a URL no topology node has); prefer [`Node::http_for`].
-    pub http: reqwest::Client,
-    /// Per topology peer: a client that accepts only that node's certificate, so another node
-    /// (or the portal, or the broker) on its address or a route to it cannot answer for it.
-    pub peer_http: std::collections::HashMap<String, reqwest::Client>,
+    /// HTTP clients for pulls from and probes of other nodes: over TLS, a topology peer's
+    /// accepts only that node's certificate, so another node (or the portal, or the broker) on
+    /// its address or a route to it cannot answer for it ([`Node::http_for`]).
+    pub http: federation::peer_http::PeerClients,
     /// Scheduled pulls in progress, stoppable (a dropped fetch).
     pub pulls: federation::fetch::Running,
     /// Wakes the fetch scheduler when a pull was queued.
@@ -114,11 +112,9 @@ impl Node {
 
     /// The client to reach the node at `url` (a base URL as advertised, or one below it) with:
     /// the one that accepts only that node's certificate when the topology has a node there.
-    pub fn http_for(&self, url: &str) -> &reqwest::Client {
-        self.federation()
-            .and_then(|f| f.node_at(url))
-            .and_then(|id| self.peer_http.get(id))
-            .unwrap_or(&self.http)
+    pub fn http_for(&self, url: &str) -> reqwest::Client {
+        self.http
+            .for_node(self.federation().and_then(|f| f.node_at(url)))
     }
 
     /// Tells event streams where the change feed is now; call after a commit that may have
@@ -199,9 +195,10 @@ pub async fn run(
     let tls = config
         .tls
         .as_ref()
-        .and_then(|t| t.trust.as_ref().map(|tr| (t, tr)));
-    let client = |expect: docfed_http::tls::Expect| -> anyhow::Result<reqwest::Client> {
-        let builder = match tls {
+        .and_then(|t| t.trust.as_ref().map(|tr| (t.clone(), tr.clone())));
+    let trust = tls.as_ref().map(|(_, trust)| trust.clone());
+    let client = move |expect: docfed_http::tls::Expect| -> anyhow::Result<reqwest::Client> {
+        let builder = match &tls {
             Some((tls, trust)) => trust
                 .reqwest_for(Some((&tls.cert, &tls.key)), expect)
                 .context("TLS client")?,
@@ -219,17 +216,13 @@ pub async fn run(
             .build()
             .context("HTTP client")
     };
-    let http = client(docfed_http::tls::Expect::AnyNode)?;
-    let peer_http = match (tls, &config.federation) {
-        (Some(_), Some(fed)) => fed
-            .others()
-            .map(|n| {
-                let expect = docfed_http::tls::Expect::Node(n.id.clone());
-                Ok((n.id.clone(), client(expect)?))
-            })
-            .collect::<anyhow::Result<_>>()?,
-        _ => Default::default(),
-    };
+    let peers = config
+        .federation
+        .iter()
+        .flat_map(|f| f.others())
+        .map(|n| n.id.clone())
+        .collect();
+    let http = federation::peer_http::PeerClients::new(trust, peers, Box::new(client))?;
     let node = Arc::new(Node {
         config: config.clone(),
         db: db.clone(),
@@ -237,7 +230,6 @@ pub async fn run(
         metrics: metrics::Metrics::default(),
         transfers: Default::default(),
         http,
-        peer_http,
         pulls: Default::default(),
         fetch_wake: tokio::sync::Notify::new(),
         outbox_wake: tokio::sync::watch::Sender::new(0),

@@ -582,7 +582,13 @@ mod tests {
         let (_, c) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
         let eku = c.extended_key_usage().unwrap().unwrap().value;
         let (mut uris, mut names) = (Vec::new(), BTreeSet::new());
-        for n in &c.subject_alternative_name().unwrap().unwrap().value.general_names {
+        for n in &c
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+        {
             use x509_parser::extensions::GeneralName;
             match n {
                 GeneralName::URI(u) => uris.push((*u).to_owned()),
@@ -618,7 +624,10 @@ mod tests {
         assert!(names.contains("nodes.example.net") && names.contains("na.example.net"));
         assert!(!names.contains("broker.example.net") && !names.contains("mq.example.net"));
         let (_, _, _, eu) = profile(&dir.node("c-eu").0);
-        assert!(!eu.contains("na.example.net"), "ID=NAME is for that node only");
+        assert!(
+            !eu.contains("na.example.net"),
+            "ID=NAME is for that node only"
+        );
 
         let (server, client, uris, names) = profile(&dir.broker().0);
         assert!(server && !client, "the broker only serves");
@@ -627,14 +636,20 @@ mod tests {
         assert!(!names.contains("nodes.example.net") && !names.contains("portal.example.net"));
 
         let (server, client, uris, names) = profile(&dir.portal().0);
-        assert!(server && !client, "the portal serves; it calls primaries with a token");
+        assert!(
+            server && !client,
+            "the portal serves; it calls primaries with a token"
+        );
         assert!(uris.is_empty());
         assert!(names.contains("portal.example.net") && !names.contains("mq.example.net"));
 
         let der = &docfed_http::tls::load_certs(&dir.admin().0, "certificate").unwrap()[0];
         let (_, admin) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
         let eku = admin.extended_key_usage().unwrap().unwrap().value;
-        assert!(eku.client_auth && !eku.server_auth, "the administrator is only a client");
+        assert!(
+            eku.client_auth && !eku.server_auth,
+            "the administrator is only a client"
+        );
 
         let unknown = CertOptions {
             node_sans: vec!["nobody=x.example.net".into()],
@@ -661,7 +676,10 @@ mod tests {
             write_public(&cert, &params.signed_by(&k, &issuer).unwrap().pem()).unwrap();
         }
         let again = generate(&topo, &dir, &CertOptions::default()).unwrap();
-        assert_eq!(again.reissued, vec!["portal".to_owned(), "broker".to_owned()]);
+        assert_eq!(
+            again.reissued,
+            vec!["portal".to_owned(), "broker".to_owned()]
+        );
         assert!(again.created.is_empty());
         let (server, client, uris, _) = profile(&dir.broker().0);
         assert!(server && !client);
@@ -687,12 +705,18 @@ mod tests {
         std::fs::remove_file(dir.crl()).unwrap();
         let e = trust.reload_crl().unwrap_err().to_string();
         assert!(e.contains("crl.pem"), "{e}");
-        assert!(!trust.still_valid(&cert[0]), "still revoked without the file");
+        assert!(
+            !trust.still_valid(&cert[0]),
+            "still revoked without the file"
+        );
         // Reported once, not at every poll.
         assert!(!trust.reload_crl().unwrap());
         std::fs::write(dir.crl(), "").unwrap();
         assert!(trust.reload_crl().is_err());
-        assert!(!trust.still_valid(&cert[0]), "still revoked with an empty file");
+        assert!(
+            !trust.still_valid(&cert[0]),
+            "still revoked with an empty file"
+        );
         std::fs::write(dir.crl(), "not a list\n").unwrap();
         assert!(trust.reload_crl().is_err());
         assert!(!trust.still_valid(&cert[0]));

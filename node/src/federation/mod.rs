@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod inbox;
 pub mod ondemand;
 pub mod outbox;
+pub mod peer_http;
 pub mod presence;
 pub mod pull;
 pub mod release;
