@@ -6,8 +6,10 @@
 //! `docfed-shared`.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
+use docfed_http::tls::{Expect, Trust};
+use lapin::tcp::{AMQPUriTcpExt, OwnedTLSConfig};
 use lapin::types::FrameSize;
 use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Connection, ConnectionProperties};
@@ -35,9 +37,12 @@ pub fn broker_uri(url: &str) -> Result<AMQPUri, String> {
 /// What a node presents to, and trusts in, a broker reached by `amqps://`: its own certificate
 /// (the broker logs it in as the certificate's common name, the node id, with the EXTERNAL
 /// mechanism) and the federation CA, the only authority its broker certificate may chain to.
-/// Public roots are never trusted for a broker.
+/// Public roots are never trusted for a broker. The broker must present the broker's
+/// certificate (`urn:docfed:broker`), not revoked by the federation's CRL: a node's
+/// certificate names its own host too, and a node posing as the broker could confirm
+/// publishes and drop them.
 #[derive(Clone)]
-pub struct BrokerTls(OwnedTLSConfig);
+pub struct BrokerTls(Arc<rustls::ClientConfig>);
 
 impl std::fmt::Debug for BrokerTls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,19 +52,27 @@ impl std::fmt::Debug for BrokerTls {
 }
 
 impl BrokerTls {
-    /// Reads the certificate, key and CA (PEM). Fails with the file named.
-    pub fn load(cert: &Path, key: &Path, ca: &Path) -> Result<BrokerTls, String> {
-        let read =
-            |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
-        let ca_pem = String::from_utf8(read(ca)?)
-            .map_err(|_| format!("{} is not a PEM file", ca.display()))?;
-        Ok(BrokerTls(OwnedTLSConfig {
-            identity: Some(OwnedIdentity::PKCS8 {
-                pem: read(cert)?,
-                key: read(key)?,
-            }),
-            cert_chain: Some(ca_pem),
-        }))
+    /// Presents `cert`/`key` and trusts what `trust` trusts (its CRL as it is reloaded).
+    pub fn new(trust: &Arc<Trust>, cert: &Path, key: &Path) -> Result<BrokerTls, String> {
+        let mut config = trust
+            .client_config_for(Some((cert, key)), Expect::Broker)
+            .map_err(|e| e.to_string())?;
+        // The configuration offers HTTP/1.1; AMQP is not that.
+        config.alpn_protocols.clear();
+        Ok(BrokerTls(Arc::new(config)))
+    }
+
+    /// Reads the certificate, key, CA and revocation list (PEM). Fails with the file named.
+    /// The list is read once: a long-lived client follows it with [`BrokerTls::new`] and
+    /// [`Trust::watch_crl`].
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+        crl: Option<&Path>,
+    ) -> Result<BrokerTls, String> {
+        let trust = Trust::load(ca, crl).map_err(|e| e.to_string())?;
+        BrokerTls::new(&trust, cert, key)
     }
 }
 
@@ -77,15 +90,36 @@ pub async fn open(
             // (ring) first so every TLS client in the process agrees.
             docfed_http::tls::install_provider();
             let runtime = lapin::runtime::default_runtime()?;
-            Connection::connect_uri_with_config(uri, props, tls.0.clone(), runtime).await
+            // lapin's own TLS set-up takes a CA bundle only; our configuration checks the CRL
+            // and the broker's role, so the TLS layer is put on a plain TCP stream here.
+            let connector = tcp_stream::RustlsConnector::from(tls.0.clone());
+            Connection::connector(
+                uri,
+                runtime,
+                async move |uri: AMQPUri, runtime| {
+                    let mut plain = uri.clone();
+                    plain.scheme = AMQPScheme::AMQP;
+                    let stream = plain
+                        .connect_with_config_async(OwnedTLSConfig::default().as_ref(), &runtime)
+                        .await
+                        .map_err(io_error)?;
+                    stream
+                        .into_rustls(&connector, &uri.authority.host)
+                        .await
+                        .map_err(io_error)
+                },
+                props,
+            )
+            .await
         }
-        (AMQPScheme::AMQPS, None) => Err(lapin::ErrorKind::IOError(std::sync::Arc::new(
-            std::io::Error::other(
-                "an amqps:// broker needs the federation's [tls] (a node certificate and the CA)",
-            ),
-        ))
-        .into()),
+        (AMQPScheme::AMQPS, None) => Err(io_error(std::io::Error::other(
+            "an amqps:// broker needs the federation's [tls] (a node certificate and the CA)",
+        ))),
     }
+}
+
+fn io_error(e: std::io::Error) -> lapin::Error {
+    lapin::ErrorKind::IOError(Arc::new(e)).into()
 }
 
 #[cfg(test)]

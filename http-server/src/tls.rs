@@ -5,11 +5,18 @@
 //!   (browsers, `curl`, devices) have tokens, not certificates. A client that does present one
 //!   must present a valid, unrevoked certificate of the federation CA, or the handshake fails.
 //!   Which endpoints need a node's certificate is the handler's business ([`TlsPeer`]).
-//! * A node's identity is a URI SAN `urn:docfed:node:ID` in its certificate ([`node_id_of`]);
-//!   the portal's certificate names no node.
+//! * Roles (ARCHITECTURE.md §2.10): a node's certificate names it by a URI SAN
+//!   `urn:docfed:node:ID` ([`node_id_of`]) and may serve and be a client; the broker's is marked
+//!   `urn:docfed:broker` ([`is_broker`]) and may only serve; the portal's names neither and may
+//!   only serve; the broker administrator's may only be a client. The extended key usages make
+//!   the handshake refuse a certificate in the wrong direction; the names let a client refuse a
+//!   server of the wrong role or identity ([`Expect`]), which a host name alone cannot (several
+//!   parties share an address, and `localhost`).
 //! * Revocation: the CRL file is read again whenever it changes ([`Trust::watch_crl`]); both
 //!   directions check it (a revoked node can neither pull from nor serve its peers). Verifiers
-//!   read the current CRL at each handshake, so configurations and clients are built once.
+//!   read the current CRL at each handshake, so configurations and clients are built once. A
+//!   CRL file that goes missing or empty keeps the last good list in force: deleting the file
+//!   must not un-revoke anyone.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -29,6 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The URI SAN prefix that names a node in its certificate: `urn:docfed:node:ID`.
 pub const NODE_URI_PREFIX: &str = "urn:docfed:node:";
+
+/// The URI SAN that marks the broker's certificate.
+pub const BROKER_URI: &str = "urn:docfed:broker";
 
 /// How often [`Trust::watch_crl`] looks at the CRL file.
 pub const CRL_POLL: Duration = Duration::from_secs(2);
@@ -116,29 +126,111 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(read_err("private key", path))
 }
 
-/// Revocation lists in a PEM file; a missing file is an empty list (nothing revoked yet).
+/// Revocation lists in a PEM file. A missing file, or one holding no list, is an error: a list
+/// with nothing revoked is still a list (`docfed-topology certs` writes one), and taking an absent
+/// one for "nothing revoked" would let a revoked certificate back in.
 pub fn load_crls(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
-    if !path.exists() {
-        return Ok(Vec::new());
-    }
-    CertificateRevocationListDer::pem_file_iter(path)
+    let crls = CertificateRevocationListDer::pem_file_iter(path)
         .map_err(read_err("revocation list", path))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(read_err("revocation list", path))
+        .map_err(read_err("revocation list", path))?;
+    if crls.is_empty() {
+        return Err(TlsError::Empty {
+            what: "revocation list",
+            path: path.to_owned(),
+        });
+    }
+    Ok(crls)
+}
+
+/// The URIs among a certificate's subject alternative names.
+fn uri_sans(cert: &CertificateDer<'_>) -> Vec<String> {
+    let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert.as_ref()) else {
+        return Vec::new();
+    };
+    let Some(san) = parsed.subject_alternative_name().ok().flatten() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            x509_parser::extensions::GeneralName::URI(uri) => Some((*uri).to_owned()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The node a certificate names (its `urn:docfed:node:ID` SAN), if any.
 pub fn node_id_of(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let san = parsed.subject_alternative_name().ok().flatten()?;
-    san.value.general_names.iter().find_map(|name| match name {
-        x509_parser::extensions::GeneralName::URI(uri) => uri
-            .strip_prefix(NODE_URI_PREFIX)
+    uri_sans(cert).into_iter().find_map(|uri| {
+        uri.strip_prefix(NODE_URI_PREFIX)
             .filter(|id| !id.is_empty())
-            .map(str::to_owned),
-        _ => None,
+            .map(str::to_owned)
     })
 }
+
+/// Whether a certificate is the broker's (its `urn:docfed:broker` SAN) and names no node.
+pub fn is_broker(cert: &CertificateDer<'_>) -> bool {
+    let uris = uri_sans(cert);
+    uris.iter().any(|u| u == BROKER_URI) && !uris.iter().any(|u| u.starts_with(NODE_URI_PREFIX))
+}
+
+/// Whom a client expects to reach: what the server's certificate must name, besides chaining
+/// to the federation CA unrevoked, being meant for a server, and naming the address dialled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// Any server certificate of the federation (the portal's too): for users' tools that may
+    /// be pointed at the portal as well as at a node.
+    Any,
+    /// A node's certificate, whichever node: the command line, a node reaching a URL no
+    /// topology node has.
+    AnyNode,
+    /// Node `ID`'s certificate: a node pulling from its parent, the portal calling a primary.
+    Node(String),
+    /// The broker's certificate: a node could otherwise pose as the broker on its own address,
+    /// confirm publishes and drop them.
+    Broker,
+}
+
+impl Expect {
+    /// Why `cert` is not what is expected, if it is not.
+    fn refuses(&self, cert: &CertificateDer<'_>) -> Option<String> {
+        let node = node_id_of(cert);
+        match self {
+            Expect::Any => None,
+            Expect::AnyNode if node.is_some() => None,
+            Expect::AnyNode => Some("the server's certificate is not a node's".to_owned()),
+            Expect::Node(id) if node.as_deref() == Some(id.as_str()) => None,
+            Expect::Node(id) => Some(format!(
+                "the server's certificate is {}, not node `{id}`'s",
+                match node {
+                    Some(other) => format!("node `{other}`'s"),
+                    None => "no node's".to_owned(),
+                }
+            )),
+            Expect::Broker if is_broker(cert) => None,
+            Expect::Broker => Some(
+                "the server's certificate is not the broker's (no urn:docfed:broker name); \
+                 a broker certificate issued before roles existed is re-issued by running \
+                 `docfed-topology certs` again"
+                    .to_owned(),
+            ),
+        }
+    }
+}
+
+/// A server refused by [`Expect`], for the handshake's error.
+#[derive(Debug)]
+struct WrongPeer(String);
+
+impl std::fmt::Display for WrongPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for WrongPeer {}
 
 /// What the TLS layer learnt of a connection's client, inserted into every request it carries.
 /// Absent from requests over plain HTTP.
@@ -186,7 +278,9 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
 }
 
 impl Trust {
-    /// Trusts the CA certificates in `ca`, minus what the CRL at `crl` revokes.
+    /// Trusts the CA certificates in `ca`, minus what the CRL at `crl` revokes. A configured CRL
+    /// that is missing or holds no list is an error: starting without it would trust every
+    /// certificate it revokes, and nobody would notice.
     pub fn load(ca: &Path, crl: Option<&Path>) -> Result<Arc<Trust>, TlsError> {
         let mut roots = RootCertStore::empty();
         for cert in load_certs(ca, "CA certificate")? {
@@ -212,8 +306,9 @@ impl Trust {
         }))
     }
 
-    /// Reads the CRL again if its file changed. A CRL that does not parse leaves the last good
-    /// one in force (and is reported), so a half-written file never lets a revoked node back.
+    /// Reads the CRL again if its file changed. A CRL that is missing, empty or does not parse
+    /// leaves the last good one in force and is reported once (until the file changes again), so
+    /// deleting, emptying or half-writing the file never lets a revoked node back.
     pub fn reload_crl(&self) -> Result<bool, TlsError> {
         let Some(path) = &self.crl_path else {
             return Ok(false);
@@ -222,11 +317,12 @@ impl Trust {
         if *self.crl_stamp.read().expect("poisoned") == now {
             return Ok(false);
         }
+        // Noted first: a file that stays bad is reported once, not at every poll.
+        *self.crl_stamp.write().expect("poisoned") = now;
         let crls = load_crls(path)?;
         let (client, server) = verifiers(&self.roots, crls)?;
         *self.client_verifier.write().expect("poisoned") = client;
         *self.server_verifier.write().expect("poisoned") = server;
-        *self.crl_stamp.write().expect("poisoned") = now;
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(true)
@@ -272,7 +368,7 @@ impl Trust {
                 Ok(true) => tracing::info!(crl = ?self.crl_path, "revocation list reloaded"),
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::error!(error = %e, "revocation list not reloaded; the previous one stays in force");
+                    tracing::warn!(crl = ?self.crl_path, error = %e, "revocation list not reloaded; the last good one stays in force");
                     failed(&e);
                 }
             }
@@ -309,16 +405,29 @@ impl Trust {
     }
 
     /// A client configuration that trusts the federation CA (and its CRL) only, presenting
-    /// `identity` (certificate and key files) when given.
+    /// `identity` (certificate and key files) when given, reaching any server of the federation
+    /// ([`Expect::Any`]).
     pub fn client_config(
         self: &Arc<Self>,
         identity: Option<(&Path, &Path)>,
+    ) -> Result<rustls::ClientConfig, TlsError> {
+        self.client_config_for(identity, Expect::Any)
+    }
+
+    /// [`Trust::client_config`] reaching only the server `expect` describes.
+    pub fn client_config_for(
+        self: &Arc<Self>,
+        identity: Option<(&Path, &Path)>,
+        expect: Expect,
     ) -> Result<rustls::ClientConfig, TlsError> {
         let builder = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| TlsError::Config(e.to_string()))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(CurrentServerVerifier(self.clone())));
+            .with_custom_certificate_verifier(Arc::new(CurrentServerVerifier(
+                self.clone(),
+                expect,
+            )));
         let mut config = match identity {
             Some((cert, key)) => builder
                 .with_client_auth_cert(load_certs(cert, "certificate")?, load_key(key)?)
@@ -334,7 +443,16 @@ impl Trust {
         self: &Arc<Self>,
         identity: Option<(&Path, &Path)>,
     ) -> Result<reqwest::ClientBuilder, TlsError> {
-        Ok(client_builder().tls_backend_preconfigured(self.client_config(identity)?))
+        self.reqwest_for(identity, Expect::Any)
+    }
+
+    /// A reqwest client builder whose TLS is [`Trust::client_config_for`].
+    pub fn reqwest_for(
+        self: &Arc<Self>,
+        identity: Option<(&Path, &Path)>,
+        expect: Expect,
+    ) -> Result<reqwest::ClientBuilder, TlsError> {
+        Ok(client_builder().tls_backend_preconfigured(self.client_config_for(identity, expect)?))
     }
 }
 
@@ -429,9 +547,9 @@ impl ClientCertVerifier for CurrentClientVerifier {
     delegate_signature_checks!(client_verifier);
 }
 
-/// The server verifier in force at each handshake.
+/// The server verifier in force at each handshake, and what the server must be.
 #[derive(Debug)]
-struct CurrentServerVerifier(Arc<Trust>);
+struct CurrentServerVerifier(Arc<Trust>, Expect);
 
 impl ServerCertVerifier for CurrentServerVerifier {
     fn verify_server_cert(
@@ -442,13 +560,19 @@ impl ServerCertVerifier for CurrentServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.0.server_verifier().verify_server_cert(
+        let verified = self.0.server_verifier().verify_server_cert(
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
-        )
+        )?;
+        match self.1.refuses(end_entity) {
+            None => Ok(verified),
+            Some(why) => Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(WrongPeer(why)))),
+            )),
+        }
     }
 
     delegate_signature_checks!(server_verifier);

@@ -11,15 +11,23 @@ use crate::error::CliError;
 /// one was given (`--ca`, `DOCFED_CA`).
 static TLS: std::sync::OnceLock<Option<rustls::ClientConfig>> = std::sync::OnceLock::new();
 
-/// Trusts `ca` (a PEM file) for every https:// server from now on; without one, the system's
-/// trust store (rustls' platform verifier) decides, which a private federation CA is not in.
+/// Trusts `ca` (a PEM file) for every https:// server from now on, and of its certificates only
+/// nodes' ones not revoked by the federation's CRL: `DOCFED_CRL`, else `crl.pem` beside the CA
+/// (where `docfed-topology certs` writes both). Without a CA, the system's trust store (rustls'
+/// platform verifier) decides, which a private federation CA is not in.
 pub fn trust_ca(ca: Option<std::path::PathBuf>) -> Result<(), CliError> {
     let config = match ca {
-        Some(path) => Some(
-            docfed_http::tls::Trust::load(&path, None)
-                .and_then(|t| t.client_config(None))
-                .map_err(|e| CliError::Local(format!("--ca: {e}")))?,
-        ),
+        Some(path) => {
+            let crl = match std::env::var_os("DOCFED_CRL") {
+                Some(crl) => Some(std::path::PathBuf::from(crl)),
+                None => Some(path.with_file_name("crl.pem")).filter(|p| p.exists()),
+            };
+            Some(
+                docfed_http::tls::Trust::load(&path, crl.as_deref())
+                    .and_then(|t| t.client_config_for(None, docfed_http::tls::Expect::AnyNode))
+                    .map_err(|e| CliError::Local(format!("--ca: {e}")))?,
+            )
+        }
         None => None,
     };
     let _ = TLS.set(config);

@@ -77,8 +77,10 @@ pub struct Node {
     pub metrics: metrics::Metrics,
     /// Pulls in progress, readable while they arrive (stream-through).
     pub transfers: federation::transfers::Transfers,
-    /// HTTP client for pulls from other nodes.
-    pub http: reqwest::Client,
+    /// HTTP clients for pulls from and probes of other nodes: over TLS, a topology peer's
+    /// accepts only that node's certificate, so another node (or the portal, or the broker) on
+    /// its address or a route to it cannot answer for it ([`Node::http_for`]).
+    pub http: federation::peer_http::PeerClients,
     /// Scheduled pulls in progress, stoppable (a dropped fetch).
     pub pulls: federation::fetch::Running,
     /// Wakes the fetch scheduler when a pull was queued.
@@ -106,6 +108,13 @@ pub struct Node {
 impl Node {
     pub fn federation(&self) -> Option<&federation::Federation> {
         self.config.federation.as_ref()
+    }
+
+    /// The client to reach the node at `url` (a base URL as advertised, or one below it) with:
+    /// the one that accepts only that node's certificate when the topology has a node there.
+    pub fn http_for(&self, url: &str) -> reqwest::Client {
+        self.http
+            .for_node(self.federation().and_then(|f| f.node_at(url)))
     }
 
     /// Tells event streams where the change feed is now; call after a commit that may have
@@ -184,26 +193,37 @@ pub async fn run(
     .with_context(|| format!("cannot open content store in {}", config.data_dir.display()))?;
     // Peers are reached over TLS with this node's certificate (and only the federation CA is
     // trusted); a standalone node pulls from no one.
-    let http = match config
+    let tls = config
         .tls
         .as_ref()
-        .and_then(|t| t.trust.as_ref().map(|tr| (t, tr)))
-    {
-        Some((tls, trust)) => trust
-            .reqwest(Some((&tls.cert, &tls.key)))
-            .context("TLS client")?,
-        None => docfed_http::tls::client_builder(),
+        .and_then(|t| t.trust.as_ref().map(|tr| (t.clone(), tr.clone())));
+    let trust = tls.as_ref().map(|(_, trust)| trust.clone());
+    let client = move |expect: docfed_http::tls::Expect| -> anyhow::Result<reqwest::Client> {
+        let builder = match &tls {
+            Some((tls, trust)) => trust
+                .reqwest_for(Some((&tls.cert, &tls.key)), expect)
+                .context("TLS client")?,
+            None => docfed_http::tls::client_builder(),
+        };
+        builder
+            // A connection to a peer revoked since it opened is not checked again: idle ones
+            // are dropped soon, so a revocation also takes effect in this direction within
+            // seconds.
+            .pool_idle_timeout(std::time::Duration::from_secs(5))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .read_timeout(std::time::Duration::from_secs(60))
+            // Pulls go to topology nodes only; a redirect could send them anywhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("HTTP client")
     };
-    let http = http
-        // A connection to a peer revoked since it opened is not checked again: idle ones are
-        // dropped soon, so a revocation also takes effect in this direction within seconds.
-        .pool_idle_timeout(std::time::Duration::from_secs(5))
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .read_timeout(std::time::Duration::from_secs(60))
-        // Pulls go to topology nodes only; a redirect could send them anywhere.
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .context("HTTP client")?;
+    let peers = config
+        .federation
+        .iter()
+        .flat_map(|f| f.others())
+        .map(|n| n.id.clone())
+        .collect();
+    let http = federation::peer_http::PeerClients::new(trust, peers, Box::new(client))?;
     let node = Arc::new(Node {
         config: config.clone(),
         db: db.clone(),

@@ -81,6 +81,11 @@ pub struct ServeArgs {
     #[arg(long, env = "DOCFED_CA")]
     pub ca: Option<PathBuf>,
 
+    /// The federation's revocation list (PEM), reloaded when it changes: a primary whose
+    /// certificate it lists is refused. Default: the topology's `[tls] crl`.
+    #[arg(long, env = "DOCFED_CRL")]
+    pub crl: Option<PathBuf>,
+
     /// Serve HTTPS with this certificate (PEM; `docfed-topology certs` writes portal.pem).
     #[arg(long, env = "DOCFED_PORTAL_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -206,6 +211,8 @@ pub struct Config {
     pub http: SocketAddr,
     /// The federation CA the primaries' certificates must chain to (HTTPS primaries).
     pub ca: Option<PathBuf>,
+    /// The revocation list of that CA.
+    pub crl: Option<PathBuf>,
     /// Certificate and key to serve HTTPS with; plain HTTP without.
     pub tls: Option<(PathBuf, PathBuf)>,
     pub data_dir: PathBuf,
@@ -279,6 +286,7 @@ impl Config {
         let mut nodes = Vec::new();
         let mut regions: Vec<String> = Vec::new();
         let mut ca = a.ca.clone();
+        let mut crl = a.crl.clone();
         let primaries: Vec<PrimarySpec> = match &a.topology {
             Some(path) => {
                 let mut t = Topology::load_validated(path)?;
@@ -288,7 +296,11 @@ impl Config {
                         .and_then(|p| p.parent().map(std::path::Path::to_owned))
                         .unwrap_or_default();
                     tls.resolve_paths(&base);
-                    ca.get_or_insert(tls.ca.clone());
+                    // The topology's list goes with the topology's CA, not with another one.
+                    if ca.is_none() {
+                        ca = Some(tls.ca.clone());
+                        crl = crl.or_else(|| tls.crl.clone());
+                    }
                 }
                 for n in &t.nodes {
                     tiers.insert(n.id.clone(), n.tier.to_string());
@@ -360,6 +372,7 @@ impl Config {
         Ok(Config {
             http: a.http,
             ca,
+            crl,
             tls: a.tls_cert.clone().zip(a.tls_key.clone()),
             data_dir,
             primaries,

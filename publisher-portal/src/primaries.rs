@@ -40,14 +40,65 @@ pub struct Status {
     pub error: Option<String>,
 }
 
-#[derive(Debug)]
 pub struct Primary {
     pub name: String,
     pub url: String,
     status: Mutex<Status>,
+    clients: Mutex<Clients>,
+    /// Builds this primary's clients (again after the CRL changed).
+    make: Box<dyn Fn() -> anyhow::Result<Clients> + Send + Sync>,
+    trust: Option<Arc<docfed_http::tls::Trust>>,
+}
+
+impl std::fmt::Debug for Primary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Primary")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A primary's HTTP clients. Over HTTPS, with a topology, they accept only this primary's node
+/// certificate, unrevoked.
+struct Clients {
+    /// The CRL generation they were built under: a connection kept alive is not checked again,
+    /// so after a reload new clients (new connections) replace them.
+    generation: u64,
+    /// For metadata requests: bounded by `--request-timeout`.
+    http: reqwest::Client,
+    /// For uploads and downloads: no overall deadline (a large file takes as long as it takes);
+    /// a connect deadline so a dead primary fails fast.
+    upload_http: reqwest::Client,
 }
 
 impl Primary {
+    /// The clients in force: rebuilt when the CRL changed since they were.
+    fn clients(&self) -> (reqwest::Client, reqwest::Client) {
+        let mut c = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(generation) = self.trust.as_ref().map(|t| t.generation()) {
+            if generation != c.generation {
+                match (self.make)() {
+                    Ok(fresh) => *c = fresh,
+                    // Not expected (they were built once); the old ones still check the CRL
+                    // at every new connection.
+                    Err(e) => {
+                        tracing::error!(primary = %self.name, error = %e, "cannot rebuild HTTP clients")
+                    }
+                }
+            }
+        }
+        (c.http.clone(), c.upload_http.clone())
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.clients().0
+    }
+
+    fn upload_http(&self) -> reqwest::Client {
+        self.clients().1
+    }
+
     pub fn status(&self) -> Status {
         self.status
             .lock()
@@ -166,11 +217,8 @@ const CACHE_FOR: Duration = Duration::from_secs(3);
 pub struct Primaries {
     list: Vec<Primary>,
     preferred: AtomicUsize,
-    /// For metadata requests: bounded by `--request-timeout`.
-    http: reqwest::Client,
-    /// For uploads: no overall deadline (a large file takes as long as it takes); a connect
-    /// deadline so a dead primary fails fast.
-    upload_http: reqwest::Client,
+    /// The federation CA and CRL the primaries' certificates are checked against, for HTTPS.
+    trust: Option<Arc<docfed_http::tls::Trust>>,
     token: String,
     health_interval: Duration,
     presence: Cached<Presence>,
@@ -200,40 +248,63 @@ impl Primaries {
     }
 
     pub fn new(config: &Config) -> anyhow::Result<Primaries> {
-        // HTTPS primaries are trusted through the federation CA only.
-        let tls = match &config.ca {
-            Some(ca) => Some(docfed_http::tls::Trust::load(ca, None)?.client_config(None)?),
+        // HTTPS primaries are trusted through the federation CA only, minus its CRL, and each
+        // must present its own node's certificate (any node's when only a URL names it).
+        let trust = match &config.ca {
+            Some(ca) => Some(docfed_http::tls::Trust::load(ca, config.crl.as_deref())?),
             None => None,
         };
-        let base = || {
-            let builder = match &tls {
-                Some(t) => docfed_http::tls::client_builder().tls_backend_preconfigured(t.clone()),
-                None => docfed_http::tls::client_builder(),
+        let maker = |name: &str| {
+            let trust = trust.clone();
+            let expect = if config.nodes.iter().any(|n| n.id == name) {
+                docfed_http::tls::Expect::Node(name.to_owned())
+            } else {
+                docfed_http::tls::Expect::AnyNode
             };
-            builder
-                // The primaries are addressed directly; a proxy from the environment would only
-                // add a hop that can fail.
-                .no_proxy()
-                .connect_timeout(Duration::from_secs(5))
-                .user_agent(concat!("docfed-portal/", env!("CARGO_PKG_VERSION")))
+            let timeout = config.request_timeout;
+            move || -> anyhow::Result<Clients> {
+                let base = || -> anyhow::Result<reqwest::ClientBuilder> {
+                    let builder = match &trust {
+                        Some(t) => t.reqwest_for(None, expect.clone())?,
+                        None => docfed_http::tls::client_builder(),
+                    };
+                    Ok(builder
+                        // The primaries are addressed directly; a proxy from the environment
+                        // would only add a hop that can fail.
+                        .no_proxy()
+                        .connect_timeout(Duration::from_secs(5))
+                        .user_agent(concat!("docfed-portal/", env!("CARGO_PKG_VERSION"))))
+                };
+                Ok(Clients {
+                    // Read before building: a reload meanwhile makes the next call rebuild.
+                    generation: trust.as_ref().map_or(0, |t| t.generation()),
+                    http: base()?.timeout(timeout).build()?,
+                    upload_http: base()?.build()?,
+                })
+            }
         };
         Ok(Primaries {
             list: config
                 .primaries
                 .iter()
-                .map(|PrimarySpec { name, url }| Primary {
-                    name: name.clone(),
-                    url: url.clone(),
-                    status: Mutex::new(Status {
-                        up: None,
-                        since: SystemTime::now(),
-                        error: None,
-                    }),
+                .map(|PrimarySpec { name, url }| {
+                    let make = maker(name);
+                    Ok(Primary {
+                        name: name.clone(),
+                        url: url.clone(),
+                        status: Mutex::new(Status {
+                            up: None,
+                            since: SystemTime::now(),
+                            error: None,
+                        }),
+                        clients: Mutex::new(make()?),
+                        make: Box::new(make),
+                        trust: trust.clone(),
+                    })
                 })
-                .collect(),
+                .collect::<anyhow::Result<_>>()?,
             preferred: AtomicUsize::new(0),
-            http: base().timeout(config.request_timeout).build()?,
-            upload_http: base().build()?,
+            trust,
             token: config.token.clone(),
             health_interval: config.health_interval,
             presence: Cached::new(),
@@ -324,8 +395,12 @@ impl Primaries {
         ))
     }
 
-    /// Probes every primary until cancelled.
+    /// Probes every primary until cancelled, and follows the CRL meanwhile.
     pub async fn run_prober(self: Arc<Self>, cancel: CancellationToken) {
+        if let Some(trust) = self.trust.clone().filter(|t| t.has_crl()) {
+            // A failed reload keeps the last good list; watch_crl logs it.
+            tokio::spawn(trust.watch_crl(cancel.clone(), |_| {}));
+        }
         loop {
             self.probe_all().await;
             tokio::select! {
@@ -347,8 +422,8 @@ impl Primaries {
     /// Probes primary `i` and records the outcome; true when it is up.
     async fn probe(&self, i: usize) -> bool {
         let p = &self.list[i];
-        let r = self
-            .http
+        let r = p
+            .http()
             .get(format!("{}/v1/health", p.url))
             .timeout(
                 Duration::from_secs(2).min(self.health_interval.max(Duration::from_millis(500))),
@@ -391,13 +466,13 @@ impl Primaries {
     where
         F: Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     {
-        self.call_with(&self.http, make, next_on_404).await
+        self.call_with(Primary::http, make, next_on_404).await
     }
 
-    /// [`call`](Self::call) with a given client.
+    /// [`call`](Self::call) with each primary's client that `client` picks.
     async fn call_with<F>(
         &self,
-        client: &reqwest::Client,
+        client: fn(&Primary) -> reqwest::Client,
         make: F,
         next_on_404: bool,
     ) -> Result<(reqwest::Response, usize), NodeError>
@@ -408,7 +483,11 @@ impl Primaries {
         let mut not_found = None;
         for i in self.order() {
             let p = &self.list[i];
-            match make(client, &p.url).bearer_auth(&self.token).send().await {
+            match make(&client(p), &p.url)
+                .bearer_auth(&self.token)
+                .send()
+                .await
+            {
                 Err(e) => {
                     let msg = transport_error(&e);
                     self.mark_down(i, msg.clone());
@@ -469,8 +548,8 @@ impl Primaries {
         path: &str,
     ) -> Result<T, NodeError> {
         let p = &self.list[i];
-        let r = self
-            .http
+        let r = p
+            .http()
             .get(format!("{}{path}", p.url))
             .send()
             .await
@@ -519,8 +598,8 @@ impl Primaries {
         let mut refusal = None;
         for i in self.order() {
             let p = &self.list[i];
-            match self
-                .http
+            match p
+                .http()
                 .post(format!("{}{path}", p.url))
                 .bearer_auth(&self.token)
                 .send()
@@ -582,8 +661,8 @@ impl Primaries {
     /// left to the prober: a page asking every primary must not move the preference.
     async fn ask_each<T: DeserializeOwned>(&self, path: &str) -> Vec<Result<T, String>> {
         let asks = self.list.iter().map(|p| async move {
-            let r = self
-                .http
+            let r = p
+                .http()
                 .get(format!("{}{path}", p.url))
                 .bearer_auth(&self.token)
                 .timeout(Duration::from_secs(2))
@@ -662,7 +741,7 @@ impl Primaries {
         headers: reqwest::header::HeaderMap,
     ) -> Result<(reqwest::Response, usize), NodeError> {
         self.call_with(
-            &self.upload_http,
+            Primary::upload_http,
             |c, base| {
                 c.get(format!("{base}{path}"))
                     .query(query)
@@ -700,8 +779,9 @@ impl Primaries {
         query: &[(&str, String)],
         body: reqwest::Body,
     ) -> Result<reqwest::Response, reqwest::Error> {
-        self.upload_http
-            .request(method, format!("{}{path}", self.list[i].url))
+        let p = &self.list[i];
+        p.upload_http()
+            .request(method, format!("{}{path}", p.url))
             .query(query)
             .bearer_auth(&self.token)
             .body(body)

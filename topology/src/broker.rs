@@ -315,9 +315,10 @@ impl PrivateBroker {
         topology: &Topology,
     ) -> Result<PrivateBroker> {
         let probe = {
-            let trust = docfed_http::tls::Trust::load(&certs.ca(), None)?;
+            let trust = docfed_http::tls::Trust::load(&certs.ca(), Some(&certs.crl()))?;
             let (cert, key) = certs.admin();
-            let mut config = trust.client_config(Some((&cert, &key)))?;
+            let mut config =
+                trust.client_config_for(Some((&cert, &key)), docfed_http::tls::Expect::Broker)?;
             config.alpn_protocols.clear();
             Arc::new(config)
         };

@@ -5,15 +5,26 @@
 //! The folder it writes (ARCHITECTURE.md §2.10):
 //! * `ca.pem`, `ca.key`: the federation CA (ECDSA P-256, ten years). With `--ca-cert` and
 //!   `--ca-key` the operator's CA signs instead; its key is never copied here.
-//! * `nodes/ID.pem`, `nodes/ID.key`: one per node, for server and client authentication, with
-//!   the node's address (and `localhost`, `127.0.0.1` and `--san` names) as SANs and
-//!   `urn:docfed:node:ID` naming the node.
-//! * `portal.pem`/`.key` and `broker.pem`/`.key`: server certificates for the portal and for
-//!   RabbitMQ's TLS listener.
+//! * `nodes/ID.pem`, `nodes/ID.key`: one per node, for server and client authentication (it
+//!   serves HTTPS and pulls from its peers with it, and logs in to the broker), named
+//!   `urn:docfed:node:ID`, with the node's address (`localhost` and `127.0.0.1` when that is a
+//!   loopback or unspecified address) and its `--node-san` names.
+//! * `broker.pem`/`.key`: for RabbitMQ's TLS listener, server authentication only, marked
+//!   `urn:docfed:broker`, with the brokers' hosts from the topology's URLs, `localhost`,
+//!   `127.0.0.1` and `--broker-san`.
+//! * `portal.pem`/`.key`: the portal's HTTPS, server authentication only, with `localhost`,
+//!   `127.0.0.1` and `--portal-san`. The portal calls the primaries with a token, not a
+//!   certificate.
+//! * `admin.pem`/`.key`: the broker administrator, client authentication only.
 //! * `crl.pem`: the revocation list (empty at first), `revoked.txt` the serials in it.
 //!
+//! Each name goes to the role it is given for only: a node's certificate naming the broker's
+//! host would let that node pose as the broker. Clients check the role as well
+//! (`docfed_http::tls::Expect`), since several parties may share an address.
+//!
 //! Existing files are kept, so running it again after adding a node issues only the new node's
-//! certificate. Keys are written with mode 0600.
+//! certificate; a certificate whose key usages or role name differ from what its role gets now
+//! (one issued before roles existed) is issued again. Keys are written with mode 0600.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -46,9 +57,76 @@ pub struct OperatorCa {
 /// What `certs` needs beyond the topology.
 #[derive(Debug, Clone, Default)]
 pub struct CertOptions {
-    /// Extra names every server certificate carries (a public DNS name, a NAT address).
-    pub extra_sans: Vec<String>,
+    /// Extra names (a public DNS name, a NAT address) for every node's certificate, or, as
+    /// `ID=NAME`, for node ID's only.
+    pub node_sans: Vec<String>,
+    /// Extra names of the broker's certificate.
+    pub broker_sans: Vec<String>,
+    /// Extra names of the portal's certificate.
+    pub portal_sans: Vec<String>,
     pub operator_ca: Option<OperatorCa>,
+}
+
+/// What a certificate is for: its key usages and the role URI a client checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role<'a> {
+    Node(&'a str),
+    Broker,
+    Portal,
+    Admin,
+}
+
+impl Role<'_> {
+    fn usages(self) -> Vec<ExtendedKeyUsagePurpose> {
+        use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
+        match self {
+            Role::Node(_) => vec![ServerAuth, ClientAuth],
+            Role::Broker | Role::Portal => vec![ServerAuth],
+            Role::Admin => vec![ClientAuth],
+        }
+    }
+
+    fn uri(self) -> Option<String> {
+        match self {
+            Role::Node(id) => Some(format!("{}{id}", docfed_http::tls::NODE_URI_PREFIX)),
+            Role::Broker => Some(docfed_http::tls::BROKER_URI.to_owned()),
+            Role::Portal | Role::Admin => None,
+        }
+    }
+
+    /// Whether the certificate in `cert` has this role's key usages and URI, and no other.
+    fn matches(self, cert: &Path) -> bool {
+        let Ok(certs) = docfed_http::tls::load_certs(cert, "certificate") else {
+            return false;
+        };
+        let Ok((_, parsed)) = x509_parser::parse_x509_certificate(certs[0].as_ref()) else {
+            return false;
+        };
+        let eku = match parsed.extended_key_usage() {
+            Ok(Some(e)) => e.value,
+            _ => return false,
+        };
+        let want = self.usages();
+        let usages_match = eku.server_auth == want.contains(&ExtendedKeyUsagePurpose::ServerAuth)
+            && eku.client_auth == want.contains(&ExtendedKeyUsagePurpose::ClientAuth)
+            && !eku.any;
+        let uris: Vec<String> = parsed
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        usages_match && uris == self.uri().into_iter().collect::<Vec<_>>()
+    }
 }
 
 /// Common name, and so broker user name, of the broker administrator's certificate.
@@ -217,18 +295,29 @@ fn san(name: &str) -> Result<SanType> {
     })
 }
 
-/// Issues a leaf certificate for `names` (and `node`'s URI when given) into `cert`/`key`,
-/// unless both files exist.
+/// What [`issue`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Created,
+    Kept,
+    /// Replaced a certificate made for other usages (before roles existed).
+    Reissued,
+}
+
+/// Issues a leaf certificate for `role` with `names` into `cert`/`key`, unless both files exist
+/// and the certificate is what `role` gets.
 fn issue(
     issuer: &Issuer<'_, KeyPair>,
     common_name: &str,
     names: &BTreeSet<String>,
-    node: Option<&str>,
+    role: Role<'_>,
     (cert, key): (PathBuf, PathBuf),
-) -> Result<bool> {
-    if cert.exists() && key.exists() {
-        return Ok(false);
-    }
+) -> Result<Outcome> {
+    let outcome = match (cert.exists() && key.exists(), role.matches(&cert)) {
+        (true, true) => return Ok(Outcome::Kept),
+        (true, false) => Outcome::Reissued,
+        (false, _) => Outcome::Created,
+    };
     if let Some(dir) = cert.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -239,16 +328,11 @@ fn issue(
     for n in names {
         params.subject_alt_names.push(san(n)?);
     }
-    if let Some(id) = node {
-        params.subject_alt_names.push(SanType::URI(
-            format!("{}{id}", docfed_http::tls::NODE_URI_PREFIX).try_into()?,
-        ));
+    if let Some(uri) = role.uri() {
+        params.subject_alt_names.push(SanType::URI(uri.try_into()?));
     }
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
+    params.extended_key_usages = role.usages();
     params.use_authority_key_identifier_extension = true;
     let now = time::OffsetDateTime::now_utc();
     params.not_before = now - days(1);
@@ -258,17 +342,33 @@ fn issue(
     let leaf = params.signed_by(&leaf_key, issuer)?;
     write_secret(&key, &leaf_key.serialize_pem())?;
     write_public(&cert, &leaf.pem())?;
-    Ok(true)
+    Ok(outcome)
 }
 
-/// Names every server certificate carries, plus `addr`'s host.
-fn names_for(addr: Option<IpAddr>, extra: &[String]) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = ["localhost".to_owned(), "127.0.0.1".to_owned()].into();
-    if let Some(ip) = addr.filter(|ip| !ip.is_unspecified()) {
-        names.insert(ip.to_string());
+/// The loopback names.
+fn loopback() -> BTreeSet<String> {
+    ["localhost".to_owned(), "127.0.0.1".to_owned()].into()
+}
+
+/// A host's names: itself, and the loopback names when it is reached on this machine.
+fn host_names(host: &str) -> BTreeSet<String> {
+    let local = match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback() || ip.is_unspecified(),
+        Err(_) => host.eq_ignore_ascii_case("localhost"),
+    };
+    let mut names = if local { loopback() } else { BTreeSet::new() };
+    if !host.parse::<IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+        names.insert(host.to_owned());
     }
-    names.extend(extra.iter().cloned());
     names
+}
+
+/// Node `id`'s extra names among `--node-san` values (`NAME` for every node, `ID=NAME` for one).
+fn node_sans<'a>(id: &'a str, sans: &'a [String]) -> impl Iterator<Item = String> + 'a {
+    sans.iter().filter_map(move |s| match s.split_once('=') {
+        Some((node, name)) => (node == id).then(|| name.to_owned()),
+        None => Some(s.clone()),
+    })
 }
 
 /// What `certs` did, for its report.
@@ -276,6 +376,8 @@ fn names_for(addr: Option<IpAddr>, extra: &[String]) -> BTreeSet<String> {
 pub struct Issued {
     pub created: Vec<String>,
     pub kept: Vec<String>,
+    /// Certificates issued again because they were made for other usages (before roles).
+    pub reissued: Vec<String>,
 }
 
 /// Writes the CA, every node's, the portal's and the broker's certificate, and an empty CRL, into
@@ -285,37 +387,60 @@ pub fn generate(topology: &Topology, dir: &CertDir, opts: &CertOptions) -> Resul
         .with_context(|| format!("cannot create {}", dir.0.display()))?;
     make_ca(dir, opts.operator_ca.as_ref())?;
     let issuer = load_issuer(dir)?;
-    let mut report = Issued::default();
-    let mut note = |what: String, created: bool| {
-        if created {
-            report.created.push(what)
-        } else {
-            report.kept.push(what)
+    for s in &opts.node_sans {
+        if let Some((id, _)) = s.split_once('=') {
+            if topology.node(id).is_none() {
+                bail!("--node-san {s:?}: the topology has no node `{id}`");
+            }
         }
+    }
+    let mut report = Issued::default();
+    let mut note = |what: String, outcome: Outcome| match outcome {
+        Outcome::Created => report.created.push(what),
+        Outcome::Kept => report.kept.push(what),
+        Outcome::Reissued => report.reissued.push(what),
     };
     for n in &topology.nodes {
-        let names = names_for(Some(n.http.ip()), &opts.extra_sans);
-        let created = issue(&issuer, &n.id, &names, Some(&n.id), dir.node(&n.id))?;
-        note(format!("node {}", n.id), created);
+        let mut names = host_names(&n.http.ip().to_string());
+        names.extend(node_sans(&n.id, &opts.node_sans));
+        let done = issue(&issuer, &n.id, &names, Role::Node(&n.id), dir.node(&n.id))?;
+        note(format!("node {}", n.id), done);
     }
-    let created = issue(
+    let mut portal_names = loopback();
+    portal_names.extend(opts.portal_sans.iter().cloned());
+    let done = issue(
         &issuer,
         "docfed portal",
-        &names_for(None, &opts.extra_sans),
-        None,
+        &portal_names,
+        Role::Portal,
         dir.portal(),
     )?;
-    note("portal".into(), created);
-    let mut broker_names = names_for(None, &opts.extra_sans);
+    note("portal".into(), done);
+    // Loopback too: `up` and the test kits start private brokers on this machine whatever the
+    // topology's URLs say. Harmless, since no other certificate is marked the broker's.
+    let mut broker_names = loopback();
+    broker_names.extend(opts.broker_sans.iter().cloned());
     for id in topology.nodes.iter().map(|n| &n.id) {
         if let Some(host) = url_host(&topology.amqp_url_for(id)) {
-            broker_names.insert(host);
+            broker_names.extend(host_names(&host));
         }
     }
-    let created = issue(&issuer, "docfed broker", &broker_names, None, dir.broker())?;
-    note("broker".into(), created);
-    let created = issue(&issuer, BROKER_ADMIN, &BTreeSet::new(), None, dir.admin())?;
-    note("broker administrator".into(), created);
+    let done = issue(
+        &issuer,
+        "docfed broker",
+        &broker_names,
+        Role::Broker,
+        dir.broker(),
+    )?;
+    note("broker".into(), done);
+    let done = issue(
+        &issuer,
+        BROKER_ADMIN,
+        &BTreeSet::new(),
+        Role::Admin,
+        dir.admin(),
+    )?;
+    note("broker administrator".into(), done);
     if !dir.crl().exists() {
         write_crl(dir, &issuer, &BTreeSet::new())?;
     }
@@ -449,6 +574,160 @@ mod tests {
         let trust = docfed_http::tls::Trust::load(&dir.ca(), Some(&dir.crl())).unwrap();
         trust.server_config(&cert, &key, true).unwrap();
         trust.client_config(Some((&cert, &key))).unwrap();
+    }
+
+    /// The key usages, URIs and DNS/IP names of the certificate in `path`.
+    fn profile(path: &Path) -> (bool, bool, Vec<String>, BTreeSet<String>) {
+        let der = &docfed_http::tls::load_certs(path, "certificate").unwrap()[0];
+        let (_, c) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let eku = c.extended_key_usage().unwrap().unwrap().value;
+        let (mut uris, mut names) = (Vec::new(), BTreeSet::new());
+        for n in &c
+            .subject_alternative_name()
+            .unwrap()
+            .unwrap()
+            .value
+            .general_names
+        {
+            use x509_parser::extensions::GeneralName;
+            match n {
+                GeneralName::URI(u) => uris.push((*u).to_owned()),
+                GeneralName::DNSName(d) => {
+                    names.insert((*d).to_owned());
+                }
+                GeneralName::IPAddress(ip) => {
+                    let ip: [u8; 4] = (*ip).try_into().unwrap();
+                    names.insert(std::net::Ipv4Addr::from(ip).to_string());
+                }
+                _ => {}
+            }
+        }
+        (eku.server_auth, eku.client_auth, uris, names)
+    }
+
+    #[test]
+    fn each_role_gets_its_own_usages_and_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CertDir(tmp.path().to_owned());
+        let mut topo = demo();
+        topo.amqp_url = Some("amqps://broker.example.net:5671/%2f".into());
+        let opts = CertOptions {
+            node_sans: vec!["nodes.example.net".into(), "c-na=na.example.net".into()],
+            broker_sans: vec!["mq.example.net".into()],
+            portal_sans: vec!["portal.example.net".into()],
+            operator_ca: None,
+        };
+        generate(&topo, &dir, &opts).unwrap();
+        let (server, client, uris, names) = profile(&dir.node("c-na").0);
+        assert!(server && client, "a node serves and pulls");
+        assert_eq!(uris, vec!["urn:docfed:node:c-na".to_owned()]);
+        assert!(names.contains("nodes.example.net") && names.contains("na.example.net"));
+        assert!(!names.contains("broker.example.net") && !names.contains("mq.example.net"));
+        let (_, _, _, eu) = profile(&dir.node("c-eu").0);
+        assert!(
+            !eu.contains("na.example.net"),
+            "ID=NAME is for that node only"
+        );
+
+        let (server, client, uris, names) = profile(&dir.broker().0);
+        assert!(server && !client, "the broker only serves");
+        assert_eq!(uris, vec![docfed_http::tls::BROKER_URI.to_owned()]);
+        assert!(names.contains("broker.example.net") && names.contains("mq.example.net"));
+        assert!(!names.contains("nodes.example.net") && !names.contains("portal.example.net"));
+
+        let (server, client, uris, names) = profile(&dir.portal().0);
+        assert!(
+            server && !client,
+            "the portal serves; it calls primaries with a token"
+        );
+        assert!(uris.is_empty());
+        assert!(names.contains("portal.example.net") && !names.contains("mq.example.net"));
+
+        let der = &docfed_http::tls::load_certs(&dir.admin().0, "certificate").unwrap()[0];
+        let (_, admin) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let eku = admin.extended_key_usage().unwrap().unwrap().value;
+        assert!(
+            eku.client_auth && !eku.server_auth,
+            "the administrator is only a client"
+        );
+
+        let unknown = CertOptions {
+            node_sans: vec!["nobody=x.example.net".into()],
+            ..Default::default()
+        };
+        assert!(generate(&topo, &dir, &unknown).is_err());
+    }
+
+    #[test]
+    fn certificates_made_before_roles_are_issued_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CertDir(tmp.path().to_owned());
+        let topo = demo();
+        generate(&topo, &dir, &CertOptions::default()).unwrap();
+        // What `certs` issued before roles: server and client, no role name.
+        let issuer = load_issuer(&dir).unwrap();
+        for (cert, _) in [dir.broker(), dir.portal()] {
+            let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+            params.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            let k = KeyPair::generate().unwrap();
+            write_public(&cert, &params.signed_by(&k, &issuer).unwrap().pem()).unwrap();
+        }
+        let again = generate(&topo, &dir, &CertOptions::default()).unwrap();
+        assert_eq!(
+            again.reissued,
+            vec!["portal".to_owned(), "broker".to_owned()]
+        );
+        assert!(again.created.is_empty());
+        let (server, client, uris, _) = profile(&dir.broker().0);
+        assert!(server && !client);
+        assert_eq!(uris, vec![docfed_http::tls::BROKER_URI.to_owned()]);
+        let third = generate(&topo, &dir, &CertOptions::default()).unwrap();
+        assert!(third.reissued.is_empty() && third.created.is_empty());
+    }
+
+    /// Item 8 of issue 39: the revocation list is never lifted by its file going away.
+    #[test]
+    fn a_missing_or_empty_revocation_list_keeps_the_last_good_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = CertDir(tmp.path().to_owned());
+        let topo = demo();
+        generate(&topo, &dir, &CertOptions::default()).unwrap();
+        let cert = docfed_http::tls::load_certs(&dir.node("c-mid-1").0, "certificate").unwrap();
+        let trust = docfed_http::tls::Trust::load(&dir.ca(), Some(&dir.crl())).unwrap();
+        assert!(trust.still_valid(&cert[0]));
+        revoke(&topo, &dir, "c-mid-1").unwrap();
+        assert!(trust.reload_crl().unwrap());
+        assert!(!trust.still_valid(&cert[0]), "revoked");
+
+        std::fs::remove_file(dir.crl()).unwrap();
+        let e = trust.reload_crl().unwrap_err().to_string();
+        assert!(e.contains("crl.pem"), "{e}");
+        assert!(
+            !trust.still_valid(&cert[0]),
+            "still revoked without the file"
+        );
+        // Reported once, not at every poll.
+        assert!(!trust.reload_crl().unwrap());
+        std::fs::write(dir.crl(), "").unwrap();
+        assert!(trust.reload_crl().is_err());
+        assert!(
+            !trust.still_valid(&cert[0]),
+            "still revoked with an empty file"
+        );
+        std::fs::write(dir.crl(), "not a list\n").unwrap();
+        assert!(trust.reload_crl().is_err());
+        assert!(!trust.still_valid(&cert[0]));
+
+        // At start, a configured list that is missing or empty is an error, not "nothing
+        // revoked".
+        let e = docfed_http::tls::Trust::load(&dir.ca(), Some(&tmp.path().join("gone.pem")))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("gone.pem"), "{e}");
+        assert!(docfed_http::tls::Trust::load(&dir.ca(), Some(&dir.crl())).is_err());
     }
 
     #[test]

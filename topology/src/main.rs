@@ -52,8 +52,19 @@ enum Cmd {
         /// Directory for the certificates and the topology with [tls].
         #[arg(long)]
         out: PathBuf,
-        /// Extra DNS name or IP address every server certificate carries (repeatable).
-        #[arg(long = "san", value_name = "NAME")]
+        /// Extra DNS name or IP address of every node's certificate, or with ID=NAME of node
+        /// ID's only (repeatable).
+        #[arg(long = "node-san", value_name = "[ID=]NAME")]
+        node_sans: Vec<String>,
+        /// Extra DNS name or IP address of the broker's certificate (repeatable).
+        #[arg(long = "broker-san", value_name = "NAME")]
+        broker_sans: Vec<String>,
+        /// Extra DNS name or IP address of the portal's certificate (repeatable).
+        #[arg(long = "portal-san", value_name = "NAME")]
+        portal_sans: Vec<String>,
+        /// Refused: it gave one name to every certificate, which let any node pose as the
+        /// broker. Say whose name it is with --node-san, --broker-san or --portal-san.
+        #[arg(long = "san", value_name = "NAME", hide = true)]
         sans: Vec<String>,
         /// The operator's CA certificate (PEM) to sign with instead of a new CA.
         #[arg(long, requires = "ca_key")]
@@ -136,19 +147,34 @@ fn main() -> ExitCode {
         Cmd::Certs {
             file,
             out,
+            node_sans,
+            broker_sans,
+            portal_sans,
             sans,
             ca_cert,
             ca_key,
-        } => certs(
-            &file,
-            &out,
-            topology::certs::CertOptions {
-                extra_sans: sans,
-                operator_ca: ca_cert
-                    .zip(ca_key)
-                    .map(|(cert, key)| topology::certs::OperatorCa { cert, key }),
-            },
-        ),
+        } => {
+            if let Some(name) = sans.first() {
+                eprintln!(
+                    "docfed-topology certs: --san {name:?} would give every certificate the name; \
+                     say whose it is: --broker-san {name} (the broker's host), --node-san {name} \
+                     (every node; --node-san ID={name} for one) or --portal-san {name}"
+                );
+                return ExitCode::from(2);
+            }
+            certs(
+                &file,
+                &out,
+                topology::certs::CertOptions {
+                    node_sans,
+                    broker_sans,
+                    portal_sans,
+                    operator_ca: ca_cert
+                        .zip(ca_key)
+                        .map(|(cert, key)| topology::certs::OperatorCa { cert, key }),
+                },
+            )
+        }
         Cmd::Revoke { file, out, node } => revoke(&file, &out, &node),
         Cmd::BrokerDefinitions { file, without } => broker_definitions(&file, without),
         Cmd::Up {
@@ -263,6 +289,12 @@ fn certs(file: &Path, out: &Path, opts: topology::certs::CertOptions) -> ExitCod
             }
             for what in &issued.kept {
                 println!("kept    {what}");
+            }
+            for what in &issued.reissued {
+                println!(
+                    "issued  {what} again (it was made before certificates had roles; restart \
+                     what uses it)"
+                );
             }
             println!(
                 "certificates in {}: CA {}; give each node nodes/<id>.pem and nodes/<id>.key \

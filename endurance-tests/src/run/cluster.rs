@@ -100,7 +100,8 @@ impl Cluster {
         topo.tls = Some(certs.spec());
         let broker_admin = {
             let (cert, key) = certs.admin();
-            docfed_broker::BrokerTls::load(&cert, &key, &certs.ca()).map_err(anyhow::Error::msg)?
+            docfed_broker::BrokerTls::load(&cert, &key, &certs.ca(), Some(&certs.crl()))
+                .map_err(anyhow::Error::msg)?
         };
 
         // Brokers, started together (each takes seconds): TLS only, a user per node.

@@ -5,4 +5,5 @@ mod common;
 mod daemon;
 mod resilience;
 mod rogue;
+mod server_certificates;
 mod sync;

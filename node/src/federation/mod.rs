@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod inbox;
 pub mod ondemand;
 pub mod outbox;
+pub mod peer_http;
 pub mod presence;
 pub mod pull;
 pub mod release;
@@ -87,6 +88,16 @@ impl Federation {
 
     pub fn url_of(&self, id: &str) -> Option<String> {
         self.topology.node(id).map(|n| self.url(n))
+    }
+
+    /// The topology node whose base URL `url` is or is below, as advertised (over TLS or not).
+    pub fn node_at(&self, url: &str) -> Option<&str> {
+        let base = url.splitn(4, '/').take(3).collect::<Vec<_>>().join("/");
+        self.topology
+            .nodes
+            .iter()
+            .find(|n| n.base_url(true) == base || n.base_url(false) == base)
+            .map(|n| n.id.as_str())
     }
 
     pub fn my_url(&self) -> String {

@@ -310,7 +310,7 @@ async fn pull(
                 .expect("on-demand pulls run in a federation");
             let resp = fed
                 .pull_request(
-                    &node.http,
+                    &node.http_for(url),
                     format!("{}/v1/objects/{}", fed.dial(url), doc.md5),
                     &doc.md5,
                 )

@@ -305,7 +305,7 @@ async fn probe_all(node: &Arc<Node>) {
         })
         .collect();
     let probes = targets.into_iter().map(|(id, url)| {
-        let http = node.http.clone();
+        let http = node.http.for_node(Some(&id));
         async move {
             let outcome = match http
                 .get(format!("{url}/v1/health"))

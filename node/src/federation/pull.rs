@@ -215,7 +215,7 @@ fn from_source(src: &str, failure: SourceFailure) -> PullError {
 fn object_request(node: &Node, src: &str, md5: &Md5Hex) -> reqwest::RequestBuilder {
     let fed = node.federation().expect("pulls run in a federation");
     let dial = fed.dial(src);
-    fed.pull_request(&node.http, format!("{dial}/v1/objects/{md5}"), md5)
+    fed.pull_request(&node.http_for(src), format!("{dial}/v1/objects/{md5}"), md5)
 }
 
 /// Content at most this large, with nothing of it on disk yet, is pulled by [`pull_small`].

@@ -110,16 +110,15 @@ impl Federation {
         Ok(())
     }
 
-    /// The node's certificate and the federation CA, for `amqps://` brokers.
+    /// The node's certificate and the federation CA and CRL (the node's own, as it reloads it),
+    /// for `amqps://` brokers.
     pub(crate) fn attach_broker_tls(&mut self, tls: &NodeTls) -> Result<(), ConfigError> {
-        let spec = self
-            .topology
-            .tls
+        let trust = tls
+            .trust
             .as_ref()
-            .expect("node_tls needs [tls] in a federation");
+            .expect("node_tls trusts the federation CA in a federation");
         self.broker_tls = Some(
-            super::amqp::BrokerTls::load(&tls.cert, &tls.key, &spec.ca)
-                .map_err(ConfigError::Tls)?,
+            super::amqp::BrokerTls::new(trust, &tls.cert, &tls.key).map_err(ConfigError::Tls)?,
         );
         Ok(())
     }

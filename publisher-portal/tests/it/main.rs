@@ -12,4 +12,5 @@ mod lifecycle;
 mod login_hardening;
 mod memory;
 mod pages;
+mod primary_certificates;
 mod sources;

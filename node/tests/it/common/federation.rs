@@ -111,6 +111,22 @@ impl Federation {
         }
     }
 
+    /// [`Federation::start_with_impostor`] with every link over TLS, as
+    /// [`Federation::start_tls`]: the test serves `role`'s address itself, with whatever
+    /// certificate it likes.
+    pub async fn start_tls_with_impostor(extra: &[&str], role: &str) -> TestResult<Self> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Self::try_start(extra, &amqp_url(), &[], Some(role), "", Links::Tls).await {
+                Err(e) if attempt < 4 && e.to_string().contains("Address already in use") => {
+                    continue
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Like [`Federation::start_tls`], with the inboxes on a broker of the federation's own
     /// ([`topology::broker::PrivateBroker::start_secure`]): AMQP over TLS only, each node logged
     /// in by its certificate, confined to its own queues.

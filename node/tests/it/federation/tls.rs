@@ -218,7 +218,9 @@ async fn broker_as(
     let props = lapin::ConnectionProperties::default();
     match identity {
         Some((cert, key)) => {
-            let tls = amqp::BrokerTls::load(cert, key, &ca).expect("readable certificates");
+            let crl = fed.certs.as_ref().expect("certificates").crl();
+            let tls =
+                amqp::BrokerTls::load(cert, key, &ca, Some(&crl)).expect("readable certificates");
             amqp::open(uri, props, Some(&tls)).await
         }
         // The CA alone: the broker is trusted, but no certificate is presented.
