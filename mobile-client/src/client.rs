@@ -18,10 +18,7 @@ static TLS: std::sync::OnceLock<Option<rustls::ClientConfig>> = std::sync::OnceL
 pub fn trust_ca(ca: Option<std::path::PathBuf>) -> Result<(), CliError> {
     let config = match ca {
         Some(path) => {
-            let crl = match std::env::var_os("DOCFED_CRL") {
-                Some(crl) => Some(std::path::PathBuf::from(crl)),
-                None => Some(path.with_file_name("crl.pem")).filter(|p| p.exists()),
-            };
+            let crl = crl_for(&path);
             Some(
                 docfed_http::tls::Trust::load(&path, crl.as_deref())
                     .and_then(|t| t.client_config_for(None, docfed_http::tls::Expect::AnyNode))
@@ -91,19 +88,48 @@ pub fn choose_ca(
     Ok(Some(given))
 }
 
-/// Pins `ca` for later commands (written beside this device's registrations).
+/// The revocation list that goes with `ca`: `DOCFED_CRL`, else `crl.pem` beside it if there
+/// is one.
+fn crl_for(ca: &std::path::Path) -> Option<std::path::PathBuf> {
+    match std::env::var_os("DOCFED_CRL") {
+        Some(crl) => Some(std::path::PathBuf::from(crl)),
+        None => Some(ca.with_file_name("crl.pem")).filter(|p| p.exists()),
+    }
+}
+
+/// Pins `ca` for later commands (written beside this device's registrations), with its
+/// revocation list when there is one ([`crl_for`]): pinned as `crl.pem` beside the pinned CA,
+/// where [`trust_ca`] finds it, so a command run without `--ca` still refuses the nodes revoked
+/// when the device registered. A later list needs registering again, or `DOCFED_CRL`. A CRL
+/// pinned with an earlier CA goes: it would not verify against this one.
 pub fn pin_ca(ca: &std::path::Path) -> Result<(), CliError> {
     let pinned = pinned_ca_path()?;
-    let text =
-        std::fs::read(ca).map_err(|e| CliError::Local(format!("--ca {}: {e}", ca.display())))?;
-    let tmp = pinned.with_extension("pem.tmp");
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = pinned.parent() {
+    let read = |p: &std::path::Path, what: &str| {
+        std::fs::read(p).map_err(|e| CliError::Local(format!("{what} {}: {e}", p.display())))
+    };
+    let text = read(ca, "--ca")?;
+    let crl = crl_for(ca)
+        .map(|p| read(&p, "the revocation list"))
+        .transpose()?;
+    let pinned_crl = pinned.with_file_name("crl.pem");
+    let put = |path: &std::path::Path, bytes: &[u8]| -> std::io::Result<()> {
+        let tmp = path.with_extension("pem.tmp");
+        if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(&tmp, &text)?;
+        std::fs::write(&tmp, bytes)?;
         std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &pinned)
+        std::fs::rename(&tmp, path)
+    };
+    let write = || -> std::io::Result<()> {
+        put(&pinned, &text)?;
+        match &crl {
+            Some(crl) => put(&pinned_crl, crl),
+            None => match std::fs::remove_file(&pinned_crl) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+        }
     };
     write().map_err(|e| CliError::Local(format!("cannot pin the CA in {}: {e}", pinned.display())))
 }

@@ -15,7 +15,9 @@ pub async fn run(ctx: &Ctx, name: Option<String>, token: Option<String>) -> Resu
     // on the LAN may advertise one) or among the fallbacks is asked nothing with it.
     if token.as_deref().is_some_and(|t| !t.is_empty()) && ctx.server.is_none() {
         return Err(CliError::Usage(
-            "register --token sends the node's operator token: name the node with --server URL              (or DOCFED_SERVER); the token is never sent to a server found over mDNS or among              the fallbacks"
+            "register --token sends the node's operator token: name the node with --server URL \
+             (or DOCFED_SERVER); the token is never sent to a server found over mDNS or among \
+             the fallbacks"
                 .into(),
         ));
     }

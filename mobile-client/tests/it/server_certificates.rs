@@ -48,3 +48,44 @@ async fn a_revoked_node_or_a_server_that_is_no_node_is_refused() -> TestResult {
     assert!(said.to_lowercase().contains("revoked"), "{said}");
     Ok(())
 }
+
+/// `register --ca` pins the revocation list beside the CA with it: a later command run without
+/// `--ca` (the pinned CA) still refuses a node revoked when the device registered.
+#[tokio::test]
+async fn the_crl_is_pinned_with_the_ca_at_registration() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let topo = docfed_shared::Topology::parse(&topology::demo::toml(
+        "rp",
+        &topology::demo::free_ports()?,
+        None,
+        |_| None,
+    ))?;
+    let certs = topology::certs::CertDir(tmp.path().join("certs"));
+    topology::certs::generate(&topo, &certs, &Default::default())?;
+    let ca = certs.ca();
+    let ca = ca.to_str().unwrap();
+    let revoked = serving(&tmp.path().join("na"), certs.node("rp-na")).await?;
+    let home = serving(&tmp.path().join("eu"), certs.node("rp-eu")).await?;
+    topology::certs::revoke(&topo, &certs, "rp-na")?;
+    let config = tmp.path().join("config");
+    ok(&docfed_with_config(
+        &config,
+        &[
+            "--ca", ca, "--server", &home.url, "--json", "register", "--token", TOKEN,
+        ],
+    ));
+    assert!(config.join("docfed").join("crl.pem").is_file());
+    // Pinned, not given: the revoked node is still refused.
+    let refused = docfed_with_config(
+        &config,
+        &["--server", &revoked.url, "--json", "search", "x"],
+    );
+    assert_eq!(refused.status.code(), Some(4), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.to_lowercase().contains("revoked"), "{said}");
+    ok(&docfed_with_config(
+        &config,
+        &["--server", &home.url, "--json", "search", "x"],
+    ));
+    Ok(())
+}
