@@ -112,19 +112,10 @@ pub fn pin_ca(ca: &std::path::Path) -> Result<(), CliError> {
         .map(|p| read(&p, "the revocation list"))
         .transpose()?;
     let pinned_crl = pinned.with_file_name("crl.pem");
-    let put = |path: &std::path::Path, bytes: &[u8]| -> std::io::Result<()> {
-        let tmp = path.with_extension("pem.tmp");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&tmp, bytes)?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
     let write = || -> std::io::Result<()> {
-        put(&pinned, &text)?;
+        write_pinned(&pinned, &text)?;
         match &crl {
-            Some(crl) => put(&pinned_crl, crl),
+            Some(crl) => write_pinned(&pinned_crl, crl),
             None => match std::fs::remove_file(&pinned_crl) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),
@@ -132,6 +123,20 @@ pub fn pin_ca(ca: &std::path::Path) -> Result<(), CliError> {
         }
     };
     write().map_err(|e| CliError::Local(format!("cannot pin the CA in {}: {e}", pinned.display())))
+}
+
+/// Writes what a device pins (CA, CRL, primaries' keys) at `path` whole or not at all: a
+/// temporary file beside it, flushed, then renamed over it.
+pub(crate) fn write_pinned(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&tmp, bytes)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// The HTTP client every command uses: a connection must open within 5 s, and a transfer that

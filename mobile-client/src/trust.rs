@@ -159,16 +159,7 @@ pub fn choose(given: Option<&Path>, repin: bool) -> Result<Option<PrimaryKeys>, 
 /// Pins `keys` for later commands (beside this device's registrations and CA).
 pub fn pin(keys: &PrimaryKeys) -> Result<(), CliError> {
     let pinned = pinned_path()?;
-    let tmp = pinned.with_extension("toml.tmp");
-    let write = || -> std::io::Result<()> {
-        if let Some(dir) = pinned.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&tmp, keys.to_toml())?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &pinned)
-    };
-    write().map_err(|e| {
+    crate::client::write_pinned(&pinned, keys.to_toml().as_bytes()).map_err(|e| {
         CliError::Local(format!(
             "cannot pin the primaries' keys in {}: {e}",
             pinned.display()

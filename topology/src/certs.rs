@@ -201,7 +201,8 @@ fn days(n: i64) -> time::Duration {
     time::Duration::days(n)
 }
 
-fn write_secret(path: &Path, text: &str) -> Result<()> {
+/// Writes `text` at `path`, readable by its owner only, whole or not at all.
+pub(crate) fn write_secret(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::OpenOptions::new()

@@ -17,17 +17,26 @@ async fn serving(
     Standalone::start_with(dir, &args).await
 }
 
-#[tokio::test]
-async fn a_revoked_node_or_a_server_that_is_no_node_is_refused() -> TestResult {
-    let tmp = tempfile::tempdir()?;
+/// The demo topology with node ids prefixed by `prefix`, and its certificates in `dir/certs`.
+fn demo_certs(
+    dir: &std::path::Path,
+    prefix: &str,
+) -> TestResult<(docfed_shared::Topology, topology::certs::CertDir)> {
     let topo = docfed_shared::Topology::parse(&topology::demo::toml(
-        "rv",
+        prefix,
         &topology::demo::free_ports()?,
         None,
         |_| None,
     ))?;
-    let certs = topology::certs::CertDir(tmp.path().join("certs"));
+    let certs = topology::certs::CertDir(dir.join("certs"));
     topology::certs::generate(&topo, &certs, &Default::default())?;
+    Ok((topo, certs))
+}
+
+#[tokio::test]
+async fn a_revoked_node_or_a_server_that_is_no_node_is_refused() -> TestResult {
+    let tmp = tempfile::tempdir()?;
+    let (topo, certs) = demo_certs(tmp.path(), "rv")?;
     let ca = certs.ca();
     let ca = ca.to_str().unwrap();
     let node = serving(&tmp.path().join("node"), certs.node("rv-na")).await?;
@@ -54,14 +63,7 @@ async fn a_revoked_node_or_a_server_that_is_no_node_is_refused() -> TestResult {
 #[tokio::test]
 async fn the_crl_is_pinned_with_the_ca_at_registration() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let topo = docfed_shared::Topology::parse(&topology::demo::toml(
-        "rp",
-        &topology::demo::free_ports()?,
-        None,
-        |_| None,
-    ))?;
-    let certs = topology::certs::CertDir(tmp.path().join("certs"));
-    topology::certs::generate(&topo, &certs, &Default::default())?;
+    let (topo, certs) = demo_certs(tmp.path(), "rp")?;
     let ca = certs.ca();
     let ca = ca.to_str().unwrap();
     let revoked = serving(&tmp.path().join("na"), certs.node("rp-na")).await?;

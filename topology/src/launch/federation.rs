@@ -519,7 +519,7 @@ pub fn content_key_file(run_dir: &Path, id: &str) -> PathBuf {
 /// Makes a content key (64 hex digits, readable by its owner only) at `path` unless one is
 /// there: a key is made once and kept, since content sealed with it can be read with no other.
 fn ensure_content_key(path: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use std::os::unix::fs::DirBuilderExt;
     if path.exists() {
         return Ok(());
     }
@@ -531,15 +531,5 @@ fn ensure_content_key(path: &Path) -> Result<()> {
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let key: [u8; 32] = rand::random();
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    f.write_all(hex::encode(key).as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    crate::certs::write_secret(path, &hex::encode(key))
 }
