@@ -215,6 +215,61 @@ impl Sealer {
     }
 }
 
+/// Seals `plain` whole in memory, in the format of a sealed file: a small object the node keeps
+/// in its database (a blob, not a file) is sealed with the same key and the same format, so one
+/// reader ([`open_bytes`]) and one rotation apply to both.
+pub fn seal_bytes(key: &ContentKey, plain: &[u8]) -> Vec<u8> {
+    let salt: [u8; 16] = rand::random();
+    let mut out = Vec::with_capacity(sealed_len(plain.len() as u64) as usize);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(&key.id);
+    out.extend_from_slice(&salt);
+    let file_key = key.file_key(&salt);
+    let chunks = plain.len().div_ceil(CHUNK as usize);
+    for (index, chunk) in plain.chunks(CHUNK as usize).enumerate() {
+        let mut data = chunk.to_vec();
+        file_key
+            .seal_in_place_append_tag(nonce(index as u64), aad(index + 1 == chunks), &mut data)
+            .expect("sealing in memory cannot fail");
+        out.extend_from_slice(&data);
+    }
+    out
+}
+
+/// The id (hex) of the key `sealed` (a sealed file's first bytes, or a sealed small object) was
+/// sealed with; `None` when it is not sealed.
+pub fn sealed_with(sealed: &[u8]) -> Option<String> {
+    is_sealed(sealed).then(|| hex::encode(&sealed[8..16]))
+}
+
+/// Opens what [`seal_bytes`] sealed, checking every chunk's tag and that nothing was cut off or
+/// appended. An error when the key is unknown or the bytes were altered.
+pub fn open_bytes(keys: &Keys, sealed: &[u8]) -> io::Result<Vec<u8>> {
+    if !is_sealed(sealed) {
+        return Err(corrupt("a sealed small object without its header"));
+    }
+    let key = header_key(sealed, keys).ok_or_else(|| unknown_key(sealed))?;
+    let file_key = key.file_key(&sealed[16..32]);
+    let body = &sealed[HEADER as usize..];
+    let size = plain_len(sealed.len() as u64);
+    if sealed_len(size) != sealed.len() as u64 {
+        return Err(corrupt("a sealed small object of impossible length"));
+    }
+    let chunks = body.len().div_ceil(SEALED_CHUNK as usize);
+    let mut plain = Vec::with_capacity(size as usize);
+    for (index, chunk) in body.chunks(SEALED_CHUNK as usize).enumerate() {
+        let mut data = chunk.to_vec();
+        let opened = file_key
+            .open_in_place(nonce(index as u64), aad(index + 1 == chunks), &mut data)
+            .map_err(|_| {
+                corrupt("stored content fails its authentication (wrong key, or altered)")
+            })?;
+        plain.extend_from_slice(opened);
+    }
+    Ok(plain)
+}
+
 /// A sealed file opened for reading.
 pub struct Opened {
     file: File,
@@ -557,6 +612,46 @@ pub fn reseal(path: &Path, tmp: &Path, keys: &Keys) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_sealed_in_memory_open_as_sealed_and_refuse_any_change() {
+        let keys = Keys {
+            current: key(1),
+            old: vec![],
+        };
+        for size in [
+            0usize,
+            1,
+            CHUNK as usize - 1,
+            CHUNK as usize,
+            CHUNK as usize + 1,
+            200_000,
+        ] {
+            let plain: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let sealed = seal_bytes(&keys.current, &plain);
+            assert_eq!(sealed.len() as u64, sealed_len(size as u64));
+            assert_eq!(open_bytes(&keys, &sealed).unwrap(), plain, "{size}");
+            if size > 0 {
+                if size >= 16 {
+                    assert!(!sealed.windows(16).any(|w| w == &plain[..16]));
+                }
+                let mut altered = sealed.clone();
+                altered[HEADER as usize] ^= 1;
+                assert!(open_bytes(&keys, &altered).is_err());
+            }
+            if size > CHUNK as usize {
+                // Cut at a chunk boundary: the first chunk was not sealed as the last.
+                let cut = &sealed[..(HEADER + SEALED_CHUNK) as usize];
+                assert!(open_bytes(&keys, cut).is_err());
+            }
+        }
+        let other = Keys {
+            current: key(2),
+            old: vec![],
+        };
+        assert!(open_bytes(&other, &seal_bytes(&keys.current, b"x")).is_err());
+        assert!(open_bytes(&keys, b"plain text").is_err());
+    }
 
     fn key(b: u8) -> ContentKey {
         ContentKey::from_hex(&hex::encode([b; 32])).unwrap()

@@ -50,6 +50,7 @@ pub(crate) mod federation;
 pub(crate) mod metrics;
 pub(crate) mod reachback;
 pub(crate) mod retention;
+pub(crate) mod small_objects;
 pub(crate) mod store;
 pub(crate) mod supervisor;
 pub(crate) mod token;
@@ -190,7 +191,8 @@ pub async fn run(
         config.reserved_space,
         config.content_keys.clone().map(Arc::new),
     )
-    .with_context(|| format!("cannot open content store in {}", config.data_dir.display()))?;
+    .with_context(|| format!("cannot open content store in {}", config.data_dir.display()))?
+    .with_small_max(config.small_object_max);
     // Peers are reached over TLS with this node's certificate (and only the federation CA is
     // trusted); a standalone node pulls from no one.
     let tls = config
@@ -259,12 +261,12 @@ pub async fn run(
     if node.store.keys().is_some() {
         // After a key rotation (or encryption turned on), seal what is not sealed with the
         // current key, in the background: reads go on meanwhile, with either key.
-        let (store, stop) = (node.store.clone(), cancel.clone());
+        let (sealer, stop) = (node.clone(), cancel.clone());
         sup.job("re-encryption", |_| async move {
             // At shutdown the pass, on a blocking thread, is not waited for; each object is
             // sealed again whole or not at all.
             let sealed = tokio::select! {
-                sealed = store.rekey() => sealed,
+                sealed = sealer.store.rekey() => sealed,
                 () = stop.cancelled() => return Ok(()),
             };
             match sealed {
@@ -273,6 +275,19 @@ pub async fn run(
                 Err(e) => {
                     tracing::error!(error = %e, "sealing content with the current key failed; it stays readable with the old key");
                     return Err(e);
+                }
+            }
+            let keys = sealer.store.keys().expect("a content key").clone();
+            let small = tokio::select! {
+                sealed = small_objects::reseal(&sealer.db, &keys) => sealed,
+                () = stop.cancelled() => return Ok(()),
+            };
+            match small {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(objects = n, "small objects sealed again with the current key"),
+                Err(e) => {
+                    tracing::error!(error = %e, "sealing small objects with the current key failed; they stay readable with the old key");
+                    return Err(std::io::Error::other(e));
                 }
             }
             Ok(())

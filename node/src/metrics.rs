@@ -25,6 +25,7 @@ pub struct Metrics {
     pub objects_released: AtomicU64,
     pub bytes_released: AtomicU64,
     pub fetches_dropped: AtomicU64,
+    pub inline_stored: AtomicU64,
 }
 
 impl Metrics {
@@ -39,7 +40,7 @@ impl Metrics {
     /// Renders the counters plus the gauges the caller measured (outbox and fetch depth).
     pub fn render(&self, node: &str, outbox_depth: i64, pending_fetches: i64) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+        let counters: [(&str, &str, &AtomicU64); 20] = [
             (
                 "docfed_objects_released_total",
                 "Stored objects deleted because the last device flag that kept them here went.",
@@ -84,6 +85,11 @@ impl Metrics {
                 "docfed_notifications_deduplicated_total",
                 "Notifications already known (redundant copies, redeliveries).",
                 &self.notifications_deduplicated,
+            ),
+            (
+                "docfed_inline_content_stored_total",
+                "Contents stored from the notification that carried them inline (no pull).",
+                &self.inline_stored,
             ),
             (
                 "docfed_notifications_dead_lettered_total",

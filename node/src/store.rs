@@ -64,6 +64,8 @@ pub struct Store {
     promised: Arc<AtomicU64>,
     /// The content keys, when content is sealed at rest.
     keys: Option<Arc<crate::atrest::Keys>>,
+    /// Uploads at most this large stay in memory for the small-object store.
+    small_max: u64,
 }
 
 /// Space a pull will still write, counted against the free space until released (as bytes are
@@ -109,13 +111,32 @@ impl Drop for TempFile {
     }
 }
 
-/// A complete, fsynced upload waiting to be committed into the store.
+/// A complete upload waiting to be committed into the store.
 #[derive(Debug)]
 pub struct Ingested {
-    pub temp: TempFile,
+    pub body: IngestedBody,
     pub md5: Md5Hex,
     pub sha256: Sha256Hex,
     pub size: u64,
+}
+
+/// Where an upload's bytes wait: small content in memory, for the small-object store
+/// (`small_objects`), where the commit that records it makes it durable; anything larger in an
+/// fsynced temporary file, to be renamed into `objects/`.
+#[derive(Debug)]
+pub enum IngestedBody {
+    Memory(Bytes),
+    File(TempFile),
+}
+
+impl Ingested {
+    /// The bytes, when they are small enough to be kept in memory.
+    pub fn small(&self) -> Option<&Bytes> {
+        match &self.body {
+            IngestedBody::Memory(b) => Some(b),
+            IngestedBody::File(_) => None,
+        }
+    }
 }
 
 /// Creates the node's data directory, where the store, the database and the token live, at
@@ -145,7 +166,20 @@ impl Store {
             reserved_space,
             promised: Arc::default(),
             keys,
+            small_max: 0,
         })
+    }
+
+    /// Keeps uploads of at most `n` bytes in memory, for the small-object store, instead of
+    /// writing and fsyncing a file each.
+    pub fn with_small_max(mut self, n: u64) -> Self {
+        self.small_max = n;
+        self
+    }
+
+    /// Content at most this large goes to the small-object store.
+    pub fn small_max(&self) -> u64 {
+        self.small_max
     }
 
     pub fn object_path(&self, md5: &Md5Hex) -> PathBuf {
@@ -182,11 +216,13 @@ impl Store {
         Ok(())
     }
 
-    /// Streams `body` into a temporary file, hashing as it goes, and fsyncs it. At most `limit`
-    /// bytes are accepted; a pause longer than `idle` abandons the upload.
+    /// Streams `body` into a temporary file, hashing as it goes, and fsyncs it; a body of at most
+    /// [`small_max`](Self::small_max) bytes stays in memory instead (no file, no fsync: the
+    /// small-object store's commit makes it durable). At most `limit` bytes are accepted; a
+    /// pause longer than `idle` abandons the upload.
     pub async fn ingest<S, E>(
         &self,
-        body: S,
+        mut body: S,
         limit: u64,
         idle: Duration,
     ) -> Result<Ingested, StoreError>
@@ -194,6 +230,40 @@ impl Store {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
+        // The first `small_max` bytes are read into memory; only a body that goes past them
+        // is written to a file, starting with them.
+        let mut head: Vec<Bytes> = Vec::new();
+        let mut held = 0u64;
+        let overflow = loop {
+            let chunk = match next_chunk(&mut body, idle).await? {
+                None => break None,
+                Some(chunk) => chunk,
+            };
+            if held + chunk.len() as u64 > limit {
+                return Err(StoreError::TooLarge { limit });
+            }
+            if held + chunk.len() as u64 > self.small_max {
+                break Some(chunk);
+            }
+            held += chunk.len() as u64;
+            head.push(chunk);
+        };
+        let Some(overflow) = overflow else {
+            let bytes = match head.len() {
+                0 => Bytes::new(),
+                1 => head.pop().expect("one chunk"),
+                _ => Bytes::from(head.concat()),
+            };
+            let mut hasher = ContentHasher::new();
+            docfed_shared::hashing::StreamHash::update(&mut hasher, &bytes);
+            let d = hasher.finish();
+            return Ok(Ingested {
+                body: IngestedBody::Memory(bytes),
+                md5: d.md5,
+                sha256: d.sha256,
+                size: d.size,
+            });
+        };
         let path = self.tmp.join(format!("upload-{}", uuid_like()));
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -204,7 +274,11 @@ impl Store {
         let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
         let keys = self.keys.clone();
         let writer = tokio::task::spawn_blocking(move || write_chunks(file, keys.as_deref(), rx));
-
+        let read_so_far = head
+            .into_iter()
+            .chain(std::iter::once(overflow))
+            .map(Ok::<_, E>);
+        let body = futures::stream::iter(read_so_far).chain(body);
         let outcome = pump(body, &tx, limit, idle).await;
         drop(tx);
         let written = writer
@@ -215,7 +289,7 @@ impl Store {
         outcome?;
         let d = hash.finish();
         Ok(Ingested {
-            temp,
+            body: IngestedBody::File(temp),
             md5: d.md5,
             sha256: d.sha256,
             size: d.size,
@@ -224,8 +298,12 @@ impl Store {
 
     /// Moves an ingested file to its content address and makes the rename durable. Returns
     /// whether a new file was placed (false when the content was already held).
+    /// Content in memory ([`IngestedBody::Memory`]) has no file to place: `false`.
     pub async fn commit(&self, ingested: Ingested, already_held: bool) -> Result<bool, StoreError> {
-        let Ingested { mut temp, md5, .. } = ingested;
+        let Ingested { body, md5, .. } = ingested;
+        let IngestedBody::File(mut temp) = body else {
+            return Ok(false);
+        };
         let placed = self.place(&temp.path, &md5, already_held).await?;
         temp.armed = !placed;
         Ok(placed)
@@ -234,14 +312,20 @@ impl Store {
     /// [`commit`](Self::commit) for many ingested files, none of them held yet and each of
     /// another content, with one round of directory fsyncs ([`place_all`](Self::place_all)).
     /// Returns, in order, whether each was placed; one that was not is removed.
+    /// Every one must be a file ([`IngestedBody::File`]).
     pub async fn commit_all(&self, ingested: Vec<Ingested>) -> Vec<Result<(), StoreError>> {
-        let files = ingested
-            .iter()
-            .map(|i| (i.temp.path.clone(), i.md5.clone()))
-            .collect();
+        let (mut temps, files): (Vec<TempFile>, Vec<(PathBuf, Md5Hex)>) = ingested
+            .into_iter()
+            .map(|i| match i.body {
+                IngestedBody::File(temp) => {
+                    let file = (temp.path.clone(), i.md5);
+                    (temp, file)
+                }
+                IngestedBody::Memory(_) => unreachable!("commit_all places files only"),
+            })
+            .unzip();
         let placed = self.place_all(files).await;
-        for (i, result) in ingested.into_iter().zip(&placed) {
-            let Ingested { mut temp, .. } = i;
+        for (temp, result) in temps.iter_mut().zip(&placed) {
             temp.armed = result.is_err();
         }
         placed
@@ -408,6 +492,20 @@ impl Store {
             crate::atrest::CHUNK as usize,
         )
         .boxed())
+    }
+}
+
+/// The next chunk of an upload, `None` at its end; a pause longer than `idle` abandons it.
+async fn next_chunk<S, E>(body: &mut S, idle: Duration) -> Result<Option<Bytes>, StoreError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    match tokio::time::timeout(idle, body.next()).await {
+        Err(_) => Err(StoreError::IdleTimeout(idle)),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => Err(StoreError::BodyAborted(e.to_string())),
+        Ok(Some(Ok(chunk))) => Ok(Some(chunk)),
     }
 }
 

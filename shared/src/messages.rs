@@ -1,5 +1,6 @@
-//! Messages between nodes, carried by RabbitMQ. They are small: never file bytes, only what a
-//! node needs to decide whether and where to pull (ARCHITECTURE.md §3).
+//! Messages between nodes, carried by RabbitMQ. They are small: a notification carries what a
+//! node needs to decide whether and where to pull (ARCHITECTURE.md §3), and the content itself
+//! only when it is at most the federation's `inline_max` (§2a).
 //!
 //! Every message is an [`Envelope`] serialised as JSON. `schema` lets a node refuse (dead-letter)
 //! messages of a format it does not understand instead of misreading them; `id` is the same on
@@ -85,8 +86,23 @@ pub fn split_batch(bytes: &[u8]) -> Result<Vec<&[u8]>, MessageError> {
     Ok(items.into_iter().map(|raw| raw.get().as_bytes()).collect())
 }
 
-/// The message format this build reads and writes.
+/// The message format this build writes when a message carries no inline content; what every
+/// earlier release reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// The format of a notification that carries its content inline. A release that does not know
+/// it dead-letters the message instead of recording a version whose bytes it dropped; this build
+/// reads both (README "Upgrading").
+pub const SCHEMA_INLINE: u32 = 2;
+
+/// The default of the topology's `inline_max`: content up to this size travels inside its
+/// notification. 64 KiB: a pull per node costs far more than these bytes twice on the wire.
+pub const DEFAULT_INLINE_MAX: u64 = 64 * 1024;
+
+/// The most content a notification may carry inline (the topology's `inline_max` cannot be
+/// set higher): base64 makes it a third larger, and a batch message is at most
+/// [`MAX_BATCH_BYTES`].
+pub const MAX_INLINE: u64 = 256 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,6 +135,51 @@ pub struct Notification {
     /// The final destinations this copy is routed to; the receiver forwards toward them.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// The content itself, when it is at most the federation's `inline_max`: whoever needs it
+    /// stores it from here, and nobody pulls it. Checked against the version's MD5 and SHA-256
+    /// (which the origin signed) before anything is recorded.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "inline_bytes"
+    )]
+    pub content: Option<bytes::Bytes>,
+}
+
+/// Inline content as base64 text in the JSON of a notification.
+mod inline_bytes {
+    use base64::Engine;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<bytes::Bytes>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(b) => s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bytes::Bytes>, D::Error> {
+        let Some(text) = Option::<std::borrow::Cow<'de, str>>::deserialize(d)? else {
+            return Ok(None);
+        };
+        // Bounded before decoding: a hostile sender's megabytes of text are refused unread.
+        if text.len() as u64 > super::MAX_INLINE.div_ceil(3) * 4 {
+            return Err(serde::de::Error::custom(format!(
+                "inline content is larger than {} bytes",
+                super::MAX_INLINE
+            )));
+        }
+        let content = base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
+            .map_err(|e| serde::de::Error::custom(format!("inline content is not base64: {e}")))?;
+        if content.len() as u64 > super::MAX_INLINE {
+            return Err(serde::de::Error::custom(format!(
+                "inline content is larger than {} bytes",
+                super::MAX_INLINE
+            )));
+        }
+        Ok(Some(bytes::Bytes::from(content)))
+    }
 }
 
 /// Node `node` holds version (`version`, `origin`) of `doc_id`: its metadata, and its content too
@@ -244,8 +305,13 @@ impl Decision {
 
 impl Envelope {
     pub fn new(id: String, from: &str, body: Body) -> Self {
+        let inline = matches!(&body, Body::Notify(n) if n.content.is_some());
         Envelope {
-            schema: SCHEMA_VERSION,
+            schema: if inline {
+                SCHEMA_INLINE
+            } else {
+                SCHEMA_VERSION
+            },
             id,
             from: from.to_owned(),
             body,
@@ -265,7 +331,7 @@ impl Envelope {
             schema: u32,
         }
         let probe: SchemaOnly = serde_json::from_slice(bytes)?;
-        if probe.schema != SCHEMA_VERSION {
+        if probe.schema != SCHEMA_VERSION && probe.schema != SCHEMA_INLINE {
             return Err(MessageError::UnsupportedSchema {
                 found: probe.schema,
             });
@@ -298,6 +364,21 @@ impl Envelope {
                 if let Some(t) = n.targets.iter().find(|t| !crate::scope::is_valid_region(t)) {
                     return invalid(format!("bad target node {t:?}"));
                 }
+                match &n.content {
+                    Some(content) => {
+                        if self.schema != SCHEMA_INLINE {
+                            return invalid(format!(
+                                "inline content in a schema {} message",
+                                self.schema
+                            ));
+                        }
+                        check_inline(d, content)?;
+                    }
+                    None if self.schema == SCHEMA_INLINE => {
+                        return invalid("a schema 2 message without inline content".into());
+                    }
+                    None => {}
+                }
             }
             Body::Receipt(r) => {
                 if !crate::scope::is_valid_region(&r.node) {
@@ -320,6 +401,36 @@ impl Envelope {
         }
         Ok(())
     }
+}
+
+/// Inline content must be the version's content: its size, its MD5 and, when the version
+/// carries one (always in a keyed federation, where the origin signed it), its SHA-256. A
+/// relay can then not substitute the bytes of a version it passes on.
+fn check_inline(d: &DocumentVersion, content: &[u8]) -> Result<(), MessageError> {
+    let invalid = |m: String| Err(MessageError::Invalid(m));
+    if d.deleted || d.lazy {
+        return invalid("a tombstone or a lazy version carries no content".into());
+    }
+    if content.len() as u64 != d.size {
+        return invalid(format!(
+            "inline content of {} bytes for a version of {} bytes",
+            content.len(),
+            d.size
+        ));
+    }
+    let mut hasher = crate::ContentHasher::new();
+    crate::hashing::StreamHash::update(&mut hasher, content);
+    let digests = hasher.finish();
+    if digests.md5 != d.md5 {
+        return invalid(format!(
+            "inline content has MD5 {}, not the version's {}",
+            digests.md5, d.md5
+        ));
+    }
+    if d.sha256.as_ref().is_some_and(|s| *s != digests.sha256) {
+        return invalid("inline content does not match the version's signed SHA-256".into());
+    }
+    Ok(())
 }
 
 fn check_annotation(a: &Annotation) -> Result<(), MessageError> {
@@ -447,8 +558,82 @@ mod tests {
                 kind: ChangeKind::Published,
                 origin_url: "http://127.0.0.1:1".into(),
                 targets: vec!["na".into()],
+                content: None,
             })),
         )
+    }
+
+    /// A notification carrying `content` as its version's bytes, hashes and all.
+    fn inline(content: &[u8]) -> Envelope {
+        let mut h = crate::ContentHasher::new();
+        crate::hashing::StreamHash::update(&mut h, content);
+        let digests = h.finish();
+        let Body::Notify(mut n) = notify().body else {
+            unreachable!()
+        };
+        n.document.md5 = digests.md5;
+        n.document.sha256 = Some(digests.sha256);
+        n.document.size = content.len() as u64;
+        n.content = Some(bytes::Bytes::copy_from_slice(content));
+        Envelope::new("m1".into(), "primary-a", Body::Notify(n))
+    }
+
+    #[test]
+    fn inline_content_travels_as_schema_2_and_must_be_the_versions_bytes() {
+        for size in [0usize, 1, 100, MAX_INLINE as usize] {
+            let content: Vec<u8> = (0..size).map(|i| (i % 7) as u8).collect();
+            let m = inline(&content);
+            assert_eq!(m.schema, SCHEMA_INLINE);
+            let back = Envelope::parse(&m.to_bytes()).unwrap();
+            assert_eq!(back, m, "{size}");
+        }
+        // Without content a notification is schema 1, as every earlier release wrote it.
+        assert_eq!(notify().schema, SCHEMA_VERSION);
+        // Bytes that are not the signed content: another byte, one byte more, a stale SHA-256.
+        let mut m = inline(b"hello");
+        doc(&mut m).size = 4;
+        assert!(matches!(
+            Envelope::parse(&m.to_bytes()),
+            Err(MessageError::Invalid(_))
+        ));
+        let mut m = inline(b"hello");
+        if let Body::Notify(n) = &mut m.body {
+            n.content = Some(bytes::Bytes::from_static(b"hellO"));
+        }
+        let why = format!("{:?}", Envelope::parse(&m.to_bytes()).unwrap_err());
+        assert!(why.contains("MD5"), "{why}");
+        let mut m = inline(b"hello");
+        doc(&mut m).sha256 = inline(b"other").body_version().sha256.clone();
+        let why = format!("{:?}", Envelope::parse(&m.to_bytes()).unwrap_err());
+        assert!(why.contains("SHA-256"), "{why}");
+        // A tombstone carries nothing; schema 1 cannot carry content; schema 2 must.
+        let mut m = inline(b"hello");
+        doc(&mut m).deleted = true;
+        assert!(Envelope::parse(&m.to_bytes()).is_err());
+        let mut m = inline(b"hello");
+        m.schema = SCHEMA_VERSION;
+        assert!(Envelope::parse(&m.to_bytes()).is_err());
+        let mut m = notify();
+        m.schema = SCHEMA_INLINE;
+        assert!(Envelope::parse(&m.to_bytes()).is_err());
+        // Content above the bound is refused before it is decoded.
+        let big = vec![1u8; MAX_INLINE as usize + 1];
+        match Envelope::parse(&inline(&big).to_bytes()) {
+            Err(e) => assert!(e.to_string().contains("larger than"), "{e}"),
+            Ok(_) => panic!("content above MAX_INLINE accepted"),
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&inline(b"hi").to_bytes()).unwrap();
+        v["body"]["content"] = "not base64!".into();
+        assert!(Envelope::parse(&serde_json::to_vec(&v).unwrap()).is_err());
+    }
+
+    impl Envelope {
+        fn body_version(&self) -> &DocumentVersion {
+            match &self.body {
+                Body::Notify(n) => &n.document,
+                _ => unreachable!(),
+            }
+        }
     }
 
     #[test]
@@ -485,11 +670,11 @@ mod tests {
             Err(MessageError::Malformed(_))
         ));
         let mut v: serde_json::Value = serde_json::from_slice(&notify().to_bytes()).unwrap();
-        v["schema"] = 2.into();
+        v["schema"] = 3.into();
         let bytes = serde_json::to_vec(&v).unwrap();
         assert!(matches!(
             Envelope::parse(&bytes),
-            Err(MessageError::UnsupportedSchema { found: 2 })
+            Err(MessageError::UnsupportedSchema { found: 3 })
         ));
         let mut m = notify();
         if let Body::Notify(n) = &mut m.body {

@@ -269,6 +269,7 @@ pub async fn flag(
                     kind: ChangeKind::Updated,
                     origin_url: origin.clone(),
                     targets: Vec::new(),
+                    content: None,
                 };
                 crate::federation::fetch::enqueue_fetch(&mut tx, fed, &n, &[]).await?;
                 pulling = true;

@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub http: SocketAddr,
     pub token: String,
     pub max_upload_size: u64,
+    /// Content at most this large is kept in the database (`small_objects`), not as a file.
+    pub small_object_max: u64,
     pub reserved_space: u64,
     pub upload_idle_timeout: Duration,
     /// A pull attempt that receives less than [`crate::federation::pull::MIN_PROGRESS`] bytes
@@ -141,6 +143,8 @@ pub enum ConfigError {
     #[error("retention: {0}")]
     Retention(String),
     #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
     Tls(String),
     #[error("{0}")]
     ContentKey(String),
@@ -168,6 +172,26 @@ pub const DEFAULT_MAX_FLAGGED_BYTES: u64 = 100 * 1024 * 1024 * 1024;
 pub const DEFAULT_MAX_EVENT_STREAMS_PER_DEVICE: usize = 4;
 /// Default of `--message-batch`.
 pub const DEFAULT_MESSAGE_BATCH: u16 = 64;
+
+/// What `--small-object-max` gives, or the federation's `inline_max` (what arrives inline is
+/// kept as it arrived), or the default of both.
+fn small_object_max(
+    given: Option<bytesize::ByteSize>,
+    federation: Option<&crate::federation::Federation>,
+) -> Result<u64, ConfigError> {
+    use docfed_shared::messages::{DEFAULT_INLINE_MAX, MAX_INLINE};
+    let n = match (given, federation) {
+        (Some(n), _) => n.as_u64(),
+        (None, Some(f)) => f.topology.inline_max.as_u64(),
+        (None, None) => DEFAULT_INLINE_MAX,
+    };
+    if n > MAX_INLINE {
+        return Err(ConfigError::Invalid(format!(
+            "--small-object-max {n} is above {MAX_INLINE} bytes: larger content belongs in files"
+        )));
+    }
+    Ok(n)
+}
 
 impl NodeConfig {
     /// Reads the configuration file the flags name, merges flags/env over the file over
@@ -243,6 +267,7 @@ impl NodeConfig {
             http,
             token,
             max_upload_size: defaulted(s.max_upload_size).as_u64(),
+            small_object_max: small_object_max(s.small_object_max, federation.as_ref())?,
             reserved_space: defaulted(s.reserved_space).as_u64(),
             upload_idle_timeout: defaulted(s.upload_idle_timeout),
             pull_stall_timeout: defaulted(s.pull_stall_timeout),

@@ -127,6 +127,12 @@ crate::settings! {
         /// Largest accepted upload, e.g. `64GiB`.
         #[arg(long, env = "DOCFED_MAX_UPLOAD_SIZE")]
         pub max_upload_size: Option<ByteSize> = Some(ByteSize::b(DEFAULT_MAX_UPLOAD)),
+        /// Content at most this large is kept in the node's database, where one commit makes a
+        /// whole batch durable, instead of as a file of its own (default: the topology's
+        /// `inline_max`, 64 KiB for a standalone node; at most 256 KiB; 0 keeps every content
+        /// as a file).
+        #[arg(long, env = "DOCFED_SMALL_OBJECT_MAX")]
+        pub small_object_max: Option<ByteSize> = None,
         /// Free space kept in reserve on the data volume, e.g. `64MiB`.
         #[arg(long, env = "DOCFED_RESERVED_SPACE")]
         pub reserved_space: Option<ByteSize> = Some(ByteSize::b(DEFAULT_RESERVED_SPACE)),

@@ -5,12 +5,17 @@
 //! the WAL) acknowledges them all. Under concurrent uploads a primary otherwise held its one
 //! writer through two fsyncs per document.
 //!
+//! Content at most `small_object_max` never touches a file: it is stored in the database by the
+//! group's commit (`small_objects`), and travels inline in the notifications.
+//!
 //! An edit refused on its own merits (a conflict, a missing title) changes nothing, and the others
 //! of its group are recorded. A database error fails the whole group, as it would have failed
 //! each of its edits alone; its files go again.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+
+use bytes::Bytes;
 
 use docfed_shared::wire::{ChangeKind, DocumentVersion};
 use docfed_shared::{DocId, Md5Hex, Sha256Hex};
@@ -100,6 +105,9 @@ struct Step {
     id: DocId,
     given: Option<Content>,
     new_bytes: bool,
+    /// The new content's bytes when they go to the small-object store (and inline in the
+    /// notifications).
+    small: Option<Bytes>,
     legacy_sha256: Option<(Md5Hex, Sha256Hex)>,
     make: MakeVersion,
 }
@@ -120,9 +128,9 @@ async fn record_group(node: &Node, edits: Vec<Edit>) -> Result<Vec<Outcome>, Api
     let mut to_place: Vec<Ingested> = Vec::new();
     let mut steps = Vec::with_capacity(edits.len());
     for e in edits {
-        let (given, new_bytes) = match e.content {
-            Incoming::Kept => (None, false),
-            Incoming::AtSource(c) => (Some(c), false),
+        let (given, new_bytes, small) = match e.content {
+            Incoming::Kept => (None, false, None),
+            Incoming::AtSource(c) => (Some(c), false, None),
             Incoming::Bytes(c) => {
                 let given = Content {
                     md5: c.md5.clone(),
@@ -130,16 +138,21 @@ async fn record_group(node: &Node, edits: Vec<Edit>) -> Result<Vec<Outcome>, Api
                     size: c.size,
                     lazy: false,
                 };
-                if !held.contains(c.md5.as_str()) && !to_place.iter().any(|p| p.md5 == c.md5) {
+                let small = c.small().cloned();
+                if small.is_none()
+                    && !held.contains(c.md5.as_str())
+                    && !to_place.iter().any(|p| p.md5 == c.md5)
+                {
                     to_place.push(c);
                 }
-                (Some(given), true)
+                (Some(given), true, small)
             }
         };
         steps.push(Step {
             id: e.id,
             given,
             new_bytes,
+            small,
             legacy_sha256: e.legacy_sha256,
             make: e.make,
         });
@@ -157,6 +170,8 @@ async fn record_group(node: &Node, edits: Vec<Edit>) -> Result<Vec<Outcome>, Api
         }
     }
     let mut recorded_objects = HashSet::new();
+    // Small content of the edits recorded, stored after them in a few statements.
+    let mut small_recorded: Vec<(Md5Hex, Bytes)> = Vec::new();
     let recorded: Result<Vec<Outcome>, ApiError> = async {
         let mut outcomes = Vec::with_capacity(steps.len());
         for step in steps {
@@ -199,16 +214,36 @@ async fn record_group(node: &Node, edits: Vec<Edit>) -> Result<Vec<Outcome>, Api
             if let Some(key) = node.federation().and_then(|f| f.key.as_ref()) {
                 version.signature = Some(key.sign(&version.signing_input()));
             }
-            if step.new_bytes {
-                record_object(&mut tx, &md5, size).await?;
-                recorded_objects.insert(md5);
+            match &step.small {
+                Some(bytes) if !small_recorded.iter().any(|(m, _)| *m == md5) => {
+                    small_recorded.push((md5.clone(), bytes.clone()));
+                }
+                Some(_) => {}
+                None if step.new_bytes => {
+                    record_object(&mut tx, &md5, size).await?;
+                    recorded_objects.insert(md5);
+                }
+                None => {}
             }
             record_version(&mut tx, &version, kind).await?;
             if let Some(fed) = node.federation() {
-                crate::federation::inbox::announce_local_edit(fed, &mut tx, &version, kind).await?;
+                let inline = match &step.small {
+                    Some(bytes) => Some(bytes.clone()),
+                    None => {
+                        crate::federation::inbox::inline_content(node, fed, &mut tx, &version)
+                            .await?
+                    }
+                };
+                crate::federation::inbox::announce_local_edit(fed, &mut tx, &version, kind, inline)
+                    .await?;
             }
             outcomes.push(Ok(version));
         }
+        let small: Vec<(&Md5Hex, &[u8])> = small_recorded
+            .iter()
+            .map(|(m, b)| (m, b.as_ref()))
+            .collect();
+        crate::small_objects::record_all(&mut tx, node.store.keys(), &small).await?;
         Ok(outcomes)
     }
     .await;

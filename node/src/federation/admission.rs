@@ -284,6 +284,7 @@ mod tests {
                 kind: ChangeKind::Published,
                 origin_url,
                 targets: vec![],
+                content: None,
             })),
         )
     }

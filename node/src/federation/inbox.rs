@@ -350,12 +350,14 @@ async fn dead_letter(
 async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result<(), sqlx::Error> {
     let mut tx = node.db.begin_write().await?;
     let mut fetch = false;
+    // Content stored from inline notifications: devices that flagged it hear after the commit.
+    let mut available = Vec::new();
     // Receipts touch only `receipts` and the outbox, and each other only by key: recorded
     // together after the rest, in their order, in a few statements for the lot.
     let mut receipts = Vec::new();
     for env in envs {
         match &env.body {
-            Body::Notify(n) => fetch |= on_notify(node, fed, &mut tx, n).await?,
+            Body::Notify(n) => fetch |= on_notify(node, fed, &mut tx, n, &mut available).await?,
             Body::Receipt(r) => receipts.push((r, env.id.as_str())),
             Body::Annotation(a) => {
                 on_annotation(fed, &mut tx, a, &env.id).await?;
@@ -374,15 +376,23 @@ async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result
     if fetch {
         node.fetch_wake.notify_one();
     }
+    if !available.is_empty() {
+        Metrics::add(&node.metrics.inline_stored, available.len() as u64);
+    }
+    for (id, version) in available {
+        node.content_available(id, version).await;
+    }
     Ok(())
 }
 
-/// Returns whether a pull was queued.
+/// Returns whether a pull was queued. Content that came inline and is needed here is stored
+/// (in the small-object store, by this transaction's commit) and listed in `available`.
 async fn on_notify(
     node: &Node,
     fed: &Federation,
     tx: &mut SqliteConnection,
     n: &Notification,
+    available: &mut Vec<(docfed_shared::DocId, i64)>,
 ) -> Result<bool, sqlx::Error> {
     let d = &n.document;
     if !record_version(tx, d, n.kind).await? {
@@ -396,6 +406,23 @@ async fn on_notify(
     let flagged = flagged && !d.deleted;
     // Nobody pulls a lazy version ahead of a request, unless a device here asked for it.
     let need = flagged || (!d.lazy && fed.needs_content(fed.id(), &d.scope, d.deleted, &n.targets));
+    if let (true, false, Some(content)) = (need, held, &n.content) {
+        // The bytes came with the notification, checked against the version's signed hashes
+        // when it was parsed: store them, and pass them on with it to every target now.
+        crate::small_objects::record_all(tx, node.store.keys(), &[(&d.md5, content)]).await?;
+        settle_pending(tx, fed, d).await?;
+        send_notifications(
+            tx,
+            fed,
+            n,
+            route(&fed.topology, fed.id(), &n.targets, 1, &salt),
+        )
+        .await?;
+        let r = docfed_shared::messages::Receipt::of(d, fed.id(), true);
+        send_receipt(tx, fed, &r, &r.message_id()).await?;
+        available.push((d.id, d.version));
+        return Ok(false);
+    }
     if need && !held {
         // Targets that need the bytes hear of them when our own pull starts (stream-through)
         // or ends; the others right away.
@@ -420,6 +447,57 @@ async fn on_notify(
     Ok(false)
 }
 
+/// A pull of this content queued by an earlier notification without it (an older sender, or
+/// a device's flag) is settled now that the bytes came inline: its forwards and receipts go
+/// out as a finished pull's would.
+async fn settle_pending(
+    tx: &mut SqliteConnection,
+    fed: &Federation,
+    d: &docfed_shared::wire::DocumentVersion,
+) -> Result<(), sqlx::Error> {
+    let pending = crate::db::fetches::pending_of(tx, &[&d.md5]).await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let now = docfed_shared::wire::Timestamp::now().millis();
+    let done = crate::db::fetches::Completed {
+        md5: &d.md5,
+        source: "inline",
+        bytes: d.size,
+        attempts: 0,
+        started_at: now,
+    };
+    super::fetch::settle(tx, fed, &[done]).await
+}
+
+/// The content to carry inline in the notifications of version `v`, which this node accepted:
+/// its bytes when the federation sends content of its size inline and they are in this node's
+/// small-object store. Otherwise `None`, and whoever needs them pulls them.
+pub async fn inline_content(
+    node: &Node,
+    fed: &Federation,
+    tx: &mut SqliteConnection,
+    v: &docfed_shared::wire::DocumentVersion,
+) -> Result<Option<bytes::Bytes>, sqlx::Error> {
+    if !carries_inline(fed, v) {
+        return Ok(None);
+    }
+    match crate::small_objects::read(&mut *tx, node.store.keys(), &v.md5).await {
+        Ok(content) => Ok(content),
+        Err(crate::small_objects::ReadError::Db(e)) => Err(e),
+        Err(e) => {
+            tracing::warn!(doc_id = %v.id, md5 = %v.md5, error = %e, "cannot read small object; children will pull it");
+            Ok(None)
+        }
+    }
+}
+
+/// Whether the federation sends version `v`'s content inside its notifications.
+fn carries_inline(fed: &Federation, v: &docfed_shared::wire::DocumentVersion) -> bool {
+    let max = fed.topology.inline_max.as_u64();
+    max > 0 && v.size <= max && !v.deleted && !v.lazy
+}
+
 /// Stores an annotation once; passes it on toward the primaries the first time it is seen.
 pub async fn on_annotation(
     fed: &Federation,
@@ -439,18 +517,21 @@ pub async fn on_annotation(
 }
 
 /// What a primary queues, in the edit's own transaction, when it accepts an edit: the
-/// fan-out to the other primaries and the tiers below, and its own receipt.
+/// fan-out to the other primaries and the tiers below (with the content inline when it is
+/// `content` and small enough, see [`carries_inline`]), and its own receipt.
 pub async fn announce_local_edit(
     fed: &Federation,
     tx: &mut SqliteConnection,
     v: &docfed_shared::wire::DocumentVersion,
     kind: docfed_shared::wire::ChangeKind,
+    content: Option<bytes::Bytes>,
 ) -> Result<(), sqlx::Error> {
     let n = Notification {
         document: v.clone(),
         kind,
         origin_url: fed.my_url(),
         targets: Vec::new(),
+        content: content.filter(|c| carries_inline(fed, v) && c.len() as u64 == v.size),
     };
     send_notifications(
         tx,

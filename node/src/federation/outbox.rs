@@ -369,6 +369,7 @@ pub async fn send_notifications(
                     kind: n.kind,
                     origin_url: fed.my_url(),
                     targets: hop.targets,
+                    content: n.content.clone(),
                 })),
             );
             (hop.next, env.to_bytes())

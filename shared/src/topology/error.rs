@@ -46,6 +46,8 @@ pub enum TopologyError {
     TlsAndInsecure,
     #[error("[queues] max_messages and max_bytes must be above 0: a queue that holds nothing refuses every message")]
     ZeroQueueLimit,
+    #[error("inline_max = {given} bytes is above the most a notification may carry ({} bytes); set it lower, or 0 to pull every document", crate::messages::MAX_INLINE)]
+    InlineMaxTooLarge { given: u64 },
     #[error("node id {id:?} is invalid: ids are 1-64 characters of a-z, 0-9, `-`, `_`")]
     InvalidId { id: String },
     #[error("node id `{id}` is used by more than one node")]

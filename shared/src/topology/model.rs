@@ -40,6 +40,22 @@ pub struct Topology {
     /// Bounds on every node's inbox and dead-letter queue (`[queues]`).
     #[serde(default, skip_serializing_if = "QueueLimits::is_default")]
     pub queues: QueueLimits,
+    /// Content at most this large travels inside its notification on every path, and nobody
+    /// pulls it (ARCHITECTURE.md §2a); `0` turns that off. Default 64 KiB, at most
+    /// [`MAX_INLINE`](crate::messages::MAX_INLINE).
+    #[serde(
+        default = "default_inline_max",
+        skip_serializing_if = "is_default_inline_max"
+    )]
+    pub inline_max: bytesize::ByteSize,
+}
+
+fn default_inline_max() -> bytesize::ByteSize {
+    bytesize::ByteSize::b(crate::messages::DEFAULT_INLINE_MAX)
+}
+
+fn is_default_inline_max(v: &bytesize::ByteSize) -> bool {
+    *v == default_inline_max()
 }
 
 /// The `[queues]` table: how much a node's inbox (and its dead-letter queue) may hold on the

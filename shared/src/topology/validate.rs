@@ -44,6 +44,11 @@ impl Topology {
         if self.queues.max_messages == 0 || self.queues.max_bytes.as_u64() == 0 {
             errors.push(E::ZeroQueueLimit);
         }
+        if self.inline_max.as_u64() > crate::messages::MAX_INLINE {
+            errors.push(E::InlineMaxTooLarge {
+                given: self.inline_max.as_u64(),
+            });
+        }
         if self.insecure && self.tls.is_some() {
             errors.push(E::TlsAndInsecure);
         }

@@ -51,6 +51,7 @@ pub fn notification(from: &str, d: DocumentVersion, origin_url: String) -> Envel
             kind: ChangeKind::Published,
             origin_url,
             targets: vec![],
+            content: None,
         })),
     )
 }
