@@ -257,6 +257,9 @@ impl NodeConfig {
         }
         let content_keys =
             keys::content_keys(s.content_key_file.as_deref(), &s.old_content_key_file)?;
+        if let Some(fed) = federation.as_mut() {
+            fed.content_keys = content_keys.clone().map(std::sync::Arc::new);
+        }
         let tier = federation.as_ref().map(|f| f.me.tier);
         let retention = retention::policy(tier, &s.retention)?;
         Ok(NodeConfig {

@@ -245,6 +245,7 @@ mod tests {
             key: None,
             broker_tls: None,
             tls_migration: None,
+            content_keys: None,
         }
     }
 

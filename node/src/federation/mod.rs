@@ -49,6 +49,9 @@ pub struct Federation {
     pub broker_tls: Option<amqp::BrokerTls>,
     /// A step of switching the federation to TLS node by node (`--tls-migration`).
     pub tls_migration: Option<TlsMigration>,
+    /// The node's content keys when it seals content at rest: an outbox row that carries a
+    /// document's bytes inline is sealed with them too (`outbox::send_notifications`).
+    pub content_keys: Option<std::sync::Arc<crate::atrest::Keys>>,
 }
 
 /// Steps of switching a running federation from clear to TLS without stopping it: every node

@@ -165,6 +165,8 @@ async fn relay_on(
         // A full batch may leave more behind; a shorter one took everything committed when it
         // was read, and whatever is committed later wakes this relay (`dispatch`).
         queued = rows.len() as i64 == BATCH;
+        let (rows, unreadable) = unseal(node, rows);
+        delete(node, &unreadable).await?;
         if rows.is_empty() {
             continue;
         }
@@ -372,10 +374,49 @@ pub async fn send_notifications(
                     content: n.content.clone(),
                 })),
             );
-            (hop.next, env.to_bytes())
+            let payload = env.to_bytes();
+            // A document's bytes in the outbox are content at rest like any other.
+            let payload = match (&n.content, &fed.content_keys) {
+                (Some(_), Some(keys)) => crate::atrest::seal_bytes(&keys.current, &payload),
+                _ => payload,
+            };
+            (hop.next, payload)
         })
         .collect();
     messages::enqueue_all(&mut *conn, &rows, false).await
+}
+
+/// Opens the rows [`send_notifications`] sealed (their payload starts with the sealed format's
+/// header; a message in clear starts with `{`). A row that cannot be opened (its key is gone)
+/// cannot be sent: it is dropped and logged, and returned as such, so it does not block the
+/// target's queue forever.
+fn unseal(node: &Node, rows: Vec<messages::Queued>) -> (Vec<messages::Queued>, Vec<i64>) {
+    let keys = node.federation().and_then(|f| f.content_keys.clone());
+    let mut unreadable = Vec::new();
+    let rows = rows
+        .into_iter()
+        .filter_map(|mut q| {
+            if crate::atrest::sealed_with(&q.payload).is_none() {
+                return Some(q);
+            }
+            let opened = match &keys {
+                Some(keys) => crate::atrest::open_bytes(keys, &q.payload),
+                None => Err(std::io::Error::other("this node was given no content key")),
+            };
+            match opened {
+                Ok(plain) => {
+                    q.payload = plain;
+                    Some(q)
+                }
+                Err(e) => {
+                    tracing::error!(id = q.id, error = %e, "a sealed outbox message cannot be opened; dropping it (the redundant path through another node still carries it)");
+                    unreadable.push(q.id);
+                    None
+                }
+            }
+        })
+        .collect();
+    (rows, unreadable)
 }
 
 /// Records a receipt here and queues it upward (to the parents, or from a primary to the other

@@ -74,6 +74,7 @@ impl Federation {
             key: None,
             broker_tls: None,
             tls_migration: s.tls_migration,
+            content_keys: None,
         };
         for n in &federation.topology.nodes {
             let url = federation.amqp_url_of(&n.id);

@@ -283,7 +283,10 @@ async fn batches_are_signed_whole_and_admitted_message_by_message() -> TestResul
 }
 
 /// What the dead letters in `queue` say, taking them off the queue.
-async fn dead_letter_reasons(ch: &lapin::Channel, queue: &str) -> TestResult<Vec<String>> {
+pub(super) async fn dead_letter_reasons(
+    ch: &lapin::Channel,
+    queue: &str,
+) -> TestResult<Vec<String>> {
     let mut reasons = Vec::new();
     while let Some(m) = ch
         .basic_get(

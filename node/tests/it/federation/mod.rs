@@ -7,6 +7,7 @@ mod at_rest;
 mod cross_region;
 mod dead_letters;
 mod failures;
+mod inline;
 mod memory;
 mod presence;
 mod reachback;
