@@ -10,7 +10,9 @@ use bytes::Bytes;
 /// chunk number so no two chunks are equal, never holding the whole document.
 pub(crate) fn payload(size: u64, seed: u64) -> impl Iterator<Item = Bytes> + Send + 'static {
     const CHUNK: u64 = 1 << 20;
-    let mut block = vec![0u8; CHUNK as usize];
+    // No bigger than the document: a small document's generator must not cost the benchmark's
+    // client (on the nodes' cores) more than the document costs the nodes.
+    let mut block = vec![0u8; size.min(CHUNK) as usize];
     let mut x = seed | 1;
     for b in block.iter_mut() {
         x ^= x << 13;
