@@ -8,6 +8,13 @@
 //! statements (`db::import`); a malformed line stops the import with its line number, after
 //! the lines before it were recorded (the import is idempotent, so it can simply be repeated
 //! once the input is fixed).
+//!
+//! A **first load** (the directory is empty) is one transaction instead: the secondary indexes
+//! and the full-text index are built once after the rows (`db::import::start_first_load`),
+//! which is faster than keeping them current row by row. It holds the node's writer for its
+//! whole duration: other writes are answered 503 with `Retry-After` meanwhile (the inbox and
+//! pulls retry), and readers see the empty directory until it commits. A malformed line then
+//! keeps nothing: the whole load is rolled back.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -17,7 +24,10 @@ use docfed_shared::wire::{ChangeKind, DocumentVersion};
 use futures::StreamExt;
 
 use super::{AppState, Authorized};
-use crate::db::import::record_versions;
+use crate::db::import::{
+    directory_is_empty, finish_first_load, record_versions, start_first_load, Deferred,
+};
+use crate::db::FirstLoad;
 use crate::error::ApiError;
 
 /// Versions recorded per transaction (each holds the writer for about 0.3 s at a million
@@ -33,6 +43,19 @@ pub async fn import(
     _auth: Authorized,
     body: Body,
 ) -> Result<Json<ImportReport>, ApiError> {
+    let mut mode = Mode::Incremental;
+    let empty: bool = sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM versions)")
+        .fetch_one(node.db.reader())
+        .await?;
+    if empty {
+        let mut load = node.db.begin_first_load().await?;
+        // Something may have been recorded between the look and the writer.
+        if directory_is_empty(load.tx()).await? {
+            let deferred = start_first_load(load.tx()).await?;
+            tracing::info!("first load into an empty directory: indexes built after the rows");
+            mode = Mode::First(load, deferred);
+        }
+    }
     let mut stream = body.into_data_stream();
     let mut buf: Vec<u8> = Vec::new();
     let mut batch: Vec<DocumentVersion> = Vec::with_capacity(BATCH);
@@ -65,13 +88,19 @@ pub async fn import(
                     batch_bytes += line.len();
                 }
                 Err(e) => {
+                    if let Mode::First(..) = mode {
+                        // One transaction: dropped unrecorded.
+                        return Err(ApiError::BadRequest(format!(
+                            "line {line_no}: {e} (a first load into an empty directory is all or nothing: nothing was recorded)"
+                        )));
+                    }
                     // The lines before it are recorded, as the import's contract says.
-                    record(&node, &mut batch).await?;
+                    record(&node, &mut mode, &mut batch).await?;
                     return Err(ApiError::BadRequest(format!("line {line_no}: {e}")));
                 }
             }
             if batch.len() >= BATCH || batch_bytes >= BATCH_BYTES {
-                let (i, k) = record(&node, &mut batch).await?;
+                let (i, k) = record(&node, &mut mode, &mut batch).await?;
                 imported += i;
                 known += k;
                 batch_bytes = 0;
@@ -85,7 +114,18 @@ pub async fn import(
             )));
         }
     }
-    let (i, k) = record(&node, &mut batch).await?;
+    let (i, k) = record(&node, &mut mode, &mut batch).await?;
+    if let Mode::First(mut load, deferred) = mode {
+        let started = std::time::Instant::now();
+        finish_first_load(load.tx(), deferred).await?;
+        load.commit().await?;
+        tracing::info!(
+            versions = imported + i,
+            index_ms = started.elapsed().as_millis() as u64,
+            "first load committed"
+        );
+        node.changes_committed().await;
+    }
     Ok(Json(ImportReport {
         imported: imported + i,
         already_known: known + k,
@@ -103,7 +143,19 @@ fn check(node: &AppState, v: &DocumentVersion) -> Result<(), String> {
     }
 }
 
-async fn record(node: &AppState, batch: &mut Vec<DocumentVersion>) -> Result<(u64, u64), ApiError> {
+/// How the import records its batches.
+enum Mode {
+    /// A transaction per batch.
+    Incremental,
+    /// One transaction for the whole load, the indexes deferred to its end.
+    First(FirstLoad, Deferred),
+}
+
+async fn record(
+    node: &AppState,
+    mode: &mut Mode,
+    batch: &mut Vec<DocumentVersion>,
+) -> Result<(u64, u64), ApiError> {
     if batch.is_empty() {
         return Ok((0, 0));
     }
@@ -118,9 +170,15 @@ async fn record(node: &AppState, batch: &mut Vec<DocumentVersion>) -> Result<(u6
             (v, kind)
         })
         .collect();
-    let mut tx = node.db.begin_write().await?;
-    let done = record_versions(&mut tx, &versions).await?;
-    tx.commit().await?;
-    node.changes_committed().await;
+    let done = match mode {
+        Mode::First(load, _) => record_versions(load.tx(), &versions).await?,
+        Mode::Incremental => {
+            let mut tx = node.db.begin_write().await?;
+            let done = record_versions(&mut tx, &versions).await?;
+            tx.commit().await?;
+            node.changes_committed().await;
+            done
+        }
+    };
     Ok((done.recorded, done.known))
 }

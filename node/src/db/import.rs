@@ -24,6 +24,85 @@ use sqlx::SqliteConnection;
 use super::documents::{MAKE_CURRENT, VERSION_COLUMNS};
 use super::MAX_PARAMS;
 
+/// Secondary indexes a first load builds after its rows instead of row by row. Not
+/// `changes_doc` and `document_tags_rid`: the load's own statements look rows up by them.
+const DEFERRED_INDEXES: &[&str] = &[
+    "versions_md5",
+    "documents_scope",
+    "documents_deleted",
+    "documents_md5",
+    "documents_source",
+    "documents_author",
+    "documents_content_type",
+    "documents_published",
+    "documents_by_source",
+    "changes_at",
+];
+
+/// The triggers that keep the full-text index in step with `documents`: a first load rebuilds
+/// the index once at its end instead.
+const FTS_TRIGGERS: &[&str] = &[
+    "documents_fts_insert",
+    "documents_fts_delete",
+    "documents_fts_update",
+];
+
+/// Whether the directory is empty: no version was ever recorded here.
+pub async fn directory_is_empty(conn: &mut SqliteConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT NOT EXISTS (SELECT 1 FROM versions)")
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// The schema a first load takes down, to put back as it was (`finish_first_load`).
+pub struct Deferred(Vec<String>);
+
+/// Starts a first load inside `conn`'s transaction: the secondary indexes and the full-text
+/// triggers go (their definitions kept), so the rows go in without maintaining them. Readers do
+/// not see this: they read the last committed schema until the load commits.
+pub async fn start_first_load(conn: &mut SqliteConnection) -> Result<Deferred, sqlx::Error> {
+    let names: Vec<&str> = DEFERRED_INDEXES
+        .iter()
+        .chain(FTS_TRIGGERS)
+        .copied()
+        .collect();
+    let json = serde_json::to_string(&names).expect("strings serialise");
+    let defs: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT type, name, sql FROM sqlite_master \
+         WHERE name IN (SELECT value FROM json_each(?)) AND sql IS NOT NULL \
+         ORDER BY type = 'trigger', name",
+    )
+    .bind(json)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (kind, name, _) in &defs {
+        let kind = if kind == "trigger" {
+            "TRIGGER"
+        } else {
+            "INDEX"
+        };
+        sqlx::query(&format!("DROP {kind} \"{name}\""))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Deferred(defs.into_iter().map(|(_, _, sql)| sql).collect()))
+}
+
+/// Ends a first load: the indexes built and the triggers made again from their kept
+/// definitions, the full-text index rebuilt from `documents`. The caller commits.
+pub async fn finish_first_load(
+    conn: &mut SqliteConnection,
+    deferred: Deferred,
+) -> Result<(), sqlx::Error> {
+    for sql in &deferred.0 {
+        sqlx::query(sql).execute(&mut *conn).await?;
+    }
+    sqlx::query("INSERT INTO documents_fts (documents_fts) VALUES ('rebuild')")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// What a batch did: versions recorded, and versions that were already known.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Imported {

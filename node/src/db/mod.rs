@@ -49,6 +49,38 @@ pub struct Db {
     write: SqlitePool,
     /// How long a full-text search may run before SQLite interrupts it.
     search_deadline: Duration,
+    /// A first load holds the writer (`begin_first_load`): other writers are turned away at
+    /// once instead of waiting out the pool's timeout.
+    loading: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The writer held for a first load; other writers are refused until it is dropped.
+pub struct FirstLoad {
+    tx: Option<WriteTx>,
+    loading: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FirstLoad {
+    /// The load's transaction.
+    pub fn tx(&mut self) -> &mut WriteTx {
+        self.tx.as_mut().expect("present until committed")
+    }
+
+    /// Commits the load; other writers may then write again.
+    pub async fn commit(mut self) -> Result<(), sqlx::Error> {
+        self.tx
+            .take()
+            .expect("present until committed")
+            .commit()
+            .await
+    }
+}
+
+impl Drop for FirstLoad {
+    fn drop(&mut self) {
+        self.loading
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Default of `search_deadline`: far above a search at a million documents (tens of
@@ -104,6 +136,7 @@ impl Db {
             read,
             write,
             search_deadline: DEFAULT_SEARCH_DEADLINE,
+            loading: Default::default(),
         })
     }
 
@@ -116,9 +149,39 @@ impl Db {
         self.search_deadline
     }
 
-    /// Starts a transaction on the writer connection.
+    /// Starts a transaction on the writer connection. While a first load holds it, fails at
+    /// once (as a pool timeout: "unavailable, retry").
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        if self.loading.load(std::sync::atomic::Ordering::Acquire) {
+            return Err(sqlx::Error::PoolTimedOut);
+        }
         self.write.begin().await
+    }
+
+    /// Whether a first load holds the writer.
+    pub fn loading(&self) -> bool {
+        self.loading.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Takes the writer for a first load (`api::admin::import` into an empty directory):
+    /// writers that come meanwhile are refused at once (`begin_write`), readers keep reading
+    /// what was committed before.
+    pub async fn begin_first_load(&self) -> Result<FirstLoad, sqlx::Error> {
+        if self.loading.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Err(sqlx::Error::PoolTimedOut);
+        }
+        let loading = self.loading.clone();
+        let reset = || loading.store(false, std::sync::atomic::Ordering::Release);
+        match self.write.begin().await {
+            Ok(tx) => Ok(FirstLoad {
+                tx: Some(tx),
+                loading: self.loading.clone(),
+            }),
+            Err(e) => {
+                reset();
+                Err(e)
+            }
+        }
     }
 
     /// Runs `sql` (statements without parameters) on the writer connection with

@@ -290,6 +290,13 @@ async fn an_import_stops_at_a_malformed_line_after_recording_the_lines_before_it
         Ok(serde_json::to_string(&v)?)
     };
     let good: Vec<String> = (0..3).map(line).collect::<TestResult<_>>()?;
+    // A directory that holds something already: an incremental import, a transaction per
+    // batch (into an empty one, a first load is all or nothing: the next test).
+    let resp = auth(c.post(node.url("/v1/admin/import")))
+        .body(line(100)?)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
     let body = format!(
         "{}\n{}\n{}\n{{\"id\": 42}}\n{}\n",
         good[0],
@@ -310,7 +317,7 @@ async fn an_import_stops_at_a_malformed_line_after_recording_the_lines_before_it
         .await?;
     assert_eq!(
         list["documents"].as_array().map(Vec::len),
-        Some(3),
+        Some(4),
         "{list}"
     );
     // Repeated once fixed, the import records only what is new.
@@ -328,4 +335,111 @@ async fn an_import_stops_at_a_malformed_line_after_recording_the_lines_before_it
         (Some(0), Some(3))
     );
     Ok(())
+}
+
+/// A first load into an empty directory is one transaction, its indexes built after the rows:
+/// a malformed line keeps nothing; while a load runs, other writes are answered 503 with
+/// `Retry-After` and readers see the directory as it was; once committed, listings by tag and
+/// full-text search find every document (the indexes and the full-text index were rebuilt).
+#[tokio::test]
+async fn a_first_load_is_all_or_nothing_and_turns_writers_away_while_it_runs() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    let line = |i: u64| -> TestResult<String> {
+        let v = docfed_shared::wire::DocumentVersion {
+            id: docfed_shared::DocId::new(),
+            version: 1,
+            origin: "standalone".into(),
+            title: format!("Harbour chart {i}"),
+            description: String::new(),
+            tags: vec!["firstload".into()],
+            filename: format!("{i}.bin"),
+            source: String::new(),
+            scope: docfed_shared::Scope::Global,
+            content_type: "application/octet-stream".into(),
+            md5: md5_hex(&i.to_be_bytes()).parse()?,
+            size: 8,
+            deleted: false,
+            created_at: docfed_shared::wire::Timestamp::now(),
+            author: String::new(),
+            sha256: None,
+            signature: None,
+            lazy: false,
+        };
+        Ok(format!("{}\n", serde_json::to_string(&v)?))
+    };
+    let count = |query: &'static str| {
+        let c = c.clone();
+        let url = node.url(query);
+        async move {
+            let list: Value = c.get(url).send().await?.json().await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                list["documents"].as_array().map_or(0, Vec::len),
+            )
+        }
+    };
+    // All or nothing.
+    let resp = auth(c.post(node.url("/v1/admin/import")))
+        .body(format!("{}{}{{\"id\": 42}}\n", line(0)?, line(1)?))
+        .send()
+        .await?;
+    expect_error(
+        resp,
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        "nothing was recorded",
+    )
+    .await?;
+    assert_eq!(count("/v1/documents?tag=firstload").await?, 0);
+
+    // A load whose body is still arriving holds the writer.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let load = tokio::spawn(auth(c.post(node.url("/v1/admin/import"))).body(body).send());
+    for i in 0..50 {
+        tx.send(Ok(line(i)?.into_bytes())).await?;
+    }
+    // Until the load has begun, a publication may still get in (and the load then finds the
+    // directory not empty): wait for the refusal that shows the load holds the writer.
+    crate::common::eventually(
+        std::time::Duration::from_secs(30),
+        "the load to hold the writer",
+        || async {
+            let resp = auth(c.post(node.url("/v1/documents?title=during")))
+                .body("x")
+                .send()
+                .await?;
+            if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+                assert!(resp.headers().contains_key("retry-after"));
+                return Ok(Some(()));
+            }
+            Err(format!("a write during the load got {}", resp.status()).into())
+        },
+    )
+    .await?;
+    // Readers see the directory as it was committed: empty.
+    assert_eq!(count("/v1/documents?tag=firstload").await?, 0);
+    for i in 50..100 {
+        tx.send(Ok(line(i)?.into_bytes())).await?;
+    }
+    drop(tx);
+    let resp = load.await??;
+    assert_eq!(resp.status(), StatusCode::OK, "{}", resp.text().await?);
+    assert_eq!(count("/v1/documents?tag=firstload&limit=200").await?, 100);
+    assert_eq!(count("/v1/documents?q=harbour&limit=200").await?, 100);
+    assert_eq!(count("/v1/documents?q=chart*&limit=200").await?, 100);
+    // Writers are welcome again.
+    let resp = auth(c.post(node.url("/v1/documents?title=after")))
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    Ok(())
+}
+
+/// The receiving end of `rx` as a stream of request body chunks.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
