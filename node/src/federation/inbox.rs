@@ -350,14 +350,13 @@ async fn dead_letter(
 async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result<(), sqlx::Error> {
     let mut tx = node.db.begin_write().await?;
     let mut fetch = false;
-    // Content stored from inline notifications: devices that flagged it hear after the commit.
-    let mut available = Vec::new();
+    let mut effects = Effects::default();
     // Receipts touch only `receipts` and the outbox, and each other only by key: recorded
     // together after the rest, in their order, in a few statements for the lot.
     let mut receipts = Vec::new();
     for env in envs {
         match &env.body {
-            Body::Notify(n) => fetch |= on_notify(node, fed, &mut tx, n, &mut available).await?,
+            Body::Notify(n) => fetch |= on_notify(node, fed, &mut tx, n, &mut effects).await?,
             Body::Receipt(r) => receipts.push((r, env.id.as_str())),
             Body::Annotation(a) => {
                 on_annotation(fed, &mut tx, a, &env.id).await?;
@@ -367,8 +366,23 @@ async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result
             }
         }
     }
-    if !receipts.is_empty() {
-        send_receipts(&mut tx, fed, &receipts).await?;
+    let available = effects.store_inline(node, fed, &mut tx).await?;
+    // This node's own receipts, then those it relays, in a few statements for the lot.
+    let own: Vec<(docfed_shared::messages::Receipt, String)> = effects
+        .receipts
+        .into_iter()
+        .map(|r| {
+            let id = r.message_id();
+            (r, id)
+        })
+        .collect();
+    let all: Vec<_> = own
+        .iter()
+        .map(|(r, id)| (r, id.as_str()))
+        .chain(receipts)
+        .collect();
+    if !all.is_empty() {
+        send_receipts(&mut tx, fed, &all).await?;
     }
     tx.commit().await?;
     node.wake_outbox();
@@ -385,14 +399,68 @@ async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result
     Ok(())
 }
 
-/// Returns whether a pull was queued. Content that came inline and is needed here is stored
-/// (in the small-object store, by this transaction's commit) and listed in `available`.
+/// What the notifications of one batch leave to do once they were all looked at, in a few
+/// statements for the lot rather than several per document: the inline content to store and
+/// this node's receipts to send.
+#[derive(Default)]
+struct Effects {
+    /// Inline content needed here: (document, version, md5, bytes).
+    inline: Vec<(docfed_shared::DocId, i64, docfed_shared::Md5Hex, bytes::Bytes)>,
+    receipts: Vec<docfed_shared::messages::Receipt>,
+}
+
+impl Effects {
+    /// Stores the batch's inline content (the small-object store, this transaction), settles
+    /// pulls of the same bytes queued earlier, and returns the versions whose content is now
+    /// here, for the devices that flagged them (after the commit).
+    async fn store_inline(
+        &mut self,
+        node: &Node,
+        fed: &Federation,
+        tx: &mut SqliteConnection,
+    ) -> Result<Vec<(docfed_shared::DocId, i64)>, sqlx::Error> {
+        if self.inline.is_empty() {
+            return Ok(Vec::new());
+        }
+        let items: Vec<(&docfed_shared::Md5Hex, &[u8])> = self
+            .inline
+            .iter()
+            .map(|(_, _, md5, b)| (md5, b.as_ref()))
+            .collect();
+        crate::small_objects::record_all(tx, node.store.keys(), &items).await?;
+        // A pull of this content queued by an earlier notification without it (an older
+        // sender, or a device's flag) is settled now that the bytes came inline: its forwards
+        // and receipts go out as a finished pull's would.
+        let md5s: Vec<&docfed_shared::Md5Hex> = items.iter().map(|(m, _)| *m).collect();
+        let pending = crate::db::fetches::pending_of(tx, &md5s).await?;
+        if !pending.is_empty() {
+            let now = docfed_shared::wire::Timestamp::now().millis();
+            let mut done: Vec<crate::db::fetches::Completed> = Vec::new();
+            for (_, _, md5, bytes) in &self.inline {
+                if pending.contains_key(md5.as_str()) && !done.iter().any(|c| c.md5 == md5) {
+                    done.push(crate::db::fetches::Completed {
+                        md5,
+                        source: "inline",
+                        bytes: bytes.len() as u64,
+                        attempts: 0,
+                        started_at: now,
+                    });
+                }
+            }
+            super::fetch::settle(tx, fed, &done).await?;
+        }
+        Ok(self.inline.iter().map(|(id, v, _, _)| (*id, *v)).collect())
+    }
+}
+
+/// Returns whether a pull was queued. Content that came inline and is needed here is left in
+/// `effects` to be stored with the rest of the batch's.
 async fn on_notify(
     node: &Node,
     fed: &Federation,
     tx: &mut SqliteConnection,
     n: &Notification,
-    available: &mut Vec<(docfed_shared::DocId, i64)>,
+    effects: &mut Effects,
 ) -> Result<bool, sqlx::Error> {
     let d = &n.document;
     if !record_version(tx, d, n.kind).await? {
@@ -408,9 +476,11 @@ async fn on_notify(
     let need = flagged || (!d.lazy && fed.needs_content(fed.id(), &d.scope, d.deleted, &n.targets));
     if let (true, false, Some(content)) = (need, held, &n.content) {
         // The bytes came with the notification, checked against the version's signed hashes
-        // when it was parsed: store them, and pass them on with it to every target now.
-        crate::small_objects::record_all(tx, node.store.keys(), &[(&d.md5, content)]).await?;
-        settle_pending(tx, fed, d).await?;
+        // when it was parsed: store them (with the batch's), and pass them on with it to every
+        // target now.
+        effects
+            .inline
+            .push((d.id, d.version, d.md5.clone(), content.clone()));
         send_notifications(
             tx,
             fed,
@@ -418,9 +488,9 @@ async fn on_notify(
             route(&fed.topology, fed.id(), &n.targets, 1, &salt),
         )
         .await?;
-        let r = docfed_shared::messages::Receipt::of(d, fed.id(), true);
-        send_receipt(tx, fed, &r, &r.message_id()).await?;
-        available.push((d.id, d.version));
+        effects
+            .receipts
+            .push(docfed_shared::messages::Receipt::of(d, fed.id(), true));
         return Ok(false);
     }
     if need && !held {
@@ -442,32 +512,10 @@ async fn on_notify(
         route(&fed.topology, fed.id(), &n.targets, 1, &salt),
     )
     .await?;
-    let r = docfed_shared::messages::Receipt::of(d, fed.id(), held);
-    send_receipt(tx, fed, &r, &r.message_id()).await?;
+    effects
+        .receipts
+        .push(docfed_shared::messages::Receipt::of(d, fed.id(), held));
     Ok(false)
-}
-
-/// A pull of this content queued by an earlier notification without it (an older sender, or
-/// a device's flag) is settled now that the bytes came inline: its forwards and receipts go
-/// out as a finished pull's would.
-async fn settle_pending(
-    tx: &mut SqliteConnection,
-    fed: &Federation,
-    d: &docfed_shared::wire::DocumentVersion,
-) -> Result<(), sqlx::Error> {
-    let pending = crate::db::fetches::pending_of(tx, &[&d.md5]).await?;
-    if pending.is_empty() {
-        return Ok(());
-    }
-    let now = docfed_shared::wire::Timestamp::now().millis();
-    let done = crate::db::fetches::Completed {
-        md5: &d.md5,
-        source: "inline",
-        bytes: d.size,
-        attempts: 0,
-        started_at: now,
-    };
-    super::fetch::settle(tx, fed, &[done]).await
 }
 
 /// The content to carry inline in the notifications of version `v`, which this node accepted:
