@@ -161,13 +161,15 @@ impl Report {
         for (d, f) in self.disk.iter().zip(&self.final_collections) {
             let _ = writeln!(
                 s,
-                "  {:<22} {:<12} data dir {:>10} → {:>10} after the last collection ({} objects, {}; {} live, {} retained; {} collections logged, {} in the last)",
+                "  {:<22} {:<12} data dir {:>10} → {:>10} after the last collection ({} objects, {}, {} of them small objects in the database, {}; {} live, {} retained; {} collections logged, {} in the last)",
                 d.node,
                 d.tier,
                 human(d.before_final_collection),
                 human(d.after_final_collection),
                 f.objects,
                 human(f.object_bytes),
+                f.small_objects,
+                human(f.small_object_bytes),
                 f.live_count,
                 f.retained_count,
                 f.collections_logged,
