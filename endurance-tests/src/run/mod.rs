@@ -442,9 +442,10 @@ async fn drive(
             .collect(),
         holders,
         params: set.workload.clone(),
+        inline_max: cluster.topo.inline_max.as_u64(),
         budget: budget::Budget::new(set.budget, set.duration, started),
         started,
-        model: Mutex::new(workload::Model::default()),
+        model: Mutex::new(workload::Model::new(cluster.topo.inline_max.as_u64())),
         devices: Mutex::default(),
     });
     let stop = CancellationToken::new();
@@ -628,6 +629,7 @@ async fn drive(
         documents: outcome.documents,
         versions: outcome.versions,
         bytes_published: model.bytes_published,
+        sizes: model.sizes.clone(),
         bytes_verified: outcome.bytes_verified,
         pulls: outcome.pulls,
         pulled_again_after_collection: outcome.pulled_again_after_collection,
