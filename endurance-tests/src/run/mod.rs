@@ -354,7 +354,8 @@ fn check_free_space(
 }
 
 /// Removes the nodes' content files and the brokers' data under `dir`, keeping logs and
-/// databases.
+/// databases (and with them the small objects, content of at most `inline_max`: a few MiB per
+/// node in a CI run).
 fn remove_content(dir: &std::path::Path) {
     if let Ok(nodes) = std::fs::read_dir(dir.join("nodes")) {
         for node in nodes.flatten() {
