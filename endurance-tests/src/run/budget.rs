@@ -135,7 +135,9 @@ impl Budget {
 /// What a run whose publications are bounded by `budget` bytes can place on one node's disk:
 /// every object it could pull (at most everything published), plus the temporary copies of
 /// concurrent on-demand transfers (one per workload lane, each at most the largest document),
-/// plus its database, write-ahead log and log file (`overhead`).
+/// plus its database, write-ahead log and log file (`overhead`). Small objects (content of at
+/// most `inline_max`, kept in the database rather than as files) are content like any other:
+/// the budget covers them.
 pub fn disk_needed(budget: u64, lanes: u64, largest: u64, overhead: u64) -> u64 {
     budget + lanes * largest + overhead
 }

@@ -1,8 +1,9 @@
 //! After the fault phase: waiting for quiescence, then checking the invariants.
 //!
 //! The checker reads each node's SQLite database read-only (the directory, the objects table,
-//! receipts, annotations, the transfer log) and its content files, and compares every stored
-//! object byte for byte with the body its title names. The HTTP API is used for liveness
+//! the small objects, receipts, annotations, the transfer log) and its content files, and
+//! compares every stored object (a file in `objects/`, or a row of `small_objects`) byte for
+//! byte with the body its title names. The HTTP API is used for liveness
 //! (`/v1/peers`) and the brokers for queue depths.
 //!
 //! Over 600 lines on purpose: one function per invariant over the same read-only snapshot of every
@@ -10,11 +11,13 @@
 
 use docfed_shared::wire::peers::PeersView;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use docfed_shared::topology::Tier;
+use futures::StreamExt;
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use tokio::time::Instant;
@@ -192,7 +195,7 @@ struct NodeState {
 /// both. The price is coupling to the schema, made loud here: a database of another schema is
 /// refused, and a unit test fails when the node gains a migration the checker has not been
 /// reviewed against.
-const CHECKED_SCHEMA: i64 = 12;
+const CHECKED_SCHEMA: i64 = 13;
 
 pub(super) async fn open(path: &Path) -> Result<SqlitePool> {
     let opts = SqliteConnectOptions::new()
@@ -441,65 +444,39 @@ pub async fn check(
         }
     }
 
-    // 4. No corrupted bytes anywhere: every stored object is compared with its generator when
-    //    its body is known, else re-hashed.
+    // 4. No corrupted bytes anywhere: every stored object, a file or a small object in the
+    //    node's database, is compared with its generator when its body is known, else re-hashed.
     let mut intact = Invariant::new(
         "no corrupted bytes stored",
-        "every object in every node's store matches its MD5 (and its generated body, byte for byte)",
+        "every object in every node's store (a file in objects/, or a small object in its database) matches its MD5 (and its generated body, byte for byte)",
     );
-    let bodies: HashMap<String, (u64, u64)> = reference
-        .versions
-        .values()
-        .filter_map(|v| content::parse_title(&v.title).map(|b| (v.md5.clone(), b)))
-        .collect();
-    // One blocking task per node, run side by side: this is the longest part of a check.
+    let bodies: Arc<HashMap<String, (u64, u64)>> = Arc::new(
+        reference
+            .versions
+            .values()
+            .filter_map(|v| content::parse_title(&v.title).map(|b| (v.md5.clone(), b)))
+            .collect(),
+    );
+    // One task per node, run side by side: this is the longest part of a check.
     let mut bytes_verified = 0u64;
     let verifications = cluster.topo.nodes.iter().map(|n| {
-        let dir = cluster.data_dir(&n.id);
-        let objects: Vec<(String, i64)> = nodes[&n.id]
-            .objects
-            .iter()
-            .map(|(m, s)| (m.clone(), *s))
-            .collect();
-        let bodies = bodies.clone();
-        let id = n.id.clone();
-        let keys = cluster.content_keys.clone();
-        tokio::task::spawn_blocking(move || {
-            let verdicts = objects
-                .into_iter()
-                .map(|(md5, size)| {
-                    let path = dir.join("objects").join(&md5[..2]).join(&md5);
-                    let verdict = match bodies.get(&md5) {
-                        Some(&(seed, len)) => {
-                            content::compare_file(&path, keys.as_ref(), seed, len)
-                                .map_err(|d| d.to_string())
-                        }
-                        None => match content::md5_of_file(&path, keys.as_ref()) {
-                            Ok(m) if m == md5 => Ok(()),
-                            Ok(m) => Err(format!("hashes to {m}")),
-                            Err(e) => Err(format!("unreadable: {e}")),
-                        },
-                    };
-                    // Gone, not corrupted (see `collected_since` below).
-                    let verdict = match verdict {
-                        Err(_) if !path.exists() => Err(MISSING.to_owned()),
-                        v => v,
-                    };
-                    (md5, size, verdict)
-                })
-                .collect::<Vec<_>>();
-            (id, verdicts)
-        })
+        verify_node(
+            n.id.clone(),
+            cluster.data_dir(&n.id),
+            nodes[&n.id].objects.clone(),
+            bodies.clone(),
+            cluster.content_keys.clone(),
+        )
     });
-    for joined in futures::future::join_all(verifications).await {
-        let (id, verdicts) = joined?;
+    for verified in futures::future::join_all(verifications).await {
+        let (id, verdicts) = verified?;
         let missing: Vec<&String> = verdicts
             .iter()
             .filter(|(_, _, v)| v.as_ref().err().map(String::as_str) == Some(MISSING))
             .map(|(m, _, _)| m)
             .collect();
-        // Periodic collections go on while the checker reads: a file that a collection after
-        // the harness's last one removed is no corruption (the required set was checked at
+        // Periodic collections go on while the checker reads: an object (file or small object)
+        // that a collection after the harness's last one removed is no corruption (the required set was checked at
         // that last one).
         let collected_since = collected_since(
             &cluster.data_dir(&id),
@@ -665,6 +642,107 @@ pub async fn check(
     })
 }
 
+/// Verdicts on every object of `objects` (md5 → size, the node's `objects` rows) at the node
+/// whose data directory is `dir`: its small object when `small_objects` has the row, else its
+/// file. `Err(MISSING)` when it is in neither any more.
+async fn verify_node(
+    id: String,
+    dir: PathBuf,
+    objects: HashMap<String, i64>,
+    bodies: Arc<HashMap<String, (u64, u64)>>,
+    keys: Option<docfed_atrest::Keys>,
+) -> Result<(String, Vec<Verdict>)> {
+    let mut verdicts = Vec::with_capacity(objects.len());
+    // Small objects first, one row at a time (each at most a few hundred KiB): the rest are files.
+    let db = open(&dir.join("node.sqlite")).await?;
+    let mut as_files = objects;
+    {
+        let mut rows = sqlx::query_as::<_, (String, bool, Vec<u8>)>(
+            "SELECT md5, sealed, data FROM small_objects",
+        )
+        .fetch(&db);
+        while let Some(row) = rows.next().await {
+            let (md5, sealed, data) = row?;
+            // Orphans (no objects row) are the retention invariant's.
+            let Some(size) = as_files.remove(&md5) else {
+                continue;
+            };
+            let verdict = small_object_verdict(&md5, sealed, &data, keys.as_ref(), &bodies);
+            verdicts.push((md5, size, verdict));
+        }
+    }
+    db.close().await;
+    let files = tokio::task::spawn_blocking(move || {
+        as_files
+            .into_iter()
+            .map(|(md5, size)| {
+                let path = dir.join("objects").join(&md5[..2]).join(&md5);
+                let verdict = file_verdict(&md5, &path, keys.as_ref(), &bodies);
+                (md5, size, verdict)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    verdicts.extend(files);
+    Ok((id, verdicts))
+}
+
+/// (md5, size in the objects row, verdict).
+type Verdict = (String, i64, Result<(), String>);
+
+/// Whether the object file at `path` holds the content `md5` names (blocking I/O).
+fn file_verdict(
+    md5: &str,
+    path: &Path,
+    keys: Option<&docfed_atrest::Keys>,
+    bodies: &HashMap<String, (u64, u64)>,
+) -> Result<(), String> {
+    let verdict = match bodies.get(md5) {
+        Some(&(seed, len)) => {
+            content::compare_file(path, keys, seed, len).map_err(|d| d.to_string())
+        }
+        None => match content::md5_of_file(path, keys) {
+            Ok(m) if m == md5 => Ok(()),
+            Ok(m) => Err(format!("hashes to {m}")),
+            Err(e) => Err(format!("unreadable: {e}")),
+        },
+    };
+    // Gone, not corrupted (see `collected_since`).
+    match verdict {
+        Err(_) if !path.exists() => Err(MISSING.to_owned()),
+        v => v,
+    }
+}
+
+/// Whether a small object (`data`, sealed in the atrest format when `sealed`) holds the
+/// content `md5` names.
+fn small_object_verdict(
+    md5: &str,
+    sealed: bool,
+    data: &[u8],
+    keys: Option<&docfed_atrest::Keys>,
+    bodies: &HashMap<String, (u64, u64)>,
+) -> Result<(), String> {
+    let opened;
+    let plain = if sealed {
+        let keys = keys.ok_or("small object sealed, and the run has no content key")?;
+        opened = docfed_atrest::open_bytes(keys, data)
+            .map_err(|e| format!("small object cannot be opened: {e}"))?;
+        opened.as_slice()
+    } else {
+        data
+    };
+    match bodies.get(md5) {
+        Some(&(seed, len)) => {
+            content::compare_bytes(plain, seed, len).map_err(|d| format!("small object: {d}"))
+        }
+        None => match format!("{:x}", md5::compute(plain)) {
+            m if m == md5 => Ok(()),
+            m => Err(format!("small object hashes to {m}")),
+        },
+    }
+}
+
 const MISSING: &str = "missing";
 
 /// Those of `md5s` that a collection at or after `since` (Unix ms) removed.
@@ -720,5 +798,64 @@ mod schema_tests {
             })
             .max();
         assert_eq!(newest, Some(CHECKED_SCHEMA));
+    }
+}
+
+#[cfg(test)]
+mod small_object_tests {
+    use super::*;
+
+    fn keys(b: u8) -> docfed_atrest::Keys {
+        docfed_atrest::Keys {
+            current: docfed_atrest::ContentKey::from_hex(&format!("{b:02x}").repeat(32)).unwrap(),
+            old: Vec::new(),
+        }
+    }
+
+    async fn body(seed: u64, size: u64) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut s = Box::pin(content::stream(seed, size));
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn small_objects_are_opened_and_compared_like_files() {
+        let k = keys(1);
+        for size in [0u64, 1, 10_000, 65_535, 65_536] {
+            let plain = body(9, size).await;
+            let md5 = format!("{:x}", md5::compute(&plain));
+            let known = HashMap::from([(md5.clone(), (9, size))]);
+            let unknown = HashMap::new();
+            let sealed = docfed_atrest::seal_bytes(&k.current, &plain);
+            for bodies in [&known, &unknown] {
+                assert_eq!(
+                    small_object_verdict(&md5, true, &sealed, Some(&k), bodies),
+                    Ok(())
+                );
+                assert_eq!(
+                    small_object_verdict(&md5, false, &plain, None, bodies),
+                    Ok(())
+                );
+                assert!(small_object_verdict(&md5, true, &sealed, Some(&keys(2)), bodies).is_err());
+                assert!(small_object_verdict(&md5, true, &sealed, None, bodies).is_err());
+            }
+            if size > 0 {
+                let mut altered = sealed.clone();
+                *altered.last_mut().unwrap() ^= 1;
+                assert!(small_object_verdict(&md5, true, &altered, Some(&k), &known).is_err());
+                let mut flipped = plain.clone();
+                flipped[0] ^= 1;
+                assert_eq!(
+                    small_object_verdict(&md5, false, &flipped, None, &known),
+                    Err("small object: bytes differ from offset 0".to_owned())
+                );
+                assert!(small_object_verdict(&md5, false, &flipped, None, &unknown)
+                    .unwrap_err()
+                    .starts_with("small object hashes to "));
+            }
+        }
     }
 }

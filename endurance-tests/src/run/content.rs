@@ -75,8 +75,19 @@ pub fn compare_file(
     seed: u64,
     size: u64,
 ) -> Result<(), Difference> {
-    let (mut file, actual) =
+    let (file, actual) =
         docfed_atrest::open_content(path, keys).map_err(|e| Difference::Missing(e.to_string()))?;
+    compare(file, actual, seed, size)
+}
+
+/// Compares a small object's content (already opened when it was sealed) with the body
+/// `(seed, size)`, as [`compare_file`] compares a file.
+pub fn compare_bytes(content: &[u8], seed: u64, size: u64) -> Result<(), Difference> {
+    compare(content, content.len() as u64, seed, size)
+}
+
+/// Compares `actual` bytes read from `content` with the body `(seed, size)`, block by block.
+fn compare(mut content: impl Read, actual: u64, seed: u64, size: u64) -> Result<(), Difference> {
     if actual != size {
         return Err(Difference::Length {
             expected: size,
@@ -86,7 +97,8 @@ pub fn compare_file(
     let mut buf = vec![0u8; BLOCK];
     for i in 0..size.div_ceil(BLOCK as u64) {
         let len = block_len(size, i);
-        file.read_exact(&mut buf[..len])
+        content
+            .read_exact(&mut buf[..len])
             .map_err(|e| Difference::Missing(e.to_string()))?;
         let expected = block(seed, i);
         if buf[..len] != expected[..len] {
@@ -143,6 +155,7 @@ mod tests {
             let path = dir.path().join("f");
             std::fs::write(&path, &bytes).unwrap();
             assert_eq!(compare_file(&path, None, 7, size), Ok(()));
+            assert_eq!(compare_bytes(&bytes, 7, size), Ok(()));
             assert_eq!(md5_of_file(&path, None).unwrap(), md5_hex(7, size));
             if size > 10 {
                 bytes[size as usize / 2] ^= 1;
@@ -150,6 +163,17 @@ mod tests {
                 assert_eq!(
                     compare_file(&path, None, 7, size),
                     Err(Difference::Byte { offset: size / 2 })
+                );
+                assert_eq!(
+                    compare_bytes(&bytes, 7, size),
+                    Err(Difference::Byte { offset: size / 2 })
+                );
+                assert_eq!(
+                    compare_bytes(&bytes[1..], 7, size),
+                    Err(Difference::Length {
+                        expected: size,
+                        actual: size - 1
+                    })
                 );
             }
         }

@@ -354,7 +354,8 @@ fn check_free_space(
 }
 
 /// Removes the nodes' content files and the brokers' data under `dir`, keeping logs and
-/// databases.
+/// databases (and with them the small objects, content of at most `inline_max`: a few MiB per
+/// node in a CI run).
 fn remove_content(dir: &std::path::Path) {
     if let Ok(nodes) = std::fs::read_dir(dir.join("nodes")) {
         for node in nodes.flatten() {
@@ -442,9 +443,10 @@ async fn drive(
             .collect(),
         holders,
         params: set.workload.clone(),
+        inline_max: cluster.topo.inline_max.as_u64(),
         budget: budget::Budget::new(set.budget, set.duration, started),
         started,
-        model: Mutex::new(workload::Model::default()),
+        model: Mutex::new(workload::Model::new(cluster.topo.inline_max.as_u64())),
         devices: Mutex::default(),
     });
     let stop = CancellationToken::new();
@@ -628,6 +630,7 @@ async fn drive(
         documents: outcome.documents,
         versions: outcome.versions,
         bytes_published: model.bytes_published,
+        sizes: model.sizes.clone(),
         bytes_verified: outcome.bytes_verified,
         pulls: outcome.pulls,
         pulled_again_after_collection: outcome.pulled_again_after_collection,

@@ -12,7 +12,7 @@ use super::check::{Delivery, Invariant, Quiescence};
 use super::diskwatch::{OutOfDisk, Volume};
 use super::faults::{Fault, Kind, Reconnect};
 use super::retention::{FinalCollection, Mode, NodeDisk};
-use super::workload::OpStats;
+use super::workload::{OpStats, SizeCounts};
 use crate::stats::percentile;
 
 #[derive(Debug, Serialize)]
@@ -42,6 +42,8 @@ pub struct Report {
     pub documents: u64,
     pub versions: u64,
     pub bytes_published: u64,
+    /// Acknowledged content by how it travels (inline or pulled).
+    pub sizes: SizeCounts,
     pub bytes_verified: u64,
     pub pulls: u64,
     /// Pulls of content that a collection had removed since the previous pull of it.
@@ -134,6 +136,20 @@ impl Report {
             self.pulls,
             self.bytes_flipped_in_flight
         );
+        let z = &self.sizes;
+        let _ = writeln!(
+            s,
+            "  content acknowledged: {} inline (at most inline_max, {} bytes), {} pulled; on the bound: {} of {} bytes, {} of {}, {} of {}",
+            z.inline,
+            z.inline_max,
+            z.pulled,
+            z.at_inline_bound[0],
+            z.inline_max.saturating_sub(1),
+            z.at_inline_bound[1],
+            z.inline_max,
+            z.at_inline_bound[2],
+            z.inline_max + 1
+        );
         let _ = writeln!(
             s,
             "  byte budget {}, {} taken by the attempts",
@@ -161,13 +177,15 @@ impl Report {
         for (d, f) in self.disk.iter().zip(&self.final_collections) {
             let _ = writeln!(
                 s,
-                "  {:<22} {:<12} data dir {:>10} → {:>10} after the last collection ({} objects, {}; {} live, {} retained; {} collections logged, {} in the last)",
+                "  {:<22} {:<12} data dir {:>10} → {:>10} after the last collection ({} objects, {}, {} of them small objects in the database, {}; {} live, {} retained; {} collections logged, {} in the last)",
                 d.node,
                 d.tier,
                 human(d.before_final_collection),
                 human(d.after_final_collection),
                 f.objects,
                 human(f.object_bytes),
+                f.small_objects,
+                human(f.small_object_bytes),
                 f.live_count,
                 f.retained_count,
                 f.collections_logged,
@@ -484,6 +502,7 @@ mod tests {
             documents: 1,
             versions: 1,
             bytes_published: 10,
+            sizes: SizeCounts::default(),
             bytes_verified: 10,
             pulls: 1,
             pulled_again_after_collection: 0,
@@ -549,6 +568,7 @@ mod tests {
             documents: 1,
             versions: 1,
             bytes_published: 10,
+            sizes: SizeCounts::default(),
             bytes_verified: 10,
             pulls: 1,
             pulled_again_after_collection: 0,

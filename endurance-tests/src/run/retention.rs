@@ -1,6 +1,10 @@
 //! Retention during a run (ARCHITECTURE.md §4.4, `node/src/retention.rs`): the policy each node
 //! runs with, the collection the harness asks every node for once the federation is quiet, the
 //! disk the nodes' data directories use, and the invariant "objects exactly the required set".
+//!
+//! A node holds content in one of two forms: a file `objects/<ab>/<md5>`, or, at most
+//! `small_object_max` bytes, a row of its database's `small_objects` (migration 0013). Both
+//! count as held; the `objects` row is the same for either.
 
 use docfed_shared::wire::gc::{GcPreview, GcReport};
 use std::collections::{BTreeMap, BTreeSet};
@@ -172,6 +176,9 @@ struct Holdings {
     rows: BTreeMap<String, i64>,
     /// Files `objects/<ab>/<md5>` (anything else there is listed too, as a name).
     files: BTreeSet<String>,
+    /// `small_objects` rows: md5 → (bytes of `data` as stored, sealed or not; whether an
+    /// `objects` row exists for it, read in the same statement).
+    small: BTreeMap<String, (u64, bool)>,
     live: BTreeSet<String>,
     retained: BTreeSet<String>,
     /// Collections that removed the content of a current version this node keeps by scope,
@@ -222,6 +229,15 @@ async fn holdings(
         .await?
         .into_iter()
         .collect();
+    h.small = sqlx::query_as::<_, (String, i64, bool)>(
+        "SELECT s.md5, length(s.data), EXISTS (SELECT 1 FROM objects o WHERE o.md5 = s.md5) \
+         FROM small_objects s",
+    )
+    .fetch_all(&db)
+    .await?
+    .into_iter()
+    .map(|(md5, len, row)| (md5, (len.max(0) as u64, row)))
+    .collect();
     // The current version of a non-deleted document never changes once it is current but by a
     // newer one, so a document whose current version arrived here (its change row: the latest
     // of the document, which feed compaction keeps) before a collection was current at that
@@ -299,7 +315,12 @@ pub struct FinalCollection {
     /// policy keeps such content if it is there, it does not fetch it.
     pub retained_not_held: usize,
     pub objects: usize,
+    /// Content bytes of those objects (their `objects` sizes, whatever their form).
     pub object_bytes: u64,
+    /// Of those objects, the ones kept in the node's database (`small_objects`), and the bytes
+    /// their rows hold there (sealed: a little more than their content). The rest are files.
+    pub small_objects: usize,
+    pub small_object_bytes: u64,
     /// Collections the node logged during the run (the `collections` table after the last).
     pub collections_logged: i64,
 }
@@ -333,8 +354,9 @@ pub async fn final_collections(
 ) -> Result<(Invariant, Vec<FinalCollection>)> {
     let mut inv = Invariant::new(
         "objects exactly the required set",
-        "after a last collection, every node's objects table and its objects/ files are both \
-         exactly the content its policy requires (live: current versions of kept or flagged \
+        "after a last collection, every node's objects table and the content it stores (files \
+         in objects/ and small objects in its database, each address in one form only, no small \
+         object without its objects row) are both exactly the content its policy requires (live: current versions of kept or flagged \
          documents, pending pulls; retained: recent old versions and recently deleted documents' \
          versions, when held), live content is held at primaries and regional nodes, the last \
          collection removed nothing required and no collection removed content that was live, \
@@ -370,8 +392,8 @@ pub async fn final_collections(
         let at = report.at;
         let id = &n.id;
         for md5 in h.rows.keys() {
-            inv.check(h.files.contains(md5), || {
-                format!("{id}: objects row {md5} without its file")
+            inv.check(h.files.contains(md5) || h.small.contains_key(md5), || {
+                format!("{id}: objects row {md5} without its content (no file, no small object)")
             });
             inv.check(h.live.contains(md5) || h.retained.contains(md5), || {
                 format!("{id}: holds {md5}, neither live nor retained at {at} (policy {policy:?})")
@@ -380,6 +402,14 @@ pub async fn final_collections(
         for f in &h.files {
             inv.check(h.rows.contains_key(f), || {
                 format!("{id}: file objects/{f} without an objects row")
+            });
+        }
+        for (md5, (_, has_row)) in &h.small {
+            inv.check(*has_row, || {
+                format!("{id}: small object {md5} without an objects row (an orphan)")
+            });
+            inv.check(!h.files.contains(md5), || {
+                format!("{id}: {md5} stored twice, as a file and as a small object")
             });
         }
         if n.tier != Tier::Intermediate {
@@ -431,6 +461,8 @@ pub async fn final_collections(
                 .count(),
             objects: h.rows.len(),
             object_bytes: h.rows.values().map(|s| (*s).max(0) as u64).sum(),
+            small_objects: h.small.len(),
+            small_object_bytes: h.small.values().map(|(len, _)| len).sum(),
             collections_logged,
         });
     }
@@ -445,7 +477,9 @@ pub struct NodeDisk {
     /// Allocated bytes (as `du`) of the whole data directory.
     pub before_final_collection: u64,
     pub after_final_collection: u64,
-    /// Of which `objects/`, after.
+    /// Of which `objects/`, after: the content files. Small objects are in the database
+    /// (`node.sqlite`, in the whole directory's count); their bytes are
+    /// [`FinalCollection::small_object_bytes`].
     pub objects_after: u64,
 }
 
@@ -472,7 +506,8 @@ pub fn du(dir: &Path) -> u64 {
     walk(dir, &mut std::collections::HashSet::new())
 }
 
-/// `du` of every node's data directory, and of its `objects/`.
+/// `du` of every node's data directory, and of its `objects/` (the content files; small objects
+/// are inside the database).
 pub async fn disk_use(cluster: &Cluster) -> Vec<(String, String, u64, u64)> {
     let dirs: Vec<(String, String, std::path::PathBuf)> = cluster
         .topo

@@ -2,6 +2,12 @@
 //! and cross-region fetches, driven by seeded random number generators (one per lane, so
 //! `--seed` replays the same sequence of operations; timing under faults still varies).
 //!
+//! Content sizes cover both ways content travels (ARCHITECTURE.md §2a): small documents (at most
+//! the topology's `inline_max`) ride inside their notifications and are kept in the nodes'
+//! databases, larger ones are pulled and kept as files; every few medium sizes of a lane is one
+//! of `inline_max − 1`, `inline_max` and `inline_max + 1`, in turn, so both sides of that bound
+//! are published all through a run.
+//!
 //! Every acknowledged operation is recorded in the [`Model`]: it is what the checker holds the
 //! federation to. An operation that fails (its node was killed, its link cut) may or may not have
 //! happened; the checker then judges by what the primaries hold.
@@ -24,6 +30,16 @@ use super::content;
 pub const BOUNDARY_SIZES: [u64; 11] = [
     0, 1, 8191, 8192, 8193, 65535, 65536, 65537, 1_048_575, 1_048_576, 1_048_577,
 ];
+
+/// Every this many medium sizes a lane draws, one is on the inline bound ([`inline_bound`]).
+const INLINE_BOUND_EVERY: u64 = 6;
+
+/// The sizes on either side of the topology's `inline_max`: the largest content that travels
+/// inline, one byte under it, and the smallest that is pulled. None when nothing travels inline
+/// (`inline_max` 0).
+pub fn inline_bound(inline_max: u64) -> Option<[u64; 3]> {
+    (inline_max > 0).then(|| [inline_max - 1, inline_max, inline_max + 1])
+}
 
 #[derive(Debug, Clone)]
 pub struct Params {
@@ -60,6 +76,34 @@ pub struct DocState {
     pub deleted: bool,
 }
 
+/// Acknowledged content (publications and new versions) by how it travels.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SizeCounts {
+    /// The topology's `inline_max` the run used.
+    pub inline_max: u64,
+    /// At most `inline_max`: inside the notifications, kept in the nodes' databases.
+    pub inline: u64,
+    /// Larger: pulled, kept as files.
+    pub pulled: u64,
+    /// Of those, exactly `inline_max − 1`, `inline_max` and `inline_max + 1` bytes.
+    pub at_inline_bound: [u64; 3],
+}
+
+impl SizeCounts {
+    fn count(&mut self, size: u64) {
+        if size <= self.inline_max {
+            self.inline += 1;
+        } else {
+            self.pulled += 1;
+        }
+        if let Some(bound) = inline_bound(self.inline_max) {
+            if let Some(i) = bound.iter().position(|b| *b == size) {
+                self.at_inline_bound[i] += 1;
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct OpStats {
     pub ok: u64,
@@ -80,6 +124,20 @@ pub struct Model {
     /// Cross-region fetches that returned bytes not matching their ETag.
     pub served_corrupt: Vec<String>,
     pub bytes_published: u64,
+    pub sizes: SizeCounts,
+}
+
+impl Model {
+    /// An empty model for a federation whose topology has `inline_max`.
+    pub fn new(inline_max: u64) -> Model {
+        Model {
+            sizes: SizeCounts {
+                inline_max,
+                ..SizeCounts::default()
+            },
+            ..Model::default()
+        }
+    }
 }
 
 /// What the workload needs to know about the federation.
@@ -93,6 +151,8 @@ pub struct Ctx {
     /// Region → ids of the regional nodes that hold its content.
     pub holders: HashMap<String, Vec<String>>,
     pub params: Params,
+    /// The topology's `inline_max`: content at most this large travels inline.
+    pub inline_max: u64,
     /// Bounds the content bytes sent: every attempt takes its size from a pool first.
     pub budget: Budget,
     pub started: tokio::time::Instant,
@@ -179,6 +239,7 @@ impl Ctx {
                         },
                     );
                     m.bytes_published += size;
+                    m.sizes.count(size);
                     m.acked.push(Acked {
                         doc: id.clone(),
                         version: v["version"].as_i64().unwrap_or(0),
@@ -205,14 +266,11 @@ impl Ctx {
         }
     }
 
-    /// A medium size, taken from the medium pool (smaller, down to empty, when it runs short).
-    fn medium_size(&self, rng: &mut StdRng) -> u64 {
-        let want = match rng.random_range(0..100) {
-            0..10 => BOUNDARY_SIZES[rng.random_range(0..BOUNDARY_SIZES.len())],
-            10..60 => rng.random_range(0..64 * 1024),
-            60..90 => rng.random_range(64 * 1024..1 << 20),
-            _ => rng.random_range(1 << 20..=self.params.medium_max.max(1 << 20)),
-        };
+    /// A medium size ([`medium_want`]), taken from the medium pool (smaller, down to empty,
+    /// when it runs short). `drawn` counts the lane's draws.
+    fn medium_size(&self, rng: &mut StdRng, drawn: &mut u64) -> u64 {
+        *drawn += 1;
+        let want = medium_want(rng, *drawn, self.inline_max, self.params.medium_max);
         self.budget.medium.take_up_to(want)
     }
 
@@ -243,6 +301,9 @@ impl Ctx {
         };
         let v = accepted(req.bearer_auth(&self.token).send().await).await?;
         let mut m = self.model.lock().expect("not poisoned");
+        if let Some(size) = size.filter(|_| kind == "new-version") {
+            m.sizes.count(size);
+        }
         if let Some(d) = m.docs.get_mut(doc) {
             d.deleted = kind == "delete";
         }
@@ -379,11 +440,12 @@ impl Ctx {
 /// A lane of small and medium operations until `stop`.
 pub async fn lane(ctx: Arc<Ctx>, lane: u64, stop: CancellationToken) {
     let mut rng = StdRng::seed_from_u64(ctx.seed ^ (lane + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut drawn = 0;
     while !stop.is_cancelled() {
         let roll = rng.random_range(0..100);
         let (op, outcome) = match roll {
             0..35 => {
-                let size = ctx.medium_size(&mut rng);
+                let size = ctx.medium_size(&mut rng, &mut drawn);
                 let scope = ctx.scope(&mut rng);
                 (
                     "publish",
@@ -394,7 +456,7 @@ pub async fn lane(ctx: Arc<Ctx>, lane: u64, stop: CancellationToken) {
             }
             35..50 => match ctx.pick_doc(&mut rng, false) {
                 Some((doc, _)) => {
-                    let size = ctx.medium_size(&mut rng);
+                    let size = ctx.medium_size(&mut rng, &mut drawn);
                     let r = ctx.edit(&mut rng, "new-version", &doc, Some(size)).await;
                     ("new-version", r)
                 }
@@ -437,6 +499,29 @@ async fn continue_after(stop: &CancellationToken, pause: Duration) -> (&'static 
         () = stop.cancelled() => {}
     }
     ("skip", Ok(()))
+}
+
+/// The size a lane's `drawn`th medium draw asks for: every [`INLINE_BOUND_EVERY`]th the next
+/// size of [`inline_bound`], the others random, half of them small enough to travel inline
+/// (at most `inline_max`), the rest pulled, up to `medium_max`.
+pub fn medium_want(rng: &mut StdRng, drawn: u64, inline_max: u64, medium_max: u64) -> u64 {
+    // Without inline content (inline_max 0), "small" is below the 64 KiB buffers.
+    let small_max = if inline_max > 0 {
+        inline_max
+    } else {
+        64 * 1024 - 1
+    };
+    match inline_bound(inline_max) {
+        Some(bound) if drawn.is_multiple_of(INLINE_BOUND_EVERY) => {
+            bound[(drawn / INLINE_BOUND_EVERY % 3) as usize]
+        }
+        _ => match rng.random_range(0..100) {
+            0..10 => BOUNDARY_SIZES[rng.random_range(0..BOUNDARY_SIZES.len())],
+            10..60 => rng.random_range(0..=small_max),
+            60..90 => rng.random_range(small_max + 1..(1 << 20).max(small_max + 2)),
+            _ => rng.random_range(1 << 20..=medium_max.max(1 << 20)),
+        },
+    }
 }
 
 /// The lane of large documents, one at a time, until `stop`.
@@ -503,4 +588,54 @@ fn short_reason(e: &anyhow::Error) -> String {
         }
     }
     text.chars().take(60).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_counted_by_how_they_travel() {
+        let mut z = Model::new(65_536).sizes;
+        for size in [0, 10_000, 65_535, 65_536, 65_537, 65_537, 1 << 20] {
+            z.count(size);
+        }
+        assert_eq!((z.inline, z.pulled), (4, 3));
+        assert_eq!(z.at_inline_bound, [1, 1, 2]);
+        assert_eq!(inline_bound(0), None);
+        let mut off = Model::new(0).sizes;
+        off.count(0);
+        off.count(1);
+        assert_eq!(
+            (off.inline, off.pulled, off.at_inline_bound),
+            (1, 1, [0; 3])
+        );
+    }
+
+    #[test]
+    fn every_lane_publishes_both_sides_of_the_inline_bound_throughout() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut z = Model::new(65_536).sizes;
+        for drawn in 1..=600 {
+            let size = medium_want(&mut rng, drawn, 65_536, 4 << 20);
+            assert!(size <= 4 << 20);
+            if drawn % INLINE_BOUND_EVERY == 0 {
+                let expected = [65_535, 65_536, 65_537][(drawn / INLINE_BOUND_EVERY % 3) as usize];
+                assert_eq!(size, expected, "draw {drawn}");
+            }
+            z.count(size);
+        }
+        // 100 forced onto the bound, a third each, plus the random boundary sizes.
+        assert!(
+            z.at_inline_bound.iter().all(|n| (33..50).contains(n)),
+            "{z:?}"
+        );
+        assert!(z.inline > 200 && z.pulled > 200, "{z:?}");
+        // Without inline content no size is forced onto a bound.
+        let mut rng = StdRng::seed_from_u64(3);
+        let sizes: Vec<u64> = (1..=60)
+            .map(|d| medium_want(&mut rng, d, 0, 4 << 20))
+            .collect();
+        assert!(sizes.iter().filter(|s| **s == 1).count() < 10, "{sizes:?}");
+    }
 }
