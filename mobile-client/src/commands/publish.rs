@@ -87,7 +87,8 @@ pub async fn run(ctx: &Ctx, a: PublishArgs) -> Result<(), CliError> {
         } else if !sendable.is_empty() {
             match send(&client, token.as_deref(), &query, &sendable, bar.as_ref()).await {
                 Ok(a) => answers = a,
-                // Refused whole, before anything was published: the error is the answer.
+                // Refused whole, or unreachable, before anything was published: the error is
+                // the answer.
                 Err(Sent::Refused(e)) if report.published == 0 && report.failed == 0 => {
                     if let Some(b) = &bar {
                         b.finish_and_clear();
@@ -168,7 +169,8 @@ fn requests(found: &[Found]) -> Vec<&[Found]> {
 
 /// A request that brought no per-file answer.
 enum Sent {
-    /// The node refused the request as a whole (no token, not a primary...).
+    /// The node refused the request as a whole (no token, not a primary...), or could not be
+    /// reached: none of its files was published.
     Refused(CliError),
     /// The request broke off: which of its files the node published is not known. `unsent`: a
     /// file that could not be read while it was sent (the cause); `stop`: no later request can
@@ -230,7 +232,7 @@ async fn send(
                      published the files sent before it is not known (see `docfed search`)",
                     path.display()
                 ),
-                None if e.is_connect() => format!("not sent: {}", client.network(e)),
+                None if e.is_connect() => return Err(Sent::Refused(client.network(e))),
                 None => format!(
                     "{}; whether the node published it is not known (see `docfed search`)",
                     client.network(e)

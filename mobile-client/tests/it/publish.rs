@@ -122,6 +122,16 @@ async fn a_refused_or_unreadable_file_makes_the_exit_code_non_zero() -> TestResu
     assert_eq!(out.status.code(), Some(6));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--token"));
     assert_eq!(document_count(&node.url).await?, 0);
+    // No node there: the network's exit code.
+    let out = docfed(&[
+        "--server",
+        "http://127.0.0.1:9",
+        "publish",
+        "--token",
+        TOKEN,
+        root.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(4));
     // The token goes only to a server the user named.
     let out = docfed(&["publish", "--token", TOKEN, root.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));

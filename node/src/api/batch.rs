@@ -233,11 +233,13 @@ impl Reader {
         let mut chunk = Vec::new();
         let (mut count, mut bytes) = (0usize, 0u64);
         while count < CHUNK_ITEMS && bytes < CHUNK_BYTES {
+            let before = chunk.len();
             let flow = self.next_part(&mut chunk).await;
             if !matches!(flow, Flow::More) {
                 return (chunk, flow);
             }
-            if let Some(Entry::Ingested(pending)) = chunk.last() {
+            // A `meta` part adds no entry.
+            if let (true, Some(Entry::Ingested(pending))) = (chunk.len() > before, chunk.last()) {
                 count += 1;
                 bytes += pending.content.size;
             }
