@@ -2,6 +2,7 @@
 //! with their reasons, each named by index and file name; a request without the token publishes
 //! nothing; curl's `-F` is a client.
 
+use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -295,5 +296,114 @@ async fn curl_publishes_files_with_dash_f() -> TestResult {
     assert_eq!(m["content_type"], "application/pdf");
     let m = metadata(&c, &node, body["items"][0]["id"].as_str().unwrap()).await?;
     assert_eq!(m["title"], "notes.txt");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_is_for_primaries_and_its_documents_reach_the_regional_nodes() -> TestResult {
+    let fed = crate::common::federation::Federation::start(&[]).await?;
+    let c = client();
+    let small = pattern(31, 10_000);
+    let large = pattern(32, 300_000);
+    // A regional node refuses the request as a whole, as it refuses a single publication.
+    let resp = send(&c, fed.node("eu"), "", &[Part::File("a.bin", &small)]).await?;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: Value = resp.json().await?;
+    assert_eq!(body["code"], "wrong_tier", "{body}");
+
+    let parts = [Part::File("a.bin", &small), Part::File("b.bin", &large)];
+    let resp = send(&c, fed.node("primary-a"), "?scope=region:eu", &parts).await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await?;
+    assert_eq!(body["published"], 2, "{body}");
+    let timeout = std::time::Duration::from_secs(60);
+    for (item, bytes) in body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip([&small, &large])
+    {
+        let id = item["id"].as_str().unwrap();
+        let meta = fed
+            .await_meta("eu", id, timeout, |m| m["available_here"] == true)
+            .await?;
+        assert_eq!(meta["scope"], "region:eu");
+        assert_eq!(&content(&c, fed.node("eu"), id).await?, bytes);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_body_that_ends_mid_item_publishes_the_whole_items_and_names_the_cut_one() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    let whole = form(&[
+        Part::File("a.txt", b"first"),
+        Part::File("b.txt", b"second"),
+        Part::File("c.txt", &pattern(4, 100_000)),
+    ]);
+    // The body ends properly, in the middle of the third file's bytes.
+    let cut = whole[..whole.len() - 50_000].to_vec();
+    let resp = auth(c.post(node.url("/v1/documents/batch")))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(cut)
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await?;
+    assert_eq!(body["published"], 2, "{body}");
+    assert_eq!(body["items"][2]["filename"], "c.txt", "{body}");
+    assert_eq!(
+        body["items"][2]["error"]["code"], "upload_aborted",
+        "{body}"
+    );
+    assert_eq!(document_count(&c, &node).await?, 2);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_leaves_its_whole_items_published_and_nothing_else() -> TestResult {
+    let node = TestNode::start().await?;
+    let c = client();
+    // 256 items make a chunk, published while the next is read; the client sends up to the
+    // middle of item 258, waits, and goes away.
+    let docs: Vec<(String, Vec<u8>)> = (0..260)
+        .map(|i| (format!("d{i}.bin"), pattern(i as u64, 2000)))
+        .collect();
+    let parts: Vec<Part> = docs
+        .iter()
+        .map(|(n, b)| Part::File(n.as_str(), b.as_slice()))
+        .collect();
+    let whole = form(&parts);
+    let per_item = whole.len() / 260;
+    let sent = whole[..258 * per_item + per_item / 2].to_vec();
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(sent) })
+        .chain(futures::stream::pending());
+    let request = auth(c.post(node.url("/v1/documents/batch")))
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let client = tokio::spawn(request);
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the first chunk",
+        || async { Ok((document_count(&c, &node).await? >= 256).then_some(())) },
+    )
+    .await?;
+    client.abort();
+    // The two whole items after the chunk are published too; the cut one leaves no trace.
+    let tmp = node.dir.join("tmp");
+    let settled = eventually(std::time::Duration::from_secs(10), "the rest", || async {
+        let count = document_count(&c, &node).await?;
+        Ok((count >= 258 && files_under(&tmp).is_empty()).then_some(count))
+    })
+    .await?;
+    assert_eq!(settled, 258);
     Ok(())
 }
