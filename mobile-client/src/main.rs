@@ -242,7 +242,7 @@ struct PublishArgs {
     /// DOCFED_SERVER).
     #[arg(long, env = "DOCFED_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Scope of every document, e.g. `global` or `region:eu` (default: the node's default).
+    /// Scope of every document: `global` (the default) or `region:R`, e.g. `region:eu`.
     #[arg(long)]
     scope: Option<String>,
     /// Comma-separated tags of every document.

@@ -141,8 +141,9 @@ pub async fn run(ctx: &Ctx, a: PublishArgs) -> Result<(), CliError> {
                     kind: Failure::Network,
                 }),
             };
-            report.add(&f.path, outcome)?;
+            report.add(&f.path, outcome);
         }
+        report.print_lines()?;
     }
     report.finish()
 }
@@ -363,6 +364,8 @@ struct Report {
     json: bool,
     bar: Option<ProgressBar>,
     entries: Vec<serde_json::Value>,
+    /// Lines not printed yet: a request's, printed together (one redraw of the bar).
+    lines: Vec<String>,
     published: usize,
     failed: usize,
     bytes: u64,
@@ -375,6 +378,7 @@ impl Report {
             json,
             bar,
             entries: Vec::new(),
+            lines: Vec::new(),
             published: 0,
             failed: 0,
             bytes: 0,
@@ -382,7 +386,7 @@ impl Report {
         }
     }
 
-    fn add(&mut self, path: &Path, outcome: Outcome) -> Result<(), CliError> {
+    fn add(&mut self, path: &Path, outcome: Outcome) {
         let shown = path.display();
         let (entry, line) = match outcome {
             Outcome::Published(p) => {
@@ -411,14 +415,26 @@ impl Report {
         };
         if self.json {
             self.entries.push(entry);
-            return Ok(());
+        } else {
+            self.lines.push(line);
         }
-        self.print(&line)
     }
 
-    fn print(&self, line: &str) -> Result<(), CliError> {
+    fn print_lines(&mut self) -> Result<(), CliError> {
+        let lines = std::mem::take(&mut self.lines);
+        self.print(&lines)
+    }
+
+    fn print(&self, lines: &[String]) -> Result<(), CliError> {
         use std::io::Write;
-        let write = || writeln!(std::io::stdout(), "{line}").map_err(CliError::stdout);
+        let write = || {
+            let mut out = std::io::stdout().lock();
+            lines
+                .iter()
+                .try_for_each(|l| writeln!(out, "{l}"))
+                .and_then(|()| out.flush())
+                .map_err(CliError::stdout)
+        };
         match &self.bar {
             Some(b) => b.suspend(write),
             None => write(),
@@ -441,7 +457,7 @@ impl Report {
             if self.failed > 0 {
                 summary.push_str(&format!("; {} not published", self.failed));
             }
-            self.print(&summary)?;
+            self.print(&[summary])?;
         }
         let why = format!(
             "{} of {} documents were not published",
