@@ -16,6 +16,7 @@ mod replica;
 mod sync;
 mod transport;
 mod trust;
+mod walk;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,7 @@ const fn const_format_help() -> &'static str {
   docfed info 01890a5d-ac96-774b-bcce-b302099a8057
   docfed fetch 01890a5d-ac96-774b-bcce-b302099a8057 -o report.pdf
   docfed --server https://127.0.0.1:7121 --ca ca.pem --primary-keys topology.toml register --name 'my laptop' --token \"$OPERATOR_TOKEN\"
+  docfed --server https://primary.example:7121 publish --token \"$OPERATOR_TOKEN\" --tags launch ./materials
   docfed flag 01890a5d-ac96-774b-bcce-b302099a8057
   docfed annotate 01890a5d-ac96-774b-bcce-b302099a8057 --text 'Page 3: typo'
   docfed --json search finance | jq '.documents[].id'
@@ -94,7 +96,10 @@ Exit codes:
   5  verification failure: the downloaded bytes do not match the document's MD5, or a
      version is not signed by a primary of the pinned federation
   6  refused by the server (invalid request, deleted document, device not registered
-     with that node or revoked, over the node's flag quota)
+     with that node or revoked, over the node's flag quota, a file `publish` sent)
+
+`publish` exits with the worst of its files: 4 if a request failed, else 6 if the node refused
+a file, else 1 if a file could not be read.
 
 Flags belong to a device registered with the node: `docfed register` once per node (the node's
 operator token unless it has open enrollment); the device id and its secret are kept in
@@ -133,6 +138,10 @@ enum Command {
         #[arg(long, env = "DOCFED_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Publish files and folders (folders recursively) on a primary, through its bulk API,
+    /// with the node's operator token: one line per file, published or why not, and a summary.
+    /// Exits 0 only if every file was published.
+    Publish(PublishArgs),
     /// Keep a document on this device's regional node and push its updates here (after
     /// `register`).
     Flag {
@@ -224,6 +233,27 @@ struct FetchArgs {
 }
 
 #[derive(Args)]
+struct PublishArgs {
+    /// Files and folders. Folders are published recursively; symbolic links inside them are
+    /// not followed (each is reported as not published), nor is anything skipped silently.
+    #[arg(required = true, value_name = "PATH")]
+    paths: Vec<PathBuf>,
+    /// The node's operator token. Sent only to a node named with --server (or
+    /// DOCFED_SERVER).
+    #[arg(long, env = "DOCFED_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Scope of every document: `global` (the default) or `region:R`, e.g. `region:eu`.
+    #[arg(long)]
+    scope: Option<String>,
+    /// Comma-separated tags of every document.
+    #[arg(long)]
+    tags: Option<String>,
+    /// No progress bar.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
 struct SyncArgs {
     /// No progress bar.
     #[arg(short, long)]
@@ -276,7 +306,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), CliError> {
-    use crate::commands::{actions, read, register, replica};
+    use crate::commands::{actions, publish, read, register, replica};
     if let Command::Completions { shell } = cli.command {
         return commands::completions(shell);
     }
@@ -288,6 +318,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Versions { id } => read::versions(&ctx, &id).await,
         Command::Fetch(a) => read::fetch(&ctx, a).await,
         Command::Register { name, token } => register::run(&ctx, name, token).await,
+        Command::Publish(a) => publish::run(&ctx, a).await,
         Command::Flag { id } => actions::run(&ctx, Action::Flag, &id).await,
         Command::Unflag { id } => actions::run(&ctx, Action::Unflag, &id).await,
         Command::Annotate { id, text, author } => {

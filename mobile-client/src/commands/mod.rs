@@ -3,9 +3,11 @@
 //!
 //! `read`: the commands that only read (search, info, versions, fetch, flags, annotations,
 //! peers); `actions`: flag, unflag and annotate, queued in the replica when no server answers;
-//! `register`; `replica`: sync and the daemon, which keep the replica caught up.
+//! `register`; `publish`, through a primary's bulk API; `replica`: sync and the daemon, which
+//! keep the replica caught up.
 
 pub mod actions;
+pub mod publish;
 pub mod read;
 pub mod register;
 pub mod replica;

@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod daemon;
+mod publish;
 mod resilience;
 mod rogue;
 mod server_certificates;

@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::Json;
 use docfed_shared::wire::{
     DocumentList, DocumentMeta, DocumentVersion, PublishResponse, VersionList,
@@ -23,24 +23,29 @@ use docfed_shared::limits::{
 };
 
 /// Metadata of a publication or a new version, as the query string carries it.
-#[derive(Debug, Default, Deserialize)]
+/// `POST /v1/documents/batch` takes the same fields as JSON, per item (`batch`).
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetaParams {
-    title: Option<String>,
-    description: Option<String>,
+    pub(super) title: Option<String>,
+    pub(super) description: Option<String>,
     /// Comma-separated.
-    tags: Option<String>,
-    filename: Option<String>,
-    source: Option<String>,
-    scope: Option<String>,
-    content_type: Option<String>,
-    author: Option<String>,
+    pub(super) tags: Option<String>,
+    pub(super) filename: Option<String>,
+    pub(super) source: Option<String>,
+    pub(super) scope: Option<String>,
+    pub(super) content_type: Option<String>,
+    pub(super) author: Option<String>,
 }
 
 impl MetaParams {
     /// Validates every field, naming the first bad one. `content_type` falls back to the
-    /// request's own `Content-Type`.
-    fn validate(self, headers: &HeaderMap, title_required: bool) -> Result<MetaInput, ApiError> {
+    /// `Content-Type` the content was sent with (`declared`: the request's, or a batch part's).
+    pub(super) fn validate(
+        self,
+        declared: Option<&HeaderValue>,
+        title_required: bool,
+    ) -> Result<MetaInput, ApiError> {
         let title = match self.title {
             Some(t) => Some(text_field("title", t.trim(), 1, MAX_TITLE)?),
             None if title_required => return Err(ApiError::invalid("title", "is required")),
@@ -72,7 +77,7 @@ impl MetaParams {
             .transpose()?;
         let content_type = match self.content_type {
             Some(ct) => Some(content_type("content_type", &ct)?),
-            None => match headers.get(header::CONTENT_TYPE).map(|v| v.to_str()) {
+            None => match declared.map(|v| v.to_str()) {
                 Some(Err(_)) => return Err(ApiError::invalid("content_type", "is not ASCII")),
                 // curl and browsers label a raw body as a form by default: that says nothing
                 // about the document, so the file name is a better guess.
@@ -239,7 +244,7 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<PublishResponse>), ApiError> {
-    let meta = params.validate(&headers, true)?;
+    let meta = params.validate(headers.get(header::CONTENT_TYPE), true)?;
     let content = receive(&node, &headers, body).await?;
     let v = node.publish(meta, content).await?;
     Ok((StatusCode::CREATED, published(&v)))
@@ -254,7 +259,7 @@ pub async fn new_version(
     body: Body,
 ) -> Result<Json<PublishResponse>, ApiError> {
     let id = parse_id(&id)?;
-    let meta = params.validate(&headers, false)?;
+    let meta = params.validate(headers.get(header::CONTENT_TYPE), false)?;
     // Refuse before receiving gigabytes for a document that cannot take a new version.
     match node.db.document(&id).await? {
         None => return Err(refuse(body, ApiError::not_found(format!("document {id}"))).await),

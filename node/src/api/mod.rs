@@ -3,6 +3,7 @@
 
 mod admin;
 mod annotations;
+mod batch;
 mod changes;
 mod content;
 mod devices;
@@ -43,6 +44,7 @@ pub fn router(node: AppState) -> Router {
             "/v1/documents",
             get(documents::list).post(documents::publish),
         )
+        .route("/v1/documents/batch", post(batch::publish))
         .route(
             "/v1/documents/{id}",
             get(documents::metadata)
@@ -109,9 +111,9 @@ pub fn router(node: AppState) -> Router {
 pub const MAX_JSON_BODY: usize = 256 * 1024;
 
 /// Most of an unread body read and discarded before an early refusal is sent.
-const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+pub(crate) const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
 /// Longest an early refusal waits for the body to be drained.
-const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Refuses a request whose body was not (fully) read, after reading and dropping a bounded part
 /// of it. Answering and closing with the body unread makes the kernel reset the connection, and

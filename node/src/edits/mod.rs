@@ -189,6 +189,19 @@ impl Node {
         .await
     }
 
+    /// Refuses edits on a node that is not a primary of its federation (a standalone node is
+    /// its own primary). A bulk publication asks before reading its request.
+    pub fn check_primary(&self) -> Result<(), ApiError> {
+        match self.federation() {
+            Some(fed) if !fed.is_primary() => Err(ApiError::WrongTier(format!(
+                "{} is a {} node; publish, edit and delete on a primary",
+                fed.id(),
+                fed.me.tier
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs one edit: `make` sees the current version and the new content's digests (or the
     /// current one's, for edits without content); the version it makes is signed and recorded
     /// with the edits that arrived meanwhile (`recorder`).
@@ -206,15 +219,7 @@ impl Node {
             + Send
             + 'static,
     {
-        if let Some(fed) = self.federation() {
-            if !fed.is_primary() {
-                return Err(ApiError::WrongTier(format!(
-                    "{} is a {} node; publish, edit and delete on a primary",
-                    fed.id(),
-                    fed.me.tier
-                )));
-            }
-        }
+        self.check_primary()?;
         let legacy_sha256 = match &content {
             Incoming::Kept => self.legacy_sha256(&id).await?,
             Incoming::Bytes(_) | Incoming::AtSource(_) => None,

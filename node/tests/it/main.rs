@@ -3,6 +3,7 @@
 mod annotations;
 mod at_rest;
 mod bad_input;
+mod batch;
 mod cert_roles;
 mod common;
 mod devices;

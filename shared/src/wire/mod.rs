@@ -12,13 +12,15 @@
 //! * [`gc`]: the retention policy and collection reports (`/v1/admin/gc`);
 //! * [`devices`]: device registration and flags;
 //! * [`events`]: the event stream's data (`GET /v1/events`);
-//! * [`admin`]: operator bodies (`POST /v1/admin/import`).
+//! * [`admin`]: operator bodies (`POST /v1/admin/import`);
+//! * [`batch`]: the answer to a bulk publication (`POST /v1/documents/batch`).
 //!
 //! Optional fields a newer node added are `#[serde(default)]` on the reading side, so an older
 //! node's answer still reads.
 
 pub mod admin;
 pub mod annotations;
+pub mod batch;
 pub mod devices;
 pub mod events;
 pub mod gc;

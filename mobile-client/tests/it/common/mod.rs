@@ -201,6 +201,15 @@ fn wrapped_command(wrapper: &[&str], config: &Path, home: &Path, args: &[&str]) 
     c
 }
 
+/// Runs `docfed` with `args` and more environment variables (e.g. DOCFED_TOKEN).
+pub fn docfed_with_env(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let config = shared_config();
+    command(&config, &config.join("data").join("docfed"), args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("run docfed")
+}
+
 /// Runs `docfed` with `args`, `config` as XDG_CONFIG_HOME and `home` as its replica.
 pub fn docfed_at(config: &Path, home: &Path, args: &[&str]) -> Output {
     command(config, home, args).output().expect("run docfed")
