@@ -57,7 +57,15 @@ const BURST: usize = 2_000;
 /// Documents per bulk request.
 const BULK_REQUEST: usize = 1_000;
 /// The nodes whose CPU time is read.
-const ROLES: [&str; 7] = ["primary-a", "primary-b", "mid-1", "mid-2", "na", "eu", "asia"];
+const ROLES: [&str; 7] = [
+    "primary-a",
+    "primary-b",
+    "mid-1",
+    "mid-2",
+    "na",
+    "eu",
+    "asia",
+];
 const DEADLINE: Duration = Duration::from_secs(900);
 
 /// What one system did on the four workloads.
@@ -287,6 +295,12 @@ async fn docfed(
                 .zip(&cpu_after)
                 .map(|((role, a), (_, z))| (role.clone(), (z - a) * 1000.0 / burst as f64))
                 .collect();
+            let per_node: Vec<String> = f
+                .cpu_ms_per_doc
+                .iter()
+                .map(|(n, ms)| format!("{n} {ms:.2}"))
+                .collect();
+            println!("docfed: CPU per document over the burst, ms: {}", per_node.join(", "));
             println!(
                 "docfed: {burst} x 10 KB at once ({BURST_PUBLISHERS} publishers), all at all three regionals after {total:.2} s ({:.0} docs/s; {:.2} s with the uploads)",
                 f.burst_per_s,
@@ -520,7 +534,12 @@ fn bulk_body(count: usize, seed: u64) -> (String, Vec<u8>) {
 
 /// `count` 10 KB documents through the bulk API at primary-a, [`BULK_REQUEST`] per request, two
 /// requests at a time; returns their latencies (ms, sorted) from the start.
-async fn docfed_bulk(http: &reqwest::Client, b: &Bench, count: usize, seed: u64) -> Result<Vec<f64>> {
+async fn docfed_bulk(
+    http: &reqwest::Client,
+    b: &Bench,
+    count: usize,
+    seed: u64,
+) -> Result<Vec<f64>> {
     let (tx, task) = docfed_arrivals(b);
     let started = Instant::now();
     bulk_publish(http, b, count, seed, |md5| {
@@ -558,7 +577,11 @@ async fn bulk_publish(
                 .send()
                 .await?;
             if !resp.status().is_success() {
-                bail!("bulk publish failed: {} {}", resp.status(), resp.text().await?);
+                bail!(
+                    "bulk publish failed: {} {}",
+                    resp.status(),
+                    resp.text().await?
+                );
             }
             let answer: serde_json::Value = resp.json().await?;
             let items = answer["items"].as_array().context("items")?.clone();
@@ -595,7 +618,12 @@ async fn docfed_launch(
     let before = primaries_rss();
     let mut pools = Vec::new();
     for r in REGIONALS {
-        let db = b.fed.node(&b.id(r)).context("regional")?.data_dir().join("node.sqlite");
+        let db = b
+            .fed
+            .node(&b.id(r))
+            .context("regional")?
+            .data_dir()
+            .join("node.sqlite");
         pools.push(open_db(&db).await?);
     }
     let count_held = |pool: &sqlx::SqlitePool| {
