@@ -359,6 +359,9 @@ fn cpu_times(b: &Bench) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Latencies (ms, sorted) once every awaited item arrived.
+type Latencies = tokio::task::JoinHandle<Result<Vec<f64>>>;
+
 /// Unix time now, in ms (the nodes' `objects.stored_at` clock).
 fn unix_ms() -> i64 {
     std::time::SystemTime::now()
@@ -370,12 +373,7 @@ fn unix_ms() -> i64 {
 /// content, the milliseconds from its start until the last regional node's database showed it
 /// held (its `objects` row, committed with its bytes). Contents are sent while earlier ones are
 /// awaited; the result comes once the sender is dropped and every content arrived.
-fn docfed_arrivals(
-    b: &Bench,
-) -> (
-    mpsc::UnboundedSender<(String, Instant)>,
-    tokio::task::JoinHandle<Result<Vec<f64>>>,
-) {
+fn docfed_arrivals(b: &Bench) -> (mpsc::UnboundedSender<(String, Instant)>, Latencies) {
     let dbs: Vec<PathBuf> = REGIONALS
         .iter()
         .map(|r| {
@@ -642,7 +640,10 @@ async fn docfed_launch(
     let peak = std::sync::atomic::AtomicU64::new(before);
     let published = std::sync::atomic::AtomicUsize::new(0);
     bulk_publish(http, b, n, 10_000_000, |_| {
-        if published.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 5_000 == 0 {
+        if published
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            .is_multiple_of(5_000)
+        {
             peak.fetch_max(primaries_rss(), std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())

@@ -405,7 +405,12 @@ async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result
 #[derive(Default)]
 struct Effects {
     /// Inline content needed here: (document, version, md5, bytes).
-    inline: Vec<(docfed_shared::DocId, i64, docfed_shared::Md5Hex, bytes::Bytes)>,
+    inline: Vec<(
+        docfed_shared::DocId,
+        i64,
+        docfed_shared::Md5Hex,
+        bytes::Bytes,
+    )>,
     receipts: Vec<docfed_shared::messages::Receipt>,
 }
 
