@@ -217,19 +217,20 @@ pub async fn flagged_by_any<'e>(
 
 /// Whether a device here flags `doc`, and whether the content `md5` is held here: what a
 /// notification's handling needs to know, in one statement.
-pub async fn flagged_and_held(
+/// Which of the documents `ids` a device of this node flagged, in one statement.
+pub async fn flagged_among(
     conn: &mut sqlx::SqliteConnection,
-    doc: &DocId,
-    md5: &docfed_shared::Md5Hex,
-) -> Result<(bool, bool), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM device_flags WHERE doc_id = ?), \
-                EXISTS (SELECT 1 FROM objects WHERE md5 = ?)",
-    )
-    .bind(doc.to_string())
-    .bind(md5.as_str())
-    .fetch_one(&mut *conn)
-    .await
+    ids: &[String],
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        "SELECT DISTINCT doc_id FROM device_flags WHERE doc_id IN ",
+    );
+    super::push_in_list(&mut qb, ids.iter().map(String::as_str));
+    let rows: Vec<String> = qb.build_query_scalar().fetch_all(&mut *conn).await?;
+    Ok(rows.into_iter().collect())
 }
 
 /// The active device whose secret hashes to `secret_hash`.

@@ -154,7 +154,7 @@ pub async fn record_versions(
     sqlx::query(&format!("PRAGMA cache_size = -{IMPORT_CACHE_KIB}"))
         .execute(&mut *conn)
         .await?;
-    let recorded = stage_and_record(&mut *conn, batch).await;
+    let recorded = stage_and_record(&mut *conn, batch, None).await;
     let restored = sqlx::query(&format!("PRAGMA cache_size = -{DEFAULT_CACHE_KIB}"))
         .execute(&mut *conn)
         .await;
@@ -163,15 +163,40 @@ pub async fn record_versions(
     Ok(recorded)
 }
 
+/// [`record_versions`] for the inbox: the same recording, in the caller's transaction, without
+/// changing the page cache (a batch of notifications is small), and saying for each version,
+/// in order, whether it was new here (`false`: already known, or a copy of an earlier one of
+/// the batch), as `record_version` returns one at a time.
+pub async fn record_versions_each(
+    conn: &mut SqliteConnection,
+    batch: &[(DocumentVersion, ChangeKind)],
+) -> Result<Vec<bool>, sqlx::Error> {
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut new = Vec::new();
+    stage_and_record(conn, batch, Some(&mut new)).await?;
+    let mut fresh = vec![false; batch.len()];
+    for n in new {
+        if let Some(f) = usize::try_from(n).ok().and_then(|n| fresh.get_mut(n)) {
+            *f = true;
+        }
+    }
+    Ok(fresh)
+}
+
 /// SQLite's default page cache, in KiB (`PRAGMA cache_size = -2000`).
 const DEFAULT_CACHE_KIB: u32 = 2_000;
 
 /// The writer's page cache while it records an import batch, in KiB.
 const IMPORT_CACHE_KIB: u32 = 64 * 1024;
 
+/// Stages and records `batch`; `fresh`, when given, receives the batch index of every version
+/// that was new here.
 async fn stage_and_record(
     conn: &mut SqliteConnection,
     batch: &[(DocumentVersion, ChangeKind)],
+    fresh: Option<&mut Vec<i64>>,
 ) -> Result<Imported, sqlx::Error> {
     sqlx::query(STAGE).execute(&mut *conn).await?;
     sqlx::query(
@@ -317,6 +342,11 @@ async fn stage_and_record(
     )
     .execute(&mut *conn)
     .await?;
+    if let Some(fresh) = fresh {
+        *fresh = sqlx::query_scalar("SELECT n FROM temp.import_batch WHERE fresh")
+            .fetch_all(&mut *conn)
+            .await?;
+    }
     sqlx::query("DELETE FROM temp.import_batch")
         .execute(&mut *conn)
         .await?;

@@ -354,9 +354,17 @@ async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result
     // Receipts touch only `receipts` and the outbox, and each other only by key: recorded
     // together after the rest, in their order, in a few statements for the lot.
     let mut receipts = Vec::new();
+    let notifications: Vec<&Notification> = envs
+        .iter()
+        .filter_map(|env| match &env.body {
+            Body::Notify(n) => Some(&**n),
+            _ => None,
+        })
+        .collect();
+    fetch |= on_notifications(node, fed, &mut tx, &notifications, &mut effects).await?;
     for env in envs {
         match &env.body {
-            Body::Notify(n) => fetch |= on_notify(node, fed, &mut tx, n, &mut effects).await?,
+            Body::Notify(_) => {}
             Body::Receipt(r) => receipts.push((r, env.id.as_str())),
             Body::Annotation(a) => {
                 on_annotation(fed, &mut tx, a, &env.id).await?;
@@ -366,6 +374,7 @@ async fn handle(node: &Arc<Node>, fed: &Federation, envs: &[Envelope]) -> Result
             }
         }
     }
+    crate::db::messages::enqueue_all(&mut tx, &effects.outbox, false).await?;
     let available = effects.store_inline(node, fed, &mut tx).await?;
     // This node's own receipts, then those it relays, in a few statements for the lot.
     let own: Vec<(docfed_shared::messages::Receipt, String)> = effects
@@ -412,6 +421,8 @@ struct Effects {
         bytes::Bytes,
     )>,
     receipts: Vec<docfed_shared::messages::Receipt>,
+    /// Forwards, `(next hop, message)`, in the order they were decided.
+    outbox: Vec<(String, Vec<u8>)>,
 }
 
 impl Effects {
@@ -458,23 +469,86 @@ impl Effects {
     }
 }
 
-/// Returns whether a pull was queued. Content that came inline and is needed here is left in
-/// `effects` to be stored with the rest of the batch's.
-async fn on_notify(
+/// Batches of at least this many notifications record their versions set-based, in a fixed
+/// number of statements (`db::import`); fewer, one at a time (fewer statements for one).
+const SET_BASED: usize = 4;
+
+/// Records the versions a batch's notifications carry and decides, for each one new here,
+/// what this node does: store inline content, queue a pull, forward, send its receipt (left in
+/// `effects` to be done for the whole batch). Returns whether a pull was queued.
+async fn on_notifications(
     node: &Node,
     fed: &Federation,
     tx: &mut SqliteConnection,
+    notifications: &[&Notification],
+    effects: &mut Effects,
+) -> Result<bool, sqlx::Error> {
+    if notifications.is_empty() {
+        return Ok(false);
+    }
+    let fresh = if notifications.len() >= SET_BASED {
+        let versions: Vec<_> = notifications
+            .iter()
+            .map(|n| (n.document.clone(), n.kind))
+            .collect();
+        crate::db::import::record_versions_each(tx, &versions).await?
+    } else {
+        let mut fresh = Vec::with_capacity(notifications.len());
+        for n in notifications {
+            fresh.push(record_version(tx, &n.document, n.kind).await?);
+        }
+        fresh
+    };
+    let mut new = Vec::with_capacity(notifications.len());
+    for (n, fresh) in notifications.iter().zip(fresh) {
+        if fresh {
+            new.push(*n);
+        } else {
+            Metrics::inc(&node.metrics.notifications_deduplicated);
+            tracing::debug!(doc_id = %n.document.id, version = n.document.version, "duplicate notification");
+        }
+    }
+    if new.is_empty() {
+        return Ok(false);
+    }
+    let ids: Vec<String> = new.iter().map(|n| n.document.id.to_string()).collect();
+    let flagged = crate::db::devices::flagged_among(&mut *tx, &ids).await?;
+    let md5s: Vec<&docfed_shared::Md5Hex> = new.iter().map(|n| &n.document.md5).collect();
+    // Held here, as the batch's earlier notifications leave it (their inline content is stored
+    // with the batch's, at its end).
+    let mut held = crate::db::documents::objects_held(tx, &md5s).await?;
+    let mut fetch = false;
+    for n in new {
+        let d = &n.document;
+        let stored_before = effects.inline.len();
+        fetch |= decide(
+            fed,
+            tx,
+            n,
+            flagged.contains(&d.id.to_string()),
+            held.contains(d.md5.as_str()),
+            effects,
+        )
+        .await?;
+        if effects.inline.len() > stored_before {
+            held.insert(d.md5.to_string());
+        }
+    }
+    Ok(fetch)
+}
+
+/// What this node does with a version new here, given whether a device of this node flagged
+/// its document and whether its content is held here. Returns whether a pull was queued.
+async fn decide(
+    fed: &Federation,
+    tx: &mut SqliteConnection,
     n: &Notification,
+    flagged: bool,
+    held: bool,
     effects: &mut Effects,
 ) -> Result<bool, sqlx::Error> {
     let d = &n.document;
-    if !record_version(tx, d, n.kind).await? {
-        Metrics::inc(&node.metrics.notifications_deduplicated);
-        tracing::debug!(doc_id = %d.id, version = d.version, "duplicate notification");
-        return Ok(false);
-    }
     let salt = d.id.to_string();
-    let (flagged, held) = crate::db::devices::flagged_and_held(tx, &d.id, &d.md5).await?;
     // A device of this node flagged the document: keep every version's bytes here too.
     let flagged = flagged && !d.deleted;
     // Nobody pulls a lazy version ahead of a request, unless a device here asked for it.
@@ -486,13 +560,10 @@ async fn on_notify(
         effects
             .inline
             .push((d.id, d.version, d.md5.clone(), content.clone()));
-        send_notifications(
-            tx,
-            fed,
-            n,
-            route(&fed.topology, fed.id(), &n.targets, 1, &salt),
-        )
-        .await?;
+        let hops = route(&fed.topology, fed.id(), &n.targets, 1, &salt);
+        effects
+            .outbox
+            .extend(super::outbox::notification_rows(fed, n, hops));
         effects
             .receipts
             .push(docfed_shared::messages::Receipt::of(d, fed.id(), true));
@@ -506,17 +577,17 @@ async fn on_notify(
             .iter()
             .cloned()
             .partition(|t| !d.lazy && fed.needs_content(t, &d.scope, d.deleted, &[]));
-        send_notifications(tx, fed, n, route(&fed.topology, fed.id(), &now, 1, &salt)).await?;
+        let hops = route(&fed.topology, fed.id(), &now, 1, &salt);
+        effects
+            .outbox
+            .extend(super::outbox::notification_rows(fed, n, hops));
         enqueue_fetch(tx, fed, n, &later).await?;
         return Ok(true);
     }
-    send_notifications(
-        tx,
-        fed,
-        n,
-        route(&fed.topology, fed.id(), &n.targets, 1, &salt),
-    )
-    .await?;
+    let hops = route(&fed.topology, fed.id(), &n.targets, 1, &salt);
+    effects
+        .outbox
+        .extend(super::outbox::notification_rows(fed, n, hops));
     effects
         .receipts
         .push(docfed_shared::messages::Receipt::of(d, fed.id(), held));

@@ -358,10 +358,20 @@ pub async fn send_notifications(
     n: &docfed_shared::messages::Notification,
     hops: Vec<super::routing::Hop>,
 ) -> Result<(), sqlx::Error> {
+    let rows = notification_rows(fed, n, hops);
+    messages::enqueue_all(&mut *conn, &rows, false).await
+}
+
+/// The outbox rows, `(next hop, message)`, of [`send_notifications`], for a caller that queues
+/// many notifications' rows with one statement.
+pub fn notification_rows(
+    fed: &super::Federation,
+    n: &docfed_shared::messages::Notification,
+    hops: Vec<super::routing::Hop>,
+) -> Vec<(String, Vec<u8>)> {
     use docfed_shared::messages::{Body, Notification};
     let d = &n.document;
-    let rows: Vec<(String, Vec<u8>)> = hops
-        .into_iter()
+    hops.into_iter()
         .map(|hop| {
             let env = Envelope::new(
                 n.message_id(),
@@ -382,8 +392,7 @@ pub async fn send_notifications(
             };
             (hop.next, payload)
         })
-        .collect();
-    messages::enqueue_all(&mut *conn, &rows, false).await
+        .collect()
 }
 
 /// Opens the rows [`send_notifications`] sealed (their payload starts with the sealed format's

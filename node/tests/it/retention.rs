@@ -45,11 +45,12 @@ async fn delete(url: &str, id: &str) -> TestResult {
     Ok(())
 }
 
-/// The content addresses of the files in `node`'s store.
+/// The content addresses `node` stores: files in `objects/` and small objects in its database.
 fn stored(node: &TestNode) -> BTreeSet<String> {
     files_under(&node.dir.join("objects"))
         .iter()
         .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+        .chain(small_objects(&node.dir))
         .collect()
 }
 

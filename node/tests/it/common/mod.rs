@@ -192,6 +192,23 @@ pub fn auth(rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     rb.bearer_auth(TOKEN)
 }
 
+/// The content addresses a node's data directory `dir` holds in its small-object store (the
+/// database, `small_objects`), read while the node runs.
+pub fn small_objects(dir: &Path) -> Vec<String> {
+    let Ok(db) = rusqlite::Connection::open_with_flags(
+        dir.join("node.sqlite"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return Vec::new();
+    };
+    let Ok(mut q) = db.prepare("SELECT md5 FROM small_objects ORDER BY md5") else {
+        return Vec::new();
+    };
+    q.query_map([], |r| r.get(0))
+        .map(|rows| rows.flatten().collect())
+        .unwrap_or_default()
+}
+
 /// Every regular file under `dir`, recursively.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
