@@ -101,9 +101,8 @@ async fn content_up_to_inline_max_travels_inline_and_one_byte_more_is_pulled() -
         )
         .send()
         .await?;
-    if resp.status() == StatusCode::OK {
-        assert!(resp.bytes().await? == *body);
-    }
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.bytes().await? == *body);
     Ok(())
 }
 
