@@ -152,7 +152,9 @@ async fn search_and_fetch_across_regions_from_every_regional_node() -> TestResul
 #[tokio::test]
 async fn errors_have_their_exit_codes_and_fts_syntax_is_harmless() -> TestResult {
     let tmp = tempfile::tempdir()?;
-    let node = Standalone::start(&tmp.path().join("node")).await?;
+    // Content kept as files (not in the database), so the test can corrupt it on disk below.
+    let node =
+        Standalone::start_with(&tmp.path().join("node"), &["--small-object-max", "0"]).await?;
     let id = publish(
         &node.url,
         TOKEN,

@@ -262,23 +262,34 @@ fn up_runs_the_demo_federation_until_sigterm() {
             n.id
         );
     }
-    let md5 = {
-        let mut h = docfed_shared::hashing::Md5Stream::new();
-        h.update(b"hello federation");
-        h.finish().0.to_string()
-    };
-    let object = run_dir
-        .join("primary-a")
-        .join("objects")
-        .join(&md5[..2])
-        .join(&md5);
-    let stored = std::fs::read(&object).unwrap_or_else(|e| panic!("{}: {e}", object.display()));
+    // A small document lives in the node's database (a larger one in `objects/`): no file of
+    // its data directory but its log holds the plaintext.
+    let mut files = Vec::new();
+    let mut dirs = vec![run_dir.join("primary-a")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.file_name().is_some_and(|n| n != "node.log") {
+                files.push(p);
+            }
+        }
+    }
     assert!(
-        !stored
-            .windows(b"hello federation".len())
-            .any(|w| w == b"hello federation"),
-        "the content is stored in plaintext"
+        files.iter().any(|f| f.ends_with("node.sqlite")),
+        "{files:?}"
     );
+    for f in files {
+        let stored = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !stored
+                .windows(b"hello federation".len())
+                .any(|w| w == b"hello federation"),
+            "{} holds the content in plaintext",
+            f.display()
+        );
+    }
 
     // A node killed under `up` is restarted, says so on stderr, and is healthy again.
     let ready = |id: &str| docfed_shared::ready::Ready::read(&run_dir.join(id)).map(|r| r.pid);
