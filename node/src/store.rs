@@ -177,11 +177,6 @@ impl Store {
         self
     }
 
-    /// Content at most this large goes to the small-object store.
-    pub fn small_max(&self) -> u64 {
-        self.small_max
-    }
-
     pub fn object_path(&self, md5: &Md5Hex) -> PathBuf {
         let s = md5.as_str();
         self.objects.join(&s[..2]).join(s)

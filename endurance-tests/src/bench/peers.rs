@@ -37,6 +37,7 @@ use super::amqp;
 use super::client::{payload, publish};
 use crate::fedgen::{self, Bench};
 use crate::stats::percentile;
+use topology::demo::ROLES;
 
 const REGIONALS: [&str; 3] = ["na", "eu", "asia"];
 /// Syncthing's devices and the devices each shares the folder with upward.
@@ -56,16 +57,6 @@ const BURST_PUBLISHERS: usize = 8;
 const BURST: usize = 2_000;
 /// Documents per bulk request.
 const BULK_REQUEST: usize = 1_000;
-/// The nodes whose CPU time is read.
-const ROLES: [&str; 7] = [
-    "primary-a",
-    "primary-b",
-    "mid-1",
-    "mid-2",
-    "na",
-    "eu",
-    "asia",
-];
 const DEADLINE: Duration = Duration::from_secs(900);
 
 /// What one system did on the four workloads.

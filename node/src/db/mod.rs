@@ -158,11 +158,6 @@ impl Db {
         self.write.begin().await
     }
 
-    /// Whether a first load holds the writer.
-    pub fn loading(&self) -> bool {
-        self.loading.load(std::sync::atomic::Ordering::Acquire)
-    }
-
     /// Takes the writer for a first load (`api::admin::import` into an empty directory):
     /// writers that come meanwhile are refused at once (`begin_write`), readers keep reading
     /// what was committed before.

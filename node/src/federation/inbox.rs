@@ -553,23 +553,10 @@ async fn decide(
     let flagged = flagged && !d.deleted;
     // Nobody pulls a lazy version ahead of a request, unless a device here asked for it.
     let need = flagged || (!d.lazy && fed.needs_content(fed.id(), &d.scope, d.deleted, &n.targets));
-    if let (true, false, Some(content)) = (need, held, &n.content) {
-        // The bytes came with the notification, checked against the version's signed hashes
-        // when it was parsed: store them (with the batch's), and pass them on with it to every
-        // target now.
-        effects
-            .inline
-            .push((d.id, d.version, d.md5.clone(), content.clone()));
-        let hops = route(&fed.topology, fed.id(), &n.targets, 1, &salt);
-        effects
-            .outbox
-            .extend(super::outbox::notification_rows(fed, n, hops));
-        effects
-            .receipts
-            .push(docfed_shared::messages::Receipt::of(d, fed.id(), true));
-        return Ok(false);
-    }
-    if need && !held {
+    // Bytes that came with the notification were checked against the version's signed hashes
+    // when it was parsed: stored (with the batch's) when needed here, and passed on with it.
+    let inline = n.content.as_ref().filter(|_| need && !held);
+    if need && !held && inline.is_none() {
         // Targets that need the bytes hear of them when our own pull starts (stream-through)
         // or ends; the others right away.
         let (later, now): (Vec<String>, Vec<String>) = n
@@ -584,13 +571,20 @@ async fn decide(
         enqueue_fetch(tx, fed, n, &later).await?;
         return Ok(true);
     }
+    if let Some(content) = inline {
+        effects
+            .inline
+            .push((d.id, d.version, d.md5.clone(), content.clone()));
+    }
     let hops = route(&fed.topology, fed.id(), &n.targets, 1, &salt);
     effects
         .outbox
         .extend(super::outbox::notification_rows(fed, n, hops));
-    effects
-        .receipts
-        .push(docfed_shared::messages::Receipt::of(d, fed.id(), held));
+    effects.receipts.push(docfed_shared::messages::Receipt::of(
+        d,
+        fed.id(),
+        held || inline.is_some(),
+    ));
     Ok(false)
 }
 

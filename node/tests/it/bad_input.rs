@@ -266,29 +266,7 @@ fn the_planted_bug_switch_is_not_in_normal_builds() -> TestResult {
 async fn an_import_stops_at_a_malformed_line_after_recording_the_lines_before_it() -> TestResult {
     let node = TestNode::start().await?;
     let c = client();
-    let line = |i: u64| -> TestResult<String> {
-        let v = docfed_shared::wire::DocumentVersion {
-            id: docfed_shared::DocId::new(),
-            version: 1,
-            origin: "standalone".into(),
-            title: format!("Imported {i}"),
-            description: String::new(),
-            tags: vec!["imported".into()],
-            filename: format!("{i}.bin"),
-            source: String::new(),
-            scope: docfed_shared::Scope::Global,
-            content_type: "application/octet-stream".into(),
-            md5: md5_hex(&i.to_be_bytes()).parse()?,
-            size: 8,
-            deleted: false,
-            created_at: docfed_shared::wire::Timestamp::now(),
-            author: String::new(),
-            sha256: None,
-            signature: None,
-            lazy: false,
-        };
-        Ok(serde_json::to_string(&v)?)
-    };
+    let line = |i: u64| import_line(i, "Imported", "imported");
     let good: Vec<String> = (0..3).map(line).collect::<TestResult<_>>()?;
     // A directory that holds something already: an incremental import, a transaction per
     // batch (into an empty one, a first load is all or nothing: the next test).
@@ -346,27 +324,10 @@ async fn a_first_load_is_all_or_nothing_and_turns_writers_away_while_it_runs() -
     let node = TestNode::start().await?;
     let c = client();
     let line = |i: u64| -> TestResult<String> {
-        let v = docfed_shared::wire::DocumentVersion {
-            id: docfed_shared::DocId::new(),
-            version: 1,
-            origin: "standalone".into(),
-            title: format!("Harbour chart {i}"),
-            description: String::new(),
-            tags: vec!["firstload".into()],
-            filename: format!("{i}.bin"),
-            source: String::new(),
-            scope: docfed_shared::Scope::Global,
-            content_type: "application/octet-stream".into(),
-            md5: md5_hex(&i.to_be_bytes()).parse()?,
-            size: 8,
-            deleted: false,
-            created_at: docfed_shared::wire::Timestamp::now(),
-            author: String::new(),
-            sha256: None,
-            signature: None,
-            lazy: false,
-        };
-        Ok(format!("{}\n", serde_json::to_string(&v)?))
+        Ok(format!(
+            "{}\n",
+            import_line(i, "Harbour chart", "firstload")?
+        ))
     };
     let count = |query: &'static str| {
         let c = c.clone();
@@ -399,24 +360,28 @@ async fn a_first_load_is_all_or_nothing_and_turns_writers_away_while_it_runs() -
     for i in 0..50 {
         tx.send(Ok(line(i)?.into_bytes())).await?;
     }
-    // Until the load has begun, a publication may still get in (and the load then finds the
-    // directory not empty): wait for the refusal that shows the load holds the writer.
+    // The request's first bytes may still sit in socket buffers: wait until the load holds the
+    // writer, probing with a write that records no version (a device's registration, which
+    // would not make the directory non-empty if it got in first).
     crate::common::eventually(
         std::time::Duration::from_secs(30),
         "the load to hold the writer",
         || async {
-            let resp = auth(c.post(node.url("/v1/documents?title=during")))
-                .body("x")
+            let resp = auth(c.post(node.url("/v1/devices")))
+                .json(&serde_json::json!({"name": "probe"}))
                 .send()
                 .await?;
-            if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
-                assert!(resp.headers().contains_key("retry-after"));
-                return Ok(Some(()));
-            }
-            Err(format!("a write during the load got {}", resp.status()).into())
+            Ok((resp.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(()))
         },
     )
     .await?;
+    // A publication meanwhile is turned away at once, told when to come back.
+    let resp = auth(c.post(node.url("/v1/documents?title=during")))
+        .body("x")
+        .send()
+        .await?;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(resp.headers().contains_key("retry-after"));
     // Readers see the directory as it was committed: empty.
     assert_eq!(count("/v1/documents?tag=firstload").await?, 0);
     for i in 50..100 {
@@ -442,4 +407,30 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
 ) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A JSON line for `POST /v1/admin/import`: version 1 of a new document titled `{title} {i}`
+/// with tag `tag`, at a standalone node.
+fn import_line(i: u64, title: &str, tag: &str) -> TestResult<String> {
+    let v = docfed_shared::wire::DocumentVersion {
+        id: docfed_shared::DocId::new(),
+        version: 1,
+        origin: "standalone".into(),
+        title: format!("{title} {i}"),
+        description: String::new(),
+        tags: vec![tag.into()],
+        filename: format!("{i}.bin"),
+        source: String::new(),
+        scope: docfed_shared::Scope::Global,
+        content_type: "application/octet-stream".into(),
+        md5: md5_hex(&i.to_be_bytes()).parse()?,
+        size: 8,
+        deleted: false,
+        created_at: docfed_shared::wire::Timestamp::now(),
+        author: String::new(),
+        sha256: None,
+        signature: None,
+        lazy: false,
+    };
+    Ok(serde_json::to_string(&v)?)
 }
